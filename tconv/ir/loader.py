@@ -8,6 +8,7 @@ can print it as it is and exit with status 1.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from io import StringIO
@@ -16,10 +17,13 @@ from pathlib import Path
 from xdsl.context import Context
 from xdsl.dialects import builtin, func
 from xdsl.dialects.builtin import FileLineColLoc, IntAttr, ModuleOp, StringAttr, UnknownLoc
-from xdsl.ir import Operation
+from xdsl.ir import Operation, TypeAttribute
 from xdsl.parser import Parser
+from xdsl.parser.generic_parser import ParserState
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import DiagnosticException, ParseError
+from xdsl.utils.lexer import Input, Span
+from xdsl.utils.mlir_lexer import MLIRLexer, MLIRTokenKind
 
 from tconv.ir.dialect import Tconv
 
@@ -37,6 +41,19 @@ def make_context() -> Context:
     return ctx
 
 
+class _LinearTimeLexer(MLIRLexer):
+    """xDSL's lexer with a string-literal pattern that runs in linear time.
+
+    xDSL 0.74 nests `+` inside `*` in this pattern, so a string literal that
+    does not close on its line (`"conv.weight init ...`) backtracks
+    exponentially: 30 characters take seconds, a full line never ends. The
+    possessive quantifiers accept exactly the same literals without backtracking."""
+
+    _unescaped_characters_regex = re.compile(
+        r'"(?:[^"\\\n\v\f]++|\\(?:["nt\\]|[0-9A-Fa-f]{2}))*+"'
+    )
+
+
 class LocatingParser(Parser):
     """A parser that records where each operation starts, as its location.
 
@@ -45,10 +62,33 @@ class LocatingParser(Parser):
 
     def __init__(self, ctx: Context, text: str, filename: str) -> None:
         super().__init__(ctx, text, filename)
+        self._parser_state = ParserState(_LinearTimeLexer(Input(text, filename)))
         self._filename = filename
 
+    MAX_INTEGER_WIDTH = (1 << 24) - 1
+    """MLIR's limit on the width of an integer type (`i64`, `si8`, ...)."""
+
+    def _parse_optional_integer_or_float_type(self) -> TypeAttribute | None:
+        # xDSL computes the value range of `iN` as `1 << N`: a width like
+        # i9223372036854775807 exhausts memory instead of failing.
+        token = self._current_token
+        if token.kind == MLIRTokenKind.BARE_IDENT:
+            match = self._builtin_integer_type_regex.match(token.text)
+            if match is not None and int(match.group(1)) > self.MAX_INTEGER_WIDTH:
+                self.raise_error(
+                    f"integer type width {match.group(1)} exceeds the limit "
+                    f"{self.MAX_INTEGER_WIDTH}",
+                    token.span,
+                )
+        return super()._parse_optional_integer_or_float_type()
+
+    @property
+    def current_span(self) -> Span:
+        """Where the parser stands: the span of the next token."""
+        return self._current_token.span
+
     def parse_operation(self) -> Operation:
-        start = self._current_token.span.get_location()
+        start = self.current_span.get_location()
         op = super().parse_operation()
         if isinstance(op.location, UnknownLoc):
             op.location = FileLineColLoc(
@@ -70,17 +110,42 @@ def _located(op: Operation, message: str) -> str:
     return f"{where}: error: {message}" if where else f"error: {message} (in {op.name})"
 
 
-def parse_module(text: str, filename: str = "<input>", ctx: Context | None = None) -> ModuleOp:
+def parse_module(
+    text: str,
+    filename: str = "<input>",
+    ctx: Context | None = None,
+    allow_implicit_module: bool = True,
+) -> ModuleOp:
     """Parse IR text (custom or generic syntax); a syntax error becomes a TconvError."""
+    parser: LocatingParser | None = None
     try:
-        return LocatingParser(ctx or make_context(), text, filename).parse_module()
+        parser = LocatingParser(ctx or make_context(), text, filename)
+        return parser.parse_module(allow_implicit_module)
     except ParseError as err:
-        where = err.span.get_location()
-        # print_with_context starts with its own location line; keep the caret lines.
-        excerpt = "\n".join(err.span.print_with_context().splitlines()[1:])
-        raise TconvError(f"{where}: error: {err.msg}\n{excerpt}") from None
+        raise TconvError(_syntax_error(err.span, err.msg)) from None
     except DiagnosticException as err:
-        raise TconvError(f"{filename}: error: {err}") from None
+        if parser is None:
+            raise TconvError(f"{filename}: error: {err}") from None
+        # An attribute or type rejected its parameters while the parser built
+        # it: point at the token the parser had reached.
+        raise TconvError(_syntax_error(parser.current_span, str(err))) from None
+    except Exception as err:
+        # xDSL's parser raises plain exceptions on some malformed input (a block
+        # named `^2` is a ValueError): report them where the parser stopped.
+        message = f"internal parser error ({type(err).__name__}): {err}"
+        if parser is None:
+            raise TconvError(f"{filename}: error: {message}") from err
+        raise TconvError(_syntax_error(parser.current_span, message)) from err
+
+
+def _syntax_error(span: Span, message: str) -> str:
+    if message[:1].isspace():
+        # Some xDSL errors are only a context (" in block definition").
+        message = f"unexpected {repr(span.text) if span.text else 'end of input'}{message}"
+    where = span.get_location()
+    # print_with_context starts with its own location line; keep the caret lines.
+    excerpt = "\n".join(span.print_with_context().splitlines()[1:])
+    return f"{where}: error: {message}\n{excerpt}"
 
 
 def verify_module(module: ModuleOp) -> None:
@@ -125,6 +190,10 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=path.suffix)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

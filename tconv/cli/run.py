@@ -1,0 +1,186 @@
+"""`tconv run`: execute a network on one batch and report its outputs.
+
+The parameters come from the store beside the IR (`net.npz` for `net.mlir`).
+Without `--input`, the batch is drawn from N(0, 1) with a fixed seed, so two
+runs (or two backends) see the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+
+from tconv.cli.command import Command, note, positive_int
+from tconv.cli.files import read_array, write_array
+from tconv.ir.loader import TconvError, load_module
+from tconv.ir.ops import shape_of
+from tconv.ir.params import bind_params, load_store, store_path_for
+from tconv.ir.shapes import Shape
+from tconv.passes.analyses.summary import summarize
+
+Backend = Callable[[ModuleOp, Mapping[str, np.ndarray], Sequence[np.ndarray]], list[np.ndarray]]
+
+
+def _reference(
+    module: ModuleOp, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    # Imported on use: each backend loads only when it runs.
+    from tconv.runtime import reference
+
+    return reference.run(module, params, *inputs)
+
+
+BACKENDS: dict[str, Backend | None] = {
+    "reference": _reference,
+    "tvm": None,
+    "llvm": None,
+}
+"""Every backend by name; None for one that is planned but not built yet."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", metavar="FILE",
+        help="tconv IR file; its parameters are read from the .npz beside it (net.npz for net.mlir)",
+    )
+    parser.add_argument(
+        "--backend", default="reference", metavar="NAME",
+        help=f"one of {', '.join(BACKENDS)} (default: reference, the numpy executor)",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--input", action="append", metavar="X.npy",
+        help="input batch (float, NCHW; any batch size); once per network input",
+    )
+    source.add_argument(
+        "--batch", type=positive_int, metavar="N",
+        help="batch size of the random input (default: the IR's)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the random input (default: 0)"
+    )
+    parser.add_argument("--output", metavar="Y.npy", help="write the network's output to Y.npy")
+
+
+def _backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise TconvError(
+            f"error: unknown backend '{name}' (expected one of: {', '.join(BACKENDS)})"
+        )
+    backend = BACKENDS[name]
+    if backend is None:
+        raise TconvError(
+            f"error: the '{name}' backend is not available yet; use --backend reference"
+        )
+    return backend
+
+
+def _network(module: ModuleOp, path: str) -> func.FuncOp:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp):
+            return op
+    raise TconvError(f"{path}: error: no func.func to run")
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _read_input(path: str, expected: Shape) -> np.ndarray:
+    """The array in `path`, which must have the IR's shape up to the batch size."""
+    array = read_array(path)
+    if array.ndim != len(expected) or array.shape[1:] != expected[1:] or array.shape[0] < 1:
+        wanted = _fmt(("N", *expected[1:]))
+        raise TconvError(
+            f"{path}: error: input has shape {_fmt(array.shape) or 'scalar'}, "
+            f"the network expects {wanted} (any batch size N)"
+        )
+    return array
+
+
+def _inputs(args: argparse.Namespace, expected: list[Shape]) -> list[tuple[np.ndarray, str]]:
+    """Each input array, with where it came from."""
+    if args.input:
+        if len(args.input) != len(expected):
+            raise TconvError(
+                f"error: the network takes {len(expected)} input(s), got {len(args.input)} --input"
+            )
+        arrays = [_read_input(path, shape) for path, shape in zip(args.input, expected)]
+        batches = {a.shape[0] for a in arrays}
+        if len(batches) > 1:
+            raise TconvError(f"error: the inputs have different batch sizes: {sorted(batches)}")
+        return list(zip(arrays, args.input))
+    rng = np.random.default_rng(args.seed)
+    batch = args.batch or (expected[0][0] if expected else 1)
+    arrays = [rng.standard_normal((batch, *shape[1:]), dtype=np.float32) for shape in expected]
+    shapes = ", ".join(_fmt(a.shape) for a in arrays)
+    note(f"no --input given: running on random N(0,1) data of shape {shapes} (seed {args.seed})")
+    return [(array, f"random N(0,1), seed {args.seed}") for array in arrays]
+
+
+def _statistics(array: np.ndarray) -> str:
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return "no finite values"
+    text = (
+        f"min {finite.min():.4g}  max {finite.max():.4g}  "
+        f"mean {finite.mean():.4g}  std {finite.std():.4g}"
+    )
+    if finite.size < array.size:
+        text += f"  ({array.size - finite.size:,} NaN/inf)"
+    return text
+
+
+def execute(args: argparse.Namespace) -> None:
+    backend = _backend(args.backend)
+    module = load_module(args.file)
+    network = _network(module, args.file)
+    if args.output and len(network.function_type.outputs) != 1:
+        raise TconvError(
+            f"error: --output writes one array, the network has "
+            f"{len(network.function_type.outputs)} outputs"
+        )
+    store = store_path_for(args.file)
+    params = bind_params(module, load_store(store), source=str(store))
+    expected = [shape_of(arg) for arg in network.args]
+    inputs = _inputs(args, expected)
+    batch = inputs[0][0].shape[0] if inputs else 1
+
+    start = time.perf_counter()
+    outputs = backend(module, params, [array for array, _ in inputs])
+    seconds = time.perf_counter() - start
+
+    if args.output:
+        write_array(args.output, outputs[0])
+    # Every op's work is linear in the batch, so the IR's count scales to this one.
+    ir_batch = expected[0][0] if expected else 1
+    flops = summarize(module).flops * batch / ir_batch
+    print(f"{network.sym_name.data} on the {args.backend} backend, batch {batch}")
+    for array, origin in inputs:
+        print(f"  input   {_fmt(array.shape)}  ({origin})")
+    for array in outputs:
+        print(f"  output  {_fmt(array.shape)}  {_statistics(array)}")
+        if array.ndim == 2:
+            top = " ".join(str(c) for c in np.argmax(array[:8], axis=1))
+            print(f"          top-1 class of the first {min(8, len(array))} samples: {top}")
+    print(
+        f"  time    {seconds:.3f} s  ({1e3 * seconds / batch:.2f} ms per sample, "
+        f"{flops / max(seconds, 1e-9) / 1e9:.2f} GFLOP/s)"
+    )
+    if args.output:
+        print(f"  wrote   {args.output}")
+
+
+RUN = Command(
+    name="run",
+    help="run a network on one batch and report its output",
+    description="Run a network on one batch (from --input, or random) with its parameter "
+    "store, and print the output's shape, statistics and the time taken.",
+    configure=configure,
+    execute=execute,
+)
