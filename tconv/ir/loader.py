@@ -60,13 +60,14 @@ class LocatingParser(Parser):
     xDSL keeps an op's location only when the text spells one out (`loc(...)`);
     diagnostics after parsing need the line and column anyway."""
 
-    def __init__(self, ctx: Context, text: str, filename: str) -> None:
-        super().__init__(ctx, text, filename)
-        self._parser_state = ParserState(_LinearTimeLexer(Input(text, filename)))
-        self._filename = filename
-
     MAX_INTEGER_WIDTH = (1 << 24) - 1
     """MLIR's limit on the width of an integer type (`i64`, `si8`, ...)."""
+
+    def __init__(self, ctx: Context, text: str, filename: str) -> None:
+        # xDSL's own lexer would read the first token of `text` already.
+        super().__init__(ctx, "", filename)
+        self._parser_state = ParserState(_LinearTimeLexer(Input(text, filename)))
+        self._filename = filename
 
     def _parse_optional_integer_or_float_type(self) -> TypeAttribute | None:
         # xDSL computes the value range of `iN` as `1 << N`: a width like

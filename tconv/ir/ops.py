@@ -233,6 +233,9 @@ class ParamOp(IRDLOperation):
         shape = _checked_shape("param", "result", self.result.type)
         if not self.sym_name.data:
             raise VerifyException("param: name must not be empty")
+        if not self.sym_name.data.isascii():
+            # xDSL prints other characters as escaped bytes, which read back as bytes.
+            raise VerifyException(f"param: name {self.sym_name.data!r} must be ASCII")
         init = self.init.data
         if init not in PARAM_INITS:
             raise VerifyException(

@@ -99,18 +99,38 @@ def parse_keywords(parser: Parser, keywords: Sequence[Keyword]) -> dict[str, Att
         if keyword.kind == "ints":
             values = parser.parse_comma_separated_list(
                 parser.Delimiter.SQUARE,
-                lambda: parser.parse_integer(allow_boolean=False),
+                lambda: _parse_i64(parser, f" in '{keyword.name}'"),
                 f" in '{keyword.name}'",
             )
             properties[keyword.name] = ints_attr(values)
         elif keyword.kind == "int":
-            properties[keyword.name] = int_attr(
-                parser.parse_integer(allow_boolean=False, context_msg=f" after '{keyword.name}'")
-            )
+            properties[keyword.name] = int_attr(_parse_i64(parser, f" after '{keyword.name}'"))
         elif keyword.kind == "float":
-            properties[keyword.name] = float_attr(parser.parse_number(context_msg=f" after '{keyword.name}'"))
+            properties[keyword.name] = float_attr(_parse_f64(parser, f" after '{keyword.name}'"))
         elif keyword.kind == "flag":
             properties[keyword.name] = UnitAttr()
         else:
             properties[keyword.name] = parser.parse_attribute()
     return properties
+
+
+_I64 = range(-(2**63), 2**63)
+
+
+def _parse_i64(parser: Parser, context_msg: str) -> int:
+    """An integer literal that fits in i64 (a larger one is a located syntax error)."""
+    start = parser.pos
+    value = parser.parse_integer(allow_boolean=False, context_msg=context_msg)
+    if value not in _I64:
+        parser.raise_error(f"integer {value} out of range for i64{context_msg}", start, parser.pos)
+    return value
+
+
+def _parse_f64(parser: Parser, context_msg: str) -> float:
+    """A number literal that fits in f64 (a larger one is a located syntax error)."""
+    start = parser.pos
+    value = parser.parse_number(context_msg=context_msg)
+    try:
+        return float(value)
+    except OverflowError:
+        parser.raise_error(f"number {value} out of range for f64{context_msg}", start, parser.pos)

@@ -1,0 +1,234 @@
+"""`tconv-opt`: xdsl-opt for tconv IR, with located diagnostics.
+
+    tconv-opt FILE [-p PIPELINE] [--verify-diagnostics] [--split-input-file]
+                   [--print-op-generic] [-o OUT]
+
+It accepts every xdsl-opt option and knows every dialect and pass xdsl-opt
+knows (tconv's from its `xdsl.universe`, installed as an entry point or not).
+It differs where a user meets an error:
+
+- ops remember where they start in the text, and the module is checked with
+  `verify_module`, so a broken rule reads
+  `net.mlir:12:8: error: conv2d: input channels 30 not divisible by groups 4`;
+- every user error (unreadable input, syntax, verification, an unknown pass or
+  bad pass option, a failing pass) is one message on stderr and exit status 1,
+  never a traceback; a usage error is exit status 2 (argparse's);
+- `-o OUT` is written atomically: a failed run leaves OUT as it was;
+- `--split-input-file` reports lines counted in the whole file, not the chunk.
+
+`--verify-diagnostics` (and `--parsing-diagnostics` for syntax errors) print the
+diagnostic to stdout and exit 0, as xdsl-opt does, for filecheck tests.
+
+A crash (a bug in xDSL or tconv) is reported as an internal error, also with
+status 1; set `TCONV_DEBUG=1` to see its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from functools import cache
+from io import StringIO
+from typing import IO
+
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass, PassPipeline
+from xdsl.printer import Printer
+from xdsl.universe import Universe
+from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
+from xdsl.xdsl_opt_main import xDSLOptMain
+
+from tconv.ir.loader import TconvError, parse_module, verify_module, write_text_atomic
+from tconv.universe import TCONV_UNIVERSE
+
+STDIN_NAME = "<stdin>"
+
+
+@cache
+def _multiverse() -> Universe:
+    """Every installed `xdsl.universe`, looked up once per process (the lookup
+    scans the installed packages' entry points)."""
+    return Universe.get_multiverse()
+
+
+class TconvOptMain(xDSLOptMain):
+    """xdsl-opt's driver with tconv's parser, verifier and error reporting.
+
+    Every method raises `TconvError` with a complete message for a user error;
+    `main` prints it."""
+
+    version_format = "tconv-opt built from xdsl version {xdsl_version}"
+
+    def __init__(self, args: Sequence[str] | None = None) -> None:
+        super().__init__(description="tconv modular optimizer driver", args=args)
+
+    def register_all_dialects(self) -> None:
+        for dialect_name, dialect_factory in _multiverse().all_dialects.items():
+            self.ctx.register_dialect(dialect_name, dialect_factory)
+        if "tconv" not in self.ctx.registered_dialect_names:
+            self.ctx.register_dialect("tconv", TCONV_UNIVERSE.all_dialects["tconv"])
+
+    def register_all_passes(self) -> None:
+        for pass_name, pass_factory in _multiverse().all_passes.items():
+            self.register_pass(pass_name, pass_factory)
+        # tconv's own, also where its entry point is not installed.
+        for pass_name, pass_factory in TCONV_UNIVERSE.all_passes.items():
+            self.register_pass(pass_name, pass_factory)
+
+    def register_all_targets(self) -> None:
+        for target_name, target_factory in _multiverse().all_targets.items():
+            self.available_targets.setdefault(target_name, target_factory)
+
+    def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
+        super().register_all_arguments(arg_parser)
+        arg_parser.prog = "tconv-opt"
+
+    def get_input_name(self) -> str:
+        if self.args.input_file in (None, "-"):
+            return STDIN_NAME
+        return self.args.input_file
+
+    def get_input_stream(self) -> tuple[IO[bytes], str]:
+        """The input as bytes and its frontend; stdin for no file or `-`. A file
+        whose extension names no frontend is read as MLIR text."""
+        if self.args.input_file in (None, "-"):
+            return sys.stdin.buffer, "mlir"
+        try:
+            stream, extension = super().get_input_stream()
+        except OSError as err:
+            raise TconvError(
+                f"{self.args.input_file}: error: cannot read: {err.strerror}"
+            ) from None
+        if extension not in self.available_frontends:
+            extension = "mlir"
+        return stream, extension
+
+    def setup_pipeline(self) -> None:
+        """Parse `-p` into passes; verification between passes goes through
+        `verify_module`, so its failures are located too."""
+        try:
+            self.pipeline = PassPipeline.parse_spec(
+                self.available_passes, self.args.passes, self._between_passes
+            )
+        except (ValueError, ArgSpecParseError) as err:
+            raise TconvError(
+                f"error: invalid pass pipeline '{self.args.passes}': {err}"
+            ) from None
+        self._pass_start = time.perf_counter()
+
+    def _between_passes(
+        self,
+        previous_pass: ModulePass | None,
+        module: ModuleOp,
+        next_pass: ModulePass | None,
+    ) -> None:
+        if self.args.time_passes and previous_pass is not None:
+            duration = time.perf_counter() - self._pass_start
+            print(f"Pass {previous_pass.name} took {duration} seconds")
+        if previous_pass is not None and not self.args.disable_verify:
+            verify_module(module)
+        if previous_pass and next_pass and self.args.print_between_passes:
+            print(f"IR after {previous_pass.name}:")
+            Printer(stream=sys.stdout).print_op(module)
+            print("\n\n\n")
+        if self.args.time_passes and next_pass is not None:
+            self._pass_start = time.perf_counter()
+
+    def parse_chunk(
+        self, chunk: IO[bytes], file_extension: str, start_offset: int = 0
+    ) -> ModuleOp | None:
+        """Parse one chunk of the input; `start_offset` is the number of lines
+        before it in the file."""
+        if file_extension != "mlir":
+            return super().parse_chunk(chunk, file_extension, start_offset)
+        name = self.get_input_name()
+        data = chunk.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data.count(b"\n", 0, err.start) + 1 + start_offset
+            raise TconvError(
+                f"{name}:{line}: error: not UTF-8 text ({err.reason} at byte {err.start})"
+            ) from None
+        # Line numbers count from the start of the file: the chunk is parsed
+        # after as many empty lines as precede it there.
+        return parse_module(
+            "\n" * start_offset + text,
+            name,
+            self.ctx,
+            allow_implicit_module=not self.args.no_implicit_module,
+        )
+
+    def process_module(self, module: ModuleOp) -> str:
+        """Verify the parsed module, run the pipeline on it, and print it."""
+        if not self.args.disable_verify:
+            verify_module(module)
+        try:
+            self.apply_passes(module)
+        except DiagnosticException as err:
+            raise TconvError(f"{self.get_input_name()}: error: {err}") from None
+        return self.output_resulting_program(module)
+
+    def run(self) -> None:
+        """Process each chunk of the input and write the results: to stdout as
+        they come, or to `-o OUT` at once when every chunk succeeded."""
+        chunks, file_extension = self.prepare_input()
+        output_file = self.args.output_file
+        output: IO[str] = StringIO() if output_file is not None else sys.stdout
+        try:
+            for index, (chunk, offset) in enumerate(chunks):
+                if index > 0:
+                    output.write("// -----\n")
+                try:
+                    module = self.parse_chunk(chunk, file_extension, offset)
+                except TconvError as err:
+                    if not self.args.parsing_diagnostics:
+                        raise
+                    print(err)
+                    continue
+                if module is None:
+                    continue
+                try:
+                    output.write(self.process_module(module))
+                except TconvError as err:
+                    if not self.args.verify_diagnostics:
+                        raise
+                    print(err)
+                output.flush()
+        finally:
+            for chunk, _ in chunks:
+                chunk.close()
+        if output_file is not None:
+            assert isinstance(output, StringIO)
+            try:
+                write_text_atomic(output_file, output.getvalue())
+            except OSError as err:
+                raise TconvError(f"{output_file}: error: cannot write: {err.strerror}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run tconv-opt on `argv` (default: the command line); return the exit status.
+
+    This is also the in-process entry point the tests call."""
+    try:
+        TconvOptMain(args=argv).run()
+    except TconvError as err:
+        print(str(err).rstrip("\n"), file=sys.stderr)
+        return 1
+    except SystemExit as exit_:  # argparse: usage errors (2), --help, --version (0)
+        return exit_.code if isinstance(exit_.code, int) else 1
+    except Exception as err:
+        # A crash below the command line (in xDSL, or a bug in tconv) is still
+        # one message and status 1; TCONV_DEBUG=1 shows the traceback instead.
+        if os.environ.get("TCONV_DEBUG"):
+            raise
+        print(f"tconv-opt: internal error ({type(err).__name__}): {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""`tconv-opt` as a user meets it: exit statuses, messages, atomic output, stdin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tconv.cli.opt import main
+
+VALID = """\
+func.func @net(%x: tensor<1x30x8x8xf32>) -> tensor<1x30x8x8xf32> {
+  %y = tconv.relu %x : tensor<1x30x8x8xf32>
+  func.return %y : tensor<1x30x8x8xf32>
+}
+"""
+
+INVALID = """\
+func.func @net(%x: tensor<1x30x8x8xf32>) -> tensor<1x8x8x8xf32> {
+  %w = tconv.param "conv.weight" init kaiming_normal : tensor<8x7x3x3xf32>
+  %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 4 : (tensor<1x30x8x8xf32>, tensor<8x7x3x3xf32>) -> tensor<1x8x8x8xf32>
+  func.return %y : tensor<1x8x8x8xf32>
+}
+"""
+
+
+@pytest.fixture
+def valid(tmp_path: Path) -> Path:
+    path = tmp_path / "valid.mlir"
+    path.write_text(VALID)
+    return path
+
+
+@pytest.fixture
+def invalid(tmp_path: Path) -> Path:
+    path = tmp_path / "invalid.mlir"
+    path.write_text(INVALID)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return status, out, err
+
+
+def test_prints_the_module(capsys, valid: Path):
+    status, out, err = run(capsys, str(valid))
+    assert (status, err) == (0, "")
+    assert "%y = tconv.relu %x : tensor<1x30x8x8xf32>" in out
+
+
+def test_verify_error_is_located(capsys, invalid: Path):
+    status, out, err = run(capsys, str(invalid))
+    assert status == 1
+    assert out == ""
+    assert err == f"{invalid}:3:3: error: conv2d: input channels 30 not divisible by groups 4\n"
+
+
+def test_verify_diagnostics_prints_to_stdout(capsys, invalid: Path):
+    status, out, err = run(capsys, str(invalid), "--verify-diagnostics")
+    assert (status, err) == (0, "")
+    assert out == f"{invalid}:3:3: error: conv2d: input channels 30 not divisible by groups 4\n"
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "message"),
+    [
+        ("tconv-nope", "error: invalid pass pipeline 'tconv-nope': Unrecognized passes: ['tconv-nope']"),
+        ("tconv-set-batch{batch=two}", "error: invalid pass pipeline 'tconv-set-batch{batch=two}'"),
+        ("tconv-set-batch{", "error: invalid pass pipeline 'tconv-set-batch{'"),
+        ("tconv-set-batch", 'tconv-set-batch requires argument "batch"'),
+    ],
+)
+def test_bad_pipeline(capsys, valid: Path, pipeline: str, message: str):
+    status, out, err = run(capsys, str(valid), "-p", pipeline)
+    assert status == 1
+    assert message in err
+
+
+def test_failing_pass(capsys, valid: Path):
+    status, _, err = run(capsys, str(valid), "-p", "tconv-set-batch{batch=0}")
+    assert status == 1
+    assert err == f"{valid}: error: tconv-set-batch: batch must be a positive integer, got 0\n"
+
+
+def test_missing_file(capsys, tmp_path: Path):
+    status, _, err = run(capsys, str(tmp_path / "nope.mlir"))
+    assert status == 1
+    assert err == f"{tmp_path / 'nope.mlir'}: error: cannot read: No such file or directory\n"
+
+
+def test_directory_as_input(capsys, tmp_path: Path):
+    status, _, err = run(capsys, str(tmp_path))
+    assert status == 1
+    assert err.startswith(f"{tmp_path}: error: cannot read:")
+
+
+def test_not_utf8(capsys, tmp_path: Path):
+    path = tmp_path / "binary.mlir"
+    path.write_bytes(b"func.func @f() {\n  \xff\xfe\n}\n")
+    status, _, err = run(capsys, str(path))
+    assert status == 1
+    assert err.startswith(f"{path}:2: error: not UTF-8 text")
+
+
+def test_usage_error(capsys):
+    assert main(["--no-such-option"]) == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_output_is_written(capsys, valid: Path, tmp_path: Path):
+    output = tmp_path / "out.mlir"
+    status, out, _ = run(capsys, str(valid), "-o", str(output), "-p", "tconv-set-batch{batch=3}")
+    assert (status, out) == (0, "")
+    assert "tensor<3x30x8x8xf32>" in output.read_text()
+
+
+def test_failure_leaves_the_output_alone(capsys, invalid: Path, tmp_path: Path):
+    output = tmp_path / "out.mlir"
+    output.write_text("precious\n")
+    status, _, _ = run(capsys, str(invalid), "-o", str(output))
+    assert status == 1
+    assert output.read_text() == "precious\n"
+    assert {p.name for p in tmp_path.iterdir()} == {"invalid.mlir", "out.mlir"}
+
+
+def test_unwritable_output(capsys, valid: Path, tmp_path: Path):
+    output = tmp_path / "missing" / "out.mlir"
+    status, _, err = run(capsys, str(valid), "-o", str(output))
+    assert status == 1
+    assert err.startswith(f"{output}: error: cannot write:")
+
+
+def test_split_input_file_keeps_going(capsys, tmp_path: Path):
+    path = tmp_path / "two.mlir"
+    path.write_text(INVALID + "\n// -----\n\n" + INVALID)
+    status, out, _ = run(capsys, str(path), "--split-input-file", "--verify-diagnostics")
+    assert status == 0
+    assert out.splitlines() == [
+        f"{path}:3:3: error: conv2d: input channels 30 not divisible by groups 4",
+        "// -----",
+        f"{path}:11:3: error: conv2d: input channels 30 not divisible by groups 4",
+    ]
+
+
+@pytest.mark.parametrize("stdin_args", [[], ["-"]])
+def test_reads_stdin(stdin_args: list[str]):
+    result = subprocess.run(
+        [sys.executable, "-m", "tconv.cli.opt", *stdin_args, "-p", "tconv-set-batch{batch=2}"],
+        input=VALID,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "func.func @net(%x: tensor<2x30x8x8xf32>) -> tensor<2x30x8x8xf32>" in result.stdout
+
+
+def test_stdin_errors_name_stdin():
+    result = subprocess.run(
+        [sys.executable, "-m", "tconv.cli.opt", "-"], input=INVALID, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert result.stderr == "<stdin>:3:3: error: conv2d: input channels 30 not divisible by groups 4\n"
