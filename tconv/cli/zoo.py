@@ -94,7 +94,7 @@ def execute(args: argparse.Namespace) -> None:
     store = write_network(args.output, module, params)
     print(
         f"wrote {args.output} ({args.name}, input {_input_shape(module)}, "
-        f"{parameter_count(module):,} parameters)"
+        f"{parameter_count(module):,} parameters, verified)"
     )
     print(f"wrote {store} ({store.stat().st_size / 1e6:,.1f} MB, seed {args.seed})")
 

@@ -60,7 +60,7 @@ def test_zoo_writes_the_network_and_its_parameter_store(capsys, tmp_path):
     store = load_store(store_path_for(path))
     assert store.keys() == init_params(module).keys()
     np.testing.assert_array_equal(store["conv0.weight"], init_params(module, seed=3)["conv0.weight"])
-    assert f"wrote {path} (wrn40_2, input 1x3x32x32, {parameter_count(module):,} parameters)" in out
+    assert f"wrote {path} (wrn40_2, input 1x3x32x32, {parameter_count(module):,} parameters, verified)" in out
     assert f"wrote {store_path_for(path)}" in out
 
 
