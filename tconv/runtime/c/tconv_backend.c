@@ -1,0 +1,467 @@
+/*
+ * The host side of a TVM kernel library: workspace allocation, a thread pool
+ * for parallel loops, and the error hook. See tconv_backend.h.
+ */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
+#include "tconv_backend.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(sizeof(TVMFFIAny) == 16, "TVMFFIAny is 16 bytes");
+_Static_assert(sizeof(DLTensor) == 48, "DLTensor is 48 bytes");
+
+#define WORKSPACE_ALIGNMENT 64
+#define MESSAGE_SIZE 1024
+
+/* TVMParallelGroupEnv and FTVMParallelLambda (tvm/runtime/c_backend_api.h). */
+typedef struct {
+    void *sync_handle;
+    int32_t num_task;
+} TVMParallelGroupEnv;
+
+typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv *env, void *closure);
+
+/* ---------------------------------------------------------------- errors */
+
+/* The error a kernel (or this file) raised on this thread, until taken. */
+static _Thread_local struct {
+    int set;
+    char text[MESSAGE_SIZE];
+} raised;
+
+/* Nonzero while this thread runs tconv kernels: errors they raise are ours. */
+static _Thread_local int serving;
+
+static void raise_error(const char *kind, const char **parts, int32_t num_parts)
+{
+    size_t length =
+        (size_t)snprintf(raised.text, sizeof raised.text, "%s: ", kind ? kind : "Error");
+    for (int32_t i = 0; i < num_parts && length < sizeof raised.text; i++) {
+        if (parts[i] != NULL)
+            length += (size_t)snprintf(raised.text + length, sizeof raised.text - length, "%s",
+                                       parts[i]);
+    }
+    raised.set = 1;
+}
+
+static void raise_message(const char *message)
+{
+    raise_error("RuntimeError", &message, 1);
+}
+
+/* Hand an error that is not ours to tvm_ffi, where it is loaded: 1 if done. */
+static int forward_to_tvm_ffi(const char *kind, const char **parts, int32_t num_parts)
+{
+    /* TVMFFIErrorSetRaisedFromCStr, unlike the Parts form, is defined only by
+     * tvm_ffi, so the default lookup cannot find this file's own definition. */
+    void (*set_raised)(const char *, const char *);
+    void *symbol = dlsym(RTLD_DEFAULT, "TVMFFIErrorSetRaisedFromCStr");
+    if (symbol == NULL)
+        return 0;
+    memcpy(&set_raised, &symbol, sizeof set_raised);
+    size_t size = 1;
+    for (int32_t i = 0; i < num_parts; i++)
+        size += parts[i] ? strlen(parts[i]) : 0;
+    char *message = malloc(size);
+    if (message == NULL)
+        return 0;
+    message[0] = '\0';
+    for (int32_t i = 0; i < num_parts; i++) {
+        if (parts[i] != NULL)
+            strcat(message, parts[i]);
+    }
+    set_raised(kind, message);
+    free(message);
+    return 1;
+}
+
+void TVMFFIErrorSetRaisedFromCStrParts(const char *kind, const char **message_parts,
+                                       int32_t num_parts)
+{
+    /* Kernels that TVM itself runs may bind to this definition too, where
+     * this runtime was loaded before tvm_ffi: their errors belong to tvm_ffi. */
+    if (serving || !forward_to_tvm_ffi(kind, message_parts, num_parts))
+        raise_error(kind, message_parts, num_parts);
+}
+
+/* The object header and error cell of tvm-ffi (TVMFFIObject, TVMFFIErrorCell). */
+typedef struct {
+    uint64_t combined_ref_count;
+    int32_t type_index;
+    uint32_t padding;
+    void *deleter;
+} ffi_object;
+
+typedef struct {
+    const char *data;
+    size_t size;
+} ffi_bytes;
+
+typedef struct {
+    ffi_bytes kind;
+    ffi_bytes message;
+} ffi_error_cell;
+
+/* Where tvm_ffi was loaded (with RTLD_GLOBAL) before this runtime, kernels
+ * report errors to it: take the error from there. 1 if there was one. */
+static int take_tvm_ffi_error(char *message, size_t size)
+{
+    void (*move_from_raised)(void **);
+    int (*decref)(void *);
+    void *move_symbol = dlsym(RTLD_DEFAULT, "TVMFFIErrorMoveFromRaised");
+    void *decref_symbol = dlsym(RTLD_DEFAULT, "TVMFFIObjectDecRef");
+    if (move_symbol == NULL || decref_symbol == NULL)
+        return 0;
+    memcpy(&move_from_raised, &move_symbol, sizeof move_from_raised);
+    memcpy(&decref, &decref_symbol, sizeof decref);
+    void *error = NULL;
+    move_from_raised(&error);
+    if (error == NULL)
+        return 0;
+    const ffi_object *header = error;
+    if (header->type_index == kTVMFFIError) {
+        const ffi_error_cell *cell = (const void *)(header + 1);
+        snprintf(message, size, "%.*s: %.*s", (int)cell->kind.size, cell->kind.data,
+                 (int)cell->message.size, cell->message.data);
+    } else {
+        snprintf(message, size, "an error object of type index %d", header->type_index);
+    }
+    decref(error);
+    return 1;
+}
+
+/* Move this thread's raised error into `message`. */
+static void take_error(char *message, size_t size)
+{
+    if (raised.set) {
+        snprintf(message, size, "%s", raised.text);
+        raised.set = 0;
+    } else if (!take_tvm_ffi_error(message, size)) {
+        snprintf(message, size, "no error message was raised");
+    }
+}
+
+/* ------------------------------------------------------------- workspace */
+
+static void *alloc_workspace(int device_type, int device_id, uint64_t bytes, int dtype_code,
+                             int dtype_bits)
+{
+    (void)device_id;
+    (void)dtype_code;
+    (void)dtype_bits;
+    void *data = NULL;
+    if (device_type != kDLCPU) {
+        raise_message("workspace requested on a device other than the CPU");
+        return NULL;
+    }
+    if (bytes > SIZE_MAX || posix_memalign(&data, WORKSPACE_ALIGNMENT, bytes ? (size_t)bytes : 1)) {
+        char text[96];
+        snprintf(text, sizeof text, "out of memory for a workspace of %llu bytes",
+                 (unsigned long long)bytes);
+        raise_message(text);
+        return NULL;
+    }
+    return data;
+}
+
+static int free_workspace(int device_type, int device_id, void *data)
+{
+    (void)device_type;
+    (void)device_id;
+    free(data);
+    return 0;
+}
+
+/* ----------------------------------------------------------- thread pool */
+
+/* A barrier over the tasks of one launch; usable only when they all run at once. */
+typedef struct {
+    pthread_mutex_t *lock;
+    pthread_cond_t *cond;
+    int parties;
+    int arrived;
+    uint64_t phase;
+    int usable;
+} barrier;
+
+typedef struct {
+    tconv_pool *pool;
+    int index;
+} worker;
+
+struct tconv_pool {
+    int threads;
+    int started;
+    pthread_t *threads_ids;
+    worker *workers;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_cond_t done;
+    pthread_mutex_t barrier_lock;
+    pthread_cond_t barrier_cond;
+    uint64_t generation; /* counts launches; a worker waits for the next one */
+    int stopping;
+    /* the current launch */
+    FTVMParallelLambda lambda;
+    void *closure;
+    TVMParallelGroupEnv env;
+    barrier sync;
+    int running; /* workers that have not finished it */
+    int failed;
+    char error[MESSAGE_SIZE];
+};
+
+/* The pool serving this thread's kernel calls (NULL: run loops inline). */
+static _Thread_local tconv_pool *current_pool;
+/* Nonzero while this thread runs a parallel task: nested loops run inline. */
+static _Thread_local int in_task;
+
+static void record_failure(tconv_pool *pool)
+{
+    char message[MESSAGE_SIZE];
+    take_error(message, sizeof message);
+    pthread_mutex_lock(&pool->lock);
+    if (!pool->failed) {
+        pool->failed = 1;
+        snprintf(pool->error, sizeof pool->error, "%s", message);
+    }
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/* Run the tasks of the current launch that belong to thread `index`: tasks
+ * index, index + threads, ... */
+static void run_tasks(tconv_pool *pool, int index)
+{
+    int saved_in_task = in_task, saved_serving = serving;
+    in_task = 1;
+    serving = 1;
+    for (int task = index; task < pool->env.num_task; task += pool->threads) {
+        if (pool->lambda(task, &pool->env, pool->closure) != 0) {
+            record_failure(pool);
+            break;
+        }
+    }
+    in_task = saved_in_task;
+    serving = saved_serving;
+}
+
+static void *worker_main(void *argument)
+{
+    worker *self = argument;
+    tconv_pool *pool = self->pool;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        while (!pool->stopping && pool->generation == seen)
+            pthread_cond_wait(&pool->wake, &pool->lock);
+        if (pool->stopping)
+            break;
+        seen = pool->generation;
+        pthread_mutex_unlock(&pool->lock);
+        run_tasks(pool, self->index);
+        pthread_mutex_lock(&pool->lock);
+        if (--pool->running == 0)
+            pthread_cond_signal(&pool->done);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
+}
+
+static void stop_workers(tconv_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->stopping = 1;
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->lock);
+    for (int i = 0; i < pool->started; i++)
+        pthread_join(pool->threads_ids[i], NULL);
+    pool->started = 0;
+}
+
+void tconv_pool_destroy(tconv_pool *pool)
+{
+    if (pool == NULL)
+        return;
+    stop_workers(pool);
+    pthread_cond_destroy(&pool->barrier_cond);
+    pthread_mutex_destroy(&pool->barrier_lock);
+    pthread_cond_destroy(&pool->done);
+    pthread_cond_destroy(&pool->wake);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool->workers);
+    free(pool->threads_ids);
+    free(pool);
+}
+
+int tconv_pool_create(int threads, tconv_pool **result)
+{
+    *result = NULL;
+    tconv_pool *pool = calloc(1, sizeof *pool);
+    if (pool == NULL)
+        return ENOMEM;
+    pool->threads = threads;
+    pool->threads_ids = calloc((size_t)threads, sizeof *pool->threads_ids);
+    pool->workers = calloc((size_t)threads, sizeof *pool->workers);
+    if (pool->threads_ids == NULL || pool->workers == NULL) {
+        free(pool->workers);
+        free(pool->threads_ids);
+        free(pool);
+        return ENOMEM;
+    }
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->wake, NULL);
+    pthread_cond_init(&pool->done, NULL);
+    pthread_mutex_init(&pool->barrier_lock, NULL);
+    pthread_cond_init(&pool->barrier_cond, NULL);
+    for (int i = 1; i < threads; i++) {
+        pool->workers[i] = (worker){pool, i};
+        int status = pthread_create(&pool->threads_ids[pool->started], NULL, worker_main,
+                                    &pool->workers[i]);
+        if (status != 0) {
+            tconv_pool_destroy(pool);
+            return status;
+        }
+        pool->started++;
+    }
+    *result = pool;
+    return 0;
+}
+
+int tconv_pool_threads(const tconv_pool *pool)
+{
+    return pool->threads;
+}
+
+static int run_inline(FTVMParallelLambda lambda, void *closure, int num_task)
+{
+    barrier sync = {.parties = 1, .usable = num_task == 1};
+    TVMParallelGroupEnv env = {&sync, num_task};
+    int saved_in_task = in_task;
+    int status = 0;
+    in_task = 1;
+    for (int task = 0; task < num_task && status == 0; task++)
+        status = lambda(task, &env, closure);
+    in_task = saved_in_task;
+    return status;
+}
+
+static int parallel_launch(FTVMParallelLambda lambda, void *closure, int num_task)
+{
+    tconv_pool *pool = current_pool;
+    if (pool == NULL || in_task || pool->threads == 1)
+        return run_inline(lambda, closure, num_task > 0 ? num_task : 1);
+    if (num_task <= 0)
+        num_task = pool->threads;
+
+    pthread_mutex_lock(&pool->lock);
+    pool->lambda = lambda;
+    pool->closure = closure;
+    pool->env = (TVMParallelGroupEnv){&pool->sync, num_task};
+    pool->sync = (barrier){&pool->barrier_lock, &pool->barrier_cond, num_task, 0, 0,
+                           num_task <= pool->threads};
+    pool->failed = 0;
+    pool->running = pool->threads - 1;
+    pool->generation++;
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->lock);
+
+    run_tasks(pool, 0);
+
+    pthread_mutex_lock(&pool->lock);
+    while (pool->running > 0)
+        pthread_cond_wait(&pool->done, &pool->lock);
+    int failed = pool->failed;
+    if (failed) {
+        snprintf(raised.text, sizeof raised.text, "%s", pool->error);
+        raised.set = 1;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return failed ? -1 : 0;
+}
+
+static int parallel_barrier(int task_id, TVMParallelGroupEnv *env)
+{
+    (void)task_id;
+    barrier *sync = env->sync_handle;
+    if (!sync->usable) {
+        raise_message("a parallel barrier needs every task of its loop running at once, "
+                      "but there are more tasks than threads");
+        return -1;
+    }
+    if (sync->parties <= 1)
+        return 0;
+    pthread_mutex_lock(sync->lock);
+    uint64_t phase = sync->phase;
+    if (++sync->arrived == sync->parties) {
+        sync->arrived = 0;
+        sync->phase++;
+        pthread_cond_broadcast(sync->cond);
+    } else {
+        while (sync->phase == phase)
+            pthread_cond_wait(sync->cond, sync->lock);
+    }
+    pthread_mutex_unlock(sync->lock);
+    return 0;
+}
+
+/* ------------------------------------------------------------ the library */
+
+/* Symbols of libraries that call back into a full tvm-ffi runtime (packed
+ * function calls, embedded device modules): this runtime does not provide one. */
+static const char *const unsupported_symbols[] = {
+    "__tvm_ffi__library_ctx",        "__tvm_ffi__library_bin",
+    "__TVMFFIFunctionCall",          "__TVMFFIEnvModLookupFromImports",
+    "__TVMFFIHandleInitOnce",        "__TVMFFIErrorSetRaisedFromCStr",
+};
+
+static void set_pointer(void *library, const char *name, const void *function, size_t size)
+{
+    void *slot = dlsym(library, name);
+    if (slot != NULL)
+        memcpy(slot, function, size);
+}
+
+int tconv_backend_install(void *library, char *error, size_t error_size)
+{
+    size_t count = sizeof unsupported_symbols / sizeof unsupported_symbols[0];
+    for (size_t i = 0; i < count; i++) {
+        if (dlsym(library, unsupported_symbols[i]) != NULL) {
+            snprintf(error, error_size,
+                     "it defines `%s`, so it needs the full TVM FFI runtime (packed calls or "
+                     "device modules), which the tconv runtime does not provide",
+                     unsupported_symbols[i]);
+            return -1;
+        }
+    }
+    void *(*alloc)(int, int, uint64_t, int, int) = alloc_workspace;
+    int (*release)(int, int, void *) = free_workspace;
+    int (*launch)(FTVMParallelLambda, void *, int) = parallel_launch;
+    int (*sync)(int, TVMParallelGroupEnv *) = parallel_barrier;
+    set_pointer(library, "__TVMBackendAllocWorkspace", &alloc, sizeof alloc);
+    set_pointer(library, "__TVMBackendFreeWorkspace", &release, sizeof release);
+    set_pointer(library, "__TVMBackendParallelLaunch", &launch, sizeof launch);
+    set_pointer(library, "__TVMBackendParallelBarrier", &sync, sizeof sync);
+    return 0;
+}
+
+int tconv_backend_call(tvm_ffi_safe_call kernel, const TVMFFIAny *args, int32_t num_args,
+                       tconv_pool *pool, char *message, size_t message_size)
+{
+    TVMFFIAny result = {.type_index = kTVMFFINone};
+    tconv_pool *saved_pool = current_pool;
+    int saved_serving = serving;
+    current_pool = pool;
+    serving = 1;
+    raised.set = 0;
+    int status = kernel(NULL, args, num_args, &result);
+    current_pool = saved_pool;
+    serving = saved_serving;
+    if (status != 0)
+        take_error(message, message_size);
+    return status;
+}

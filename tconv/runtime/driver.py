@@ -1,0 +1,273 @@
+"""The Python driver of the C runtime: builds it, loads it, runs artifacts.
+
+The runtime (`tconv/runtime/c`) is compiled with the system C compiler on
+first use into a per-user cache, `$TCONV_CACHE_DIR` or `~/.cache/tconv`
+(`$XDG_CACHE_HOME/tconv` where that is set), in a folder named by a hash of
+its sources, the compiler and the flags, so a changed source is rebuilt and
+an unchanged one is not. `$CC` picks the compiler (default `cc`) and
+`$TCONV_RUNTIME_CFLAGS` adds flags.
+
+`Runtime(directory)` loads an artifact (see `tconv.runtime.plan`) and runs it
+on numpy arrays. This module does not import TVM: an artifact runs with the
+runtime alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tconv.ir.loader import TconvError
+
+SOURCE_DIR = Path(__file__).parent / "c"
+SOURCES = ("tconv_runtime.c", "tconv_backend.c")
+HEADERS = ("tconv_runtime.h", "tconv_backend.h")
+LIBRARY_NAME = "libtconv_runtime.so"
+FLAGS = (
+    "-std=c11", "-O2", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra",
+    f"-Wl,-soname,{LIBRARY_NAME}",
+)
+LIBS = ("-ldl",)
+MAX_NDIM = 8
+
+
+class RuntimeBuildError(TconvError):
+    """The C runtime could not be compiled."""
+
+
+def cache_dir() -> Path:
+    """Where built runtimes are kept."""
+    if os.environ.get("TCONV_CACHE_DIR"):
+        return Path(os.environ["TCONV_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tconv"
+
+
+def _compiler() -> str:
+    return os.environ.get("CC") or "cc"
+
+
+def _flags() -> tuple[str, ...]:
+    return FLAGS + tuple(shlex.split(os.environ.get("TCONV_RUNTIME_CFLAGS", "")))
+
+
+@functools.cache
+def _compiler_identity(compiler: str) -> str:
+    """The compiler's `--version` text: a different compiler builds a different runtime."""
+    if shutil.which(compiler) is None:
+        raise RuntimeBuildError(
+            f"error: no C compiler `{compiler}` to build the tconv runtime (set CC)"
+        )
+    result = subprocess.run([compiler, "--version"], capture_output=True, text=True)
+    return result.stdout + result.stderr
+
+
+def runtime_key() -> str:
+    """The hash that names the runtime build for the current sources, compiler and flags."""
+    digest = hashlib.sha256()
+    compiler = _compiler()
+    for part in (compiler, _compiler_identity(compiler), *_flags(), *LIBS):
+        digest.update(part.encode() + b"\0")
+    for name in SOURCES + HEADERS:
+        digest.update(name.encode() + b"\0" + (SOURCE_DIR / name).read_bytes() + b"\0")
+    return digest.hexdigest()[:24]
+
+
+def build_runtime() -> Path:
+    """The path of the runtime library, compiled first if the cache lacks it."""
+    target = cache_dir() / f"runtime-{runtime_key()}" / LIBRARY_NAME
+    if target.exists():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(dir=target.parent, prefix=".build.", suffix=".so")
+        os.close(fd)
+    except OSError as error:
+        raise RuntimeBuildError(f"error: cannot write the runtime cache {target.parent}: {error}")
+    command = [
+        _compiler(), *_flags(), "-o", scratch,
+        *(str(SOURCE_DIR / name) for name in SOURCES), *LIBS,
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeBuildError(
+                f"error: building the tconv runtime failed (exit status {result.returncode}):\n"
+                f"{shlex.join(command)}\n{result.stdout}{result.stderr}".rstrip()
+            )
+        os.replace(scratch, target)
+    finally:
+        Path(scratch).unlink(missing_ok=True)
+    return target
+
+
+class _TensorInfo(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("ndim", ctypes.c_int32),
+        ("shape", ctypes.c_int64 * MAX_NDIM),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+class _Buffer(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("bytes", ctypes.c_uint64)]
+
+
+_SIGNATURES = {
+    "tconv_last_error": (ctypes.c_char_p, []),
+    "tconv_open": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]),
+    "tconv_close": (ctypes.c_int, [ctypes.c_void_p]),
+    "tconv_set_threads": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int]),
+    "tconv_num_inputs": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]),
+    "tconv_num_outputs": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]),
+    "tconv_input_info": (
+        ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(_TensorInfo)],
+    ),
+    "tconv_output_info": (
+        ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(_TensorInfo)],
+    ),
+    "tconv_arena_bytes": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)]),
+    "tconv_run": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.POINTER(_Buffer), ctypes.c_size_t,
+         ctypes.POINTER(_Buffer), ctypes.c_size_t],
+    ),
+}
+
+_loaded: dict[Path, ctypes.CDLL] = {}
+
+
+def load_runtime() -> ctypes.CDLL:
+    """The runtime library, built if needed, with its functions typed.
+
+    It is loaded RTLD_GLOBAL: kernel libraries resolve their error hook
+    (`TVMFFIErrorSetRaisedFromCStrParts`) against it."""
+    path = build_runtime()
+    if path not in _loaded:
+        library = ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL | os.RTLD_NOW)
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            function = getattr(library, name)
+            function.restype = restype
+            function.argtypes = argtypes
+        _loaded[path] = library
+    return _loaded[path]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A network input or output as the plan declares it (float32)."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(dim) for dim in shape) or "scalar"
+
+
+class Runtime:
+    """A loaded artifact. Use it as a context manager, or call `close()`."""
+
+    def __init__(self, artifact_dir: str | os.PathLike[str], threads: int | None = None) -> None:
+        self._lib = load_runtime()
+        handle = ctypes.c_void_p()
+        self._check(self._lib.tconv_open(os.fsencode(artifact_dir), ctypes.byref(handle)))
+        self._handle = handle
+        self._close = weakref.finalize(self, self._lib.tconv_close, handle)
+        self._lock = threading.Lock()  # the C runtime runs one call per handle at a time
+        self.inputs = self._infos(self._lib.tconv_num_inputs, self._lib.tconv_input_info)
+        self.outputs = self._infos(self._lib.tconv_num_outputs, self._lib.tconv_output_info)
+        arena = ctypes.c_uint64()
+        self._check(self._lib.tconv_arena_bytes(handle, ctypes.byref(arena)))
+        self.arena_bytes = arena.value
+        """The size of the activation arena, in bytes."""
+        if threads is None:
+            threads = min(len(os.sched_getaffinity(0)), 256)
+        self.set_threads(threads)
+
+    def _check(self, status: int) -> None:
+        if status != 0:
+            raise TconvError(f"error: {self._lib.tconv_last_error().decode(errors='replace')}")
+
+    def _infos(self, count_function, info_function) -> tuple[TensorInfo, ...]:
+        count = ctypes.c_size_t()
+        self._check(count_function(self._handle, ctypes.byref(count)))
+        infos = []
+        for index in range(count.value):
+            info = _TensorInfo()
+            self._check(info_function(self._handle, index, ctypes.byref(info)))
+            shape = tuple(info.shape[: info.ndim])
+            infos.append(TensorInfo(info.name.decode(errors="replace"), shape))
+        return tuple(infos)
+
+    @property
+    def closed(self) -> bool:
+        return not self._close.alive
+
+    def _live_handle(self) -> ctypes.c_void_p:
+        if self.closed:
+            raise TconvError("error: the runtime is closed")
+        return self._handle
+
+    def set_threads(self, threads: int) -> None:
+        """Run parallel loops on `threads` threads."""
+        with self._lock:
+            self._check(self._lib.tconv_set_threads(self._live_handle(), threads))
+
+    def run(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        """The network's outputs for the inputs `arrays` (float32, the plan's shapes)."""
+        if len(arrays) != len(self.inputs):
+            raise TconvError(
+                f"error: the network takes {len(self.inputs)} input(s), got {len(arrays)}"
+            )
+        inputs = []
+        for index, (info, array) in enumerate(zip(self.inputs, arrays)):
+            if not isinstance(array, np.ndarray):
+                raise TconvError(
+                    f"error: input {index} ({info.name}) must be a numpy array, "
+                    f"got {type(array).__name__}"
+                )
+            if array.dtype != np.float32:
+                raise TconvError(
+                    f"error: input {index} ({info.name}) must be float32, got {array.dtype}"
+                )
+            if array.shape != info.shape:
+                raise TconvError(
+                    f"error: input {index} ({info.name}) must have shape "
+                    f"{_shape_text(info.shape)}, got {_shape_text(array.shape)}"
+                )
+            inputs.append(np.ascontiguousarray(array))
+        outputs = [np.empty(info.shape, np.float32) for info in self.outputs]
+        in_buffers = (_Buffer * len(inputs))(*((a.ctypes.data, a.nbytes) for a in inputs))
+        out_buffers = (_Buffer * len(outputs))(*((a.ctypes.data, a.nbytes) for a in outputs))
+        with self._lock:
+            status = self._lib.tconv_run(
+                self._live_handle(), in_buffers, len(inputs), out_buffers, len(outputs)
+            )
+            self._check(status)
+        return outputs
+
+    def close(self) -> None:
+        """Free the arena, the parameters, the threads and the kernel library."""
+        with self._lock:
+            self._close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

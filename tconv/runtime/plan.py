@@ -1,0 +1,489 @@
+"""The plan of a compiled network, and the artifact directory that holds it.
+
+An artifact is a directory of three files: `plan.txt`, the kernel library it
+names (a shared library built by TVM, one exported `__tvm_ffi_<symbol>` per
+kernel) and the parameter file it names (raw float32). The C runtime
+(`tconv/runtime/c`) reads the plan and runs it; this module writes it, and
+reads it back with the same rules.
+
+`plan.txt`, version 1: one statement per line, tokens separated by spaces or
+tabs, blank lines and lines starting with `#` ignored, numbers unsigned
+decimal integers::
+
+    tconv-plan 1                             first statement
+    library <file>                           the kernel library
+    params <file> <bytes>                    the parameter file and its exact size
+    arena <bytes>                            the activation arena's size
+    tensor <id> <name> f32 arena|param <offset> <ndim> <dim>...
+    input <tensor-id>                        the network's inputs, in order
+    output <tensor-id>                       the network's outputs, in order
+    call <symbol> <nargs> <tensor-id>...     the kernel calls, in order
+    end                                      last statement
+
+- `library`, `params` and `arena` come once each, before the first `tensor`;
+  a `<file>` is a plain name inside the artifact directory (no `/`).
+- Tensor ids count up from 0 in the order of the `tensor` lines, and a tensor
+  is declared before it is named. A tensor's bytes (4 × the product of its
+  dims) start at `<offset>`, a multiple of 64 (TVM kernels assume 64-byte
+  aligned data), and lie inside the arena or the parameter file. `<name>` is
+  for diagnostics (no spaces, at most 255 bytes); 1 ≤ ndim ≤ 8, dims ≥ 1.
+- Inputs and outputs are distinct arena tensors. The runtime copies inputs in
+  before the first call and outputs out after the last, so nothing may
+  overwrite an input before its last reader or an output after its writer.
+- A call passes its tensors, in order, to the kernel `__tvm_ffi_<symbol>` of
+  the library; `<symbol>` is letters, digits and `_`; 1 ≤ nargs ≤ 64.
+- `end` makes a truncated plan an error.
+
+A malformed plan is an error naming its line, here and in the C runtime.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tconv.ir.loader import TconvError, write_text_atomic
+
+PLAN_VERSION = 1
+PLAN_FILE = "plan.txt"
+ALIGNMENT = 64
+MAX_NDIM = 8
+MAX_ARGS = 64
+MAX_NAME = 255
+MAX_SYMBOL = 200
+MAX_BYTES = 1 << 48
+MAX_TENSORS = 1 << 24
+
+_SYMBOL = re.compile(r"[A-Za-z0-9_]+")
+_NUMBER = re.compile(r"[0-9]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class PlanError(TconvError):
+    """A plan or artifact that breaks the rules of the format."""
+
+
+class _BrokenRule(ValueError):
+    """A rule of the format, broken; the message says which, without a location."""
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A float32 tensor at `offset` in the arena or the parameter file."""
+
+    name: str
+    location: Literal["arena", "param"]
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call of the kernel `__tvm_ffi_<symbol>` on tensors `args` (ids)."""
+
+    symbol: str
+    args: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the runtime runs; tensor ids are indices into `tensors`."""
+
+    library: str
+    params: str
+    params_bytes: int
+    arena_bytes: int
+    tensors: tuple[Tensor, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    calls: tuple[Call, ...]
+
+    def check(self) -> None:
+        """Raise a PlanError for the first rule the plan breaks."""
+        try:
+            self._check_rules()
+        except _BrokenRule as error:
+            raise PlanError(f"error: {error}") from None
+
+    def _check_rules(self) -> None:
+        for name in (self.library, self.params):
+            _check_file_name(name)
+        sizes = (("parameter bytes", self.params_bytes), ("arena bytes", self.arena_bytes))
+        for what, value in sizes:
+            if not 0 <= value <= MAX_BYTES:
+                raise _BrokenRule(f"{what} {value} is not in [0, {MAX_BYTES}]")
+        for id, tensor in enumerate(self.tensors):
+            _check_tensor(id, tensor, self.arena_bytes, self.params_bytes)
+        for kind, ids in (("input", self.inputs), ("output", self.outputs)):
+            if not ids:
+                raise _BrokenRule(f"a plan needs at least one {kind}")
+            for id in ids:
+                _check_port(self, kind, id, ids)
+        if not self.calls:
+            raise _BrokenRule("a plan needs at least one call")
+        for call in self.calls:
+            _check_call(self, call)
+
+
+def _check_file_name(name: str) -> None:
+    if not name or len(name.encode()) > MAX_NAME or "/" in name or name in (".", "..") or (
+        _CONTROL.search(name) or re.search(r"[ \t]", name)
+    ):
+        raise _BrokenRule(f"`{name}` is not a plain file name in the artifact directory")
+
+
+def _check_tensor(id: int, tensor: Tensor, arena_bytes: int, params_bytes: int) -> None:
+    if not tensor.name or re.search(r"[ \t]", tensor.name) or _CONTROL.search(tensor.name):
+        raise _BrokenRule(f"tensor {id}: name `{tensor.name}` is empty or has spaces")
+    if len(tensor.name.encode()) > MAX_NAME:
+        raise _BrokenRule(f"tensor {id}: name is longer than {MAX_NAME} bytes")
+    if tensor.location not in ("arena", "param"):
+        raise _BrokenRule(f"tensor {id}: expected `arena` or `param`, found `{tensor.location}`")
+    if not 1 <= len(tensor.shape) <= MAX_NDIM:
+        raise _BrokenRule(f"tensor {id}: ndim {len(tensor.shape)} is not in [1, {MAX_NDIM}]")
+    for axis, dim in enumerate(tensor.shape):
+        if dim < 1:
+            raise _BrokenRule(f"tensor {id}: dim {axis} is {dim}")
+    if tensor.nbytes > MAX_BYTES:
+        raise _BrokenRule(f"tensor {id}: larger than {MAX_BYTES} bytes")
+    if tensor.offset < 0 or tensor.offset % ALIGNMENT:
+        raise _BrokenRule(f"tensor {id}: offset {tensor.offset} is not a multiple of {ALIGNMENT}")
+    region = arena_bytes if tensor.location == "arena" else params_bytes
+    if tensor.offset + tensor.nbytes > region:
+        where = "arena" if tensor.location == "arena" else "parameters"
+        raise _BrokenRule(
+            f"tensor {id}: bytes [{tensor.offset}, {tensor.offset + tensor.nbytes}) "
+            f"lie outside the {where} ({region} bytes)"
+        )
+
+
+def _check_id(plan: Plan, what: str, id: int) -> None:
+    if not 0 <= id < len(plan.tensors):
+        raise _BrokenRule(f"{what}: unknown tensor id {id} ({len(plan.tensors)} tensors)")
+
+
+def _check_port(plan: Plan, kind: str, id: int, ids: tuple[int, ...]) -> None:
+    _check_id(plan, kind, id)
+    tensor = plan.tensors[id]
+    if tensor.location != "arena":
+        raise _BrokenRule(
+            f"{kind} {id} ({tensor.name}) is a parameter; inputs and outputs live in the arena"
+        )
+    if ids.count(id) > 1:
+        raise _BrokenRule(f"tensor {id} ({tensor.name}) is an {kind} twice")
+
+
+def _check_call(plan: Plan, call: Call) -> None:
+    if not _SYMBOL.fullmatch(call.symbol) or len(call.symbol) > MAX_SYMBOL:
+        raise _BrokenRule(
+            f"`{call.symbol}` is not a kernel symbol (letters, digits and _, at most {MAX_SYMBOL})"
+        )
+    if not 1 <= len(call.args) <= MAX_ARGS:
+        raise _BrokenRule(f"call {call.symbol}: nargs {len(call.args)} is not in [1, {MAX_ARGS}]")
+    for id in call.args:
+        _check_id(plan, f"call {call.symbol}", id)
+
+
+def format_plan(plan: Plan) -> str:
+    """The text of `plan.txt`."""
+    plan.check()
+    lines = [
+        f"tconv-plan {PLAN_VERSION}",
+        f"library {plan.library}",
+        f"params {plan.params} {plan.params_bytes}",
+        f"arena {plan.arena_bytes}",
+    ]
+    for id, tensor in enumerate(plan.tensors):
+        dims = " ".join(str(dim) for dim in tensor.shape)
+        lines.append(
+            f"tensor {id} {tensor.name} f32 {tensor.location} {tensor.offset} "
+            f"{len(tensor.shape)} {dims}"
+        )
+    lines += [f"input {id}" for id in plan.inputs]
+    lines += [f"output {id}" for id in plan.outputs]
+    for call in plan.calls:
+        lines.append(f"call {call.symbol} {len(call.args)} " + " ".join(map(str, call.args)))
+    lines.append("end")
+    return "\n".join(lines) + "\n"
+
+
+def write_plan(path: str | os.PathLike[str], plan: Plan) -> None:
+    write_text_atomic(path, format_plan(plan))
+
+
+class _Reader:
+    """Reads plan text statement by statement; errors name the line."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.line = 0
+        self.header = self.end = False
+        self.singles: dict[str, int] = {}
+        self.values: dict[str, tuple[str, ...]] = {}
+        self.tensors: list[Tensor] = []
+        self.tensor_lines: list[int] = []
+        self.inputs: list[int] = []
+        self.outputs: list[int] = []
+        self.calls: list[Call] = []
+
+    def error(self, message: str) -> PlanError:
+        return PlanError(f"error: {self.path}:{self.line}: {message}")
+
+    def number(self, token: str, what: str, limit: int) -> int:
+        if not _NUMBER.fullmatch(token):
+            raise self.error(f"{what}: expected an unsigned integer, found `{token}`")
+        if len(token) > 20 or int(token) > limit:
+            raise self.error(f"{what} {token} is larger than {limit}")
+        return int(token)
+
+    def tensor_id(self, token: str, what: str) -> int:
+        id = self.number(token, what, MAX_TENSORS)
+        if id >= len(self.tensors):
+            raise self.error(
+                f"{what}: unknown tensor id {id} ({len(self.tensors)} tensors declared so far)"
+            )
+        return id
+
+    def fields(self, tokens: list[str], count: int, usage: str) -> None:
+        if len(tokens) != count:
+            raise self.error(f"expected `{usage}`, found {len(tokens)} fields instead of {count}")
+
+    def statement(self, tokens: list[str]) -> None:
+        keyword = tokens[0]
+        if self.end:
+            raise self.error("a statement after `end`")
+        if not self.header:
+            if keyword != "tconv-plan":
+                raise self.error(
+                    f"expected `tconv-plan {PLAN_VERSION}` as the first statement, "
+                    f"found `{keyword}`"
+                )
+            self.fields(tokens, 2, "tconv-plan <version>")
+            version = self.number(tokens[1], "plan version", 2**32 - 1)
+            if version != PLAN_VERSION:
+                raise self.error(
+                    f"plan version {version} is not supported "
+                    f"(this reader reads version {PLAN_VERSION})"
+                )
+            self.header = True
+        elif keyword in ("library", "params", "arena"):
+            self.single(keyword, tokens)
+        elif keyword == "tensor":
+            self.tensor(tokens)
+        elif keyword in ("input", "output"):
+            self.port(keyword, tokens)
+        elif keyword == "call":
+            self.call(tokens)
+        elif keyword == "end":
+            self.fields(tokens, 1, "end")
+            self.end = True
+        elif keyword == "tconv-plan":
+            raise self.error("a second `tconv-plan` line")
+        else:
+            raise self.error(f"unknown statement `{keyword}`")
+
+    def single(self, keyword: str, tokens: list[str]) -> None:
+        if keyword in self.singles:
+            raise self.error(
+                f"a second `{keyword}` line (the first is line {self.singles[keyword]})"
+            )
+        if self.tensors:
+            raise self.error(f"`{keyword}` must come before the first `tensor` line")
+        self.singles[keyword] = self.line
+        usage = {
+            "library": "library <file>",
+            "params": "params <file> <bytes>",
+            "arena": "arena <bytes>",
+        }[keyword]
+        self.fields(tokens, usage.count(" ") + 1, usage)
+        if keyword != "arena":
+            try:
+                _check_file_name(tokens[1])
+            except _BrokenRule as error:
+                raise self.error(str(error)) from None
+        if keyword == "params":
+            self.number(tokens[2], "parameter bytes", MAX_BYTES)
+        if keyword == "arena":
+            self.number(tokens[1], "arena bytes", MAX_BYTES)
+        self.values[keyword] = tuple(tokens[1:])
+
+    def tensor(self, tokens: list[str]) -> None:
+        if len(self.singles) < 3:
+            raise self.error("`library`, `params` and `arena` must come before the first tensor")
+        if len(tokens) < 7:
+            raise self.error(
+                "expected `tensor <id> <name> f32 arena|param <offset> <ndim> <dim>...`, "
+                f"found {len(tokens)} fields"
+            )
+        id = self.number(tokens[1], "tensor id", MAX_TENSORS)
+        if id < len(self.tensors):
+            raise self.error(f"duplicate tensor id {id} (declared on line {self.tensor_lines[id]})")
+        if id > len(self.tensors):
+            raise self.error(f"tensor id {id} is out of order: expected {len(self.tensors)}")
+        if tokens[3] != "f32":
+            raise self.error(f"tensor {id}: dtype `{tokens[3]}` is not supported (expected f32)")
+        if tokens[4] not in ("arena", "param"):
+            raise self.error(f"tensor {id}: expected `arena` or `param`, found `{tokens[4]}`")
+        offset = self.number(tokens[5], "tensor offset", MAX_BYTES)
+        ndim = self.number(tokens[6], "tensor ndim", MAX_NDIM)
+        if ndim == 0:
+            raise self.error(f"tensor {id}: ndim must be at least 1")
+        if len(tokens) != 7 + ndim:
+            raise self.error(f"tensor {id}: ndim {ndim} needs {ndim} dims, found {len(tokens) - 7}")
+        shape = tuple(self.number(token, "tensor dim", MAX_BYTES) for token in tokens[7:])
+        tensor = Tensor(tokens[2], tokens[4], offset, shape)  # type: ignore[arg-type]
+        try:
+            _check_tensor(id, tensor, int(self.values["arena"][0]), int(self.values["params"][1]))
+        except _BrokenRule as error:
+            raise self.error(str(error)) from None
+        self.tensors.append(tensor)
+        self.tensor_lines.append(self.line)
+
+    def port(self, kind: str, tokens: list[str]) -> None:
+        self.fields(tokens, 2, f"{kind} <tensor-id>")
+        id = self.tensor_id(tokens[1], kind)
+        ids = self.inputs if kind == "input" else self.outputs
+        if self.tensors[id].location != "arena":
+            raise self.error(
+                f"{kind} {id} ({self.tensors[id].name}) is a parameter; "
+                "inputs and outputs live in the arena"
+            )
+        if id in ids:
+            raise self.error(f"tensor {id} ({self.tensors[id].name}) is already an {kind}")
+        ids.append(id)
+
+    def call(self, tokens: list[str]) -> None:
+        if len(tokens) < 3:
+            raise self.error(
+                f"expected `call <symbol> <nargs> <tensor-id>...`, found {len(tokens)} fields"
+            )
+        symbol = tokens[1]
+        if not _SYMBOL.fullmatch(symbol) or len(symbol) > MAX_SYMBOL:
+            raise self.error(
+                f"`{symbol}` is not a kernel symbol (letters, digits and _, at most {MAX_SYMBOL})"
+            )
+        nargs = self.number(tokens[2], "call nargs", MAX_ARGS)
+        if nargs == 0:
+            raise self.error(f"call {symbol}: nargs must be at least 1")
+        if len(tokens) != 3 + nargs:
+            raise self.error(
+                f"call {symbol}: nargs {nargs} needs {nargs} tensor ids, found {len(tokens) - 3}"
+            )
+        self.calls.append(
+            Call(symbol, tuple(self.tensor_id(token, "call argument") for token in tokens[3:]))
+        )
+
+    def plan(self) -> Plan:
+        for keyword, present in (
+            ("tconv-plan", self.header),
+            ("library", "library" in self.singles),
+            ("params", "params" in self.singles),
+            ("arena", "arena" in self.singles),
+            ("end", self.end),
+        ):
+            if not present:
+                truncated = " (the plan is truncated)" if keyword == "end" else ""
+                raise PlanError(f"error: {self.path}: no `{keyword}` line{truncated}")
+        if not (self.inputs and self.outputs and self.calls):
+            raise PlanError(
+                f"error: {self.path}: a plan needs at least one input, output and call"
+            )
+        return Plan(
+            library=self.values["library"][0],
+            params=self.values["params"][0],
+            params_bytes=int(self.values["params"][1]),
+            arena_bytes=int(self.values["arena"][0]),
+            tensors=tuple(self.tensors),
+            inputs=tuple(self.inputs),
+            outputs=tuple(self.outputs),
+            calls=tuple(self.calls),
+        )
+
+
+def parse_plan(text: str, path: str = PLAN_FILE) -> Plan:
+    """The plan in `text`; `path` names it in errors."""
+    reader = _Reader(path)
+    for reader.line, line in enumerate(text.split("\n"), start=1):
+        control = _CONTROL.search(line)
+        if control:
+            raise reader.error(f"unexpected control character 0x{ord(control.group()):02x}")
+        tokens = [token for token in re.split(r"[ \t]+", line) if token]
+        if tokens and not tokens[0].startswith("#"):
+            reader.statement(tokens)
+    return reader.plan()
+
+
+def read_plan(path: str | os.PathLike[str]) -> Plan:
+    """The plan in the file `path` (or in `path/plan.txt` for an artifact directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PLAN_FILE
+    try:
+        text = path.read_bytes().decode()
+    except OSError as error:
+        raise PlanError(f"error: cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise PlanError(
+            f"error: {path}: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    return parse_plan(text, str(path))
+
+
+def write_artifact(
+    directory: str | os.PathLike[str],
+    plan: Plan,
+    params_blob: bytes | bytearray | memoryview,
+    library_path: str | os.PathLike[str],
+) -> None:
+    """Write the artifact `directory`: the plan, the parameters and a copy of
+    the kernel library, under the names the plan gives them.
+
+    The files are written into a temporary directory beside `directory`,
+    which is then renamed into place, so a failure leaves no partial
+    artifact. An existing artifact (a directory holding `plan.txt`) or an
+    empty directory is replaced; anything else is an error."""
+    text = format_plan(plan)
+    blob = memoryview(params_blob).cast("B")
+    if blob.nbytes != plan.params_bytes:
+        raise PlanError(
+            f"error: the parameter blob has {blob.nbytes} bytes, "
+            f"the plan declares {plan.params_bytes}"
+        )
+    target = Path(directory)
+    if target.exists() and not (
+        target.is_dir() and ((target / PLAN_FILE).exists() or not any(target.iterdir()))
+    ):
+        raise PlanError(f"error: {target} exists and is not a tconv artifact; not replacing it")
+    staging: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
+        shutil.copyfile(library_path, staging / plan.library)
+        (staging / plan.params).write_bytes(blob)
+        (staging / PLAN_FILE).write_text(text)
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
+            os.replace(target, retired)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise PlanError(f"error: cannot write the artifact {target}: {error}") from None
+        raise

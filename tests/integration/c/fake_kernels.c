@@ -1,0 +1,148 @@
+/*
+ * A kernel library that uses the host services the way TVM-generated code
+ * does, and reports what it saw, to test the runtime's thread pool, barrier,
+ * workspace and error paths (which TVM's own kernels rarely reach).
+ *
+ * `__tvm_ffi_launch(control, report)`: control is f32[3] = {num_task to
+ * request (0: one per thread), a task that fails (-1: none), whether tasks
+ * meet at a barrier}; report is f32[MAX_TASKS + 3] = {how often each task id
+ * ran..., num_task seen, distinct threads seen, 1 if the barrier held}.
+ *
+ * `__tvm_ffi_nested(report)`: a parallel loop whose tasks start parallel
+ * loops of their own; report is f32[1] = {inner tasks run}.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_TASKS 64
+
+typedef struct {
+    void *data;
+    int32_t device[2];
+    int32_t ndim;
+    uint8_t dtype[4];
+    int64_t *shape;
+    int64_t *strides;
+    uint64_t byte_offset;
+} DLTensor;
+
+typedef struct {
+    int32_t type_index;
+    uint32_t zero_padding;
+    void *v_ptr;
+} TVMFFIAny;
+
+typedef struct {
+    void *sync_handle;
+    int32_t num_task;
+} TVMParallelGroupEnv;
+
+typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv *env, void *closure);
+
+void *(*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int);
+int (*__TVMBackendFreeWorkspace)(int, int, void *);
+int (*__TVMBackendParallelLaunch)(FTVMParallelLambda, void *, int);
+int (*__TVMBackendParallelBarrier)(int, TVMParallelGroupEnv *);
+void TVMFFIErrorSetRaisedFromCStrParts(const char *kind, const char **parts, int32_t num_parts);
+
+typedef struct {
+    int fail_task;
+    int barrier;
+    int num_task;
+    int runs[MAX_TASKS];
+    int arrived[MAX_TASKS];
+    int barrier_held;
+    pthread_t threads[MAX_TASKS];
+} launch_state;
+
+static void fail(const char *message)
+{
+    TVMFFIErrorSetRaisedFromCStrParts("RuntimeError", &message, 1);
+}
+
+static int task(int task_id, TVMParallelGroupEnv *env, void *closure)
+{
+    launch_state *state = closure;
+    if (task_id == state->fail_task) {
+        fail("task 3 failed on purpose");
+        return -1;
+    }
+    if (task_id < 0 || task_id >= MAX_TASKS || env->num_task > MAX_TASKS) {
+        fail("task id out of range");
+        return -1;
+    }
+    __atomic_store_n(&state->num_task, env->num_task, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&state->runs[task_id], 1, __ATOMIC_RELAXED);
+    state->threads[task_id] = pthread_self();
+    char *workspace = __TVMBackendAllocWorkspace(1, 0, 4096, 2, 32);
+    if (workspace == NULL || (uintptr_t)workspace % 64 != 0)
+        return -1;
+    memset(workspace, task_id, 4096);
+    __TVMBackendFreeWorkspace(1, 0, workspace);
+    if (state->barrier) {
+        __atomic_store_n(&state->arrived[task_id], 1, __ATOMIC_RELEASE);
+        if (__TVMBackendParallelBarrier(task_id, env) != 0)
+            return -1;
+        for (int other = 0; other < env->num_task; other++) {
+            if (!__atomic_load_n(&state->arrived[other], __ATOMIC_ACQUIRE))
+                __atomic_store_n(&state->barrier_held, 0, __ATOMIC_RELAXED);
+        }
+    }
+    return 0;
+}
+
+int __tvm_ffi_launch(void *self, const TVMFFIAny *args, int32_t num_args, TVMFFIAny *result)
+{
+    (void)self;
+    (void)result;
+    if (num_args != 2)
+        return -1;
+    const float *control = ((DLTensor *)args[0].v_ptr)->data;
+    float *report = ((DLTensor *)args[1].v_ptr)->data;
+    launch_state state = {.fail_task = (int)control[1], .barrier = control[2] != 0,
+                          .barrier_held = 1};
+    int status = __TVMBackendParallelLaunch(task, &state, (int)control[0]);
+    if (status != 0)
+        return status;
+    int distinct = 0;
+    for (int i = 0; i < state.num_task; i++) {
+        int first = 1;
+        for (int j = 0; j < i; j++)
+            first = first && !pthread_equal(state.threads[i], state.threads[j]);
+        distinct += first;
+    }
+    for (int i = 0; i < MAX_TASKS; i++)
+        report[i] = (float)state.runs[i];
+    report[MAX_TASKS] = (float)state.num_task;
+    report[MAX_TASKS + 1] = (float)distinct;
+    report[MAX_TASKS + 2] = (float)(state.barrier && state.barrier_held);
+    return 0;
+}
+
+static int inner(int task_id, TVMParallelGroupEnv *env, void *closure)
+{
+    (void)task_id;
+    (void)env;
+    __atomic_fetch_add((int *)closure, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static int outer(int task_id, TVMParallelGroupEnv *env, void *closure)
+{
+    (void)task_id;
+    (void)env;
+    return __TVMBackendParallelLaunch(inner, closure, 3);
+}
+
+int __tvm_ffi_nested(void *self, const TVMFFIAny *args, int32_t num_args, TVMFFIAny *result)
+{
+    (void)self;
+    (void)result;
+    if (num_args != 1)
+        return -1;
+    int count = 0;
+    int status = __TVMBackendParallelLaunch(outer, &count, 4);
+    ((float *)((DLTensor *)args[0].v_ptr)->data)[0] = (float)count;
+    return status;
+}

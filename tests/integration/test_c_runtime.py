@@ -1,0 +1,711 @@
+"""The C runtime and its Python driver, on small artifacts built by hand.
+
+One kernel library is compiled with TVM for the whole module: a parallel
+matmul, relu, add, and a parallel kernel with a TVM workspace. A plan over
+them is written with the memory planner; the tests run it through the driver,
+compare with numpy, and break the artifact in every way the runtime must
+report cleanly."""
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tconv.ir.loader import TconvError
+from tconv.runtime import driver
+from tconv.runtime.driver import Runtime
+from tconv.runtime.memory_plan import buffers_for_steps, plan_arena
+from tconv.runtime.plan import Call, Plan, PlanError, Tensor, read_plan, write_artifact
+
+ROWS, DEPTH, WIDTH = 4, 32, 256
+C_DRIVER = Path(__file__).parent / "c" / "run_artifact.c"
+
+
+def compile_kernels(path: Path) -> None:
+    """kernels.so: matmul (parallel rows), relu, add, and shift (parallel, with
+    a workspace for its intermediate), all float32 over (ROWS, WIDTH)."""
+    import tvm
+    from tvm import te
+
+    x = te.placeholder((ROWS, DEPTH), "float32", name="x")
+    w = te.placeholder((DEPTH, WIDTH), "float32", name="w")
+    k = te.reduce_axis((0, DEPTH), "k")
+    h = te.compute((ROWS, WIDTH), lambda i, j: te.sum(x[i, k] * w[k, j], axis=k), name="h")
+    a = te.placeholder((ROWS, WIDTH), "float32", name="a")
+    b = te.placeholder((ROWS, WIDTH), "float32", name="b")
+    relu = te.compute(a.shape, lambda i, j: te.max(a[i, j], tvm.tirx.const(0, "float32")), name="r")
+    add = te.compute(a.shape, lambda i, j: a[i, j] + b[i, j], name="s")
+    doubled = te.compute(a.shape, lambda i, j: a[i, j] * 2.0, name="d")
+    shift = te.compute(
+        a.shape, lambda i, j: doubled[i, j] + doubled[i, (j + 1) % WIDTH], name="t"
+    )
+    functions = {
+        "matmul": te.create_prim_func([x, w, h]),
+        "relu": te.create_prim_func([a, relu]),
+        "add": te.create_prim_func([a, b, add]),
+        "shift": te.create_prim_func([a, shift]),
+    }
+    module = tvm.IRModule(
+        {name: f.with_attr("global_symbol", name) for name, f in functions.items()}
+    )
+    schedule = tvm.s_tir.Schedule(module)
+    for function, block in (("matmul", "h"), ("shift", "t")):
+        schedule.parallel(schedule.get_loops(schedule.get_sblock(block, func_name=function))[0])
+    # No mcpu: generic x86-64 code, which valgrind can run.
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    tvm.compile(schedule.mod, target).export_library(str(path))
+
+
+def reference(x, z, weights):
+    r = np.maximum(x @ weights, 0)
+    y = r + z
+    return [r, 2 * y + 2 * np.roll(y, -1, axis=1)]
+
+
+def network_plan(arena_shapes=None) -> tuple[Plan, np.ndarray]:
+    """The plan: inputs x, z; r = relu(x @ w); y = r + z; outputs r and shift(y)."""
+    shapes = {"x": (ROWS, DEPTH), "z": (ROWS, WIDTH), "h": (ROWS, WIDTH), "r": (ROWS, WIDTH),
+              "y": (ROWS, WIDTH), "out": (ROWS, WIDTH)}
+    shapes.update(arena_shapes or {})
+    names = list(shapes)
+    steps = [["x", "w", "h"], ["h", "r"], ["r", "z", "y"], ["y", "out"]]
+    buffers = buffers_for_steps(
+        [4 * int(np.prod(shape)) for shape in shapes.values()],
+        [[names.index(n) for n in step if n in shapes] for step in steps],
+        inputs=[names.index("x"), names.index("z")],
+        outputs=[names.index("r"), names.index("out")],
+    )
+    arena = plan_arena(buffers)
+    tensors = [Tensor(n, "arena", arena.offsets[i], shapes[n]) for i, n in enumerate(names)]
+    tensors.append(Tensor("w", "param", 0, (DEPTH, WIDTH)))
+    ids = {n: i for i, n in enumerate(names + ["w"])}
+    weights = np.random.default_rng(1).standard_normal((DEPTH, WIDTH)).astype(np.float32)
+    plan = Plan(
+        library="kernels.so",
+        params="params.bin",
+        params_bytes=weights.nbytes,
+        arena_bytes=arena.peak_bytes,
+        tensors=tuple(tensors),
+        inputs=(ids["x"], ids["z"]),
+        outputs=(ids["r"], ids["out"]),
+        calls=tuple(
+            Call(symbol, tuple(ids[n] for n in step))
+            for symbol, step in zip(("matmul", "relu", "add", "shift"), steps)
+        ),
+    )
+    return plan, weights
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("kernels") / "kernels.so"
+    compile_kernels(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def artifact(kernels, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("artifact") / "net"
+    plan, weights = network_plan()
+    write_artifact(directory, plan, weights.tobytes(), kernels)
+    return directory
+
+
+@pytest.fixture
+def broken(artifact, tmp_path) -> Path:
+    """A copy of the artifact for a test to break."""
+    directory = tmp_path / "broken"
+    shutil.copytree(artifact, directory)
+    return directory
+
+
+def inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((ROWS, DEPTH)).astype(np.float32),
+        rng.standard_normal((ROWS, WIDTH)).astype(np.float32),
+    )
+
+
+# ---------------------------------------------------------------- running
+
+
+def test_runs_like_numpy_on_any_thread_count(artifact):
+    x, z = inputs()
+    expected = reference(x, z, network_plan()[1])
+    with Runtime(artifact, threads=1) as runtime:
+        assert [i.shape for i in runtime.inputs] == [(ROWS, DEPTH), (ROWS, WIDTH)]
+        assert [i.name for i in runtime.outputs] == ["r", "out"]
+        for threads in (1, 2, 3, 1):
+            runtime.set_threads(threads)
+            for _ in range(3):
+                for got, want in zip(runtime.run(x, z), expected):
+                    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_arena_is_shared_and_reported(artifact):
+    plan = read_plan(artifact)
+    with Runtime(artifact) as runtime:
+        assert runtime.arena_bytes == plan.arena_bytes
+    activations = sum(t.nbytes for t in plan.tensors if t.location == "arena")
+    # h dies when relu has read it: y takes its bytes.
+    assert plan.arena_bytes < activations
+
+
+def test_outputs_are_fresh_arrays_and_inputs_untouched(artifact):
+    x, z = inputs()
+    saved = x.copy()
+    with Runtime(artifact) as runtime:
+        first = runtime.run(x, z)
+        second = runtime.run(x, z)
+    assert first[0] is not second[0]
+    np.testing.assert_array_equal(first[1], second[1])
+    np.testing.assert_array_equal(x, saved)
+
+
+def test_non_contiguous_inputs_are_accepted(artifact):
+    x, z = inputs()
+    wide = np.zeros((ROWS, 2 * DEPTH), np.float32)
+    wide[:, ::2] = x
+    with Runtime(artifact) as runtime:
+        np.testing.assert_array_equal(runtime.run(wide[:, ::2], z)[1], runtime.run(x, z)[1])
+
+
+def test_closed_runtime_refuses_to_run(artifact):
+    runtime = Runtime(artifact)
+    runtime.close()
+    runtime.close()
+    with pytest.raises(TconvError, match="closed"):
+        runtime.run(*inputs())
+
+
+def test_driver_does_not_import_tvm(artifact):
+    code = (
+        "import sys\n"
+        "from tconv.runtime.driver import Runtime\n"
+        "import numpy as np\n"
+        f"with Runtime({str(artifact)!r}, threads=2) as r:\n"
+        f"    out = r.run(np.ones({(ROWS, DEPTH)}, 'f4'), np.ones({(ROWS, WIDTH)}, 'f4'))\n"
+        "assert not any(m == 'tvm' or m.startswith(('tvm.', 'tvm_ffi')) for m in sys.modules)\n"
+        "print(float(out[1].sum()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    x, z = np.ones((ROWS, DEPTH), np.float32), np.ones((ROWS, WIDTH), np.float32)
+    expected = reference(x, z, network_plan()[1])[1].sum()
+    assert float(result.stdout) == pytest.approx(float(expected), rel=1e-5)
+
+
+# ------------------------------------------------------------ bad inputs
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        (lambda x, z: (x,), "takes 2 input"),
+        (lambda x, z: (x, z, z), "takes 2 input"),
+        (lambda x, z: (x.astype(np.float64), z), r"input 0 \(x\) must be float32, got float64"),
+        (
+            lambda x, z: (x, z[:, :8]),
+            rf"input 1 \(z\) must have shape {ROWS}x{WIDTH}, got {ROWS}x8",
+        ),
+        (lambda x, z: (x.tolist(), z), "must be a numpy array"),
+    ],
+)
+def test_wrong_inputs_are_user_errors(artifact, arrays, message):
+    with Runtime(artifact) as runtime, pytest.raises(TconvError, match=message):
+        runtime.run(*arrays(*inputs()))
+
+
+def test_c_checks_buffers_too(artifact):
+    """The C API refuses a wrong buffer count or size without the driver's checks."""
+    lib = driver.load_runtime()
+    handle = ctypes.c_void_p()
+    assert lib.tconv_open(os.fsencode(artifact), ctypes.byref(handle)) == 0
+    try:
+        x, z = inputs()
+        out = np.empty((ROWS, WIDTH), np.float32)
+        ins = (driver._Buffer * 2)((x.ctypes.data, x.nbytes), (z.ctypes.data, z.nbytes - 4))
+        outs = (driver._Buffer * 2)((out.ctypes.data, out.nbytes), (out.ctypes.data, out.nbytes))
+        assert lib.tconv_run(handle, ins, 1, outs, 2) == 4
+        assert b"takes 2 inputs, got 1" in lib.tconv_last_error()
+        assert lib.tconv_run(handle, ins, 2, outs, 2) == 4
+        assert f"input 1 (z) is {ROWS}x{WIDTH} f32".encode() in lib.tconv_last_error()
+        assert lib.tconv_set_threads(handle, 0) == 4
+        assert lib.tconv_set_threads(handle, 100000) == 4
+    finally:
+        assert lib.tconv_close(handle) == 0
+
+
+def line_of(text: str, prefix: str) -> int:
+    """The number of the first line that starts with `prefix`."""
+    return next(i for i, line in enumerate(text.split("\n"), 1) if line.startswith(prefix))
+
+
+def replace_line(prefix: str, new: str):
+    """A mutation: the first line starting with `prefix` becomes `new`; the error names it."""
+
+    def mutate(text: str) -> tuple[str, int]:
+        lines = text.split("\n")
+        number = line_of(text, prefix)
+        lines[number - 1] = new
+        return "\n".join(lines), number
+
+    return mutate
+
+
+def insert_before(prefix: str, new: str):
+    """A mutation: `new` goes in before the line starting with `prefix`; the error names it."""
+
+    def mutate(text: str) -> tuple[str, int]:
+        number = line_of(text, prefix)
+        lines = text.split("\n")
+        return "\n".join(lines[: number - 1] + [new] + lines[number - 1 :]), number
+
+    return mutate
+
+
+def append_line(new: str):
+    """A mutation: `new` goes at the end of the plan; the error names it."""
+    return lambda text: (text + new + "\n", len(text.splitlines()) + 1)
+
+
+def whole_plan(change):
+    """A mutation of the whole text; the error names the plan but no line."""
+    return lambda text: (change(text), None)
+
+
+def cut_inside(prefix: str, keep: int):
+    """A mutation: the plan ends `keep` characters into the line starting with `prefix`."""
+    return lambda text: (text[: text.index(prefix) + keep], line_of(text, prefix))
+
+
+TENSOR_1 = f"f32 arena 0 2 {ROWS} {WIDTH}"
+PLAN_MUTATIONS = {
+    "empty": (whole_plan(lambda text: ""), "no `tconv-plan` line"),
+    "no end": (
+        whole_plan(lambda text: text.replace("end\n", "")), "no `end` line (the plan is truncated)"
+    ),
+    "no call": (
+        whole_plan(lambda text: "".join(
+            line for line in text.splitlines(True) if not line.startswith("call")
+        )),
+        "a plan needs at least one input, output and call",
+    ),
+    "cut mid-line": (cut_inside("tensor 1 ", 22), "expected `tensor <id> <name> f32"),
+    "version": (replace_line("tconv-plan", "tconv-plan 2"), "plan version 2 is not supported"),
+    "header later": (
+        insert_before("tconv-plan", "library x.so"),
+        "expected `tconv-plan 1` as the first statement, found `library`",
+    ),
+    "unknown": (insert_before("end", "frobnicate 3"), "unknown statement `frobnicate`"),
+    "second arena": (
+        insert_before("tensor 0", "arena 64"), "a second `arena` line (the first is line 4)"
+    ),
+    "after end": (append_line("input 0"), "a statement after `end`"),
+    "bad number": (
+        replace_line("arena", "arena 12x"), "arena bytes: expected an unsigned integer, found `12x`"
+    ),
+    "negative": (replace_line("arena", "arena -64"), "found `-64`"),
+    "huge number": (replace_line("arena", "arena 99999999999999999999999"), "is larger than"),
+    "misaligned": (
+        replace_line("tensor 1 ", f"tensor 1 z f32 arena 32 2 {ROWS} {WIDTH}"),
+        "tensor 1: offset 32 is not a multiple of 64",
+    ),
+    "outside arena": (
+        replace_line("tensor 1 ", f"tensor 1 z f32 arena 1048576 2 {ROWS} {WIDTH}"),
+        "tensor 1: bytes [1048576, ",
+    ),
+    "outside params": (
+        replace_line("tensor 6 ", f"tensor 6 w f32 param 0 2 {DEPTH} {WIDTH + 1}"),
+        "lie outside the parameters",
+    ),
+    "duplicate id": (
+        replace_line("tensor 1 ", f"tensor 0 z {TENSOR_1}"),
+        "duplicate tensor id 0 (declared on line 5)",
+    ),
+    "id out of order": (
+        replace_line("tensor 1 ", f"tensor 9 z {TENSOR_1}"),
+        "tensor id 9 is out of order: expected 1",
+    ),
+    "dtype": (
+        replace_line("tensor 1 ", f"tensor 1 z {TENSOR_1.replace('f32', 'f16')}"),
+        "tensor 1: dtype `f16` is not supported",
+    ),
+    "zero dim": (
+        replace_line("tensor 1 ", f"tensor 1 z f32 arena 0 2 {ROWS} 0"), "tensor 1: dim 1 is 0"
+    ),
+    "unknown id": (replace_line("call relu", "call relu 2 3 17"), "unknown tensor id 17"),
+    "nargs": (
+        replace_line("call relu", "call relu 3 2 3"),
+        "call relu: nargs 3 needs 3 tensor ids, found 2",
+    ),
+    "bad symbol": (replace_line("call relu", "call re-lu 2 3 2"), "`re-lu` is not a kernel symbol"),
+    "param input": (replace_line("input 1", "input 6"), "input 6 (w) is a parameter"),
+    "twice an input": (replace_line("input 1", "input 0"), "tensor 0 (x) is already an input"),
+    "control char": (replace_line("library", "library kernels.so\r"), "control character 0x0d"),
+    "path in name": (replace_line("library", "library ../kernels.so"), "not a plain file name"),
+}
+
+
+@pytest.mark.parametrize("mutation", PLAN_MUTATIONS, ids=list(PLAN_MUTATIONS))
+def test_corrupt_plans_name_the_line(broken, mutation):
+    mutate, message = PLAN_MUTATIONS[mutation]
+    plan_path = broken / "plan.txt"
+    text, line = mutate(plan_path.read_text())
+    plan_path.write_text(text)
+    where = f"{plan_path}:{line}: " if line else f"{plan_path}: "
+    with pytest.raises(TconvError) as from_c:
+        Runtime(broken)
+    with pytest.raises(PlanError) as from_python:
+        read_plan(broken)
+    for error in (from_c.value, from_python.value):
+        assert where in str(error) and message in str(error)
+
+
+@st.composite
+def plan_edits(draw, text: str) -> str:
+    """`text` with a few characters deleted, replaced or inserted, or cut short."""
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(text)))
+        edit = draw(st.sampled_from(["delete", "replace", "insert", "cut"]))
+        new = draw(st.sampled_from(list("0123456789 \n\t#-x_/\x00\xe9") + ["tensor", "end"]))
+        if edit == "cut":
+            text = text[:at]
+        else:
+            text = text[:at] + ("" if edit == "delete" else new) + text[at + (edit != "insert") :]
+    return text
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_edited_plans_fail_cleanly_and_alike(artifact, broken, data):
+    """C and Python agree on which edited plans are malformed, and name the line."""
+    plan_path = broken / "plan.txt"
+    text = data.draw(plan_edits((artifact / "plan.txt").read_text()))
+    plan_path.write_bytes(text.encode())
+    try:
+        read_plan(broken)
+        python_error = None
+    except PlanError as error:
+        python_error = str(error)
+    try:
+        Runtime(broken, threads=1).close()
+        c_error = None
+    except TconvError as error:
+        c_error = str(error)
+    c_plan_error = (
+        c_error is not None
+        and c_error.startswith(f"error: {plan_path}:")
+        and " kernel `" not in c_error  # a missing kernel is not a format error
+    )
+    if python_error is None:
+        assert not c_plan_error, c_error
+    elif "not UTF-8" not in python_error:
+        assert c_plan_error, (python_error, c_error)
+        assert c_error.split(": ")[1] == python_error.split(": ")[1]
+
+
+def test_missing_plan(broken):
+    (broken / "plan.txt").unlink()
+    with pytest.raises(TconvError, match=r"cannot read .*plan\.txt: No such file or directory"):
+        Runtime(broken)
+    with pytest.raises(TconvError, match="No such file"):
+        Runtime(broken / "nowhere")
+
+
+def test_missing_kernel_symbol(broken):
+    plan_path = broken / "plan.txt"
+    text = plan_path.read_text().replace("call relu ", "call gelu ")
+    plan_path.write_text(text)
+    line = line_of(text, "call gelu")
+    with pytest.raises(
+        TconvError,
+        match=rf"plan\.txt:{line}: kernel `gelu` is not in kernels\.so "
+        r"\(no symbol `__tvm_ffi_gelu`\)",
+    ):
+        Runtime(broken)
+
+
+def test_params_too_short(broken):
+    params = broken / "params.bin"
+    params.write_bytes(params.read_bytes()[:-4])
+    size = DEPTH * WIDTH * 4
+    message = rf"params\.bin has {size - 4} bytes, but .*plan\.txt:3 declares {size}"
+    with pytest.raises(TconvError, match=message):
+        Runtime(broken)
+
+
+def test_missing_or_corrupt_library(broken):
+    library = broken / "kernels.so"
+    library.write_bytes(b"\x7fELF but not really")
+    with pytest.raises(TconvError, match="cannot load the kernel library"):
+        Runtime(broken)
+    library.unlink()
+    with pytest.raises(TconvError, match=r"cannot read .*kernels\.so: No such file or directory"):
+        Runtime(broken)
+
+
+def test_replaced_library_is_refused_while_the_old_one_is_open(broken, fake_kernels):
+    """The dynamic loader would hand the old kernels to the new artifact."""
+    old = Runtime(broken)
+    plan, weights = network_plan()
+    write_artifact(broken, plan, weights.tobytes(), fake_kernels)
+    with pytest.raises(TconvError, match=r"kernels\.so was replaced while an open runtime"):
+        Runtime(broken)
+    old.close()
+    with pytest.raises(TconvError, match="kernel `matmul` is not in kernels.so"):
+        Runtime(broken)
+
+
+def shape_mismatch(directory: Path) -> None:
+    """Declare relu's output with a shape the kernel was not compiled for."""
+    plan, weights = network_plan({"r": (ROWS, WIDTH // 2)})
+    write_artifact(directory, plan, weights.tobytes(), directory / "kernels.so")
+
+
+def test_kernel_error_message_in_process(broken):
+    """With tvm_ffi loaded in the process, kernels report to it; the runtime
+    takes the message from there."""
+    shape_mismatch(broken)
+    line = line_of((broken / "plan.txt").read_text(), "call relu")
+    with Runtime(broken) as runtime:
+        assert runtime.outputs[0].shape == (ROWS, WIDTH // 2)
+        with pytest.raises(TconvError, match=rf"plan\.txt:{line}: kernel `relu` \(call 1\) failed: "
+                           r"ValueError: Invalid r\.shape\[1\] on argument #1"):
+            runtime.run(*inputs())
+
+
+def test_kernel_error_message_without_tvm(broken):
+    """Without tvm_ffi, kernels report to the runtime's own error hook."""
+    shape_mismatch(broken)
+    code = (
+        "import sys, numpy as np\n"
+        "from tconv.runtime.driver import Runtime\n"
+        "from tconv.ir.loader import TconvError\n"
+        f"r = Runtime({str(broken)!r})\n"
+        "try:\n"
+        f"    r.run(np.ones({(ROWS, DEPTH)}, 'f4'), np.ones({(ROWS, WIDTH)}, 'f4'))\n"
+        "except TconvError as e:\n"
+        "    print(e)\n"
+        "assert 'tvm_ffi' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "kernel `relu` (call 1) failed: ValueError: Invalid r.shape[1] on argument #1" in (
+        result.stdout
+    )
+
+
+def test_tvm_keeps_its_own_kernel_errors(kernels):
+    """Loaded before tvm_ffi, the runtime's error hook is what kernels run by
+    tvm_ffi bind to: it must hand their errors on to tvm_ffi."""
+    code = (
+        "from tconv.runtime import driver\n"
+        "driver.load_runtime()\n"
+        "import numpy as np, tvm_ffi\n"
+        f"kernel = tvm_ffi.load_module({str(kernels)!r})['relu']\n"
+        f"a = tvm_ffi.from_dlpack(np.ones(({ROWS}, {WIDTH}), np.float32))\n"
+        f"b = tvm_ffi.from_dlpack(np.ones(({ROWS}, {WIDTH // 2}), np.float32))\n"
+        "try:\n"
+        "    kernel(a, b)\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "on argument #1 when calling" in result.stdout
+
+
+# ------------------------------------------------- the host services
+
+
+MAX_TASKS = 64
+
+
+@pytest.fixture(scope="module")
+def fake_kernels(tmp_path_factory) -> Path:
+    """A library that drives the thread pool, barrier, workspace and error hook
+    like TVM-generated code (tests/integration/c/fake_kernels.c)."""
+    path = tmp_path_factory.mktemp("fake") / "fake.so"
+    subprocess.run(
+        [os.environ.get("CC") or "cc", "-std=c11", "-O1", "-fPIC", "-shared", "-pthread",
+         "-Wall", "-Wextra", "-Werror", "-o", str(path), str(C_DRIVER.parent / "fake_kernels.c")],
+        check=True,
+    )
+    return path
+
+
+def align(size: int) -> int:
+    return -(-size // 64) * 64
+
+
+def run_fake(fake_kernels, directory, threads, num_task, fail_task=-1, barrier=False):
+    """What one `launch` call reports (runs per task id, num_task seen,
+    distinct threads seen, whether the barrier held), and the inner tasks
+    that one `nested` call ran."""
+    control = np.array([num_task, fail_task, barrier], np.float32)
+    report_offset, inner_offset = 64, 64 + align(4 * (MAX_TASKS + 3))
+    plan = Plan(
+        library="kernels.so",
+        params="params.bin",
+        params_bytes=control.nbytes,
+        arena_bytes=inner_offset + 64,
+        tensors=(
+            Tensor("x", "arena", 0, (1,)),
+            Tensor("control", "param", 0, (3,)),
+            Tensor("report", "arena", report_offset, (MAX_TASKS + 3,)),
+            Tensor("inner_tasks", "arena", inner_offset, (1,)),
+        ),
+        inputs=(0,),
+        outputs=(2, 3),
+        calls=(Call("launch", (1, 2)), Call("nested", (3,))),
+    )
+    write_artifact(directory, plan, control.tobytes(), fake_kernels)
+    with Runtime(directory, threads=threads) as runtime:
+        report, inner_tasks = runtime.run(np.zeros(1, np.float32))
+    runs = report[:MAX_TASKS].astype(int).tolist()
+    return runs, *report[MAX_TASKS:].astype(int).tolist(), int(inner_tasks[0])
+
+
+@pytest.mark.parametrize("threads, num_task", [(1, 0), (2, 0), (3, 0), (2, 5), (1, 4), (3, 2)])
+def test_parallel_launch_runs_every_task_once(fake_kernels, tmp_path, threads, num_task):
+    runs, seen_tasks, distinct_threads, _, inner_tasks = run_fake(
+        fake_kernels, tmp_path / "fake", threads, num_task
+    )
+    tasks = num_task or threads
+    assert runs == [1] * tasks + [0] * (MAX_TASKS - tasks)
+    assert seen_tasks == tasks
+    assert distinct_threads == min(threads, tasks)
+    assert inner_tasks == 4 * 3  # nested loops run inline in each task
+
+
+@pytest.mark.parametrize("threads, num_task", [(3, 0), (3, 2), (1, 1)])
+def test_parallel_barrier_holds(fake_kernels, tmp_path, threads, num_task):
+    *_, barrier_held, _ = run_fake(fake_kernels, tmp_path / "fake", threads, num_task, barrier=True)
+    assert barrier_held == 1
+
+
+def test_parallel_barrier_with_more_tasks_than_threads_fails_cleanly(fake_kernels, tmp_path):
+    with pytest.raises(TconvError, match="kernel `launch` .*more tasks than threads"):
+        run_fake(fake_kernels, tmp_path / "fake", 2, 5, barrier=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_failing_task_fails_the_call_with_its_message(fake_kernels, tmp_path, threads):
+    message = r"kernel `launch` \(call 0\) failed: RuntimeError: task 3 failed on purpose"
+    with pytest.raises(TconvError, match=message):
+        run_fake(fake_kernels, tmp_path / "fake", threads, 4, fail_task=3)
+
+
+# ------------------------------------------------------------ the build
+
+
+def test_runtime_is_rebuilt_when_its_key_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TCONV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TCONV_RUNTIME_CFLAGS", raising=False)
+    built = driver.build_runtime()
+    assert built.is_file() and built.parent.parent == tmp_path / "cache"
+    stamp = built.stat().st_mtime_ns
+    assert driver.build_runtime() == built and built.stat().st_mtime_ns == stamp
+
+    monkeypatch.setenv("TCONV_RUNTIME_CFLAGS", "-DTCONV_TEST_FLAG=1")
+    with_flag = driver.build_runtime()
+    assert with_flag != built and with_flag.is_file()
+
+    sources = tmp_path / "src"
+    shutil.copytree(driver.SOURCE_DIR, sources)
+    monkeypatch.setattr(driver, "SOURCE_DIR", sources)
+    assert driver.build_runtime() == with_flag
+    with open(sources / "tconv_backend.c", "a") as source:
+        source.write("/* changed */\n")
+    changed = driver.build_runtime()
+    assert changed not in (built, with_flag) and changed.is_file()
+
+
+def test_runtime_sources_compile_without_warnings(tmp_path):
+    subprocess.run(
+        [os.environ.get("CC") or "cc", *driver.FLAGS, "-Werror", "-Wpedantic", "-Wshadow",
+         "-Wconversion", "-o", str(tmp_path / "lib.so"),
+         *(str(driver.SOURCE_DIR / name) for name in driver.SOURCES), *driver.LIBS],
+        check=True,
+    )
+
+
+def test_compile_failure_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TCONV_CACHE_DIR", str(tmp_path / "cache"))
+    sources = tmp_path / "src"
+    shutil.copytree(driver.SOURCE_DIR, sources)
+    with open(sources / "tconv_runtime.c", "a") as source:
+        source.write("#error broken on purpose\n")
+    monkeypatch.setattr(driver, "SOURCE_DIR", sources)
+    message = "(?s)building the tconv runtime failed.*broken on purpose"
+    with pytest.raises(driver.RuntimeBuildError, match=message):
+        driver.build_runtime()
+    assert not list((tmp_path / "cache").glob("*/*.so"))
+
+
+# ------------------------------------------------------------- valgrind
+
+
+VALGRIND = pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+
+
+@pytest.fixture(scope="module")
+def c_program(tmp_path_factory) -> Path:
+    """tests/integration/c/run_artifact.c, linked against the built runtime."""
+    library = driver.build_runtime()
+    program = tmp_path_factory.mktemp("c") / "run_artifact"
+    subprocess.run(
+        [
+            os.environ.get("CC") or "cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-g",
+            "-I", str(driver.SOURCE_DIR), "-o", str(program), str(C_DRIVER), str(library),
+            f"-Wl,-rpath,{library.parent}", "-lm",
+        ],
+        check=True,
+    )
+    return program
+
+
+def valgrind(*command: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [
+            "valgrind", "--error-exitcode=1", "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect", "--show-leak-kinds=definite,indirect",
+            *command,
+        ],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "ERROR SUMMARY: 0 errors" in result.stderr
+    return result
+
+
+@VALGRIND
+def test_c_runtime_under_valgrind(artifact, c_program):
+    """A C program opens the artifact, runs it a few times on 2 threads, hits
+    some error paths and closes it: no memory errors, no leaks."""
+    result = valgrind(str(c_program), str(artifact), "2", "3")
+    x = np.sin(0.1 * np.arange(ROWS * DEPTH)).reshape(ROWS, DEPTH).astype(np.float32)
+    z = np.sin(0.1 * np.arange(ROWS * WIDTH) + 1).reshape(ROWS, WIDTH).astype(np.float32)
+    sums = [float(line.split()[1]) for line in result.stdout.splitlines()]
+    expected = [float(out.sum(dtype=np.float64)) for out in reference(x, z, network_plan()[1])]
+    assert sums == pytest.approx(expected, rel=1e-4, abs=1e-3)
+
+
+@VALGRIND
+def test_failing_kernels_under_valgrind(fake_kernels, c_program, tmp_path):
+    """Kernel errors raised on worker threads leak nothing either."""
+    with pytest.raises(TconvError):
+        run_fake(fake_kernels, tmp_path / "fake", 2, 4, fail_task=3)
+    result = valgrind(str(c_program), str(tmp_path / "fake"), "2", "3", "--expect-kernel-error")
+    assert "task 3 failed on purpose" in result.stdout
