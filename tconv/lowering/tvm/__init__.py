@@ -1,1 +1,16 @@
+"""Lowering to TVM TensorIR: every tconv op (or fused group of ops) becomes a
+scheduled PrimFunc, compiled for the host CPU (`llvm`) or a GPU (`cuda`).
 
+    from tconv.lowering.tvm.build import build_kernels, run_tvm
+
+- `ops`: the tensor-expression compute of each op, reading packed weights;
+- `packing`, `folding`: the parameter layouts and batch-norm folding (numpy);
+- `fusion`: which ops run as one kernel (conv + batch-norm + add + ReLU);
+- `schedule_cpu`: the default CPU schedules (register-blocked convolution);
+- `target`: the targets and the vector unit the schedules size themselves by;
+- `program`: the call list handed to the runtime (no TVM import);
+- `build`: a network → kernels + call list; `run_tvm` runs it from Python.
+
+This package module imports nothing, so that `program` can be used where
+the TVM compiler is not (the runtime side of an artifact).
+"""

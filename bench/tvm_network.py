@@ -1,0 +1,222 @@
+"""End-to-end latency of zoo networks compiled by tconv's TVM lowering,
+beside ONNX Runtime on the same network and weights, batch 1 (a
+measurement, not a test).
+
+    TVM_NUM_THREADS=2 .venv/bin/python bench/tvm_network.py resnet34 [mobilenet_v2 ...] [--threads 2]
+
+tconv runs through `TvmNetwork` (the kernels called one by one from Python,
+as `run_tvm` does). ONNX Runtime runs an ONNX graph written here from the
+same tconv IR and parameter values (batch-norm kept as BatchNormalization,
+which ORT folds), with intra-op threads = --threads and its output
+pre-allocated and 64-byte aligned. The two are timed in alternating rounds
+(see `interleaved_medians`) and their outputs compared. `--profile` lists
+the time of each tconv kernel call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def onnx_model(module, params):
+    """The network as an ONNX model (opset 17), its parameters as initializers."""
+    from onnx import TensorProto, helper, numpy_helper
+    from xdsl.dialects import func
+
+    from tconv.ir import ops
+    from tconv.runtime.reference import single_function
+
+    function = single_function(module)
+    names: dict = {}
+    nodes, initializers = [], []
+
+    def name(value) -> str:
+        if value not in names:
+            names[value] = f"v{len(names)}"
+        return names[value]
+
+    def constant(array, label):
+        initializers.append(numpy_helper.from_array(np.asarray(array), label))
+        return label
+
+    for index, argument in enumerate(function.body.block.args):
+        names[argument] = f"input{index}"
+    for op in function.body.block.ops:
+        if isinstance(op, ops.ParamOp):
+            names[op.result] = constant(params[op.param_name], op.param_name)
+            continue
+        if isinstance(op, func.ReturnOp):
+            outputs = [name(v) for v in op.operands]
+            break
+        inputs = [name(v) for v in op.operands]
+        out = [name(op.results[0])]
+        if isinstance(op, ops.Conv2dOp):
+            t, l, b, r = op.padding.get_values()
+            nodes.append(helper.make_node(
+                "Conv", inputs, out, strides=list(op.strides.get_values()), pads=[t, l, b, r],
+                dilations=list(op.dilations.get_values()), group=op.groups.value.data))
+        elif isinstance(op, ops.BatchNormOp):
+            nodes.append(helper.make_node("BatchNormalization", inputs, out, epsilon=op.epsilon.value.data))
+        elif isinstance(op, ops.ReluOp):
+            nodes.append(helper.make_node("Relu", inputs, out))
+        elif isinstance(op, ops.Relu6Op):
+            low = constant(np.float32(0), f"zero{len(nodes)}")
+            high = constant(np.float32(6), f"six{len(nodes)}")
+            nodes.append(helper.make_node("Clip", [*inputs, low, high], out))
+        elif isinstance(op, ops.AddOp):
+            nodes.append(helper.make_node("Add", inputs, out))
+        elif isinstance(op, (ops.MaxPool2dOp, ops.AvgPool2dOp)):
+            t, l, b, r = op.padding.get_values()
+            attributes = dict(kernel_shape=list(op.kernel.get_values()), strides=list(op.strides.get_values()),
+                              pads=[t, l, b, r])
+            if isinstance(op, ops.AvgPool2dOp):
+                attributes["count_include_pad"] = int(op.count_include_pad is not None)
+            kind = "MaxPool" if isinstance(op, ops.MaxPool2dOp) else "AveragePool"
+            nodes.append(helper.make_node(kind, inputs, out, **attributes))
+        elif isinstance(op, ops.GlobalAvgPoolOp):
+            nodes.append(helper.make_node("GlobalAveragePool", inputs, out))
+        elif isinstance(op, ops.FlattenOp):
+            nodes.append(helper.make_node("Flatten", inputs, out, axis=1))
+        elif isinstance(op, ops.DenseOp):
+            nodes.append(helper.make_node("Gemm", inputs, out, transB=1))
+        elif isinstance(op, ops.ConcatOp):
+            nodes.append(helper.make_node("Concat", inputs, out, axis=op.axis.value.data))
+        else:
+            raise NotImplementedError(f"no ONNX node for {op.name} in this benchmark")
+    graph = helper.make_graph(
+        nodes, function.sym_name.data,
+        [helper.make_tensor_value_info(names[a], TensorProto.FLOAT, list(ops.shape_of(a)))
+         for a in function.body.block.args],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def aligned(shape, alignment=64):
+    count = int(np.prod(shape))
+    raw = np.empty(count + alignment // 4, np.float32)
+    offset = (-raw.ctypes.data % alignment) // 4
+    return raw[offset : offset + count].reshape(shape)
+
+
+def module_input_shape(module):
+    from tconv.ir.ops import shape_of
+    from tconv.runtime.reference import single_function
+
+    return shape_of(single_function(module).body.block.args[0])
+
+
+class OrtRunner:
+    """An ONNX Runtime session of the network with its input bound and its
+    output pre-allocated (64-byte aligned); calling it runs the network once."""
+
+    def __init__(self, module, params, x, threads):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            onnx_model(module, params).SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        (result,) = self.session.run(None, {"input0": x})
+        self.output = aligned(result.shape)
+        self.binding = self.session.io_binding()
+        self.binding.bind_cpu_input("input0", x)
+        self.binding.bind_output(
+            self.session.get_outputs()[0].name, "cpu", 0, np.float32, self.output.shape, self.output.ctypes.data
+        )
+
+    def __call__(self):
+        self.session.run_with_iobinding(self.binding)
+
+
+def interleaved_medians(runners, rounds, runs):
+    """Median seconds of one call of each runner: `rounds` rounds, each timing
+    `runs` calls of every runner in turn, with a pause between runners so that
+    the idle threads of one pool stop spinning before the other runs (TVM's
+    spin for tens of milliseconds, enough to slow ORT threefold); the
+    median of each runner's per-round medians. Alternating keeps load from
+    other processes on the machine from favouring either side."""
+    for runner in runners:
+        for _ in range(3):
+            runner()
+    per_round = [[] for _ in runners]
+    for _ in range(rounds):
+        for index, runner in enumerate(runners):
+            time.sleep(0.5)
+            samples = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                runner()
+                samples.append(time.perf_counter() - start)
+            per_round[index].append(float(np.median(samples)))
+    return [float(np.median(r)) for r in per_round]
+
+
+def profile(network, repeat):
+    """Median time of each call, run alone, slowest first."""
+    import tvm
+
+    rows = []
+    for index, call in enumerate(network.program.calls):
+        timer = network.runtime.time_evaluator(call.symbol, tvm.cpu(), number=5, repeat=repeat)
+        seconds = timer(*(network.tensors[i] for i in call.args)).median
+        shape = network.program.tensors[call.writes].shape
+        rows.append((seconds, index, call.symbol, "+".join(call.ops), shape))
+    total = sum(r[0] for r in rows)
+    for seconds, index, symbol, ops_, shape in sorted(rows, reverse=True):
+        print(f"  {seconds * 1e3:8.3f} ms {100 * seconds / total:5.1f}%  #{index:<3} {symbol:28} {ops_:32} {shape}")
+    print(f"  {total * 1e3:8.3f} ms in all")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("networks", nargs="*", default=["resnet34"])
+    parser.add_argument("--dataset", default=None)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("TVM_NUM_THREADS", "2")))
+    parser.add_argument("--repeat", type=int, default=10, help="runs per round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
+
+    from tconv.frontends.zoo import build, datasets
+    from tconv.ir.params import init_params
+    from tconv.lowering.tvm.build import TvmNetwork
+
+    print(f"{'network':24} {'tconv/TVM ms':>12} {'ORT ms':>8} {'tconv/ORT':>9} {'max rel diff':>12}")
+    for name in args.networks:
+        dataset = args.dataset if args.dataset in datasets(name) else None
+        module = build(name, dataset)
+        params = init_params(module)
+        # Random batch-norm statistics, so that folding them is exercised.
+        rng = np.random.default_rng(0)
+        for key, value in params.items():
+            if key.endswith("running_var"):
+                params[key] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
+            elif key.endswith("running_mean"):
+                params[key] = (0.1 * rng.standard_normal(value.shape)).astype(np.float32)
+        x = rng.standard_normal(module_input_shape(module)).astype(np.float32)
+        network = TvmNetwork(module)
+        network.load_params(params)
+        (tconv_out,) = network.run(x)
+        ort = OrtRunner(module, params, x, args.threads)
+        tconv_s, ort_s = interleaved_medians([network.execute, ort], args.rounds, args.repeat)
+        ort_out = ort.output
+        diff = np.linalg.norm(tconv_out - ort_out) / np.linalg.norm(ort_out)
+        label = f"{name} ({dataset or datasets(name)[0]})"
+        print(f"{label:24} {tconv_s * 1e3:12.2f} {ort_s * 1e3:8.2f} {tconv_s / ort_s:9.2f} {diff:12.1e}", flush=True)
+        if args.profile:
+            profile(network, 5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,466 @@
+"""A tconv network → TVM kernels and the call list that runs them.
+
+    executable, program = build_kernels(module, "cpu")
+    logits, = run_tvm(module, params, image)
+
+`lower_kernels` turns every kernel group of `fusion` into a scheduled
+PrimFunc (the compute of `ops`, the schedule of `schedule_cpu`, or dlight's
+GPU fallback for `cuda`) with a unique `global_symbol` `k<i>_<kind>`, and
+records each call in a `program.KernelProgram`. Kernels that are the same
+computation on the same shapes (every 3×3 64→64 convolution of a stage) are
+one PrimFunc, called several times. `build_kernels` compiles them.
+`TvmNetwork` executes a program through the TVM runtime from Python: the
+path the tests use until the C runtime runs artifacts.
+
+Kernels are compiled for the shapes in the IR, batch included: unlike the
+reference executor, a compiled network runs on exactly the batch it was
+built for (`tconv-set-batch` changes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import tvm
+from tvm import te
+from tvm.target import Target
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
+
+from tconv.ir.loader import TconvError
+from tconv.ir.ops import (
+    AddOp,
+    AvgPool2dOp,
+    BatchNormOp,
+    ChannelShuffleOp,
+    ConcatOp,
+    Conv2dOp,
+    DenseOp,
+    FlattenOp,
+    GlobalAvgPoolOp,
+    MaxPool2dOp,
+    ParamOp,
+    Relu6Op,
+    ReluOp,
+    SliceChannelsOp,
+    shape_of,
+)
+from tconv.ir.params import bind_params
+from tconv.lowering.tvm import ops, schedule_cpu
+from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
+from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
+from tconv.lowering.tvm.packing import blocks
+from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe, Tensor, TensorKind
+from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
+from tconv.runtime.reference import single_function
+
+
+class LoweringError(TconvError):
+    """A network the TVM lowering cannot compile, and why."""
+
+
+@dataclass
+class KernelSpec:
+    """What one kernel group lowers to, before it becomes a PrimFunc.
+
+    `args`: tensor ids of the kernel's inputs, in parameter order (the output
+    comes last and is added by the lowering). `compute` builds the result
+    from one placeholder per input; `schedule` schedules the PrimFunc on a
+    CPU. `key` identifies the computation: two specs with equal keys compile
+    to the same kernel."""
+
+    kind: str
+    args: list[int]
+    compute: Callable[[list[te.Tensor]], te.Tensor]
+    schedule: Callable[[tvm.tirx.PrimFunc], tvm.tirx.PrimFunc]
+    key: tuple
+
+
+def _ints(attr) -> tuple[int, ...]:
+    return tuple(int(v) for v in attr.get_values())
+
+
+def _epilogue(tensors: Sequence[te.Tensor], has_bias: bool, has_residual: bool, activation: str | None) -> Epilogue:
+    """The epilogue over a kernel's trailing placeholders: the bias, then the
+    residual, each where present."""
+    rest = iter(tensors)
+    return Epilogue(next(rest) if has_bias else None, next(rest) if has_residual else None, activation)
+
+
+class _Lowering:
+    """Builds the program and the PrimFuncs of one network for one target."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.gpu = is_gpu(target)
+        self.unit: VectorUnit | None = None if self.gpu else vector_unit(target)
+        self.program = KernelProgram()
+        self.value_ids: dict[SSAValue, int] = {}
+        self.derived_ids: dict[Recipe, int] = {}
+        self.functions: dict[tuple, tuple[str, tvm.tirx.PrimFunc]] = {}
+
+    # Tensors ----------------------------------------------------------------
+
+    def _new_tensor(self, kind: TensorKind, shape: Sequence[int], name: str, **extra) -> int:
+        tensor = Tensor(len(self.program.tensors), kind, tuple(int(d) for d in shape), name, **extra)
+        self.program.tensors.append(tensor)
+        return tensor.id
+
+    def value(self, value: SSAValue) -> int:
+        """The tensor of an SSA value: an input, a parameter used as stored, or
+        an activation written by an earlier call."""
+        if value not in self.value_ids:
+            owner = value.owner
+            if isinstance(owner, ParamOp):
+                self.value_ids[value] = self._new_tensor("param", shape_of(value), owner.param_name)
+            else:
+                raise LoweringError(f"tvm lowering: value {value} is used before a kernel writes it")
+        return self.value_ids[value]
+
+    def derived(self, recipe: Recipe, shape: Sequence[int], name: str) -> int:
+        if recipe not in self.derived_ids:
+            self.derived_ids[recipe] = self._new_tensor("derived", shape, name, recipe=recipe)
+        return self.derived_ids[recipe]
+
+    @staticmethod
+    def param_name(value: SSAValue, op: Operation, role: str) -> str:
+        """The store entry behind operand `value` of `op`, which the lowering
+        transforms at compile time, so it must be a `tconv.param`."""
+        owner = value.owner
+        if not isinstance(owner, ParamOp):
+            raise LoweringError(
+                f"tvm lowering: the {role} of '{op.name}' must be a tconv.param "
+                f"(it is packed at compile time), got {value}"
+            )
+        return owner.param_name
+
+    def batch_norm_sources(self, bn: BatchNormOp) -> tuple[tuple[str, str], ...]:
+        return tuple(
+            (role, self.param_name(operand, bn, role))
+            for role, operand in (("scale", bn.scale), ("shift", bn.shift), ("mean", bn.mean), ("var", bn.var))
+        )
+
+    # Kernels ------------------------------------------------------------------
+
+    def lower(self, group: KernelGroup) -> None:
+        """Append the call of `group`'s kernel, building the kernel unless an
+        identical one exists, and the activation it writes."""
+        spec = self.spec(group)
+        result = group.result
+        output = self._new_tensor("activation", shape_of(result), f"%{len(self.program.calls)}")
+        self.value_ids[result] = output
+        input_shapes = tuple(self.program.tensors[i].shape for i in spec.args)
+        key = (spec.kind, input_shapes, spec.key)
+        if key not in self.functions:
+            symbol = f"k{len(self.functions)}_{spec.kind}"
+            self.functions[key] = (symbol, self.primfunc(spec, input_shapes, symbol))
+        symbol = self.functions[key][0]
+        names = tuple(op.name.removeprefix("tconv.") for op in group.ops)
+        self.program.calls.append(KernelCall(symbol, (*spec.args, output), names))
+
+    def primfunc(self, spec: KernelSpec, input_shapes, symbol: str) -> tvm.tirx.PrimFunc:
+        placeholders = [te.placeholder(shape, "float32", name=f"arg{i}") for i, shape in enumerate(input_shapes)]
+        result = spec.compute(placeholders)
+        function = te.create_prim_func([*placeholders, result])
+        if not self.gpu:
+            function = spec.schedule(function)
+        return function.with_attr("global_symbol", symbol)
+
+    def spec(self, group: KernelGroup) -> KernelSpec:
+        """What `group` computes, on which tensors, scheduled how."""
+        anchor = group.anchor
+        if isinstance(anchor, Conv2dOp):
+            return self.conv2d(group)
+        if isinstance(anchor, DenseOp):
+            return self.dense(group)
+        if isinstance(anchor, BatchNormOp):
+            return self.batch_norm(group)
+        if isinstance(anchor, AddOp):
+            activation = group.activation_name
+            return self.memory_bound(
+                "add", [anchor.lhs, anchor.rhs], lambda t: ops.add(t[0], t[1], activation), (activation,)
+            )
+        if isinstance(anchor, (ReluOp, Relu6Op)):
+            activation = "relu" if isinstance(anchor, ReluOp) else "relu6"
+            return self.memory_bound(activation, [anchor.input], lambda t: ops.unary(t[0], activation), ())
+        if isinstance(anchor, MaxPool2dOp):
+            kernel, strides, padding = _ints(anchor.kernel), _ints(anchor.strides), _ints(anchor.padding)
+            return self.window(
+                "max_pool2d", anchor.input, lambda t: ops.max_pool2d(t[0], kernel, strides, padding),
+                (kernel, strides, padding),
+            )
+        if isinstance(anchor, AvgPool2dOp):
+            kernel, strides, padding = _ints(anchor.kernel), _ints(anchor.strides), _ints(anchor.padding)
+            include = anchor.count_include_pad is not None
+            return self.window(
+                "avg_pool2d", anchor.input,
+                lambda t: ops.avg_pool2d(t[0], kernel, strides, padding, include),
+                (kernel, strides, padding, include),
+            )
+        if isinstance(anchor, GlobalAvgPoolOp):
+            return self.window("global_avg_pool", anchor.input, lambda t: ops.global_avg_pool(t[0]), ())
+        if isinstance(anchor, FlattenOp):
+            return self.memory_bound("flatten", [anchor.input], lambda t: ops.flatten(t[0]), ())
+        if isinstance(anchor, ConcatOp):
+            axis = anchor.axis.value.data
+            return self.memory_bound("concat", list(anchor.inputs), lambda t: ops.concat(t, axis), (axis,))
+        if isinstance(anchor, SliceChannelsOp):
+            start, size = anchor.start.value.data, anchor.size.value.data
+            return self.memory_bound(
+                "slice_channels", [anchor.input], lambda t: ops.slice_channels(t[0], start, size), (start, size)
+            )
+        if isinstance(anchor, ChannelShuffleOp):
+            groups = anchor.groups.value.data
+            return self.memory_bound(
+                "channel_shuffle", [anchor.input], lambda t: ops.channel_shuffle(t[0], groups), (groups,)
+            )
+        raise LoweringError(f"tvm lowering: no kernel for '{anchor.name}'")
+
+    def memory_bound(self, kind, operands, compute, key) -> KernelSpec:
+        unit = self.unit
+        return KernelSpec(
+            kind, [self.value(v) for v in operands], compute,
+            lambda function: schedule_cpu.schedule_elementwise(function, unit), key,
+        )
+
+    def window(self, kind, operand, compute, key) -> KernelSpec:
+        return KernelSpec(kind, [self.value(operand)], compute, schedule_cpu.schedule_window, key)
+
+    def _epilogue_args(self, group: KernelGroup, bias_id: int | None) -> tuple[list[int], bool, bool]:
+        """The epilogue's tensor ids (bias, residual, each where present)."""
+        args = []
+        if bias_id is not None:
+            args.append(bias_id)
+        if group.residual is not None:
+            args.append(self.value(group.residual))
+        return args, bias_id is not None, group.residual is not None
+
+    def _weight_and_bias(self, group: KernelGroup, weight: SSAValue, bias: SSAValue | None, transform: str,
+                         attributes: dict, packed_shape, label: str) -> tuple[int, int | None]:
+        """The packed (batch-norm-folded) weight and the bias tensors of a weighted anchor."""
+        anchor = group.anchor
+        weight_name = self.param_name(weight, anchor, "weight")
+        bias_name = None if bias is None else self.param_name(bias, anchor, "bias")
+        sources = [("weight", weight_name)]
+        bn_sources: tuple[tuple[str, str], ...] = ()
+        if group.batch_norm is not None:
+            bn_sources = self.batch_norm_sources(group.batch_norm)
+            attributes = {**attributes, "epsilon": group.batch_norm.epsilon.value.data}
+        recipe = Recipe(transform, tuple(sources) + bn_sources, tuple(sorted(attributes.items())))
+        folded = "+bn" if bn_sources else ""
+        weight_id = self.derived(recipe, packed_shape, f"{weight_name}:packed_{label}{folded}")
+        if bn_sources:
+            bias_sources = ((("bias", bias_name),) if bias_name else ()) + bn_sources
+            bias_recipe = Recipe("folded_bias", bias_sources, (("epsilon", attributes["epsilon"]),))
+            out_features = shape_of(weight)[0]
+            bias_id = self.derived(bias_recipe, (out_features,), f"{weight_name}:folded_bias")
+        elif bias is not None:
+            bias_id = self.value(bias)
+        else:
+            bias_id = None
+        return weight_id, bias_id
+
+    def conv2d_variant(
+        self, groups: int, out_group: int, group_channels: int, kernel, strides, padding, in_size, out_size
+    ) -> tuple[str, ConvBlocking]:
+        """Which convolution kernel computes this shape, and its blocking:
+        `depthwise_conv2d` (one input channel per output channel),
+        `pointwise_conv2d` (1×1, unit strides, no padding, on images whose
+        positions tile better than their rows) or the general `conv2d`."""
+        out_height, out_width = out_size
+        if group_channels == 1 and out_group == 1:
+            blocking = ConvBlocking(1, 1) if self.gpu else schedule_cpu.depthwise_blocking(out_group * groups, out_width, self.unit)
+            return "depthwise_conv2d", blocking
+        if self.gpu:
+            return "conv2d", ConvBlocking(1, 1)
+        if ops.is_pointwise(kernel, strides, padding) and schedule_cpu.tiles_positions(
+            groups, out_group, out_height, out_width, self.unit
+        ):
+            return "pointwise_conv2d", schedule_cpu.conv2d_blocking(groups, out_group, out_height * out_width, self.unit)
+        blocking = schedule_cpu.conv2d_blocking(groups, out_group, out_width, self.unit)
+        return "conv2d", replace(blocking, skew_planes=schedule_cpu.skews_planes(*in_size, padding))
+
+    def conv2d(self, group: KernelGroup) -> KernelSpec:
+        op = group.anchor
+        assert isinstance(op, Conv2dOp)
+        out_channels, group_channels, kh, kw = shape_of(op.weight)
+        _, _, out_height, out_width = shape_of(op.output)
+        strides, padding, dilations = _ints(op.strides), _ints(op.padding), _ints(op.dilations)
+        groups = op.groups.value.data
+        out_group = out_channels // groups
+        kind, blocking = self.conv2d_variant(
+            groups, out_group, group_channels, (kh, kw), strides, padding, shape_of(op.input)[2:],
+            (out_height, out_width),
+        )
+        if kind == "depthwise_conv2d":
+            transform, attributes = "depthwise_weight", {"block": blocking.block}
+            packed_shape = (blocks(out_channels, blocking.block), kh, kw, blocking.block)
+            label = f"CBxKHxKWx{blocking.block}"
+        else:
+            transform, attributes = "conv2d_weight", {"groups": groups, "block": blocking.block}
+            packed_shape = (groups, blocks(out_group, blocking.block), group_channels, kh, kw, blocking.block)
+            label = f"GxOBxCxKHxKWx{blocking.block}"
+        weight_id, bias_id = self._weight_and_bias(
+            group, op.weight, op.bias, transform, attributes, packed_shape, label
+        )
+        epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id)
+        activation = group.activation_name
+
+        def compute(t: list[te.Tensor]) -> te.Tensor:
+            epilogue = _epilogue(t[2:], has_bias, has_residual, activation)
+            if kind == "depthwise_conv2d":
+                return ops.depthwise_conv2d(t[0], t[1], strides, padding, dilations, blocking, epilogue)
+            if kind == "pointwise_conv2d":
+                return ops.pointwise_conv2d(t[0], t[1], out_channels, blocking, epilogue)
+            return ops.conv2d(t[0], t[1], out_channels, strides, padding, dilations, blocking, epilogue)
+
+        def schedule(function: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+            if kind == "depthwise_conv2d":
+                return schedule_cpu.schedule_depthwise_conv2d(function, blocking)
+            if kind == "pointwise_conv2d":
+                return schedule_cpu.schedule_pointwise_conv2d(function, groups, blocking)
+            return schedule_cpu.schedule_conv2d(function, groups, blocking)
+
+        key = (strides, padding, dilations, groups, out_channels, blocking, has_bias, has_residual, activation)
+        return KernelSpec(kind, [self.value(op.input), weight_id, *epilogue_args], compute, schedule, key)
+
+    def dense(self, group: KernelGroup) -> KernelSpec:
+        op = group.anchor
+        assert isinstance(op, DenseOp)
+        out_features, features = shape_of(op.weight)
+        block = 1 if self.gpu else schedule_cpu.dense_block(out_features, self.unit)
+        packed_shape = (blocks(out_features, block), features, block)
+        weight_id, bias_id = self._weight_and_bias(
+            group, op.weight, op.bias, "dense_weight", {"block": block}, packed_shape, f"MBxKx{block}"
+        )
+        epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id)
+        activation = group.activation_name
+
+        def compute(t: list[te.Tensor]) -> te.Tensor:
+            return ops.dense(t[0], t[1], out_features, _epilogue(t[2:], has_bias, has_residual, activation))
+
+        key = (out_features, block, has_bias, has_residual, activation)
+        return KernelSpec(
+            "dense", [self.value(op.input), weight_id, *epilogue_args], compute, schedule_cpu.schedule_dense, key
+        )
+
+    def batch_norm(self, group: KernelGroup) -> KernelSpec:
+        op = group.anchor
+        assert isinstance(op, BatchNormOp)
+        epsilon = op.epsilon.value.data
+        sources = self.batch_norm_sources(op)
+        channels = (shape_of(op.input)[1],)
+        label = dict(sources)["scale"].removesuffix(".weight")
+        factor = self.derived(Recipe("batch_norm_factor", sources, (("epsilon", epsilon),)), channels, f"{label}:factor")
+        offset = self.derived(Recipe("batch_norm_offset", sources, (("epsilon", epsilon),)), channels, f"{label}:offset")
+        activation = group.activation_name
+        unit = self.unit
+        return KernelSpec(
+            "batch_norm", [self.value(op.input), factor, offset],
+            lambda t: ops.batch_norm(t[0], t[1], t[2], activation),
+            lambda function: schedule_cpu.schedule_elementwise(function, unit), (activation,),
+        )
+
+
+def _gpu_schedule(module: tvm.IRModule, target: Target) -> tvm.IRModule:
+    """dlight's fallback GPU schedule (fused spatial loops bound to blocks and
+    threads) on every kernel: correct, not tuned."""
+    from tvm.s_tir import dlight
+
+    with target:
+        return dlight.ApplyDefaultSchedule(dlight.gpu.Fallback())(module)
+
+
+def lower_kernels(module: ModuleOp, target: str | Target = "cpu", arch: str = "sm_90") -> tuple[tvm.IRModule, KernelProgram]:
+    """The scheduled kernels of the module's function (one PrimFunc per
+    distinct kernel, keyed by symbol) and the program that calls them."""
+    target = make_target(target, arch)
+    function = single_function(module)
+    lowering = _Lowering(target)
+    for index, argument in enumerate(function.body.block.args):
+        lowering.value_ids[argument] = lowering._new_tensor("input", shape_of(argument), f"arg{index}", index=index)
+    for group in kernel_groups(function):
+        lowering.lower(group)
+    returns = [op for op in function.body.block.ops if isinstance(op, func.ReturnOp)]
+    if not returns:
+        raise LoweringError(f"tvm lowering: '{function.sym_name.data}' has no func.return")
+    lowering.program.outputs = [lowering.value(v) for v in returns[0].operands]
+    kernels = tvm.IRModule({symbol: f for symbol, f in lowering.functions.values()})
+    if lowering.gpu:
+        kernels = _gpu_schedule(kernels, target)
+    return kernels, lowering.program
+
+
+def build_kernels(
+    module: ModuleOp, target: str | Target = "cpu", arch: str = "sm_90"
+) -> tuple[tvm.runtime.Executable, KernelProgram]:
+    """The module's kernels compiled for `target` ("cpu": this machine;
+    "cuda": GPU `arch`; or a Target), and the program that calls them."""
+    target = make_target(target, arch)
+    kernels, program = lower_kernels(module, target)
+    return tvm.compile(kernels, target), program
+
+
+# Running from Python ------------------------------------------------------------
+
+
+class TvmNetwork:
+    """A network compiled for this CPU, run kernel by kernel through the TVM runtime.
+
+        network = TvmNetwork(module)
+        network.load_params(params)
+        logits, = network.run(image)
+    """
+
+    def __init__(self, module: ModuleOp, target: str | Target = "cpu") -> None:
+        target = make_target(target)
+        if is_gpu(target):
+            raise LoweringError("TvmNetwork runs kernels on the CPU; compile cuda kernels with build_kernels")
+        self.module = module
+        executable, self.program = build_kernels(module, target)
+        self.runtime = executable.jit()
+        self.device = tvm.cpu()
+        self.kernels = {symbol: self.runtime[symbol] for symbol in self.program.symbols}
+        self.tensors: dict[int, tvm.runtime.Tensor] = {
+            t.id: tvm.runtime.empty(t.shape, "float32", self.device) for t in self.program.of_kind("activation")
+        }
+
+    def load_params(self, params: Mapping[str, np.ndarray]) -> None:
+        """Check `params` against the module, pack them and copy them to the device."""
+        bound = bind_params(self.module, params)
+        for index, array in self.program.materialize(bound).items():
+            self.tensors[index] = tvm.runtime.tensor(array, self.device)
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """The network's results on `inputs`, which must have the shapes the
+        module was built for."""
+        program = self.program
+        if len(inputs) != len(program.inputs):
+            raise TconvError(f"tvm: the network takes {len(program.inputs)} inputs, got {len(inputs)}")
+        for tensor, value in zip(program.inputs, inputs):
+            value = np.asarray(value)
+            if value.shape != tensor.shape or not np.issubdtype(value.dtype, np.floating):
+                raise TconvError(
+                    f"input {tensor.index}: expected float32 {'x'.join(map(str, tensor.shape))}, "
+                    f"got {value.dtype} {'x'.join(map(str, value.shape))}"
+                )
+            self.tensors[tensor.id] = tvm.runtime.tensor(np.ascontiguousarray(value, np.float32), self.device)
+        if any(t.id not in self.tensors for t in program.tensors):
+            raise TconvError("tvm: load_params must run before run")
+        self.execute()
+        return [self.tensors[index].numpy() for index in program.outputs]
+
+    def execute(self) -> None:
+        """Every call of the program, in order, on the tensors already in place."""
+        for call in self.program.calls:
+            self.kernels[call.symbol](*(self.tensors[index] for index in call.args))
+
+
+def run_tvm(module: ModuleOp, params: Mapping[str, np.ndarray], *inputs: np.ndarray) -> list[np.ndarray]:
+    """The module's results on `inputs`, computed by its TVM kernels for this CPU."""
+    network = TvmNetwork(module)
+    network.load_params(params)
+    return network.run(*inputs)

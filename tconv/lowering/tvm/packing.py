@@ -1,0 +1,60 @@
+"""Weight layouts of the TVM kernels, and the numpy functions that pack
+parameters into them. Packing runs once, at compile time, on the parameter
+store; the kernels then read the packed arrays.
+
+Layouts (row-major, float32):
+
+- **conv2d weight**, `G x OB x C/G x KH x KW x block` ("OIHW[block]o" per
+  group): element (g, ob, c, y, x, i) is the OIHW weight of output channel
+  g·(O/G) + ob·block + i, input channel c of group g, tap (y, x), or zero
+  where ob·block + i is past the group's O/G output channels (the padded tail
+  of the last block). The `block` consecutive output channels of one tap are
+  contiguous, so the kernel loads them as one vector.
+- **depthwise conv2d weight** (groups = C = O), `CB x KH x KW x block`:
+  element (cb, y, x, i) is the OIHW weight (C x 1 x KH x KW) of channel
+  cb·block + i at tap (y, x), or zero past the C channels; a tap's `block`
+  channels are one vector.
+- **dense weight**, `MB x K x block`: element (mb, k, i) is W[mb·block + i, k],
+  or zero past the M rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def blocks(extent: int, block: int) -> int:
+    """Number of blocks of `block` that cover `extent`."""
+    return -(-extent // block)
+
+
+def pack_conv2d_weight(weight: np.ndarray, groups: int, block: int) -> np.ndarray:
+    """OIHW weight (O x C/G x KH x KW) → G x OB x C/G x KH x KW x block (see above)."""
+    out_channels, group_channels, kh, kw = weight.shape
+    if out_channels % groups:
+        raise ValueError(f"pack_conv2d_weight: {out_channels} output channels not divisible by groups {groups}")
+    out_group = out_channels // groups
+    out_blocks = blocks(out_group, block)
+    padded = np.zeros((groups, out_blocks * block, group_channels, kh, kw), np.float32)
+    padded[:, :out_group] = weight.reshape(groups, out_group, group_channels, kh, kw)
+    packed = padded.reshape(groups, out_blocks, block, group_channels, kh, kw).transpose(0, 1, 3, 4, 5, 2)
+    return np.ascontiguousarray(packed)
+
+
+def pack_depthwise_weight(weight: np.ndarray, block: int) -> np.ndarray:
+    """OIHW depthwise weight (C x 1 x KH x KW) → CB x KH x KW x block (see above)."""
+    channels, one, kh, kw = weight.shape
+    if one != 1:
+        raise ValueError(f"pack_depthwise_weight: expected C x 1 x KH x KW, got {'x'.join(map(str, weight.shape))}")
+    padded = np.zeros((blocks(channels, block) * block, kh, kw), np.float32)
+    padded[:channels] = weight[:, 0]
+    return np.ascontiguousarray(padded.reshape(-1, block, kh, kw).transpose(0, 2, 3, 1))
+
+
+def pack_dense_weight(weight: np.ndarray, block: int) -> np.ndarray:
+    """M x K weight → MB x K x block (see above)."""
+    rows, features = weight.shape
+    out_blocks = blocks(rows, block)
+    padded = np.zeros((out_blocks * block, features), np.float32)
+    padded[:rows] = weight
+    return np.ascontiguousarray(padded.reshape(out_blocks, block, features).transpose(0, 2, 1))

@@ -1,0 +1,232 @@
+"""The call list of a compiled network: which kernel runs on which tensors.
+
+This is the contract between the TVM lowering (which produces it beside the
+compiled kernels) and whatever executes them: `run_tvm` in Python, the C
+runtime shim through an artifact. It imports neither TVM nor xDSL.
+
+A `KernelProgram` holds
+
+- `tensors`: every tensor a call touches, numbered 0, 1, ... (`Tensor.id` is
+  its index). Each is dense, row-major float32 of `shape`, and is one of
+    - `input`: argument `index` of the network's function (NCHW);
+    - `param`: parameter store entry `name`, used as stored;
+    - `derived`: an array computed once, at compile time, from store entries
+      by `recipe` (packed, batch-norm-folded weights and biases); an artifact
+      writer calls `program.materialize(params)` to get them;
+    - `activation`: written by exactly one call, read by later ones; these
+      are what a memory planner places in the arena.
+- `calls`: the kernels in execution order. `KernelCall.args` are tensor ids
+  in the order of the kernel's parameters: the tensors it reads, then the one
+  tensor it writes, last. A kernel writes every element of its output and
+  reads nothing else of it; its output never aliases one of its inputs. Calls
+  may share a `symbol` (identical kernels are compiled once).
+- `outputs`: the ids of the function's results, in order (activations, or in
+  degenerate networks inputs or parameters).
+
+In the runtime's text form (`format_calls`) a call is one line
+`call <symbol> <id> <id> ...`.
+
+A kernel symbol names a function with the tvm-ffi calling convention: every
+argument a DLTensor (`DLTensor*` in the packed-args array) of the tensor's
+shape, float32, on the kernel's device, contiguous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from tconv.lowering.tvm.folding import batch_norm_affine, fold_batch_norm
+from tconv.lowering.tvm.packing import pack_conv2d_weight, pack_dense_weight, pack_depthwise_weight
+
+TensorKind = Literal["input", "param", "derived", "activation"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a derived tensor is computed from parameter store entries.
+
+    `transform` names one of TRANSFORMS; `sources` maps the transform's roles
+    (`weight`, `bias`, `scale`, `shift`, `mean`, `var`) to store entry names
+    (absent roles: no such operand); `attributes` are its numbers."""
+
+    transform: str
+    sources: tuple[tuple[str, str], ...]
+    attributes: tuple[tuple[str, float | int], ...] = ()
+
+    def source(self, role: str) -> str | None:
+        return dict(self.sources).get(role)
+
+    def attribute(self, name: str) -> float | int:
+        return dict(self.attributes)[name]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor of the program (see the module docstring for the kinds)."""
+
+    id: int
+    kind: TensorKind
+    shape: tuple[int, ...]
+    name: str
+    """For diagnostics, without spaces. input: `arg<index>`; param: the store
+    entry; derived: the entry it comes from and how (`conv1.weight:packed_...+bn`);
+    activation: `%<n>`, n the index of the call that writes it."""
+    index: int | None = None
+    """input: the argument index."""
+    recipe: Recipe | None = None
+    """derived: how to compute it."""
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    """One kernel invocation: `args[:-1]` are read, `args[-1]` is written."""
+
+    symbol: str
+    args: tuple[int, ...]
+    ops: tuple[str, ...]
+    """The tconv ops it computes (`conv2d`, `batch_norm`, `relu`), for reports."""
+
+    @property
+    def reads(self) -> tuple[int, ...]:
+        return self.args[:-1]
+
+    @property
+    def writes(self) -> int:
+        return self.args[-1]
+
+
+@dataclass
+class KernelProgram:
+    """A network as kernel calls over numbered tensors."""
+
+    tensors: list[Tensor] = field(default_factory=list)
+    calls: list[KernelCall] = field(default_factory=list)
+    outputs: list[int] = field(default_factory=list)
+
+    def of_kind(self, kind: TensorKind) -> list[Tensor]:
+        return [t for t in self.tensors if t.kind == kind]
+
+    @property
+    def inputs(self) -> list[Tensor]:
+        return sorted(self.of_kind("input"), key=lambda t: t.index or 0)
+
+    @property
+    def symbols(self) -> list[str]:
+        """The distinct kernel symbols, in order of first call."""
+        return list(dict.fromkeys(call.symbol for call in self.calls))
+
+    def materialize(self, params: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """The arrays of every `param` and `derived` tensor, by id, from the
+        parameter store `params` (float32, C-contiguous, of the tensor's shape)."""
+        arrays: dict[int, np.ndarray] = {}
+        for tensor in self.tensors:
+            if tensor.kind == "param":
+                value = np.ascontiguousarray(params[tensor.name], np.float32)
+            elif tensor.kind == "derived":
+                assert tensor.recipe is not None
+                value = derive(tensor.recipe, params)
+            else:
+                continue
+            if value.shape != tensor.shape:
+                raise ValueError(
+                    f"tensor {tensor.id} ({tensor.name}): expected shape {tensor.shape}, got {value.shape}"
+                )
+            arrays[tensor.id] = value
+        return arrays
+
+    def format_calls(self) -> str:
+        """The calls as text, one `call <symbol> <ids...>` per line."""
+        return "".join(f"call {c.symbol} {' '.join(map(str, c.args))}\n" for c in self.calls)
+
+
+# Parameter transforms ------------------------------------------------------------
+
+
+def _batch_norm_sources(recipe: Recipe, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...] | None:
+    names = [recipe.source(role) for role in ("scale", "shift", "mean", "var")]
+    if names[0] is None:
+        return None
+    return tuple(np.asarray(params[name], np.float32) for name in names)  # type: ignore[index]
+
+
+def _folded(recipe: Recipe, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The recipe's weight and bias, with its batch-norm folded in if it has one."""
+    weight = np.asarray(params[recipe.source("weight")], np.float32)  # type: ignore[index]
+    bias_name = recipe.source("bias")
+    bias = None if bias_name is None else np.asarray(params[bias_name], np.float32)
+    statistics = _batch_norm_sources(recipe, params)
+    if statistics is None:
+        return weight, bias
+    return fold_batch_norm(weight, bias, *statistics, float(recipe.attribute("epsilon")))
+
+
+def _conv2d_weight(recipe, params):
+    weight, _ = _folded(recipe, params)
+    return pack_conv2d_weight(weight, int(recipe.attribute("groups")), int(recipe.attribute("block")))
+
+
+def _depthwise_weight(recipe, params):
+    weight, _ = _folded(recipe, params)
+    return pack_depthwise_weight(weight, int(recipe.attribute("block")))
+
+
+def _dense_weight(recipe, params):
+    weight, _ = _folded(recipe, params)
+    return pack_dense_weight(weight, int(recipe.attribute("block")))
+
+
+def _folded_bias(recipe, params):
+    statistics = _batch_norm_sources(recipe, params)
+    assert statistics is not None, "folded_bias needs a batch-norm"
+    bias_name = recipe.source("bias")
+    bias = None if bias_name is None else np.asarray(params[bias_name], np.float32)
+    # fold_batch_norm's bias does not depend on the weight: fold a stand-in.
+    stand_in = np.zeros((len(statistics[0]), 1), np.float32)
+    return fold_batch_norm(stand_in, bias, *statistics, float(recipe.attribute("epsilon")))[1]
+
+
+def _batch_norm_factor(recipe, params):
+    return batch_norm_affine(*_batch_norm_sources(recipe, params), float(recipe.attribute("epsilon")))[0]
+
+
+def _batch_norm_offset(recipe, params):
+    return batch_norm_affine(*_batch_norm_sources(recipe, params), float(recipe.attribute("epsilon")))[1]
+
+
+TRANSFORMS = {
+    "conv2d_weight": _conv2d_weight,
+    "depthwise_weight": _depthwise_weight,
+    "dense_weight": _dense_weight,
+    "folded_bias": _folded_bias,
+    "batch_norm_factor": _batch_norm_factor,
+    "batch_norm_offset": _batch_norm_offset,
+}
+"""Every recipe transform:
+
+- `conv2d_weight` {weight, [scale, shift, mean, var]} (groups, block, [epsilon]):
+  the weight, batch-norm folded if the statistics are given, packed by
+  `packing.pack_conv2d_weight`;
+- `depthwise_weight`, `dense_weight` {weight, [scale, ...]} (block,
+  [epsilon]): the same for depthwise convolutions and dense layers, packed
+  by `packing.pack_depthwise_weight` and `packing.pack_dense_weight`;
+- `folded_bias` {[bias], scale, shift, mean, var} (epsilon): the bias of
+  `folding.fold_batch_norm`;
+- `batch_norm_factor`, `batch_norm_offset` {scale, shift, mean, var}
+  (epsilon): the two halves of `folding.batch_norm_affine`.
+"""
+
+
+def derive(recipe: Recipe, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The array `recipe` computes from the parameter store `params`."""
+    transform = TRANSFORMS.get(recipe.transform)
+    if transform is None:
+        raise ValueError(f"unknown parameter transform '{recipe.transform}' (expected one of {', '.join(TRANSFORMS)})")
+    return transform(recipe, params)

@@ -1,0 +1,368 @@
+"""The default CPU schedules of the kernels of `tconv.lowering.tvm.ops`.
+
+A convolution is blocked for register accumulation, the classic direct
+convolution of x86 libraries: a tile of `block` output channels (whole
+vectors) by `width_tile` output columns is accumulated in registers over all
+input channels and kernel taps of its group, the inner loop a vector FMA of
+`block` packed weights by one broadcast input value; the tile then goes
+through the epilogue to the NCHW output, stored as vectors along the width.
+Batch, groups, channel blocks and output rows are fused and run in parallel;
+kernel taps and tile columns are unrolled. The blocking is chosen per shape from the target's vector unit by
+`conv2d_blocking` and shapes the compute (the weight's packing, the padded
+width), so it is fixed before the compute is built.
+
+A depthwise convolution has one input channel per output channel, so its
+vector is a block of channels, read from a channel-blocked copy of the input
+(NCHW[block]c, made in the kernel) with no gathers whatever the stride.
+Dense layers block output features the same way as convolutions. The other
+kernels are memory-bound: fused, parallel, vectorised where the shape allows.
+
+Every schedule function takes a PrimFunc made by `te.create_prim_func` from
+one compute of `ops`, finds its stages by the names `ops` gives them, and
+returns the scheduled PrimFunc.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.schedule.schedule import ScheduleError
+
+from tconv.lowering.tvm.ops import ConvBlocking
+from tconv.lowering.tvm.target import VectorUnit
+
+Schedule = s_tir.Schedule
+PrimFunc = tirx.PrimFunc
+
+PARALLEL_MIN_ELEMENTS = 1 << 14
+"""Elementwise kernels smaller than this run on one thread: waking the pool
+costs more than the work."""
+
+MAX_UNROLLED_TAPS = 25
+"""Kernels up to 5×5 unroll both tap loops; larger ones only the inner one."""
+
+
+# Blocking choices ------------------------------------------------------------
+
+FMA_LATENCY = 4
+"""Cycles from one FMA to the next on the same accumulator (AVX2 and AVX-512 cores)."""
+
+FMA_PORTS = 2
+"""Vector FMAs issued per cycle."""
+
+LOAD_PORTS = 2.5
+"""Vector loads and broadcasts issued per cycle (2 or 3 on current x86 cores)."""
+
+
+def _accumulator_budget(unit: VectorUnit) -> int:
+    """Vector accumulators one register tile may use: the registers less one
+    per weight vector, one for the broadcast input and a few for addresses
+    the compiler keeps in vector registers (measured on AVX2: 2×5
+    accumulators still fit, 2×6 spill)."""
+    return unit.registers - 6
+
+
+def _channel_blocks(groups: int, out_group: int, lanes: int) -> list[int]:
+    """The output-channel blocks a group of `out_group` channels allows: whole
+    vectors (zero-padded past the channels with one group; dividing the group
+    with several, so that no block straddles two), else the group itself."""
+    if out_group <= lanes:
+        return [out_group]
+    vectors = [b for b in (lanes, 2 * lanes) if groups == 1 or out_group % b == 0]
+    if vectors:
+        return vectors
+    return [max(d for d in range(1, 2 * lanes + 1) if out_group % d == 0)]
+
+
+def _tile_efficiency(block: int, width_tile: int, out_group: int, out_width: int, lanes: int) -> float:
+    """Useful FMAs per issued FMA slot of one accumulation step (a `block` ×
+    `width_tile` tile updated by one input channel and tap), in a model of
+    the core: a step takes as long as the FMAs, the loads (one per weight
+    vector and per broadcast column) or the FMA latency, whichever is
+    longest; work on padded channels, lanes and columns is wasted."""
+    vectors = -(-block // lanes)
+    accumulators = vectors * width_tile
+    cycles = max(accumulators / FMA_PORTS, (vectors + width_tile) / LOAD_PORTS, FMA_LATENCY)
+    useful = (
+        out_group / (-(-out_group // block) * block)
+        * block / (vectors * lanes)
+        * out_width / (-(-out_width // width_tile) * width_tile)
+    )
+    return useful * accumulators / (FMA_PORTS * cycles)
+
+
+def conv2d_blocking(groups: int, out_group: int, out_width: int, unit: VectorUnit) -> ConvBlocking:
+    """The blocking of a convolution with `groups` groups of `out_group`
+    output channels and `out_width` output columns: of the channel blocks the
+    groups allow (one or two vectors, see `_channel_blocks`) and the column
+    tiles that fit the accumulator budget, the most efficient by
+    `_tile_efficiency`; on a tie, the one wasting the fewest columns, then the
+    larger tile (fewer reloads of inputs and weights)."""
+    lanes = unit.lanes
+    budget = _accumulator_budget(unit)
+    candidates = []
+    for block in _channel_blocks(groups, out_group, lanes):
+        vectors = -(-block // lanes)
+        for width_tile in range(1, min(out_width, max(1, budget // vectors)) + 1):
+            efficiency = _tile_efficiency(block, width_tile, out_group, out_width, lanes)
+            waste = -(-out_width // width_tile) * width_tile - out_width
+            candidates.append(((round(efficiency, 3), -waste, vectors * width_tile, block), block, width_tile))
+    _, block, width_tile = max(candidates)
+    return ConvBlocking(block, width_tile)
+
+
+L1_WAY_BYTES = 4096
+"""Bytes between addresses that share an L1 set (32 KiB 8-way, 48 KiB 12-way)."""
+
+
+def skews_planes(height: int, width: int, padding) -> bool:
+    """Whether a convolution should copy its unpadded input with one more
+    column: where the channel planes are a whole number of L1 ways apart
+    (32×32 floats), the tile's loads from successive channels all fall in
+    one L1 set and evict each other (measured: 256→256 1×1 at 32² gains 15%
+    from the copy; 16² and 56² lose from it)."""
+    return not any(padding) and (height * width * 4) % L1_WAY_BYTES == 0
+
+
+def tiles_positions(groups: int, out_group: int, out_height: int, out_width: int, unit: VectorUnit) -> bool:
+    """Whether a pointwise convolution (`ops.is_pointwise`) should tile its
+    flattened H·W positions rather than its rows: where that tiles better by
+    `_tile_efficiency`, which is on small images (7×7, 14×14), whose rows fit
+    no register tile well. (On wide rows it is slower: the epilogue's vector
+    stores cannot tell that a tile stays within one row.)"""
+
+    def efficiency(columns: int) -> float:
+        blocking = conv2d_blocking(groups, out_group, columns, unit)
+        return _tile_efficiency(blocking.block, blocking.width_tile, out_group, columns, unit.lanes)
+
+    return efficiency(out_height * out_width) > efficiency(out_width) + 1e-3
+
+
+def depthwise_blocking(channels: int, out_width: int, unit: VectorUnit) -> ConvBlocking:
+    """One vector of channels (fewer for narrow layers) by the column tile
+    that fits the accumulator budget best by `_tile_efficiency`."""
+    block = min(unit.lanes, channels)
+    candidates = [
+        (round(_tile_efficiency(block, t, block, out_width, unit.lanes), 3), -(-(-out_width // t) * t), t)
+        for t in range(1, min(out_width, _accumulator_budget(unit)) + 1)
+    ]
+    return ConvBlocking(block, max(candidates)[2])
+
+
+def dense_block(out_features: int, unit: VectorUnit) -> int:
+    """Output features per packed dense block: two vectors, or one for narrow layers."""
+    return 2 * unit.lanes if out_features > unit.lanes else unit.lanes
+
+
+# Convolutions -----------------------------------------------------------------
+
+
+def _stage(sch: Schedule, name: str):
+    """The block of stage `name`, or None where the kernel has no such stage."""
+    try:
+        return sch.get_sblock(name)
+    except ScheduleError:
+        return None
+
+
+def _schedule_pad(sch: Schedule) -> None:
+    """The padding copy, if the kernel has one: parallel over batch and channels."""
+    pad = _stage(sch, "pad")
+    if pad is None:
+        return
+    n, c, _, _ = sch.get_loops(pad)
+    sch.parallel(sch.fuse(n, c))
+
+
+def _relayout_output(sch: Schedule, index_map) -> Schedule:
+    """A schedule whose `output` block iterates `index_map(b, o, y, x)`
+    instead of (batch, channel, row, column), its accumulator reads simplified.
+
+    The output reads the accumulator at divisions of its indices (the group
+    and block of a channel; the row and column of a position); in the new
+    variables these simplify away, so an output tile reads exactly one
+    accumulator tile, which `compute_at` can then keep in registers. (Split
+    and fused loops leave the divisions, and the accumulator in memory.)"""
+    sch.transform_block_layout(sch.get_sblock("output"), index_map)
+    return Schedule(tirx.transform.StmtSimplify()(sch.mod)["main"])
+
+
+def _channel_split(sch: Schedule, groups: int, block: int):
+    """The channel o of the output as (group, channel block, channel in block),
+    or (group, channel in block) where a group is one block (an index map may
+    not have a dimension of extent 1). `block` must divide a group's channels."""
+    out_channels = sch.get(sch.get_loops(sch.get_sblock("output"))[1]).extent.value
+    out_group = out_channels // groups
+    if out_group == block:
+        return lambda o: (o // out_group, o % block)
+    return lambda o: (o // out_group, o % out_group // block, o % block)
+
+
+def _outer_loops(sch: Schedule, leading: int):
+    """The output's loops as (batch·group·channel-block loops, channel-in-block
+    loop, the rest), the first `leading` loops split off as they come."""
+    loops = sch.get_loops(sch.get_sblock("output"))
+    return loops[: leading - 1], loops[leading - 1], loops[leading:]
+
+
+def schedule_conv2d(function: PrimFunc, groups: int, blocking: ConvBlocking) -> PrimFunc:
+    """Register-blocked direct convolution (see the module docstring).
+
+    Loop nest: parallel(batch·group·channel-block·row) → column tile →
+    [init; for input channel, tap row, tap column: unrolled tile columns ×
+    vector of `block` channels] → epilogue of the tile. The accumulator is a
+    `local` buffer of one tile, so LLVM keeps it in registers."""
+    sch = Schedule(function)
+    if groups > 1:
+        split = _channel_split(sch, groups, blocking.block)
+        sch = _relayout_output(sch, lambda b, o, y, x: (b, *split(o), y, x))
+        outer, oi, (p, q) = _outer_loops(sch, len(split(0)) + 1)
+    else:
+        n, o, p, q = sch.get_loops(sch.get_sblock("output"))
+        ob, oi = sch.split(o, [None, blocking.block])
+        outer = [n, ob]
+    conv = sch.get_sblock("conv")
+    qo, qi = sch.split(q, [None, blocking.width_tile])
+    sch.reorder(*outer, p, qo, oi, qi)
+    sch.set_scope(conv, 0, "local")
+    sch.compute_at(conv, qo, preserve_unit_loops=True)
+    sch.parallel(sch.fuse(*outer, p))
+
+    column, channel, rc, ry, rx = sch.get_loops(conv)[-5:]
+    sch.reorder(rc, ry, rx, column, channel)
+    sch.unroll(column)
+    sch.vectorize(channel)
+    kh, kw = sch.get(ry).extent.value, sch.get(rx).extent.value
+    if kh * kw <= MAX_UNROLLED_TAPS:
+        sch.unroll(ry)
+    sch.unroll(rx)
+    sch.decompose_reduction(conv, rc)
+    # The epilogue stores rows of the tile as vectors along the NCHW width (the
+    # tile is transposed in registers): a third faster where few input
+    # channels leave the epilogue a large share of the work, the same elsewhere.
+    sch.unroll(oi)
+    sch.vectorize(qi)
+    _schedule_pad(sch)
+    return sch.mod["main"]
+
+
+def schedule_pointwise_conv2d(function: PrimFunc, groups: int, blocking: ConvBlocking) -> PrimFunc:
+    """`schedule_conv2d` for `ops.pointwise_conv2d`, over the flattened
+    positions: parallel(batch·group·channel-block·position tile) → [init; for
+    input channel: unrolled tile positions × vector of `block` channels] →
+    epilogue, stored as vectors along the positions."""
+    sch = Schedule(function)
+    width = sch.get(sch.get_loops(sch.get_sblock("output"))[3]).extent.value
+    # One variable for the positions, y·W + x, and with groups, the channel split.
+    if groups > 1:
+        split = _channel_split(sch, groups, blocking.block)
+        sch = _relayout_output(sch, lambda b, o, y, x: (b, *split(o), y * width + x))
+        outer, oi, (position,) = _outer_loops(sch, len(split(0)) + 1)
+    else:
+        sch = _relayout_output(sch, lambda b, o, y, x: (b, o, y * width + x))
+        n, o, position = sch.get_loops(sch.get_sblock("output"))
+        ob, oi = sch.split(o, [None, blocking.block])
+        outer = [n, ob]
+    conv = sch.get_sblock("conv")
+    fo, fi = sch.split(position, [None, blocking.width_tile])
+    sch.reorder(*outer, fo, oi, fi)
+    sch.set_scope(conv, 0, "local")
+    sch.compute_at(conv, fo, preserve_unit_loops=True)
+    sch.parallel(sch.fuse(*outer, fo))
+
+    column, channel, rc = sch.get_loops(conv)[-3:]
+    sch.reorder(rc, column, channel)
+    sch.unroll(column)
+    sch.vectorize(channel)
+    sch.decompose_reduction(conv, rc)
+    sch.unroll(oi)
+    sch.vectorize(fi)
+    return sch.mod["main"]
+
+
+def schedule_depthwise_conv2d(function: PrimFunc, blocking: ConvBlocking) -> PrimFunc:
+    """Depthwise convolution vectorised over `block` channels (see
+    `ops.depthwise_conv2d`): parallel(batch·channel-block·row) → column tile →
+    [init; unrolled taps × unrolled tile columns × vector of channels] →
+    epilogue, stored as vectors along the width. The padded, channel-blocked
+    copy of the input runs first, parallel over batch and channel blocks."""
+    sch = Schedule(function)
+    output = sch.get_sblock("output")
+    conv = sch.get_sblock("conv")
+    n, c, p, q = sch.get_loops(output)
+    cb, ci = sch.split(c, [None, blocking.block])
+    qo, qi = sch.split(q, [None, blocking.width_tile])
+    sch.reorder(n, cb, p, qo, ci, qi)
+    sch.set_scope(conv, 0, "local")
+    sch.compute_at(conv, qo, preserve_unit_loops=True)
+    sch.parallel(sch.fuse(n, cb, p))
+    column, channel, ry, rx = sch.get_loops(conv)[-4:]
+    sch.reorder(ry, rx, column, channel)
+    sch.unroll(ry)
+    sch.unroll(rx)
+    sch.unroll(column)
+    sch.vectorize(channel)
+    sch.decompose_reduction(conv, ry)
+    sch.unroll(ci)
+    sch.vectorize(qi)
+
+    pad = sch.get_sblock("pad")
+    pn, pcb, _, _, pci = sch.get_loops(pad)
+    sch.parallel(sch.fuse(pn, pcb))
+    sch.vectorize(pci)
+    return sch.mod["main"]
+
+
+def schedule_dense(function: PrimFunc) -> PrimFunc:
+    """Dense as a blocked GEMV: parallel(batch·feature-block) → [for k:
+    vector of `block` features] → epilogue."""
+    sch = Schedule(function)
+    output = sch.get_sblock("output")
+    acc = sch.get_sblock("dense")
+    block = sch.get(sch.get_loops(acc)[-2]).extent.value
+    n, m = sch.get_loops(output)
+    mb, mi = sch.split(m, [None, block])
+    sch.set_scope(acc, 0, "local")
+    sch.compute_at(acc, mb, preserve_unit_loops=True)
+    sch.parallel(sch.fuse(n, mb))
+    feature, rk = sch.get_loops(acc)[-2:]
+    extent = sch.get(rk).extent.value
+    unroll = 4 if extent % 4 == 0 else 1
+    rko, rki = sch.split(rk, [None, unroll])
+    sch.reorder(rko, rki, feature)
+    sch.unroll(rki)
+    sch.vectorize(feature)
+    sch.decompose_reduction(acc, rko)
+    return sch.mod["main"]
+
+
+# Memory-bound kernels ------------------------------------------------------------
+
+
+def schedule_elementwise(function: PrimFunc, unit: VectorUnit) -> PrimFunc:
+    """One loop over all elements of `output`: vectors of `lanes` where the
+    element count allows, chunks in parallel above PARALLEL_MIN_ELEMENTS."""
+    sch = Schedule(function)
+    output = sch.get_sblock("output")
+    loop = sch.fuse(*sch.get_loops(output))
+    extent = sch.get(loop).extent.value
+    if extent % unit.lanes == 0 and extent >= unit.lanes:
+        loop, vector = sch.split(loop, [None, unit.lanes])
+        sch.vectorize(vector)
+    if extent >= PARALLEL_MIN_ELEMENTS:
+        sch.parallel(loop)
+    return sch.mod["main"]
+
+
+def schedule_window(function: PrimFunc) -> PrimFunc:
+    """Pooling: each output element reduces its window in a register (the
+    `window_sum` stage, where there is one, computed at the element);
+    batch·channel·rows in parallel."""
+    sch = Schedule(function)
+    output = sch.get_sblock("output")
+    n, c, p, q = sch.get_loops(output)[:4]  # max pooling reduces in `output` itself
+    total = _stage(sch, "window_sum")
+    if total is not None:
+        sch.set_scope(total, 0, "local")
+        sch.compute_at(total, q)
+    sch.parallel(sch.fuse(n, c, p))
+    return sch.mod["main"]

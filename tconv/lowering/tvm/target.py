@@ -1,0 +1,75 @@
+"""The TVM targets tconv compiles for, and the facts of a CPU target that
+the schedules read (vector lanes, vector registers).
+
+TVM 0.27 takes targets as dicts (`{"kind": "llvm", ...}`); the string forms
+raise. `cpu` is the host: LLVM's name for this CPU and its core count, so that
+the code uses every instruction the machine has. `cuda` needs the GPU
+architecture (`sm_90`); its host code is compiled for LLVM.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tvm.target import Target, codegen
+
+TARGET_NAMES = ("cpu", "cuda")
+
+
+def host_cpu() -> str:
+    """LLVM's name for the CPU this process runs on (`znver3`, `emeraldrapids`)."""
+    return codegen.llvm_get_system_cpu()
+
+
+def cpu_target(mcpu: str | None = None, num_cores: int | None = None) -> Target:
+    """An llvm target for `mcpu` (default: this machine's) with `num_cores`
+    (default: TVM_NUM_THREADS if set, else the cores this process may use)."""
+    if num_cores is None:
+        threads = os.environ.get("TVM_NUM_THREADS", "")
+        num_cores = int(threads) if threads.isdigit() and int(threads) > 0 else len(os.sched_getaffinity(0))
+    return Target({"kind": "llvm", "mcpu": mcpu or host_cpu(), "num-cores": num_cores})
+
+
+def cuda_target(arch: str = "sm_90", host: str = "llvm") -> Target:
+    """A cuda target for GPU architecture `arch`, with host code for `host`
+    (`llvm`, or `cuda_host` for the nvcc route of PLATFORM.md)."""
+    if not arch.startswith("sm_"):
+        raise ValueError(f"cuda target: arch must look like 'sm_90', got '{arch}'")
+    return Target({"kind": "cuda", "arch": arch}, host={"kind": host})
+
+
+def make_target(target: str | Target, arch: str = "sm_90") -> Target:
+    """`target` as a Target: "cpu", "cuda" (for `arch`) or a Target as is."""
+    if isinstance(target, Target):
+        return target
+    if target == "cpu":
+        return cpu_target()
+    if target == "cuda":
+        return cuda_target(arch)
+    raise ValueError(f"unknown target '{target}' (expected one of {', '.join(TARGET_NAMES)})")
+
+
+def is_gpu(target: Target) -> bool:
+    return target.kind.name in ("cuda", "rocm", "vulkan", "metal", "opencl")
+
+
+@dataclass(frozen=True)
+class VectorUnit:
+    """The f32 lanes of one vector register and the number of such registers."""
+
+    lanes: int
+    registers: int
+
+
+def vector_unit(target: Target) -> VectorUnit:
+    """AVX-512: 16 lanes in 32 registers; AVX/AVX2: 8 in 16; otherwise (SSE,
+    or a CPU LLVM does not describe): 4 in 16. (`llvm_get_vector_width`
+    answers 512 for AVX2-only CPUs, so the features are asked instead.)"""
+    if target.kind.name != "llvm":
+        raise ValueError(f"vector_unit: expected an llvm target, got '{target.kind.name}'")
+    if codegen.llvm_cpu_has_features("avx512f", target):
+        return VectorUnit(16, 32)
+    if codegen.llvm_cpu_has_features("avx", target):
+        return VectorUnit(8, 16)
+    return VectorUnit(4, 16)
