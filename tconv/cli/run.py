@@ -3,13 +3,21 @@
 The parameters come from the store beside the IR (`net.npz` for `net.mlir`).
 Without `--input`, the batch is drawn from N(0, 1) with a fixed seed, so two
 runs (or two backends) see the same data.
+
+`tconv run DIR`, where DIR is an artifact written by `tconv compile` (a
+directory holding plan.txt), runs it with the C runtime
+(`tconv.runtime.driver.Runtime`) instead: no IR, no parameter store and no
+TVM are involved, and the input must have exactly the shape the artifact was
+compiled for.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from xdsl.dialects import func
@@ -22,6 +30,8 @@ from tconv.ir.ops import shape_of
 from tconv.ir.params import bind_params, load_store, store_path_for
 from tconv.ir.shapes import Shape
 from tconv.passes.analyses.summary import summarize
+
+PLAN_FILE = "plan.txt"
 
 Backend = Callable[[ModuleOp, Mapping[str, np.ndarray], Sequence[np.ndarray]], list[np.ndarray]]
 
@@ -46,7 +56,8 @@ BACKENDS: dict[str, Backend | None] = {
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file", metavar="FILE",
-        help="tconv IR file; its parameters are read from the .npz beside it (net.npz for net.mlir)",
+        help="tconv IR file; its parameters are read from the .npz beside it (net.npz for "
+        "net.mlir); or an artifact directory written by `tconv compile`",
     )
     parser.add_argument(
         "--backend", default="reference", metavar="NAME",
@@ -65,6 +76,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, metavar="S", help="seed of the random input (default: 0)"
     )
     parser.add_argument("--output", metavar="Y.npy", help="write the network's output to Y.npy")
+    parser.add_argument(
+        "--threads", type=positive_int, metavar="T",
+        help="artifacts only: threads of the C runtime (default: the CPUs available)",
+    )
 
 
 def _backend(name: str) -> Backend:
@@ -136,7 +151,80 @@ def _statistics(array: np.ndarray) -> str:
     return text
 
 
+def _artifact_inputs(args: argparse.Namespace, infos) -> list[tuple[np.ndarray, str]]:
+    """The inputs of an artifact run; the runtime checks their shapes."""
+    if args.input:
+        if len(args.input) != len(infos):
+            raise TconvError(
+                f"error: the artifact takes {len(infos)} input(s), got {len(args.input)} --input"
+            )
+        return [(read_array(path), path) for path in args.input]
+    rng = np.random.default_rng(args.seed)
+    if args.batch is not None:
+        compiled = {info.shape[0] for info in infos}
+        if compiled != {args.batch}:
+            raise TconvError(
+                f"error: the artifact was compiled for batch {', '.join(map(str, sorted(compiled)))}, "
+                f"not {args.batch} (compile it again from IR with that batch)"
+            )
+    arrays = [rng.standard_normal(info.shape, dtype=np.float32) for info in infos]
+    shapes = ", ".join(_fmt(a.shape) for a in arrays)
+    note(f"no --input given: running on random N(0,1) data of shape {shapes} (seed {args.seed})")
+    return [(array, f"random N(0,1), seed {args.seed}") for array in arrays]
+
+
+def execute_artifact(args: argparse.Namespace) -> None:
+    """`tconv run DIR`: run an artifact with the C runtime (no TVM import)."""
+    from tconv.runtime.driver import Runtime
+
+    if args.backend != "reference":
+        note(f"--backend {args.backend} is ignored: an artifact runs on the C runtime")
+    with Runtime(args.file, threads=args.threads) as runtime:
+        if args.output and len(runtime.outputs) != 1:
+            raise TconvError(
+                f"error: --output writes one array, the artifact has {len(runtime.outputs)} outputs"
+            )
+        inputs = _artifact_inputs(args, runtime.inputs)
+        arrays = [array for array, _ in inputs]
+        outputs = runtime.run(*arrays)  # also the warm-up of the timed runs
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            outputs = runtime.run(*arrays)
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        arena = runtime.arena_bytes
+    batch = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
+    if args.output:
+        write_array(args.output, outputs[0])
+    print(f"{args.file} on the C runtime (artifact), batch {batch}")
+    for array, origin in inputs:
+        print(f"  input   {_fmt(array.shape)}  ({origin})")
+    for array in outputs:
+        print(f"  output  {_fmt(array.shape)}  {_statistics(array)}")
+        if array.ndim == 2:
+            top = " ".join(str(c) for c in np.argmax(array[:8], axis=1))
+            print(f"          top-1 class of the first {min(8, len(array))} samples: {top}")
+    print(
+        f"  time    {seconds * 1e3:.3f} ms  (median of 3 runs after a warm-up; "
+        f"{1e3 * seconds / max(batch, 1):.3f} ms per sample)"
+    )
+    print(f"  arena   {arena:,} bytes")
+    if args.output:
+        print(f"  wrote   {args.output}")
+
+
 def execute(args: argparse.Namespace) -> None:
+    path = Path(args.file)
+    if path.is_dir():
+        if not (path / PLAN_FILE).is_file():
+            raise TconvError(
+                f"{args.file}: error: is a directory but not a tconv artifact (no {PLAN_FILE})"
+            )
+        execute_artifact(args)
+        return
+    if args.threads is not None:
+        note("--threads applies to artifacts only; ignored")
     backend = _backend(args.backend)
     module = load_module(args.file)
     network = _network(module, args.file)

@@ -1,0 +1,72 @@
+"""`tconv compile`: compile a network and its parameters into an artifact.
+
+    tconv compile net.mlir --backend tvm --target cpu -o net.tconv
+    tconv run net.tconv --input x.npy --output y.npy
+
+The artifact is a directory (plan.txt, the kernel library, the parameter
+blob) that `tconv run DIR` and `tconv.runtime.driver.Runtime` execute
+without TVM. The parameters come from the store beside the IR (`net.npz`
+for `net.mlir`); they are packed and batch-norm-folded at compile time.
+Kernels are built for the shapes in the IR, batch included.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tconv.cli.command import Command
+from tconv.ir.loader import TconvError, load_module
+from tconv.ir.params import bind_params, load_store, store_path_for
+
+BACKENDS = ("tvm",)
+TARGETS = ("cpu", "cuda")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", metavar="FILE",
+        help="tconv IR file; its parameters are read from the .npz beside it (net.npz for net.mlir)",
+    )
+    parser.add_argument(
+        "--backend", default="tvm", metavar="NAME",
+        help=f"the code generator: one of {', '.join(BACKENDS)} (default: tvm)",
+    )
+    parser.add_argument(
+        "--target", default="cpu", choices=TARGETS,
+        help="the device the kernels run on (default: cpu, this machine)",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="DIR",
+        help="the artifact directory to write (an existing artifact there is replaced)",
+    )
+
+
+def execute(args: argparse.Namespace) -> None:
+    if args.backend not in BACKENDS:
+        raise TconvError(
+            f"error: unknown compile backend '{args.backend}' (expected one of: {', '.join(BACKENDS)})"
+        )
+    if args.target != "cpu":
+        raise TconvError(
+            f"error: target '{args.target}' is not yet supported by the artifact writer "
+            "(artifacts are built for the cpu target only)"
+        )
+    module = load_module(args.file)
+    store = store_path_for(args.file)
+    params = bind_params(module, load_store(store), source=str(store))
+    # Imported on use: TVM loads only when something is compiled.
+    from tconv.lowering.tvm.artifact import compile_artifact
+
+    report = compile_artifact(module, params, args.output, target=args.target)
+    print(report.format())
+
+
+COMPILE = Command(
+    name="compile",
+    help="compile a network into an artifact directory that `tconv run DIR` executes",
+    description="Compile a network (IR + its parameter store) with the TVM backend into an "
+    "artifact directory: plan.txt, the kernel library and the packed parameters. "
+    "`tconv run DIR` runs it with the C runtime, without TVM.",
+    configure=configure,
+    execute=execute,
+)
