@@ -28,7 +28,8 @@ In the runtime's text form (`format_calls`) a call is one line
 
 A kernel symbol names a function with the tvm-ffi calling convention: every
 argument a DLTensor (`DLTensor*` in the packed-args array) of the tensor's
-shape, float32, on the kernel's device, contiguous.
+shape, float32, on the kernel's device, contiguous, its data 64-byte aligned
+(the kernels use aligned vector loads: misaligned data crashes them).
 """
 
 from __future__ import annotations
