@@ -173,6 +173,20 @@ def _artifact_inputs(args: argparse.Namespace, infos) -> list[tuple[np.ndarray, 
     return [(array, f"random N(0,1), seed {args.seed}") for array in arrays]
 
 
+def _print_inputs_and_outputs(
+    inputs: Sequence[tuple[np.ndarray, str]], outputs: Sequence[np.ndarray]
+) -> None:
+    """The report lines shared by both execution paths: where each input came
+    from, and each output's statistics (with top-1 classes for logits)."""
+    for array, origin in inputs:
+        print(f"  input   {_fmt(array.shape)}  ({origin})")
+    for array in outputs:
+        print(f"  output  {_fmt(array.shape)}  {_statistics(array)}")
+        if array.ndim == 2:
+            top = " ".join(str(c) for c in np.argmax(array[:8], axis=1))
+            print(f"          top-1 class of the first {min(8, len(array))} samples: {top}")
+
+
 def execute_artifact(args: argparse.Namespace) -> None:
     """`tconv run DIR`: run an artifact with the C runtime (no TVM import)."""
     from tconv.runtime.driver import Runtime
@@ -198,13 +212,7 @@ def execute_artifact(args: argparse.Namespace) -> None:
     if args.output:
         write_array(args.output, outputs[0])
     print(f"{args.file} on the C runtime (artifact), batch {batch}")
-    for array, origin in inputs:
-        print(f"  input   {_fmt(array.shape)}  ({origin})")
-    for array in outputs:
-        print(f"  output  {_fmt(array.shape)}  {_statistics(array)}")
-        if array.ndim == 2:
-            top = " ".join(str(c) for c in np.argmax(array[:8], axis=1))
-            print(f"          top-1 class of the first {min(8, len(array))} samples: {top}")
+    _print_inputs_and_outputs(inputs, outputs)
     print(
         f"  time    {seconds * 1e3:.3f} ms  (median of 3 runs after a warm-up; "
         f"{1e3 * seconds / max(batch, 1):.3f} ms per sample)"
@@ -249,13 +257,7 @@ def execute(args: argparse.Namespace) -> None:
     ir_batch = expected[0][0] if expected else 1
     flops = summarize(module).flops * batch / ir_batch
     print(f"{network.sym_name.data} on the {args.backend} backend, batch {batch}")
-    for array, origin in inputs:
-        print(f"  input   {_fmt(array.shape)}  ({origin})")
-    for array in outputs:
-        print(f"  output  {_fmt(array.shape)}  {_statistics(array)}")
-        if array.ndim == 2:
-            top = " ".join(str(c) for c in np.argmax(array[:8], axis=1))
-            print(f"          top-1 class of the first {min(8, len(array))} samples: {top}")
+    _print_inputs_and_outputs(inputs, outputs)
     print(
         f"  time    {seconds:.3f} s  ({1e3 * seconds / batch:.2f} ms per sample, "
         f"{flops / max(seconds, 1e-9) / 1e9:.2f} GFLOP/s)"
