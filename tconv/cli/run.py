@@ -28,7 +28,7 @@ from tconv.cli.files import read_array, write_array
 from tconv.ir.loader import TconvError, load_module
 from tconv.ir.ops import shape_of
 from tconv.ir.params import bind_params, load_store, store_path_for
-from tconv.ir.shapes import Shape
+from tconv.ir.shapes import Shape, format_shape
 from tconv.passes.analyses.summary import summarize
 
 PLAN_FILE = "plan.txt"
@@ -102,17 +102,13 @@ def _network(module: ModuleOp, path: str) -> func.FuncOp:
     raise TconvError(f"{path}: error: no func.func to run")
 
 
-def _fmt(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape))
-
-
 def _read_input(path: str, expected: Shape) -> np.ndarray:
     """The array in `path`, which must have the IR's shape up to the batch size."""
     array = read_array(path)
     if array.ndim != len(expected) or array.shape[1:] != expected[1:] or array.shape[0] < 1:
-        wanted = _fmt(("N", *expected[1:]))
+        wanted = format_shape(("N", *expected[1:]))
         raise TconvError(
-            f"{path}: error: input has shape {_fmt(array.shape) or 'scalar'}, "
+            f"{path}: error: input has shape {format_shape(array.shape) or 'scalar'}, "
             f"the network expects {wanted} (any batch size N)"
         )
     return array
@@ -133,7 +129,7 @@ def _inputs(args: argparse.Namespace, expected: list[Shape]) -> list[tuple[np.nd
     rng = np.random.default_rng(args.seed)
     batch = args.batch or (expected[0][0] if expected else 1)
     arrays = [rng.standard_normal((batch, *shape[1:]), dtype=np.float32) for shape in expected]
-    shapes = ", ".join(_fmt(a.shape) for a in arrays)
+    shapes = ", ".join(format_shape(a.shape) for a in arrays)
     note(f"no --input given: running on random N(0,1) data of shape {shapes} (seed {args.seed})")
     return [(array, f"random N(0,1), seed {args.seed}") for array in arrays]
 
@@ -168,7 +164,7 @@ def _artifact_inputs(args: argparse.Namespace, infos) -> list[tuple[np.ndarray, 
                 f"not {args.batch} (compile it again from IR with that batch)"
             )
     arrays = [rng.standard_normal(info.shape, dtype=np.float32) for info in infos]
-    shapes = ", ".join(_fmt(a.shape) for a in arrays)
+    shapes = ", ".join(format_shape(a.shape) for a in arrays)
     note(f"no --input given: running on random N(0,1) data of shape {shapes} (seed {args.seed})")
     return [(array, f"random N(0,1), seed {args.seed}") for array in arrays]
 
@@ -179,9 +175,9 @@ def _print_inputs_and_outputs(
     """The report lines shared by both execution paths: where each input came
     from, and each output's statistics (with top-1 classes for logits)."""
     for array, origin in inputs:
-        print(f"  input   {_fmt(array.shape)}  ({origin})")
+        print(f"  input   {format_shape(array.shape)}  ({origin})")
     for array in outputs:
-        print(f"  output  {_fmt(array.shape)}  {_statistics(array)}")
+        print(f"  output  {format_shape(array.shape)}  {_statistics(array)}")
         if array.ndim == 2:
             top = " ".join(str(c) for c in np.argmax(array[:8], axis=1))
             print(f"          top-1 class of the first {min(8, len(array))} samples: {top}")

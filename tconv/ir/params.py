@@ -19,14 +19,11 @@ from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.loader import TconvError, location_of, write_atomic
 from tconv.ir.ops import BatchNormOp, ParamOp, shape_of
+from tconv.ir.shapes import format_shape
 
 
 class ParamError(TconvError):
     """A missing, mis-shaped or unreadable parameter."""
-
-
-def _fmt(shape) -> str:
-    return "x".join(str(d) for d in shape) or "scalar"
 
 
 def param_ops(module: ModuleOp) -> list[ParamOp]:
@@ -128,8 +125,8 @@ def bind_params(
         value = arrays[name]
         if tuple(value.shape) != expected:
             raise ParamError(
-                f"{prefix}parameter '{name}': {source} has shape {_fmt(value.shape)}, "
-                f"the IR expects {_fmt(expected)}"
+                f"{prefix}parameter '{name}': {source} has shape {format_shape(value.shape) or 'scalar'}, "
+                f"the IR expects {format_shape(expected)}"
             )
         if not np.issubdtype(value.dtype, np.floating):
             raise ParamError(f"{prefix}parameter '{name}': {source} holds {value.dtype}, expected float32")

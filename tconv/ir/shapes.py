@@ -17,15 +17,22 @@ class ShapeError(ValueError):
     """A broken shape rule, phrased for the user (`conv2d: ...`)."""
 
 
-def _fmt(shape: Sequence[int]) -> str:
+def format_shape(shape: Sequence[int | str]) -> str:
+    """`1x64x32x32`, as shapes appear in tensor types and in every message."""
     return "x".join(str(d) for d in shape)
+
+
+def window_output(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """Output extent of a window sliding over `size` positions plus `padding`
+    (before and after together), in floor mode (as PyTorch and ONNX)."""
+    return (size + padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _require_rank(op: str, what: str, shape: Shape, rank: int) -> None:
     if len(shape) != rank:
         raise ShapeError(
             f"{op}: {what} must have rank {rank} ({'NCHW' if rank == 4 else 'NC'}), "
-            f"got rank {len(shape)} ({_fmt(shape)})"
+            f"got rank {len(shape)} ({format_shape(shape)})"
         )
 
 
@@ -51,7 +58,7 @@ def _window_output(
     pad_after: int,
     dilation: int = 1,
 ) -> int:
-    """Output extent of a sliding window (floor mode, as PyTorch and ONNX)."""
+    """`window_output`, after checking that the dilated window fits the padded input."""
     span = dilation * (kernel - 1) + 1
     padded = size + pad_before + pad_after
     if padded < span:
@@ -59,7 +66,7 @@ def _window_output(
             f"{op}: {axis} window {span} (kernel {kernel}, dilation {dilation}) "
             f"exceeds padded input {axis} {padded} ({size} + padding {pad_before}+{pad_after})"
         )
-    return (padded - span) // stride + 1
+    return window_output(size, kernel, stride, pad_before + pad_after, dilation)
 
 
 def conv2d(
@@ -97,7 +104,7 @@ def conv2d(
         )
     _require_positive(op, "kernel size", (kh, kw))
     if bias is not None and tuple(bias) != (o,):
-        raise ShapeError(f"{op}: bias shape {_fmt(bias)} must be {o} (output channels)")
+        raise ShapeError(f"{op}: bias shape {format_shape(bias)} must be {o} (output channels)")
     top, left, bottom, right = padding
     p = _window_output(op, "height", h, kh, strides[0], top, bottom, dilations[0])
     q = _window_output(op, "width", wd, kw, strides[1], left, right, dilations[1])
@@ -136,11 +143,11 @@ def batch_norm(x: Shape, scale: Shape, shift: Shape, mean: Shape, var: Shape) ->
     """Per-channel affine normalisation of NCHW (or NC) input."""
     op = "batch_norm"
     if len(x) not in (2, 4):
-        raise ShapeError(f"{op}: input must have rank 4 (NCHW) or 2 (NC), got rank {len(x)} ({_fmt(x)})")
+        raise ShapeError(f"{op}: input must have rank 4 (NCHW) or 2 (NC), got rank {len(x)} ({format_shape(x)})")
     c = x[1]
     for name, shape in (("scale", scale), ("shift", shift), ("mean", mean), ("var", var)):
         if tuple(shape) != (c,):
-            raise ShapeError(f"{op}: {name} shape {_fmt(shape)} must be {c} (input channels)")
+            raise ShapeError(f"{op}: {name} shape {format_shape(shape)} must be {c} (input channels)")
     return tuple(x)
 
 
@@ -151,7 +158,7 @@ def elementwise(op: str, x: Shape) -> Shape:
 
 def add(a: Shape, b: Shape) -> Shape:
     if tuple(a) != tuple(b):
-        raise ShapeError(f"add: operand shapes differ: {_fmt(a)} and {_fmt(b)}")
+        raise ShapeError(f"add: operand shapes differ: {format_shape(a)} and {format_shape(b)}")
     return tuple(a)
 
 
@@ -170,11 +177,11 @@ def dense(x: Shape, w: Shape, bias: Shape | None) -> Shape:
     op = "dense"
     _require_rank(op, "input", x, 2)
     if len(w) != 2:
-        raise ShapeError(f"{op}: weight must have rank 2 (MxK), got rank {len(w)} ({_fmt(w)})")
+        raise ShapeError(f"{op}: weight must have rank 2 (MxK), got rank {len(w)} ({format_shape(w)})")
     if w[1] != x[1]:
         raise ShapeError(f"{op}: weight has {w[1]} input features, input has {x[1]}")
     if bias is not None and tuple(bias) != (w[0],):
-        raise ShapeError(f"{op}: bias shape {_fmt(bias)} must be {w[0]} (output features)")
+        raise ShapeError(f"{op}: bias shape {format_shape(bias)} must be {w[0]} (output features)")
     return (x[0], w[0])
 
 
@@ -191,8 +198,8 @@ def concat(xs: Sequence[Shape], axis: int) -> Shape:
         for d in range(rank):
             if d != axis and shape[d] != xs[0][d]:
                 raise ShapeError(
-                    f"{op}: input {i} shape {_fmt(shape)} differs from input 0 "
-                    f"shape {_fmt(xs[0])} in dimension {d} (only axis {axis} may differ)"
+                    f"{op}: input {i} shape {format_shape(shape)} differs from input 0 "
+                    f"shape {format_shape(xs[0])} in dimension {d} (only axis {axis} may differ)"
                 )
     result = list(xs[0])
     result[axis] = sum(shape[axis] for shape in xs)

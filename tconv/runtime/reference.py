@@ -39,6 +39,7 @@ from tconv.ir.ops import (
     shape_of,
 )
 from tconv.ir.params import bind_params
+from tconv.ir.shapes import format_shape, window_output
 
 Forward = Callable[..., np.ndarray]
 """`forward(op, *operands) -> result`: the op's result from its operand arrays.
@@ -64,12 +65,6 @@ def forward(op_type: type[Operation]) -> Callable[[Forward], Forward]:
 
 
 # Sliding windows ------------------------------------------------------------
-
-
-def window_output(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
-    """Output extent of a window sliding over `size` positions plus `padding`
-    (before and after together), in floor mode."""
-    return (size + padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def pad_spatial(x: np.ndarray, padding: Sequence[int], value: float = 0.0) -> np.ndarray:
@@ -290,10 +285,6 @@ def single_function(module: ModuleOp) -> func.FuncOp:
     return functions[0]
 
 
-def _fmt(shape: Sequence[int | str]) -> str:
-    return "x".join(str(d) for d in shape)
-
-
 def check_inputs(function: func.FuncOp, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The inputs as float32 arrays, after checking them against the function's
     arguments: every dimension but the batch must match."""
@@ -311,8 +302,8 @@ def check_inputs(function: func.FuncOp, inputs: Sequence[np.ndarray]) -> list[np
             raise TconvError(f"input {index}: expected float32 values, got {value.dtype}")
         if value.ndim != len(expected) or value.shape[0] < 1 or value.shape[1:] != expected[1:]:
             raise TconvError(
-                f"input {index}: expected shape {_fmt(('N',) + expected[1:])} (any batch N), "
-                f"got {_fmt(value.shape)}"
+                f"input {index}: expected shape {format_shape(('N',) + expected[1:])} (any batch N), "
+                f"got {format_shape(value.shape)}"
             )
         checked.append(np.asarray(value, np.float32))
     return checked

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from tvm import te, tirx
 
-from tconv.ir.shapes import ShapeError
+from tconv.ir.shapes import ShapeError, window_output
 
 F32 = "float32"
 
@@ -37,12 +37,6 @@ def _zero() -> tirx.PrimExpr:
 
 def _dims(tensor: te.Tensor) -> tuple[int, ...]:
     return tuple(int(d) for d in tensor.shape)
-
-
-def window_output(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
-    """Output extent of a window sliding over `size` positions plus `padding`
-    (before and after together), in floor mode."""
-    return (size + padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 # Epilogues ------------------------------------------------------------------
