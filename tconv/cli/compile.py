@@ -8,13 +8,18 @@ blob) that `tconv run DIR` and `tconv.runtime.driver.Runtime` execute
 without TVM. The parameters come from the store beside the IR (`net.npz`
 for `net.mlir`); they are packed and batch-norm-folded at compile time.
 Kernels are built for the shapes in the IR, batch included.
+
+`--target cuda` compiles the kernels for an NVIDIA GPU (`--arch`, default
+sm_90) with nvcc, which must be installed; the machine needs no GPU. Such an
+artifact runs on a GPU machine through `tconv.runtime.cuda` (see bench/gpu).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 
-from tconv.cli.command import Command
+from tconv.cli.command import Command, UsageError
 from tconv.ir.loader import TconvError, load_module
 from tconv.ir.params import bind_params, load_store, store_path_for
 
@@ -36,6 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the device the kernels run on (default: cpu, this machine)",
     )
     parser.add_argument(
+        "--arch", default="sm_90", metavar="SM",
+        help="cuda only: the GPU architecture (default: sm_90, H100)",
+    )
+    parser.add_argument(
         "-o", "--output", required=True, metavar="DIR",
         help="the artifact directory to write (an existing artifact there is replaced)",
     )
@@ -46,18 +55,15 @@ def execute(args: argparse.Namespace) -> None:
         raise TconvError(
             f"error: unknown compile backend '{args.backend}' (expected one of: {', '.join(BACKENDS)})"
         )
-    if args.target != "cpu":
-        raise TconvError(
-            f"error: target '{args.target}' is not yet supported by the artifact writer "
-            "(artifacts are built for the cpu target only)"
-        )
+    if args.target == "cuda" and not re.fullmatch(r"sm_[0-9]+[a-z]?", args.arch):
+        raise UsageError(f"--arch: expected a CUDA architecture like sm_90, got '{args.arch}'")
     module = load_module(args.file)
     store = store_path_for(args.file)
     params = bind_params(module, load_store(store), source=str(store))
     # Imported on use: TVM loads only when something is compiled.
     from tconv.lowering.tvm.artifact import compile_artifact
 
-    report = compile_artifact(module, params, args.output, target=args.target)
+    report = compile_artifact(module, params, args.output, target=args.target, arch=args.arch)
     print(report.format())
 
 
@@ -66,7 +72,8 @@ COMPILE = Command(
     help="compile a network into an artifact directory that `tconv run DIR` executes",
     description="Compile a network (IR + its parameter store) with the TVM backend into an "
     "artifact directory: plan.txt, the kernel library and the packed parameters. "
-    "`tconv run DIR` runs it with the C runtime, without TVM.",
+    "`tconv run DIR` runs it with the C runtime, without TVM (a cuda artifact: with "
+    "tvm_ffi and torch on a GPU machine).",
     configure=configure,
     execute=execute,
 )

@@ -6,8 +6,9 @@ runs (or two backends) see the same data.
 
 `tconv run DIR`, where DIR is an artifact written by `tconv compile` (a
 directory holding plan.txt), runs it with the C runtime
-(`tconv.runtime.driver.Runtime`) instead: no IR, no parameter store and no
-TVM are involved, and the input must have exactly the shape the artifact was
+(`tconv.runtime.driver.Runtime`) instead, or a cuda artifact on the GPU
+(`tconv.runtime.cuda.CudaRuntime`): no IR, no parameter store and no TVM are
+involved, and the input must have exactly the shape the artifact was
 compiled for.
 """
 
@@ -183,13 +184,28 @@ def _print_inputs_and_outputs(
             print(f"          top-1 class of the first {min(8, len(array))} samples: {top}")
 
 
-def execute_artifact(args: argparse.Namespace) -> None:
-    """`tconv run DIR`: run an artifact with the C runtime (no TVM import)."""
+def _artifact_runtime(args: argparse.Namespace):
+    """The runtime of the artifact `args.file`, and what it runs on."""
+    from tconv.runtime.plan import read_plan
+
+    if read_plan(args.file).target == "cuda":
+        from tconv.runtime.cuda import CudaRuntime
+
+        if args.threads is not None:
+            note("--threads applies to cpu artifacts only; ignored")
+        return CudaRuntime(args.file), "the GPU (cuda artifact)"
     from tconv.runtime.driver import Runtime
 
+    return Runtime(args.file, threads=args.threads), "the C runtime (artifact)"
+
+
+def execute_artifact(args: argparse.Namespace) -> None:
+    """`tconv run DIR`: run an artifact with the C runtime, or a cuda one on
+    the GPU (no TVM import either way)."""
     if args.backend != "reference":
-        note(f"--backend {args.backend} is ignored: an artifact runs on the C runtime")
-    with Runtime(args.file, threads=args.threads) as runtime:
+        note(f"--backend {args.backend} is ignored: an artifact runs on its own runtime")
+    runtime, where = _artifact_runtime(args)
+    with runtime:
         if args.output and len(runtime.outputs) != 1:
             raise TconvError(
                 f"error: --output writes one array, the artifact has {len(runtime.outputs)} outputs"
@@ -207,7 +223,7 @@ def execute_artifact(args: argparse.Namespace) -> None:
     batch = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
     if args.output:
         write_array(args.output, outputs[0])
-    print(f"{args.file} on the C runtime (artifact), batch {batch}")
+    print(f"{args.file} on {where}, batch {batch}")
     _print_inputs_and_outputs(inputs, outputs)
     print(
         f"  time    {seconds * 1e3:.3f} ms  (median of 3 runs after a warm-up; "

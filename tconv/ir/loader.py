@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
 
@@ -25,11 +23,9 @@ from xdsl.utils.exceptions import DiagnosticException, ParseError
 from xdsl.utils.lexer import Input, Span
 from xdsl.utils.mlir_lexer import MLIRLexer, MLIRTokenKind
 
+from tconv.atomic import write_atomic, write_text_atomic  # noqa: F401 (re-exported)
+from tconv.errors import TconvError
 from tconv.ir.dialect import Tconv
-
-
-class TconvError(Exception):
-    """A user error: bad input, bad options, a broken rule. The message is complete."""
 
 
 def make_context() -> Context:
@@ -183,28 +179,4 @@ def module_text(module: Operation, generic: bool = False) -> str:
     Printer(stream=stream, print_generic_format=generic).print_op(module)
     stream.write("\n")
     return stream.getvalue()
-
-
-def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary path beside `path`, then rename it into place,
-    so a failure never leaves a half-written file."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=path.suffix)
-    # mkstemp makes the file private (0600); give it the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(text))
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tconv.ir.loader import TconvError
+from tconv.errors import TconvError
 
 SOURCE_DIR = Path(__file__).parent / "c"
 SOURCES = ("tconv_runtime.c", "tconv_backend.c")
@@ -179,6 +179,26 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "x".join(str(dim) for dim in shape) or "scalar"
 
 
+def check_inputs(infos: Sequence[TensorInfo], arrays: Sequence[object]) -> list[np.ndarray]:
+    """`arrays`, checked against the plan's inputs `infos`: numpy, float32, the exact shapes."""
+    if len(arrays) != len(infos):
+        raise TconvError(f"error: the network takes {len(infos)} input(s), got {len(arrays)}")
+    for index, (info, array) in enumerate(zip(infos, arrays)):
+        if not isinstance(array, np.ndarray):
+            raise TconvError(
+                f"error: input {index} ({info.name}) must be a numpy array, "
+                f"got {type(array).__name__}"
+            )
+        if array.dtype != np.float32:
+            raise TconvError(f"error: input {index} ({info.name}) must be float32, got {array.dtype}")
+        if array.shape != info.shape:
+            raise TconvError(
+                f"error: input {index} ({info.name}) must have shape "
+                f"{_shape_text(info.shape)}, got {_shape_text(array.shape)}"
+            )
+    return list(arrays)  # type: ignore[arg-type]
+
+
 class Runtime:
     """A loaded artifact. Use it as a context manager, or call `close()`."""
 
@@ -230,27 +250,7 @@ class Runtime:
 
     def run(self, *arrays: np.ndarray) -> list[np.ndarray]:
         """The network's outputs for the inputs `arrays` (float32, the plan's shapes)."""
-        if len(arrays) != len(self.inputs):
-            raise TconvError(
-                f"error: the network takes {len(self.inputs)} input(s), got {len(arrays)}"
-            )
-        inputs = []
-        for index, (info, array) in enumerate(zip(self.inputs, arrays)):
-            if not isinstance(array, np.ndarray):
-                raise TconvError(
-                    f"error: input {index} ({info.name}) must be a numpy array, "
-                    f"got {type(array).__name__}"
-                )
-            if array.dtype != np.float32:
-                raise TconvError(
-                    f"error: input {index} ({info.name}) must be float32, got {array.dtype}"
-                )
-            if array.shape != info.shape:
-                raise TconvError(
-                    f"error: input {index} ({info.name}) must have shape "
-                    f"{_shape_text(info.shape)}, got {_shape_text(array.shape)}"
-                )
-            inputs.append(np.ascontiguousarray(array))
+        inputs = [np.ascontiguousarray(a) for a in check_inputs(self.inputs, arrays)]
         outputs = [np.empty(info.shape, np.float32) for info in self.outputs]
         in_buffers = (_Buffer * len(inputs))(*((a.ctypes.data, a.nbytes) for a in inputs))
         out_buffers = (_Buffer * len(outputs))(*((a.ctypes.data, a.nbytes) for a in outputs))

@@ -11,6 +11,7 @@ tabs, blank lines and lines starting with `#` ignored, numbers unsigned
 decimal integers::
 
     tconv-plan 1                             first statement
+    target cpu | target cuda <arch>          where the kernels run (optional: cpu)
     library <file>                           the kernel library
     params <file> <bytes>                    the parameter file and its exact size
     arena <bytes>                            the activation arena's size
@@ -20,7 +21,11 @@ decimal integers::
     call <symbol> <nargs> <tensor-id>...     the kernel calls, in order
     end                                      last statement
 
-- `library`, `params` and `arena` come once each, before the first `tensor`;
+- `target`, where present, and `library`, `params` and `arena` come once
+  each, before the first `tensor`; `<arch>` is a CUDA architecture (`sm_90`).
+  A `cpu` library holds one exported `__tvm_ffi_<symbol>` per kernel and runs
+  on the C runtime; a `cuda` library is TVM's CUDA host code compiled by
+  nvcc, run by `tconv.runtime.cuda` (tvm_ffi and torch, on the GPU machine);
   a `<file>` is a plain name inside the artifact directory (no `/`).
 - Tensor ids count up from 0 in the order of the `tensor` lines, and a tensor
   is declared before it is named. A tensor's bytes (4 × the product of its
@@ -48,7 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tconv.ir.loader import TconvError, write_text_atomic
+from tconv.atomic import write_text_atomic
+from tconv.errors import TconvError
 
 PLAN_VERSION = 1
 PLAN_FILE = "plan.txt"
@@ -59,8 +65,10 @@ MAX_NAME = 255
 MAX_SYMBOL = 200
 MAX_BYTES = 1 << 48
 MAX_TENSORS = 1 << 24
+TARGETS = ("cpu", "cuda")
 
 _SYMBOL = re.compile(r"[A-Za-z0-9_]+")
+_ARCH = re.compile(r"sm_[0-9]+[a-z]?")
 _NUMBER = re.compile(r"[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -107,6 +115,10 @@ class Plan:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     calls: tuple[Call, ...]
+    target: str = "cpu"
+    """Where the kernels run: `cpu` or `cuda`."""
+    arch: str = ""
+    """The CUDA architecture of a `cuda` plan (`sm_90`); empty for `cpu`."""
 
     def check(self) -> None:
         """Raise a PlanError for the first rule the plan breaks."""
@@ -116,6 +128,7 @@ class Plan:
             raise PlanError(f"error: {error}") from None
 
     def _check_rules(self) -> None:
+        _check_target(self.target, self.arch)
         for name in (self.library, self.params):
             _check_file_name(name)
         sizes = (("parameter bytes", self.params_bytes), ("arena bytes", self.arena_bytes))
@@ -133,6 +146,15 @@ class Plan:
             raise _BrokenRule("a plan needs at least one call")
         for call in self.calls:
             _check_call(self, call)
+
+
+def _check_target(target: str, arch: str) -> None:
+    if target not in TARGETS:
+        raise _BrokenRule(f"unknown target `{target}` (expected one of: {', '.join(TARGETS)})")
+    if target == "cuda" and not _ARCH.fullmatch(arch):
+        raise _BrokenRule(f"target cuda: `{arch}` is not a CUDA architecture like sm_90")
+    if target == "cpu" and arch:
+        raise _BrokenRule("target cpu takes no architecture")
 
 
 def _check_file_name(name: str) -> None:
@@ -199,6 +221,7 @@ def format_plan(plan: Plan) -> str:
     plan.check()
     lines = [
         f"tconv-plan {PLAN_VERSION}",
+        f"target {plan.target} {plan.arch}".rstrip(),
         f"library {plan.library}",
         f"params {plan.params} {plan.params_bytes}",
         f"arena {plan.arena_bytes}",
@@ -276,7 +299,7 @@ class _Reader:
                     f"(this reader reads version {PLAN_VERSION})"
                 )
             self.header = True
-        elif keyword in ("library", "params", "arena"):
+        elif keyword in ("target", "library", "params", "arena"):
             self.single(keyword, tokens)
         elif keyword == "tensor":
             self.tensor(tokens)
@@ -300,6 +323,17 @@ class _Reader:
         if self.tensors:
             raise self.error(f"`{keyword}` must come before the first `tensor` line")
         self.singles[keyword] = self.line
+        if keyword == "target":
+            if len(tokens) not in (2, 3):
+                raise self.error(
+                    f"expected `target cpu` or `target cuda <arch>`, found {len(tokens)} fields"
+                )
+            try:
+                _check_target(tokens[1], tokens[2] if len(tokens) == 3 else "")
+            except _BrokenRule as error:
+                raise self.error(str(error)) from None
+            self.values[keyword] = tuple(tokens[1:])
+            return
         usage = {
             "library": "library <file>",
             "params": "params <file> <bytes>",
@@ -318,7 +352,7 @@ class _Reader:
         self.values[keyword] = tuple(tokens[1:])
 
     def tensor(self, tokens: list[str]) -> None:
-        if len(self.singles) < 3:
+        if not {"library", "params", "arena"} <= self.singles.keys():
             raise self.error("`library`, `params` and `arena` must come before the first tensor")
         if len(tokens) < 7:
             raise self.error(
@@ -398,6 +432,7 @@ class _Reader:
             raise PlanError(
                 f"error: {self.path}: a plan needs at least one input, output and call"
             )
+        target, arch = (*self.values.get("target", ("cpu",)), "")[:2]
         return Plan(
             library=self.values["library"][0],
             params=self.values["params"][0],
@@ -407,6 +442,8 @@ class _Reader:
             inputs=tuple(self.inputs),
             outputs=tuple(self.outputs),
             calls=tuple(self.calls),
+            target=target,
+            arch=arch,
         )
 
 

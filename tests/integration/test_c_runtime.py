@@ -307,7 +307,7 @@ PLAN_MUTATIONS = {
     ),
     "unknown": (insert_before("end", "frobnicate 3"), "unknown statement `frobnicate`"),
     "second arena": (
-        insert_before("tensor 0", "arena 64"), "a second `arena` line (the first is line 4)"
+        insert_before("tensor 0", "arena 64"), "a second `arena` line (the first is line 5)"
     ),
     "after end": (append_line("input 0"), "a statement after `end`"),
     "bad number": (
@@ -329,7 +329,7 @@ PLAN_MUTATIONS = {
     ),
     "duplicate id": (
         replace_line("tensor 1 ", f"tensor 0 z {TENSOR_1}"),
-        "duplicate tensor id 0 (declared on line 5)",
+        "duplicate tensor id 0 (declared on line 6)",
     ),
     "id out of order": (
         replace_line("tensor 1 ", f"tensor 9 z {TENSOR_1}"),
@@ -352,6 +352,8 @@ PLAN_MUTATIONS = {
     "twice an input": (replace_line("input 1", "input 0"), "tensor 0 (x) is already an input"),
     "control char": (replace_line("library", "library kernels.so\r"), "control character 0x0d"),
     "path in name": (replace_line("library", "library ../kernels.so"), "not a plain file name"),
+    "bad target": (replace_line("target", "target tpu"), "target"),
+    "second target": (insert_before("library", "target cpu"), "a second `target` line"),
 }
 
 
@@ -368,6 +370,15 @@ def test_corrupt_plans_name_the_line(broken, mutation):
         read_plan(broken)
     for error in (from_c.value, from_python.value):
         assert where in str(error) and message in str(error)
+
+
+def test_cuda_plans_are_refused_by_name(broken):
+    """A cuda artifact is well formed, but not for this runtime: it says so."""
+    plan_path = broken / "plan.txt"
+    plan_path.write_text(plan_path.read_text().replace("target cpu", "target cuda sm_90"))
+    assert read_plan(broken).target == "cuda"
+    with pytest.raises(TconvError, match=r"plan.txt:2: this artifact is compiled for cuda \(sm_90\)"):
+        Runtime(broken)
 
 
 @st.composite
@@ -440,7 +451,7 @@ def test_params_too_short(broken):
     params = broken / "params.bin"
     params.write_bytes(params.read_bytes()[:-4])
     size = DEPTH * WIDTH * 4
-    message = rf"params\.bin has {size - 4} bytes, but .*plan\.txt:3 declares {size}"
+    message = rf"params\.bin has {size - 4} bytes, but .*plan\.txt:4 declares {size}"
     with pytest.raises(TconvError, match=message):
         Runtime(broken)
 

@@ -39,6 +39,7 @@ def test_round_trip():
     text = format_plan(plan)
     assert text.splitlines() == [
         "tconv-plan 1",
+        "target cpu",
         "library kernels.so",
         "params params.bin 64",
         "arena 128",
@@ -53,6 +54,11 @@ def test_round_trip():
     assert parse_plan(text) == plan
     commented = "# a comment\n\n" + text.replace("\n", "  \n").replace(" ", "\t", 3)
     assert parse_plan(commented) == plan
+    # `target` is optional (cpu), and a cuda plan names its architecture.
+    assert parse_plan(text.replace("target cpu\n", "")) == plan
+    cuda = small_plan(target="cuda", arch="sm_90")
+    assert "target cuda sm_90" in format_plan(cuda).splitlines()
+    assert parse_plan(format_plan(cuda)) == cuda
 
 
 @pytest.mark.parametrize(
@@ -67,6 +73,9 @@ def test_round_trip():
         (dict(calls=()), "at least one call"),
         (dict(library="../k.so"), "not a plain file name"),
         (dict(tensors=(Tensor("a b", "arena", 0, (1,)),)), "has spaces"),
+        (dict(target="tpu"), "unknown target `tpu`"),
+        (dict(target="cuda"), "is not a CUDA architecture"),
+        (dict(target="cpu", arch="sm_90"), "target cpu takes no architecture"),
     ],
 )
 def test_bad_plans_are_not_written(changes, message):

@@ -200,7 +200,7 @@ def test_targets():
     assert cpu.kind.name == "llvm" and vector_unit(cpu) == AVX2
     assert vector_unit(cpu_target("skylake-avx512", 2)) == AVX512
     cuda = cuda_target("sm_90")
-    assert cuda.kind.name == "cuda" and cuda.host.kind.name == "llvm"
+    assert cuda.kind.name == "cuda" and cuda.host.kind.name == "cuda_host"
     assert make_target("cpu").kind.name == "llvm"
     with pytest.raises(ValueError, match="unknown target 'tpu'"):
         make_target("tpu")

@@ -7,9 +7,13 @@ scheduled PrimFunc, compiled for the host CPU (`llvm`) or a GPU (`cuda`).
 - `packing`, `folding`: the parameter layouts and batch-norm folding (numpy);
 - `fusion`: which ops run as one kernel (conv + batch-norm + add + ReLU);
 - `schedule_cpu`: the default CPU schedules (register-blocked convolution);
+- `schedule_gpu`: the default CUDA schedule (a thread per output, no scratch);
 - `target`: the targets and the vector unit the schedules size themselves by;
 - `program`: the call list handed to the runtime (no TVM import);
-- `build`: a network → kernels + call list; `run_tvm` runs it from Python.
+- `build`: a network → kernels + call list; `run_tvm` runs it from Python;
+- `artifact`: kernels + plan + packed parameters in a directory the C
+  runtime (cpu) or `tconv.runtime.cuda` (cuda) runs;
+- `cuda_library`: CUDA kernels → one nvcc-built library tvm_ffi loads alone.
 
 This package module imports nothing, so that `program` can be used where
 the TVM compiler is not (the runtime side of an artifact).

@@ -11,7 +11,9 @@ batch-norm-folded weights and biases) in one parameter blob, each 64-byte
 aligned, places the network's inputs and every activation in one arena with
 the liveness-based planner of `tconv.runtime.memory_plan`, and writes the
 plan, the blob and the library with `tconv.runtime.plan.write_artifact`
-(atomically: a failure leaves no partial artifact).
+(atomically: a failure leaves no partial artifact). A cuda artifact is the
+same plan over device memory, its library compiled by nvcc
+(`cuda_library`) and run by `tconv.runtime.cuda`.
 
 Plan tensor ids are the program's tensor ids (`program.Tensor.id`), so a
 plan line can be traced back to the `KernelProgram`.
@@ -69,9 +71,10 @@ def _tensor_name(name: str) -> str:
 
 
 def plan_program(
-    program: KernelProgram, params: Mapping[str, np.ndarray]
+    program: KernelProgram, params: Mapping[str, np.ndarray], target: str = "cpu", arch: str = ""
 ) -> tuple[plan_format.Plan, bytearray]:
-    """The plan of `program` and its parameter blob, from the bound store `params`."""
+    """The plan of `program` for `target` (and CUDA `arch`), and its parameter
+    blob, from the bound store `params`."""
     arrays = program.materialize(params)
     tensors = program.tensors
     for index in program.outputs:
@@ -123,6 +126,8 @@ def plan_program(
         inputs=tuple(t.id for t in program.inputs),
         outputs=tuple(program.outputs),
         calls=tuple(plan_format.Call(c.symbol, c.args) for c in program.calls),
+        target=target,
+        arch=arch,
     )
     plan.check()
     return plan, blob
@@ -133,25 +138,30 @@ def compile_artifact(
     params: Mapping[str, np.ndarray],
     out_dir: str | os.PathLike[str],
     target: str = "cpu",
+    arch: str = "sm_90",
 ) -> ArtifactReport:
     """Compile `module` with the parameter store `params` into the artifact
-    directory `out_dir` (replacing an artifact there) for `target` ("cpu")."""
-    if str(target) != "cpu":
+    directory `out_dir` (replacing an artifact there) for `target`: "cpu"
+    (this machine), or "cuda" (GPU architecture `arch`, built with nvcc)."""
+    if target not in plan_format.TARGETS:
         raise TconvError(
-            f"error: target '{target}' is not yet supported by the artifact writer "
-            "(artifacts are built for the cpu target only)"
+            f"error: unknown target '{target}' (expected one of: {', '.join(plan_format.TARGETS)})"
         )
     # Imported on use: TVM is heavy, and only compiling needs it.
     from tconv.ir.params import bind_params
     from tconv.lowering.tvm.build import build_kernels
+    from tconv.lowering.tvm.cuda_library import compile_cuda_library
 
     bound = bind_params(module, params)
-    executable, program = build_kernels(module, "cpu")
-    plan, blob = plan_program(program, bound)
+    executable, program = build_kernels(module, target, arch)
+    plan, blob = plan_program(program, bound, target, arch if target == "cuda" else "")
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="tconv-artifact-") as scratch:
         library = Path(scratch) / LIBRARY_FILE
-        executable.export_library(str(library))
+        if target == "cuda":
+            compile_cuda_library(executable, library, arch)
+        else:
+            executable.export_library(str(library))
         plan_format.write_artifact(out_dir, plan, blob, library)
     activation_bytes = sum(t.nbytes for t in plan.tensors if t.location == "arena")
     return ArtifactReport(

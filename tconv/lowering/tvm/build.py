@@ -4,8 +4,8 @@
     logits, = run_tvm(module, params, image)
 
 `lower_kernels` turns every kernel group of `fusion` into a scheduled
-PrimFunc (the compute of `ops`, the schedule of `schedule_cpu`, or dlight's
-GPU fallback for `cuda`) with a unique `global_symbol` `k<i>_<kind>`, and
+PrimFunc (the compute of `ops`, the schedule of `schedule_cpu`, or of
+`schedule_gpu` for `cuda`) with a unique `global_symbol` `k<i>_<kind>`, and
 records each call in a `program.KernelProgram`. Kernels that are the same
 computation on the same shapes (every 3×3 64→64 convolution of a stage) are
 one PrimFunc, called several times. `build_kernels` compiles them.
@@ -53,6 +53,7 @@ from tconv.lowering.tvm import ops, schedule_cpu
 from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
 from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
 from tconv.lowering.tvm.packing import blocks
+from tconv.lowering.tvm.schedule_gpu import schedule_gpu
 from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe, Tensor, TensorKind
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
 from tconv.runtime.reference import single_function
@@ -165,8 +166,7 @@ class _Lowering:
         placeholders = [te.placeholder(shape, "float32", name=f"arg{i}") for i, shape in enumerate(input_shapes)]
         result = spec.compute(placeholders)
         function = te.create_prim_func([*placeholders, result])
-        if not self.gpu:
-            function = spec.schedule(function)
+        function = schedule_gpu(function) if self.gpu else spec.schedule(function)
         return function.with_attr("global_symbol", symbol)
 
     def spec(self, group: KernelGroup) -> KernelSpec:
@@ -365,15 +365,6 @@ class _Lowering:
         )
 
 
-def _gpu_schedule(module: tvm.IRModule, target: Target) -> tvm.IRModule:
-    """dlight's fallback GPU schedule (fused spatial loops bound to blocks and
-    threads) on every kernel: correct, not tuned."""
-    from tvm.s_tir import dlight
-
-    with target:
-        return dlight.ApplyDefaultSchedule(dlight.gpu.Fallback())(module)
-
-
 def lower_kernels(module: ModuleOp, target: str | Target = "cpu", arch: str = "sm_90") -> tuple[tvm.IRModule, KernelProgram]:
     """The scheduled kernels of the module's function (one PrimFunc per
     distinct kernel, keyed by symbol) and the program that calls them."""
@@ -389,8 +380,6 @@ def lower_kernels(module: ModuleOp, target: str | Target = "cpu", arch: str = "s
         raise LoweringError(f"tvm lowering: '{function.sym_name.data}' has no func.return")
     lowering.program.outputs = [lowering.value(v) for v in returns[0].operands]
     kernels = tvm.IRModule({symbol: f for symbol, f in lowering.functions.values()})
-    if lowering.gpu:
-        kernels = _gpu_schedule(kernels, target)
     return kernels, lowering.program
 
 

@@ -4,7 +4,8 @@ the schedules read (vector lanes, vector registers).
 TVM 0.27 takes targets as dicts (`{"kind": "llvm", ...}`); the string forms
 raise. `cpu` is the host: LLVM's name for this CPU and its core count, so that
 the code uses every instruction the machine has. `cuda` needs the GPU
-architecture (`sm_90`); its host code is compiled for LLVM.
+architecture (`sm_90`); its host code is CUDA C++ (`cuda_host`), which nvcc
+compiles with the kernels into one library (`cuda_library`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def cpu_target(mcpu: str | None = None, num_cores: int | None = None) -> Target:
     return Target({"kind": "llvm", "mcpu": mcpu or host_cpu(), "num-cores": num_cores})
 
 
-def cuda_target(arch: str = "sm_90", host: str = "llvm") -> Target:
+def cuda_target(arch: str = "sm_90", host: str = "cuda_host") -> Target:
     """A cuda target for GPU architecture `arch`, with host code for `host`
-    (`llvm`, or `cuda_host` for the nvcc route of PLATFORM.md)."""
+    (`cuda_host`: the nvcc route of PLATFORM.md; or `llvm`)."""
     if not arch.startswith("sm_"):
         raise ValueError(f"cuda target: arch must look like 'sm_90', got '{arch}'")
     return Target({"kind": "cuda", "arch": arch}, host={"kind": host})

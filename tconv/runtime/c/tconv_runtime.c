@@ -203,7 +203,7 @@ typedef struct {
     char *token[MAX_TOKENS];
     int num_tokens;
     int statements;
-    int library_line, params_line, arena_line, end_line;
+    int target_line, library_line, params_line, arena_line, end_line;
 } parser;
 
 static int plan_error(const parser *p, const char *format, ...)
@@ -287,6 +287,21 @@ static int parse_header(parser *p)
         return plan_error(p, "plan version %llu is not supported (this runtime reads version %d)",
                           (unsigned long long)version, TCONV_PLAN_VERSION);
     return TCONV_OK;
+}
+
+/* `target cpu`, or `target cuda <arch>`: this runtime runs cpu plans only. */
+static int parse_target(parser *p)
+{
+    int status = check_once(p, &p->target_line, "target");
+    if (status != TCONV_OK)
+        return status;
+    if (p->num_tokens == 2 && strcmp(p->token[1], "cpu") == 0)
+        return TCONV_OK;
+    if (p->num_tokens == 3 && strcmp(p->token[1], "cuda") == 0)
+        return plan_error(p, "this artifact is compiled for cuda (%s); the C runtime runs cpu "
+                          "artifacts (run cuda ones with tconv.runtime.cuda on a GPU machine)",
+                          p->token[2]);
+    return plan_error(p, "expected `target cpu` or `target cuda <arch>`");
 }
 
 static int parse_library(parser *p)
@@ -493,6 +508,8 @@ static int parse_statement(parser *p)
                               TCONV_PLAN_VERSION, keyword);
         return parse_header(p);
     }
+    if (strcmp(keyword, "target") == 0)
+        return parse_target(p);
     if (strcmp(keyword, "library") == 0)
         return parse_library(p);
     if (strcmp(keyword, "params") == 0)

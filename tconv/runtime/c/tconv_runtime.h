@@ -29,6 +29,7 @@
  * decimal integers.
  *
  *   tconv-plan 1                          first statement
+ *   target cpu                            optional; `target cuda <arch>` is refused
  *   library <file>                        the kernel library
  *   params <file> <bytes>                 the parameter file and its exact size
  *   arena <bytes>                         the arena size
@@ -38,7 +39,8 @@
  *   call <symbol> <nargs> <tensor-id>...  the kernel calls, in order
  *   end                                   last statement
  *
- * - `library`, `params` and `arena` come once each, before the first tensor;
+ * - `target`, where present, and `library`, `params` and `arena` come once
+ *   each, before the first tensor;
  *   a <file> is a plain name inside the artifact directory (no '/').
  * - Tensor ids count up from 0 in the order of the `tensor` lines, and a
  *   tensor is declared before it is named. A tensor's bytes (4 * the product

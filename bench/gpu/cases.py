@@ -1,0 +1,52 @@
+"""The networks of the GPU check: single convolutions and ResNet-34 CIFAR.
+
+Shared by `prepare.py` (which compiles them here) and `run.py` (which runs
+them on the GPU machine); both build the same IR and the same seeded
+parameters from these definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tconv.frontends import zoo
+from tconv.ir.builder import NetworkBuilder
+
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    batch: int
+    channels: int = 0
+    size: int = 0
+    kernel: int = 3
+    groups: int = 1
+    network: str = ""
+
+    def build(self):
+        if self.network:
+            return zoo.build(self.network, "cifar10", batch=self.batch)
+        b = NetworkBuilder(self.name, (self.batch, self.channels, self.size, self.size))
+        pad = self.kernel // 2
+        return b.finish(
+            b.conv2d(b.input, self.channels, self.kernel, padding=pad, groups=self.groups, name="conv")
+        )
+
+
+CASES = (
+    Case("conv3x3 64ch 56x56", 64, 64, 56),
+    Case("conv3x3 128ch 28x28", 64, 128, 28),
+    Case("conv3x3 256ch 14x14", 64, 256, 14),
+    Case("conv3x3 512ch 7x7", 64, 512, 7),
+    Case("conv3x3 64ch 56x56 g8", 64, 64, 56, groups=8),
+    Case("depthwise 64ch 56x56", 64, 64, 56, groups=64),
+    Case("conv1x1 256ch 14x14", 64, 256, 14, kernel=1),
+    Case("resnet34 cifar10 b1", 1, network="resnet34"),
+    Case("resnet34 cifar10 b64", 64, network="resnet34"),
+)
+
+
+def directory_name(case: Case) -> str:
+    return case.name.replace(" ", "_")

@@ -1,0 +1,108 @@
+"""The GPU check: tconv's cuda artifacts against PyTorch (cuDNN) on an NVIDIA GPU.
+
+    bash bench/gpu/run.sh            (on the GPU machine; see prepare.sh)
+
+For every case of `cases.py`: the artifact compiled by `prepare.py` runs
+through `tconv.runtime.cuda` (tvm_ffi, torch memory); the same IR and
+seeded parameters run through `tconv.runtime.torch_executor` in torch fp32
+with TF32 off. It prints the relative error ‖out−ref‖/‖ref‖ (must be below
+1e-4) and each one's time: the median over rounds of CUDA-event-timed
+batches of launches, the two alternating. Exit status 1 if any case is
+wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from cases import CASES, SEED, directory_name
+
+from tconv.ir.ops import shape_of
+from tconv.ir.params import bind_params, init_params
+from tconv.lowering.tvm.artifact import PARAMS_FILE, plan_program
+from tconv.passes.analyses.summary import summarize
+from tconv.runtime.cuda import CudaRuntime
+from tconv.runtime.plan import read_plan
+from tconv.runtime.reference import single_function
+from tconv.runtime.torch_executor import TorchNetwork
+
+TOLERANCE = 1e-4
+
+
+def write_params(directory: Path, module, params) -> None:
+    """The artifact's parameter file, from the seeded parameters (see prepare.py)."""
+    program = pickle.loads((directory / "program.pkl").read_bytes())
+    artifact = read_plan(directory)
+    plan, blob = plan_program(program, bind_params(module, params), artifact.target, artifact.arch)
+    if plan != artifact:
+        raise SystemExit(f"{directory}: the regenerated plan differs from the artifact's")
+    (directory / PARAMS_FILE).write_bytes(blob)
+
+
+def time_ms(launch, rounds: int, launches: int) -> list[float]:
+    """Per-launch milliseconds of `rounds` CUDA-event-timed batches of `launches`."""
+    times = []
+    for _ in range(rounds):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(launches):
+            launch()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop) / launches)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build", default=str(Path(__file__).parent / "build"))
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, fp32, TF32 off")
+    print(f"{'case':24s} {'GFLOP':>8s} {'tconv ms':>10s} {'torch ms':>10s} {'tconv/torch':>11s} "
+          f"{'tconv TFLOP/s':>13s} {'rel. error':>10s}")
+    failures = 0
+    for case in CASES:
+        directory = Path(args.build) / directory_name(case)
+        module = case.build()
+        params = init_params(module, seed=SEED)
+        if not (directory / PARAMS_FILE).exists():
+            write_params(directory, module, params)
+        shape = shape_of(single_function(module).body.block.args[0])
+        x = np.random.default_rng(SEED).standard_normal(shape, dtype=np.float32)
+        runtime = CudaRuntime(directory)
+        network = TorchNetwork(module, params, "cuda")
+        x_cuda = torch.from_numpy(x).cuda()
+        (got,) = runtime.run(x)
+        (want,) = network(x_cuda)
+        want = want.cpu().numpy()
+        error = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+        runtime.input_tensors()[0].copy_(x_cuda)
+        launches = 3 if case.batch > 1 and case.network else 20
+        ours, theirs = [], []
+        for _ in range(args.rounds):  # alternate, so both see the same clocks
+            ours += time_ms(runtime.execute, 1, launches)
+            theirs += time_ms(lambda: network(x_cuda), 1, launches)
+        ours_ms, theirs_ms = statistics.median(ours), statistics.median(theirs)
+        gflop = summarize(module).flops / 1e9
+        ok = error < TOLERANCE
+        failures += not ok
+        print(f"{case.name:24s} {gflop:8.2f} {ours_ms:10.3f} {theirs_ms:10.3f} "
+              f"{theirs_ms / ours_ms:10.2f}x {gflop / ours_ms:13.2f} {error:10.2e}"
+              + ("" if ok else "  WRONG"))
+        runtime.close()
+    print("all cases match torch" if not failures else f"{failures} case(s) differ from torch")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
