@@ -4,8 +4,10 @@ measurement, not a test).
 
     TVM_NUM_THREADS=2 .venv/bin/python bench/tvm_network.py resnet34 [mobilenet_v2 ...] [--threads 2]
 
-tconv runs through `TvmNetwork` (the kernels called one by one from Python,
-as `run_tvm` does). ONNX Runtime runs an ONNX graph written here from the
+tconv runs twice: as a compiled artifact on the C runtime (`tconv compile`
+then `Runtime.run`: what a deployment runs, input and output copies
+included), and through `TvmNetwork` (the kernels called one by one from
+Python through the TVM runtime, as `run_tvm` does). ONNX Runtime runs an ONNX graph written here from the
 same tconv IR and parameter values (batch-norm kept as BatchNormalization,
 which ORT folds), with intra-op threads = --threads and its output
 pre-allocated and 64-byte aligned. The two are timed in alternating rounds
@@ -192,7 +194,13 @@ def main() -> None:
     from tconv.ir.params import init_params
     from tconv.lowering.tvm.build import TvmNetwork
 
-    print(f"{'network':24} {'tconv/TVM ms':>12} {'ORT ms':>8} {'tconv/ORT':>9} {'max rel diff':>12}")
+    import tempfile
+
+    from tconv.lowering.tvm.artifact import compile_artifact
+    from tconv.runtime.driver import Runtime
+
+    print(f"{'network':24} {'artifact ms':>11} {'TVM py ms':>9} {'ORT ms':>8} {'artifact/ORT':>12} "
+          f"{'arena bytes':>11} {'activations':>11} {'rel diff':>8}")
     for name in args.networks:
         dataset = args.dataset if args.dataset in datasets(name) else None
         module = build(name, dataset)
@@ -208,12 +216,22 @@ def main() -> None:
         network = TvmNetwork(module)
         network.load_params(params)
         (tconv_out,) = network.run(x)
+        scratch = tempfile.TemporaryDirectory(prefix="tconv-bench-")
+        report = compile_artifact(module, params, f"{scratch.name}/net")
+        runtime = Runtime(report.directory, threads=args.threads)
+        (artifact_out,) = runtime.run(x)
         ort = OrtRunner(module, params, x, args.threads)
-        tconv_s, ort_s = interleaved_medians([network.execute, ort], args.rounds, args.repeat)
+        artifact_s, tconv_s, ort_s = interleaved_medians(
+            [lambda: runtime.run(x), network.execute, ort], args.rounds, args.repeat
+        )
+        runtime.close()
+        scratch.cleanup()
         ort_out = ort.output
-        diff = np.linalg.norm(tconv_out - ort_out) / np.linalg.norm(ort_out)
+        diff = max(np.linalg.norm(out - ort_out) / np.linalg.norm(ort_out) for out in (tconv_out, artifact_out))
         label = f"{name} ({dataset or datasets(name)[0]})"
-        print(f"{label:24} {tconv_s * 1e3:12.2f} {ort_s * 1e3:8.2f} {tconv_s / ort_s:9.2f} {diff:12.1e}", flush=True)
+        print(f"{label:24} {artifact_s * 1e3:11.2f} {tconv_s * 1e3:9.2f} {ort_s * 1e3:8.2f} "
+              f"{artifact_s / ort_s:12.2f} {report.arena_bytes:11,} {report.activation_bytes:11,} {diff:8.1e}",
+              flush=True)
         if args.profile:
             profile(network, 5)
 

@@ -8,9 +8,11 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 _Static_assert(sizeof(TVMFFIAny) == 16, "TVMFFIAny is 16 bytes");
 _Static_assert(sizeof(DLTensor) == 48, "DLTensor is 48 bytes");
@@ -204,14 +206,14 @@ struct tconv_pool {
     pthread_cond_t done;
     pthread_mutex_t barrier_lock;
     pthread_cond_t barrier_cond;
-    uint64_t generation; /* counts launches; a worker waits for the next one */
-    int stopping;
+    _Atomic uint64_t generation; /* counts launches; a worker waits for the next one */
+    _Atomic int stopping;
     /* the current launch */
     FTVMParallelLambda lambda;
     void *closure;
     TVMParallelGroupEnv env;
     barrier sync;
-    int running; /* workers that have not finished it */
+    _Atomic int running; /* workers that have not finished it */
     int failed;
     char error[MESSAGE_SIZE];
 };
@@ -250,32 +252,76 @@ static void run_tasks(tconv_pool *pool, int index)
     serving = saved_serving;
 }
 
+/* Kernels of a network follow each other within microseconds, and waking a
+ * sleeping thread costs tens of microseconds (more on a VM): a waiting thread
+ * spins this long before it sleeps on a condition variable. */
+#define SPIN_NS 200000
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Spin until `*value != unwanted` or SPIN_NS pass: whether it changed. */
+static int spin_while_equal_u64(_Atomic uint64_t *value, uint64_t unwanted, _Atomic int *or_flag)
+{
+    uint64_t start = 0;
+    for (unsigned i = 0;; i++) {
+        if (atomic_load_explicit(value, memory_order_acquire) != unwanted ||
+            atomic_load_explicit(or_flag, memory_order_acquire))
+            return 1;
+        if ((i & 255) == 255) {
+            uint64_t t = now_ns();
+            if (start == 0)
+                start = t;
+            else if (t - start > SPIN_NS)
+                return 0;
+        }
+        cpu_relax();
+    }
+}
+
 static void *worker_main(void *argument)
 {
     worker *self = argument;
     tconv_pool *pool = self->pool;
     uint64_t seen = 0;
-    pthread_mutex_lock(&pool->lock);
     for (;;) {
-        while (!pool->stopping && pool->generation == seen)
-            pthread_cond_wait(&pool->wake, &pool->lock);
-        if (pool->stopping)
+        if (!spin_while_equal_u64(&pool->generation, seen, &pool->stopping)) {
+            pthread_mutex_lock(&pool->lock);
+            while (!pool->stopping && pool->generation == seen)
+                pthread_cond_wait(&pool->wake, &pool->lock);
+            pthread_mutex_unlock(&pool->lock);
+        }
+        if (atomic_load(&pool->stopping))
             break;
-        seen = pool->generation;
-        pthread_mutex_unlock(&pool->lock);
+        seen = atomic_load(&pool->generation);
         run_tasks(pool, self->index);
-        pthread_mutex_lock(&pool->lock);
-        if (--pool->running == 0)
+        if (atomic_fetch_sub(&pool->running, 1) == 1) {
+            /* The last one: wake the launcher if it went to sleep. */
+            pthread_mutex_lock(&pool->lock);
             pthread_cond_signal(&pool->done);
+            pthread_mutex_unlock(&pool->lock);
+        }
     }
-    pthread_mutex_unlock(&pool->lock);
     return NULL;
 }
 
 static void stop_workers(tconv_pool *pool)
 {
     pthread_mutex_lock(&pool->lock);
-    pool->stopping = 1;
+    atomic_store(&pool->stopping, 1);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
     for (int i = 0; i < pool->started; i++)
@@ -358,22 +404,26 @@ static int parallel_launch(FTVMParallelLambda lambda, void *closure, int num_tas
     if (num_task <= 0)
         num_task = pool->threads;
 
-    pthread_mutex_lock(&pool->lock);
     pool->lambda = lambda;
     pool->closure = closure;
     pool->env = (TVMParallelGroupEnv){&pool->sync, num_task};
     pool->sync = (barrier){&pool->barrier_lock, &pool->barrier_cond, num_task, 0, 0,
                            num_task <= pool->threads};
     pool->failed = 0;
-    pool->running = pool->threads - 1;
-    pool->generation++;
+    atomic_store(&pool->running, pool->threads - 1);
+    /* Publish the launch (the release orders the fields above before it);
+     * spinning workers see it at once, sleeping ones are woken. */
+    pthread_mutex_lock(&pool->lock);
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
 
     run_tasks(pool, 0);
 
+    for (uint64_t start = now_ns(); atomic_load(&pool->running) > 0 && now_ns() - start < SPIN_NS;)
+        cpu_relax();
     pthread_mutex_lock(&pool->lock);
-    while (pool->running > 0)
+    while (atomic_load(&pool->running) > 0)
         pthread_cond_wait(&pool->done, &pool->lock);
     int failed = pool->failed;
     if (failed) {
