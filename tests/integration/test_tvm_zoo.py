@@ -1,9 +1,7 @@
 """Zoo networks compiled whole by the TVM lowering for this CPU, against the
 reference executor on random inputs and parameters (random batch-norm
-statistics too, so that folding is exercised).
-
-The ImageNet ResNets, DenseNet-121 and VGG-16 are left out to keep the file
-within its time budget; they are the same kernels at larger sizes."""
+statistics too, so that folding is exercised): every network of the zoo,
+for every dataset it is built for."""
 
 import numpy as np
 import pytest
@@ -30,14 +28,10 @@ def random_params(module, seed=0):
 @pytest.mark.parametrize(
     ("name", "dataset"),
     [
-        ("resnet18", "cifar10"),
-        ("resnet34", "cifar10"),
-        ("mobilenet_v2", "imagenet"),
-        ("resnet50", "cifar10"),
-        ("resnext29_2x64d", "cifar10"),
-        ("wrn40_2", "cifar10"),
-        ("mobilenet_v1", "imagenet"),
-        ("densenet_bc100", "cifar10"),
+        pytest.param(name, dataset, id=f"{name}-{dataset}",
+                     marks=[pytest.mark.slow] if dataset == "imagenet" else [])
+        for name in zoo.network_names()
+        for dataset in zoo.datasets(name)
     ],
 )
 def test_zoo_network_matches_reference(name, dataset):
