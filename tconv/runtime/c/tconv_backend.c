@@ -150,6 +150,69 @@ static void take_error(char *message, size_t size)
 
 /* ------------------------------------------------------------- workspace */
 
+/* Kernels allocate the same scratch buffers on every run (padded rows,
+ * packed tiles), often above malloc's mmap threshold, where each allocation
+ * would map fresh pages and fault them in. Each thread keeps the last few
+ * freed buffers and hands one back for a request of the same size. */
+#define CACHED_WORKSPACES 8
+#define MAX_CACHED_BYTES ((uint64_t)64 << 20)
+
+typedef struct {
+    int count;
+    struct {
+        void *data;
+        uint64_t bytes;
+    } entry[CACHED_WORKSPACES];
+    /* the size of each live buffer handed out, to file it when freed */
+    int live_count;
+    struct {
+        void *data;
+        uint64_t bytes;
+    } live[CACHED_WORKSPACES];
+} workspace_cache;
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_key_once = PTHREAD_ONCE_INIT;
+
+static void free_cache(void *argument)
+{
+    workspace_cache *cache = argument;
+    for (int i = 0; i < cache->count; i++)
+        free(cache->entry[i].data);
+    free(cache);
+}
+
+static void make_cache_key(void)
+{
+    /* The destructor frees a thread's cache when the thread exits. */
+    if (pthread_key_create(&cache_key, free_cache) != 0)
+        cache_key_once = PTHREAD_ONCE_INIT; /* no cache: plain malloc/free */
+}
+
+static workspace_cache *thread_cache(void)
+{
+    pthread_once(&cache_key_once, make_cache_key);
+    workspace_cache *cache = pthread_getspecific(cache_key);
+    if (cache == NULL) {
+        cache = calloc(1, sizeof *cache);
+        if (cache != NULL && pthread_setspecific(cache_key, cache) != 0) {
+            free(cache);
+            cache = NULL;
+        }
+    }
+    return cache;
+}
+
+void tconv_backend_release_workspaces(void)
+{
+    pthread_once(&cache_key_once, make_cache_key);
+    workspace_cache *cache = pthread_getspecific(cache_key);
+    if (cache != NULL) {
+        pthread_setspecific(cache_key, NULL);
+        free_cache(cache);
+    }
+}
+
 static void *alloc_workspace(int device_type, int device_id, uint64_t bytes, int dtype_code,
                              int dtype_bits)
 {
@@ -161,12 +224,27 @@ static void *alloc_workspace(int device_type, int device_id, uint64_t bytes, int
         raise_message("workspace requested on a device other than the CPU");
         return NULL;
     }
-    if (bytes > SIZE_MAX || posix_memalign(&data, WORKSPACE_ALIGNMENT, bytes ? (size_t)bytes : 1)) {
+    workspace_cache *cache = bytes <= MAX_CACHED_BYTES ? thread_cache() : NULL;
+    if (cache != NULL) {
+        for (int i = cache->count - 1; i >= 0; i--) {
+            if (cache->entry[i].bytes == bytes) {
+                data = cache->entry[i].data;
+                cache->entry[i] = cache->entry[--cache->count];
+                break;
+            }
+        }
+    }
+    if (data == NULL &&
+        (bytes > SIZE_MAX || posix_memalign(&data, WORKSPACE_ALIGNMENT, bytes ? (size_t)bytes : 1))) {
         char text[96];
         snprintf(text, sizeof text, "out of memory for a workspace of %llu bytes",
                  (unsigned long long)bytes);
         raise_message(text);
         return NULL;
+    }
+    if (cache != NULL && cache->live_count < CACHED_WORKSPACES) {
+        cache->live[cache->live_count].data = data;
+        cache->live[cache->live_count++].bytes = bytes;
     }
     return data;
 }
@@ -175,6 +253,24 @@ static int free_workspace(int device_type, int device_id, void *data)
 {
     (void)device_type;
     (void)device_id;
+    workspace_cache *cache = pthread_getspecific(cache_key);
+    if (cache != NULL) {
+        for (int i = cache->live_count - 1; i >= 0; i--) {
+            if (cache->live[i].data != data)
+                continue;
+            uint64_t bytes = cache->live[i].bytes;
+            cache->live[i] = cache->live[--cache->live_count];
+            if (cache->count == CACHED_WORKSPACES) {
+                free(cache->entry[0].data); /* the oldest goes */
+                memmove(&cache->entry[0], &cache->entry[1],
+                        (CACHED_WORKSPACES - 1) * sizeof cache->entry[0]);
+                cache->count--;
+            }
+            cache->entry[cache->count].data = data;
+            cache->entry[cache->count++].bytes = bytes;
+            return 0;
+        }
+    }
     free(data);
     return 0;
 }

@@ -75,6 +75,10 @@ int tconv_pool_create(int threads, tconv_pool **pool);
 void tconv_pool_destroy(tconv_pool *pool);
 int tconv_pool_threads(const tconv_pool *pool);
 
+/* Kernel scratch buffers are cached per thread for reuse across runs; a
+ * worker's go when it exits, the calling thread's here (tconv_close). */
+void tconv_backend_release_workspaces(void);
+
 /* Point the library's host function pointers at this runtime's. 0, or -1 with
  * a message in `error` if the library needs more than this runtime provides. */
 int tconv_backend_install(void *library, char *error, size_t error_size);

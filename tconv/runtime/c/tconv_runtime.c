@@ -788,6 +788,7 @@ int tconv_close(tconv_runtime *rt)
     if (rt == NULL)
         return TCONV_OK;
     tconv_pool_destroy(rt->pool);
+    tconv_backend_release_workspaces();
     for (size_t i = 0; i < rt->num_calls; i++) {
         free(rt->calls[i].symbol);
         free(rt->calls[i].args);
