@@ -7,11 +7,12 @@ measurement, not a test).
 tconv runs twice: as a compiled artifact on the C runtime (`tconv compile`
 then `Runtime.run`: what a deployment runs, input and output copies
 included), and through `TvmNetwork` (the kernels called one by one from
-Python through the TVM runtime, as `run_tvm` does). ONNX Runtime runs an ONNX graph written here from the
-same tconv IR and parameter values (batch-norm kept as BatchNormalization,
-which ORT folds), with intra-op threads = --threads and its output
-pre-allocated and 64-byte aligned. The two are timed in alternating rounds
-(see `interleaved_medians`) and their outputs compared. `--profile` lists
+Python through the TVM runtime, as `run_tvm` does). ONNX Runtime runs the
+ONNX export of the same IR and parameter values (`tconv export`; batch-norm
+kept as BatchNormalization, which ORT folds), with intra-op threads =
+--threads and its output pre-allocated and 64-byte aligned. All three are
+timed in alternating rounds (see `interleaved_medians`) and their outputs
+compared. `--profile` lists
 the time of each tconv kernel call.
 """
 
@@ -22,83 +23,6 @@ import os
 import time
 
 import numpy as np
-
-
-def onnx_model(module, params):
-    """The network as an ONNX model (opset 17), its parameters as initializers."""
-    from onnx import TensorProto, helper, numpy_helper
-    from xdsl.dialects import func
-
-    from tconv.ir import ops
-    from tconv.runtime.reference import single_function
-
-    function = single_function(module)
-    names: dict = {}
-    nodes, initializers = [], []
-
-    def name(value) -> str:
-        if value not in names:
-            names[value] = f"v{len(names)}"
-        return names[value]
-
-    def constant(array, label):
-        initializers.append(numpy_helper.from_array(np.asarray(array), label))
-        return label
-
-    for index, argument in enumerate(function.body.block.args):
-        names[argument] = f"input{index}"
-    for op in function.body.block.ops:
-        if isinstance(op, ops.ParamOp):
-            names[op.result] = constant(params[op.param_name], op.param_name)
-            continue
-        if isinstance(op, func.ReturnOp):
-            outputs = [name(v) for v in op.operands]
-            break
-        inputs = [name(v) for v in op.operands]
-        out = [name(op.results[0])]
-        if isinstance(op, ops.Conv2dOp):
-            t, l, b, r = op.padding.get_values()
-            nodes.append(helper.make_node(
-                "Conv", inputs, out, strides=list(op.strides.get_values()), pads=[t, l, b, r],
-                dilations=list(op.dilations.get_values()), group=op.groups.value.data))
-        elif isinstance(op, ops.BatchNormOp):
-            nodes.append(helper.make_node("BatchNormalization", inputs, out, epsilon=op.epsilon.value.data))
-        elif isinstance(op, ops.ReluOp):
-            nodes.append(helper.make_node("Relu", inputs, out))
-        elif isinstance(op, ops.Relu6Op):
-            low = constant(np.float32(0), f"zero{len(nodes)}")
-            high = constant(np.float32(6), f"six{len(nodes)}")
-            nodes.append(helper.make_node("Clip", [*inputs, low, high], out))
-        elif isinstance(op, ops.AddOp):
-            nodes.append(helper.make_node("Add", inputs, out))
-        elif isinstance(op, (ops.MaxPool2dOp, ops.AvgPool2dOp)):
-            t, l, b, r = op.padding.get_values()
-            attributes = dict(kernel_shape=list(op.kernel.get_values()), strides=list(op.strides.get_values()),
-                              pads=[t, l, b, r])
-            if isinstance(op, ops.AvgPool2dOp):
-                attributes["count_include_pad"] = int(op.count_include_pad is not None)
-            kind = "MaxPool" if isinstance(op, ops.MaxPool2dOp) else "AveragePool"
-            nodes.append(helper.make_node(kind, inputs, out, **attributes))
-        elif isinstance(op, ops.GlobalAvgPoolOp):
-            nodes.append(helper.make_node("GlobalAveragePool", inputs, out))
-        elif isinstance(op, ops.FlattenOp):
-            nodes.append(helper.make_node("Flatten", inputs, out, axis=1))
-        elif isinstance(op, ops.DenseOp):
-            nodes.append(helper.make_node("Gemm", inputs, out, transB=1))
-        elif isinstance(op, ops.ConcatOp):
-            nodes.append(helper.make_node("Concat", inputs, out, axis=op.axis.value.data))
-        else:
-            raise NotImplementedError(f"no ONNX node for {op.name} in this benchmark")
-    graph = helper.make_graph(
-        nodes, function.sym_name.data,
-        [helper.make_tensor_value_info(names[a], TensorProto.FLOAT, list(ops.shape_of(a)))
-         for a in function.body.block.args],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
 
 
 def aligned(shape, alignment=64):
@@ -122,16 +46,19 @@ class OrtRunner:
     def __init__(self, module, params, x, threads):
         import onnxruntime as ort
 
+        from tconv.frontends.onnx.exporter import export_model
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
-            onnx_model(module, params).SerializeToString(), options, providers=["CPUExecutionProvider"]
+            export_model(module, params).SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
-        (result,) = self.session.run(None, {"input0": x})
+        name = self.session.get_inputs()[0].name
+        (result,) = self.session.run(None, {name: x})
         self.output = aligned(result.shape)
         self.binding = self.session.io_binding()
-        self.binding.bind_cpu_input("input0", x)
+        self.binding.bind_cpu_input(name, x)
         self.binding.bind_output(
             self.session.get_outputs()[0].name, "cpu", 0, np.float32, self.output.shape, self.output.ctypes.data
         )

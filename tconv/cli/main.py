@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from tconv import __version__
 from tconv.cli.command import Command, UsageError
 from tconv.cli.compile import COMPILE
+from tconv.cli.interop import EXPORT, IMPORT
 from tconv.cli.run import RUN
 from tconv.cli.summary import SUMMARY
 from tconv.cli.zoo import ZOO
 from tconv.ir.loader import TconvError
 
-COMMANDS: tuple[Command, ...] = (ZOO, SUMMARY, COMPILE, RUN)
+COMMANDS: tuple[Command, ...] = (ZOO, IMPORT, EXPORT, SUMMARY, COMPILE, RUN)
 """The subcommands, in the order `tconv --help` lists them."""
 
 INTERNAL_ERROR = 3

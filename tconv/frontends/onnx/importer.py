@@ -1,0 +1,255 @@
+"""ONNX → tconv: a model file becomes a verified module and its parameter store.
+
+    model = read_model("resnet18.onnx")
+    module, params = import_model(model, batch=None, source="resnet18.onnx")
+
+The graph is converted node by node in its (topological) order. Initializers
+become parameters named as in the model (made valid where needed, see
+`tconv.frontends.onnx.names`); nodes on constants only are evaluated (see
+`folding`); every other node goes through its converter (see `converters`).
+Nodes no graph output depends on are skipped. Any node tconv cannot represent
+exactly is an `OnnxImportError` that names it; nothing is returned then.
+
+Shapes come from the (static) input shapes through tconv's own shape rules,
+not from ONNX's shape inference: that disagrees with onnxruntime and
+onnx.reference on ceil-mode pooling whose last window would start in the
+padding (they drop it, as PyTorch does; it keeps it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import ModelProto, TensorProto, ValueInfoProto, numpy_helper
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Block, Operation, Region, SSAValue
+
+from tconv.frontends.onnx.converters import CONVERTERS
+from tconv.frontends.onnx.folding import fold, foldable
+from tconv.frontends.onnx.names import UniqueNames, function_name, param_name
+from tconv.frontends.onnx.node import (
+    GroupedChannels,
+    NodeContext,
+    OnnxImportError,
+    Value,
+)
+from tconv.ir.loader import TconvError, verify_module
+from tconv.ir.ops import ParamOp, tensor_type
+from tconv.ir.shapes import Shape
+
+MIN_OPSET = 7
+"""The oldest default-domain opset imported: AveragePool's count_include_pad
+and today's BatchNormalization, Dropout and Reshape date from 7 or earlier."""
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def read_model(path: str | os.PathLike[str]) -> ModelProto:
+    """Load an ONNX file (with its external data) and check that it is a valid model."""
+    path = Path(path)
+    if not path.is_file():
+        raise TconvError(f"{path}: error: {'is a directory' if path.is_dir() else 'file not found'}")
+    try:
+        model = onnx.load(path)
+    except DecodeError as err:
+        raise TconvError(f"{path}: error: not an ONNX model (protobuf: {err})") from None
+    except OSError as err:
+        raise TconvError(f"{path}: error: cannot read: {err.strerror or err}") from None
+    except onnx.checker.ValidationError as err:
+        # Raised while loading the weights a model keeps in external files.
+        raise TconvError(f"{path}: error: {str(err).strip().splitlines()[0]}") from None
+    if not model.graph.node and not model.graph.output:
+        # Protobuf reads many byte strings (an empty file, some text) as an empty message.
+        raise TconvError(f"{path}: error: not an ONNX model (no graph)")
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise TconvError(f"{path}: error: not a valid ONNX model: {first_line}") from None
+    return model
+
+
+def default_opset(model: ModelProto, source: str) -> int:
+    """The model's version of the default ONNX domain, checked to be one tconv imports."""
+    versions = [entry.version for entry in model.opset_import if entry.domain in DEFAULT_DOMAINS]
+    if not versions:
+        raise OnnxImportError(f"{source}: error: the model imports no default-domain opset")
+    opset = max(versions)
+    newest = onnx.defs.onnx_opset_version()
+    if opset < MIN_OPSET:
+        raise OnnxImportError(
+            f"{source}: error: opset {opset} is older than tconv imports ({MIN_OPSET} to {newest}); "
+            "convert it with onnx.version_converter"
+        )
+    if opset > newest:
+        raise OnnxImportError(
+            f"{source}: error: opset {opset} is newer than the installed onnx knows ({newest})"
+        )
+    return opset
+
+
+def import_model(
+    model: ModelProto, batch: int | None = None, source: str = "<model>"
+) -> tuple[ModuleOp, dict[str, np.ndarray]]:
+    """The verified tconv module of `model` and its parameters.
+
+    `batch` binds a symbolic batch (first) dimension of the graph inputs; a
+    symbolic dimension without it, or any other, is an error. `source` names
+    the model in messages."""
+    return GraphImporter(model, batch, source).run()
+
+
+class GraphImporter:
+    """The state of one import: what each ONNX value has become, and the
+    function body and parameters built so far."""
+
+    def __init__(self, model: ModelProto, batch: int | None, source: str) -> None:
+        self.model = model
+        self.batch = batch
+        self.source = source
+        self.opset = default_opset(model, source)
+        self.values: dict[str, Value] = {}
+        self.origins: dict[str, str] = {}
+        """For a constant that is an initializer passed through Identity nodes: the initializer's name."""
+        self.params: dict[str, np.ndarray] = {}
+        self.block = Block()
+        self.live_values: set[str] = set()
+        self.consumers: Counter[str] = Counter()
+        self._param_names = UniqueNames()
+        self._live_nodes: set[int] = set()
+
+    def fail(self, message: str) -> OnnxImportError:
+        return OnnxImportError(f"{self.source}: error: {message}")
+
+    # Building ----------------------------------------------------------------
+
+    def append(self, op: Operation) -> SSAValue:
+        self.block.add_op(op)
+        return op.results[0]
+
+    def param(self, onnx_name: str, array: np.ndarray, init: str) -> SSAValue:
+        """A new `tconv.param` holding `array`, named after the initializer it
+        comes from (`name_1`, `name_2`, ... for its later uses).
+
+        Each use is a parameter of its own: a tconv rewrite changes one
+        layer's weights at a time, and exporters share initializers between
+        layers merely because their values are equal (PyTorch gives every
+        fresh batch norm the one tensor of ones)."""
+        origin = self.origins.get(onnx_name, onnx_name)
+        name = self._param_names.take(param_name(origin))
+        self.params[name] = np.ascontiguousarray(array, np.float32)
+        return self.append(ParamOp(name, array.shape, init))
+
+    def readers(self, value: Value) -> int:
+        """How many node inputs and graph outputs read `value`, under any name."""
+        return sum(self.consumers[name] for name, known in self.values.items() if known is value)
+
+    # The graph ---------------------------------------------------------------
+
+    def run(self) -> tuple[ModuleOp, dict[str, np.ndarray]]:
+        graph = self.model.graph
+        if graph.sparse_initializer:
+            raise self.fail(f"sparse initializer '{graph.sparse_initializer[0].values.name}' is not supported")
+        for initializer in graph.initializer:
+            self.values[initializer.name] = numpy_helper.to_array(initializer)
+        inputs = [i for i in graph.input if i.name not in self.values]
+        self.block = Block(arg_types=[tensor_type(self._input_shape(i)) for i in inputs])
+        for info, argument in zip(inputs, self.block.args):
+            self.values[info.name] = argument
+        self._find_live_nodes()
+        for index, node in enumerate(graph.node):
+            if index in self._live_nodes:
+                self._convert(node, index)
+        outputs = [self._output(info) for info in graph.output]
+        self.block.add_op(func.ReturnOp(*outputs))
+        function = func.FuncOp(
+            function_name(graph.name, Path(self.source).stem),
+            ([a.type for a in self.block.args], [o.type for o in outputs]),
+            Region(self.block),
+        )
+        module = ModuleOp([function])
+        verify_module(module)
+        return module, self.params
+
+    def _input_shape(self, info: ValueInfoProto) -> Shape:
+        """The static shape of a graph input; a symbolic batch takes `self.batch`."""
+        if not info.type.HasField("tensor_type"):
+            raise self.fail(f"graph input '{info.name}' is not a tensor")
+        tensor = info.type.tensor_type
+        if tensor.elem_type != TensorProto.FLOAT:
+            kind = TensorProto.DataType.Name(tensor.elem_type)
+            raise self.fail(f"graph input '{info.name}' holds {kind}; tconv networks take FLOAT tensors")
+        if not tensor.HasField("shape"):
+            raise self.fail(f"graph input '{info.name}' has no shape (dynamic rank is not supported)")
+        dims = []
+        for axis, dim in enumerate(tensor.shape.dim):
+            static = dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+            symbol = f"'{dim.dim_param}'" if dim.dim_param else "unknown"
+            if axis == 0 and static is None:
+                if self.batch is None:
+                    raise self.fail(
+                        f"graph input '{info.name}' has a symbolic batch dimension ({symbol}): "
+                        "bind it with --batch N"
+                    )
+                static = self.batch
+            elif axis == 0 and self.batch is not None and static != self.batch:
+                raise self.fail(
+                    f"graph input '{info.name}' has the static batch size {static}; "
+                    f"--batch {self.batch} binds only a symbolic one"
+                )
+            elif static is None:
+                raise self.fail(
+                    f"graph input '{info.name}' has a dynamic dimension {axis} ({symbol}); "
+                    "tconv needs static shapes (only the batch may be symbolic, bound with --batch)"
+                )
+            dims.append(static)
+        return tuple(dims)
+
+    def _find_live_nodes(self) -> None:
+        """The nodes some graph output depends on, the values they read and
+        produce, and how many readers each value has."""
+        nodes = self.model.graph.node
+        needed = {info.name for info in self.model.graph.output}
+        self.consumers.update(needed)
+        for index in reversed(range(len(nodes))):
+            node = nodes[index]
+            if any(name in needed for name in node.output):
+                self._live_nodes.add(index)
+                needed.update(name for name in node.input if name)
+                self.consumers.update(name for name in node.input if name)
+        self.live_values = needed
+
+    def _convert(self, node, index: int) -> None:
+        ctx = NodeContext(self, node, index)
+        if node.domain not in DEFAULT_DOMAINS:
+            ctx.fail(f"op '{node.op_type}' of domain '{node.domain}' is not supported")
+        if foldable(ctx):
+            outputs: Sequence[Value | None] = fold(ctx)
+            if node.op_type == "Identity":
+                self.origins[node.output[0]] = self.origins.get(node.input[0], node.input[0])
+        else:
+            converter = CONVERTERS.get(node.op_type)
+            if converter is None:
+                ctx.fail(
+                    f"unsupported op '{node.op_type}' (tconv imports {', '.join(sorted(CONVERTERS))}, "
+                    "and any op on constants only)"
+                )
+            outputs = converter(ctx)
+            ctx.check_attributes_read()
+        for name, value in zip(node.output, outputs):
+            if name and value is not None:
+                self.values[name] = value
+
+    def _output(self, info: ValueInfoProto) -> SSAValue:
+        value = self.values[info.name]
+        if isinstance(value, SSAValue):
+            return value
+        what = "a 5-D channel grouping" if isinstance(value, GroupedChannels) else "a constant"
+        raise self.fail(f"graph output '{info.name}' is {what}; a tconv network returns computed tensors")
