@@ -22,7 +22,7 @@ import numpy as np
 
 from tconv.errors import TconvError
 from tconv.runtime.driver import TensorInfo, check_inputs
-from tconv.runtime.plan import Plan, read_plan
+from tconv.runtime.plan import ALIGNMENT, Plan, read_plan
 
 
 def _needs(what: str) -> TconvError:
@@ -61,11 +61,17 @@ class TorchRuntime:
         params = _read_params(directory, plan)
         self.arena_bytes = plan.arena_bytes
         """The size of the activation arena on the device, in bytes."""
-        # Offsets are multiples of 64 bytes; torch's allocations are aligned to more.
+        # Kernels assume 64-byte aligned tensors: plan offsets are multiples of
+        # 64, and torch's own allocations are aligned to at least that (numpy's
+        # are not, so the parameters are copied into a torch allocation).
         regions = {
-            "param": torch.from_numpy(params).to(self.device),
+            "param": torch.empty(params.size, dtype=torch.float32, device=self.device),
             "arena": torch.empty(max(plan.arena_bytes, 4) // 4, dtype=torch.float32, device=self.device),
         }
+        regions["param"].copy_(torch.from_numpy(params))
+        for name, region in regions.items():
+            if region.data_ptr() % ALIGNMENT:
+                raise TconvError(f"error: the {name} memory torch gave is not {ALIGNMENT}-byte aligned")
         self.tensors = [
             regions[t.location][t.offset // 4 : t.offset // 4 + math.prod(t.shape)].view(t.shape)
             for t in plan.tensors
