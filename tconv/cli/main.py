@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from tconv import __version__
+from tconv.cli.capacity import CAPACITY
 from tconv.cli.command import Command, UsageError
 from tconv.cli.compile import COMPILE
 from tconv.cli.interop import EXPORT, IMPORT
@@ -22,7 +23,7 @@ from tconv.cli.summary import SUMMARY
 from tconv.cli.zoo import ZOO
 from tconv.ir.loader import TconvError
 
-COMMANDS: tuple[Command, ...] = (ZOO, IMPORT, EXPORT, SUMMARY, COMPILE, RUN)
+COMMANDS: tuple[Command, ...] = (ZOO, IMPORT, EXPORT, SUMMARY, COMPILE, RUN, CAPACITY)
 """The subcommands, in the order `tconv --help` lists them."""
 
 INTERNAL_ERROR = 3

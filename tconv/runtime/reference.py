@@ -7,7 +7,9 @@ op for op. `run` executes a network and returns its results; `run_all` keeps
 every intermediate activation as well.
 
 Arrays are float32 NCHW (NC after `flatten`). The batch dimension of the IR is
-nominal: a network built for batch 1 runs on any batch.
+nominal: a network built for batch 1 runs on any batch. The forward functions
+keep the dtype of their operands, so the backward pass (`tconv.runtime.backward`)
+can check its gradients against finite differences in float64.
 """
 
 from __future__ import annotations
@@ -114,7 +116,11 @@ def im2col(
         strides=(sc, sy * dh, sx * dw, sn, sy * sh, sx * sw),
         writeable=False,
     )
-    return np.ascontiguousarray(windows)
+    # Copied in the columns' order: np.ascontiguousarray would walk the windows
+    # in the input's memory order and scatter its writes (5x slower).
+    columns = np.empty(windows.shape, x.dtype)
+    np.copyto(columns, windows)
+    return columns
 
 
 # Convolution and dense ------------------------------------------------------
@@ -134,7 +140,7 @@ def conv2d(op: Conv2dOp, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | N
     q = window_output(w, kw, strides[1], padding[1] + padding[3], dilations[1])
     group_weight = weight.reshape(groups, out_channels // groups, group_channels * kh * kw)
 
-    out = np.empty((n, out_channels, p, q), np.float32)
+    out = np.empty((n, out_channels, p, q), np.result_type(x, weight))
     chunk = max(1, COLUMNS_BUDGET // (c * kh * kw * p * q))
     for start in range(0, n, chunk):
         part = x[start : start + chunk]
@@ -158,7 +164,7 @@ def dense(op: DenseOp, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
 # Normalisation and activations ----------------------------------------------
 
 
-def _per_channel(values: np.ndarray, rank: int) -> np.ndarray:
+def per_channel(values: np.ndarray, rank: int) -> np.ndarray:
     """A length-C vector shaped to broadcast over axis 1 of a rank-`rank` tensor."""
     return values.reshape((-1,) + (1,) * (rank - 2))
 
@@ -177,8 +183,8 @@ def batch_norm(
     epsilon = op.epsilon.value.data
     factor = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + epsilon)
     offset = shift - mean.astype(np.float64) * factor
-    return x * _per_channel(factor.astype(np.float32), x.ndim) + _per_channel(
-        offset.astype(np.float32), x.ndim
+    return x * per_channel(factor.astype(x.dtype), x.ndim) + per_channel(
+        offset.astype(x.dtype), x.ndim
     )
 
 
@@ -200,7 +206,7 @@ def add(op: AddOp, lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 # Pooling --------------------------------------------------------------------
 
 
-def _pool_geometry(op: MaxPool2dOp | AvgPool2dOp, x: np.ndarray):
+def pool_geometry(op: MaxPool2dOp | AvgPool2dOp, x: np.ndarray):
     """The pool's kernel, strides, padding and output height and width on x."""
     kernel = op.kernel.get_values()
     strides = op.strides.get_values()
@@ -217,7 +223,7 @@ def _pool_geometry(op: MaxPool2dOp | AvgPool2dOp, x: np.ndarray):
 def max_pool2d(op: MaxPool2dOp, x: np.ndarray) -> np.ndarray:
     """Padding is -inf, so it never wins; the shape rules keep every window
     overlapping the input."""
-    kernel, strides, padding, output = _pool_geometry(op, x)
+    kernel, strides, padding, output = pool_geometry(op, x)
     taps = window_taps(pad_spatial(x, padding, -np.inf), kernel, strides, output)
     out = taps[0].copy()
     for tap in taps[1:]:
@@ -229,20 +235,27 @@ def max_pool2d(op: MaxPool2dOp, x: np.ndarray) -> np.ndarray:
 def avg_pool2d(op: AvgPool2dOp, x: np.ndarray) -> np.ndarray:
     """Window sums over zero padding, divided by the window size, or, unless
     `count_include_pad` is set, by the number of input positions in the window."""
-    kernel, strides, padding, output = _pool_geometry(op, x)
-    total = np.zeros(x.shape[:2] + output, np.float32)
+    kernel, strides, padding, output = pool_geometry(op, x)
+    total = np.zeros(x.shape[:2] + output, x.dtype)
     for tap in window_taps(pad_spatial(x, padding), kernel, strides, output):
         total += tap
+    return total / avg_pool_divisor(op, x)
+
+
+def avg_pool_divisor(op: AvgPool2dOp, x: np.ndarray) -> np.ndarray:
+    """What each window sum of `avg_pool2d` on x is divided by, broadcastable
+    to the pooled shape: the window size, or, unless `count_include_pad` is
+    set, the number of input positions in each window."""
+    kernel, strides, padding, output = pool_geometry(op, x)
     if op.count_include_pad is not None:
-        return total / np.float32(kernel[0] * kernel[1])
-    inside = pad_spatial(np.ones((1, 1) + x.shape[2:], np.float32), padding)
-    count = sum(window_taps(inside, kernel, strides, output))
-    return total / count
+        return np.asarray(kernel[0] * kernel[1], x.dtype)
+    inside = pad_spatial(np.ones((1, 1) + x.shape[2:], x.dtype), padding)
+    return sum(window_taps(inside, kernel, strides, output))
 
 
 @forward(GlobalAvgPoolOp)
 def global_avg_pool(op: GlobalAvgPoolOp, x: np.ndarray) -> np.ndarray:
-    return x.mean(axis=(2, 3), keepdims=True, dtype=np.float32)
+    return x.mean(axis=(2, 3), keepdims=True, dtype=x.dtype)
 
 
 # Layout ---------------------------------------------------------------------

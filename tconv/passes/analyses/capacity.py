@@ -1,0 +1,309 @@
+"""Representational capacity of an untrained network: Fisher potential and
+the NASWOT score, measured on one minibatch with the reference executor.
+
+Both metrics run the network as it is being trained: batch-norm normalises
+with the statistics of the minibatch (training mode), not with its running
+mean and variance, which at initialisation are 0 and 1 and say nothing.
+
+**Convolution blocks.** The output of the block of a `conv2d` is found by
+following the convolution's result through at most one `batch_norm` and then
+at most one `relu` or `relu6`, taking each step only where that op is the
+value's single user; the last value reached is the block output. In a ResNet
+basic block, `conv1 → bn1 → relu` ends at the relu, while `conv2 → bn2 → add`
+ends at bn2 (an add is not followed), as does the projection shortcut. A block
+is named as `tconv summary` names its convolution (`layer1.0.conv1` for the
+conv reading `layer1.0.conv1.weight`).
+
+**Fisher potential** (Theis et al. 2018, as used by BlockSwap, Turner et al.
+2020). With a the block output (N x C x H x W) and g = ∂L/∂a, where L is the
+softmax cross-entropy of the logits against the labels, averaged over the
+batch: per channel c,
+
+    Δc = ½ · mean over samples n of (Σ over h, w of a·g)²
+
+A block's potential is Σc Δc; the network's is the sum over its blocks. The
+per-channel values are kept: they rank channels for pruning. Since L is a
+mean over the batch, g shrinks as the batch grows: compare potentials measured
+at one batch size.
+
+**NASWOT** (Mellor et al. 2021). Each `relu` and `relu6` whose result reaches
+the function's result binarises its input per sample, x > 0, into codes
+c ∈ {0,1}^(N x features). With K = Σ over those ReLUs of c·cᵀ + (1-c)·(1-c)ᵀ
+(the N x N counts of agreeing units), the score is log|det K|, from
+`numpy.linalg.slogdet` in float64 (-inf where K is singular).
+
+`minibatch` draws the seeded data both metrics run on. Everything is
+deterministic: the same parameters, data and labels give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
+
+from tconv.ir.loader import TconvError
+from tconv.ir.ops import BatchNormOp, Conv2dOp, ParamOp, Relu6Op, ReluOp, TconvOp, shape_of
+from tconv.passes.analyses.summary import summarize
+from tconv.runtime.backward import check_labels, forward_backward, forward_values
+from tconv.runtime.reference import single_function
+
+METRICS = ("fisher", "naswot")
+
+BATCH_NORM = "train"
+"""The batch-norm mode both metrics measure in (see the module docstring)."""
+
+
+# The data -------------------------------------------------------------------
+
+
+def _signature(module: ModuleOp) -> tuple[tuple[int, ...], int]:
+    """The shape of the network's single input and its number of classes (the
+    second dimension of its single N x K result)."""
+    function = single_function(module)
+    inputs = function.function_type.inputs.data
+    outputs = function.function_type.outputs.data
+    if len(inputs) != 1:
+        raise TconvError(
+            f"capacity: the network must take one input, '{function.sym_name.data}' takes {len(inputs)}"
+        )
+    if len(outputs) != 1 or len(shape_of(outputs[0])) != 2:
+        shapes = ", ".join("x".join(map(str, shape_of(o))) for o in outputs) or "nothing"
+        raise TconvError(
+            f"capacity: the network must return one N x classes tensor of logits, it returns {shapes}"
+        )
+    return shape_of(inputs[0]), shape_of(outputs[0])[1]
+
+
+def input_shape(module: ModuleOp) -> tuple[int, ...]:
+    """The shape of the network's input as the IR declares it."""
+    return _signature(module)[0]
+
+
+def classes(module: ModuleOp) -> int:
+    """The number of classes the network's logits score."""
+    return _signature(module)[1]
+
+
+def minibatch(module: ModuleOp, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`batch` inputs drawn from N(0, 1) in the shape of the network's input
+    (float32; the same data `tconv run --seed` draws), and labels drawn
+    uniformly from its classes (int64), both from one generator seeded by `seed`."""
+    shape, count = _signature(module)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *shape[1:]), dtype=np.float32)
+    return x, rng.integers(0, count, batch)
+
+
+# Convolution blocks ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """A convolution and the value that ends its block."""
+
+    name: str
+    """As `tconv summary` names the convolution."""
+    conv: Conv2dOp
+    output: SSAValue
+
+    @property
+    def weight(self) -> str | None:
+        """The convolution's weight entry in the parameter store."""
+        owner = self.conv.weight.owner
+        return owner.param_name if isinstance(owner, ParamOp) else None
+
+
+def _single_user(value: SSAValue, kinds: tuple[type[Operation], ...]) -> Operation | None:
+    """The op that uses `value`, if it is its only use and the op is one of `kinds`."""
+    uses = list(value.uses)
+    if len(uses) == 1 and isinstance(uses[0].operation, kinds) and uses[0].index == 0:
+        return uses[0].operation
+    return None
+
+
+def conv_blocks(module: ModuleOp) -> list[ConvBlock]:
+    """Every convolution's block, in program order (see the module docstring)."""
+    names = {
+        op: layer.name
+        for op, layer in zip(
+            (op for op in module.walk() if isinstance(op, TconvOp)), summarize(module).layers
+        )
+    }
+    blocks = []
+    for op in single_function(module).body.block.ops:
+        if not isinstance(op, Conv2dOp):
+            continue
+        output = op.results[0]
+        for kinds in ((BatchNormOp,), (ReluOp, Relu6Op)):
+            user = _single_user(output, kinds)
+            if user is not None:
+                output = user.results[0]
+        blocks.append(ConvBlock(names[op], op, output))
+    return blocks
+
+
+# Fisher potential -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockFisher:
+    """The Fisher potential of one convolution block."""
+
+    block: ConvBlock
+    per_channel: np.ndarray
+    """Δc of each of the block's output channels (float64)."""
+
+    @property
+    def name(self) -> str:
+        return self.block.name
+
+    @property
+    def total(self) -> float:
+        return float(self.per_channel.sum())
+
+
+@dataclass(frozen=True)
+class FisherPotential:
+    blocks: tuple[BlockFisher, ...]
+    loss: float
+    """The cross-entropy the gradients are taken of."""
+
+    @property
+    def total(self) -> float:
+        return float(sum(block.total for block in self.blocks))
+
+    def by_name(self) -> dict[str, BlockFisher]:
+        return {block.name: block for block in self.blocks}
+
+
+def channel_fisher(activation: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """Δc = ½ · mean over n of (Σ over h, w of a·g)², per channel c of an
+    N x C x H x W activation a and its gradient g, in float64."""
+    per_sample = (activation * grad).sum(axis=(2, 3), dtype=np.float64)
+    return 0.5 * np.mean(np.square(per_sample), axis=0)
+
+
+def fisher_potential(
+    module: ModuleOp, params: Mapping[str, np.ndarray], x: np.ndarray, labels: np.ndarray
+) -> FisherPotential:
+    """The Fisher potential of every convolution block on inputs x and labels."""
+    blocks = conv_blocks(module)
+    result = forward_backward(
+        module, params, [x], labels, batch_norm=BATCH_NORM,
+        keep={block.output for block in blocks}, param_grads=False,
+    )
+    return FisherPotential(
+        blocks=tuple(
+            BlockFisher(block, channel_fisher(result.values[block.output], result.grads[block.output]))
+            for block in blocks
+        ),
+        loss=result.loss,
+    )
+
+
+# NASWOT ---------------------------------------------------------------------
+
+
+def _live_ops(function: func.FuncOp) -> set[Operation]:
+    """The ops whose result the function's result depends on."""
+    live: set[Operation] = set()
+    pending = [function.body.block.last_op]
+    while pending:
+        op = pending.pop()
+        if op is None or op in live:
+            continue
+        live.add(op)
+        pending.extend(o.owner for o in op.operands if isinstance(o.owner, Operation))
+    return live
+
+
+@dataclass(frozen=True)
+class NaswotScore:
+    score: float
+    """log|det K|; -inf where K is singular."""
+    relus: int
+    """How many ReLUs K sums over."""
+    kernel: np.ndarray
+    """K, N x N, float64."""
+
+
+def naswot_score(module: ModuleOp, params: Mapping[str, np.ndarray], x: np.ndarray) -> NaswotScore:
+    """The NASWOT score of the network on inputs x."""
+    function = single_function(module)
+    values = forward_values(module, params, [x], batch_norm=BATCH_NORM)
+    live = _live_ops(function)
+    batch = x.shape[0]
+    kernel = np.zeros((batch, batch))
+    relus = 0
+    for op in function.body.block.ops:
+        if not isinstance(op, ReluOp | Relu6Op) or op not in live:
+            continue
+        relus += 1
+        features = prod(shape_of(op.input)[1:])
+        # float32 counts agreements exactly below 2^24 units per sample, at half the cost.
+        dtype = np.float32 if features < 1 << 24 else np.float64
+        codes = (values[op.input] > 0).reshape(batch, -1).astype(dtype)
+        active = codes.sum(axis=1, dtype=np.float64)
+        both_active = (codes @ codes.T).astype(np.float64)
+        # c·cᵀ + (1-c)·(1-c)ᵀ = 2·c·cᵀ - |c_i| - |c_j| + features
+        kernel += 2 * both_active - active[:, None] - active[None, :] + features
+    sign, logdet = np.linalg.slogdet(kernel)
+    return NaswotScore(score=float(logdet) if sign != 0 else -np.inf, relus=relus, kernel=kernel)
+
+
+# The report -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CapacityReport:
+    """A capacity metric with the network's size and work."""
+
+    network: str
+    metric: str
+    value: float
+    batch: int
+    """The minibatch the metric was measured on."""
+    parameters: int
+    flops: int
+    activation_bytes: int
+    ir_batch: int
+    """The batch `flops` and `activation_bytes` are counted at (the IR's)."""
+    fisher: FisherPotential | None = None
+    naswot: NaswotScore | None = None
+
+
+def measure(
+    module: ModuleOp,
+    params: Mapping[str, np.ndarray],
+    metric: str,
+    x: np.ndarray,
+    labels: np.ndarray | None = None,
+) -> CapacityReport:
+    """`metric` (one of METRICS) on inputs x (and labels, which Fisher needs),
+    with the parameter count, FLOPs and activation bytes of `tconv summary`."""
+    if metric not in METRICS:
+        raise TconvError(f"capacity: unknown metric '{metric}' (expected one of {', '.join(METRICS)})")
+    shape, count = _signature(module)
+    summary = summarize(module)
+    common = dict(
+        network=summary.name,
+        metric=metric,
+        batch=x.shape[0],
+        parameters=summary.parameters,
+        flops=summary.flops,
+        activation_bytes=summary.activation_bytes,
+        ir_batch=shape[0],
+    )
+    if metric == "fisher":
+        if labels is None:
+            raise TconvError("capacity: the Fisher potential needs labels")
+        fisher = fisher_potential(module, params, x, check_labels(labels, x.shape[0], count))
+        return CapacityReport(value=fisher.total, fisher=fisher, **common)
+    naswot = naswot_score(module, params, x)
+    return CapacityReport(value=naswot.score, naswot=naswot, **common)

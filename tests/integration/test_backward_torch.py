@@ -1,0 +1,192 @@
+"""The backward pass against torch autograd: the loss, the input gradient and
+every parameter gradient of small networks and of a zoo network, with
+batch-norm in training mode (torch's `.train()`) and in inference mode.
+
+The executor runs in float32 as it does for capacity metrics; torch runs an
+independent interpretation of the IR (one torch.nn.functional call per op) in
+float64, so the measured error is the executor's own."""
+
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+
+from tconv.frontends import zoo
+from tconv.ir.builder import NetworkBuilder
+from tconv.ir.ops import (
+    AddOp,
+    AvgPool2dOp,
+    BatchNormOp,
+    ChannelShuffleOp,
+    ConcatOp,
+    Conv2dOp,
+    DenseOp,
+    FlattenOp,
+    GlobalAvgPoolOp,
+    MaxPool2dOp,
+    ParamOp,
+    Relu6Op,
+    ReluOp,
+    SliceChannelsOp,
+    shape_of,
+)
+from tconv.ir.params import init_params
+from tconv.runtime.backward import forward_backward
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """torch's thread pool slows down tenfold when the cores are shared; one
+    thread keeps it predictable."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _pad(x, padding, value=0.0):
+    top, left, bottom, right = padding
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+def _avg_pool2d(op: AvgPool2dOp, x):
+    top, left, bottom, right = op.padding.get_values()
+    assert (top, left) == (bottom, right), "the torch interpreter pools with symmetric padding only"
+    return F.avg_pool2d(
+        x, op.kernel.get_values(), op.strides.get_values(), (top, left),
+        count_include_pad=op.count_include_pad is not None,
+    )
+
+
+def _batch_norm_train(op: BatchNormOp, x, scale, shift, mean, var):
+    return F.batch_norm(x, None, None, scale, shift, training=True, eps=op.epsilon.value.data)
+
+
+def _batch_norm_inference(op: BatchNormOp, x, scale, shift, mean, var):
+    """Spelled out: torch's batch_norm does not differentiate its running statistics."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    normalized = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + op.epsilon.value.data)
+    return normalized * scale.reshape(shape) + shift.reshape(shape)
+
+
+def _torch_ops(training: bool):
+    return {
+        Conv2dOp: lambda op, x, w, b=None: F.conv2d(
+            _pad(x, op.padding.get_values()), w, b, stride=op.strides.get_values(),
+            dilation=op.dilations.get_values(), groups=op.groups.value.data,
+        ),
+        BatchNormOp: _batch_norm_train if training else _batch_norm_inference,
+        ReluOp: lambda op, x: F.relu(x),
+        Relu6Op: lambda op, x: F.relu6(x),
+        AddOp: lambda op, a, b: a + b,
+        MaxPool2dOp: lambda op, x: F.max_pool2d(
+            _pad(x, op.padding.get_values(), -np.inf), op.kernel.get_values(), op.strides.get_values()
+        ),
+        AvgPool2dOp: _avg_pool2d,
+        GlobalAvgPoolOp: lambda op, x: F.adaptive_avg_pool2d(x, 1),
+        FlattenOp: lambda op, x: torch.flatten(x, 1),
+        DenseOp: lambda op, x, w, b=None: F.linear(x, w, b),
+        ConcatOp: lambda op, *xs: torch.cat(xs, dim=op.axis.value.data),
+        SliceChannelsOp: lambda op, x: x[:, op.start.value.data : op.start.value.data + op.size.value.data],
+        ChannelShuffleOp: lambda op, x: F.channel_shuffle(x, op.groups.value.data),
+    }
+
+
+def torch_gradients(module: ModuleOp, params: Mapping[str, np.ndarray], x, labels, training: bool):
+    """Loss, input gradient and parameter gradients by torch autograd, in float64."""
+    (function,) = [op for op in module.ops if isinstance(op, func.FuncOp)]
+    block = function.body.block
+    rules = _torch_ops(training)
+    leaves = {
+        name: torch.tensor(np.asarray(value, np.float64), requires_grad=True) for name, value in params.items()
+    }
+    inputs = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
+    values = {block.args[0]: inputs}
+    for op in block.ops:
+        if isinstance(op, func.ReturnOp):
+            loss = F.cross_entropy(values[op.operands[0]], torch.from_numpy(labels))
+            break
+        if isinstance(op, ParamOp):
+            values[op.result] = leaves[op.param_name]
+        else:
+            values[op.results[0]] = rules[type(op)](op, *(values[v] for v in op.operands))
+    loss.backward()
+    grads = {name: (leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)).numpy()
+             for name, leaf in leaves.items()}
+    return loss.item(), inputs.grad.numpy(), grads
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
+
+
+def check(module: ModuleOp, batch: int, batch_norm: str = "train", seed: int = 0) -> None:
+    params = init_params(module, seed=seed)
+    rng = np.random.default_rng(seed)
+    # Batch-norm shifts and running statistics away from their initial 0 and 1.
+    for name, value in params.items():
+        if name.endswith(("running_mean", "bias")):
+            params[name] = (0.1 * rng.standard_normal(value.shape)).astype(np.float32)
+        elif name.endswith("running_var"):
+            params[name] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
+    function = next(op for op in module.ops if isinstance(op, func.FuncOp))
+    x = rng.standard_normal((batch, *shape_of(function.args[0])[1:]), dtype=np.float32)
+    labels = rng.integers(0, shape_of(function.function_type.outputs.data[0])[1], batch)
+
+    result = forward_backward(module, params, [x], labels, batch_norm=batch_norm)
+    loss, grad_x, grads = torch_gradients(module, params, x, labels, training=batch_norm == "train")
+
+    assert result.loss == pytest.approx(loss, rel=1e-5)
+    assert relative_error(result.grads[function.args[0]], grad_x) < 1e-4
+    assert result.param_grads.keys() == grads.keys()
+    errors = {
+        name: relative_error(result.param_grads[name], expected)
+        for name, expected in grads.items()
+        if np.any(expected)  # the running statistics in training mode
+    }
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 1e-4, f"{worst}: relative error {errors[worst]:.2e}"
+    if batch_norm == "train":
+        silent = [name for name in grads if name.endswith(("running_mean", "running_var"))]
+        assert all(not result.param_grads[name].any() for name in silent)
+
+
+def mixed_network():
+    """Every op, with strides, dilation, groups, padding and biases."""
+    b = NetworkBuilder("mixed", (1, 3, 12, 12))
+    x = b.relu(b.batch_norm(b.conv2d(b.input, 8, 3, stride=2, padding=(1, 0, 2, 1), name="stem"), name="bn0"))
+    left = b.relu6(b.conv2d(x, 8, 3, dilation=2, groups=2, bias=True, name="dilated"))
+    right = b.max_pool2d(x, 3, stride=1, padding=1)
+    x = b.channel_shuffle(b.concat([left, right]), 4)
+    x = b.slice_channels(x, 2, 12)
+    x = b.batch_norm(b.conv2d(x, 12, 1, groups=3, name="pointwise"), name="bn1")
+    x = b.relu(b.add(x, b.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True)))
+    x = b.avg_pool2d(x, 3, stride=2, padding=1)
+    x = b.concat([b.global_avg_pool(x), b.global_avg_pool(b.relu(x))], axis=1)
+    return b.finish(b.dense(b.flatten(x), 7, name="fc"))
+
+
+def depthwise_network():
+    """A MobileNet-style stack: depthwise 3×3 (stride 2) and pointwise 1×1 with relu6."""
+    b = NetworkBuilder("depthwise", (1, 3, 16, 16))
+    x = b.relu6(b.batch_norm(b.conv2d(b.input, 16, 3, stride=2, name="conv0"), name="bn0"))
+    for index, (channels, stride) in enumerate([(24, 1), (32, 2)]):
+        with b.scope(index):
+            x = b.relu6(b.batch_norm(b.conv2d(x, shape_of(x)[1], 3, stride=stride, groups=shape_of(x)[1],
+                                              name="dw"), name="bn_dw"))
+            x = b.relu6(b.batch_norm(b.conv2d(x, channels, 1, name="pw"), name="bn_pw"))
+    return b.finish(b.dense(b.flatten(b.global_avg_pool(x)), 10, name="classifier"))
+
+
+@pytest.mark.parametrize("batch_norm", ["train", "inference"])
+@pytest.mark.parametrize("network", [mixed_network, depthwise_network], ids=lambda f: f.__name__)
+def test_small_network_matches_torch_autograd(network, batch_norm):
+    check(network(), batch=3, batch_norm=batch_norm)
+
+
+def test_resnet18_cifar10_matches_torch_autograd_in_training_mode():
+    check(zoo.build("resnet18", "cifar10"), batch=4)
