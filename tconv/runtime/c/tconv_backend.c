@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -350,7 +351,9 @@ static void run_tasks(tconv_pool *pool, int index)
 
 /* Kernels of a network follow each other within microseconds, and waking a
  * sleeping thread costs tens of microseconds (more on a VM): a waiting thread
- * spins this long before it sleeps on a condition variable. */
+ * spins this long before it sleeps on a condition variable. It yields the
+ * core while it spins: on a machine shared with other processes, a thread
+ * that burns its time slice delays the very threads it waits for. */
 #define SPIN_NS 200000
 
 static uint64_t now_ns(void)
@@ -377,12 +380,13 @@ static int spin_while_equal_u64(_Atomic uint64_t *value, uint64_t unwanted, _Ato
         if (atomic_load_explicit(value, memory_order_acquire) != unwanted ||
             atomic_load_explicit(or_flag, memory_order_acquire))
             return 1;
-        if ((i & 255) == 255) {
+        if ((i & 15) == 15) {
             uint64_t t = now_ns();
             if (start == 0)
                 start = t;
             else if (t - start > SPIN_NS)
                 return 0;
+            sched_yield();
         }
         cpu_relax();
     }
@@ -517,7 +521,7 @@ static int parallel_launch(FTVMParallelLambda lambda, void *closure, int num_tas
     run_tasks(pool, 0);
 
     for (uint64_t start = now_ns(); atomic_load(&pool->running) > 0 && now_ns() - start < SPIN_NS;)
-        cpu_relax();
+        sched_yield();
     pthread_mutex_lock(&pool->lock);
     while (atomic_load(&pool->running) > 0)
         pthread_cond_wait(&pool->done, &pool->lock);
