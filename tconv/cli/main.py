@@ -18,12 +18,15 @@ from tconv.cli.capacity import CAPACITY
 from tconv.cli.command import Command, UsageError
 from tconv.cli.compile import COMPILE
 from tconv.cli.interop import EXPORT, IMPORT
+from tconv.cli.mlir import EXPORT_MLIR, IMPORT_MLIR
 from tconv.cli.run import RUN
 from tconv.cli.summary import SUMMARY
 from tconv.cli.zoo import ZOO
 from tconv.ir.loader import TconvError
 
-COMMANDS: tuple[Command, ...] = (ZOO, IMPORT, EXPORT, SUMMARY, COMPILE, RUN, CAPACITY)
+COMMANDS: tuple[Command, ...] = (
+    ZOO, IMPORT, EXPORT, IMPORT_MLIR, EXPORT_MLIR, SUMMARY, COMPILE, RUN, CAPACITY
+)
 """The subcommands, in the order `tconv --help` lists them."""
 
 INTERNAL_ERROR = 3
