@@ -146,6 +146,13 @@ _SIGNATURES = {
         [ctypes.c_void_p, ctypes.POINTER(_Buffer), ctypes.c_size_t,
          ctypes.POINTER(_Buffer), ctypes.c_size_t],
     ),
+    "tconv_input_data": (
+        ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)],
+    ),
+    "tconv_output_data": (
+        ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)],
+    ),
+    "tconv_execute": (ctypes.c_int, [ctypes.c_void_p]),
 }
 
 _loaded: dict[Path, ctypes.CDLL] = {}
@@ -260,6 +267,31 @@ class Runtime:
             )
             self._check(status)
         return outputs
+
+    def _arena_views(self, function, infos) -> list[np.ndarray]:
+        views = []
+        for index, info in enumerate(infos):
+            data = ctypes.c_void_p()
+            self._check(function(self._live_handle(), index, ctypes.byref(data)))
+            pointer = ctypes.cast(data, ctypes.POINTER(ctypes.c_float))
+            views.append(np.ctypeslib.as_array(pointer, shape=info.shape))
+        return views
+
+    def arena_inputs(self) -> list[np.ndarray]:
+        """Zero-copy use: numpy views of the inputs' place in the arena. Fill
+        them, call `execute()`, read `arena_outputs()`. The views are valid
+        only until `close()`; an output may share bytes with an input, so
+        read the outputs before writing the next inputs."""
+        return self._arena_views(self._lib.tconv_input_data, self.inputs)
+
+    def arena_outputs(self) -> list[np.ndarray]:
+        """Numpy views of the outputs' place in the arena (see `arena_inputs`)."""
+        return self._arena_views(self._lib.tconv_output_data, self.outputs)
+
+    def execute(self) -> None:
+        """Run the network on the arena as it is: no copies (see `arena_inputs`)."""
+        with self._lock:
+            self._check(self._lib.tconv_execute(self._live_handle()))
 
     def close(self) -> None:
         """Free the arena, the parameters, the threads and the kernel library."""

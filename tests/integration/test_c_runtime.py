@@ -170,6 +170,24 @@ def test_outputs_are_fresh_arrays_and_inputs_untouched(artifact):
     np.testing.assert_array_equal(x, saved)
 
 
+def test_zero_copy_views_run_like_run(artifact):
+    """Inputs written into the arena, `execute()`, outputs read from it: the
+    same numbers as `run`, which copies."""
+    x, z = inputs(seed=3)
+    with Runtime(artifact, threads=2) as runtime:
+        expected = runtime.run(x, z)
+        in_x, in_z = runtime.arena_inputs()
+        assert in_x.shape == x.shape and in_z.shape == z.shape
+        in_x[...] = x
+        in_z[...] = z
+        runtime.execute()
+        for view, want in zip(runtime.arena_outputs(), expected):
+            np.testing.assert_array_equal(view, want)
+        with pytest.raises(TconvError, match="closed"):
+            runtime.close()
+            runtime.execute()
+
+
 def test_non_contiguous_inputs_are_accepted(artifact):
     x, z = inputs()
     wide = np.zeros((ROWS, 2 * DEPTH), np.float32)

@@ -904,6 +904,43 @@ static int check_buffers(const tconv_runtime *rt, const char *kind, const size_t
     return TCONV_OK;
 }
 
+int tconv_execute(tconv_runtime *rt)
+{
+    if (rt == NULL)
+        return fail(TCONV_ERR_ARGUMENT, "tconv_execute: NULL argument");
+    for (size_t i = 0; i < rt->num_calls; i++) {
+        const call *c = &rt->calls[i];
+        char message[ERROR_SIZE / 2];
+        if (tconv_backend_call(c->kernel, c->packed, c->num_args, rt->pool, message,
+                               sizeof message) != 0)
+            return fail(TCONV_ERR_KERNEL, "%s:%d: kernel `%s` (call %zu) failed: %s",
+                        rt->plan_path, c->line, c->symbol, i, message);
+    }
+    return TCONV_OK;
+}
+
+int tconv_input_data(tconv_runtime *rt, size_t index, void **data)
+{
+    if (rt == NULL || data == NULL)
+        return fail(TCONV_ERR_ARGUMENT, "tconv_input_data: NULL argument");
+    if (index >= rt->num_inputs)
+        return fail(TCONV_ERR_ARGUMENT, "input %zu does not exist (the network has %zu)", index,
+                    rt->num_inputs);
+    *data = rt->tensors[rt->inputs[index]].dl.data;
+    return TCONV_OK;
+}
+
+int tconv_output_data(const tconv_runtime *rt, size_t index, const void **data)
+{
+    if (rt == NULL || data == NULL)
+        return fail(TCONV_ERR_ARGUMENT, "tconv_output_data: NULL argument");
+    if (index >= rt->num_outputs)
+        return fail(TCONV_ERR_ARGUMENT, "output %zu does not exist (the network has %zu)", index,
+                    rt->num_outputs);
+    *data = rt->tensors[rt->outputs[index]].dl.data;
+    return TCONV_OK;
+}
+
 int tconv_run(tconv_runtime *rt, const tconv_buffer *inputs, size_t num_inputs,
               const tconv_buffer *outputs, size_t num_outputs)
 {
@@ -917,14 +954,8 @@ int tconv_run(tconv_runtime *rt, const tconv_buffer *inputs, size_t num_inputs,
         return status;
     for (size_t i = 0; i < num_inputs; i++)
         memcpy(rt->tensors[rt->inputs[i]].dl.data, inputs[i].data, (size_t)inputs[i].bytes);
-    for (size_t i = 0; i < rt->num_calls; i++) {
-        const call *c = &rt->calls[i];
-        char message[ERROR_SIZE / 2];
-        if (tconv_backend_call(c->kernel, c->packed, c->num_args, rt->pool, message,
-                               sizeof message) != 0)
-            return fail(TCONV_ERR_KERNEL, "%s:%d: kernel `%s` (call %zu) failed: %s",
-                        rt->plan_path, c->line, c->symbol, i, message);
-    }
+    if ((status = tconv_execute(rt)) != TCONV_OK)
+        return status;
     for (size_t i = 0; i < num_outputs; i++)
         memcpy(outputs[i].data, rt->tensors[rt->outputs[i]].dl.data, (size_t)outputs[i].bytes);
     return TCONV_OK;

@@ -139,6 +139,17 @@ int tconv_arena_bytes(const tconv_runtime *runtime, uint64_t *bytes);
 int tconv_run(tconv_runtime *runtime, const tconv_buffer *inputs, size_t num_inputs,
               const tconv_buffer *outputs, size_t num_outputs);
 
+/* Zero-copy use: where input or output `index` lives in the arena. Write the
+ * inputs there, call tconv_execute, read the outputs there. The pointers are
+ * valid until tconv_close. Arena space is reused across a run, so an output
+ * may share bytes with an input: read the outputs before writing the next
+ * inputs. */
+int tconv_input_data(tconv_runtime *runtime, size_t index, void **data);
+int tconv_output_data(const tconv_runtime *runtime, size_t index, const void **data);
+
+/* Run every call of the plan on the arena as it is (no copies). */
+int tconv_execute(tconv_runtime *runtime);
+
 #ifdef __cplusplus
 }
 #endif
