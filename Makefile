@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := build/demo
 
-.PHONY: demo test lit clean
+.PHONY: demo test lit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	$(BIN)/lit -v tests/filecheck
+
+# Not part of CI: timings need a quiet machine (see bench/suite.py).
+bench: $(STAMP)
+	$(BIN)/python bench/suite.py -o build/bench.md
 
 clean:
 	rm -rf $(VENV) build

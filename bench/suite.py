@@ -1,0 +1,247 @@
+"""The benchmark suite: tconv beside PyTorch and ONNX Runtime, single convs
+and whole networks, batch 1, at 1 and 2 threads, in one process (a
+measurement, not a test).
+
+    make bench                                  # = .venv/bin/python bench/suite.py -o build/bench.md
+    .venv/bin/python bench/suite.py --kernels --threads 2 --rounds 3
+
+tconv runs compiled artifacts on the C runtime, zero-copy (input written into
+the arena, `execute()`), its thread count set per measurement. PyTorch runs
+the same convolution with a pre-allocated output (`aten.convolution.out`)
+and whole networks through `tconv.runtime.torch_executor` (eager torch, one
+op at a time, as a user would run the model); ONNX Runtime runs the ONNX
+export with its output bound (`tvm_network.OrtRunner`). All run on the same
+weights and input, timed in alternating rounds (`interleaved_medians`); the
+peak is a 4096² sgemm in torch, measured in the same run at each thread
+count. Rates are GFLOP/s (2 × MACs per second); "vs best" is tconv's speed
+over the faster peer's, "% peak" its share of the sgemm rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+KERNELS = {
+    # name: (in channels, size, out channels, kernel, stride, groups)
+    "R34 64ch 56² 3×3": (64, 56, 64, 3, 1, 1),
+    "R34 128ch 28² 3×3": (128, 28, 128, 3, 1, 1),
+    "R34 256ch 14² 3×3": (256, 14, 256, 3, 1, 1),
+    "R34 512ch 7² 3×3": (512, 7, 512, 3, 1, 1),
+    "64ch 56² 3×3 g2": (64, 56, 64, 3, 1, 2),
+    "64ch 56² 3×3 g4": (64, 56, 64, 3, 1, 4),
+    "64ch 56² 3×3 g8": (64, 56, 64, 3, 1, 8),
+    "64ch 56² 3×3 g16": (64, 56, 64, 3, 1, 16),
+    "64ch 56² 3×3 g32": (64, 56, 64, 3, 1, 32),
+    "64ch 56² 3×3 depthwise": (64, 56, 64, 3, 1, 64),
+    "256ch 14² 1×1": (256, 14, 256, 1, 1, 1),
+    "CIFAR 64ch 32² 3×3": (64, 32, 64, 3, 1, 1),
+    "CIFAR 64ch 32² 3×3 g4": (64, 32, 64, 3, 1, 4),
+}
+
+NETWORKS = {
+    "ResNet-18 CIFAR": ("resnet18", "cifar10"),
+    "ResNet-34 CIFAR": ("resnet34", "cifar10"),
+    "ResNet-18 ImageNet": ("resnet18", "imagenet"),
+    "ResNet-34 ImageNet": ("resnet34", "imagenet"),
+    "MobileNetV2": ("mobilenet_v2", "imagenet"),
+    "ResNeXt-29 2x64d": ("resnext29_2x64d", "cifar10"),
+}
+
+
+@dataclass
+class Row:
+    name: str
+    threads: int
+    gflop: float
+    seconds: dict[str, float]
+    peak: float
+
+    def rate(self, who: str) -> float:
+        return self.gflop / self.seconds[who]
+
+    def markdown(self) -> str:
+        best_peer = min(self.seconds["PyTorch"], self.seconds["ORT"])
+        return (
+            f"| {self.name} | {self.threads} | {1e3 * self.seconds['tconv']:.3f} | "
+            f"{self.rate('tconv'):.1f} | {self.rate('PyTorch'):.1f} | {self.rate('ORT'):.1f} | "
+            f"{best_peer / self.seconds['tconv']:.2f} | {100 * self.rate('tconv') / self.peak:.0f}% |"
+        )
+
+
+HEADER = (
+    "| case | threads | tconv ms | tconv GFLOP/s | PyTorch GFLOP/s | ORT GFLOP/s | "
+    "tconv vs best peer | tconv % peak |\n|---|---|---|---|---|---|---|---|"
+)
+
+
+def sgemm_peak(threads: int, size: int = 4096, runs: int = 5) -> float:
+    """GFLOP/s of a size² float32 matrix product in torch on `threads` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+class TconvRunner:
+    """A compiled artifact on the C runtime, run zero-copy."""
+
+    def __init__(self, module, params, x, scratch: str):
+        from tconv.lowering.tvm.artifact import compile_artifact
+        from tconv.runtime.driver import Runtime
+
+        report = compile_artifact(module, params, Path(scratch) / "artifact")
+        self.runtime = Runtime(report.directory)
+        (self.input,) = self.runtime.arena_inputs()
+        self.input[...] = x
+        self.runtime.execute()
+        self.output = self.runtime.arena_outputs()[0].copy()
+
+    def __call__(self):
+        self.runtime.execute()
+
+
+class TorchConvRunner:
+    """One convolution in torch, into a pre-allocated output."""
+
+    def __init__(self, module, params, x):
+        import torch
+
+        from tconv.ir.ops import Conv2dOp
+        from tconv.runtime.reference import single_function
+
+        (conv,) = [op for op in single_function(module).body.block.ops if isinstance(op, Conv2dOp)]
+        top, left, _, _ = conv.padding.get_values()
+        self.args = dict(
+            stride=list(conv.strides.get_values()), padding=[top, left],
+            dilation=list(conv.dilations.get_values()), groups=conv.groups.value.data,
+        )
+        self.x = torch.from_numpy(x)
+        self.w = torch.from_numpy(params["conv.weight"])
+        self.out = torch.nn.functional.conv2d(self.x, self.w, None, **self.args).contiguous()
+
+    def __call__(self):
+        import torch
+
+        a = self.args
+        torch.ops.aten.convolution.out(
+            self.x, self.w, None, a["stride"], a["padding"], a["dilation"], False, [0, 0], a["groups"],
+            out=self.out,
+        )
+
+
+class TorchNetworkRunner:
+    def __init__(self, module, params, x):
+        import torch
+
+        from tconv.runtime.torch_executor import TorchNetwork
+
+        self.network = TorchNetwork(module, params)
+        self.x = torch.from_numpy(x)
+
+    def __call__(self):
+        self.network(self.x)
+
+
+def conv_network(channels, size, out_channels, kernel, stride, groups):
+    from tconv.ir.builder import NetworkBuilder
+
+    b = NetworkBuilder("conv", (1, channels, size, size))
+    return b.finish(
+        b.conv2d(b.input, out_channels, kernel, stride=stride, padding=kernel // 2, groups=groups, name="conv")
+    )
+
+
+def measure(name, module, params, torch_runner, thread_counts, peaks, rounds) -> list[Row]:
+    import torch
+    from tvm_network import OrtRunner, interleaved_medians
+
+    from tconv.ir.ops import shape_of
+    from tconv.passes.analyses.summary import summarize
+    from tconv.runtime.reference import single_function
+
+    shape = shape_of(single_function(module).body.block.args[0])
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    gflop = summarize(module).flops / 1e9
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tconv-bench-") as scratch:
+        ours = TconvRunner(module, params, x, scratch)
+        theirs = torch_runner(module, params, x)
+        for threads in thread_counts:
+            ours.runtime.set_threads(threads)
+            torch.set_num_threads(threads)
+            ort = OrtRunner(module, params, x, threads)
+            ort()
+            error = np.linalg.norm(ours.output - ort.output) / np.linalg.norm(ort.output)
+            if error > 1e-4:
+                raise SystemExit(f"{name}: tconv and ORT differ (relative error {error:.1e})")
+            # Enough calls per sample to last ~20 ms, so timer resolution does not matter.
+            start = time.perf_counter()
+            ours()
+            runs = max(3, min(50, int(0.02 / max(time.perf_counter() - start, 1e-6))))
+            seconds = interleaved_medians([ours, theirs, ort], rounds, runs)
+            rows.append(Row(name, threads, gflop, dict(zip(("tconv", "PyTorch", "ORT"), seconds)), peaks[threads]))
+            print(rows[-1].markdown(), flush=True)
+        ours.runtime.close()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--kernels", action="store_true", help="single convolutions only")
+    parser.add_argument("--networks", action="store_true", help="whole networks only")
+    parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
+    parser.add_argument("-o", "--output", help="also write the Markdown report here")
+    args = parser.parse_args()
+    os.environ.setdefault("TVM_NUM_THREADS", str(max(args.threads)))
+
+    from tconv.frontends.zoo import build
+    from tconv.ir.params import init_params
+
+    peaks = {t: sgemm_peak(t) for t in args.threads}
+    lines = ["# tconv benchmark", "", f"batch 1, fp32; peak: 4096² sgemm (torch) "
+             + ", ".join(f"{peaks[t]:.0f} GFLOP/s on {t} thread(s)" for t in args.threads), ""]
+    print("\n".join(lines) + HEADER, flush=True)
+    rows: list[Row] = []
+    if not args.networks:
+        for name, shape in KERNELS.items():
+            if args.only and name not in args.only:
+                continue
+            module = conv_network(*shape)
+            rows += measure(name, module, init_params(module), TorchConvRunner, args.threads, peaks, args.rounds)
+    if not args.kernels:
+        for name, (network, dataset) in NETWORKS.items():
+            if args.only and name not in args.only:
+                continue
+            module = build(network, dataset)
+            rows += measure(name, module, init_params(module), TorchNetworkRunner, args.threads, peaks, args.rounds)
+    report = "\n".join([*lines, HEADER, *(row.markdown() for row in rows)]) + "\n"
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(report)
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
