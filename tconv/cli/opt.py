@@ -16,6 +16,13 @@ It differs where a user meets an error:
 - `-o OUT` is written atomically: a failed run leaves OUT as it was;
 - `--split-input-file` reports lines counted in the whole file, not the chunk.
 
+Parameter store: where the input `net.mlir` has a store `net.npz` beside it
+and the pipeline has a NAS pass, the passes read its values (see
+`tconv.passes.nas.store`) and `-o OUT` also writes the rewritten network's
+store beside OUT: entries whose name and shape survive are kept, values a
+pass wrote (pruned slices) are used, and every other new parameter is
+initialised from its `init` (seed 0).
+
 `--verify-diagnostics` (and `--parsing-diagnostics` for syntax errors) print the
 diagnostic to stdout and exit 0, as xdsl-opt does, for filecheck tests.
 
@@ -31,6 +38,7 @@ import sys
 import time
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 from io import StringIO
 from typing import IO
 
@@ -41,7 +49,9 @@ from xdsl.universe import Universe
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from tconv.ir.loader import TconvError, parse_module, verify_module, write_text_atomic
+from tconv.ir.loader import TconvError, parse_module, verify_module, write_atomic, write_text_atomic
+from tconv.ir.params import complete_params, load_store, save_store, store_path_for
+from tconv.passes.nas.store import ParamStore, using_store
 from tconv.universe import TCONV_UNIVERSE
 
 STDIN_NAME = "<stdin>"
@@ -166,6 +176,7 @@ class TconvOptMain(xDSLOptMain):
         """Verify the parsed module, run the pipeline on it, and print it."""
         if not self.args.disable_verify:
             verify_module(module)
+        self._modules.append(module)
         try:
             self.apply_passes(module)
         except DiagnosticException as err:
@@ -178,35 +189,71 @@ class TconvOptMain(xDSLOptMain):
         chunks, file_extension = self.prepare_input()
         output_file = self.args.output_file
         output: IO[str] = StringIO() if output_file is not None else sys.stdout
+        input_store = self._input_store()
+        self._modules: list[ModuleOp] = []
         try:
-            for index, (chunk, offset) in enumerate(chunks):
-                if index > 0:
-                    output.write("// -----\n")
-                try:
-                    module = self.parse_chunk(chunk, file_extension, offset)
-                except TconvError as err:
-                    if not self.args.parsing_diagnostics:
-                        raise
-                    print(err)
-                    continue
-                if module is None:
-                    continue
-                try:
-                    output.write(self.process_module(module))
-                except TconvError as err:
-                    if not self.args.verify_diagnostics:
-                        raise
-                    print(err)
-                output.flush()
+            with using_store(input_store or ParamStore()) as store:
+                self._process_chunks(chunks, file_extension, output)
         finally:
             for chunk, _ in chunks:
                 chunk.close()
         if output_file is not None:
             assert isinstance(output, StringIO)
+            text = output.getvalue()
             try:
-                write_text_atomic(output_file, output.getvalue())
+                if input_store is not None and len(self._modules) == 1:
+                    self._write_with_store(output_file, text, complete_params(self._modules[0], store.arrays))
+                else:
+                    write_text_atomic(output_file, text)
             except OSError as err:
                 raise TconvError(f"{output_file}: error: cannot write: {err.strerror}") from None
+
+    def _input_store(self) -> ParamStore | None:
+        """The parameter store beside the input file, if it has one and a NAS
+        pass will read or rewrite parameters (other pipelines leave it alone)."""
+        if self.args.input_file in (None, "-"):
+            return None
+        if not any(type(p).__module__.startswith("tconv.passes.nas.") for p in self.pipeline.passes):
+            return None
+        path = store_path_for(self.args.input_file)
+        if path == Path(self.args.input_file) or not path.exists():
+            return None
+        return ParamStore(load_store(path))
+
+    @staticmethod
+    def _write_with_store(output_file: str, text: str, params: dict) -> None:
+        """OUT and OUT.npz, atomically: if either write fails, neither changes."""
+        store = store_path_for(output_file)
+        if store == Path(output_file):
+            raise TconvError(f"{output_file}: error: the output may not end in .npz: its parameter store goes there")
+
+        def write_both(store_tmp: Path) -> None:
+            save_store(store_tmp, params)
+            write_text_atomic(output_file, text)
+
+        write_atomic(store, write_both)
+
+    def _process_chunks(self, chunks, file_extension: str, output: IO[str]) -> None:
+        """Parse, process and print each chunk of the input to `output`."""
+        for index, (chunk, offset) in enumerate(chunks):
+            if index > 0:
+                output.write("// -----\n")
+            try:
+                module = self.parse_chunk(chunk, file_extension, offset)
+            except TconvError as err:
+                if not self.args.parsing_diagnostics:
+                    raise
+                print(err)
+                continue
+            if module is None:
+                continue
+            try:
+                output.write(self.process_module(module))
+            except TconvError as err:
+                if not self.args.verify_diagnostics:
+                    raise
+                print(err)
+            output.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

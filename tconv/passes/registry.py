@@ -1,6 +1,7 @@
 """Every tconv pass by its pipeline name, loaded lazily (as xDSL's own registry)."""
 
 from collections.abc import Callable
+from importlib import import_module
 
 from xdsl.passes import ModulePass
 
@@ -11,6 +12,22 @@ def _set_batch() -> type[ModulePass]:
     return SetBatchPass
 
 
+def _nas(module: str, cls: str) -> Callable[[], type[ModulePass]]:
+    """A loader of the NAS pass `cls` in `tconv.passes.nas.<module>`."""
+
+    def load() -> type[ModulePass]:
+        return getattr(import_module(f"tconv.passes.nas.{module}"), cls)
+
+    return load
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "tconv-set-batch": _set_batch,
+    "tconv-group": _nas("group", "GroupPass"),
+    "tconv-bottleneck": _nas("bottleneck", "BottleneckPass"),
+    "tconv-bottleneck-block": _nas("bottleneck_block", "BottleneckBlockPass"),
+    "tconv-depthwise-separable": _nas("depthwise_separable", "DepthwiseSeparablePass"),
+    "tconv-split-output": _nas("split_output", "SplitOutputPass"),
+    "tconv-unroll-conv": _nas("unroll_conv", "UnrollConvPass"),
+    "tconv-prune-channels": _nas("prune_channels", "PruneChannelsPass"),
 }

@@ -1,0 +1,69 @@
+"""`tconv-bottleneck-block{factor}`: a KxK convolution C → O becomes a
+bottleneck: a 1x1 convolution down to W = O/factor channels, the KxK
+convolution at width W (with the original strides, padding and dilations),
+and a 1x1 convolution back up to O (which takes over the bias). All weights
+are new; the output shape is unchanged. Grouped and 1x1 convolutions are not
+eligible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from tconv.ir.ops import Conv2dOp, ParamOp, shape_of
+from tconv.passes.nas.nas_pass import (
+    NasPass,
+    RewriteState,
+    bias_name,
+    conv_geometry,
+    new_conv,
+    replace_conv,
+    weight_name,
+    weight_param,
+)
+
+
+@dataclass(frozen=True)
+class BottleneckBlockPass(NasPass):
+    name = "tconv-bottleneck-block"
+
+    factor: int
+
+    def validate(self) -> None:
+        if self.factor < 2:
+            raise self.fail(f"factor must be at least 2, got {self.factor}")
+
+    def ineligible(self, conv: Conv2dOp, state: RewriteState) -> str | None:
+        _, out_channels, kernel_h, kernel_w, groups = conv_geometry(conv)
+        if weight_param(conv) is None:
+            return "its weight is not a tconv.param"
+        if groups != 1:
+            return f"it is grouped ({groups} groups)"
+        if (kernel_h, kernel_w) == (1, 1):
+            return "it is a 1x1 convolution"
+        if out_channels % self.factor:
+            return f"its output channels {out_channels} are not divisible by factor {self.factor}"
+        return None
+
+    def rewrite(self, conv: Conv2dOp, state: RewriteState) -> None:
+        in_channels, out_channels, kernel_h, kernel_w, _ = conv_geometry(conv)
+        width = out_channels // self.factor
+        maker = state.maker
+
+        def insert(op: Conv2dOp) -> Conv2dOp:
+            Rewriter.insert_op(op, InsertPoint.before(conv))
+            return op
+
+        down_weight = maker.new(conv, weight_name(conv, "down"), (width, in_channels, 1, 1), "kaiming_normal")
+        down = insert(new_conv(conv, conv.input, down_weight, pointwise=True))
+        mid_weight = maker.new(conv, weight_name(conv, "mid"), (width, width, kernel_h, kernel_w), "kaiming_normal")
+        mid = insert(new_conv(conv, down.output, mid_weight))
+        up_weight = maker.new(conv, weight_name(conv, "up"), (out_channels, width, 1, 1), "kaiming_normal")
+        bias = None
+        if conv.bias is not None:
+            init = conv.bias.owner.init.data if isinstance(conv.bias.owner, ParamOp) else "zeros"
+            bias = maker.new(conv, bias_name(conv, "up"), shape_of(conv.bias), init)
+        up = insert(new_conv(conv, mid.output, up_weight, bias, pointwise=True))
+        replace_conv(conv, up.output, state)

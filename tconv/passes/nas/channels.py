@@ -1,0 +1,149 @@
+"""Narrowing a value's channels, and every consumer with it.
+
+When a rewrite leaves a convolution with fewer output channels (bottleneck,
+pruning), its consumers must follow: batch-norm parameters shrink, ReLUs and
+pools pass the change on, the next convolution's weight loses input channels,
+the classifier's weight loses input features after `flatten`, and a channel
+`concat` passes the change on at its offset. `plan_narrowing` finds them all
+(or says why it cannot), `apply_narrowing` rewrites their parameters; result
+types are re-inferred afterwards with `refresh_result_types`.
+
+A change is described by `kept`: for each channel of the narrowed value, the
+old channel it was (`range(new)` for a bottleneck, the survivors for pruning).
+With `carry_values`, each new parameter gets the kept slices of the old one;
+otherwise it is initialised from its `init`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.ir import Operation, SSAValue
+
+from tconv.ir.ops import (
+    AddOp,
+    AvgPool2dOp,
+    BatchNormOp,
+    ConcatOp,
+    Conv2dOp,
+    DenseOp,
+    FlattenOp,
+    GlobalAvgPoolOp,
+    MaxPool2dOp,
+    ParamOp,
+    Relu6Op,
+    ReluOp,
+    shape_of,
+)
+from tconv.passes.nas.params import ParamMaker
+
+PASS_THROUGH = (ReluOp, Relu6Op, MaxPool2dOp, AvgPool2dOp, GlobalAvgPoolOp)
+"""Ops that keep their input's channels one for one."""
+
+
+class NotNarrowable(Exception):
+    """Why a value's channels cannot be narrowed (a remark or a diagnostic)."""
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Operand `operand` of `op` (a parameter) keeps `kept` along `axis`,
+    divided among `groups` groups (a grouped consumer's weight holds C/groups
+    input channels)."""
+
+    op: Operation
+    operand: int
+    axis: int
+    kept: tuple[int, ...]
+    groups: int = 1
+
+
+@dataclass
+class NarrowingPlan:
+    resizes: list[Resize] = field(default_factory=list)
+
+
+def _param_operand(op: Operation, index: int, what: str) -> None:
+    if not isinstance(op.operands[index].owner, ParamOp):
+        raise NotNarrowable(f"its {what} is not a tconv.param")
+
+
+def plan_narrowing(value: SSAValue, kept: Sequence[int], carry_values: bool) -> NarrowingPlan:
+    """The parameter resizes that narrowing `value` to channels `kept` needs.
+
+    Raises NotNarrowable when a consumer cannot follow: a residual `add` (its
+    other operand keeps its channels), a function result, a depthwise or
+    (when values are carried) grouped convolution, or any other op."""
+    plan = NarrowingPlan()
+    _plan(value, tuple(kept), carry_values, plan, set())
+    return plan
+
+
+def _plan(value: SSAValue, kept: tuple[int, ...], carry_values: bool, plan: NarrowingPlan, seen: set) -> None:
+    if value in seen:
+        raise NotNarrowable("its channels reach one op along two paths")
+    seen.add(value)
+    channels = len(kept)
+    for use in list(value.uses):
+        op = use.operation
+        if isinstance(op, BatchNormOp) and use.index == 0:
+            for index, what in ((1, "scale"), (2, "shift"), (3, "mean"), (4, "var")):
+                _param_operand(op, index, f"batch_norm {what}")
+                plan.resizes.append(Resize(op, index, 0, kept))
+            _plan(op.output, kept, carry_values, plan, seen)
+        elif isinstance(op, PASS_THROUGH):
+            _plan(op.results[0], kept, carry_values, plan, seen)
+        elif isinstance(op, Conv2dOp) and use.index == 0:
+            groups = op.groups.value.data
+            old_channels = shape_of(op.input)[1]
+            if groups > 1 and groups == old_channels:
+                raise NotNarrowable(f"it feeds a depthwise convolution ({groups} groups)")
+            if groups > 1 and carry_values:
+                raise NotNarrowable(f"it feeds a grouped convolution ({groups} groups)")
+            if channels % groups:
+                raise NotNarrowable(
+                    f"it feeds a convolution with {groups} groups, which do not divide {channels} channels"
+                )
+            _param_operand(op, 1, "consumer's weight")
+            plan.resizes.append(Resize(op, 1, 1, kept, groups))
+        elif isinstance(op, FlattenOp):
+            _, _, height, width = shape_of(op.input)
+            area = height * width
+            features = tuple(c * area + i for c in kept for i in range(area))
+            for flat_use in op.output.uses:
+                dense = flat_use.operation
+                if not isinstance(dense, DenseOp) or flat_use.index != 0:
+                    raise NotNarrowable(f"its flattened channels feed {dense.name}, which cannot be resized")
+                _param_operand(dense, 1, "dense weight")
+                plan.resizes.append(Resize(dense, 1, 1, features))
+        elif isinstance(op, ConcatOp) and op.axis.value.data == 1:
+            offset = sum(shape_of(v)[1] for v in op.inputs[: use.index])
+            total = shape_of(op.output)[1]
+            own = shape_of(value)[1]
+            joined = (
+                tuple(range(offset)) + tuple(offset + c for c in kept) + tuple(range(offset + own, total))
+            )
+            _plan(op.output, joined, carry_values, plan, seen)
+        elif isinstance(op, AddOp):
+            raise NotNarrowable("it feeds a residual add whose other operand keeps its channels")
+        elif isinstance(op, func.ReturnOp):
+            raise NotNarrowable("it is a result of the function")
+        else:
+            raise NotNarrowable(f"it feeds {op.name}, which cannot be resized")
+
+
+def apply_narrowing(plan: NarrowingPlan, maker: ParamMaker, tag: str, carry_values: bool) -> None:
+    """Give every planned operand a new parameter (named with `tag`) of the narrowed shape."""
+    for resize in plan.resizes:
+        old = resize.op.operands[resize.operand].owner
+        assert isinstance(old, ParamOp)
+        shape = list(shape_of(old.result))
+        shape[resize.axis] = len(resize.kept) // resize.groups
+        value = None
+        if carry_values:
+            assert resize.groups == 1, "slices of a grouped weight are not planned"
+            value = np.take(maker.store.value_of(old), resize.kept, axis=resize.axis)
+        maker.replace_operand(resize.op, resize.operand, tag, shape, value)

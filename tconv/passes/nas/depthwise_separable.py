@@ -1,0 +1,60 @@
+"""`tconv-depthwise-separable`: a KxK convolution becomes a depthwise KxK
+convolution followed by a pointwise 1x1 one (MobileNet's factorisation).
+
+The depthwise convolution keeps the original strides, padding and dilations,
+with one group per input channel (weight C x 1 x KH x KW); the pointwise one
+maps C to O channels (weight O x C x 1 x 1) and takes over the bias. The
+output shape is unchanged. Grouped and 1x1 convolutions are not eligible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from tconv.ir.ops import Conv2dOp, ParamOp, shape_of
+from tconv.passes.nas.nas_pass import (
+    NasPass,
+    RewriteState,
+    bias_name,
+    conv_geometry,
+    new_conv,
+    replace_conv,
+    weight_name,
+    weight_param,
+)
+
+
+@dataclass(frozen=True)
+class DepthwiseSeparablePass(NasPass):
+    name = "tconv-depthwise-separable"
+
+    def ineligible(self, conv: Conv2dOp, state: RewriteState) -> str | None:
+        _, _, kernel_h, kernel_w, groups = conv_geometry(conv)
+        if weight_param(conv) is None:
+            return "its weight is not a tconv.param"
+        if groups != 1:
+            return f"it is already grouped ({groups} groups)"
+        if (kernel_h, kernel_w) == (1, 1):
+            return "it is a 1x1 convolution"
+        return None
+
+    def rewrite(self, conv: Conv2dOp, state: RewriteState) -> None:
+        in_channels, out_channels, kernel_h, kernel_w, _ = conv_geometry(conv)
+        maker = state.maker
+        depthwise_weight = maker.new(
+            conv, weight_name(conv, "dw"), (in_channels, 1, kernel_h, kernel_w), "kaiming_normal"
+        )
+        depthwise = new_conv(conv, conv.input, depthwise_weight, groups=in_channels)
+        Rewriter.insert_op(depthwise, InsertPoint.before(conv))
+        pointwise_weight = maker.new(
+            conv, weight_name(conv, "pw"), (out_channels, in_channels, 1, 1), "kaiming_normal"
+        )
+        bias = None
+        if conv.bias is not None:
+            init = conv.bias.owner.init.data if isinstance(conv.bias.owner, ParamOp) else "zeros"
+            bias = maker.new(conv, bias_name(conv, "pw"), shape_of(conv.bias), init)
+        pointwise = new_conv(conv, depthwise.output, pointwise_weight, bias, pointwise=True)
+        Rewriter.insert_op(pointwise, InsertPoint.before(conv))
+        replace_conv(conv, pointwise.output, state)
