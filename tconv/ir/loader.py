@@ -102,7 +102,8 @@ def location_of(op: Operation) -> str | None:
     return None
 
 
-def _located(op: Operation, message: str) -> str:
+def located(op: Operation, message: str) -> str:
+    """`message` as an error at the op's position in its file (if it came from one)."""
     where = location_of(op)
     return f"{where}: error: {message}" if where else f"error: {message} (in {op.name})"
 
@@ -153,7 +154,7 @@ def verify_module(module: ModuleOp) -> None:
             op.verify(verify_nested_ops=False)
         except DiagnosticException as err:
             cause = err.__cause__ if err.__cause__ is not None else err
-            raise TconvError(_located(op, str(cause).strip())) from None
+            raise TconvError(located(op, str(cause).strip())) from None
     # Imported here: the parameter rules need the ops, which need this module's context.
     from tconv.ir.params import check_param_names
 

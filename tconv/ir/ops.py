@@ -40,6 +40,7 @@ from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
 from tconv.ir import shapes
+from tconv.ir.schedule import ScheduleError, parse_schedule
 from tconv.ir.shapes import Shape, ShapeError
 from tconv.ir.syntax import (
     Keyword,
@@ -274,7 +275,7 @@ class ParamOp(IRDLOperation):
 class Conv2dOp(TconvOp):
     """2-D convolution over NCHW with groups, strides, dilations and
     (top, left, bottom, right) zero padding; optional per-output-channel bias.
-    `schedule` is the (optional) schedule the backends honour."""
+    `schedule` is the (optional) schedule the backends honour (`tconv.ir.schedule`)."""
 
     name = "tconv.conv2d"
     KEYWORDS: ClassVar[tuple[Keyword, ...]] = (
@@ -317,6 +318,14 @@ class Conv2dOp(TconvOp):
         if schedule is not None:
             properties["schedule"] = schedule
         self._init_op([input, weight, bias], properties)
+
+    def verify_(self) -> None:
+        super().verify_()
+        if self.schedule is not None:
+            try:
+                parse_schedule(self.schedule)
+            except ScheduleError as err:
+                raise VerifyException(f"conv2d: {err}") from None
 
     @classmethod
     def infer_shape(cls, operand_shapes, properties):

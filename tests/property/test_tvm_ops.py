@@ -8,17 +8,22 @@ channel counts that fill no vector, batches above 1, and the fused epilogues
 (batch-norm, residual add, ReLU/ReLU6).
 """
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.builder import NetworkBuilder
-from tconv.ir.ops import shape_of, tensor_type
+from tconv.ir.loader import TconvError
+from tconv.ir.ops import Conv2dOp, shape_of, tensor_type
 from tconv.ir.params import init_params
-from tconv.lowering.tvm.build import run_tvm
+from tconv.ir.schedule import ConvSchedule
+from tconv.lowering.tvm.build import lower_kernels, run_tvm
+from tconv.lowering.tvm.conv_schedule import TEMPLATE_ORDER, TEMPLATE_PARALLEL, TEMPLATE_UNROLL
 from tconv.runtime.reference import run
 
 FEW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -134,6 +139,57 @@ def test_depthwise_conv2d(channels, kernel, stride, dilation, size, batch, kind,
     x = b.conv2d(b.input, channels, kernel, stride=stride, dilation=dilation, groups=channels, name="conv")
     module = b.finish(epilogue(b, x, kind))
     assert_matches_reference(module, random_params(module, seed), seed)
+
+
+def scheduled(module: ModuleOp, schedule: ConvSchedule) -> ModuleOp:
+    """`module` with `schedule` on its (one) convolution."""
+    (conv,) = [op for op in module.walk() if isinstance(op, Conv2dOp)]
+    conv.properties["schedule"] = schedule.to_attr()
+    module.verify()
+    return module
+
+
+@FEW
+@given(conv_cases(), st.data())
+def test_conv2d_honours_the_schedule_knobs(case, data):
+    """Any channel block (dividing a group's channels where there are several
+    groups) and any column tile compute the same numbers, in the template's
+    full form or with only the tiles given."""
+    out_group = case["out_channels"] // case["groups"]
+    if case["channels"] == case["groups"] and out_group == 1:
+        return  # depthwise: its own kernel, no schedule knobs yet
+    blocks = [b for b in range(1, 33) if case["groups"] == 1 or out_group % b == 0]
+    block = data.draw(st.sampled_from(blocks))
+    width_tile = data.draw(st.integers(1, 9))
+    full = data.draw(st.booleans())
+    schedule = ConvSchedule(
+        {"oc": (block,), "ow": (width_tile,)},
+        TEMPLATE_ORDER if full else (), "oc.1" if full else None,
+        TEMPLATE_UNROLL if full else frozenset(), TEMPLATE_PARALLEL if full else (),
+    )
+    module = scheduled(conv_network(case), schedule)
+    _, program = lower_kernels(module)
+    assert any(re.search(rf"GxOBxCxKHxKWx{block}\b", t.name) for t in program.tensors), "block not honoured"
+    assert_matches_reference(module, random_params(module, case["seed"]), case["seed"])
+
+
+@pytest.mark.parametrize(
+    ("schedule", "reason"),
+    [
+        (ConvSchedule({"ic": (4,)}), "it tiles only loops oc and ow, not 'ic'"),
+        (ConvSchedule({"oc": (2, 4)}), "it splits 'oc' once, not 2 times"),
+        (ConvSchedule({"oc": (3,)}), "a channel block of 3 does not divide the 4 output channels of a group"),
+        (ConvSchedule(unroll=frozenset({"kh"})), "it unrolls kh, kw, ow.1, no other set"),
+        (ConvSchedule(parallel=("n",)), "it runs n, g, oc.0, oh in parallel, no other set"),
+        (ConvSchedule({"oc": (4,), "ow": (2,)}, order=("n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "ow.1", "kw", "oc.1")),
+         "its loop order is n, g, oc.0, oh, ow.0, ic, kh, kw, ow.1, oc.1"),
+    ],
+)
+def test_schedules_outside_the_template_are_refused(schedule, reason):
+    b = NetworkBuilder("conv", (1, 8, 6, 6))
+    module = scheduled(b.finish(b.conv2d(b.input, 8, 3, padding=1, groups=2, name="conv")), schedule)
+    with pytest.raises(TconvError, match=re.escape(f"tvm backend: cannot honour this schedule: {reason}")):
+        run_tvm(module, init_params(module), np.zeros((1, 8, 6, 6), np.float32))
 
 
 def test_conv2d_with_wide_blocks_and_tails():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, i64
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, StringAttr, i64
 from xdsl.ir.affine import AffineExpr, AffineMap
 
 from tconv.cli.files import write_network
@@ -365,7 +365,7 @@ def test_export_refuses_to_overwrite_its_input(network, capsys):
 def test_export_notes_the_schedules_it_leaves_out(capsys, tmp_path):
     module = small_network()
     conv = next(op for op in module.walk() if isinstance(op, Conv2dOp))
-    conv.properties["schedule"] = DictionaryAttr({"unroll": IntegerAttr(4, i64)})
+    conv.properties["schedule"] = DictionaryAttr({"unroll": ArrayAttr([StringAttr("kw")])})
     path = tmp_path / "scheduled.mlir"
     write_network(path, module, init_params(module))
     status, out, err = tconv(capsys, "export-mlir", path)

@@ -177,7 +177,7 @@ def test_outputs_may_not_overwrite_inputs(capsys, tmp_path, network):
 
 
 def test_export_notes_that_schedules_are_left_out(capsys, tmp_path, network):
-    text = network.read_text().replace("groups 1 :", 'groups 1 schedule {tile = 4 : i64} :', 1)
+    text = network.read_text().replace("groups 1 :", 'groups 1 schedule {tile = {ow = [4]}} :', 1)
     assert "schedule" in text
     network.write_text(text)
     status, _, err = tconv(capsys, "export", network, "-o", tmp_path / "small.onnx")

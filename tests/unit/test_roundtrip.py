@@ -54,7 +54,7 @@ func.func @f(%x: tensor<1x8x16x16xf32>) -> tensor<1x8x16x16xf32> {
 func.func @f(%x: tensor<2x8x15x9xf32>) -> tensor<2x12x7x10xf32> {
   %w = tconv.param "w" init kaiming_normal : tensor<12x2x3x2xf32>
   %b = tconv.param "b" init zeros : tensor<12xf32>
-  %y = tconv.conv2d %x, %w, %b strides [2, 1] padding [0, 1, 2, 1] dilations [2, 1] groups 4 schedule {tile = [4 : i64, 8 : i64], parallel = true} : (tensor<2x8x15x9xf32>, tensor<12x2x3x2xf32>, tensor<12xf32>) -> tensor<2x12x7x10xf32>
+  %y = tconv.conv2d %x, %w, %b strides [2, 1] padding [0, 1, 2, 1] dilations [2, 1] groups 4 schedule {tile = {oc = [3 : i64], ow = [8 : i64]}, parallel = ["n", "g"]} : (tensor<2x8x15x9xf32>, tensor<12x2x3x2xf32>, tensor<12xf32>) -> tensor<2x12x7x10xf32>
   func.return %y : tensor<2x12x7x10xf32>
 }
 """,

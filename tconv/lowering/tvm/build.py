@@ -30,7 +30,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 
-from tconv.ir.loader import TconvError
+from tconv.ir.loader import TconvError, located
 from tconv.ir.ops import (
     AddOp,
     AvgPool2dOp,
@@ -49,7 +49,9 @@ from tconv.ir.ops import (
     shape_of,
 )
 from tconv.ir.params import bind_params
+from tconv.ir.schedule import parse_schedule
 from tconv.lowering.tvm import ops, schedule_cpu
+from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, template_knobs
 from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
 from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
 from tconv.lowering.tvm.packing import blocks
@@ -61,7 +63,6 @@ from tconv.runtime.reference import single_function
 
 class LoweringError(TconvError):
     """A network the TVM lowering cannot compile, and why."""
-
 
 @dataclass
 class KernelSpec:
@@ -264,23 +265,38 @@ class _Lowering:
         return weight_id, bias_id
 
     def conv2d_variant(
-        self, groups: int, out_group: int, group_channels: int, kernel, strides, padding, in_size, out_size
+        self, op: Conv2dOp, groups: int, out_group: int, group_channels: int, kernel, strides, padding,
+        in_size, out_size,
     ) -> tuple[str, ConvBlocking]:
         """Which convolution kernel computes this shape, and its blocking:
         `depthwise_conv2d` (one input channel per output channel),
         `pointwise_conv2d` (1×1, unit strides, no padding, on images whose
-        positions tile better than their rows) or the general `conv2d`."""
+        positions tile better than their rows) or the general `conv2d`. A
+        schedule in the IR picks the general kernel's knobs (`conv_schedule`)."""
         out_height, out_width = out_size
-        if group_channels == 1 and out_group == 1:
+        schedule = parse_schedule(op.schedule) if op.schedule is not None else None
+        depthwise = group_channels == 1 and out_group == 1
+        if schedule is not None and (self.gpu or depthwise):
+            what = "cuda kernels" if self.gpu else "depthwise convolutions"
+            raise LoweringError(located(op, f"tvm backend: schedules of {what} are not honoured yet"))
+        if depthwise:
             blocking = ConvBlocking(1, 1) if self.gpu else schedule_cpu.depthwise_blocking(out_group * groups, out_width, self.unit)
             return "depthwise_conv2d", blocking
         if self.gpu:
             return "conv2d", ConvBlocking(1, 1)
-        if ops.is_pointwise(kernel, strides, padding) and schedule_cpu.tiles_positions(
+        if schedule is None and ops.is_pointwise(kernel, strides, padding) and schedule_cpu.tiles_positions(
             groups, out_group, out_height, out_width, self.unit
         ):
             return "pointwise_conv2d", schedule_cpu.conv2d_blocking(groups, out_group, out_height * out_width, self.unit)
         blocking = schedule_cpu.conv2d_blocking(groups, out_group, out_width, self.unit)
+        if schedule is not None:
+            try:
+                block, width_tile = template_knobs(schedule, groups, out_group)
+            except UnsupportedSchedule as reason:
+                raise LoweringError(
+                    located(op, f"tvm backend: cannot honour this schedule: {reason}")
+                ) from None
+            blocking = ConvBlocking(block or blocking.block, width_tile or blocking.width_tile)
         return "conv2d", replace(blocking, skew_planes=schedule_cpu.skews_planes(*in_size, padding))
 
     def conv2d(self, group: KernelGroup) -> KernelSpec:
@@ -292,7 +308,7 @@ class _Lowering:
         groups = op.groups.value.data
         out_group = out_channels // groups
         kind, blocking = self.conv2d_variant(
-            groups, out_group, group_channels, (kh, kw), strides, padding, shape_of(op.input)[2:],
+            op, groups, out_group, group_channels, (kh, kw), strides, padding, shape_of(op.input)[2:],
             (out_height, out_width),
         )
         if kind == "depthwise_conv2d":

@@ -270,3 +270,57 @@ func.func @dynamic_shape(%x: tensor<?x8x4x4xf32>) -> tensor<?x8x4x4xf32> {
   %y = tconv.relu %x : tensor<?x8x4x4xf32>
   func.return %y : tensor<?x8x4x4xf32>
 }
+
+// -----
+
+func.func @schedule_unknown_loop(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> {
+  %w = tconv.param "w" init kaiming_normal : tensor<8x8x3x3xf32>
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: cannot tile unknown loop 'oq' (loops: n, g, oc, oh, ow, ic, kh, kw)
+  %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {tile = {oq = [4]}} : (tensor<1x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x8x8xf32>
+  func.return %y : tensor<1x8x8x8xf32>
+}
+
+// -----
+
+func.func @schedule_vectorized_reduction(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> {
+  %w = tconv.param "w" init kaiming_normal : tensor<8x8x3x3xf32>
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: cannot vectorize reduction loop 'kw' (vectorize a data-parallel loop)
+  %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {vectorize = "kw"} : (tensor<1x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x8x8xf32>
+  func.return %y : tensor<1x8x8x8xf32>
+}
+
+// -----
+
+func.func @schedule_vector_not_innermost(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> {
+  %w = tconv.param "w" init kaiming_normal : tensor<8x8x3x3xf32>
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: the vectorized loop 'oc.1' must be innermost (the order ends with 'kw')
+  %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {tile = {oc = [4]}, vectorize = "oc.1"} : (tensor<1x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x8x8xf32>
+  func.return %y : tensor<1x8x8x8xf32>
+}
+
+// -----
+
+func.func @schedule_parallel_reduction(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> {
+  %w = tconv.param "w" init kaiming_normal : tensor<8x8x3x3xf32>
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: cannot run reduction loop 'ic' in parallel
+  %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {parallel = ["ic"]} : (tensor<1x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x8x8xf32>
+  func.return %y : tensor<1x8x8x8xf32>
+}
+
+// -----
+
+func.func @schedule_zero_factor(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> {
+  %w = tconv.param "w" init kaiming_normal : tensor<8x8x3x3xf32>
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: tile factors of 'ow' must be at least 1, got {{\[}}0{{\]}}
+  %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {tile = {ow = [0]}} : (tensor<1x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x8x8xf32>
+  func.return %y : tensor<1x8x8x8xf32>
+}
+
+// -----
+
+func.func @schedule_unknown_key(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> {
+  %w = tconv.param "w" init kaiming_normal : tensor<8x8x3x3xf32>
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: unknown key 'split' (expected tile, order, vectorize, unroll, parallel)
+  %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {split = 2 : i64} : (tensor<1x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x8x8xf32>
+  func.return %y : tensor<1x8x8x8xf32>
+}

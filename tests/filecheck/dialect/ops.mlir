@@ -23,7 +23,7 @@ func.func @convolutions(%x: tensor<1x8x16x16xf32>) -> tensor<1x8x8x17xf32> {
   %aw = tconv.param "asymmetric.weight" init kaiming_normal : tensor<8x8x3x1xf32>
   %asymmetric = tconv.conv2d %dilated, %aw strides [2, 1] padding [0, 1, 2, 0] dilations [1, 1] groups 1 : (tensor<1x8x16x16xf32>, tensor<8x8x3x1xf32>) -> tensor<1x8x8x17xf32>
   %sw = tconv.param "scheduled.weight" init kaiming_normal : tensor<8x8x1x1xf32>
-  %scheduled = tconv.conv2d %asymmetric, %sw strides [1, 1] padding [0, 0, 0, 0] dilations [1, 1] groups 1 schedule {tile = [8, 14], unroll = 4 : i64, vectorize = "width"} : (tensor<1x8x8x17xf32>, tensor<8x8x1x1xf32>) -> tensor<1x8x8x17xf32>
+  %scheduled = tconv.conv2d %asymmetric, %sw strides [1, 1] padding [0, 0, 0, 0] dilations [1, 1] groups 1 schedule {tile = {oc = [8], ow = [6]}, order = ["n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "oc.1"], vectorize = "oc.1", unroll = ["kh", "kw", "ow.1"], parallel = ["n", "g", "oc.0", "oh"]} : (tensor<1x8x8x17xf32>, tensor<8x8x1x1xf32>) -> tensor<1x8x8x17xf32>
   func.return %scheduled : tensor<1x8x8x17xf32>
 }
 
@@ -40,12 +40,12 @@ func.func @convolutions(%x: tensor<1x8x16x16xf32>) -> tensor<1x8x8x17xf32> {
 // CHECK-NEXT:   %aw = tconv.param "asymmetric.weight" init kaiming_normal : tensor<8x8x3x1xf32>
 // CHECK-NEXT:   %asymmetric = tconv.conv2d %dilated, %aw strides [2, 1] padding [0, 1, 2, 0] dilations [1, 1] groups 1 : (tensor<1x8x16x16xf32>, tensor<8x8x3x1xf32>) -> tensor<1x8x8x17xf32>
 // CHECK-NEXT:   %sw = tconv.param "scheduled.weight" init kaiming_normal : tensor<8x8x1x1xf32>
-// CHECK-NEXT:   %scheduled = tconv.conv2d %asymmetric, %sw strides [1, 1] padding [0, 0, 0, 0] dilations [1, 1] groups 1 schedule {tile = [8 : i64, 14 : i64], unroll = 4 : i64, vectorize = "width"} : (tensor<1x8x8x17xf32>, tensor<8x8x1x1xf32>) -> tensor<1x8x8x17xf32>
+// CHECK-NEXT:   %scheduled = tconv.conv2d %asymmetric, %sw strides [1, 1] padding [0, 0, 0, 0] dilations [1, 1] groups 1 schedule {tile = {oc = [8 : i64], ow = [6 : i64]}, order = ["n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "oc.1"], vectorize = "oc.1", unroll = ["kh", "kw", "ow.1"], parallel = ["n", "g", "oc.0", "oh"]} : (tensor<1x8x8x17xf32>, tensor<8x8x1x1xf32>) -> tensor<1x8x8x17xf32>
 // CHECK-NEXT:   func.return %scheduled : tensor<1x8x8x17xf32>
 // CHECK-NEXT: }
 
 // GENERIC:      "tconv.param"() <{sym_name = "plain.weight", init = "kaiming_normal"}> : () -> tensor<8x8x3x3xf32>
-// GENERIC:      %scheduled = "tconv.conv2d"(%asymmetric, %sw) <{strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilations = array<i64: 1, 1>, groups = 1 : i64, schedule = {tile = [8 : i64, 14 : i64], unroll = 4 : i64, vectorize = "width"}}> : (tensor<1x8x8x17xf32>, tensor<8x8x1x1xf32>) -> tensor<1x8x8x17xf32>
+// GENERIC:      %scheduled = "tconv.conv2d"(%asymmetric, %sw) <{strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilations = array<i64: 1, 1>, groups = 1 : i64, schedule = {tile = {oc = [8 : i64], ow = [6 : i64]}, order = ["n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "oc.1"], vectorize = "oc.1", unroll = ["kh", "kw", "ow.1"], parallel = ["n", "g", "oc.0", "oh"]}}> : (tensor<1x8x8x17xf32>, tensor<8x8x1x1xf32>) -> tensor<1x8x8x17xf32>
 // GENERIC:      %bn = "tconv.batch_norm"(%x, %scale, %shift, %mean, %var) <{epsilon = 1.000000e-03 : f64}>
 // GENERIC:      %avg_pad = "tconv.avg_pool2d"(%x) <{kernel = array<i64: 3, 3>, strides = array<i64: 1, 1>, padding = array<i64: 1, 1, 1, 1>, count_include_pad}>
 // GENERIC:      %cat = "tconv.concat"(%x, %y) <{axis = 1 : i64}>

@@ -1,0 +1,164 @@
+"""The schedule of a convolution: how its loop nest runs, as data in the IR.
+
+A `tconv.conv2d` computes the loop nest
+
+    n, g, oc, oh, ow, ic, kh, kw        (oc and ic count within a group)
+
+whose first five loops are data-parallel and last three a reduction. Its
+optional `schedule` property transforms that nest, in the classic
+vocabulary of loop transformations:
+
+    schedule {tile = {oc = [8], ow = [4]},
+              order = ["n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "oc.1"],
+              vectorize = "oc.1", unroll = ["kh", "kw", "ow.1"], parallel = ["n", "g", "oc.0", "oh"]}
+
+- `tile`: a loop split by inner factors: `oc = [8]` makes `oc.0` (the
+  blocks) and `oc.1` (8 channels); `[a, b]` makes three loops. A factor need
+  not divide the extent: the last tile has a tail, which a backend handles
+  or refuses.
+- `order`: every loop (after tiling), outermost first. Default: the tiled
+  loops in place of their loop, outer parts first.
+- `vectorize`: the innermost loop, which must be data-parallel.
+- `unroll`: loops to unroll.
+- `parallel`: data-parallel loops run across threads, an outermost prefix of
+  the order.
+
+This module checks what holds for any backend (`parse_schedule`, called by
+the verifier); what a backend can honour beyond that is the backend's to
+say, with a diagnostic (see `tconv.lowering.tvm.conv_schedule`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, StringAttr
+
+LOOPS = ("n", "g", "oc", "oh", "ow", "ic", "kh", "kw")
+"""The loops of a convolution, outermost first."""
+
+REDUCTION_LOOPS = frozenset({"ic", "kh", "kw"})
+
+KEYS = ("tile", "order", "vectorize", "unroll", "parallel")
+
+
+class ScheduleError(ValueError):
+    """A schedule that breaks a rule; the message says which."""
+
+
+@dataclass(frozen=True)
+class ConvSchedule:
+    tiles: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    order: tuple[str, ...] = ()
+    vectorize: str | None = None
+    unroll: frozenset[str] = frozenset()
+    parallel: tuple[str, ...] = ()
+
+    def loops(self) -> list[str]:
+        """Every loop after tiling, in the default order."""
+        names = []
+        for loop in LOOPS:
+            factors = self.tiles.get(loop, ())
+            names += [f"{loop}.{i}" for i in range(len(factors) + 1)] if factors else [loop]
+        return names
+
+    def factor(self, loop: str) -> int | None:
+        """The innermost tile factor of `loop`, or None where it is not tiled."""
+        factors = self.tiles.get(loop, ())
+        return factors[-1] if factors else None
+
+    def to_attr(self) -> DictionaryAttr:
+        """The schedule as the property `parse_schedule` reads."""
+        entries: dict[str, object] = {}
+        if self.tiles:
+            entries["tile"] = DictionaryAttr(
+                {loop: ArrayAttr([IntegerAttr(f, 64) for f in factors]) for loop, factors in self.tiles.items()}
+            )
+        if self.order:
+            entries["order"] = ArrayAttr([StringAttr(name) for name in self.order])
+        if self.vectorize is not None:
+            entries["vectorize"] = StringAttr(self.vectorize)
+        if self.unroll:
+            entries["unroll"] = ArrayAttr([StringAttr(name) for name in sorted(self.unroll)])
+        if self.parallel:
+            entries["parallel"] = ArrayAttr([StringAttr(name) for name in self.parallel])
+        return DictionaryAttr(entries)  # type: ignore[arg-type]
+
+
+def loop_name(loop: str) -> str:
+    """The loop of the original nest a (possibly tiled) loop name comes from."""
+    return loop.split(".", 1)[0]
+
+
+def _names(value, key: str) -> list[str]:
+    if not isinstance(value, ArrayAttr) or not all(isinstance(v, StringAttr) for v in value.data):
+        raise ScheduleError(f"schedule: `{key}` must be a list of loop names")
+    return [v.data for v in value.data]
+
+
+def _tiles(value) -> dict[str, tuple[int, ...]]:
+    if not isinstance(value, DictionaryAttr):
+        raise ScheduleError("schedule: `tile` must be a dictionary {loop = [factor, ...]}")
+    tiles = {}
+    for loop, factors in value.data.items():
+        if loop not in LOOPS:
+            raise ScheduleError(f"schedule: cannot tile unknown loop '{loop}' (loops: {', '.join(LOOPS)})")
+        if not isinstance(factors, ArrayAttr) or not factors.data or not all(
+            isinstance(f, IntegerAttr) for f in factors.data
+        ):
+            raise ScheduleError(f"schedule: tile of '{loop}' must be a non-empty list of integers")
+        values = tuple(f.value.data for f in factors.data)
+        if any(f < 1 for f in values):
+            raise ScheduleError(f"schedule: tile factors of '{loop}' must be at least 1, got {list(values)}")
+        tiles[loop] = values
+    return tiles
+
+
+def parse_schedule(attr: DictionaryAttr) -> ConvSchedule:
+    """The schedule in the property `attr`, checked against the rules every
+    backend shares; a ScheduleError says which rule it breaks."""
+    entries = dict(attr.data)
+    unknown = sorted(set(entries) - set(KEYS))
+    if unknown:
+        raise ScheduleError(f"schedule: unknown key '{unknown[0]}' (expected {', '.join(KEYS)})")
+    tiles = _tiles(entries["tile"]) if "tile" in entries else {}
+    schedule = ConvSchedule(tiles)
+    loops = schedule.loops()
+
+    def known(name: str, key: str) -> str:
+        if name not in loops:
+            raise ScheduleError(f"schedule: `{key}` names unknown loop '{name}' (loops: {', '.join(loops)})")
+        return name
+
+    order = tuple(known(n, "order") for n in _names(entries["order"], "order")) if "order" in entries else ()
+    if order and sorted(order) != sorted(loops):
+        missing = sorted(set(loops) - set(order)) or sorted(n for n in order if order.count(n) > 1)
+        raise ScheduleError(
+            f"schedule: `order` must name every loop once ({', '.join(loops)}); check '{missing[0]}'"
+        )
+    effective = order or tuple(loops)
+    vectorize = None
+    if "vectorize" in entries:
+        if not isinstance(entries["vectorize"], StringAttr):
+            raise ScheduleError("schedule: `vectorize` must be a loop name")
+        vectorize = known(entries["vectorize"].data, "vectorize")
+        if loop_name(vectorize) in REDUCTION_LOOPS:
+            raise ScheduleError(
+                f"schedule: cannot vectorize reduction loop '{vectorize}' (vectorize a data-parallel loop)"
+            )
+        if effective[-1] != vectorize:
+            raise ScheduleError(
+                f"schedule: the vectorized loop '{vectorize}' must be innermost (the order ends with "
+                f"'{effective[-1]}')"
+            )
+    unroll = frozenset(known(n, "unroll") for n in _names(entries["unroll"], "unroll")) if "unroll" in entries else frozenset()
+    parallel = tuple(known(n, "parallel") for n in _names(entries["parallel"], "parallel")) if "parallel" in entries else ()
+    for name in parallel:
+        if loop_name(name) in REDUCTION_LOOPS:
+            raise ScheduleError(f"schedule: cannot run reduction loop '{name}' in parallel")
+    if parallel and tuple(effective[: len(parallel)]) != parallel:
+        raise ScheduleError(
+            f"schedule: parallel loops must be the outermost ones, in order ({', '.join(effective[: len(parallel)])})"
+        )
+    return ConvSchedule(tiles, order, vectorize, unroll, parallel)
