@@ -21,8 +21,22 @@ def _nas(module: str, cls: str) -> Callable[[], type[ModulePass]]:
     return load
 
 
+def _schedule(cls: str) -> Callable[[], type[ModulePass]]:
+    """A loader of the schedule pass `cls` in `tconv.passes.classical.schedule`."""
+
+    def load() -> type[ModulePass]:
+        return getattr(import_module("tconv.passes.classical.schedule"), cls)
+
+    return load
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "tconv-set-batch": _set_batch,
+    "tconv-tile": _schedule("TilePass"),
+    "tconv-reorder": _schedule("ReorderPass"),
+    "tconv-unroll": _schedule("UnrollPass"),
+    "tconv-vectorize": _schedule("VectorizePass"),
+    "tconv-parallel": _schedule("ParallelPass"),
     "tconv-group": _nas("group", "GroupPass"),
     "tconv-bottleneck": _nas("bottleneck", "BottleneckPass"),
     "tconv-bottleneck-block": _nas("bottleneck_block", "BottleneckBlockPass"),

@@ -32,7 +32,7 @@ from tconv.ir.ops import Conv2dOp, ParamOp, shape_of
 from tconv.ir.shapes import ShapeError
 from tconv.passes.nas.legality import CapacityCheck
 from tconv.passes.nas.params import ParamMaker, tagged
-from tconv.passes.nas.select import select_convs
+from tconv.passes.select import select_convs
 from tconv.passes.nas.store import ParamStore, active_store
 
 

@@ -1,4 +1,4 @@
-"""The `layers` option: which convolutions a NAS pass rewrites.
+"""The `layers` option: which convolutions a pass (NAS or schedule) changes.
 
 A convolution is named by its weight parameter without `.weight`
 (`layer1.0.conv1` for `layer1.0.conv1.weight`), as `tconv summary` names it.
