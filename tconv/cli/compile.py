@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from tconv.cli.command import Command, UsageError
+from tconv.cli.command import Command, UsageError, note
 from tconv.ir.loader import TconvError, load_module
 from tconv.ir.params import bind_params, load_store, store_path_for
 
@@ -45,6 +45,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="cuda only: the GPU architecture (default: sm_90, H100)",
     )
     parser.add_argument(
+        "--tuning", metavar="PATH",
+        help="cpu: the tuning database whose best schedules to apply (default: the one `tconv tune` "
+        "writes, where it exists)",
+    )
+    parser.add_argument(
+        "--no-tuning", action="store_true", help="ignore the tuning database (the backend's own choices)"
+    )
+    parser.add_argument(
         "-o", "--output", required=True, metavar="DIR",
         help="the artifact directory to write (an existing artifact there is replaced)",
     )
@@ -62,6 +70,14 @@ def execute(args: argparse.Namespace) -> None:
     params = bind_params(module, load_store(store), source=str(store))
     # Imported on use: TVM loads only when something is compiled.
     from tconv.lowering.tvm.artifact import compile_artifact
+    from tconv.search.tuning import TuningDatabase, apply_tuning, default_database_path, default_threads
+
+    if args.target == "cpu" and not args.no_tuning:
+        path = args.tuning or default_database_path()
+        if args.tuning or path.exists():
+            applied = apply_tuning(module, TuningDatabase(path), default_threads())
+            if applied:
+                note(f"applied tuned schedules to {applied} convolution(s) from {path}")
 
     report = compile_artifact(module, params, args.output, target=args.target, arch=args.arch)
     print(report.format())

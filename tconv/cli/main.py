@@ -21,11 +21,12 @@ from tconv.cli.interop import EXPORT, IMPORT
 from tconv.cli.mlir import EXPORT_MLIR, IMPORT_MLIR
 from tconv.cli.run import RUN
 from tconv.cli.summary import SUMMARY
+from tconv.cli.tune import TUNE
 from tconv.cli.zoo import ZOO
 from tconv.ir.loader import TconvError
 
 COMMANDS: tuple[Command, ...] = (
-    ZOO, IMPORT, EXPORT, IMPORT_MLIR, EXPORT_MLIR, SUMMARY, COMPILE, RUN, CAPACITY
+    ZOO, IMPORT, EXPORT, IMPORT_MLIR, EXPORT_MLIR, SUMMARY, TUNE, COMPILE, RUN, CAPACITY
 )
 """The subcommands, in the order `tconv --help` lists them."""
 

@@ -1,0 +1,311 @@
+"""Auto-tuning of convolution schedules by measurement, and the database
+that keeps the results.
+
+    database = TuningDatabase(default_database_path())
+    tune(module, database, budget_s=60)          # measures, appends to the file
+    apply_tuning(module, database)               # writes the best schedules into the IR
+
+A *workload* is a convolution's shape and attributes (`workload_key`):
+identical layers of a network are one workload, tuned once. For each, the
+search space is the TVM template's knobs (`tconv.lowering.tvm.conv_schedule`):
+channel blocks (whole vectors, or divisors of a group's channels) × column
+tiles. Candidates are measured best-first by the template's issue-rate model
+(`schedule_cpu._tile_efficiency`), the backend's own default first, one
+candidate of every workload per round, until the budget is spent; so any
+budget gives an answer no worse than the default, and more budget a better
+one.
+
+The database is a JSON-lines file, one measurement a line, keyed by workload
+and target (`target_key`: the CPU and the thread count). Each line is
+appended as soon as it is measured, so a tuning run that stops (budget,
+Ctrl-C) resumes where it was: measured candidates are not measured again.
+`tconv compile` applies the best record of each workload to the
+convolutions that carry no schedule of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+
+from tconv.errors import TconvError
+from tconv.ir.ops import Conv2dOp, shape_of
+from tconv.ir.schedule import ConvSchedule
+
+Knobs = tuple[int, int]
+"""(channel block, column tile)."""
+
+
+def default_database_path() -> Path:
+    """`$TCONV_TUNING_DB`, else `tuning.jsonl` in the tconv cache directory."""
+    if os.environ.get("TCONV_TUNING_DB"):
+        return Path(os.environ["TCONV_TUNING_DB"])
+    from tconv.runtime.driver import cache_dir
+
+    return cache_dir() / "tuning.jsonl"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a convolution kernel computes, as far as its speed goes."""
+
+    input: tuple[int, ...]
+    out_channels: int
+    kernel: tuple[int, int]
+    strides: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilations: tuple[int, ...]
+    groups: int
+
+    @property
+    def key(self) -> str:
+        n, c, h, w = self.input
+        return (
+            f"conv2d n{n} c{c} h{h} w{w} o{self.out_channels} k{self.kernel[0]}x{self.kernel[1]} "
+            f"s{'x'.join(map(str, self.strides))} p{','.join(map(str, self.padding))} "
+            f"d{'x'.join(map(str, self.dilations))} g{self.groups}"
+        )
+
+    @property
+    def out_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def out_width(self) -> int:
+        _, _, _, w = self.input
+        left, right = self.padding[1], self.padding[3]
+        return (w + left + right - self.dilations[1] * (self.kernel[1] - 1) - 1) // self.strides[1] + 1
+
+    @property
+    def depthwise(self) -> bool:
+        return self.input[1] == self.groups and self.out_group == 1
+
+    @property
+    def flops(self) -> int:
+        n, c, h, w = self.input
+        top, bottom = self.padding[0], self.padding[2]
+        out_h = (h + top + bottom - self.dilations[0] * (self.kernel[0] - 1) - 1) // self.strides[0] + 1
+        return 2 * n * self.out_channels * out_h * self.out_width * (c // self.groups) * self.kernel[0] * self.kernel[1]
+
+
+def workload_of(conv: Conv2dOp) -> Workload:
+    out_channels, _, kh, kw = shape_of(conv.weight)
+    return Workload(
+        tuple(shape_of(conv.input)), out_channels, (kh, kw), tuple(conv.strides.get_values()),
+        tuple(conv.padding.get_values()), tuple(conv.dilations.get_values()), conv.groups.value.data,
+    )
+
+
+def default_threads() -> int:
+    """The threads kernels are compiled for: `$TVM_NUM_THREADS`, else the CPUs this process may use."""
+    threads = os.environ.get("TVM_NUM_THREADS", "")
+    return int(threads) if threads.isdigit() and int(threads) > 0 else len(os.sched_getaffinity(0))
+
+
+def target_key(threads: int) -> str:
+    from tconv.lowering.tvm.target import host_cpu
+
+    return f"llvm -mcpu={host_cpu()} threads={threads}"
+
+
+def tunable_convs(module: ModuleOp) -> list[Conv2dOp]:
+    """Convolutions the template tunes: no schedule of their own, not depthwise."""
+    return [
+        op for op in module.walk()
+        if isinstance(op, Conv2dOp) and op.schedule is None and not workload_of(op).depthwise
+    ]
+
+
+class TuningDatabase:
+    """Measurements in a JSON-lines file (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.records: dict[tuple[str, str], dict[Knobs, float]] = {}
+        if self.path.exists():
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError as err:
+            raise TconvError(f"error: cannot read the tuning database {self.path}: {err.strerror}") from None
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                key = (str(record["workload"]), str(record["target"]))
+                knobs = (int(record["block"]), int(record["width_tile"]))
+                seconds = float(record["seconds"])
+            except (ValueError, KeyError, TypeError):
+                if number == len(lines):
+                    continue  # a line cut short by an interrupted run
+                raise TconvError(f"error: {self.path}:{number}: not a tuning record") from None
+            self.records.setdefault(key, {})[knobs] = seconds
+
+    def measured(self, workload: Workload, target: str) -> dict[Knobs, float]:
+        return self.records.get((workload.key, target), {})
+
+    def best(self, workload: Workload, target: str) -> tuple[Knobs, float] | None:
+        measured = self.measured(workload, target)
+        if not measured:
+            return None
+        knobs = min(measured, key=measured.get)
+        return knobs, measured[knobs]
+
+    def add(self, workload: Workload, target: str, knobs: Knobs, seconds: float) -> None:
+        self.records.setdefault((workload.key, target), {})[knobs] = seconds
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"workload": workload.key, "target": target, "block": knobs[0], "width_tile": knobs[1],
+                  "seconds": seconds}
+        with open(self.path, "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+def candidates(workload: Workload) -> list[Knobs]:
+    """The template's knobs for `workload`, the backend's default first, then
+    best-first by the issue-rate model."""
+    from tconv.lowering.tvm import schedule_cpu
+    from tconv.lowering.tvm.target import cpu_target, vector_unit
+
+    unit = vector_unit(cpu_target())
+    out_group, out_width = workload.out_group, workload.out_width
+    default = schedule_cpu.conv2d_blocking(workload.groups, out_group, out_width, unit)
+    if workload.groups == 1:
+        blocks = {unit.lanes * k for k in range(1, 5) if unit.lanes * (k - 1) < out_group}
+    else:
+        blocks = {b for b in range(1, min(out_group, 4 * unit.lanes) + 1) if out_group % b == 0}
+    knobs = [(b, t) for b in sorted(blocks) for t in range(1, min(out_width, 16) + 1)]
+
+    def model(k: Knobs) -> float:
+        return schedule_cpu._tile_efficiency(k[0], k[1], out_group, out_width, unit.lanes)
+
+    ranked = sorted(knobs, key=lambda k: (-round(model(k), 3), -k[0] * k[1]))
+    first = (default.block, default.width_tile)
+    return [first] + [k for k in ranked if k != first]
+
+
+def measure(workload: Workload, knobs: Knobs, repeat: int = 3) -> float:
+    """Median seconds of one run of the workload's kernel with `knobs`."""
+    from tconv.ir.builder import NetworkBuilder
+    from tconv.ir.params import init_params
+    from tconv.lowering.tvm.build import TvmNetwork
+
+    import tvm
+
+    b = NetworkBuilder("tune", workload.input)
+    module = b.finish(b.conv2d(
+        b.input, workload.out_channels, workload.kernel, stride=workload.strides, padding=workload.padding,
+        dilation=workload.dilations, groups=workload.groups, name="conv",
+    ))
+    (conv,) = [op for op in module.walk() if isinstance(op, Conv2dOp)]
+    conv.properties["schedule"] = ConvSchedule({"oc": (knobs[0],), "ow": (knobs[1],)}).to_attr()
+    network = TvmNetwork(module)
+    network.load_params(init_params(module))
+    network.run(np.random.default_rng(0).standard_normal(workload.input, dtype=np.float32))
+    (call,) = network.program.calls
+    args = [network.tensors[i] for i in call.args]
+    kernel = network.kernels[call.symbol]
+    start = time.perf_counter()
+    kernel(*args)
+    once = max(time.perf_counter() - start, 1e-6)
+    number = max(1, min(100, int(0.05 / once)))
+    timer = network.runtime.time_evaluator(call.symbol, tvm.cpu(), number=number, repeat=repeat)
+    return float(statistics.median(timer(*args).results))
+
+
+@dataclass
+class TuningReport:
+    workload: Workload
+    default: float | None
+    best: float
+    knobs: Knobs
+    measured: int
+
+
+def _progress(done: int, total: int, started: float, budget_s: float) -> None:
+    width = 30
+    filled = int(width * min(done / max(total, 1), 1.0))
+    left = max(0.0, budget_s - (time.monotonic() - started))
+    print(f"\rtuning [{'#' * filled}{'.' * (width - filled)}] {done}/{total} candidates, {left:4.0f} s left",
+          end="", file=sys.stderr, flush=True)
+
+
+def tune(
+    module: ModuleOp,
+    database: TuningDatabase,
+    budget_s: float,
+    threads: int,
+    progress: Callable[[int, int, float, float], None] | None = _progress,
+    measure_fn: Callable[[Workload, Knobs], float] = measure,
+) -> list[TuningReport]:
+    """Measure candidates of every tunable workload of `module` within
+    `budget_s` seconds, one per workload per round, recording each in
+    `database`; what is known of each workload afterwards."""
+    target = target_key(threads)
+    workloads = list({workload_of(conv).key: workload_of(conv) for conv in tunable_convs(module)}.values())
+    queues = {w.key: [k for k in candidates(w) if k not in database.measured(w, target)] for w in workloads}
+    total = sum(len(q) for q in queues.values())
+    started = time.monotonic()
+    done = 0
+    # Round k measures the k-th candidate of every workload: the best guesses
+    # of all layers come before the long tails of any one.
+    schedule = [
+        (workload, queues[workload.key][k])
+        for k in range(max((len(q) for q in queues.values()), default=0))
+        for workload in workloads
+        if k < len(queues[workload.key])
+    ]
+    for workload, knobs in schedule:
+        if time.monotonic() - started >= budget_s:
+            break
+        database.add(workload, target, knobs, measure_fn(workload, knobs))
+        done += 1
+        if progress:
+            progress(done, total, started, budget_s)
+    if progress:
+        print(file=sys.stderr)
+    reports = []
+    for workload in workloads:
+        best = database.best(workload, target)
+        if best is not None:
+            default = database.measured(workload, target).get(candidates(workload)[0])
+            reports.append(TuningReport(workload, default, best[1], best[0], len(database.measured(workload, target))))
+    return reports
+
+
+def apply_tuning(module: ModuleOp, database: TuningDatabase, threads: int) -> int:
+    """Give every tunable convolution with a record in `database` the best
+    measured knobs, as its schedule; how many convolutions got one."""
+    target = target_key(threads)
+    applied = 0
+    for conv in tunable_convs(module):
+        best = database.best(workload_of(conv), target)
+        if best is not None:
+            (block, width_tile), _ = best
+            conv.properties["schedule"] = ConvSchedule({"oc": (block,), "ow": (width_tile,)}).to_attr()
+            applied += 1
+    return applied
+
+
+def format_reports(reports: list[TuningReport]) -> str:
+    lines = [f"{'workload':64} {'GFLOP/s default':>15} {'GFLOP/s tuned':>13} {'speedup':>7} {'knobs':>9} {'tried':>5}"]
+    for r in reports:
+        default = f"{r.workload.flops / r.default / 1e9:15.1f}" if r.default else f"{'-':>15}"
+        speedup = f"{r.default / r.best:7.2f}" if r.default else f"{'-':>7}"
+        knobs = f"{r.knobs[0]}x{r.knobs[1]}"
+        lines.append(
+            f"{r.workload.key:64} {default} {r.workload.flops / r.best / 1e9:13.1f} {speedup} {knobs:>9} {r.measured:5d}"
+        )
+    return "\n".join(lines) + "\n"
+
