@@ -14,7 +14,7 @@ import argparse
 import os
 
 from tconv.cli.command import Command, positive_int
-from tconv.ir.loader import TconvError, load_module, write_text_atomic, module_text
+from tconv.ir.loader import TconvError, load_module, module_text, write_text_atomic
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
