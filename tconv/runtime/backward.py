@@ -548,3 +548,29 @@ def forward_backward(
         grads=grads,
         param_grads={names[v]: g for v, g in grads.items() if v in names} if param_grads else {},
     )
+
+
+def parameter_gradients(
+    module: ModuleOp,
+    params: Mapping[str, np.ndarray],
+    inputs: Sequence[np.ndarray],
+    output_grad: Callable[[np.ndarray], np.ndarray],
+    *,
+    batch_norm: str = "train",
+    dtype: type = np.float32,
+) -> dict[str, np.ndarray]:
+    """The gradient of a scalar function R of the network's single result with
+    respect to every parameter, by store name; `output_grad(result)` gives
+    ∂R/∂result. For objectives other than the cross-entropy (SynFlow's sum of
+    the outputs, for one)."""
+    dtype = np.dtype(dtype)
+    forward_rules, backward_rules = _rules(batch_norm)
+    function, values = _bound(module, params, inputs, dtype)
+    results = _forward(function, values, forward_rules)
+    if len(results) != 1:
+        raise TconvError(f"backward pass: the network must return one result, it returns {len(results)}")
+    ops = list(function.body.block.ops)
+    (returned,) = ops[-1].operands
+    seed = np.asarray(output_grad(results[0]), dtype)
+    grads = _backward(ops, values, {returned: seed}, backward_rules, keep=set(), param_grads=True)
+    return {op.param_name: grads[op.result] for op in ops if isinstance(op, ParamOp)}

@@ -72,7 +72,8 @@ def data(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
 def test_fisher_on_a_random_minibatch(capsys, network):
     status, out, err = tconv(capsys, "capacity", network, "--metric", "fisher", "--batch", "8", "--seed", "3")
     assert status == 0, err
-    assert "random N(0,1)" in err and "8x3x8x8" in err and "seed 3" in err
+    assert "scikit-learn digits" in err and "8x3x8x8" in err and "seed 3" in err
+    assert "(digits, seed 3)" in out
     module = load_module(network)
     params = load_store(store_path_for(network))
     expected = capacity.fisher_potential(module, params, *capacity.minibatch(module, 8, seed=3))
@@ -91,6 +92,46 @@ def test_naswot_default_batch_and_reproducible(capsys, network):
     assert f"{DEFAULT_BATCH}x3x8x8" in first[2]
     assert reported(first[1], "naswot") == reported(second[1], "naswot")
     assert "over 2 ReLUs" in first[1]
+
+
+def test_the_default_metric_is_naswot_on_digits(capsys, network):
+    status, out, err = tconv(capsys, "capacity", network, "--batch", "6")
+    assert status == 0, err
+    assert capacity.DEFAULT_METRIC == "naswot"
+    module = load_module(network)
+    expected = capacity.naswot_score(module, load_store(store_path_for(network)), capacity.minibatch(module, 6, 0)[0])
+    assert reported(out, "naswot") == pytest.approx(expected.score, abs=1e-4)
+
+
+def test_gaussian_source(capsys, network):
+    status, out, err = tconv(capsys, "capacity", network, "--metric", "naswot", "--batch", "6", "--source", "gaussian")
+    assert status == 0, err
+    assert "random N(0,1)" in err and "(gaussian, seed 0)" in out
+    module = load_module(network)
+    x, _ = capacity.minibatch(module, 6, 0, source="gaussian")
+    expected = capacity.naswot_score(module, load_store(store_path_for(network)), x).score
+    assert reported(out, "naswot") == pytest.approx(expected, abs=1e-4)
+
+
+def test_several_seeds_report_the_median_and_spread(capsys, network):
+    store_path_for(network).unlink()  # without a store, each seed initialises its own parameters
+    status, out, err = tconv(capsys, "capacity", network, "--metric", "fisher", "--batch", "6", "--seed", "2", "--seeds", "3")
+    assert status == 0, err
+    assert "seed 2, 3, 4" in err
+    expected = capacity.measure_seeds(load_module(network), "fisher", seeds=(2, 3, 4), batch=6)
+    assert reported(out, "fisher") == pytest.approx(expected.median, rel=1e-6)
+    assert "median of 3 seeds" in out
+    assert f"min {expected.low:.6e} max {expected.high:.6e}" in out
+    assert "blocks at seed 2:" in out
+
+
+def test_synflow_needs_no_data(capsys, network):
+    status, out, err = tconv(capsys, "capacity", network, "--metric", "synflow")
+    assert status == 0, err
+    assert "batch of 1 (an all-ones input)" in out and "no --data" not in err
+    module = load_module(network)
+    expected = capacity.synflow_score(module, load_store(store_path_for(network)))
+    assert reported(out, "synflow") == pytest.approx(expected, rel=1e-6)
 
 
 def test_data_and_labels_from_files(capsys, network, data):
@@ -133,6 +174,7 @@ def test_data_without_labels_and_labels_without_data(capsys, network, data):
     assert_user_error(tconv(capsys, "capacity", network, "--metric", "fisher", "--data", x_path), "--labels")
     assert_user_error(tconv(capsys, "capacity", network, "--metric", "fisher", "--labels", y_path), "--data")
     assert_user_error(tconv(capsys, "capacity", network, "--metric", "naswot", "--labels", y_path), "--data")
+    assert_user_error(tconv(capsys, "capacity", network, "--data", x_path, "--source", "digits"), "--source")
 
 
 def test_bad_data(capsys, network, tmp_path, data):
@@ -204,8 +246,9 @@ def test_network_without_logits(capsys, tmp_path):
 
 def test_usage_errors(capsys, network, data):
     x_path, y_path, _, _ = data
-    assert tconv(capsys, "capacity", network)[0] == 2  # --metric is required
-    assert tconv(capsys, "capacity", network, "--metric", "synflow")[0] == 2
+    assert tconv(capsys, "capacity", network, "--metric", "snip")[0] == 2
+    assert tconv(capsys, "capacity", network, "--source", "noise")[0] == 2
+    assert tconv(capsys, "capacity", network, "--seeds", "0")[0] == 2
     assert tconv(capsys, "capacity", network, "--metric", "fisher", "--batch", "0")[0] == 2
     assert tconv(
         capsys, "capacity", network, "--metric", "fisher", "--batch", "4", "--data", x_path, "--labels", y_path

@@ -176,13 +176,13 @@ def test_naswot_of_identical_samples_is_minus_infinity():
 # The minibatch and the report -------------------------------------------------
 
 
-def test_minibatch_is_seeded_and_shaped_by_the_network():
+def test_gaussian_minibatch_is_seeded_and_shaped_by_the_network():
     module = residual_network(batch=2)
-    x, labels = capacity.minibatch(module, batch=7, seed=4)
+    x, labels = capacity.minibatch(module, batch=7, seed=4, source="gaussian")
     assert x.shape == (7, 3, 8, 8) and x.dtype == np.float32
     assert labels.shape == (7,) and np.issubdtype(labels.dtype, np.integer)
     assert labels.min() >= 0 and labels.max() < 5
-    x_again, labels_again = capacity.minibatch(module, batch=7, seed=4)
+    x_again, labels_again = capacity.minibatch(module, batch=7, seed=4, source="gaussian")
     np.testing.assert_array_equal(x, x_again)
     np.testing.assert_array_equal(labels, labels_again)
     # The inputs `tconv run --seed 4` draws.
@@ -206,19 +206,101 @@ def test_report_carries_the_summary_counts(metric):
     assert (report.parameters, report.flops, report.activation_bytes) == (
         summary.parameters, summary.flops, summary.activation_bytes,
     )
-    assert report.batch == 4 and report.ir_batch == 1 and report.network == "residual"
-    expected = (
-        capacity.fisher_potential(module, params, x, labels).total
-        if metric == "fisher"
-        else capacity.naswot_score(module, params, x).score
-    )
+    assert report.batch == (1 if metric == "synflow" else 4)  # SynFlow runs one all-ones input
+    assert report.ir_batch == 1 and report.network == "residual"
+    expected = {
+        "fisher": lambda: capacity.fisher_potential(module, params, x, labels).total,
+        "naswot": lambda: capacity.naswot_score(module, params, x).score,
+        "synflow": lambda: capacity.synflow_score(module, params),
+    }[metric]()
     assert report.value == expected
 
 
 def test_measure_rejects_an_unknown_metric_and_fisher_without_labels():
     module = residual_network()
     x, _ = capacity.minibatch(module, 2, seed=0)
-    with pytest.raises(TconvError, match="unknown metric 'synflow'"):
-        capacity.measure(module, params_of(module), "synflow", x)
+    with pytest.raises(TconvError, match="unknown metric 'snip'"):
+        capacity.measure(module, params_of(module), "snip", x)
     with pytest.raises(TconvError, match="needs labels"):
         capacity.measure(module, params_of(module), "fisher", x)
+
+
+# SynFlow ----------------------------------------------------------------------
+
+
+def torch_synflow(params) -> float:
+    """SynFlow of `residual_network` by torch autograd: |θ| everywhere,
+    inference batch-norm, an all-ones input, R the sum of the logits."""
+    p = {
+        name: torch.tensor(np.abs(np.asarray(v, np.float64)), requires_grad="running" not in name)
+        for name, v in params.items()
+    }
+
+    def bn(value, name):
+        return F.batch_norm(
+            value, p[f"{name}.running_mean"], p[f"{name}.running_var"], p[f"{name}.weight"], p[f"{name}.bias"],
+            training=False, eps=1e-5,
+        )
+
+    x = torch.ones((1, 3, 8, 8), dtype=torch.float64)
+    x = F.relu(bn(F.conv2d(x, p["stem.weight"], padding=1), "bn0"))
+    y = F.relu(bn(F.conv2d(x, p["conv1.weight"], padding=1), "bn1"))
+    y = bn(F.conv2d(y, p["conv2.weight"], padding=1), "bn2")
+    x = F.relu(x + y)
+    x = F.relu(F.conv2d(x, p["head.weight"], p["head.bias"], stride=2, padding=1))
+    logits = F.linear(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), p["fc.weight"], p["fc.bias"])
+    logits.sum().backward()
+    weights = ("stem.weight", "conv1.weight", "conv2.weight", "head.weight", "fc.weight")
+    return float(sum((p[name] * p[name].grad).abs().sum().item() for name in weights))
+
+
+def test_synflow_matches_torch_autograd():
+    module = residual_network()
+    params = params_of(module)
+    params["bn1.running_mean"] = np.full(4, -0.5, np.float32)  # |mean| is used, as every |θ|
+    params["bn2.running_var"] = np.full(4, 2.0, np.float32)
+    assert capacity.synflow_score(module, params) == pytest.approx(torch_synflow(params), rel=1e-9)
+
+
+def test_synflow_ignores_the_data():
+    module = residual_network()
+    params = params_of(module)
+    x = capacity.minibatch(module, 4, seed=0)[0]
+    y = capacity.minibatch(module, 6, seed=1)[0]
+    assert capacity.measure(module, params, "synflow", x).value == capacity.measure(module, params, "synflow", y).value
+
+
+# Several seeds ----------------------------------------------------------------
+
+
+def test_measure_seeds_repeats_measure_with_each_seeds_data_and_initialisation():
+    module = residual_network()
+    result = capacity.measure_seeds(module, "naswot", seeds=(3, 4, 5), batch=6)
+    expected = [
+        capacity.measure(module, init_params(module, seed), "naswot", *capacity.minibatch(module, 6, seed)).value
+        for seed in (3, 4, 5)
+    ]
+    assert result.seeds == (3, 4, 5) and list(result.values) == expected
+    assert result.median == float(np.median(expected))
+    assert (result.low, result.high) == (min(expected), max(expected))
+    assert result.relative_spread == pytest.approx((max(expected) - min(expected)) / abs(np.median(expected)))
+    assert result.relative_spread > 0
+
+
+def test_measure_seeds_with_fixed_parameters_and_data():
+    module = residual_network()
+    params = params_of(module)
+    # SynFlow uses no data: with the parameters fixed, every seed agrees.
+    synflow = capacity.measure_seeds(module, "synflow", seeds=(0, 1), params=params)
+    assert synflow.low == synflow.high == capacity.synflow_score(module, params)
+    # With the data fixed, the seeds differ only by the initialisation.
+    data = capacity.minibatch(module, 5, seed=9)
+    fisher = capacity.measure_seeds(module, "fisher", seeds=(0, 1), data=data)
+    assert list(fisher.values) == [
+        capacity.fisher_potential(module, init_params(module, seed), *data).total for seed in (0, 1)
+    ]
+
+
+def test_measure_seeds_needs_a_seed():
+    with pytest.raises(TconvError, match="at least one seed"):
+        capacity.measure_seeds(residual_network(), "naswot", seeds=())

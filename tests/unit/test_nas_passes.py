@@ -361,7 +361,7 @@ def test_tconv_opt_writes_nothing_when_refused(tmp_path, capsys):
     out = tmp_path / "out.mlir"
     status = opt_main([str(source), "-p", "tconv-group{groups=2 check-capacity=true min-capacity=100}", "-o", str(out)])
     assert status == 1
-    assert "refused: fisher capacity" in capsys.readouterr().err
+    assert "refused: naswot capacity" in capsys.readouterr().err
     assert not out.exists() and not store_path_for(out).exists()
     assert opt_main([str(source), "-p", "tconv-group{groups=3 layers=\"conv2\"}", "-o", str(out)]) == 1
     assert not out.exists()

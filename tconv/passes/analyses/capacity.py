@@ -1,9 +1,10 @@
-"""Representational capacity of an untrained network: Fisher potential and
-the NASWOT score, measured on one minibatch with the reference executor.
+"""Representational capacity of an untrained network: Fisher potential, the
+NASWOT score and SynFlow, measured with the reference executor.
 
-Both metrics run the network as it is being trained: batch-norm normalises
-with the statistics of the minibatch (training mode), not with its running
-mean and variance, which at initialisation are 0 and 1 and say nothing.
+Fisher potential and NASWOT run the network as it is being trained, on one
+minibatch: batch-norm normalises with the statistics of the minibatch
+(training mode), not with its running mean and variance, which at
+initialisation are 0 and 1 and say nothing.
 
 **Convolution blocks.** The output of the block of a `conv2d` is found by
 following the convolution's result through at most one `batch_norm` and then
@@ -32,8 +33,22 @@ c ∈ {0,1}^(N x features). With K = Σ over those ReLUs of c·cᵀ + (1-c)·(1-
 (the N x N counts of agreeing units), the score is log|det K|, from
 `numpy.linalg.slogdet` in float64 (-inf where K is singular).
 
-`minibatch` draws the seeded data both metrics run on. Everything is
-deterministic: the same parameters, data and labels give the same numbers.
+**SynFlow** (Tanaka et al. 2020, as a zero-cost proxy in Abdelfattah et al.
+2021) needs no data. Every parameter θ is replaced by |θ|, the network is run
+in float64 on one all-ones input, and R is the sum of its logits. The score is
+Σ |θ · ∂R/∂θ| over the weights of every `conv2d` and `dense` (not biases, not
+batch-norm). Batch-norm runs in inference form with |scale|, |shift|, |mean|
+and |var| (training mode would normalise the single constant sample to zero);
+at initialisation (mean 0, var 1, scale 1, shift 0) it is the identity up to
+1/sqrt(1 + ε), so this is SynFlow of the network without batch-norm, as
+Tanaka et al. prescribe. The value grows geometrically with depth: compare it
+between variants of one network, as a ratio.
+
+`minibatch` draws the seeded data the metrics run on (scikit-learn's digits by
+default; see `tconv.passes.analyses.capacity_data`). `measure_seeds` repeats a
+measurement over several seeds and reports the median and the spread.
+Everything is deterministic: the same parameters, data and labels give the
+same numbers.
 """
 
 from __future__ import annotations
@@ -48,12 +63,28 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 
 from tconv.ir.loader import TconvError
-from tconv.ir.ops import BatchNormOp, Conv2dOp, ParamOp, Relu6Op, ReluOp, TconvOp, shape_of
+from tconv.ir.params import init_params
+from tconv.ir.ops import BatchNormOp, Conv2dOp, DenseOp, ParamOp, Relu6Op, ReluOp, TconvOp, shape_of
+from tconv.passes.analyses import capacity_data
+from tconv.passes.analyses.capacity_data import DEFAULT_SOURCE
 from tconv.passes.analyses.summary import summarize
-from tconv.runtime.backward import check_labels, forward_backward, forward_values
+from tconv.runtime.backward import check_labels, forward_backward, forward_values, parameter_gradients
 from tconv.runtime.reference import single_function
 
-METRICS = ("fisher", "naswot")
+METRICS = ("fisher", "naswot", "synflow")
+
+DEFAULT_METRIC = "naswot"
+"""The metric legality checks and `tconv capacity` use unless told otherwise.
+NASWOT is the only one of the three that refuses the harmful ResNet-34
+rewrites and accepts the mild one at min-capacity 1.0
+(tests/integration/test_capacity_discrimination.py): the Fisher potential
+rises when every 3×3 convolution becomes depthwise, and SynFlow falls for any
+rewrite that removes weights, grouping in two included. On the digits τ
+experiment (bench/capacity_tau.py) NASWOT ranks trained accuracy positively
+(τ ≈ +0.32), SynFlow better (≈ +0.49), Fisher inversely (≈ -0.40); plain
+parameter and FLOP counts rank it better than all three (≈ +0.74, +0.76)."""
+
+DEFAULT_SEEDS = (0, 1, 2)
 
 BATCH_NORM = "train"
 """The batch-norm mode both metrics measure in (see the module docstring)."""
@@ -90,14 +121,15 @@ def classes(module: ModuleOp) -> int:
     return _signature(module)[1]
 
 
-def minibatch(module: ModuleOp, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`batch` inputs drawn from N(0, 1) in the shape of the network's input
-    (float32; the same data `tconv run --seed` draws), and labels drawn
-    uniformly from its classes (int64), both from one generator seeded by `seed`."""
+def minibatch(
+    module: ModuleOp, batch: int, seed: int, source: str = DEFAULT_SOURCE
+) -> tuple[np.ndarray, np.ndarray]:
+    """`batch` float32 inputs in the shape of the network's input and int64
+    labels in its classes, drawn with `seed` from `source` ("digits":
+    scikit-learn's digits, resized, with their labels; "gaussian": N(0, 1)
+    and uniform labels; see `tconv.passes.analyses.capacity_data`)."""
     shape, count = _signature(module)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, *shape[1:]), dtype=np.float32)
-    return x, rng.integers(0, count, batch)
+    return capacity_data.draw(source, shape, count, batch, seed)
 
 
 # Convolution blocks ---------------------------------------------------------
@@ -257,6 +289,29 @@ def naswot_score(module: ModuleOp, params: Mapping[str, np.ndarray], x: np.ndarr
     return NaswotScore(score=float(logdet) if sign != 0 else -np.inf, relus=relus, kernel=kernel)
 
 
+# SynFlow --------------------------------------------------------------------
+
+
+def _weight_names(module: ModuleOp) -> list[str]:
+    """The store names of the weights of every conv2d and dense."""
+    return [
+        op.weight.owner.param_name
+        for op in module.walk()
+        if isinstance(op, Conv2dOp | DenseOp) and isinstance(op.weight.owner, ParamOp)
+    ]
+
+
+def synflow_score(module: ModuleOp, params: Mapping[str, np.ndarray]) -> float:
+    """SynFlow of the network with parameters `params` (see the module docstring)."""
+    shape, _ = _signature(module)
+    positive = {name: np.abs(np.asarray(value, np.float64)) for name, value in params.items()}
+    ones = np.ones((1, *shape[1:]), np.float64)
+    grads = parameter_gradients(
+        module, positive, [ones], np.ones_like, batch_norm="inference", dtype=np.float64
+    )
+    return float(sum(np.sum(positive[name] * np.abs(grads[name])) for name in _weight_names(module)))
+
+
 # The report -----------------------------------------------------------------
 
 
@@ -285,8 +340,8 @@ def measure(
     x: np.ndarray,
     labels: np.ndarray | None = None,
 ) -> CapacityReport:
-    """`metric` (one of METRICS) on inputs x (and labels, which Fisher needs),
-    with the parameter count, FLOPs and activation bytes of `tconv summary`."""
+    """`metric` (one of METRICS) on inputs x (and labels, which Fisher needs;
+    SynFlow uses neither), with the parameter count, FLOPs and activation bytes of `tconv summary`."""
     if metric not in METRICS:
         raise TconvError(f"capacity: unknown metric '{metric}' (expected one of {', '.join(METRICS)})")
     shape, count = _signature(module)
@@ -300,6 +355,9 @@ def measure(
         activation_bytes=summary.activation_bytes,
         ir_batch=shape[0],
     )
+    if metric == "synflow":
+        common["batch"] = 1  # one all-ones input; x is not used
+        return CapacityReport(value=synflow_score(module, params), **common)
     if metric == "fisher":
         if labels is None:
             raise TconvError("capacity: the Fisher potential needs labels")
@@ -307,3 +365,65 @@ def measure(
         return CapacityReport(value=fisher.total, fisher=fisher, **common)
     naswot = naswot_score(module, params, x)
     return CapacityReport(value=naswot.score, naswot=naswot, **common)
+
+
+# Several seeds --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeededCapacity:
+    """One metric measured once per seed."""
+
+    metric: str
+    seeds: tuple[int, ...]
+    values: tuple[float, ...]
+    """The metric at each seed, in the order of `seeds`."""
+    reports: tuple[CapacityReport, ...]
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.values))
+
+    @property
+    def low(self) -> float:
+        return float(min(self.values))
+
+    @property
+    def high(self) -> float:
+        return float(max(self.values))
+
+    @property
+    def relative_spread(self) -> float:
+        """(max - min) / |median|: how far apart the seeds are, as a fraction."""
+        median = abs(self.median)
+        return (self.high - self.low) / median if median > 0 else float("inf")
+
+
+def measure_seeds(
+    module: ModuleOp,
+    metric: str,
+    *,
+    seeds: tuple[int, ...] = DEFAULT_SEEDS,
+    batch: int = 64,
+    params: Mapping[str, np.ndarray] | None = None,
+    source: str = DEFAULT_SOURCE,
+    data: tuple[np.ndarray, np.ndarray | None] | None = None,
+) -> SeededCapacity:
+    """`metric` once per seed. At seed s the minibatch is `minibatch(module,
+    batch, s, source)` unless `data` (inputs, labels) is given, and the
+    parameters are `params` if given, else `init_params(module, s)`. So without
+    a store the spread covers both the initialisation and the data; with one,
+    the data alone (SynFlow, which uses no data, then has no spread)."""
+    if not seeds:
+        raise TconvError("capacity: measure_seeds needs at least one seed")
+    reports = []
+    for seed in seeds:
+        x, labels = data if data is not None else minibatch(module, batch, seed, source)
+        values = params if params is not None else init_params(module, seed)
+        reports.append(measure(module, values, metric, x, labels))
+    return SeededCapacity(
+        metric=metric,
+        seeds=tuple(seeds),
+        values=tuple(report.value for report in reports),
+        reports=tuple(reports),
+    )

@@ -1,7 +1,7 @@
 """The capacity check: a NAS rewrite is legal if the network keeps enough
 representational capacity.
 
-With `check-capacity=true`, a pass measures `metric` (`fisher` or `naswot`,
+With `check-capacity=true`, a pass measures `metric` (`naswot` by default, `fisher`, `synflow`;
 see `tconv.passes.analyses.capacity`) on the module before and after its
 rewrite, both on the same minibatch (`batch` inputs and labels drawn with
 `seed`) and with the parameters of the active store (initial values where it

@@ -32,6 +32,7 @@ from tconv.ir.ops import Conv2dOp, ParamOp, shape_of
 from tconv.ir.shapes import ShapeError
 from tconv.passes.nas.legality import CapacityCheck
 from tconv.passes.nas.params import ParamMaker, tagged
+from tconv.passes.analyses.capacity import DEFAULT_METRIC
 from tconv.passes.select import select_convs
 from tconv.passes.nas.store import ParamStore, active_store
 
@@ -56,7 +57,7 @@ class NasPass(ModulePass):
     """Comma-separated layer names and patterns; empty: every convolution."""
     check_capacity: bool = False
     min_capacity: float | int = 1.0
-    metric: str = "fisher"
+    metric: str = DEFAULT_METRIC
     batch: int = 8
     """Minibatch size of capacity measurements (and of pruning's ranking)."""
     seed: int = 0

@@ -48,5 +48,5 @@ func.func @net(%x: tensor<1x4x8x8xf32>) -> tensor<1x10xf32> {
 
 // RATIO:      tconv.param "head_p4.weight" init kaiming_normal : tensor<4x8x3x3xf32>
 
-// ILLEGAL:    error: tconv-prune-channels: rewrite of head refused: fisher capacity {{[0-9.e+-]+}} before, {{[0-9.e+-]+}} after (ratio {{[0-9.e+-]+}}, min-capacity 100; batch 8, seed 0); the module is unchanged
+// ILLEGAL:    error: tconv-prune-channels: rewrite of head refused: naswot capacity {{[0-9.e+-]+}} before, {{[0-9.e+-]+}} after (ratio {{[0-9.e+-]+}}, min-capacity 100; batch 8, seed 0); the module is unchanged
 // ZERO:       error: tconv-prune-channels: keep must be a ratio in (0, 1] or a channel count, got 0
