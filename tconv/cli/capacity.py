@@ -20,7 +20,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.cli.command import Command, note, positive_int
-from tconv.cli.files import NPY_MAGIC, read_array
+from tconv.cli.files import read_array, read_npy
 from tconv.ir.loader import TconvError, load_module
 from tconv.ir.params import bind_params, load_store, store_path_for
 from tconv.ir.shapes import format_shape
@@ -85,18 +85,7 @@ def _load_params(module: ModuleOp, path: str, seeds: list[int]) -> dict[str, np.
 
 def _read_labels(path: str, batch: int, classes: int) -> np.ndarray:
     """Integer labels in [0, classes), one per sample of a batch of `batch`."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
-                raise TconvError(f"{path}: error: not a .npy file (no NumPy header)")
-            f.seek(0)
-            labels = np.load(f, allow_pickle=False)
-    except FileNotFoundError:
-        raise TconvError(f"{path}: error: file not found") from None
-    except OSError as err:
-        raise TconvError(f"{path}: error: cannot read: {err.strerror or err}") from None
-    except (ValueError, EOFError) as err:
-        raise TconvError(f"{path}: error: not a readable .npy array ({err})") from None
+    labels = read_npy(path)
     if not np.issubdtype(labels.dtype, np.integer):
         raise TconvError(f"{path}: error: holds {labels.dtype} values; expected integer class labels")
     if labels.shape != (batch,):

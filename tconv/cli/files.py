@@ -25,8 +25,8 @@ def _cannot_write(path: str | os.PathLike[str], err: OSError) -> TconvError:
     return TconvError(f"{path}: error: cannot write: {err.strerror or err}")
 
 
-def read_array(path: str | os.PathLike[str]) -> np.ndarray:
-    """A float array from a `.npy` file, as float32."""
+def read_npy(path: str | os.PathLike[str]) -> np.ndarray:
+    """The array in a `.npy` file, of any dtype (no pickles)."""
     try:
         with open(path, "rb") as f:
             magic = f.read(len(NPY_MAGIC))
@@ -45,6 +45,12 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
         raise TconvError(f"{path}: error: cannot read: {err.strerror or err}") from None
     except (ValueError, EOFError) as err:
         raise TconvError(f"{path}: error: not a readable .npy array ({err})") from None
+    return array
+
+
+def read_array(path: str | os.PathLike[str]) -> np.ndarray:
+    """A float array from a `.npy` file, as float32."""
+    array = read_npy(path)
     if not np.issubdtype(array.dtype, np.floating):
         raise TconvError(f"{path}: error: holds {array.dtype} values; expected a float array")
     return array.astype(np.float32, copy=False)
