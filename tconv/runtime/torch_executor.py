@@ -12,13 +12,14 @@ torch is not a dependency of tconv; this module imports it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation
 
 from tconv.errors import TconvError
 from tconv.ir.ops import (
@@ -89,6 +90,30 @@ TORCH = {
 """What each op computes, in torch."""
 
 
+Rule = Callable[..., torch.Tensor]
+
+
+def interpret(
+    function: func.FuncOp,
+    params: Mapping[str, torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    rules: Mapping[type[Operation], Rule] = TORCH,
+) -> list[torch.Tensor]:
+    """The function's results on `inputs`, each op computed by its rule, each
+    `tconv.param` bound to `params[name]`. Autograd records it unless the
+    caller turns it off; a caller may replace rules (batch-norm in training mode)."""
+    block = function.body.block
+    values = dict(zip(block.args, inputs))
+    for op in block.ops:
+        if isinstance(op, func.ReturnOp):
+            return [values[v] for v in op.operands]
+        if isinstance(op, ParamOp):
+            values[op.result] = params[op.param_name]
+        else:
+            values[op.results[0]] = rules[type(op)](op, *(values[v] for v in op.operands))
+    raise TconvError("the network's function has no func.return")
+
+
 class TorchNetwork:
     """The module's function with its parameters on `device`, callable on torch tensors."""
 
@@ -105,16 +130,7 @@ class TorchNetwork:
 
     @torch.no_grad()
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        block = self.function.body.block
-        values = dict(zip(block.args, inputs))
-        for op in block.ops:
-            if isinstance(op, func.ReturnOp):
-                return [values[v] for v in op.operands]
-            if isinstance(op, ParamOp):
-                values[op.result] = self.params[op.param_name]
-            else:
-                values[op.results[0]] = TORCH[type(op)](op, *(values[v] for v in op.operands))
-        raise TconvError("the network's function has no func.return")
+        return interpret(self.function, self.params, inputs)
 
 
 def torch_run(module: ModuleOp, params: Mapping[str, np.ndarray], *inputs: np.ndarray) -> list[np.ndarray]:

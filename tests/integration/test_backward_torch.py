@@ -2,9 +2,11 @@
 every parameter gradient of small networks and of a zoo network, with
 batch-norm in training mode (torch's `.train()`) and in inference mode.
 
-The executor runs in float32 as it does for capacity metrics; torch runs an
-independent interpretation of the IR (one torch.nn.functional call per op) in
-float64, so the measured error is the executor's own."""
+The executor runs in float32 as it does for capacity metrics; torch runs the
+independent interpretation of the IR of `tconv.runtime.torch_executor` (one
+torch.nn.functional call per op; batch-norm replaced by its training or
+differentiable inference form) in float64, so the measured error is the
+executor's own."""
 
 from collections.abc import Mapping
 
@@ -12,30 +14,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.frontends import zoo
 from tconv.ir.builder import NetworkBuilder
-from tconv.ir.ops import (
-    AddOp,
-    AvgPool2dOp,
-    BatchNormOp,
-    ChannelShuffleOp,
-    ConcatOp,
-    Conv2dOp,
-    DenseOp,
-    FlattenOp,
-    GlobalAvgPoolOp,
-    MaxPool2dOp,
-    ParamOp,
-    Relu6Op,
-    ReluOp,
-    SliceChannelsOp,
-    shape_of,
-)
+from tconv.ir.ops import BatchNormOp, shape_of
 from tconv.ir.params import init_params
 from tconv.runtime.backward import forward_backward
+from tconv.runtime.reference import single_function
+from tconv.runtime.torch_executor import TORCH, interpret
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -46,20 +33,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _pad(x, padding, value=0.0):
-    top, left, bottom, right = padding
-    return F.pad(x, (left, right, top, bottom), value=value)
-
-
-def _avg_pool2d(op: AvgPool2dOp, x):
-    top, left, bottom, right = op.padding.get_values()
-    assert (top, left) == (bottom, right), "the torch interpreter pools with symmetric padding only"
-    return F.avg_pool2d(
-        x, op.kernel.get_values(), op.strides.get_values(), (top, left),
-        count_include_pad=op.count_include_pad is not None,
-    )
 
 
 def _batch_norm_train(op: BatchNormOp, x, scale, shift, mean, var):
@@ -73,47 +46,15 @@ def _batch_norm_inference(op: BatchNormOp, x, scale, shift, mean, var):
     return normalized * scale.reshape(shape) + shift.reshape(shape)
 
 
-def _torch_ops(training: bool):
-    return {
-        Conv2dOp: lambda op, x, w, b=None: F.conv2d(
-            _pad(x, op.padding.get_values()), w, b, stride=op.strides.get_values(),
-            dilation=op.dilations.get_values(), groups=op.groups.value.data,
-        ),
-        BatchNormOp: _batch_norm_train if training else _batch_norm_inference,
-        ReluOp: lambda op, x: F.relu(x),
-        Relu6Op: lambda op, x: F.relu6(x),
-        AddOp: lambda op, a, b: a + b,
-        MaxPool2dOp: lambda op, x: F.max_pool2d(
-            _pad(x, op.padding.get_values(), -np.inf), op.kernel.get_values(), op.strides.get_values()
-        ),
-        AvgPool2dOp: _avg_pool2d,
-        GlobalAvgPoolOp: lambda op, x: F.adaptive_avg_pool2d(x, 1),
-        FlattenOp: lambda op, x: torch.flatten(x, 1),
-        DenseOp: lambda op, x, w, b=None: F.linear(x, w, b),
-        ConcatOp: lambda op, *xs: torch.cat(xs, dim=op.axis.value.data),
-        SliceChannelsOp: lambda op, x: x[:, op.start.value.data : op.start.value.data + op.size.value.data],
-        ChannelShuffleOp: lambda op, x: F.channel_shuffle(x, op.groups.value.data),
-    }
-
-
 def torch_gradients(module: ModuleOp, params: Mapping[str, np.ndarray], x, labels, training: bool):
     """Loss, input gradient and parameter gradients by torch autograd, in float64."""
-    (function,) = [op for op in module.ops if isinstance(op, func.FuncOp)]
-    block = function.body.block
-    rules = _torch_ops(training)
+    rules = {**TORCH, BatchNormOp: _batch_norm_train if training else _batch_norm_inference}
     leaves = {
         name: torch.tensor(np.asarray(value, np.float64), requires_grad=True) for name, value in params.items()
     }
     inputs = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
-    values = {block.args[0]: inputs}
-    for op in block.ops:
-        if isinstance(op, func.ReturnOp):
-            loss = F.cross_entropy(values[op.operands[0]], torch.from_numpy(labels))
-            break
-        if isinstance(op, ParamOp):
-            values[op.result] = leaves[op.param_name]
-        else:
-            values[op.results[0]] = rules[type(op)](op, *(values[v] for v in op.operands))
+    (logits,) = interpret(single_function(module), leaves, [inputs], rules)
+    loss = F.cross_entropy(logits, torch.from_numpy(labels))
     loss.backward()
     grads = {name: (leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)).numpy()
              for name, leaf in leaves.items()}
@@ -133,7 +74,7 @@ def check(module: ModuleOp, batch: int, batch_norm: str = "train", seed: int = 0
             params[name] = (0.1 * rng.standard_normal(value.shape)).astype(np.float32)
         elif name.endswith("running_var"):
             params[name] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
-    function = next(op for op in module.ops if isinstance(op, func.FuncOp))
+    function = single_function(module)
     x = rng.standard_normal((batch, *shape_of(function.args[0])[1:]), dtype=np.float32)
     labels = rng.integers(0, shape_of(function.function_type.outputs.data[0])[1], batch)
 
