@@ -219,7 +219,7 @@ def main() -> int:
     from tconv.ir.params import init_params
 
     peaks = {t: sgemm_peak(t) for t in args.threads}
-    lines = ["# tconv benchmark", "", f"batch 1, fp32; peak: 4096² sgemm (torch) "
+    lines = ["# tconv benchmark", "", "batch 1, fp32; peak: 4096² sgemm (torch) "
              + ", ".join(f"{peaks[t]:.0f} GFLOP/s on {t} thread(s)" for t in args.threads), ""]
     print("\n".join(lines) + HEADER, flush=True)
     rows: list[Row] = []

@@ -95,7 +95,7 @@ def parse_keywords(parser: Parser, keywords: Sequence[Keyword]) -> dict[str, Att
             if parser.parse_optional_keyword(keyword.name) is None:
                 continue
         else:
-            parser.parse_keyword(keyword.name, f" (property of this op)")
+            parser.parse_keyword(keyword.name, " (property of this op)")
         if keyword.kind == "ints":
             values = parser.parse_comma_separated_list(
                 parser.Delimiter.SQUARE,
