@@ -22,6 +22,7 @@ from tconv.runtime.plan import read_plan
 from tconv.runtime.reference import run
 
 
+from support import relative_error
 def random_params(module, seed=0):
     """init_params, with non-trivial biases and batch-norm statistics so that
     folding is exercised."""
@@ -46,10 +47,6 @@ def small_network():
     x = b.concat([x, side])
     x = b.flatten(b.global_avg_pool(x))
     return b.finish(b.dense(x, 5, name="fc"))
-
-
-def relative_error(actual, expected):
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
 
 def check_artifact(module, directory, threads=2):

@@ -25,6 +25,7 @@ from tconv.runtime.reference import single_function
 from tconv.runtime.torch_executor import TORCH, interpret
 
 
+from support import relative_error
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """torch's thread pool slows down tenfold when the cores are shared; one
@@ -59,10 +60,6 @@ def torch_gradients(module: ModuleOp, params: Mapping[str, np.ndarray], x, label
     grads = {name: (leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)).numpy()
              for name, leaf in leaves.items()}
     return loss.item(), inputs.grad.numpy(), grads
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
 
 
 def check(module: ModuleOp, batch: int, batch_norm: str = "train", seed: int = 0) -> None:

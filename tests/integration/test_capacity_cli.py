@@ -12,13 +12,13 @@ import pytest
 
 from tconv.cli.capacity import DEFAULT_BATCH
 from tconv.cli.files import write_network
-from tconv.cli.main import main
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import load_module
 from tconv.ir.params import init_params, load_store, parameter_count, save_store, store_path_for
 from tconv.passes.analyses import capacity
 
 
+from support import assert_user_error, tconv
 def small_network():
     b = NetworkBuilder("small", (1, 3, 8, 8))
     x = b.relu(b.batch_norm(b.conv2d(b.input, 8, 3, name="conv1"), name="bn1"))
@@ -33,21 +33,6 @@ def network(tmp_path: Path) -> Path:
     module = small_network()
     write_network(path, module, init_params(module, seed=1))
     return path
-
-
-def tconv(capsys, *argv) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    status, out, err = result
-    assert status == 1, err
-    assert out == ""
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 def reported(out: str, metric: str) -> float:

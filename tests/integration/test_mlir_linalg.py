@@ -44,37 +44,25 @@ from tconv.frontends.mlir import from_linalg, linalg_text, make_linalg_context, 
 from tconv.frontends.mlir.forms import PARAM_ATTR
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import module_text, verify_module
-from tconv.ir.ops import BatchNormOp, shape_of
-from tconv.ir.params import init_params, param_ops
+from tconv.ir.ops import shape_of
+from tconv.ir.params import param_ops
 from tconv.runtime import reference
 
+from support import relative_error, trained_like_params
 IMPORT_TEST = Path(__file__).parents[1] / "filecheck" / "interop" / "import_linalg.mlir"
 
 
 def random_params(module: ModuleOp, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random weights (Kaiming where that is their init); vectors from
-    [-0.5, 0.5] (batch-norm scales and variances from [0.5, 1.5]), so that
-    every bias, shift and mean changes the result."""
-    rng = np.random.default_rng(seed)
-    params = init_params(module, seed)
-    near_one = {
-        operand.owner.param_name
-        for op in module.walk()
-        if isinstance(op, BatchNormOp)
-        for operand in (op.scale, op.var)
-    }
+    """`trained_like_params` with vectors from [-0.5, 0.5] (batch-norm scales
+    and variances from [0.5, 1.5]) and random normal weights where their init
+    is not Kaiming, so that every bias, shift and mean changes the result."""
+    rng = np.random.default_rng(seed + 1)
+    params = trained_like_params(module, seed, spread=0.5)
     for op in param_ops(module):
         shape = shape_of(op.result)
-        if len(shape) == 1:
-            low, high = (0.5, 1.5) if op.param_name in near_one else (-0.5, 0.5)
-            params[op.param_name] = rng.uniform(low, high, shape).astype(np.float32)
-        elif op.init.data != "kaiming_normal":
+        if len(shape) > 1 and op.init.data != "kaiming_normal":
             params[op.param_name] = rng.standard_normal(shape, dtype=np.float32)
     return params
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
 
 def network_input(module: ModuleOp, seed: int = 1) -> np.ndarray:

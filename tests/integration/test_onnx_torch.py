@@ -23,6 +23,7 @@ from tconv.frontends.onnx import import_model
 from tconv.runtime import reference
 
 
+from support import relative_error
 class BasicBlock(nn.Module):
     """torchvision's ResNet BasicBlock."""
 
@@ -182,10 +183,6 @@ def export(network: nn.Module, x: torch.Tensor, **options) -> bytes:
         options = {"opset_version": 17, **options}
         torch.onnx.export(network, (x,), buffer, dynamo=False, input_names=["x"], **options)
     return buffer.getvalue()
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
 
 EXPORTS = {

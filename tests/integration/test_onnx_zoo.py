@@ -15,35 +15,11 @@ import pytest
 from tconv.frontends import zoo
 from tconv.frontends.onnx import export_model, import_model
 from tconv.ir.loader import module_text
-from tconv.ir.ops import BatchNormOp, shape_of
-from tconv.ir.params import init_params, param_ops
+from tconv.ir.ops import shape_of
 from tconv.runtime import reference
 
 
-def random_params(module, seed: int = 0) -> dict[str, np.ndarray]:
-    """Kaiming weights; biases, shifts and means from [-0.1, 0.1], batch-norm
-    scales and variances from [0.9, 1.1]: like a trained network's, so every
-    parameter matters while float32 rounding stays far below the bound."""
-    rng = np.random.default_rng(seed)
-    params = init_params(module, seed)
-    near_one = {
-        operand.owner.param_name
-        for op in module.walk()
-        if isinstance(op, BatchNormOp)
-        for operand in (op.scale, op.var)
-    }
-    for op in param_ops(module):
-        shape = shape_of(op.result)
-        if len(shape) == 1:
-            low, high = (0.9, 1.1) if op.param_name in near_one else (-0.1, 0.1)
-            params[op.param_name] = rng.uniform(low, high, shape).astype(np.float32)
-    return params
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
-
-
+from support import relative_error, trained_like_params
 CASES = [
     pytest.param(name, dataset, id=f"{name}-{dataset}", marks=pytest.mark.slow)
     for name in zoo.network_names()
@@ -54,7 +30,7 @@ CASES = [
 @pytest.mark.parametrize("name, dataset", CASES)
 def test_zoo_network_round_trips_through_onnx(name, dataset):
     module = zoo.build(name, dataset, batch=1)
-    params = random_params(module)
+    params = trained_like_params(module)
     data = export_model(module, params).SerializeToString()
     onnx.checker.check_model(data)
 

@@ -16,6 +16,7 @@ from tconv.runtime.reference import run
 from tconv.runtime.torch_executor import torch_run
 
 
+from support import relative_error
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """torch's thread pool slows down tenfold when the cores are shared (as on CI
@@ -24,10 +25,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
 
 def check(module: ModuleOp, batch: int, seed: int = 0) -> None:

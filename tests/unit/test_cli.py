@@ -18,6 +18,7 @@ from tconv.ir.params import init_params, load_store, parameter_count, save_store
 from tconv.runtime import reference
 
 
+from support import assert_user_error, tconv
 def small_network():
     b = NetworkBuilder("small", (2, 3, 8, 8))
     x = b.relu(b.batch_norm(b.conv2d(b.input, 8, 3, name="conv1"), name="bn1"))
@@ -31,22 +32,6 @@ def network(tmp_path: Path) -> Path:
     module = small_network()
     write_network(path, module, init_params(module, seed=1))
     return path
-
-
-def tconv(capsys, *argv: str) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_user_error(result: tuple[int, str, str], *fragments: str) -> None:
-    status, out, err = result
-    assert status == 1, err
-    assert out == ""
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) >= 1
-    for fragment in fragments:
-        assert fragment in err
 
 
 # tconv zoo --------------------------------------------------------------------

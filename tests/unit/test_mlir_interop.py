@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, StringAttr, i64
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, StringAttr
 from xdsl.ir.affine import AffineExpr, AffineMap
 
 from tconv.cli.files import write_network
-from tconv.cli.main import main
 from tconv.frontends.mlir import LinalgImportError, from_linalg, linalg_text, parse_linalg, to_linalg
 from tconv.frontends.mlir.exporter import EXPORTERS
 from tconv.frontends.mlir.forms import linear_form
@@ -22,6 +21,7 @@ from tconv.ir.ops import TCONV_OPS, Conv2dOp, ParamOp
 from tconv.ir.params import init_params, load_store, save_store, store_path_for
 
 
+from support import assert_user_error, tconv
 def test_every_tconv_op_has_an_upstream_form():
     assert set(EXPORTERS) == set(TCONV_OPS) - {ParamOp}
 
@@ -271,21 +271,6 @@ def network(tmp_path: Path) -> Path:
     module = small_network()
     write_network(path, module, init_params(module, seed=1))
     return path
-
-
-def tconv(capsys, *argv) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_user_error(result: tuple[int, str, str], *fragments: str) -> None:
-    status, out, err = result
-    assert status == 1, err
-    assert out == ""
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err
 
 
 def test_export_prints_mlir_that_imports_back(network, capsys, tmp_path):

@@ -9,13 +9,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tconv.cli.files import write_network
-from tconv.cli.main import main
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import load_module, module_text
 from tconv.ir.params import init_params, load_store, store_path_for
 from tconv.runtime import reference
 
 
+from support import assert_user_error, tconv
 def small_network():
     b = NetworkBuilder("small", (2, 3, 8, 8))
     x = b.relu6(b.batch_norm(b.conv2d(b.input, 8, 3, name="conv1"), name="bn1"))
@@ -28,21 +28,6 @@ def network(tmp_path: Path) -> Path:
     module = small_network()
     write_network(path, module, init_params(module, seed=1))
     return path
-
-
-def tconv(capsys, *argv) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_user_error(result: tuple[int, str, str], *fragments: str) -> None:
-    status, out, err = result
-    assert status == 1, err
-    assert out == ""
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err
 
 
 def save_model(path: Path, nodes, input_shape, initializers=None) -> Path:

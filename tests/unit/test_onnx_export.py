@@ -9,11 +9,11 @@ import pytest
 from tconv.frontends.onnx import export_model, import_model
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import module_text
-from tconv.ir.ops import BatchNormOp, shape_of
-from tconv.ir.params import ParamError, init_params, param_ops
+from tconv.ir.params import ParamError
 from tconv.runtime import reference
 
 
+from support import relative_error, trained_like_params
 def every_op_network(batch: int = 2):
     """One network that uses each tconv op, with the attribute forms that are
     easy to get wrong: asymmetric padding, dilation, groups, both average
@@ -32,30 +32,6 @@ def every_op_network(batch: int = 2):
     return b.finish(b.dense(b.flatten(b.global_avg_pool(x)), 10, name="fc"))
 
 
-def random_params(module, seed: int = 0) -> dict[str, np.ndarray]:
-    """Kaiming weights; biases, shifts and means from [-0.1, 0.1], batch-norm
-    scales and variances from [0.9, 1.1]: like a trained network's, so every
-    parameter matters while float32 rounding stays far below the bound."""
-    rng = np.random.default_rng(seed)
-    params = init_params(module, seed)
-    near_one = {
-        operand.owner.param_name
-        for op in module.walk()
-        if isinstance(op, BatchNormOp)
-        for operand in (op.scale, op.var)
-    }
-    for op in param_ops(module):
-        shape = shape_of(op.result)
-        if len(shape) == 1:
-            low, high = (0.9, 1.1) if op.param_name in near_one else (-0.1, 0.1)
-            params[op.param_name] = rng.uniform(low, high, shape).astype(np.float32)
-    return params
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
-
-
 def run_onnxruntime(model: onnx.ModelProto, *inputs: np.ndarray) -> list[np.ndarray]:
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs)})
@@ -63,7 +39,7 @@ def run_onnxruntime(model: onnx.ModelProto, *inputs: np.ndarray) -> list[np.ndar
 
 def test_every_op_exports_runs_and_imports_back():
     module = every_op_network()
-    params = random_params(module)
+    params = trained_like_params(module)
     model = export_model(module, params)
     onnx.checker.check_model(model, full_check=True)
     x = np.random.default_rng(1).standard_normal((2, 4, 12, 12), dtype=np.float32)
@@ -79,7 +55,7 @@ def test_every_op_exports_runs_and_imports_back():
 
 
 def test_exported_node_types():
-    model = export_model(every_op_network(), random_params(every_op_network()))
+    model = export_model(every_op_network(), trained_like_params(every_op_network()))
     assert [node.op_type for node in model.graph.node] == [
         "Conv", "BatchNormalization", "Clip", "Conv", "Add", "Relu",
         "Reshape", "Transpose", "Reshape",
@@ -97,7 +73,7 @@ def test_exported_node_types():
 
 def test_parameters_keep_their_names_and_values():
     module = every_op_network()
-    params = random_params(module, seed=3)
+    params = trained_like_params(module, seed=3)
     initializers = {t.name: onnx.numpy_helper.to_array(t) for t in export_model(module, params).graph.initializer}
     for name, value in params.items():
         np.testing.assert_array_equal(initializers[name], value)
@@ -106,7 +82,7 @@ def test_parameters_keep_their_names_and_values():
 def test_exported_types_keep_the_ir_batch_and_shuffles_copy_it():
     """The model keeps the IR's batch in its types; the shuffle's Reshape
     shapes copy the batch (0), so the nodes themselves hold for any batch."""
-    model = export_model(every_op_network(batch=3), random_params(every_op_network(batch=3)))
+    model = export_model(every_op_network(batch=3), trained_like_params(every_op_network(batch=3)))
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [3, 4, 12, 12]
     shapes = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     reshapes = [node for node in model.graph.node if node.op_type == "Reshape"]
@@ -132,7 +108,7 @@ def test_parameter_names_that_look_like_value_names_do_not_collide():
     x = b.conv2d(b.input, 2, 1, name="input")
     x = b.conv2d(x, 2, 1, name="output")
     module = b.finish(b.relu(b.conv2d(x, 2, 1, name="conv2d")))
-    params = random_params(module)
+    params = trained_like_params(module)
     model = export_model(module, params)
     onnx.checker.check_model(model, full_check=True)
     x = np.random.default_rng(0).standard_normal((1, 2, 4, 4), dtype=np.float32)
@@ -143,7 +119,7 @@ def test_parameter_names_that_look_like_value_names_do_not_collide():
 
 def test_missing_parameter_is_an_error():
     module = every_op_network()
-    params = random_params(module)
+    params = trained_like_params(module)
     del params["bn1.running_var"]
     with pytest.raises(ParamError, match="parameter 'bn1.running_var' is missing"):
         export_model(module, params)

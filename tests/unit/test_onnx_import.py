@@ -16,6 +16,7 @@ from tconv.frontends.onnx import OnnxImportError, import_model
 from tconv.ir.loader import module_text, parse_module, verify_module
 from tconv.runtime import reference
 
+from support import relative_error
 INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -54,10 +55,6 @@ def make_model(
 
 def random(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
 
 def check_against_onnxruntime(

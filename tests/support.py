@@ -1,0 +1,53 @@
+"""Helpers the test files share (importable because tests/conftest.py puts
+this folder on sys.path)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tconv.cli.main import main
+from tconv.ir.ops import BatchNormOp, shape_of
+from tconv.ir.params import init_params, param_ops
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
+
+
+def trained_like_params(module, seed: int = 0, spread: float = 0.1) -> dict[str, np.ndarray]:
+    """Kaiming weights; biases, shifts and means from [-spread, spread],
+    batch-norm scales and variances from [1 - spread, 1 + spread]: like a
+    trained network's, so every parameter matters while float32 rounding
+    stays far below the bounds."""
+    rng = np.random.default_rng(seed)
+    params = init_params(module, seed)
+    near_one = {
+        operand.owner.param_name
+        for op in module.walk()
+        if isinstance(op, BatchNormOp)
+        for operand in (op.scale, op.var)
+    }
+    for op in param_ops(module):
+        shape = shape_of(op.result)
+        if len(shape) == 1:
+            center = 1.0 if op.param_name in near_one else 0.0
+            params[op.param_name] = rng.uniform(center - spread, center + spread, shape).astype(np.float32)
+    return params
+
+
+def tconv(capsys, *argv) -> tuple[int, str, str]:
+    """`tconv ARGV` in this process: its exit status, stdout and stderr."""
+    status = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_user_error(result: tuple[int, str, str], *fragments: str) -> None:
+    """A user error: status 1, nothing on stdout, a message (no traceback) holding every fragment."""
+    status, out, err = result
+    assert status == 1, err
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.strip()
+    for fragment in fragments:
+        assert fragment in err, err
