@@ -10,7 +10,7 @@ identical layers of a network are one workload, tuned once. For each, the
 search space is the TVM template's knobs (`tconv.lowering.tvm.conv_schedule`):
 channel blocks (whole vectors, or divisors of a group's channels) × column
 tiles. Candidates are measured best-first by the template's issue-rate model
-(`schedule_cpu._tile_efficiency`), the backend's own default first, one
+(`schedule_cpu.tile_efficiency`), the backend's own default first, one
 candidate of every workload per round, until the budget is spent; so any
 budget gives an answer no worse than the default, and more budget a better
 one.
@@ -40,6 +40,7 @@ from xdsl.dialects.builtin import ModuleOp
 from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.schedule import ConvSchedule
+from tconv.ir.shapes import window_output
 
 Knobs = tuple[int, int]
 """(channel block, column tile)."""
@@ -79,11 +80,16 @@ class Workload:
     def out_group(self) -> int:
         return self.out_channels // self.groups
 
+    def _out(self, axis: int) -> int:
+        """The output extent along spatial axis 0 (rows) or 1 (columns)."""
+        return window_output(
+            self.input[2 + axis], self.kernel[axis], self.strides[axis],
+            self.padding[axis] + self.padding[2 + axis], self.dilations[axis],
+        )
+
     @property
     def out_width(self) -> int:
-        _, _, _, w = self.input
-        left, right = self.padding[1], self.padding[3]
-        return (w + left + right - self.dilations[1] * (self.kernel[1] - 1) - 1) // self.strides[1] + 1
+        return self._out(1)
 
     @property
     def depthwise(self) -> bool:
@@ -91,10 +97,8 @@ class Workload:
 
     @property
     def flops(self) -> int:
-        n, c, h, w = self.input
-        top, bottom = self.padding[0], self.padding[2]
-        out_h = (h + top + bottom - self.dilations[0] * (self.kernel[0] - 1) - 1) // self.strides[0] + 1
-        return 2 * n * self.out_channels * out_h * self.out_width * (c // self.groups) * self.kernel[0] * self.kernel[1]
+        n, c, _, _ = self.input
+        return 2 * n * self.out_channels * self._out(0) * self._out(1) * (c // self.groups) * self.kernel[0] * self.kernel[1]
 
 
 def workload_of(conv: Conv2dOp) -> Workload:
@@ -188,7 +192,7 @@ def candidates(workload: Workload) -> list[Knobs]:
     knobs = [(b, t) for b in sorted(blocks) for t in range(1, min(out_width, 16) + 1)]
 
     def model(k: Knobs) -> float:
-        return schedule_cpu._tile_efficiency(k[0], k[1], out_group, out_width, unit.lanes)
+        return schedule_cpu.tile_efficiency(k[0], k[1], out_group, out_width, unit.lanes)
 
     ranked = sorted(knobs, key=lambda k: (-round(model(k), 3), -k[0] * k[1]))
     first = (default.block, default.width_tile)

@@ -73,7 +73,7 @@ def _channel_blocks(groups: int, out_group: int, lanes: int) -> list[int]:
     return [max(d for d in range(1, 2 * lanes + 1) if out_group % d == 0)]
 
 
-def _tile_efficiency(block: int, width_tile: int, out_group: int, out_width: int, lanes: int) -> float:
+def tile_efficiency(block: int, width_tile: int, out_group: int, out_width: int, lanes: int) -> float:
     """Useful FMAs per issued FMA slot of one accumulation step (a `block` ×
     `width_tile` tile updated by one input channel and tap), in a model of
     the core: a step takes as long as the FMAs, the loads (one per weight
@@ -95,7 +95,7 @@ def conv2d_blocking(groups: int, out_group: int, out_width: int, unit: VectorUni
     output channels and `out_width` output columns: of the channel blocks the
     groups allow (one or two vectors, see `_channel_blocks`) and the column
     tiles that fit the accumulator budget, the most efficient by
-    `_tile_efficiency`; on a tie, the one wasting the fewest columns, then the
+    `tile_efficiency`; on a tie, the one wasting the fewest columns, then the
     larger tile (fewer reloads of inputs and weights)."""
     lanes = unit.lanes
     budget = _accumulator_budget(unit)
@@ -103,7 +103,7 @@ def conv2d_blocking(groups: int, out_group: int, out_width: int, unit: VectorUni
     for block in _channel_blocks(groups, out_group, lanes):
         vectors = -(-block // lanes)
         for width_tile in range(1, min(out_width, max(1, budget // vectors)) + 1):
-            efficiency = _tile_efficiency(block, width_tile, out_group, out_width, lanes)
+            efficiency = tile_efficiency(block, width_tile, out_group, out_width, lanes)
             waste = -(-out_width // width_tile) * width_tile - out_width
             candidates.append(((round(efficiency, 3), -waste, vectors * width_tile, block), block, width_tile))
     _, block, width_tile = max(candidates)
@@ -126,23 +126,23 @@ def skews_planes(height: int, width: int, padding) -> bool:
 def tiles_positions(groups: int, out_group: int, out_height: int, out_width: int, unit: VectorUnit) -> bool:
     """Whether a pointwise convolution (`ops.is_pointwise`) should tile its
     flattened H·W positions rather than its rows: where that tiles better by
-    `_tile_efficiency`, which is on small images (7×7, 14×14), whose rows fit
+    `tile_efficiency`, which is on small images (7×7, 14×14), whose rows fit
     no register tile well. (On wide rows it is slower: the epilogue's vector
     stores cannot tell that a tile stays within one row.)"""
 
     def efficiency(columns: int) -> float:
         blocking = conv2d_blocking(groups, out_group, columns, unit)
-        return _tile_efficiency(blocking.block, blocking.width_tile, out_group, columns, unit.lanes)
+        return tile_efficiency(blocking.block, blocking.width_tile, out_group, columns, unit.lanes)
 
     return efficiency(out_height * out_width) > efficiency(out_width) + 1e-3
 
 
 def depthwise_blocking(channels: int, out_width: int, unit: VectorUnit) -> ConvBlocking:
     """One vector of channels (fewer for narrow layers) by the column tile
-    that fits the accumulator budget best by `_tile_efficiency`."""
+    that fits the accumulator budget best by `tile_efficiency`."""
     block = min(unit.lanes, channels)
     candidates = [
-        (round(_tile_efficiency(block, t, block, out_width, unit.lanes), 3), -(-(-out_width // t) * t), t)
+        (round(tile_efficiency(block, t, block, out_width, unit.lanes), 3), -(-(-out_width // t) * t), t)
         for t in range(1, min(out_width, _accumulator_budget(unit)) + 1)
     ]
     return ConvBlocking(block, max(candidates)[2])
