@@ -209,11 +209,12 @@ class TconvOptMain(xDSLOptMain):
                 raise TconvError(f"{output_file}: error: cannot write: {err.strerror}") from None
 
     def _input_store(self) -> ParamStore | None:
-        """The parameter store beside the input file, if it has one and a NAS
-        pass will read or rewrite parameters (other pipelines leave it alone)."""
+        """The parameter store beside the input file, if it has one and a pass
+        of the pipeline reads or rewrites parameters (its class says so with
+        `uses_param_store`; other pipelines leave the store alone)."""
         if self.args.input_file in (None, "-"):
             return None
-        if not any(type(p).__module__.startswith("tconv.passes.nas.") for p in self.pipeline.passes):
+        if not any(getattr(p, "uses_param_store", False) for p in self.pipeline.passes):
             return None
         path = store_path_for(self.args.input_file)
         if path == Path(self.args.input_file) or not path.exists():

@@ -6,42 +6,29 @@ from importlib import import_module
 from xdsl.passes import ModulePass
 
 
-def _set_batch() -> type[ModulePass]:
-    from tconv.passes.set_batch import SetBatchPass
-
-    return SetBatchPass
-
-
-def _nas(module: str, cls: str) -> Callable[[], type[ModulePass]]:
-    """A loader of the NAS pass `cls` in `tconv.passes.nas.<module>`."""
+def _loader(module: str, cls: str) -> Callable[[], type[ModulePass]]:
+    """A loader of the pass class `cls` in `tconv.passes.<module>`."""
 
     def load() -> type[ModulePass]:
-        return getattr(import_module(f"tconv.passes.nas.{module}"), cls)
-
-    return load
-
-
-def _schedule(cls: str) -> Callable[[], type[ModulePass]]:
-    """A loader of the schedule pass `cls` in `tconv.passes.classical.schedule`."""
-
-    def load() -> type[ModulePass]:
-        return getattr(import_module("tconv.passes.classical.schedule"), cls)
+        return getattr(import_module(f"tconv.passes.{module}"), cls)
 
     return load
 
 
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
-    "tconv-set-batch": _set_batch,
-    "tconv-tile": _schedule("TilePass"),
-    "tconv-reorder": _schedule("ReorderPass"),
-    "tconv-unroll": _schedule("UnrollPass"),
-    "tconv-vectorize": _schedule("VectorizePass"),
-    "tconv-parallel": _schedule("ParallelPass"),
-    "tconv-group": _nas("group", "GroupPass"),
-    "tconv-bottleneck": _nas("bottleneck", "BottleneckPass"),
-    "tconv-bottleneck-block": _nas("bottleneck_block", "BottleneckBlockPass"),
-    "tconv-depthwise-separable": _nas("depthwise_separable", "DepthwiseSeparablePass"),
-    "tconv-split-output": _nas("split_output", "SplitOutputPass"),
-    "tconv-unroll-conv": _nas("unroll_conv", "UnrollConvPass"),
-    "tconv-prune-channels": _nas("prune_channels", "PruneChannelsPass"),
+    "tconv-set-batch": _loader("set_batch", "SetBatchPass"),
+    "tconv-tile": _loader("classical.schedule", "TilePass"),
+    "tconv-reorder": _loader("classical.schedule", "ReorderPass"),
+    "tconv-unroll": _loader("classical.schedule", "UnrollPass"),
+    "tconv-vectorize": _loader("classical.schedule", "VectorizePass"),
+    "tconv-parallel": _loader("classical.schedule", "ParallelPass"),
+    "tconv-fold-bn": _loader("classical.fold_bn", "FoldBatchNormPass"),
+    "tconv-fuse": _loader("classical.fuse", "FusePass"),
+    "tconv-group": _loader("nas.group", "GroupPass"),
+    "tconv-bottleneck": _loader("nas.bottleneck", "BottleneckPass"),
+    "tconv-bottleneck-block": _loader("nas.bottleneck_block", "BottleneckBlockPass"),
+    "tconv-depthwise-separable": _loader("nas.depthwise_separable", "DepthwiseSeparablePass"),
+    "tconv-split-output": _loader("nas.split_output", "SplitOutputPass"),
+    "tconv-unroll-conv": _loader("nas.unroll_conv", "UnrollConvPass"),
+    "tconv-prune-channels": _loader("nas.prune_channels", "PruneChannelsPass"),
 }

@@ -64,6 +64,8 @@ class NasPass(ModulePass):
     """Seed of that minibatch."""
 
     name: ClassVar[str]
+    uses_param_store: ClassVar[bool] = True
+    """`tconv-opt` gives the pipeline the input's store and writes the output's."""
 
     # What a pass defines ----------------------------------------------------
 
