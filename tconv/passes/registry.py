@@ -31,4 +31,5 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "tconv-split-output": _loader("nas.split_output", "SplitOutputPass"),
     "tconv-unroll-conv": _loader("nas.unroll_conv", "UnrollConvPass"),
     "tconv-prune-channels": _loader("nas.prune_channels", "PruneChannelsPass"),
+    "tconv-blockswap": _loader("nas.blockswap", "BlockSwapPass"),
 }
