@@ -1,6 +1,7 @@
 """`tconv compile`: compile a network and its parameters into an artifact.
 
     tconv compile net.mlir --backend tvm --target cpu -o net.tconv
+    tconv compile net.mlir --backend llvm -o net.tconv
     tconv run net.tconv --input x.npy --output y.npy
 
 The artifact is a directory (plan.txt, the kernel library, the parameter
@@ -8,6 +9,11 @@ blob) that `tconv run DIR` and `tconv.runtime.driver.Runtime` execute
 without TVM. The parameters come from the store beside the IR (`net.npz`
 for `net.mlir`); they are packed and batch-norm-folded at compile time.
 Kernels are built for the shapes in the IR, batch included.
+
+`--backend llvm` builds the kernels as explicit loop nests through
+llvmlite (`tconv.lowering.llvm`) into the same artifact format; it compiles
+for this CPU only and takes no tuning database (the database holds TVM
+measurements); a convolution's own IR schedule is honoured or refused.
 
 `--target cuda` compiles the kernels for an NVIDIA GPU (`--arch`, default
 sm_90) with nvcc, which must be installed; the machine needs no GPU. Such an
@@ -23,7 +29,7 @@ from tconv.cli.command import Command, UsageError, note
 from tconv.ir.loader import TconvError, load_module
 from tconv.ir.params import bind_params, load_store, store_path_for
 
-BACKENDS = ("tvm",)
+BACKENDS = ("tvm", "llvm")
 TARGETS = ("cpu", "cuda")
 
 
@@ -65,9 +71,16 @@ def execute(args: argparse.Namespace) -> None:
         )
     if args.target == "cuda" and not re.fullmatch(r"sm_[0-9]+[a-z]?", args.arch):
         raise UsageError(f"--arch: expected a CUDA architecture like sm_90, got '{args.arch}'")
+    if args.backend == "llvm" and args.target != "cpu":
+        raise UsageError(f"--target {args.target}: the llvm backend compiles for cpu only (use --backend tvm)")
     module = load_module(args.file)
     store = store_path_for(args.file)
     params = bind_params(module, load_store(store), source=str(store))
+    if args.backend == "llvm":
+        from tconv.lowering.llvm.artifact import compile_artifact as compile_llvm_artifact
+
+        print(compile_llvm_artifact(module, params, args.output).format())
+        return
     # Imported on use: TVM loads only when something is compiled.
     from tconv.lowering.tvm.artifact import compile_artifact
     from tconv.search.tuning import TuningDatabase, apply_tuning, default_database_path, default_threads
@@ -86,7 +99,7 @@ def execute(args: argparse.Namespace) -> None:
 COMPILE = Command(
     name="compile",
     help="compile a network into an artifact directory that `tconv run DIR` executes",
-    description="Compile a network (IR + its parameter store) with the TVM backend into an "
+    description="Compile a network (IR + its parameter store) with the TVM or the LLVM backend into an "
     "artifact directory: plan.txt, the kernel library and the packed parameters. "
     "`tconv run DIR` runs it with the C runtime, without TVM (a cuda artifact: with "
     "tvm_ffi and torch on a GPU machine).",

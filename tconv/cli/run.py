@@ -15,6 +15,7 @@ compiled for.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,12 +47,35 @@ def _reference(
     return reference.run(module, params, *inputs)
 
 
-BACKENDS: dict[str, Backend | None] = {
-    "reference": _reference,
-    "tvm": None,
-    "llvm": None,
-}
-"""Every backend by name; None for one that is planned but not built yet."""
+def _at_batch(module: ModuleOp, inputs: Sequence[np.ndarray]) -> ModuleOp:
+    """The module with its batch set to the inputs' (compiled kernels have fixed shapes)."""
+    from tconv.passes.set_batch import set_batch
+
+    module = module.clone()
+    if inputs:
+        set_batch(_network(module, "<module>"), inputs[0].shape[0])
+    return module
+
+
+def _tvm(module: ModuleOp, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    from tconv.lowering.tvm.build import run_tvm
+
+    return run_tvm(_at_batch(module, inputs), params, *inputs)
+
+
+def _llvm(module: ModuleOp, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    from tconv.lowering.llvm.artifact import compile_artifact
+    from tconv.runtime.driver import Runtime
+
+    with tempfile.TemporaryDirectory(prefix="tconv-run-") as scratch:
+        compile_artifact(_at_batch(module, inputs), params, Path(scratch) / "net")
+        with Runtime(Path(scratch) / "net") as runtime:
+            return runtime.run(*inputs)
+
+
+BACKENDS: dict[str, Backend] = {"reference": _reference, "tvm": _tvm, "llvm": _llvm}
+"""Every backend by name. The compiling ones build for the inputs' batch on
+every run (time includes compiling); `tconv compile` builds once."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -88,12 +112,7 @@ def _backend(name: str) -> Backend:
         raise TconvError(
             f"error: unknown backend '{name}' (expected one of: {', '.join(BACKENDS)})"
         )
-    backend = BACKENDS[name]
-    if backend is None:
-        raise TconvError(
-            f"error: the '{name}' backend is not available yet; use --backend reference"
-        )
-    return backend
+    return BACKENDS[name]
 
 
 def _network(module: ModuleOp, path: str) -> func.FuncOp:

@@ -122,8 +122,8 @@ def test_cli_run_of_an_artifact_with_random_input(compiled, capsys):
         (lambda w, a: ["run", str(a), "--batch", "3"], "compiled for batch 2, not 3"),
         (lambda w, a: ["run", str(w)], "not a tconv artifact"),
         (lambda w, a: ["compile", str(w / "missing.mlir"), "-o", str(w / "m.art")], "missing.mlir"),
-        (lambda w, a: ["compile", str(w / "small.mlir"), "--backend", "llvm", "-o", str(w / "c.art")],
-         "unknown compile backend 'llvm'"),
+        (lambda w, a: ["compile", str(w / "small.mlir"), "--backend", "xla", "-o", str(w / "c.art")],
+         "unknown compile backend 'xla'"),
     ],
 )
 def test_cli_errors_are_clean(compiled, capsys, make_args, message):

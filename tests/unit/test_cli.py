@@ -18,7 +18,7 @@ from tconv.ir.params import init_params, load_store, parameter_count, save_store
 from tconv.runtime import reference
 
 
-from support import assert_user_error, tconv
+from support import assert_user_error, relative_error, tconv
 def small_network():
     b = NetworkBuilder("small", (2, 3, 8, 8))
     x = b.relu(b.batch_norm(b.conv2d(b.input, 8, 3, name="conv1"), name="bn1"))
@@ -175,9 +175,22 @@ def test_run_with_bad_input_files(capsys, network, tmp_path):
     assert not out.exists()
 
 
-def test_run_with_unknown_or_unavailable_backend(capsys, network):
+def test_run_with_unknown_backend(capsys, network):
     assert_user_error(tconv(capsys, "run", network, "--backend", "tpu"), "unknown backend 'tpu'")
-    assert_user_error(tconv(capsys, "run", network, "--backend", "tvm"), "'tvm' backend is not available yet")
+
+
+@pytest.mark.parametrize("backend", ["tvm", "llvm"])
+def test_run_on_a_compiling_backend_at_another_batch(capsys, network, tmp_path, backend):
+    """The compiled backends build for the input's batch (3 here, not the IR's) and
+    agree with the reference executor."""
+    status, _, err = tconv(capsys, "run", network, "--batch", "3", "--output", tmp_path / "ref.npy")
+    assert status == 0, err
+    status, out, err = tconv(capsys, "run", network, "--batch", "3", "--backend", backend,
+                             "--output", tmp_path / "out.npy")
+    assert status == 0, err
+    assert f"on the {backend} backend, batch 3" in out
+    expected, actual = np.load(tmp_path / "ref.npy"), np.load(tmp_path / "out.npy")
+    assert actual.shape == expected.shape and relative_error(actual, expected) < 1e-5
 
 
 def test_run_usage_error(capsys, network, tmp_path):

@@ -15,6 +15,10 @@ plan, the blob and the library with `tconv.runtime.plan.write_artifact`
 same plan over device memory, its library compiled by nvcc
 (`cuda_library`) and run by `tconv.runtime.cuda`.
 
+`write_program_artifact` is the backend-neutral half: any backend's
+`KernelProgram` and a function that writes its kernel library (the LLVM
+backend uses it too).
+
 Plan tensor ids are the program's tensor ids (`program.Tensor.id`), so a
 plan line can be traced back to the `KernelProgram`.
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,14 +158,32 @@ def compile_artifact(
 
     bound = bind_params(module, params)
     executable, program = build_kernels(module, target, arch)
-    plan, blob = plan_program(program, bound, target, arch if target == "cuda" else "")
-    out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="tconv-artifact-") as scratch:
-        library = Path(scratch) / LIBRARY_FILE
+
+    def write_library(library: Path) -> None:
         if target == "cuda":
             compile_cuda_library(executable, library, arch)
         else:
             executable.export_library(str(library))
+
+    return write_program_artifact(program, bound, out_dir, write_library, target, arch if target == "cuda" else "")
+
+
+def write_program_artifact(
+    program: KernelProgram,
+    params: Mapping[str, np.ndarray],
+    out_dir: str | os.PathLike[str],
+    write_library: Callable[[Path], None],
+    target: str = "cpu",
+    arch: str = "",
+) -> ArtifactReport:
+    """Write the artifact of `program` (any backend's) into `out_dir`: its
+    plan and parameter blob from the bound store `params`, and the kernel
+    library that `write_library(path)` writes at the path it is given."""
+    plan, blob = plan_program(program, params, target, arch)
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="tconv-artifact-") as scratch:
+        library = Path(scratch) / LIBRARY_FILE
+        write_library(library)
         plan_format.write_artifact(out_dir, plan, blob, library)
     activation_bytes = sum(t.nbytes for t in plan.tensors if t.location == "arena")
     return ArtifactReport(
