@@ -7,16 +7,23 @@ that keeps the results.
 
 A *workload* is a convolution's shape and attributes (`workload_key`):
 identical layers of a network are one workload, tuned once. For each, the
-search space is the TVM template's knobs (`tconv.lowering.tvm.conv_schedule`):
-channel blocks (whole vectors, or divisors of a group's channels) × column
-tiles. Candidates are measured best-first by the template's issue-rate model
-(`schedule_cpu.tile_efficiency`), the backend's own default first, one
+search space is the TVM templates' knobs (`tconv.lowering.tvm.conv_schedule`,
+`Knobs`): for the direct template, channel blocks (whole vectors, or
+divisors of a group's channels) × column tiles; for grouped and depthwise
+convolutions also GSPC's channel blocks × row tiles × column tiles
+(`schedule_gspc`), and for kernels 5 wide and more, both with the
+kernel-column loop rolled. Candidates are measured best-first by the
+templates' issue-rate models (`schedule_cpu.tile_efficiency`,
+`schedule_gspc.column_efficiency`), the backend's own default first, one
 candidate of every workload per round, until the budget is spent; so any
 budget gives an answer no worse than the default, and more budget a better
 one.
 
 The database is a JSON-lines file, one measurement a line, keyed by workload
-and target (`target_key`: the CPU and the thread count). Each line is
+and target (`target_key`: the CPU and the thread count); the knobs are the
+fields `block` and `width_tile`, and, where they are not the direct
+template's defaults, `rows`, `columns` and `unroll_kw` (records without them
+are the direct template's, as written before GSPC). Each line is
 appended as soon as it is measured, so a tuning run that stops (budget,
 Ctrl-C) resumes where it was: measured candidates are not measured again.
 `tconv compile` applies the best record of each workload to the
@@ -42,8 +49,45 @@ from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.schedule import ConvSchedule
 from tconv.ir.shapes import window_output
 
-Knobs = tuple[int, int]
-"""(channel block, column tile)."""
+Knobs = tuple[int, ...]
+"""A schedule's knobs as integers, in the order of KNOB_NAMES:
+(block, width_tile, rows, columns, unroll_kw) — channels per block, columns
+per register tile, rows per register tile (1 in the direct template),
+whether columns are the vector (1: GSPC; 0: the direct template's channel
+vector) and whether the kernel-column loop is unrolled (1) or not (0). A
+shorter tuple (an old record's (block, width_tile)) means the defaults of
+the rest: `full_knobs` fills them in."""
+
+KNOB_NAMES = ("block", "width_tile", "rows", "columns", "unroll_kw")
+KNOB_DEFAULTS = (1, 1, 1, 0, 1)
+"""The value of each knob where a record or a tuple leaves it out."""
+
+
+def full_knobs(knobs: Knobs) -> Knobs:
+    """`knobs` with every knob of KNOB_NAMES, the missing ones at their defaults."""
+    if not 2 <= len(knobs) <= len(KNOB_NAMES):
+        raise ValueError(f"knobs: expected 2 to {len(KNOB_NAMES)} integers {KNOB_NAMES}, got {knobs}")
+    return tuple(int(k) for k in knobs) + KNOB_DEFAULTS[len(knobs):]
+
+
+def blocking_of(knobs: Knobs):
+    """The `ops.ConvBlocking` that `knobs` name."""
+    from tconv.lowering.tvm.ops import ConvBlocking
+
+    block, width_tile, rows, columns, unroll_kw = full_knobs(knobs)
+    return ConvBlocking(block, width_tile, vector="ow" if columns else "oc", rows=rows, unroll_kw=bool(unroll_kw))
+
+
+def knobs_of(blocking) -> Knobs:
+    """The knobs of an `ops.ConvBlocking` (the inverse of `blocking_of`)."""
+    return (blocking.block, blocking.width_tile, blocking.rows, int(blocking.vector == "ow"), int(blocking.unroll_kw))
+
+
+def schedule_of(workload: Workload, knobs: Knobs) -> ConvSchedule:
+    """The IR schedule that runs `workload` with `knobs` (the template's full form)."""
+    from tconv.lowering.tvm.conv_schedule import template_schedule
+
+    return template_schedule(blocking_of(knobs), workload.groups, workload.depthwise)
 
 
 def default_database_path() -> Path:
@@ -92,6 +136,10 @@ class Workload:
         return self._out(1)
 
     @property
+    def out_height(self) -> int:
+        return self._out(0)
+
+    @property
     def depthwise(self) -> bool:
         return self.input[1] == self.groups and self.out_group == 1
 
@@ -122,11 +170,8 @@ def target_key(threads: int) -> str:
 
 
 def tunable_convs(module: ModuleOp) -> list[Conv2dOp]:
-    """Convolutions the template tunes: no schedule of their own, not depthwise."""
-    return [
-        op for op in module.walk()
-        if isinstance(op, Conv2dOp) and op.schedule is None and not workload_of(op).depthwise
-    ]
+    """Convolutions the templates tune: those without a schedule of their own."""
+    return [op for op in module.walk() if isinstance(op, Conv2dOp) and op.schedule is None]
 
 
 class TuningDatabase:
@@ -149,7 +194,11 @@ class TuningDatabase:
             try:
                 record = json.loads(line)
                 key = (str(record["workload"]), str(record["target"]))
-                knobs = (int(record["block"]), int(record["width_tile"]))
+                # block and width_tile are required; the later knobs default.
+                knobs = tuple(
+                    int(record[name] if index < 2 else record.get(name, default))
+                    for index, (name, default) in enumerate(zip(KNOB_NAMES, KNOB_DEFAULTS))
+                )
                 seconds = float(record["seconds"])
             except (ValueError, KeyError, TypeError):
                 if number == len(lines):
@@ -158,6 +207,7 @@ class TuningDatabase:
             self.records.setdefault(key, {})[knobs] = seconds
 
     def measured(self, workload: Workload, target: str) -> dict[Knobs, float]:
+        """Seconds by knobs (full, see `full_knobs`) measured for `workload` on `target`."""
         return self.records.get((workload.key, target), {})
 
     def best(self, workload: Workload, target: str) -> tuple[Knobs, float] | None:
@@ -168,44 +218,80 @@ class TuningDatabase:
         return knobs, measured[knobs]
 
     def add(self, workload: Workload, target: str, knobs: Knobs, seconds: float) -> None:
+        knobs = full_knobs(knobs)
         self.records.setdefault((workload.key, target), {})[knobs] = seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"workload": workload.key, "target": target, "block": knobs[0], "width_tile": knobs[1],
-                  "seconds": seconds}
+        record: dict[str, object] = {"workload": workload.key, "target": target}
+        # The direct template's defaults stay implicit: its records read as before GSPC.
+        record.update(
+            (name, value) for index, (name, value, default) in enumerate(zip(KNOB_NAMES, knobs, KNOB_DEFAULTS))
+            if index < 2 or value != default
+        )
+        record["seconds"] = seconds
         with open(self.path, "a") as file:
             file.write(json.dumps(record) + "\n")
 
 
-def candidates(workload: Workload) -> list[Knobs]:
-    """The template's knobs for `workload`, the backend's default first, then
-    best-first by the issue-rate model."""
+def default_blocking(workload: Workload):
+    """The blocking the backend gives `workload` without a schedule."""
     from tconv.lowering.tvm import schedule_cpu
     from tconv.lowering.tvm.target import cpu_target, vector_unit
 
     unit = vector_unit(cpu_target())
-    out_group, out_width = workload.out_group, workload.out_width
-    default = schedule_cpu.conv2d_blocking(workload.groups, out_group, out_width, unit)
-    if workload.groups == 1:
-        blocks = {unit.lanes * k for k in range(1, 5) if unit.lanes * (k - 1) < out_group}
+    shape = dict(out_height=workload.out_height, kernel=workload.kernel)
+    if workload.depthwise:
+        return schedule_cpu.depthwise_blocking(workload.out_channels, workload.out_width, unit, **shape)
+    return schedule_cpu.conv2d_blocking(workload.groups, workload.out_group, workload.out_width, unit, **shape)
+
+
+def candidates(workload: Workload) -> list[Knobs]:
+    """The templates' knobs for `workload` (full, see `Knobs`), the backend's
+    default first, then best-first by the templates' issue-rate models.
+
+    Direct template: channel blocks (whole vectors with one group, divisors
+    of a group's channels with several, a vector of channels for depthwise)
+    × column tiles up to 16. GSPC, for grouped and depthwise convolutions:
+    `schedule_gspc.gspc_candidates`. Kernels 5 or more columns wide also
+    try each with the kernel-column loop rolled."""
+    from dataclasses import replace
+
+    from tconv.lowering.tvm import schedule_cpu, schedule_gspc
+    from tconv.lowering.tvm.ops import ConvBlocking
+    from tconv.lowering.tvm.target import cpu_target, vector_unit
+
+    unit = vector_unit(cpu_target())
+    lanes = unit.lanes
+    out_group, out_height, out_width = workload.out_group, workload.out_height, workload.out_width
+    if workload.depthwise:
+        blocks = {min(lanes, workload.out_channels)}
+    elif workload.groups == 1:
+        blocks = {lanes * k for k in range(1, 5) if lanes * (k - 1) < out_group}
     else:
-        blocks = {b for b in range(1, min(out_group, 4 * unit.lanes) + 1) if out_group % b == 0}
-    knobs = [(b, t) for b in sorted(blocks) for t in range(1, min(out_width, 16) + 1)]
+        blocks = {b for b in range(1, min(out_group, 4 * lanes) + 1) if out_group % b == 0}
+    space = [ConvBlocking(b, t) for b in sorted(blocks) for t in range(1, min(out_width, 16) + 1)]
+    if workload.groups > 1:
+        space += schedule_gspc.gspc_candidates(out_group, out_height, out_width, unit)
+    if workload.kernel[1] >= 5:
+        space += [replace(b, unroll_kw=False) for b in space]
 
-    def model(k: Knobs) -> float:
-        return schedule_cpu.tile_efficiency(k[0], k[1], out_group, out_width, unit.lanes)
+    def model(b: ConvBlocking) -> float:
+        if b.vector == "ow":
+            return schedule_gspc.column_efficiency(
+                b.block, b.rows, b.width_tile, out_group, out_height, out_width, workload.kernel, lanes,
+                in_group=workload.input[1] // workload.groups,
+            )
+        channels = b.block if workload.depthwise else out_group
+        return schedule_cpu.tile_efficiency(b.block, b.width_tile, channels, out_width, lanes)
 
-    ranked = sorted(knobs, key=lambda k: (-round(model(k), 3), -k[0] * k[1]))
-    first = (default.block, default.width_tile)
-    return [first] + [k for k in ranked if k != first]
+    ranked = sorted(space, key=lambda b: (-round(model(b), 3), -b.block * b.rows * b.width_tile, not b.unroll_kw))
+    first = knobs_of(default_blocking(workload))
+    return [first] + [k for k in dict.fromkeys(knobs_of(b) for b in ranked) if k != first]
 
 
-def measure(workload: Workload, knobs: Knobs, repeat: int = 3) -> float:
-    """Median seconds of one run of the workload's kernel with `knobs`."""
+def conv_network(workload: Workload, knobs: Knobs) -> ModuleOp:
+    """The network `measure` times: the workload's convolution alone, with
+    `knobs` as its schedule (also what remote measurement builds)."""
     from tconv.ir.builder import NetworkBuilder
-    from tconv.ir.params import init_params
-    from tconv.lowering.tvm.build import TvmNetwork
-
-    import tvm
 
     b = NetworkBuilder("tune", workload.input)
     module = b.finish(b.conv2d(
@@ -213,7 +299,18 @@ def measure(workload: Workload, knobs: Knobs, repeat: int = 3) -> float:
         dilation=workload.dilations, groups=workload.groups, name="conv",
     ))
     (conv,) = [op for op in module.walk() if isinstance(op, Conv2dOp)]
-    conv.properties["schedule"] = ConvSchedule({"oc": (knobs[0],), "ow": (knobs[1],)}).to_attr()
+    conv.properties["schedule"] = schedule_of(workload, knobs).to_attr()
+    return module
+
+
+def measure(workload: Workload, knobs: Knobs, repeat: int = 3) -> float:
+    """Median seconds of one run of the workload's kernel with `knobs`."""
+    from tconv.ir.params import init_params
+    from tconv.lowering.tvm.build import TvmNetwork
+
+    import tvm
+
+    module = conv_network(workload, knobs)
     network = TvmNetwork(module)
     network.load_params(init_params(module))
     network.run(np.random.default_rng(0).standard_normal(workload.input, dtype=np.float32))
@@ -294,22 +391,31 @@ def apply_tuning(module: ModuleOp, database: TuningDatabase, threads: int) -> in
     target = target_key(threads)
     applied = 0
     for conv in tunable_convs(module):
-        best = database.best(workload_of(conv), target)
+        workload = workload_of(conv)
+        best = database.best(workload, target)
         if best is not None:
-            (block, width_tile), _ = best
-            conv.properties["schedule"] = ConvSchedule({"oc": (block,), "ow": (width_tile,)}).to_attr()
+            conv.properties["schedule"] = schedule_of(workload, best[0]).to_attr()
             applied += 1
     return applied
 
 
+def describe_knobs(knobs: Knobs) -> str:
+    """Knobs in short: block x column tile for the direct template, "gspc"
+    block x rows x column tile for GSPC; "kw rolled" where the kernel-column
+    loop is."""
+    block, width_tile, rows, columns, unroll_kw = full_knobs(knobs)
+    text = f"gspc {block}x{rows}x{width_tile}" if columns else f"{block}x{width_tile}"
+    return text if unroll_kw else f"{text} kw rolled"
+
+
 def format_reports(reports: list[TuningReport]) -> str:
-    lines = [f"{'workload':64} {'GFLOP/s default':>15} {'GFLOP/s tuned':>13} {'speedup':>7} {'knobs':>9} {'tried':>5}"]
+    lines = [f"{'workload':64} {'GFLOP/s default':>15} {'GFLOP/s tuned':>13} {'speedup':>7} {'knobs':>14} {'tried':>5}"]
     for r in reports:
         default = f"{r.workload.flops / r.default / 1e9:15.1f}" if r.default else f"{'-':>15}"
         speedup = f"{r.default / r.best:7.2f}" if r.default else f"{'-':>7}"
-        knobs = f"{r.knobs[0]}x{r.knobs[1]}"
+        knobs = describe_knobs(r.knobs)
         lines.append(
-            f"{r.workload.key:64} {default} {r.workload.flops / r.best / 1e9:13.1f} {speedup} {knobs:>9} {r.measured:5d}"
+            f"{r.workload.key:64} {default} {r.workload.flops / r.best / 1e9:13.1f} {speedup} {knobs:>14} {r.measured:5d}"
         )
     return "\n".join(lines) + "\n"
 

@@ -13,9 +13,15 @@ from tconv.ir.ops import Conv2dOp
 from tconv.ir.params import init_params, save_store, store_path_for
 from tconv.ir.schedule import parse_schedule
 from tconv.search.tuning import (
+    KNOB_NAMES,
     TuningDatabase,
     apply_tuning,
+    blocking_of,
     candidates,
+    default_blocking,
+    describe_knobs,
+    full_knobs,
+    knobs_of,
     target_key,
     tune,
     tunable_convs,
@@ -24,7 +30,7 @@ from tconv.search.tuning import (
 
 
 def network():
-    """Two identical 3×3 convs (one workload), a grouped one and a depthwise one (not tuned)."""
+    """Two identical 3×3 convs (one workload), a grouped one and a depthwise one."""
     b = NetworkBuilder("net", (1, 16, 10, 10))
     x = b.relu(b.conv2d(b.input, 16, 3, padding=1, name="a"))
     x = b.relu(b.conv2d(x, 16, 3, padding=1, name="b"))
@@ -32,15 +38,20 @@ def network():
     return b.finish(b.conv2d(x, 16, 3, padding=1, groups=16, name="dw"))
 
 
+OPTIMA = {1: (16, 5, 1, 0, 1), 4: (2, 8, 2, 1, 1), 16: (1, 8, 5, 1, 1)}
+"""Made-up best knobs by groups: the dense layers' in the direct template,
+the grouped and depthwise layers' in GSPC."""
+
+
 def fake_seconds(workload, knobs):
-    """A made-up cost whose optimum is block 16 × tile 5 (or the grouped layer's 4 × 2)."""
-    block, tile = knobs
-    return 1e-3 * (1 + abs(tile - (5 if workload.groups == 1 else 2)) + abs(block - (16 if workload.groups == 1 else 4)))
+    """A made-up cost, least at the workload's OPTIMA."""
+    best = OPTIMA[workload.groups]
+    return 1e-3 * (1 + sum(abs(k - b) for k, b in zip(full_knobs(knobs), best)))
 
 
 def test_identical_workloads_are_tuned_once_and_runs_resume(tmp_path):
     module = network()
-    assert [workload_of(c).groups for c in tunable_convs(module)] == [1, 1, 4]  # depthwise left out
+    assert [workload_of(c).groups for c in tunable_convs(module)] == [1, 1, 4, 16]
     calls = []
 
     def measure(workload, knobs):
@@ -49,9 +60,9 @@ def test_identical_workloads_are_tuned_once_and_runs_resume(tmp_path):
 
     database = TuningDatabase(tmp_path / "db.jsonl")
     reports = tune(module, database, 1e9, threads=2, progress=None, measure_fn=measure)
-    assert len(reports) == 2 and len(set(calls)) == len(calls)
-    dense, grouped = reports
-    assert dense.knobs == (16, 5) and grouped.knobs == (4, 2)
+    assert len(reports) == 3 and len(set(calls)) == len(calls)
+    assert [r.knobs for r in reports] == [OPTIMA[1], OPTIMA[4], OPTIMA[16]]
+    dense = reports[0]
     # Each workload's first measurement is the backend's own default.
     first = {}
     for key, knobs in calls:
@@ -62,7 +73,7 @@ def test_identical_workloads_are_tuned_once_and_runs_resume(tmp_path):
     # A second run finds everything measured: nothing is measured again.
     calls.clear()
     again = tune(module, TuningDatabase(tmp_path / "db.jsonl"), 1e9, threads=2, progress=None, measure_fn=measure)
-    assert calls == [] and [r.knobs for r in again] == [(16, 5), (4, 2)]
+    assert calls == [] and [r.knobs for r in again] == [OPTIMA[1], OPTIMA[4], OPTIMA[16]]
 
 
 def test_a_budget_gives_every_workload_its_best_guesses_first(tmp_path):
@@ -82,16 +93,18 @@ def test_a_budget_gives_every_workload_its_best_guesses_first(tmp_path):
         tune(module, TuningDatabase(tmp_path / "db.jsonl"), 6, threads=2, progress=None, measure_fn=measure)
     finally:
         tuning.time.monotonic = clock
-    assert 2 <= len(calls) <= 6 and calls[:2] == [1, 4]  # round robin over the workloads
+    assert 3 <= len(calls) <= 6 and calls[:3] == [1, 4, 16]  # round robin over the workloads
 
 
 def test_apply_tuning_writes_the_best_knobs(tmp_path):
     module = network()
     database = TuningDatabase(tmp_path / "db.jsonl")
     tune(module, database, 1e9, threads=2, progress=None, measure_fn=fake_seconds)
-    assert apply_tuning(module, database, threads=2) == 3
-    schedules = [op.schedule for op in module.walk() if isinstance(op, Conv2dOp)]
-    assert [parse_schedule(s).factor("oc") if s else None for s in schedules] == [16, 16, 4, None]
+    assert apply_tuning(module, database, threads=2) == 4
+    schedules = [parse_schedule(op.schedule) for op in module.walk() if isinstance(op, Conv2dOp)]
+    assert [s.factor("oc") for s in schedules] == [16, 16, 2, 1]
+    assert [s.vectorize for s in schedules] == ["oc.1", "oc.1", "ow.1", "ow.1"]
+    assert [s.factor("oh") for s in schedules] == [None, None, 2, 5]
     # Another thread count is another target: nothing to apply.
     assert apply_tuning(network(), database, threads=7) == 0
 
@@ -100,10 +113,79 @@ def test_corrupt_database_lines_are_errors_but_a_cut_last_line_is_not(tmp_path):
     path = tmp_path / "db.jsonl"
     good = json.dumps({"workload": "w", "target": "t", "block": 8, "width_tile": 2, "seconds": 0.1})
     path.write_text(good + "\n" + '{"workload": "w", "tar')
-    assert TuningDatabase(path).records == {("w", "t"): {(8, 2): 0.1}}
+    assert TuningDatabase(path).records == {("w", "t"): {(8, 2, 1, 0, 1): 0.1}}
     path.write_text("not json\n" + good + "\n")
     with pytest.raises(TconvError, match=r"db.jsonl:1: not a tuning record"):
         TuningDatabase(path)
+
+
+def test_records_of_the_direct_template_read_as_before_and_gspc_knobs_are_extra_fields(tmp_path):
+    path = tmp_path / "db.jsonl"
+    old = {"workload": "w", "target": "t", "block": 8, "width_tile": 4, "seconds": 0.2}
+    path.write_text(json.dumps(old) + "\n")
+    database = TuningDatabase(path)
+    module = network()
+    grouped = workload_of([op for op in module.walk() if isinstance(op, Conv2dOp)][2])
+    database.add(grouped, "t", (2, 8, 4, 1, 0), 0.1)
+    database.add(grouped, "t", (4, 3), 0.3)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0] == old
+    gspc = {"block": 2, "width_tile": 8, "rows": 4, "columns": 1, "unroll_kw": 0}
+    assert {k: lines[1][k] for k in KNOB_NAMES} == gspc
+    assert set(lines[2]) == {"workload", "target", "block", "width_tile", "seconds"}  # direct defaults implicit
+    again = TuningDatabase(path)
+    assert again.records[("w", "t")] == {(8, 4, 1, 0, 1): 0.2}
+    assert again.best(grouped, "t") == ((2, 8, 4, 1, 0), 0.1)
+    assert again.measured(grouped, "t")[(4, 3, 1, 0, 1)] == 0.3
+
+
+def test_knobs_name_blockings_both_ways():
+    for knobs in [(16, 5, 1, 0, 1), (8, 7, 1, 0, 0), (2, 8, 4, 1, 1), (1, 16, 2, 1, 0)]:
+        assert knobs_of(blocking_of(knobs)) == knobs
+    assert full_knobs((8, 4)) == (8, 4, 1, 0, 1)
+    assert describe_knobs((2, 8, 4, 1, 0)) == "gspc 2x4x8 kw rolled" and describe_knobs((16, 5)) == "16x5"
+    with pytest.raises(ValueError, match="expected 2 to 5 integers"):
+        full_knobs((1,))
+
+
+def test_grouped_and_depthwise_workloads_search_gspc_from_the_default():
+    convs = [op for op in network().walk() if isinstance(op, Conv2dOp)]
+    dense, grouped, depthwise = (workload_of(convs[i]) for i in (0, 2, 3))
+    for workload in (grouped, depthwise):
+        space = candidates(workload)
+        assert space[0] == knobs_of(default_blocking(workload)) and len(set(space)) == len(space)
+        assert any(k[3] == 1 for k in space) and any(k[3] == 0 for k in space)  # both templates
+        for block, width_tile, rows, columns, _ in space:
+            assert workload.out_group % block == 0 or (workload.depthwise and not columns)
+            assert rows == 1 or columns
+    assert depthwise.depthwise and all(k[0] == 1 for k in candidates(depthwise) if k[3])
+    assert not any(k[3] for k in candidates(dense))  # dense layers: the direct template only
+    wide = NetworkBuilder("wide", (1, 8, 12, 12))
+    five = workload_of(next(op for op in wide.finish(
+        wide.conv2d(wide.input, 8, 5, padding=2, groups=8, name="dw")).walk() if isinstance(op, Conv2dOp)))
+    assert any(k[4] == 0 for k in candidates(five))  # 5 wide: the kernel-column loop rolled too
+
+
+@pytest.mark.slow
+def test_tuning_grouped_and_depthwise_layers_end_to_end(tmp_path):
+    """Real measurements of a grouped and a depthwise layer, the first
+    candidates of each (the default and GSPC's best guesses); the network
+    with the tuned schedules computes what the reference executor does."""
+    from tconv.lowering.tvm.build import run_tvm
+    from tconv.runtime.reference import run
+
+    b = NetworkBuilder("narrow", (1, 16, 12, 12))
+    x = b.relu(b.conv2d(b.input, 16, 3, padding=1, groups=8, name="grouped"))
+    module = b.finish(b.conv2d(x, 16, 3, stride=2, padding=1, groups=16, name="dw"))
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    reports = tune(module, database, 6, threads=2, progress=None)
+    assert [r.workload.groups for r in reports] == [8, 16] and all(r.measured >= 1 for r in reports)
+    assert apply_tuning(module, database, threads=2) == 2
+    params = init_params(module, seed=3)
+    x = np.random.default_rng(0).standard_normal((1, 16, 12, 12), dtype=np.float32)
+    (got,) = run_tvm(module, params, x)
+    (want,) = run(module, params, x)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
 
 
 @pytest.mark.slow

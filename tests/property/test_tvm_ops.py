@@ -176,10 +176,10 @@ def test_conv2d_honours_the_schedule_knobs(case, data):
 @pytest.mark.parametrize(
     ("schedule", "reason"),
     [
-        (ConvSchedule({"ic": (4,)}), "it tiles only loops oc and ow, not 'ic'"),
+        (ConvSchedule({"ic": (4,)}), "it tiles only loops oc, oh and ow, not 'ic'"),
         (ConvSchedule({"oc": (2, 4)}), "it splits 'oc' once, not 2 times"),
         (ConvSchedule({"oc": (3,)}), "a channel block of 3 does not divide the 4 output channels of a group"),
-        (ConvSchedule(unroll=frozenset({"kh"})), "it unrolls kh, kw, ow.1, no other set"),
+        (ConvSchedule(unroll=frozenset({"kh"})), "it unrolls kh, kw, ow.1, or kh, ow.1 with kw rolled, no other set"),
         (ConvSchedule(parallel=("n",)), "it runs n, g, oc.0, oh in parallel, no other set"),
         (ConvSchedule({"oc": (4,), "ow": (2,)}, order=("n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "ow.1", "kw", "oc.1")),
          "its loop order is n, g, oc.0, oh, ow.0, ic, kh, kw, ow.1, oc.1"),

@@ -13,7 +13,13 @@ from tconv.lowering.tvm.fusion import kernel_groups
 from tconv.lowering.tvm.ops import ConvBlocking
 from tconv.lowering.tvm.packing import pack_conv2d_weight, pack_dense_weight, pack_depthwise_weight
 from tconv.lowering.tvm.program import KernelProgram, Recipe, Tensor, derive
-from tconv.lowering.tvm.schedule_cpu import conv2d_blocking, depthwise_blocking, skews_planes, tiles_positions
+from tconv.lowering.tvm.schedule_cpu import (
+    accumulator_budget,
+    conv2d_blocking,
+    depthwise_blocking,
+    skews_planes,
+    tiles_positions,
+)
 from tconv.lowering.tvm.target import VectorUnit, cpu_target, cuda_target, make_target, vector_unit
 from tconv.runtime.reference import run, single_function
 
@@ -167,8 +173,12 @@ def test_conv2d_blocking_is_legal(unit, groups, out_group, width):
     assert isinstance(blocking, ConvBlocking)
     if groups > 1:
         assert out_group % blocking.block == 0
-    vectors = -(-blocking.block // unit.lanes)
-    assert vectors * blocking.width_tile <= unit.registers
+    if blocking.vector == "ow":  # GSPC: a vector of columns per channel and row of the register tile
+        accumulators = blocking.block * blocking.rows * -(-blocking.width_tile // unit.lanes)
+        assert accumulators <= accumulator_budget(unit)
+    else:
+        vectors = -(-blocking.block // unit.lanes)
+        assert vectors * blocking.width_tile <= unit.registers
     assert 1 <= blocking.width_tile <= width
 
 
@@ -178,9 +188,11 @@ def test_conv2d_blocking_prefers_full_tiles():
     assert conv2d_blocking(1, 64, 56, AVX2) == ConvBlocking(16, 4)
 
 
-def test_depthwise_blocking_is_one_vector_of_channels():
-    assert depthwise_blocking(96, 56, AVX2).block == 8
-    assert depthwise_blocking(3, 10, AVX2).block == 3
+def test_depthwise_blocking_vectorises_columns_unless_the_image_is_narrow():
+    """GSPC (a vector of output columns, several rows) on images at least a vector
+    wide; one vector of channels by all columns on narrower ones."""
+    assert depthwise_blocking(96, 56, AVX2) == ConvBlocking(1, 8, vector="ow", rows=4)
+    assert depthwise_blocking(3, 10, AVX2) == ConvBlocking(1, 10, vector="ow", rows=2)
     assert depthwise_blocking(96, 7, AVX512) == ConvBlocking(16, 7)
 
 

@@ -51,7 +51,7 @@ from tconv.ir.ops import (
 from tconv.ir.params import bind_params
 from tconv.ir.schedule import parse_schedule
 from tconv.lowering.tvm import ops, schedule_cpu
-from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, template_knobs
+from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, template_blocking
 from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
 from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
 from tconv.lowering.tvm.packing import blocks
@@ -276,28 +276,34 @@ class _Lowering:
         out_height, out_width = out_size
         schedule = parse_schedule(op.schedule) if op.schedule is not None else None
         depthwise = group_channels == 1 and out_group == 1
-        if schedule is not None and (self.gpu or depthwise):
-            what = "cuda kernels" if self.gpu else "depthwise convolutions"
-            raise LoweringError(located(op, f"tvm backend: schedules of {what} are not honoured yet"))
+        if schedule is not None and self.gpu:
+            raise LoweringError(located(op, "tvm backend: schedules of cuda kernels are not honoured yet"))
+        shape = dict(out_height=out_height, kernel=tuple(kernel))
         if depthwise:
-            blocking = ConvBlocking(1, 1) if self.gpu else schedule_cpu.depthwise_blocking(out_group * groups, out_width, self.unit)
-            return "depthwise_conv2d", blocking
+            if self.gpu:
+                return "depthwise_conv2d", ConvBlocking(1, 1)
+            blocking = schedule_cpu.depthwise_blocking(out_group * groups, out_width, self.unit, **shape)
+            return "depthwise_conv2d", self.honour(op, schedule, groups, out_group, blocking, depthwise=True)
         if self.gpu:
             return "conv2d", ConvBlocking(1, 1)
         if schedule is None and ops.is_pointwise(kernel, strides, padding) and schedule_cpu.tiles_positions(
             groups, out_group, out_height, out_width, self.unit
         ):
             return "pointwise_conv2d", schedule_cpu.conv2d_blocking(groups, out_group, out_height * out_width, self.unit)
-        blocking = schedule_cpu.conv2d_blocking(groups, out_group, out_width, self.unit)
-        if schedule is not None:
-            try:
-                block, width_tile = template_knobs(schedule, groups, out_group)
-            except UnsupportedSchedule as reason:
-                raise LoweringError(
-                    located(op, f"tvm backend: cannot honour this schedule: {reason}")
-                ) from None
-            blocking = ConvBlocking(block or blocking.block, width_tile or blocking.width_tile)
+        blocking = schedule_cpu.conv2d_blocking(groups, out_group, out_width, self.unit, **shape)
+        blocking = self.honour(op, schedule, groups, out_group, blocking)
         return "conv2d", replace(blocking, skew_planes=schedule_cpu.skews_planes(*in_size, padding))
+
+    @staticmethod
+    def honour(op: Conv2dOp, schedule, groups: int, out_group: int, blocking: ConvBlocking,
+               depthwise: bool = False) -> ConvBlocking:
+        """`blocking` with the knobs `schedule` (if any) sets (`conv_schedule.template_blocking`)."""
+        if schedule is None:
+            return blocking
+        try:
+            return template_blocking(schedule, groups, out_group, blocking, depthwise)
+        except UnsupportedSchedule as reason:
+            raise LoweringError(located(op, f"tvm backend: cannot honour this schedule: {reason}")) from None
 
     def conv2d(self, group: KernelGroup) -> KernelSpec:
         op = group.anchor

@@ -76,26 +76,57 @@ def activate(value: tirx.PrimExpr, activation: str | None) -> tirx.PrimExpr:
 # Convolution ----------------------------------------------------------------
 
 
+VECTOR_LOOPS = ("oc", "ow")
+"""What a convolution's register tile vectorises: a block of output channels
+(the classic direct convolution) or a run of output columns (GSPC, for
+groups too narrow to fill a vector of channels; see `schedule_gspc`)."""
+
+
 @dataclass(frozen=True)
 class ConvBlocking:
     """How a convolution's accumulation is blocked, which shapes its compute.
 
-    `block`: output channels per packed weight block (the vector of the inner
-    loop). With one group the channels are padded with zero weights up to a
-    multiple of it; with several it must divide a group's channels.
+    `block`: output channels per packed weight block. With one group the
+    channels are padded with zero weights up to a multiple of it; with
+    several it must divide a group's channels. For depthwise convolutions
+    vectorised over channels it is the vector of channels (1 when vectorised
+    over columns).
     `width_tile`: output columns accumulated together; the accumulation runs
     over the output width rounded up to a multiple (the extra columns read
-    zero padding and are never stored). For depthwise convolutions `block` is
-    the vector of channels."""
+    zero padding and are never stored).
+    `vector`: the loop of the register tile held in vector lanes, one of
+    VECTOR_LOOPS: "oc", the `block` channels (one broadcast input value times
+    a vector of weights), or "ow", the `width_tile` columns (a vector of
+    inputs times one broadcast weight), which needs no channels to fill it.
+    `rows`: output rows accumulated together ("ow" only); the accumulation
+    runs over the output height rounded up to a multiple.
+    `unroll_kw`: whether the loop over the kernel's columns is unrolled."""
 
     block: int
     width_tile: int
     skew_planes: bool = False
     """Copy the input with one more column, so that its channel planes are
     not a whole number of 4 KiB apart (see `schedule_cpu.skews_planes`)."""
+    vector: str = "oc"
+    rows: int = 1
+    unroll_kw: bool = True
+
+    def __post_init__(self) -> None:
+        if self.vector not in VECTOR_LOOPS:
+            raise ValueError(f"conv blocking: vector must be one of {VECTOR_LOOPS}, got {self.vector!r}")
+        if min(self.block, self.width_tile, self.rows) < 1:
+            raise ValueError(
+                f"conv blocking: block, width tile and rows must be at least 1, got "
+                f"{self.block}, {self.width_tile}, {self.rows}"
+            )
+        if self.rows > 1 and self.vector != "ow":
+            raise ValueError("conv blocking: row tiles need the columns vectorised (vector 'ow')")
 
     def padded_width(self, width: int) -> int:
         return -(-width // self.width_tile) * self.width_tile
+
+    def padded_height(self, height: int) -> int:
+        return -(-height // self.rows) * self.rows
 
 
 def pad_input(
@@ -125,6 +156,34 @@ def pad_input(
     )
 
 
+def pad_phases(data: te.Tensor, padding: Sequence[int], stride: int, min_height: int, min_width: int) -> te.Tensor:
+    """data NxCxHxW zero-padded by (top, left, bottom, right), and further on
+    the bottom and right up to `min_height` rows and `min_width` columns,
+    its columns dealt into `stride` phases: N x C x Hp x stride x Wp/stride,
+    element (b, c, y, s, x) the padded input at row y, column x·stride + s.
+
+    A window of a strided convolution then reads each tap's columns
+    contiguously (phase (kx·dilation) mod stride, from column kx·dilation div
+    stride on), so a vector of output columns is one vector load whatever
+    the stride. With stride 1 it is the padded input with a unit axis."""
+    n, c, h, w = _dims(data)
+    top, left, bottom, right = padding
+    height = max(h + top + bottom, min_height)
+    phase_width = -(-max(w + left + right, min_width) // stride)
+
+    def value(b, ch, y, s, x):
+        column = x * stride + s
+        inside = tirx.all(y >= top, y < top + h, column >= left, column < left + w)
+        return tirx.if_then_else(inside, data[b, ch, y - top, column - left], _zero())
+
+    return te.compute((n, c, height, stride, phase_width), value, name="pad")
+
+
+def _window_extent(size: int, kernel: int, stride: int, dilation: int) -> int:
+    """Input rows or columns the windows of `size` outputs cover."""
+    return (size - 1) * stride + dilation * (kernel - 1) + 1
+
+
 def conv2d(
     data: te.Tensor,
     weight: te.Tensor,
@@ -141,7 +200,10 @@ def conv2d(
 
     Stages: `pad`, then `conv` (N x G x OB x P x Qp x block, Qp the output
     width rounded up to whole width tiles: the extra columns and the zero
-    channels of the last block are computed and dropped), then `output`."""
+    channels of the last block are computed and dropped), then `output`.
+    Vectorised over columns (`blocking.vector` "ow"), `pad` is the input in
+    column phases (`pad_phases`) and `conv` is N x G x OB x block x Pp x Qp,
+    Pp the output height rounded up to whole row tiles."""
     n, channels, height, width = _dims(data)
     groups, out_blocks, group_channels, kh, kw, block = _dims(weight)
     if block != blocking.block:
@@ -156,14 +218,34 @@ def conv2d(
     p = window_output(height, kh, sh, top + bottom, dh)
     q = window_output(width, kw, sw, left + right, dw)
     qp = blocking.padded_width(q)
-    min_width = (qp - 1) * sw + dw * (kw - 1) + 1
-    if blocking.skew_planes:
-        min_width = max(min_width, width + left + right + 1)
-    padded = pad_input(data, padding, min_width=min_width)
-
     rc = te.reduce_axis((0, group_channels), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
+
+    if blocking.vector == "ow":
+        # GSPC: channels outside, columns innermost (the vector), input in column phases.
+        pp = blocking.padded_height(p)
+        phases = pad_phases(data, padding, sw, _window_extent(pp, kh, sh, dh), _window_extent(qp, kw, sw, dw))
+        columns = te.compute(
+            (n, groups, out_blocks, block, pp, qp),
+            lambda b, g, ob, oi, y, x: te.sum(
+                phases[b, g * group_channels + rc, y * sh + ry * dh, (rx * dw) % sw, x + (rx * dw) // sw]
+                * weight[g, ob, rc, ry, rx, oi],
+                axis=[rc, ry, rx],
+            ),
+            name="conv",
+        )
+
+        def store_columns(b, o, y, x):
+            g, og = (0, o) if groups == 1 else (o // out_group, o % out_group)
+            return epilogue.apply(columns[b, g, og // block, og % block, y, x], (b, o, y, x), o)
+
+        return te.compute((n, out_channels, p, q), store_columns, name="output")
+
+    min_width = _window_extent(qp, kw, sw, dw)
+    if blocking.skew_planes:
+        min_width = max(min_width, width + left + right + 1)
+    padded = pad_input(data, padding, min_width=min_width)
     acc = te.compute(
         (n, groups, out_blocks, p, qp, block),
         lambda b, g, ob, y, x, oi: te.sum(
@@ -207,6 +289,8 @@ def pointwise_conv2d(
     n, channels, height, width = _dims(data)
     groups, out_blocks, group_channels, _, _, block = _dims(weight)
     out_group = out_channels // groups
+    if blocking.vector != "oc":
+        raise ShapeError("pointwise conv2d: vectorises channels; a blocking over columns is conv2d's (GSPC)")
     if groups > 1 and out_group % block:
         raise ShapeError(f"conv2d: block {block} must divide the {out_group} output channels of a group")
     positions = height * width
@@ -245,7 +329,9 @@ def depthwise_conv2d(
     is nothing else to block): the `pad` stage copies the input into
     N x CB x Hp x Wp x block, zero-padded in space and past the C channels,
     so that a tap of `block` channels is one vector load whatever the stride;
-    `conv` accumulates N x CB x P x Qp x block; `output` stores NCHW."""
+    `conv` accumulates N x CB x P x Qp x block; `output` stores NCHW.
+    Vectorised over columns (`blocking.vector` "ow", `block` 1), `pad` is
+    the input in column phases (`pad_phases`) and `conv` is N x C x Pp x Qp."""
     n, channels, height, width = _dims(data)
     channel_blocks, kh, kw, block = _dims(weight)
     if channel_blocks * block < channels or block != blocking.block:
@@ -258,6 +344,28 @@ def depthwise_conv2d(
     p = window_output(height, kh, sh, top + bottom, dh)
     q = window_output(width, kw, sw, left + right, dw)
     qp = blocking.padded_width(q)
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    if blocking.vector == "ow":
+        # GSPC: one channel at a time, columns the vector, input in column phases.
+        if block != 1:
+            raise ShapeError(f"depthwise conv2d: vectorised over columns, the weight block must be 1, got {block}")
+        pp = blocking.padded_height(p)
+        phases = pad_phases(data, padding, sw, _window_extent(pp, kh, sh, dh), _window_extent(qp, kw, sw, dw))
+        columns = te.compute(
+            (n, channels, pp, qp),
+            lambda b, c, y, x: te.sum(
+                phases[b, c, y * sh + ry * dh, (rx * dw) % sw, x + (rx * dw) // sw] * weight[c, ry, rx, 0],
+                axis=[ry, rx],
+            ),
+            name="conv",
+        )
+        return te.compute(
+            (n, channels, p, q),
+            lambda b, c, y, x: epilogue.apply(columns[b, c, y, x], (b, c, y, x), c),
+            name="output",
+        )
     padded_width = max(width + left + right, (qp - 1) * sw + dw * (kw - 1) + 1)
 
     def pad(b, cb, y, x, ci):
@@ -266,8 +374,6 @@ def depthwise_conv2d(
         return tirx.if_then_else(inside, data[b, tirx.min(c, channels - 1), y - top, x - left], _zero())
 
     padded = te.compute((n, channel_blocks, height + top + bottom, padded_width, block), pad, name="pad")
-    ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
     acc = te.compute(
         (n, channel_blocks, p, qp, block),
         lambda b, cb, y, x, ci: te.sum(

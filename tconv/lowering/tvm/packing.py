@@ -16,6 +16,11 @@ Layouts (row-major, float32):
   channels are one vector.
 - **dense weight**, `MB x K x block`: element (mb, k, i) is W[mb·block + i, k],
   or zero past the M rows.
+
+The GSPC kernels (`schedule_gspc`) read the same conv2d and depthwise
+layouts (the depthwise one with block 1, i.e. C x KH x KW x 1), one weight
+at a time, broadcast against a vector of output columns: a block's weights
+of one input channel are `block` × KH × KW consecutive floats either way.
 """
 
 from __future__ import annotations

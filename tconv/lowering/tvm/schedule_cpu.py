@@ -53,7 +53,7 @@ LOAD_PORTS = 2.5
 """Vector loads and broadcasts issued per cycle (2 or 3 on current x86 cores)."""
 
 
-def _accumulator_budget(unit: VectorUnit) -> int:
+def accumulator_budget(unit: VectorUnit) -> int:
     """Vector accumulators one register tile may use: the registers less one
     per weight vector, one for the broadcast input and a few for addresses
     the compiler keeps in vector registers (measured on AVX2: 2×5
@@ -90,15 +90,16 @@ def tile_efficiency(block: int, width_tile: int, out_group: int, out_width: int,
     return useful * accumulators / (FMA_PORTS * cycles)
 
 
-def conv2d_blocking(groups: int, out_group: int, out_width: int, unit: VectorUnit) -> ConvBlocking:
-    """The blocking of a convolution with `groups` groups of `out_group`
-    output channels and `out_width` output columns: of the channel blocks the
-    groups allow (one or two vectors, see `_channel_blocks`) and the column
-    tiles that fit the accumulator budget, the most efficient by
-    `tile_efficiency`; on a tie, the one wasting the fewest columns, then the
-    larger tile (fewer reloads of inputs and weights)."""
+def channel_blocking(groups: int, out_group: int, out_width: int, unit: VectorUnit) -> ConvBlocking:
+    """The direct template's blocking of a convolution with `groups` groups
+    of `out_group` output channels and `out_width` output columns: of the
+    channel blocks the groups allow (one or two vectors, see
+    `_channel_blocks`) and the column tiles that fit the accumulator budget,
+    the most efficient by `tile_efficiency`; on a tie, the one wasting the
+    fewest columns, then the larger tile (fewer reloads of inputs and
+    weights)."""
     lanes = unit.lanes
-    budget = _accumulator_budget(unit)
+    budget = accumulator_budget(unit)
     candidates = []
     for block in _channel_blocks(groups, out_group, lanes):
         vectors = -(-block // lanes)
@@ -108,6 +109,36 @@ def conv2d_blocking(groups: int, out_group: int, out_width: int, unit: VectorUni
             candidates.append(((round(efficiency, 3), -waste, vectors * width_tile, block), block, width_tile))
     _, block, width_tile = max(candidates)
     return ConvBlocking(block, width_tile)
+
+
+def vectorizes_columns(groups: int, out_group: int, unit: VectorUnit) -> bool:
+    """Whether a grouped convolution runs GSPC (`schedule_gspc`) rather than
+    the direct template: where a group has no more channels than a vector,
+    or a count no whole vectors divide, so that the direct template's
+    channel vectors would be partly idle, or its tiles too short in
+    channels to amortise their broadcasts. (Measured on AVX2, 2 threads, 64
+    channels at 56²: groups of 8, 4 and 2 channels run 1.3×, 2× and 4×
+    faster by GSPC; groups of 16 and 32, 0.9× and 0.9×.)"""
+    if groups == 1:
+        return False
+    lanes = unit.lanes
+    if out_group <= lanes:
+        return True
+    return not any(b % lanes == 0 and out_group % b == 0 for b in _channel_blocks(groups, out_group, lanes))
+
+
+def conv2d_blocking(
+    groups: int, out_group: int, out_width: int, unit: VectorUnit,
+    *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3),
+) -> ConvBlocking:
+    """The blocking of a convolution with `groups` groups of `out_group`
+    output channels, `out_height` × `out_width` outputs (square where the
+    height is not given) and a `kernel` window: GSPC's where
+    `vectorizes_columns` (`schedule_gspc.gspc_blocking`), else the direct
+    template's (`channel_blocking`)."""
+    if vectorizes_columns(groups, out_group, unit):
+        return _gspc().gspc_blocking(out_group, out_height or out_width, out_width, kernel, unit)
+    return channel_blocking(groups, out_group, out_width, unit)
 
 
 L1_WAY_BYTES = 4096
@@ -130,22 +161,46 @@ def tiles_positions(groups: int, out_group: int, out_height: int, out_width: int
     no register tile well. (On wide rows it is slower: the epilogue's vector
     stores cannot tell that a tile stays within one row.)"""
 
+    if vectorizes_columns(groups, out_group, unit):
+        return False  # GSPC tiles rows and columns; the pointwise kernel has no column vectors
+
     def efficiency(columns: int) -> float:
-        blocking = conv2d_blocking(groups, out_group, columns, unit)
+        blocking = channel_blocking(groups, out_group, columns, unit)
         return tile_efficiency(blocking.block, blocking.width_tile, out_group, columns, unit.lanes)
 
     return efficiency(out_height * out_width) > efficiency(out_width) + 1e-3
 
 
-def depthwise_blocking(channels: int, out_width: int, unit: VectorUnit) -> ConvBlocking:
-    """One vector of channels (fewer for narrow layers) by the column tile
-    that fits the accumulator budget best by `tile_efficiency`."""
+def depthwise_channel_blocking(channels: int, out_width: int, unit: VectorUnit) -> ConvBlocking:
+    """The direct depthwise blocking: one vector of channels (fewer for
+    narrow layers) by the column tile that fits the accumulator budget best
+    by `tile_efficiency`."""
     block = min(unit.lanes, channels)
     candidates = [
         (round(tile_efficiency(block, t, block, out_width, unit.lanes), 3), -(-(-out_width // t) * t), t)
-        for t in range(1, min(out_width, _accumulator_budget(unit)) + 1)
+        for t in range(1, min(out_width, accumulator_budget(unit)) + 1)
     ]
     return ConvBlocking(block, max(candidates)[2])
+
+
+def depthwise_blocking(
+    channels: int, out_width: int, unit: VectorUnit,
+    *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3),
+) -> ConvBlocking:
+    """The blocking of a depthwise convolution: GSPC's (one channel, a tile
+    of rows × vectors of columns, `schedule_gspc.gspc_blocking`) unless a
+    vector of channels tiles clearly better by the issue-rate models, which
+    is where the image is narrower than a vector. GSPC reads and writes
+    NCHW as it is, where the channel-vector kernel transposes the input to
+    NCHW[8]c and its tile back (measured on AVX2, 2 threads, 64 channels,
+    56², 3×3: 1.9×)."""
+    columns = _gspc().gspc_blocking(1, out_height or out_width, out_width, kernel, unit, in_group=1)
+    by_channels = depthwise_channel_blocking(channels, out_width, unit)
+    gspc = _gspc().column_efficiency(
+        1, columns.rows, columns.width_tile, 1, out_height or out_width, out_width, kernel, unit.lanes, in_group=1
+    )
+    direct = tile_efficiency(by_channels.block, by_channels.width_tile, by_channels.block, out_width, unit.lanes)
+    return columns if gspc >= direct - 0.05 else by_channels
 
 
 def dense_block(out_features: int, unit: VectorUnit) -> int:
@@ -154,6 +209,14 @@ def dense_block(out_features: int, unit: VectorUnit) -> int:
 
 
 # Convolutions -----------------------------------------------------------------
+
+
+def _gspc():
+    """The GSPC schedules, imported on first use: `schedule_gspc` builds on
+    this module's helpers."""
+    from tconv.lowering.tvm import schedule_gspc
+
+    return schedule_gspc
 
 
 def _stage(sch: Schedule, name: str):
@@ -173,7 +236,7 @@ def _schedule_pad(sch: Schedule) -> None:
     sch.parallel(sch.fuse(n, c))
 
 
-def _relayout_output(sch: Schedule, index_map) -> Schedule:
+def relayout_output(sch: Schedule, index_map) -> Schedule:
     """A schedule whose `output` block iterates `index_map(b, o, y, x)`
     instead of (batch, channel, row, column), its accumulator reads simplified.
 
@@ -186,7 +249,7 @@ def _relayout_output(sch: Schedule, index_map) -> Schedule:
     return Schedule(tirx.transform.StmtSimplify()(sch.mod)["main"])
 
 
-def _channel_split(sch: Schedule, groups: int, block: int):
+def channel_split(sch: Schedule, groups: int, block: int):
     """The channel o of the output as (group, channel block, channel in block),
     or (group, channel in block) where a group is one block (an index map may
     not have a dimension of extent 1). `block` must divide a group's channels."""
@@ -197,7 +260,7 @@ def _channel_split(sch: Schedule, groups: int, block: int):
     return lambda o: (o // out_group, o % out_group // block, o % block)
 
 
-def _outer_loops(sch: Schedule, leading: int):
+def outer_loops(sch: Schedule, leading: int):
     """The output's loops as (batch·group·channel-block loops, channel-in-block
     loop, the rest), the first `leading` loops split off as they come."""
     loops = sch.get_loops(sch.get_sblock("output"))
@@ -210,12 +273,16 @@ def schedule_conv2d(function: PrimFunc, groups: int, blocking: ConvBlocking) -> 
     Loop nest: parallel(batch·group·channel-block·row) → column tile →
     [init; for input channel, tap row, tap column: unrolled tile columns ×
     vector of `block` channels] → epilogue of the tile. The accumulator is a
-    `local` buffer of one tile, so LLVM keeps it in registers."""
+    `local` buffer of one tile, so LLVM keeps it in registers. A blocking
+    that vectorises columns (`vector` "ow") gets the GSPC schedule instead
+    (`schedule_gspc`)."""
+    if blocking.vector == "ow":
+        return _gspc().schedule_conv2d_columns(function, groups, blocking)
     sch = Schedule(function)
     if groups > 1:
-        split = _channel_split(sch, groups, blocking.block)
-        sch = _relayout_output(sch, lambda b, o, y, x: (b, *split(o), y, x))
-        outer, oi, (p, q) = _outer_loops(sch, len(split(0)) + 1)
+        split = channel_split(sch, groups, blocking.block)
+        sch = relayout_output(sch, lambda b, o, y, x: (b, *split(o), y, x))
+        outer, oi, (p, q) = outer_loops(sch, len(split(0)) + 1)
     else:
         n, o, p, q = sch.get_loops(sch.get_sblock("output"))
         ob, oi = sch.split(o, [None, blocking.block])
@@ -234,7 +301,8 @@ def schedule_conv2d(function: PrimFunc, groups: int, blocking: ConvBlocking) -> 
     kh, kw = sch.get(ry).extent.value, sch.get(rx).extent.value
     if kh * kw <= MAX_UNROLLED_TAPS:
         sch.unroll(ry)
-    sch.unroll(rx)
+    if blocking.unroll_kw:
+        sch.unroll(rx)
     sch.decompose_reduction(conv, rc)
     # The epilogue stores rows of the tile as vectors along the NCHW width (the
     # tile is transposed in registers): a third faster where few input
@@ -254,11 +322,11 @@ def schedule_pointwise_conv2d(function: PrimFunc, groups: int, blocking: ConvBlo
     width = sch.get(sch.get_loops(sch.get_sblock("output"))[3]).extent.value
     # One variable for the positions, y·W + x, and with groups, the channel split.
     if groups > 1:
-        split = _channel_split(sch, groups, blocking.block)
-        sch = _relayout_output(sch, lambda b, o, y, x: (b, *split(o), y * width + x))
-        outer, oi, (position,) = _outer_loops(sch, len(split(0)) + 1)
+        split = channel_split(sch, groups, blocking.block)
+        sch = relayout_output(sch, lambda b, o, y, x: (b, *split(o), y * width + x))
+        outer, oi, (position,) = outer_loops(sch, len(split(0)) + 1)
     else:
-        sch = _relayout_output(sch, lambda b, o, y, x: (b, o, y * width + x))
+        sch = relayout_output(sch, lambda b, o, y, x: (b, o, y * width + x))
         n, o, position = sch.get_loops(sch.get_sblock("output"))
         ob, oi = sch.split(o, [None, blocking.block])
         outer = [n, ob]
@@ -284,7 +352,10 @@ def schedule_depthwise_conv2d(function: PrimFunc, blocking: ConvBlocking) -> Pri
     `ops.depthwise_conv2d`): parallel(batch·channel-block·row) → column tile →
     [init; unrolled taps × unrolled tile columns × vector of channels] →
     epilogue, stored as vectors along the width. The padded, channel-blocked
-    copy of the input runs first, parallel over batch and channel blocks."""
+    copy of the input runs first, parallel over batch and channel blocks.
+    A blocking that vectorises columns gets the GSPC schedule instead."""
+    if blocking.vector == "ow":
+        return _gspc().schedule_depthwise_columns(function, blocking)
     sch = Schedule(function)
     output = sch.get_sblock("output")
     conv = sch.get_sblock("conv")
@@ -298,7 +369,8 @@ def schedule_depthwise_conv2d(function: PrimFunc, blocking: ConvBlocking) -> Pri
     column, channel, ry, rx = sch.get_loops(conv)[-4:]
     sch.reorder(ry, rx, column, channel)
     sch.unroll(ry)
-    sch.unroll(rx)
+    if blocking.unroll_kw:
+        sch.unroll(rx)
     sch.unroll(column)
     sch.vectorize(channel)
     sch.decompose_reduction(conv, ry)
