@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tconv.cli.main import main
+from tconv.ir.builder import NetworkBuilder
 from tconv.ir.ops import BatchNormOp, shape_of
 from tconv.ir.params import init_params, param_ops
 
@@ -51,3 +52,16 @@ def assert_user_error(result: tuple[int, str, str], *fragments: str) -> None:
     assert err.strip()
     for fragment in fragments:
         assert fragment in err, err
+
+
+def small_resnet():
+    """A stem, two residual blocks of 32 channels at 8x8 and a classifier:
+    ResNet's structure at a size searches and compiles handle in seconds."""
+    b = NetworkBuilder("small", (1, 3, 8, 8))
+    x = b.relu(b.batch_norm(b.conv2d(b.input, 32, 3, padding=1, name="conv1"), name="bn1"))
+    for block in range(2):
+        with b.scope(f"layer1.{block}"):
+            y = b.relu(b.batch_norm(b.conv2d(x, 32, 3, padding=1, name="conv1"), name="bn1"))
+            y = b.batch_norm(b.conv2d(y, 32, 3, padding=1, name="conv2"), name="bn2")
+            x = b.relu(b.add(y, x))
+    return b.finish(b.dense(b.flatten(b.global_avg_pool(x)), 10, name="linear"))

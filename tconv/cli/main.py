@@ -20,6 +20,7 @@ from tconv.cli.compile import COMPILE
 from tconv.cli.explain import EXPLAIN
 from tconv.cli.interop import EXPORT, IMPORT
 from tconv.cli.mlir import EXPORT_MLIR, IMPORT_MLIR
+from tconv.cli.optimize import OPTIMIZE
 from tconv.cli.run import RUN
 from tconv.cli.summary import SUMMARY
 from tconv.cli.tune import TUNE
@@ -27,7 +28,8 @@ from tconv.cli.zoo import ZOO
 from tconv.ir.loader import TconvError
 
 COMMANDS: tuple[Command, ...] = (
-    ZOO, IMPORT, EXPORT, IMPORT_MLIR, EXPORT_MLIR, SUMMARY, EXPLAIN, TUNE, COMPILE, RUN, CAPACITY
+    ZOO, IMPORT, EXPORT, IMPORT_MLIR, EXPORT_MLIR, SUMMARY, EXPLAIN, TUNE, COMPILE, RUN, CAPACITY,
+    OPTIMIZE,
 )
 """The subcommands, in the order `tconv --help` lists them."""
 

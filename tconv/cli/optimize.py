@@ -1,0 +1,202 @@
+"""`tconv optimize`: search NAS rewrites and schedules for the fastest
+network that keeps its capacity, then compile it.
+
+    tconv optimize resnet34 --budget 600 -o r34.opt        # a zoo network (CIFAR-10 where it has one)
+    tconv optimize net.mlir --target rpc:board -o net.opt  # measured on devices behind a TVM tracker
+
+DIR receives `optimized.mlir` with its store `optimized.npz`, the compiled
+artifact `artifact/` (`tconv run DIR/artifact`), `optimized.onnx`,
+`report.json`, `report.md` and `pareto.png`; the before/after table goes
+to stdout. Everything is written into a staging directory and moved into
+place at the end: a failed or interrupted run leaves no partial output.
+Layer measurements go to the tuning database as they are made, so a run
+that stops resumes without measuring again. See `tconv.search.optimize`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from tconv.cli.command import Command, UsageError, note, positive_int
+from tconv.errors import TconvError
+from tconv.passes.analyses.capacity import DEFAULT_METRIC, METRICS
+
+REPORT_FILE = "report.json"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "network", metavar="FILE|ZOO-NAME",
+        help="a tconv IR file (parameters from the .npz beside it, else initialised) or a zoo network name",
+    )
+    parser.add_argument("--dataset", metavar="NAME", help="zoo networks: the dataset (default: cifar10 where the "
+                        "network has it, else its first)")
+    parser.add_argument("--target", default="cpu", metavar="cpu|cuda|rpc:KEY[@HOST:PORT]",
+                        help="where layers are measured (default: cpu, this machine)")
+    parser.add_argument("--budget", type=float, default=600.0, metavar="SECONDS",
+                        help="search time, compiling the answer included (default: 600)")
+    parser.add_argument("--min-capacity", type=float, default=1.0, metavar="R",
+                        help="keep at least R times the original's capacity (default: 1.0)")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS,
+                        help=f"the capacity metric (default: {DEFAULT_METRIC})")
+    parser.add_argument("--strict-capacity", action="store_true",
+                        help="accept only rewrites whose capacity ratio is at least --min-capacity, not those "
+                        "short of it by less than the seeds' spread ('within noise')")
+    parser.add_argument("--seeds", type=positive_int, default=3, metavar="N",
+                        help="capacity seeds: a verdict needs the difference to exceed their spread (default: 3)")
+    parser.add_argument("--prune", type=float, metavar="RATIO",
+                        help="also compare uniform and performance-aware channel pruning of the original at "
+                        "RATIO (0 < RATIO < 1; after the search, not counted in --budget)")
+    parser.add_argument("--threads", type=positive_int, metavar="T",
+                        help="cpu: threads to run with (default: the CPUs available)")
+    parser.add_argument("--db", metavar="PATH", help="the tuning database (default: the one `tconv tune` uses)")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the output directory")
+
+
+def _load(args: argparse.Namespace):
+    """The module and its parameters, and a short name for the report."""
+    from tconv.frontends import zoo
+    from tconv.ir.loader import load_module
+    from tconv.ir.params import bind_params, init_params, load_store, store_path_for
+
+    path = Path(args.network)
+    if path.suffix == ".mlir" or path.exists():
+        module = load_module(args.network)
+        store = store_path_for(args.network)
+        if store.exists():
+            return module, bind_params(module, load_store(store), source=str(store)), path.stem
+        note(f"no parameter store {store}: parameters initialised (seed 0)")
+        return module, init_params(module), path.stem
+    if args.network not in zoo.network_names():
+        raise TconvError(
+            f"error: '{args.network}' is neither a file nor a zoo network "
+            f"(zoo: {', '.join(zoo.network_names())})"
+        )
+    datasets = zoo.datasets(args.network)
+    dataset = args.dataset or ("cifar10" if "cifar10" in datasets else datasets[0])
+    if dataset not in datasets:
+        raise UsageError(f"--dataset: {args.network} has {', '.join(datasets)}, not '{dataset}'")
+    module = zoo.build(args.network, dataset)
+    return module, init_params(module), f"{args.network} ({dataset})"
+
+
+def _check_output(output: Path) -> None:
+    if output.exists() and not (output.is_dir() and ((output / REPORT_FILE).exists() or not any(output.iterdir()))):
+        raise TconvError(f"error: {output} exists and is not a tconv optimize output; not replacing it")
+
+
+def _measurer(target: str, threads: int):
+    from tconv.search.latency import LocalMeasurer
+
+    if target == "cpu":
+        return LocalMeasurer(threads)
+    if target == "cuda":
+        raise TconvError(
+            "error: --target cuda measures on a GPU of this machine, and tconv's GPU measurement runs through "
+            "a TVM RPC server on the GPU machine: start one there and use --target rpc:KEY"
+        )
+    if target.startswith("rpc:"):
+        from tconv.search.rpc import RpcMeasurer, parse_rpc_target
+
+        measurer = RpcMeasurer(parse_rpc_target(target))
+        measurer.check()  # an unreachable tracker or unknown key fails before the search starts
+        return measurer
+    raise UsageError(f"--target: expected cpu, cuda or rpc:KEY[@HOST:PORT], got '{target}'")
+
+
+def execute(args: argparse.Namespace) -> None:
+    if not args.budget > 0:
+        raise UsageError(f"--budget must be positive, got {args.budget}")
+    if args.prune is not None and not 0 < args.prune < 1:
+        raise UsageError(f"--prune must be a ratio between 0 and 1, got {args.prune}")
+    if not args.min_capacity >= 0:
+        raise UsageError(f"--min-capacity must be at least 0, got {args.min_capacity}")
+    output = Path(args.output)
+    _check_output(output)
+    if args.threads:
+        os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM starts its thread pool
+    module, params, name = _load(args)
+
+    # Imported on use: TVM loads only when something is measured.
+    from tconv.cli.files import write_network
+    from tconv.frontends.onnx.exporter import export_model
+    from tconv.search import report as reports
+    from tconv.search.latency import LayerLatencies
+    from tconv.search.network_timer import NetworkTimer
+    from tconv.search.optimize import OptimizeOptions, Search, stderr_progress
+    from tconv.search.space import conv_layers
+    from tconv.search.tuning import TuningDatabase, default_database_path, default_threads
+
+    threads = default_threads()
+    database = TuningDatabase(args.db or default_database_path())
+    latencies = LayerLatencies(database, _measurer(args.target, threads))
+    local = args.target == "cpu"
+    options = OptimizeOptions(
+        budget_s=args.budget, min_capacity=args.min_capacity, metric=args.metric,
+        seeds=tuple(range(args.seeds)), threads=threads, measure_networks=local, strict=args.strict_capacity,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
+    try:
+        timer = NetworkTimer(database, threads, staging / "builds") if local else None
+        search = Search(module, params, latencies, options, stderr_progress, timer)
+        result = search.run()
+        study = None
+        if args.prune is not None:
+            from tconv.search.pruning import pruning_study
+
+            study = pruning_study(search, args.prune)
+            print(file=sys.stderr)
+        best = result.best
+        rows = reports.layer_rows(result, latencies, conv_layers(module))
+        context = {
+            "network": name, "target": latencies.target, "budget_seconds": args.budget,
+            "min_capacity": args.min_capacity, "strict_capacity": args.strict_capacity, "threads": threads,
+            "ort_original_ms": None if timer is None or timer.ort_seconds is None else timer.ort_seconds * 1e3,
+        }
+        report = reports.build_report(result, rows, context, study)
+        write_network(staging / "optimized.mlir", best.realised.module, best.realised.params)
+        if timer is not None and best.label in timer.artifacts:
+            shutil.move(timer.artifacts[best.label], staging / "artifact")
+        else:
+            from tconv.lowering.tvm.artifact import compile_artifact
+            from tconv.search.tuning import apply_tuning
+
+            compiled = best.realised.module.clone()
+            apply_tuning(compiled, database, threads)
+            compile_artifact(compiled, best.realised.params, staging / "artifact")
+        shutil.rmtree(staging / "builds", ignore_errors=True)
+        (staging / "optimized.onnx").write_bytes(
+            export_model(best.realised.module, best.realised.params).SerializeToString()
+        )
+        (staging / REPORT_FILE).write_text(reports.write_json(report))
+        text = reports.markdown(report)
+        (staging / "report.md").write_text(text)
+        reports.pareto_png(report, staging / "pareto.png")
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(text.split("\n## Layers", 1)[0].rstrip())
+    if "\n## Channel pruning" in text:
+        print("\n## Channel pruning" + text.split("\n## Channel pruning", 1)[1].split("\n## ", 1)[0].rstrip())
+    print(f"\nwrote {output}/: optimized.mlir (+ .npz), artifact/, optimized.onnx, report.json, report.md, pareto.png")
+
+
+OPTIMIZE = Command(
+    name="optimize",
+    help="search NAS rewrites and schedules for a faster network that keeps its capacity, and compile it",
+    description="The main job: per convolution, choose the NAS rewrite (grouping, depthwise-separable, "
+    "bottleneck) and the schedule that run fastest on the target, keeping the network's capacity "
+    "(measured at initialisation) at least --min-capacity of the original's; measured latencies, a "
+    "Gaussian-process cost model, the answer confirmed by timing the compiled networks. Writes the "
+    "optimized IR, its compiled artifact, its ONNX export and a report.",
+    configure=configure,
+    execute=execute,
+)

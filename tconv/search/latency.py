@@ -1,0 +1,138 @@
+"""Layer latencies measured on the target, and network latencies built
+from them.
+
+A `Measurer` times one convolution workload with one set of schedule knobs
+on some device: `LocalMeasurer` on this machine's CPU (`tuning.measure`),
+`tconv.search.rpc.RpcMeasurer` on a device behind a TVM RPC tracker. Every
+measurement goes into the tuning database under the measurer's `target`
+key, so the search and `tconv tune` share what they learnt, and a second
+`tconv optimize` resumes instead of measuring again.
+
+`LayerLatencies` answers "how long does this convolution take at its best
+known schedule?" (measuring the backend's default schedule the first time a
+workload is seen), and estimates a network as the sum over its
+convolutions plus what the rest of the network costs, which the rewrites do
+not change (measured once on the original network).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from xdsl.dialects.builtin import ModuleOp
+
+from tconv.errors import TconvError
+from tconv.ir.ops import Conv2dOp
+from tconv.passes.select import layer_name
+from tconv.search.tuning import Knobs, TuningDatabase, Workload, candidates, target_key, workload_of
+
+
+class Measurer(Protocol):
+    @property
+    def target_key(self) -> str:
+        """The tuning database's key of the device measured."""
+        ...
+
+    def measure(self, workload: Workload, knobs: Knobs) -> float:
+        """Median seconds of one run of the workload's kernel with `knobs`."""
+        ...
+
+
+@dataclass
+class LocalMeasurer:
+    """This machine's CPU, with the threads kernels are compiled for."""
+
+    threads: int
+
+    @property
+    def target_key(self) -> str:
+        return target_key(self.threads)
+
+    def measure(self, workload: Workload, knobs: Knobs) -> float:
+        from tconv.search.tuning import measure
+
+        return measure(workload, knobs)
+
+
+@dataclass(frozen=True)
+class ConvLatency:
+    layer: str
+    workload: Workload
+    knobs: Knobs
+    seconds: float
+
+
+class LayerLatencies:
+    """Best known latency of each workload on one target (see the module docstring)."""
+
+    def __init__(self, database: TuningDatabase, measurer: Measurer,
+                 on_measure: Callable[[Workload, Knobs, float], None] | None = None) -> None:
+        self.database = database
+        self.measurer = measurer
+        self.on_measure = on_measure
+        self.measurements = 0
+        """Measurements this object made (the database may hold older ones)."""
+        self.failures: dict[str, str] = {}
+        """Workloads (by key) whose default schedule failed to build or run, and the error."""
+
+    @property
+    def target(self) -> str:
+        return self.measurer.target_key
+
+    def measure(self, workload: Workload, knobs: Knobs) -> float:
+        """Measure one candidate and record it."""
+        seconds = self.measurer.measure(workload, knobs)
+        self.database.add(workload, self.target, knobs, seconds)
+        self.measurements += 1
+        if self.on_measure:
+            self.on_measure(workload, knobs, seconds)
+        return seconds
+
+    def measured_count(self) -> int:
+        """Measurements of this target in the database."""
+        return sum(len(knobs) for (_, target), knobs in self.database.records.items() if target == self.target)
+
+    def known(self, workload: Workload) -> bool:
+        return bool(self.database.measured(workload, self.target))
+
+    def best(self, workload: Workload) -> tuple[Knobs, float]:
+        """The best measured knobs and seconds, measuring the default first if
+        none is known. A workload the backend cannot build or run takes
+        forever (math.inf), so no network holding it is chosen; why is in
+        `failures`."""
+        best = self.database.best(workload, self.target)
+        if best is not None:
+            return best
+        knobs = candidates(workload)[0]
+        if workload.key not in self.failures:
+            try:
+                return knobs, self.measure(workload, knobs)
+            except TconvError as err:
+                self.failures[workload.key] = str(err)
+        return knobs, math.inf
+
+    def convs(self, module: ModuleOp) -> list[ConvLatency]:
+        """Each convolution of `module` at its workload's best known schedule."""
+        rows = []
+        for op in module.walk():
+            if isinstance(op, Conv2dOp):
+                workload = workload_of(op)
+                knobs, seconds = self.best(workload)
+                rows.append(ConvLatency(layer_name(op), workload, knobs, seconds))
+        return rows
+
+    def conv_seconds(self, module: ModuleOp) -> float:
+        return sum(row.seconds for row in self.convs(module))
+
+    def unknown_workloads(self, module: ModuleOp) -> list[Workload]:
+        """The distinct workloads of `module` with no measurement yet."""
+        found: dict[str, Workload] = {}
+        for op in module.walk():
+            if isinstance(op, Conv2dOp):
+                workload = workload_of(op)
+                if not self.known(workload) and workload.key not in self.failures:
+                    found.setdefault(workload.key, workload)
+        return list(found.values())

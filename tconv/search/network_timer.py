@@ -1,0 +1,69 @@
+"""Whole networks compiled and timed on this machine, side by side.
+
+The search measures layers one at a time; before it answers it compiles the
+networks it compares (with the tuning database's best schedules) into
+artifacts and runs them with the C runtime, in alternating rounds
+(`timing.interleaved_medians`), optionally beside ONNX Runtime running the
+first of them (the original: the peer a user would otherwise deploy).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from tconv.ir.ops import shape_of
+from tconv.runtime.reference import single_function
+from tconv.search.optimize import Candidate
+from tconv.search.timing import OrtRunner, interleaved_medians
+from tconv.search.tuning import TuningDatabase, apply_tuning
+
+
+class NetworkTimer:
+    def __init__(self, database: TuningDatabase, threads: int, scratch: Path, rounds: int = 5, runs: int = 10,
+                 with_ort: bool = True) -> None:
+        self.database = database
+        self.threads = threads
+        self.scratch = scratch
+        self.rounds = rounds
+        self.runs = runs
+        self.with_ort = with_ort and importlib.util.find_spec("onnxruntime") is not None
+        self.artifacts: dict[str, Path] = {}
+        """The artifact directory of each candidate timed, by label (the latest build)."""
+        self.ort_seconds: float | None = None
+        """ONNX Runtime on the first network of the latest call."""
+        self._builds = 0
+
+    def compile(self, candidate: Candidate) -> Path:
+        from tconv.lowering.tvm.artifact import compile_artifact
+
+        module = candidate.realised.module.clone()
+        apply_tuning(module, self.database, self.threads)
+        self._builds += 1
+        directory = self.scratch / f"net{self._builds}"
+        compile_artifact(module, candidate.realised.params, directory)
+        self.artifacts[candidate.label] = directory
+        return directory
+
+    def __call__(self, candidates: list[Candidate]) -> list[float]:
+        from tconv.runtime.driver import Runtime
+
+        runtimes = [Runtime(self.compile(candidate), threads=self.threads) for candidate in candidates]
+        first = candidates[0].realised
+        x = np.random.default_rng(0).standard_normal(shape_of(single_function(first.module).body.block.args[0]),
+                                                    dtype=np.float32)
+        for runtime in runtimes:
+            runtime.arena_inputs()[0][...] = x
+        runners = [runtime.execute for runtime in runtimes]
+        if self.with_ort:
+            runners.append(OrtRunner(first.module, first.params, x, self.threads))
+        try:
+            seconds = interleaved_medians(runners, self.rounds, self.runs)
+        finally:
+            for runtime in runtimes:
+                runtime.close()
+        if self.with_ort:
+            self.ort_seconds = seconds.pop()
+        return seconds

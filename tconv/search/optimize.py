@@ -1,0 +1,405 @@
+"""`tconv optimize`: one search over NAS rewrites and schedules.
+
+The search trades architecture for speed where capacity allows. Its moves:
+
+1. **Baseline.** The original network: the capacity metric over several
+   seeds (`legality`), each convolution's latency at its best known schedule
+   (measured on the target, `latency.LayerLatencies`), and, where the
+   target is this machine, the whole network compiled and run, which fixes
+   what the rest of the network costs besides its convolutions.
+2. **Uniform rewrites.** Each rewrite of the space (`space.DEFAULT_REWRITES`)
+   applied to every eligible convolution: its latency estimated from layer
+   measurements (new workloads measured as they appear), then its capacity
+   compared with the original's, fastest estimate first. Candidates the
+   legality check calls illegal are kept for the report and never chosen.
+3. **Mixing.** Per layer, the fastest rewrite whose uniform network was
+   legal (the layers' latencies are measured, so this is a per-layer choice,
+   not a global one), checked at network level; then, for each rewrite
+   that was faster but illegal everywhere, the layers where it saves most are
+   switched to it, as many as the capacity check allows (a binary search
+   over how many). Every network-level capacity verdict uses the same
+   minibatches and seeds as the original's.
+4. **Schedules.** The remaining measuring time goes to the chosen
+   network's workloads, the most expensive first, each candidate schedule
+   ranked by a Gaussian-process model of the measurements so far
+   (`cost_model`) before it is measured.
+5. **Confirmation.** The chosen network and the original are compiled and
+   timed side by side (alternating rounds, medians); if the chosen one is
+   not faster, the original is the answer.
+
+Between any two measurements the search checks its deadline: at any budget
+the answer is the best legal network found so far (at worst the original).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+
+from tconv.errors import TconvError
+from tconv.passes.analyses.capacity import DEFAULT_METRIC, DEFAULT_SEEDS, SeededCapacity, measure_seeds
+from tconv.passes.analyses.legality import Comparison
+from tconv.search.latency import LayerLatencies
+from tconv.search.space import (
+    DEFAULT_REWRITES,
+    Assignment,
+    Realised,
+    Rewrite,
+    apply_assignment,
+    conv_layers,
+    eligible_layers,
+    origin_of,
+)
+from tconv.search.tuning import Workload, candidates
+
+
+@dataclass(frozen=True)
+class OptimizeOptions:
+    budget_s: float = 600.0
+    min_capacity: float = 1.0
+    metric: str = DEFAULT_METRIC
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    capacity_batch: int = 64
+    rewrites: tuple[Rewrite, ...] = DEFAULT_REWRITES
+    threads: int = 1
+    measure_networks: bool = True
+    """Compile and time whole networks (the target is this machine)."""
+    patience: int = 8
+    """Tuning gives up on a workload after this many candidates in a row
+    that did not beat its best."""
+    strict: bool = False
+    """Accept only "legal" verdicts, not "within noise" (see `legality`)."""
+
+
+@dataclass
+class Candidate:
+    """A network the search built, with what it learnt of it."""
+
+    label: str
+    assignment: dict[str, Rewrite]
+    realised: Realised
+    conv_seconds: float
+    """Sum of its convolutions' best known latencies."""
+    capacity: SeededCapacity | None = None
+    comparison: Comparison | None = None
+    """Capacity against the original's (None for the original itself)."""
+    measured_seconds: float | None = None
+    """The whole compiled network, timed (only the confirmed ones)."""
+    accepted: bool | None = None
+    """Whether the search may choose it: its capacity verdict passed (None: not checked)."""
+
+
+@dataclass
+class SearchResult:
+    original: Candidate
+    best: Candidate
+    candidates: list[Candidate]
+    other_seconds: float
+    """What the network costs besides its convolutions (measured on the original)."""
+    search_seconds: float
+    measurements: int
+    model_rank_correlation: float | None = None
+    """Kendall τ between the cost model's predictions and the measurements
+    that followed them (None: too few)."""
+    notes: list[str] = field(default_factory=list)
+
+    def estimate(self, candidate: Candidate) -> float:
+        return candidate.conv_seconds + self.other_seconds
+
+
+class Deadline:
+    def __init__(self, budget_s: float) -> None:
+        self.start = time.monotonic()
+        self.budget_s = budget_s
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    @property
+    def left(self) -> float:
+        return self.budget_s - self.elapsed
+
+    def passed(self, reserve: float = 0.0) -> bool:
+        return self.left <= reserve
+
+
+Progress = Callable[[str, float, float], None]
+"""progress(message, elapsed seconds, budget seconds)."""
+
+
+def stderr_progress(message: str, elapsed: float, budget: float) -> None:
+    width = 24
+    filled = int(width * min(elapsed / budget, 1.0)) if budget > 0 else width
+    print(f"\roptimize [{'#' * filled}{'.' * (width - filled)}] {elapsed:4.0f}/{budget:.0f} s  {message[:60]:60}",
+          end="", file=sys.stderr, flush=True)
+
+
+class Search:
+    """One optimisation of one network (see the module docstring)."""
+
+    def __init__(
+        self,
+        module: ModuleOp,
+        params: Mapping[str, np.ndarray],
+        latencies: LayerLatencies,
+        options: OptimizeOptions,
+        progress: Progress | None = None,
+        network_timer: Callable[[list[Candidate]], list[float]] | None = None,
+    ) -> None:
+        self.module = module
+        self.params = dict(params)
+        self.latencies = latencies
+        self.options = options
+        self.progress = progress
+        self.network_timer = network_timer
+        self.deadline = Deadline(options.budget_s)
+        self.layers = conv_layers(module)
+        self.candidates: list[Candidate] = []
+        self.notes: list[str] = []
+        self.baseline: SeededCapacity | None = None
+        self.failed_schedules: list[str] = []
+        self.predictions: list[tuple[float, float]] = []
+        """(predicted, measured) seconds of schedule candidates the model ranked."""
+
+    # Steps -----------------------------------------------------------------
+
+    def say(self, message: str) -> None:
+        if self.progress:
+            self.progress(message, self.deadline.elapsed, self.options.budget_s)
+
+    def capacity(self, module: ModuleOp) -> SeededCapacity:
+        return measure_seeds(module, self.options.metric, seeds=self.options.seeds, batch=self.options.capacity_batch)
+
+    def evaluate(self, label: str, assignment: Assignment, force: bool = False) -> Candidate | None:
+        """Build the network of `assignment` and estimate its latency; None
+        if the deadline passes while its new workloads are measured (unless `force`)."""
+        realised = apply_assignment(self.module, self.params, assignment)
+        for workload in self.latencies.unknown_workloads(realised.module):
+            if self.deadline.passed(self.reserve) and not force:
+                return None
+            self.say(f"measuring {_short(workload)}")
+            self.latencies.best(workload)
+        candidate = Candidate(label, dict(realised.applied), realised, self.latencies.conv_seconds(realised.module))
+        self.candidates.append(candidate)
+        return candidate
+
+    def check(self, candidate: Candidate) -> bool:
+        """Measure `candidate`'s capacity against the original's; is it legal?"""
+        assert self.baseline is not None
+        self.say(f"capacity of {candidate.label}")
+        candidate.capacity = self.capacity(candidate.realised.module)
+        candidate.comparison = Comparison(self.baseline, candidate.capacity, self.options.min_capacity)
+        verdict = candidate.comparison.verdict
+        candidate.accepted = verdict == "legal" if self.options.strict else verdict != "illegal"
+        return candidate.accepted
+
+    @property
+    def reserve(self) -> float:
+        """Seconds kept for confirming the answer by compiling and timing it."""
+        return self._reserve
+
+    def run(self) -> SearchResult:
+        self._reserve = 0.0
+        # The original is the answer of last resort: it is measured whatever the budget.
+        original = self.evaluate("original", {}, force=True)
+        assert original is not None
+        self.original = original
+        self.say("capacity of the original")
+        self.baseline = self.capacity(self.module)
+        original.capacity = self.baseline
+        original.accepted = True
+        other = 0.0
+        if self.network_timer and self.options.measure_networks:
+            self.say("compiling and timing the original")
+            started = time.monotonic()
+            (original.measured_seconds,) = self.network_timer([original])
+            # Confirmation compiles and times two networks.
+            self._reserve = 2.5 * (time.monotonic() - started)
+            other = max(0.0, original.measured_seconds - original.conv_seconds)
+        self.other = other
+
+        best = original
+        uniform: list[Candidate] = []
+        for rewrite in self.options.rewrites:
+            if self.deadline.passed(self.reserve):
+                break
+            layers = eligible_layers(self.module, rewrite)
+            if layers:
+                candidate = self.evaluate(f"{rewrite.label} everywhere", dict.fromkeys(layers, rewrite))
+                if candidate is not None:
+                    uniform.append(candidate)
+        # Capacity is the expensive check: fastest estimates first, and only
+        # networks that could beat the best so far.
+        for candidate in sorted(uniform, key=lambda c: c.conv_seconds):
+            if self.deadline.passed(self.reserve):
+                break
+            if candidate.conv_seconds < best.conv_seconds and self.check(candidate):
+                best = candidate
+        legal = [c for c in uniform if c.accepted]
+        best = self.mix(best, legal, original)
+        faster_illegal = [c for c in uniform if c.accepted is False and c.conv_seconds < best.conv_seconds]
+        for illegal in sorted(faster_illegal, key=lambda c: c.conv_seconds):
+            if self.deadline.passed(self.reserve):
+                break
+            best = self.infiltrate(best, illegal)
+        self.tune(best)
+        best = self.confirm(original, best)
+        if self.progress:
+            print(file=sys.stderr)
+        for key, error in self.latencies.failures.items():
+            self.notes.append(f"{key} could not be measured, so no network with it was chosen: {error}")
+        if self.failed_schedules:
+            self.notes.append(f"{len(self.failed_schedules)} schedule candidate(s) failed to build or run "
+                              f"(skipped), the first: {self.failed_schedules[0]}")
+        return SearchResult(
+            original=original,
+            best=best,
+            candidates=self.candidates,
+            other_seconds=other,
+            search_seconds=self.deadline.elapsed,
+            measurements=self.latencies.measurements,
+            model_rank_correlation=self.rank_correlation(),
+            notes=self.notes,
+        )
+
+    # Mixing ------------------------------------------------------------------
+
+    def layer_seconds(self, candidate: Candidate) -> dict[str, float]:
+        """Seconds per original layer: each convolution of the candidate counted
+        for the original layer it stands for (its consumers' input changes
+        count where they happen)."""
+        seconds = dict.fromkeys(self.layers, 0.0)
+        for row in self.latencies.convs(candidate.realised.module):
+            origin = origin_of(row.layer, self.layers)
+            if origin is not None:
+                seconds[origin] += row.seconds
+        return seconds
+
+    def mix(self, best: Candidate, legal: list[Candidate], original: Candidate) -> Candidate:
+        """Per layer, the fastest of the legal uniform rewrites (or none)."""
+        if len(legal) < 2 or self.deadline.passed(self.reserve):
+            return best
+        per_layer = {c.label: self.layer_seconds(c) for c in [original, *legal]}
+        assignment: dict[str, Rewrite] = {}
+        for layer in self.layers:
+            options = [(per_layer[original.label][layer], None)]
+            options += [(per_layer[c.label][layer], c.assignment[layer]) for c in legal if layer in c.assignment]
+            fastest = min(options, key=lambda option: option[0])[1]
+            if fastest is not None:
+                assignment[layer] = fastest
+        if assignment == best.assignment:
+            return best
+        candidate = self.evaluate("fastest legal rewrite per layer", assignment)
+        if candidate is None or candidate.conv_seconds >= best.conv_seconds:
+            return best
+        return candidate if self.check(candidate) else best
+
+    def infiltrate(self, best: Candidate, illegal: Candidate) -> Candidate:
+        """`best` with as many layers as the capacity check allows switched to
+        `illegal`'s rewrite, those where it saves most first."""
+        rewrite = next(iter(illegal.assignment.values()))
+        ours, theirs = self.layer_seconds(best), self.layer_seconds(illegal)
+        gains = sorted(
+            (ours[layer] - theirs[layer], layer) for layer in illegal.assignment if ours[layer] > theirs[layer]
+        )
+        ranked = [layer for _, layer in reversed(gains)]
+        base = best
+        # Switching `low` layers passes the check; switching all of them (the
+        # uniform network) did not, so the search is over 0 .. len - 1.
+        low, high = 0, len(ranked) - 1
+        while low < high and not self.deadline.passed(self.reserve):
+            count = (low + high + 1) // 2
+            assignment = dict(base.assignment)
+            assignment.update(dict.fromkeys(ranked[:count], rewrite))
+            candidate = self.evaluate(f"{base.label} + {rewrite.label} on {count} layers", assignment)
+            if candidate is None:
+                break
+            if candidate.conv_seconds < best.conv_seconds and self.check(candidate):
+                best, low = candidate, count
+            else:
+                high = count - 1
+        return best
+
+    # Schedules ---------------------------------------------------------------
+
+    def tune(self, best: Candidate) -> None:
+        """Spend what is left of the budget on the chosen network's schedules."""
+        from tconv.search.cost_model import LatencyModel
+
+        rows = self.latencies.convs(best.realised.module)
+        weight: dict[str, float] = {}
+        workloads: dict[str, Workload] = {}
+        for row in rows:
+            weight[row.workload.key] = weight.get(row.workload.key, 0.0) + row.seconds
+            workloads[row.workload.key] = row.workload
+        order = sorted(workloads, key=lambda key: -weight[key])
+        tried = {key: set(self.latencies.database.measured(workloads[key], self.latencies.target)) for key in order}
+        stale = dict.fromkeys(order, 0)
+        model, fitted_on = None, 0
+        while not self.deadline.passed(self.reserve):
+            # Refit as the measurements grow by a quarter: a GP fit costs seconds.
+            known = self.latencies.measured_count()
+            if model is None or known >= 1.25 * fitted_on:
+                model = LatencyModel.from_database(self.latencies.database, self.latencies.target)
+                fitted_on = known
+            progressed = False
+            for key in order:
+                if self.deadline.passed(self.reserve):
+                    break
+                workload = workloads[key]
+                untried = [k for k in candidates(workload) if k not in tried[key]]
+                if not untried or stale[key] >= self.options.patience:
+                    continue
+                best_before = self.latencies.best(workload)[1]
+                (_, knobs), *_ = model.rank([(workload, k) for k in untried])
+                predicted, _ = model.predict(workload, knobs)
+                self.say(f"tuning {_short(workload)}")
+                try:
+                    seconds = self.latencies.measure(workload, knobs)
+                except TconvError as err:
+                    self.failed_schedules.append(f"knobs {knobs} of {workload.key}: {err}")
+                    seconds = math.inf
+                tried[key].add(knobs)
+                if math.isfinite(seconds):
+                    self.predictions.append((predicted, seconds))
+                stale[key] = 0 if seconds < best_before else stale[key] + 1
+                progressed = True
+            if not progressed:
+                break
+        best.conv_seconds = self.latencies.conv_seconds(best.realised.module)
+
+    def rank_correlation(self) -> float | None:
+        if len(self.predictions) < 5:
+            return None
+        from scipy.stats import kendalltau
+
+        predicted, measured = zip(*self.predictions)
+        tau = kendalltau(predicted, measured).statistic
+        return None if math.isnan(tau) else float(tau)
+
+    # Confirmation ------------------------------------------------------------
+
+    def confirm(self, original: Candidate, best: Candidate) -> Candidate:
+        if best is original or not (self.network_timer and self.options.measure_networks):
+            return best
+        self.say("compiling and timing the answer beside the original")
+        original.measured_seconds, best.measured_seconds = self.network_timer([original, best])
+        if best.measured_seconds >= original.measured_seconds:
+            self.notes.append(
+                f"the chosen network ({best.label}) measured {best.measured_seconds * 1e3:.2f} ms, not faster than "
+                f"the original's {original.measured_seconds * 1e3:.2f} ms: the answer is the original"
+            )
+            return original
+        return best
+
+
+def _short(workload: Workload) -> str:
+    n, c, h, w = workload.input
+    return f"{c}->{workload.out_channels} {h}x{w} k{workload.kernel[0]} g{workload.groups}"

@@ -1,0 +1,300 @@
+"""What `tconv optimize` found, for people (report.md, pareto.png) and for
+programs (report.json).
+
+Per layer: the rewrite chosen, the schedule its convolutions run with, the
+latency before and after (each convolution at its best measured schedule;
+a rewritten layer counts every convolution that replaced it), and the
+Fisher potential of its block(s) before and after: the one capacity metric
+that decomposes over layers. The network's capacity (the search's metric,
+over several seeds) is in the summary. Per candidate: every network the
+search built, with its estimated latency and its capacity verdict; the Pareto
+plot shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+
+from tconv.passes.analyses.capacity import fisher_potential, minibatch
+from tconv.passes.analyses.summary import summarize
+from tconv.search.latency import LayerLatencies
+from tconv.search.optimize import Candidate, SearchResult
+from tconv.search.pruning import PruningChoice, PruningStudy
+from tconv.search.space import origin_of
+from tconv.search.tuning import Knobs, full_knobs
+
+FISHER_BATCH = 16
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    layer: str
+    rewrite: str
+    schedule: str
+    """Knobs of the layer's convolution(s) (`describe_knobs`), comma-separated."""
+    before_ms: float
+    after_ms: float
+    fisher_before: float
+    fisher_after: float
+
+
+def describe_knobs(knobs: Knobs) -> str:
+    """`direct 16x4` (channel block x column tile, channels in the vector) or
+    `gspc 4x2x8` (channel block x rows x columns, columns in the vector), and
+    `kw rolled` where the kernel-column loop is not unrolled."""
+    block, width_tile, rows, columns, unroll_kw = full_knobs(knobs)
+    text = f"gspc {block}x{rows}x{width_tile}" if columns else f"direct {block}x{width_tile}"
+    return text if unroll_kw else text + " kw rolled"
+
+
+def _fisher_by_layer(module: ModuleOp, params: Mapping[str, np.ndarray], layers: list[str]) -> dict[str, float]:
+    """Fisher potential of each original layer's block(s), on one seeded minibatch."""
+    x, labels = minibatch(module, FISHER_BATCH, 0)
+    totals = dict.fromkeys(layers, 0.0)
+    for block in fisher_potential(module, params, x, labels).blocks:
+        origin = origin_of(block.name, layers)
+        if origin is not None:
+            totals[origin] += block.total
+    return totals
+
+
+def layer_rows(result: SearchResult, latencies: LayerLatencies, layers: list[str]) -> list[LayerRow]:
+    before, after = result.original, result.best
+    fisher_before = _fisher_by_layer(before.realised.module, before.realised.params, layers)
+    fisher_after = (
+        fisher_before if after is before
+        else _fisher_by_layer(after.realised.module, after.realised.params, layers)
+    )
+    seconds_before = {row.layer: row.seconds for row in latencies.convs(before.realised.module)}
+    after_seconds = dict.fromkeys(layers, 0.0)
+    schedules: dict[str, list[str]] = {layer: [] for layer in layers}
+    for row in latencies.convs(after.realised.module):
+        origin = origin_of(row.layer, layers)
+        if origin is not None:
+            after_seconds[origin] += row.seconds
+            schedules[origin].append(describe_knobs(row.knobs))
+    return [
+        LayerRow(
+            layer,
+            after.assignment[layer].label if layer in after.assignment else "-",
+            ", ".join(schedules[layer]),
+            seconds_before[layer] * 1e3,
+            after_seconds[layer] * 1e3,
+            fisher_before[layer],
+            fisher_after[layer],
+        )
+        for layer in layers
+    ]
+
+
+def _network(candidate: Candidate, result: SearchResult) -> dict:
+    summary = summarize(candidate.realised.module)
+    capacity = candidate.capacity
+    comparison = candidate.comparison
+    return {
+        "label": candidate.label,
+        "rewrites": {layer: rewrite.label for layer, rewrite in candidate.assignment.items()},
+        "parameters": summary.parameters,
+        "flops": summary.flops,
+        "conv_ms": candidate.conv_seconds * 1e3,
+        "estimated_ms": result.estimate(candidate) * 1e3,
+        "measured_ms": None if candidate.measured_seconds is None else candidate.measured_seconds * 1e3,
+        "capacity": None if capacity is None else {
+            "metric": capacity.metric, "median": capacity.median, "low": capacity.low, "high": capacity.high,
+            "seeds": list(capacity.seeds), "values": list(capacity.values),
+        },
+        "capacity_ratio": None if comparison is None else _finite(comparison.ratio),
+        "capacity_noise": None if comparison is None else _finite(comparison.noise),
+        "verdict": "original" if comparison is None else comparison.verdict,
+        "accepted": candidate.accepted,
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _pruning(study: PruningStudy, result: SearchResult) -> dict:
+    def side(choice: PruningChoice, network: Candidate) -> dict:
+        return {
+            "counts": choice.counts,
+            "pruned_layers_ms": choice.seconds * 1e3,
+            "pruned_layers_parameters": choice.parameters,
+            "network": _network(network, result),
+        }
+
+    return {
+        "ratio": study.ratio,
+        "original_measured_ms": None if study.original_seconds is None else study.original_seconds * 1e3,
+        "uniform": side(study.uniform, study.networks[0]),
+        "performance_aware": side(study.aware, study.networks[1]),
+    }
+
+
+def build_report(
+    result: SearchResult, rows: list[LayerRow], context: Mapping[str, object], study: PruningStudy | None = None
+) -> dict:
+    """The JSON document: `context` (network, target, budget, peers), the
+    search's findings and, if one ran, the pruning study."""
+    original, best = result.original, result.best
+    speedups = {}
+    if original.measured_seconds and best.measured_seconds:
+        speedups["vs_original_tconv"] = original.measured_seconds / best.measured_seconds
+    ort = context.get("ort_original_ms")
+    if isinstance(ort, float) and best.measured_seconds:
+        speedups["vs_onnxruntime_original"] = ort / (best.measured_seconds * 1e3)
+    return {
+        **context,
+        "search_seconds": result.search_seconds,
+        "measurements": result.measurements,
+        "cost_model_kendall_tau": result.model_rank_correlation,
+        "original": _network(original, result),
+        "optimized": _network(best, result),
+        "speedup": speedups,
+        "other_ms": result.other_seconds * 1e3,
+        "layers": [row.__dict__ for row in rows],
+        "candidates": [_network(candidate, result) for candidate in result.candidates],
+        "pruning": None if study is None else _pruning(study, result),
+        "notes": result.notes,
+    }
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def markdown(report: dict) -> str:
+    original, best = report["original"], report["optimized"]
+    metric = original["capacity"]["metric"]
+    lines = [
+        f"# tconv optimize: {report['network']} on {report['target']}",
+        "",
+        f"Search: {report['search_seconds']:.0f} s of a {report['budget_seconds']:.0f} s budget, "
+        f"{report['measurements']} layer measurements, {len(report['candidates'])} candidate networks; "
+        f"capacity metric {metric} over seeds {', '.join(map(str, original['capacity']['seeds']))}, "
+        f"min-capacity {report['min_capacity']:g} ("
+        + ("strict: only ratios at or above it" if report.get("strict_capacity")
+           else "ratios short of it by less than the seeds' spread accepted as within noise") + ").",
+        "",
+        "| | original | optimized | original / optimized |",
+        "|---|---|---|---|",
+    ]
+
+    def row(name: str, a: float | None, b: float | None, fmt: str, higher_is_better: bool = False) -> str:
+        if a is None or b is None:
+            return f"| {name} | {'-' if a is None else format(a, fmt)} | {'-' if b is None else format(b, fmt)} | - |"
+        ratio = (b / a) if higher_is_better else (a / b if b else float("inf"))
+        return f"| {name} | {a:{fmt}} | {b:{fmt}} | {ratio:.2f}x |"
+
+    lines.append(row("latency, measured (ms)", original["measured_ms"], best["measured_ms"], ".2f"))
+    lines.append(row("latency, estimated (ms)", original["estimated_ms"], best["estimated_ms"], ".2f"))
+    if report.get("ort_original_ms") is not None:
+        speedup = report["speedup"].get("vs_onnxruntime_original")
+        lines.append(f"| ONNX Runtime running the original (ms) | {report['ort_original_ms']:.2f} | - | "
+                     + ("-" if speedup is None else f"{speedup:.2f}x (ONNX Runtime / optimized)") + " |")
+    lines.append(row("parameters", original["parameters"], best["parameters"], ",d"))
+    lines.append(row("MFLOPs", original["flops"] / 1e6, best["flops"] / 1e6, ".1f"))
+    ratio = best["capacity_ratio"]
+    lines.append(
+        f"| capacity ({metric}, median) | {original['capacity']['median']:.4g} | {best['capacity']['median']:.4g} | "
+        + ("-" if ratio is None else f"{ratio:.4f} ± {best['capacity_noise']:.4f}, {best['verdict']}") + " |"
+    )
+    lines += ["", "## Layers", "",
+              "| layer | rewrite | schedule | ms before | ms after | Fisher before | Fisher after |",
+              "|---|---|---|---|---|---|---|"]
+    for layer in report["layers"]:
+        lines.append(
+            f"| {layer['layer']} | {layer['rewrite']} | {layer['schedule']} | {layer['before_ms']:.3f} | "
+            f"{layer['after_ms']:.3f} | {layer['fisher_before']:.3g} | {layer['fisher_after']:.3g} |"
+        )
+    lines += ["", "## Candidates", "",
+              "| network | estimated ms | measured ms | MFLOPs | capacity ratio | verdict |", "|---|---|---|---|---|---|"]
+    for candidate in report["candidates"]:
+        ratio = candidate["capacity_ratio"]
+        capacity = "-" if ratio is None else f"{ratio:.4f} ± {candidate['capacity_noise']:.4f}"
+        lines.append(
+            f"| {candidate['label']} | {candidate['estimated_ms']:.2f} | {_ms(candidate['measured_ms'])} | "
+            f"{candidate['flops'] / 1e6:.1f} | {capacity} | {candidate['verdict'] if ratio is not None else '-'} |"
+        )
+    if report.get("pruning"):
+        lines += _pruning_markdown(report["pruning"])
+    if report.get("cost_model_kendall_tau") is not None:
+        lines += ["", f"Cost model: Kendall τ {report['cost_model_kendall_tau']:.2f} between its predictions and "
+                  "the measurements that followed them."]
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _pruning_markdown(pruning: dict) -> list[str]:
+    uniform, aware = pruning["uniform"], pruning["performance_aware"]
+
+    def capacity(side: dict) -> str:
+        network = side["network"]
+        ratio = network["capacity_ratio"]
+        return "-" if ratio is None else f"{ratio:.4f} ± {network['capacity_noise']:.4f}, {network['verdict']}"
+
+    counts = ", ".join(
+        f"{layer} {uniform['counts'][layer]}→{aware['counts'][layer]}"
+        for layer in uniform["counts"] if uniform["counts"][layer] != aware["counts"][layer]
+    ) or "the same as uniform"
+    return [
+        "", f"## Channel pruning at {pruning['ratio']:g}", "",
+        f"Performance-aware counts differing from uniform: {counts}.", "",
+        "| | uniform | performance-aware |", "|---|---|---|",
+        f"| pruned layers + consumers, measured (ms) | {uniform['pruned_layers_ms']:.3f} | "
+        f"{aware['pruned_layers_ms']:.3f} |",
+        f"| their weights | {uniform['pruned_layers_parameters']:,} | {aware['pruned_layers_parameters']:,} |",
+        f"| network parameters | {uniform['network']['parameters']:,} | {aware['network']['parameters']:,} |",
+        f"| network, measured (ms; original {_ms(pruning['original_measured_ms'])}) | "
+        f"{_ms(uniform['network']['measured_ms'])} | {_ms(aware['network']['measured_ms'])} |",
+        f"| capacity ratio | {capacity(uniform)} | {capacity(aware)} |",
+    ]
+
+
+def pareto_png(report: dict, path: Path) -> None:
+    """Estimated latency against capacity ratio of every candidate whose
+    capacity was measured; the Pareto front (faster and at least as capable)
+    joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(c["estimated_ms"], c["capacity_ratio"] if c["capacity_ratio"] is not None else 1.0, c)
+              for c in report["candidates"] if c["verdict"] == "original" or c["capacity_ratio"] is not None]
+    colours = {"original": "black", "legal": "tab:green", "within noise": "tab:blue", "illegal": "tab:red"}
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for verdict, colour in colours.items():
+        chosen = [(x, y) for x, y, c in points if c["verdict"] == verdict]
+        if chosen:
+            axes.scatter(*zip(*chosen), c=colour, label=verdict, s=28)
+    front, best_y = [], -math.inf
+    for x, y, c in sorted(points, key=lambda p: (p[0], -p[1])):
+        if c["verdict"] != "illegal" and y > best_y:
+            front.append((x, y))
+            best_y = y
+    if len(front) > 1:
+        axes.plot(*zip(*front), c="grey", lw=1, ls="--", label="Pareto front")
+    optimized = report["optimized"]
+    axes.annotate("optimized", (optimized["estimated_ms"], optimized["capacity_ratio"] or 1.0),
+                  textcoords="offset points", xytext=(6, 6))
+    axes.axhline(report["min_capacity"], c="grey", lw=0.5)
+    axes.set_xlabel("estimated latency (ms)")
+    axes.set_ylabel(f"capacity / original ({report['original']['capacity']['metric']})")
+    axes.set_title(f"{report['network']} on {report['target']}")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
+def write_json(report: dict) -> str:
+    return json.dumps(report, indent=2, default=float) + "\n"

@@ -1,0 +1,124 @@
+"""The architecture half of the search space: which NAS rewrite each
+convolution gets.
+
+A `Rewrite` is one NAS pass at one setting (`tconv-group{groups=4}`); an
+`Assignment` maps layer names (`tconv.passes.select.layer_name`) to rewrites.
+`apply_assignment` realises an assignment on a copy of a network by running
+each layer's pass on that layer alone, in program order, so every rewrite
+sees the shapes the earlier ones left (a bottlenecked convolution narrows its
+consumer's input, which may change what the consumer can be grouped by). A
+layer whose rewrite is not possible there is left as it is and reported, not
+an error: the search proposes, the passes decide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import PassPipeline
+from xdsl.utils.exceptions import PassFailedException
+
+from tconv.ir.loader import make_context
+from tconv.ir.ops import Conv2dOp
+from tconv.passes.nas.store import ParamStore, using_store
+from tconv.passes.registry import PASSES
+from tconv.passes.select import layer_name
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One NAS pass with its options (the legality options are the search's)."""
+
+    pass_name: str
+    options: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """Short, for tables: `group 4`, `depthwise-separable`, `bottleneck-block 2`."""
+        kind = self.pass_name.removeprefix("tconv-")
+        return " ".join([kind, *(str(value) for _, value in self.options)])
+
+    def spec(self, layers: Sequence[str]) -> str:
+        """The pass pipeline entry that applies this rewrite to `layers`."""
+        options = [f"{key}={value}" for key, value in self.options]
+        options.append(f'layers="{",".join(layers)}"')
+        return f"{self.pass_name}{{{' '.join(options)}}}"
+
+
+def _rewrite(pass_name: str, **options: int) -> Rewrite:
+    return Rewrite(pass_name, tuple(options.items()))
+
+
+DEFAULT_REWRITES: tuple[Rewrite, ...] = (
+    _rewrite("tconv-group", groups=2),
+    _rewrite("tconv-group", groups=4),
+    _rewrite("tconv-group", groups=8),
+    _rewrite("tconv-group", groups=16),
+    _rewrite("tconv-depthwise-separable"),
+    _rewrite("tconv-bottleneck-block", factor=2),
+    _rewrite("tconv-bottleneck-block", factor=4),
+)
+"""What the search tries on each convolution: grouping (a restricted
+input-channel loop), depthwise-separable (a depthwise loop nest and a 1x1
+one) and bottleneck blocks (1x1 down, KxK narrow, 1x1 up)."""
+
+Assignment = Mapping[str, Rewrite]
+
+
+@dataclass
+class Realised:
+    """A network with an assignment applied."""
+
+    module: ModuleOp
+    params: dict[str, np.ndarray]
+    applied: dict[str, Rewrite]
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Layers whose rewrite the pass refused there, with its reason."""
+
+
+def conv_layers(module: ModuleOp) -> list[str]:
+    """The names of the module's convolutions, in program order."""
+    return [layer_name(op) for op in module.walk() if isinstance(op, Conv2dOp)]
+
+
+def apply_assignment(module: ModuleOp, params: Mapping[str, np.ndarray], assignment: Assignment) -> Realised:
+    """A copy of `module` with each assigned layer rewritten, in program
+    order, and its parameters (kept, resized or newly initialised)."""
+    result = module.clone()
+    store = ParamStore(dict(params))
+    applied: dict[str, Rewrite] = {}
+    skipped: dict[str, str] = {}
+    ctx = make_context()
+    for layer in conv_layers(module):
+        rewrite = assignment.get(layer)
+        if rewrite is None:
+            continue
+        # The passes remark on stderr; the search reports what it applied itself.
+        with using_store(store), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                PassPipeline.parse_spec(PASSES, rewrite.spec([layer])).apply(ctx, result)
+            except PassFailedException as err:
+                skipped[layer] = str(err)
+                continue
+        applied[layer] = rewrite
+    return Realised(result, store.values_for(result), applied, skipped)
+
+
+def eligible_layers(module: ModuleOp, rewrite: Rewrite) -> list[str]:
+    """The layers `rewrite` can be applied to, each on its own in the original network."""
+    realised = apply_assignment(module, {}, dict.fromkeys(conv_layers(module), rewrite))
+    return list(realised.applied)
+
+
+def origin_of(layer: str, originals: Sequence[str]) -> str | None:
+    """The original layer a convolution of a rewritten network stands for:
+    passes name new weights by tagging the old name (`layer1.0.conv1` →
+    `layer1.0.conv1_dw`), so the longest original name that is the layer or
+    its tagged form."""
+    matches = [name for name in originals if layer == name or layer.startswith(name + "_")]
+    return max(matches, key=len) if matches else None

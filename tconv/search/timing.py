@@ -1,0 +1,77 @@
+"""Timing whole networks side by side: alternating rounds, medians.
+
+These machines are shared and noisy; a comparison is only fair when every
+contender runs under the same load. `interleaved_medians` therefore runs
+them in turn, round after round, and takes medians; `OrtRunner` is ONNX
+Runtime (the peer) on tconv's ONNX export, with its output pre-allocated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+
+
+def aligned(shape: Sequence[int], alignment: int = 64) -> np.ndarray:
+    """An uninitialised float32 array whose data is `alignment`-byte aligned
+    (ONNX Runtime's and the kernels' vector loads are faster, or only
+    possible, on aligned data)."""
+    count = int(np.prod(shape))
+    raw = np.empty(count + alignment // 4, np.float32)
+    offset = (-raw.ctypes.data % alignment) // 4
+    return raw[offset : offset + count].reshape(shape)
+
+
+class OrtRunner:
+    """An ONNX Runtime session of the network with its input bound and its
+    output pre-allocated (64-byte aligned); calling it runs the network once.
+    Needs `onnxruntime` (a test dependency of tconv)."""
+
+    def __init__(self, module: ModuleOp, params: Mapping[str, np.ndarray], x: np.ndarray, threads: int) -> None:
+        import onnxruntime as ort
+
+        from tconv.frontends.onnx.exporter import export_model
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            export_model(module, params).SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        name = self.session.get_inputs()[0].name
+        (result,) = self.session.run(None, {name: x})
+        self.output = aligned(result.shape)
+        self.binding = self.session.io_binding()
+        self.binding.bind_cpu_input(name, x)
+        self.binding.bind_output(
+            self.session.get_outputs()[0].name, "cpu", 0, np.float32, self.output.shape, self.output.ctypes.data
+        )
+
+    def __call__(self) -> None:
+        self.session.run_with_iobinding(self.binding)
+
+
+def interleaved_medians(runners: Sequence[Callable[[], object]], rounds: int, runs: int) -> list[float]:
+    """Median seconds of one call of each runner: `rounds` rounds, each timing
+    `runs` calls of every runner in turn, with a pause between runners so that
+    the idle threads of one pool stop spinning before the other runs (TVM's
+    spin for tens of milliseconds, enough to slow ORT threefold); the
+    median of each runner's per-round medians. Alternating keeps load from
+    other processes on the machine from favouring either side."""
+    for runner in runners:
+        for _ in range(3):
+            runner()
+    per_round: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for index, runner in enumerate(runners):
+            time.sleep(0.5)
+            samples = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                runner()
+                samples.append(time.perf_counter() - start)
+            per_round[index].append(float(np.median(samples)))
+    return [float(np.median(r)) for r in per_round]

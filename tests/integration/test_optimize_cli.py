@@ -1,0 +1,102 @@
+"""`tconv optimize` end to end on this machine: real layer measurements
+(TVM kernels), real capacity checks, the answer compiled and timed beside
+the original; then its outputs are used as a user would use them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from tconv.cli.files import write_network
+from tconv.cli.main import main
+from tconv.ir.loader import load_module
+from tconv.ir.params import init_params, load_store
+from tconv.runtime.driver import Runtime
+from tconv.runtime.reference import run
+
+from support import assert_user_error, relative_error, small_resnet, tconv
+
+
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory):
+    """`tconv optimize small.mlir --budget 60 -o out`: (status, stdout, stderr, out dir, input file)."""
+    root = tmp_path_factory.mktemp("optimize")
+    module = small_resnet()
+    write_network(root / "small.mlir", module, init_params(module, seed=1))
+    out = root / "out"
+    environment = pytest.MonkeyPatch()
+    environment.setenv("TCONV_TUNING_DB", str(root / "tuning.jsonl"))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = main(["optimize", str(root / "small.mlir"), "--budget", "60", "--seeds", "2", "-o", str(out)])
+    yield status, stdout.getvalue(), stderr.getvalue(), out, root / "small.mlir"
+    environment.undo()
+
+
+def test_writes_every_output(optimized):
+    status, stdout, stderr, out, _ = optimized
+    assert status == 0, stderr
+    for name in ("optimized.mlir", "optimized.npz", "optimized.onnx", "report.json", "report.md", "pareto.png"):
+        assert (out / name).is_file(), name
+    assert (out / "artifact" / "plan.txt").is_file()
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| latency, measured (ms) |" in stdout
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".out.")], "staging left behind"
+
+
+def test_report_is_consistent(optimized):
+    _, _, _, out, _ = optimized
+    report = json.loads((out / "report.json").read_text())
+    original, best = report["original"], report["optimized"]
+    assert original["measured_ms"] > 0 and best["measured_ms"] > 0
+    assert best["verdict"] in ("original", "legal", "within noise")
+    if best["verdict"] != "original":
+        assert best["measured_ms"] < original["measured_ms"]
+        assert report["speedup"]["vs_original_tconv"] == pytest.approx(original["measured_ms"] / best["measured_ms"])
+    assert [row["layer"] for row in report["layers"]] == [
+        "conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2"
+    ]
+    assert report["search_seconds"] <= 60 * 1.1
+    assert report["candidates"][0]["label"] == "original"
+    assert "## Layers" in (out / "report.md").read_text()
+
+
+def test_the_artifact_computes_the_optimized_network(optimized):
+    _, _, _, out, _ = optimized
+    module = load_module(out / "optimized.mlir")
+    params = load_store(out / "optimized.npz")
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    (expected,) = run(module, params, x)
+    runtime = Runtime(out / "artifact", threads=1)
+    (actual,) = runtime.run(x)
+    runtime.close()
+    assert relative_error(actual, expected) < 1e-5
+    onnx.checker.check_model(onnx.load(out / "optimized.onnx"))
+
+
+def test_a_second_run_resumes_from_the_database(optimized, capsys, tmp_path):
+    _, _, _, _, source = optimized
+    before = (source.parent / "tuning.jsonl").read_text().count("\n")
+    status, _, err = tconv(capsys, "optimize", source, "--budget", "20", "--seeds", "2", "-o", tmp_path / "again")
+    assert status == 0, err
+    # The original's layers are known: the second run adds only what its shorter search measured.
+    assert (source.parent / "tuning.jsonl").read_text().count("\n") >= before
+
+
+def test_bad_inputs(capsys, tmp_path):
+    assert_user_error(tconv(capsys, "optimize", "no-such-net", "-o", tmp_path / "x"), "neither a file nor a zoo network")
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "mine.txt").write_text("keep")
+    assert_user_error(tconv(capsys, "optimize", "resnet18", "-o", occupied), "not a tconv optimize output")
+    assert (occupied / "mine.txt").read_text() == "keep"
+    status, _, err = tconv(capsys, "optimize", "resnet18", "--target", "fpga", "-o", tmp_path / "y")
+    assert status == 2 and "--target" in err and not (tmp_path / "y").exists()
+    assert_user_error(tconv(capsys, "optimize", "resnet18", "--target", "rpc:nobody@127.0.0.1:9", "-o",
+                            tmp_path / "z"), "tracker")
+    assert not (tmp_path / "z").exists()

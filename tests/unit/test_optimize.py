@@ -1,0 +1,218 @@
+"""The search of `tconv optimize` on a small residual network, with a
+deterministic stand-in for the device (latency = FLOPs / a speed that
+falls with the group count), so that what the search must choose is known.
+Real measurement is tested in tests/integration/test_optimize_cli.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tconv.ir.loader import verify_module
+from tconv.ir.ops import Conv2dOp, shape_of
+from tconv.ir.params import init_params
+from tconv.passes.analyses.summary import summarize
+from tconv.passes.select import layer_name
+from tconv.runtime.reference import run
+from tconv.search.latency import LayerLatencies
+from tconv.search.optimize import OptimizeOptions, Search
+from tconv.search.pruning import candidate_counts, choose_counts, prunable_layers, pruning_study
+from tconv.search.report import build_report, layer_rows, markdown
+from tconv.search.space import (
+    DEFAULT_REWRITES,
+    Rewrite,
+    apply_assignment,
+    conv_layers,
+    eligible_layers,
+    origin_of,
+)
+from tconv.search.tuning import TuningDatabase
+
+from support import small_resnet
+
+
+class FakeDevice:
+    """Seconds = FLOPs / speed, where grouped convolutions run slower per
+    FLOP (as on real CPUs); the knobs (block, tile) scale the time by a
+    smooth factor, so tuning has something to find."""
+
+    target_key = "fake"
+
+    def __init__(self) -> None:
+        self.seen = []
+
+    def measure(self, workload, knobs) -> float:
+        self.seen.append((workload, knobs))
+        speed = 1e11 / (1 + 0.15 * math.log2(workload.groups))
+        block, tile = knobs[0], knobs[1]
+        return workload.flops / speed * (1 + 0.05 * abs(block - 8) + 0.02 * abs(tile - 4))
+
+
+def search(tmp_path, options: OptimizeOptions, module=None):
+    module = module or small_resnet()
+    latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), FakeDevice())
+    return Search(module, init_params(module), latencies, options), latencies
+
+
+OPTIONS = OptimizeOptions(budget_s=120, seeds=(0, 1), capacity_batch=16, measure_networks=False)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One search of the small network: (search, latencies, result)."""
+    s, latencies = search(tmp_path_factory.mktemp("search"), OPTIONS)
+    return s, latencies, s.run()
+
+
+def test_rewrite_spec_and_label():
+    rewrite = Rewrite("tconv-group", (("groups", 4),))
+    assert rewrite.label == "group 4"
+    assert rewrite.spec(["a", "b.c"]) == 'tconv-group{groups=4 layers="a,b.c"}'
+
+
+def test_apply_assignment_rewrites_only_the_assigned_layers():
+    module = small_resnet()
+    params = init_params(module)
+    group4 = Rewrite("tconv-group", (("groups", 4),))
+    realised = apply_assignment(module, params, {"layer1.0.conv2": group4})
+    verify_module(realised.module)
+    assert list(realised.applied) == ["layer1.0.conv2"]
+    assert summarize(realised.module).parameters == summarize(module).parameters - 32 * 32 * 9 * 3 // 4
+    # Untouched layers keep their values; the input is not changed.
+    assert np.array_equal(realised.params["layer1.1.conv1.weight"], params["layer1.1.conv1.weight"])
+    assert conv_layers(module) == ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2"]
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    (logits,) = run(realised.module, realised.params, x)
+    assert logits.shape == (1, 10)
+
+
+def test_a_rewrite_the_pass_refuses_is_skipped_with_its_reason():
+    module = small_resnet()
+    group64 = Rewrite("tconv-group", (("groups", 64),))  # 32 channels cannot be grouped by 64
+    realised = apply_assignment(module, {}, {"layer1.0.conv1": group64})
+    assert realised.applied == {}
+    assert "layer1.0.conv1" in realised.skipped and "64" in realised.skipped["layer1.0.conv1"]
+
+
+def test_eligible_layers_and_origins():
+    module = small_resnet()
+    group8 = Rewrite("tconv-group", (("groups", 8),))
+    assert eligible_layers(module, group8) == conv_layers(module)[1:]  # the stem has 3 input channels
+    layers = conv_layers(module)
+    assert origin_of("layer1.0.conv1_g8", layers) == "layer1.0.conv1"
+    assert origin_of("layer1.0.conv1", layers) == "layer1.0.conv1"
+    assert origin_of("conv1_dw", layers) == "conv1"
+    assert origin_of("linear", layers) is None
+
+
+def test_search_picks_a_faster_legal_network(searched):
+    _, _, result = searched
+    assert result.best is not result.original
+    assert result.best.accepted and result.best.comparison is not None
+    assert result.best.conv_seconds < result.original.conv_seconds
+    # Every candidate with a capacity verdict was compared on the original's seeds.
+    for candidate in result.candidates:
+        if candidate.comparison is not None:
+            assert candidate.comparison.before.seeds == (0, 1)
+    # No illegal network is ever the answer, and the answer is the fastest accepted one.
+    accepted = [c for c in result.candidates if c.comparison is not None and c.accepted]
+    assert result.best.conv_seconds <= min(c.conv_seconds for c in accepted) + 1e-12
+    verify_module(result.best.realised.module)
+
+
+def test_nothing_is_legal_at_an_unreachable_min_capacity(tmp_path):
+    s, _ = search(tmp_path, OptimizeOptions(**{**OPTIONS.__dict__, "min_capacity": 2.0}))
+    result = s.run()
+    assert result.best is result.original
+    assert all(not c.accepted for c in result.candidates if c.comparison is not None)
+
+
+def test_a_tiny_budget_still_answers(tmp_path):
+    s, _ = search(tmp_path, OptimizeOptions(**{**OPTIONS.__dict__, "budget_s": 1e-3}))
+    result = s.run()
+    assert result.best is result.original
+
+
+def test_tuning_uses_the_cost_model_and_finds_better_knobs(searched):
+    _, latencies, result = searched
+    # The fake device's best knobs are (8, 4); after tuning the chosen network's
+    # workloads, their best known knobs are better than the defaults measured first.
+    improved = [
+        latencies.database.best(row.workload, "fake")
+        for row in latencies.convs(result.best.realised.module)
+    ]
+    assert any(knobs[:2] == (8, 4) for knobs, _ in improved)
+    assert result.measurements > len({row.workload.key for row in latencies.convs(result.best.realised.module)})
+
+
+def test_resumes_from_the_database(tmp_path):
+    first, first_latencies = search(tmp_path, OPTIONS)
+    first.run()
+    second, second_latencies = search(tmp_path, OPTIONS)
+    second.run()
+    # No (workload, knobs) is measured twice: the second run starts from the first's records.
+    pairs = [(w.key, k) for w, k in first_latencies.measurer.seen + second_latencies.measurer.seen]
+    assert len(pairs) == len(set(pairs))
+    assert first_latencies.measurer.seen
+
+
+def test_report_tables(searched):
+    s, latencies, result = searched
+    module = s.module
+    rows = layer_rows(result, latencies, conv_layers(module))
+    assert [row.layer for row in rows] == conv_layers(module)
+    assert any(row.rewrite != "-" for row in rows)
+    report = build_report(result, rows, {"network": "small", "target": "fake", "budget_seconds": 120.0,
+                                         "min_capacity": 1.0, "threads": 1, "ort_original_ms": None})
+    text = markdown(report)
+    assert "| layer | rewrite |" in text and "## Candidates" in text
+    assert report["optimized"]["verdict"] in ("legal", "within noise")
+
+
+@pytest.mark.parametrize("rewrite", DEFAULT_REWRITES, ids=lambda r: r.label)
+def test_every_default_rewrite_applies_to_the_small_network(rewrite):
+    module = small_resnet()
+    layers = eligible_layers(module, rewrite)
+    assert layers
+    realised = apply_assignment(module, {}, dict.fromkeys(layers, rewrite))
+    verify_module(realised.module)
+    assert summarize(realised.module).flops < summarize(module).flops
+
+
+class VectorFriendlyDevice(FakeDevice):
+    """Channel counts that are not whole 8-lane vectors run 1.5 times slower."""
+
+    def measure(self, workload, knobs) -> float:
+        ragged = workload.out_channels % 8 or workload.input[1] % 8
+        return super().measure(workload, knobs) * (1.5 if ragged else 1.0)
+
+
+def test_performance_aware_pruning_prefers_whole_vectors(tmp_path):
+    module = small_resnet()
+    latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), VectorFriendlyDevice())
+    layers = prunable_layers(module, 0.3)
+    # Each block's conv1 (its output does not reach the residual add), read by conv2.
+    assert [layer.name for layer in layers] == ["layer1.0.conv1", "layer1.1.conv1"]
+    assert all(layer.consumer is not None for layer in layers)
+    assert candidate_counts(layers[0], 0.3) == [8, 10, 12]
+    uniform, aware = choose_counts(layers, 0.3, latencies)
+    assert uniform.counts == {"layer1.0.conv1": 10, "layer1.1.conv1": 10}
+    assert aware.counts == {"layer1.0.conv1": 8, "layer1.1.conv1": 8}
+    assert aware.parameters <= uniform.parameters and aware.seconds < uniform.seconds
+
+
+def test_pruning_study_builds_and_checks_both_networks(tmp_path):
+    module = small_resnet()
+    latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), VectorFriendlyDevice())
+    s = Search(module, init_params(module), latencies, OPTIONS)
+    s.run()
+    study = pruning_study(s, 0.3)
+    uniform, aware = study.networks
+    for network, count in ((uniform, 10), (aware, 8)):
+        verify_module(network.realised.module)
+        assert network.comparison is not None and network.accepted is not None
+        widths = [shape_of(op.output)[1] for op in network.realised.module.walk()
+                  if isinstance(op, Conv2dOp) and layer_name(op).startswith("layer1.0.conv1")]
+        assert widths == [count]
