@@ -4,15 +4,14 @@ from them.
 A `Measurer` times one convolution workload with one set of schedule knobs
 on some device: `LocalMeasurer` on this machine's CPU (`tuning.measure`),
 `tconv.search.rpc.RpcMeasurer` on a device behind a TVM RPC tracker. Every
-measurement goes into the tuning database under the measurer's `target`
-key, so the search and `tconv tune` share what they learnt, and a second
+measurement goes into the tuning database under the measurer's
+`target_key`, so the search and `tconv tune` share what they learnt, and a second
 `tconv optimize` resumes instead of measuring again.
 
 `LayerLatencies` answers "how long does this convolution take at its best
 known schedule?" (measuring the backend's default schedule the first time a
-workload is seen), and estimates a network as the sum over its
-convolutions plus what the rest of the network costs, which the rewrites do
-not change (measured once on the original network).
+workload is seen), and sums them over a network's convolutions (the
+search scales that sum to a network estimate, see `optimize`).
 """
 
 from __future__ import annotations

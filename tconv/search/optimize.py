@@ -5,8 +5,9 @@ The search trades architecture for speed where capacity allows. Its moves:
 1. **Baseline.** The original network: the capacity metric over several
    seeds (`legality`), each convolution's latency at its best known schedule
    (measured on the target, `latency.LayerLatencies`), and, where the
-   target is this machine, the whole network compiled and run, which fixes
-   what the rest of the network costs besides its convolutions.
+   target is this machine, the whole network compiled and run, which
+   calibrates network estimates (summed convolution times, scaled by the
+   original's measured / summed ratio).
 2. **Uniform rewrites.** Each rewrite of the space (`space.DEFAULT_REWRITES`)
    applied to every eligible convolution: its latency estimated from layer
    measurements (new workloads measured as they appear), then its capacity
@@ -100,8 +101,12 @@ class SearchResult:
     original: Candidate
     best: Candidate
     candidates: list[Candidate]
-    other_seconds: float
-    """What the network costs besides its convolutions (measured on the original)."""
+    network_factor: float
+    """Measured network time / summed convolution times, of the original (1
+    where networks are not timed): a network's estimate is its convolutions'
+    sum times this. The rest of a network (pooling, the classifier, memory
+    traffic between kernels) shrinks with it, so a factor fits better than a
+    constant."""
     search_seconds: float
     measurements: int
     model_rank_correlation: float | None = None
@@ -110,7 +115,7 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
 
     def estimate(self, candidate: Candidate) -> float:
-        return candidate.conv_seconds + self.other_seconds
+        return candidate.conv_seconds * self.network_factor
 
 
 class Deadline:
@@ -215,15 +220,14 @@ class Search:
         self.baseline = self.capacity(self.module)
         original.capacity = self.baseline
         original.accepted = True
-        other = 0.0
+        factor = 1.0
         if self.network_timer and self.options.measure_networks:
             self.say("compiling and timing the original")
             started = time.monotonic()
             (original.measured_seconds,) = self.network_timer([original])
             # Confirmation compiles and times two networks.
             self._reserve = 2.5 * (time.monotonic() - started)
-            other = max(0.0, original.measured_seconds - original.conv_seconds)
-        self.other = other
+            factor = original.measured_seconds / original.conv_seconds
 
         best = original
         uniform: list[Candidate] = []
@@ -262,7 +266,7 @@ class Search:
             original=original,
             best=best,
             candidates=self.candidates,
-            other_seconds=other,
+            network_factor=factor,
             search_seconds=self.deadline.elapsed,
             measurements=self.latencies.measurements,
             model_rank_correlation=self.rank_correlation(),

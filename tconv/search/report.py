@@ -158,7 +158,7 @@ def build_report(
         "original": _network(original, result),
         "optimized": _network(best, result),
         "speedup": speedups,
-        "other_ms": result.other_seconds * 1e3,
+        "network_factor": result.network_factor,
         "layers": [row.__dict__ for row in rows],
         "candidates": [_network(candidate, result) for candidate in result.candidates],
         "pruning": None if study is None else _pruning(study, result),
