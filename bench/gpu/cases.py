@@ -2,7 +2,8 @@
 
 Shared by `prepare.py` (which compiles them here) and `run.py` (which runs
 them on the GPU machine); both build the same IR and the same seeded
-parameters from these definitions.
+parameters from these definitions. Each case's artifacts: `<build>/<case>`
+(the TVM backend's) and `<build>/<case>.llvm` (the LLVM backend's PTX).
 """
 
 from __future__ import annotations
@@ -48,5 +49,19 @@ CASES = (
 )
 
 
-def directory_name(case: Case) -> str:
-    return case.name.replace(" ", "_")
+BACKENDS = ("tvm", "llvm")
+
+
+def directory_name(case: Case, backend: str = "tvm") -> str:
+    """The case's artifact directory under the build directory, for `backend`."""
+    name = case.name.replace(" ", "_")
+    return name if backend == "tvm" else f"{name}.{backend}"
+
+
+def backend_list(text: str) -> list[str]:
+    """The comma-separated backends of a `--backends` option, checked."""
+    backends = [b for b in text.split(",") if b]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown or not backends:
+        raise SystemExit(f"--backends: expected some of {', '.join(BACKENDS)}, got {text!r}")
+    return backends

@@ -1,11 +1,14 @@
-"""Compile the GPU check's cuda artifacts on this (CPU) machine, with nvcc.
+"""Compile the GPU check's cuda artifacts on this (CPU) machine.
 
-    .venv/bin/python bench/gpu/prepare.py [--arch sm_90] [--out bench/gpu/build]
+    .venv/bin/python bench/gpu/prepare.py [--arch sm_90] [--out bench/gpu/build] [--backends tvm,llvm]
 
-Each case gets `<out>/<case>/` holding the artifact. Parameter files are
-left out (ResNet-34's 85 MB would not fit what travels to the GPU machine):
-the case's `program.pkl` (the call list, no TVM in it) lets `run.py` write
-the same parameter file there from the same seeded parameters.
+Each case gets `<out>/<case>/`, the TVM backend's artifact (its CUDA host
+code compiled by nvcc), and `<out>/<case>.llvm/`, the LLVM backend's (PTX
+assembled by ptxas into a cubin, launched through the CUDA driver API).
+Parameter files are left out (ResNet-34's 85 MB would not fit what travels
+to the GPU machine): the artifact's `program.pkl` (the call list, no TVM or
+llvmlite in it) lets `run.py` write the same parameter file there from the
+same seeded parameters.
 """
 
 from __future__ import annotations
@@ -16,27 +19,51 @@ import sys
 import time
 from pathlib import Path
 
-from cases import CASES, SEED, directory_name
+from cases import CASES, SEED, backend_list, directory_name
 
 from tconv.ir.params import init_params
-from tconv.lowering.tvm.artifact import PARAMS_FILE, compile_artifact
-from tconv.lowering.tvm.build import lower_kernels
+from tconv.lowering.tvm.artifact import PARAMS_FILE
+
+
+def compile_tvm(module, params, target: Path, arch: str):
+    """The TVM backend's cuda artifact at `target`, and its call list."""
+    from tconv.lowering.tvm.artifact import compile_artifact
+    from tconv.lowering.tvm.build import lower_kernels
+
+    report = compile_artifact(module, params, target, "cuda", arch)
+    return report, lower_kernels(module, "cuda", arch)[1]
+
+
+def compile_llvm(module, params, target: Path, arch: str):
+    """The LLVM backend's cuda artifact at `target`, and its call list."""
+    from tconv.lowering.llvm.artifact import CUDA_PACKING, compile_artifact
+    from tconv.lowering.llvm.build import lower_program
+
+    report = compile_artifact(module, params, target, "cuda", arch)
+    return report, lower_program(module, CUDA_PACKING)[1]
+
+
+COMPILERS = {"tvm": compile_tvm, "llvm": compile_llvm}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="sm_90")
     parser.add_argument("--out", default=str(Path(__file__).parent / "build"))
+    parser.add_argument("--backends", default="tvm,llvm", type=backend_list,
+                        help="comma-separated: tvm, llvm (default: both)")
     args = parser.parse_args()
     for case in CASES:
-        start = time.perf_counter()
         module = case.build()
-        target = Path(args.out) / directory_name(case)
-        report = compile_artifact(module, init_params(module, seed=SEED), target, "cuda", args.arch)
-        _, program = lower_kernels(module, "cuda", args.arch)
-        (target / "program.pkl").write_bytes(pickle.dumps(program))
-        (target / PARAMS_FILE).unlink()
-        print(f"{case.name:24s} {report.calls:3d} calls  {time.perf_counter() - start:5.1f} s  -> {target}")
+        params = init_params(module, seed=SEED)
+        for backend in args.backends:
+            start = time.perf_counter()
+            target = Path(args.out) / directory_name(case, backend)
+            report, program = COMPILERS[backend](module, params, target, args.arch)
+            (target / "program.pkl").write_bytes(pickle.dumps(program))
+            (target / PARAMS_FILE).unlink()
+            print(f"{case.name:24s} {backend:4s} {report.calls:3d} calls  "
+                  f"{time.perf_counter() - start:5.1f} s  -> {target}")
     return 0
 
 

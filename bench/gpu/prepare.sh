@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # On this machine (no GPU needed): compile the GPU check's cuda artifacts into
-# bench/gpu/build and fetch into .whl the wheels the GPU machine lacks (it has
-# Python 3.12, torch and numpy, but not xDSL or tvm-ffi).
+# bench/gpu/build (both backends: TVM's through nvcc, LLVM's PTX through
+# ptxas; `--backends llvm` for the latter alone) and fetch into .whl the wheels
+# the GPU machine lacks (it has Python 3.12, torch and numpy, but not xDSL or
+# tvm-ffi; the LLVM artifacts need no more than xDSL and the CUDA driver).
+# Carry bench/gpu/build and .whl (about 18 MB together).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 make .venv/.installed

@@ -11,13 +11,17 @@ for `net.mlir`); they are packed and batch-norm-folded at compile time.
 Kernels are built for the shapes in the IR, batch included.
 
 `--backend llvm` builds the kernels as explicit loop nests through
-llvmlite (`tconv.lowering.llvm`) into the same artifact format; it compiles
-for this CPU only and takes no tuning database (the database holds TVM
-measurements); a convolution's own IR schedule is honoured or refused.
+llvmlite (`tconv.lowering.llvm`) into the same artifact format; it takes no
+tuning database (the database holds TVM measurements); a convolution's own
+IR schedule is honoured or refused. With `--target cuda` (sm_80 or sm_90) its
+kernels are PTX, assembled by ptxas into a cubin where ptxas is installed
+(else kept as PTX, for the driver to compile on the GPU machine), and run
+there through the CUDA driver API (`tconv.runtime.cuda_driver`).
 
 `--target cuda` compiles the kernels for an NVIDIA GPU (`--arch`, default
-sm_90) with nvcc, which must be installed; the machine needs no GPU. Such an
-artifact runs on a GPU machine through `tconv.runtime.cuda` (see bench/gpu).
+sm_90); with the TVM backend nvcc must be installed; the machine needs no
+GPU. Such an artifact runs on a GPU machine through `tconv.runtime.cuda`
+(TVM's) or `tconv.runtime.cuda_driver` (LLVM's; see bench/gpu).
 """
 
 from __future__ import annotations
@@ -71,15 +75,19 @@ def execute(args: argparse.Namespace) -> None:
         )
     if args.target == "cuda" and not re.fullmatch(r"sm_[0-9]+[a-z]?", args.arch):
         raise UsageError(f"--arch: expected a CUDA architecture like sm_90, got '{args.arch}'")
-    if args.backend == "llvm" and args.target != "cpu":
-        raise UsageError(f"--target {args.target}: the llvm backend compiles for cpu only (use --backend tvm)")
     module = load_module(args.file)
     store = store_path_for(args.file)
     params = bind_params(module, load_store(store), source=str(store))
     if args.backend == "llvm":
         from tconv.lowering.llvm.artifact import compile_artifact as compile_llvm_artifact
 
-        print(compile_llvm_artifact(module, params, args.output).format())
+        if args.target == "cuda":
+            from tconv.lowering.llvm.nvptx import ptxas
+
+            if ptxas() is None:
+                note("ptxas is not installed: the artifact keeps the kernels as PTX, which the CUDA driver "
+                     "compiles when it loads them")
+        print(compile_llvm_artifact(module, params, args.output, args.target, args.arch).format())
         return
     # Imported on use: TVM loads only when something is compiled.
     from tconv.lowering.tvm.artifact import compile_artifact

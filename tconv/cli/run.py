@@ -7,7 +7,8 @@ runs (or two backends) see the same data.
 `tconv run DIR`, where DIR is an artifact written by `tconv compile` (a
 directory holding plan.txt), runs it with the C runtime
 (`tconv.runtime.driver.Runtime`) instead, or a cuda artifact on the GPU
-(`tconv.runtime.cuda.CudaRuntime`): no IR, no parameter store and no TVM are
+(`tconv.runtime.cuda.CudaRuntime` for the TVM backend's,
+`tconv.runtime.cuda_driver.DriverRuntime` for the LLVM backend's): no IR, no parameter store and no TVM are
 involved, and the input must have exactly the shape the artifact was
 compiled for.
 """
@@ -207,11 +208,15 @@ def _artifact_runtime(args: argparse.Namespace):
     """The runtime of the artifact `args.file`, and what it runs on."""
     from tconv.runtime.plan import read_plan
 
-    if read_plan(args.file).target == "cuda":
+    plan = read_plan(args.file)
+    if plan.target == "cuda":
         from tconv.runtime.cuda import CudaRuntime
+        from tconv.runtime.cuda_driver import DriverRuntime, is_bundle_artifact
 
         if args.threads is not None:
             note("--threads applies to cpu artifacts only; ignored")
+        if is_bundle_artifact(plan):
+            return DriverRuntime(args.file), "the GPU (llvm cuda artifact, CUDA driver API)"
         return CudaRuntime(args.file), "the GPU (cuda artifact)"
     from tconv.runtime.driver import Runtime
 

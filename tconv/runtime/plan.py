@@ -24,9 +24,11 @@ decimal integers::
 - `target`, where present, and `library`, `params` and `arena` come once
   each, before the first `tensor`; `<arch>` is a CUDA architecture (`sm_90`).
   A `cpu` library holds one exported `__tvm_ffi_<symbol>` per kernel and runs
-  on the C runtime; a `cuda` library is TVM's CUDA host code compiled by
-  nvcc, run by `tconv.runtime.cuda` (tvm_ffi and torch, on the GPU machine);
-  a `<file>` is a plain name inside the artifact directory (no `/`).
+  on the C runtime; a `cuda` library is either TVM's CUDA host code compiled
+  by nvcc, run by `tconv.runtime.cuda` (tvm_ffi and torch, on the GPU
+  machine), or the LLVM backend's `kernels.cuda.json` (a cubin or PTX image
+  and each kernel's launches), run by `tconv.runtime.cuda_driver` (the CUDA
+  driver API); a `<file>` is a plain name inside the artifact directory (no `/`).
 - Tensor ids count up from 0 in the order of the `tensor` lines, and a tensor
   is declared before it is named. A tensor's bytes (4 × the product of its
   dims) start at `<offset>`, a multiple of 64 (TVM kernels assume 64-byte

@@ -280,12 +280,15 @@ def test_cli_reports_an_unhonourable_schedule_as_a_user_error(tmp_path, capsys):
     assert not (tmp_path / "net.art").exists()
 
 
-def test_cli_llvm_backend_compiles_for_the_cpu_only(tmp_path, capsys):
+def test_cli_llvm_backend_compiles_cuda_for_sm_80_and_sm_90_only(tmp_path, capsys):
     module = network("batch_norm")
     write_network(tmp_path / "net.mlir", module, trained_like_params(module))
-    status, _, err = tconv(capsys, "compile", tmp_path / "net.mlir", "--backend", "llvm", "--target", "cuda",
-                           "-o", tmp_path / "net.art")
-    assert status == 2 and "the llvm backend compiles for cpu only" in err
+    assert_user_error(
+        tconv(capsys, "compile", tmp_path / "net.mlir", "--backend", "llvm", "--target", "cuda", "--arch", "sm_86",
+              "-o", tmp_path / "net.art"),
+        "the llvm backend compiles cuda for sm_80, sm_90, not 'sm_86'",
+    )
+    assert not (tmp_path / "net.art").exists()
 
 
 # NVPTX ------------------------------------------------------------------------------
@@ -344,3 +347,22 @@ def test_gpu_nests_keep_only_the_tiles_of_the_packed_layouts():
     assert threads(nests["batch_norm"]) == 16 * 10 * 10
     assert [loop.name for loop in nests["conv2d"].loops] == ["n", "g", "oc.0", "oc.1", "oh", "ow", "ic", "kh", "kw"]
     assert threads(nests["conv2d"]) == 2 * 16 * 10 * 10  # 24 channels in two blocks of 16
+
+
+def test_the_bundle_launches_each_nest_of_a_kernel_in_order_and_reads_back():
+    """A concat kernel has a nest per input: two launches, each with the
+    blocks its own nest's points need; the bundle file parses back equal."""
+    from tconv.lowering.llvm.nvptx import BLOCK, kernel_bundle
+    from tconv.runtime.cuda_driver import parse_bundle
+
+    b = NetworkBuilder("n", (1, 16, 10, 10))
+    module = b.finish(b.concat([b.input, b.slice_channels(b.input, 0, 4)]))
+    kernels, program = lower_program(module)
+    bundle = kernel_bundle(kernels, "sm_80")
+    (concat,) = [k for k in bundle.kernels if k.symbol.endswith("_concat")]
+    assert [(l.function, l.grid, l.block) for l in concat.launches] == [
+        (f"{concat.symbol}_0", -(-16 * 100 // BLOCK), BLOCK), (f"{concat.symbol}_1", -(-4 * 100 // BLOCK), BLOCK),
+    ]
+    assert concat.args == 3
+    assert parse_bundle(bundle.to_bytes(), "bundle") == bundle
+    assert {k.symbol for k in bundle.kernels} == set(program.symbols)

@@ -317,8 +317,13 @@ def _host_machine():
 
 def compile_object(kernels: Sequence[KernelSource]) -> bytes:
     """The kernels compiled at O3 for this CPU into an ELF object."""
+    return compile_ir_object(llvm_ir(kernels))
+
+
+def compile_ir_object(text: str) -> bytes:
+    """The LLVM IR `text` compiled at O3 for this CPU into an ELF object."""
     llvm, machine = _host_machine()
-    module = llvm.parse_assembly(llvm_ir(kernels))
+    module = llvm.parse_assembly(text)
     module.triple = llvm.get_process_triple()
     module.data_layout = str(machine.target_data)
     module.verify()
@@ -333,12 +338,18 @@ def compile_object(kernels: Sequence[KernelSource]) -> bytes:
 def compile_library(kernels: Sequence[KernelSource], path: str | os.PathLike[str]) -> None:
     """The kernels as a shared library at `path`, linked by the system C
     compiler (`$CC`, default cc)."""
+    link_library(compile_object(kernels), path)
+
+
+def link_library(obj: bytes, path: str | os.PathLike[str]) -> None:
+    """The ELF object `obj` linked into a shared library at `path` by the
+    system C compiler (`$CC`, default cc)."""
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
         raise LoweringError(f"error: no C compiler `{compiler}` to link the kernel library (set CC)")
     with tempfile.TemporaryDirectory(prefix="tconv-llvm-") as scratch:
-        obj = Path(scratch) / "kernels.o"
-        obj.write_bytes(compile_object(kernels))
-        result = subprocess.run([compiler, "-shared", "-o", str(path), str(obj)], capture_output=True, text=True)
+        object_path = Path(scratch) / "kernels.o"
+        object_path.write_bytes(obj)
+        result = subprocess.run([compiler, "-shared", "-o", str(path), str(object_path)], capture_output=True, text=True)
         if result.returncode != 0:
             raise LoweringError(f"error: linking the kernel library failed:\n{result.stderr.strip()}")

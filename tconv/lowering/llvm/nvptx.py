@@ -5,6 +5,7 @@ installed.
     kernels, program = lower_program(module)
     ptx = emit_ptx(kernels, "sm_90")
     cubin = assemble(ptx, "sm_90")
+    bundle = kernel_bundle(kernels, "sm_90")      # what a cuda artifact holds
 
 Each kernel is one `ptx_kernel` function per nest, `<symbol>_<i>(float *arg0,
 ..., float *out)`, taking the tensors' device pointers in the kernel's
@@ -17,14 +18,18 @@ reduction loops serial in each thread, the accumulator in a register. The
 loop body is the CPU backend's (`codegen.NestEmitter`): the same loads with
 their fills, the same fused epilogue.
 
-Launching: `grid_size(nest, block)` blocks of `block` threads per nest,
-in order. What is not here: a runtime that loads the cubins and launches
-them from an artifact (the cuda artifacts of `tconv.runtime.cuda` hold TVM
-libraries), and shared-memory or tensor-core schedules.
+Launching: `grid_size(nest, BLOCK)` blocks of `BLOCK` threads per nest, in
+order (`launches`); `kernel_bundle` packs the image with that list for
+`tconv.runtime.cuda_driver`, which runs an artifact's calls through the CUDA
+driver API. `host_emulation_ir` gives the same functions for this CPU, each
+running a whole launch's threads in turn: the tests run the launch list
+through it without a GPU. What is not here: shared-memory or tensor-core
+schedules.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -43,10 +48,13 @@ from tconv.lowering.llvm.codegen import (
     NestEmitter,
 )
 from tconv.lowering.llvm.loops import NestSchedule, ScheduledLoop, ScheduledNest, loads, schedule_nest
+from tconv.runtime.cuda_driver import KernelBundle, KernelLaunches, Launch
 
 ARCHES = ("sm_80", "sm_90")
 TRIPLE = "nvptx64-nvidia-cuda"
 PTX_FEATURES = {"sm_80": "+ptx70", "sm_90": "+ptx80"}
+BLOCK = 256
+"""Threads per block of every launch."""
 
 
 class PtxError(ValueError):
@@ -93,24 +101,50 @@ def grid_size(nest: ScheduledNest, block: int) -> int:
     return -(-threads(nest) // block)
 
 
+def function_name(kernel: KernelSource, position: int) -> str:
+    """The GPU function of the kernel's nest number `position`."""
+    return f"{kernel.symbol}_{position}"
+
+
 def _special_register(module_builder: ModuleBuilder, name: str) -> ir.Function:
     return module_builder.declare(f"llvm.nvvm.read.ptx.sreg.{name}", ir.FunctionType(ir.IntType(32), []))
 
 
-def _emit_gpu_kernel(module_builder: ModuleBuilder, kernel: KernelSource, position: int, nest: ScheduledNest) -> str:
-    """One `ptx_kernel` function computing `nest` (already a GPU nest); its name."""
-    name = f"{kernel.symbol}_{position}"
-    function = ir.Function(module_builder.module, ir.FunctionType(ir.VoidType(), [PTR] * len(kernel.shapes)), name)
-    function.calling_convention = "ptx_kernel"
+def _emit_gpu_kernel(module_builder: ModuleBuilder, kernel: KernelSource, position: int, nest: ScheduledNest,
+                     host: bool = False) -> str:
+    """One function computing `nest` (already a GPU nest); its name,
+    `<symbol>_<position>`. On the GPU (`host` false) a `ptx_kernel` over the
+    kernel's argument pointers, its thread's point from the special
+    registers. With `host`, the same body for this CPU, the function taking
+    two more (i64) arguments, `grid` and `block`, and running every thread
+    of that launch in turn (`host_emulation_ir`)."""
+    name = function_name(kernel, position)
+    extra = [I64, I64] if host else []
+    function = ir.Function(module_builder.module, ir.FunctionType(ir.VoidType(), [PTR] * len(kernel.shapes) + extra), name)
     state = FunctionState(function)
-    state.data = list(function.args)
+    state.data = list(function.args)[: len(kernel.shapes)]
     b = state.builder
-    block, thread, width = (
-        b.zext(b.call(_special_register(module_builder, register), []), I64)
-        for register in ("ctaid.x", "tid.x", "ntid.x")
-    )
-    flat = b.add(b.mul(block, width), thread)
     emitter = NestEmitter(KernelEmitter(module_builder, kernel), state, nest)
+    if host:
+        grid, block = function.args[len(kernel.shapes):]
+        with emitter.counted(0, b.mul(grid, block)) as flat:
+            _emit_thread(emitter, nest, flat)
+    else:
+        function.calling_convention = "ptx_kernel"
+        block_index, thread, width = (
+            b.zext(b.call(_special_register(module_builder, register), []), I64)
+            for register in ("ctaid.x", "tid.x", "ntid.x")
+        )
+        _emit_thread(emitter, nest, b.add(b.mul(block_index, width), thread))
+    b.ret_void()
+    return name
+
+
+def _emit_thread(emitter: NestEmitter, nest: ScheduledNest, flat: ir.Value) -> None:
+    """The work of the thread numbered `flat` (i64): the nest's point that
+    the number names (the parallel loops, row-major), or nothing past the
+    last point."""
+    b = emitter.b
     parallel: Sequence[ScheduledLoop] = [loop for loop in nest.loops if loop.kind == "parallel"]
     inside = b.icmp_unsigned("<", flat, ir.Constant(I64, threads(nest)))
     with b.if_then(inside):
@@ -120,20 +154,66 @@ def _emit_gpu_kernel(module_builder: ModuleBuilder, kernel: KernelSource, positi
             stride //= loop.extent
             env[loop.name] = b.urem(b.udiv(flat, ir.Constant(I64, stride)), ir.Constant(I64, loop.extent))
         emitter.emit(len(parallel), env)
-    b.ret_void()
-    return name
 
 
-def nvptx_ir(kernels: Sequence[KernelSource]) -> tuple[str, list[tuple[str, ScheduledNest]]]:
-    """The kernels as NVPTX LLVM IR, and each GPU function's name and nest, in launch order."""
+def _gpu_module(kernels: Sequence[KernelSource], host: bool) -> tuple[ModuleBuilder, list[tuple[str, ScheduledNest]]]:
     module_builder = ModuleBuilder("tconv_gpu_kernels")
-    module_builder.module.triple = TRIPLE
+    if not host:
+        module_builder.module.triple = TRIPLE
     functions = []
     for kernel in kernels:
         for position, nest in enumerate(kernel.nests):
             gpu = gpu_nest(nest)
-            functions.append((_emit_gpu_kernel(module_builder, kernel, position, gpu), gpu))
+            functions.append((_emit_gpu_kernel(module_builder, kernel, position, gpu, host), gpu))
+    return module_builder, functions
+
+
+def nvptx_ir(kernels: Sequence[KernelSource]) -> tuple[str, list[tuple[str, ScheduledNest]]]:
+    """The kernels as NVPTX LLVM IR, and each GPU function's name and nest, in launch order."""
+    module_builder, functions = _gpu_module(kernels, host=False)
     return module_builder.text(), functions
+
+
+def host_emulation_ir(kernels: Sequence[KernelSource]) -> str:
+    """The GPU functions of `nvptx_ir`, same names and bodies, as LLVM IR for
+    this CPU: `void <name>(float *arg0, ..., float *out, i64 grid, i64
+    block)` runs the `grid · block` threads of a launch one after another.
+    It checks the launch bookkeeping (names, grid sizes, arguments) and the
+    thread-to-point mapping without a GPU."""
+    module_builder, _ = _gpu_module(kernels, host=True)
+    return module_builder.text()
+
+
+def compile_host_emulation(kernels: Sequence[KernelSource], path: str | os.PathLike[str]) -> None:
+    """`host_emulation_ir(kernels)` as a shared library at `path`, for this CPU."""
+    from tconv.lowering.llvm.build import compile_ir_object, link_library
+
+    link_library(compile_ir_object(host_emulation_ir(kernels)), path)
+
+
+def launches(kernels: Sequence[KernelSource], block: int = BLOCK) -> list[KernelLaunches]:
+    """Each kernel's GPU launches, in order: its nests' functions, each with
+    the blocks of `block` threads that cover its points."""
+    return [
+        KernelLaunches(
+            kernel.symbol, len(kernel.shapes),
+            tuple(Launch(function_name(kernel, position), grid_size(gpu_nest(nest), block), block)
+                  for position, nest in enumerate(kernel.nests)),
+        )
+        for kernel in kernels
+    ]
+
+
+def kernel_bundle(kernels: Sequence[KernelSource], arch: str = "sm_90") -> KernelBundle:
+    """The kernels as a bundle the CUDA driver launches: PTX for `arch`,
+    assembled into a cubin by ptxas where it is installed, else kept as PTX
+    (the driver compiles it when the bundle is loaded)."""
+    ptx = emit_ptx(kernels, arch)
+    if ptxas() is None:
+        image_kind, image = "ptx", ptx.encode()
+    else:
+        image_kind, image = "cubin", assemble(ptx, arch)
+    return KernelBundle(arch, image_kind, image, tuple(launches(kernels)))
 
 
 def emit_ptx(kernels: Sequence[KernelSource], arch: str = "sm_90") -> str:
