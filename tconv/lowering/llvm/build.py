@@ -24,12 +24,11 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import SSAValue
 
 from tconv.ir.loader import TconvError, located
 from tconv.ir.ops import (
@@ -43,7 +42,6 @@ from tconv.ir.ops import (
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
-    ParamOp,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
@@ -51,12 +49,13 @@ from tconv.ir.ops import (
 )
 from tconv.ir.schedule import parse_schedule
 from tconv.lowering.llvm import ops, schedules
+from tconv.lowering.program_builder import ProgramBuilder
 from tconv.lowering.llvm.codegen import KernelSource, ModuleBuilder
 from tconv.lowering.llvm.loops import Nest, NestSchedule, UnsupportedSchedule, schedule_nest
 from tconv.lowering.llvm.schedules import VectorUnit, host_vector_unit
 from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
 from tconv.lowering.tvm.packing import blocks
-from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe, Tensor, TensorKind
+from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe
 from tconv.runtime.reference import single_function
 
 
@@ -80,69 +79,14 @@ def _ints(attr) -> tuple[int, ...]:
     return tuple(int(v) for v in attr.get_values())
 
 
-@dataclass
-class _Lowering:
-    unit: VectorUnit
-    program: KernelProgram = field(default_factory=KernelProgram)
-    value_ids: dict[SSAValue, int] = field(default_factory=dict)
-    derived_ids: dict[Recipe, int] = field(default_factory=dict)
-    kernels: dict[tuple, KernelSource] = field(default_factory=dict)
+class _Lowering(ProgramBuilder):
+    backend = "llvm lowering"
+    error = LoweringError
 
-    # Tensors ------------------------------------------------------------------------
-
-    def new_tensor(self, kind: TensorKind, shape: Sequence[int], name: str, **extra) -> int:
-        tensor = Tensor(len(self.program.tensors), kind, tuple(int(d) for d in shape), name, **extra)
-        self.program.tensors.append(tensor)
-        return tensor.id
-
-    def value(self, value: SSAValue) -> int:
-        """The tensor of an SSA value: an input, a parameter used as stored, or
-        an activation written by an earlier call."""
-        if value not in self.value_ids:
-            if not isinstance(value.owner, ParamOp):
-                raise LoweringError(f"llvm lowering: value {value} is used before a kernel writes it")
-            self.value_ids[value] = self.new_tensor("param", shape_of(value), value.owner.param_name)
-        return self.value_ids[value]
-
-    def derived(self, recipe: Recipe, shape: Sequence[int], name: str) -> int:
-        if recipe not in self.derived_ids:
-            self.derived_ids[recipe] = self.new_tensor("derived", shape, name, recipe=recipe)
-        return self.derived_ids[recipe]
-
-    @staticmethod
-    def param_name(value: SSAValue, op: Operation, role: str) -> str:
-        """The store entry behind operand `value` of `op` (packed at compile time)."""
-        if not isinstance(value.owner, ParamOp):
-            raise LoweringError(
-                f"llvm lowering: the {role} of '{op.name}' must be a tconv.param "
-                f"(it is packed at compile time), got {value}"
-            )
-        return value.owner.param_name
-
-    def batch_norm_sources(self, bn: BatchNormOp) -> tuple[tuple[str, str], ...]:
-        return tuple(
-            (role, self.param_name(operand, bn, role))
-            for role, operand in (("scale", bn.scale), ("shift", bn.shift), ("mean", bn.mean), ("var", bn.var))
-        )
-
-    def weight_and_bias(self, group: KernelGroup, weight: SSAValue, bias: SSAValue | None, transform: str,
-                        attributes: dict, packed_shape: Sequence[int], label: str) -> tuple[int, int | None]:
-        """The packed (batch-norm-folded) weight and the bias of a weighted anchor."""
-        anchor = group.anchor
-        weight_name = self.param_name(weight, anchor, "weight")
-        bias_name = None if bias is None else self.param_name(bias, anchor, "bias")
-        bn_sources: tuple[tuple[str, str], ...] = ()
-        if group.batch_norm is not None:
-            bn_sources = self.batch_norm_sources(group.batch_norm)
-            attributes = {**attributes, "epsilon": group.batch_norm.epsilon.value.data}
-        recipe = Recipe(transform, (("weight", weight_name),) + bn_sources, tuple(sorted(attributes.items())))
-        folded = "+bn" if bn_sources else ""
-        weight_id = self.derived(recipe, packed_shape, f"{weight_name}:packed_{label}{folded}")
-        if bn_sources:
-            bias_sources = ((("bias", bias_name),) if bias_name else ()) + bn_sources
-            bias_recipe = Recipe("folded_bias", bias_sources, (("epsilon", attributes["epsilon"]),))
-            return weight_id, self.derived(bias_recipe, (shape_of(weight)[0],), f"{weight_name}:folded_bias")
-        return weight_id, None if bias is None else self.value(bias)
+    def __init__(self, unit: VectorUnit) -> None:
+        super().__init__()
+        self.unit = unit
+        self.kernels: dict[tuple, KernelSource] = {}
 
     def epilogue_args(self, group: KernelGroup, bias_id: int | None) -> list[int]:
         args = [] if bias_id is None else [bias_id]
@@ -281,14 +225,10 @@ def lower_program(module: ModuleOp, unit: VectorUnit | None = None) -> tuple[lis
     """The distinct kernels of the module's function and the program that calls them."""
     function = single_function(module)
     lowering = _Lowering(unit or host_vector_unit())
-    for index, argument in enumerate(function.body.block.args):
-        lowering.value_ids[argument] = lowering.new_tensor("input", shape_of(argument), f"arg{index}", index=index)
+    lowering.bind_inputs(function)
     for group in kernel_groups(function):
         lowering.lower(group)
-    returns = [op for op in function.body.block.ops if isinstance(op, func.ReturnOp)]
-    if not returns:
-        raise LoweringError(f"llvm lowering: '{function.sym_name.data}' has no func.return")
-    lowering.program.outputs = [lowering.value(v) for v in returns[0].operands]
+    lowering.bind_outputs(function)
     return list(lowering.kernels.values()), lowering.program
 
 

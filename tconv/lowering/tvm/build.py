@@ -26,9 +26,7 @@ import numpy as np
 import tvm
 from tvm import te
 from tvm.target import Target
-from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation, SSAValue
 
 from tconv.ir.loader import TconvError, located
 from tconv.ir.ops import (
@@ -42,7 +40,6 @@ from tconv.ir.ops import (
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
-    ParamOp,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
@@ -50,13 +47,14 @@ from tconv.ir.ops import (
 )
 from tconv.ir.params import bind_params
 from tconv.ir.schedule import parse_schedule
+from tconv.lowering.program_builder import ProgramBuilder
 from tconv.lowering.tvm import ops, schedule_cpu
 from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, template_blocking
 from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
 from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
 from tconv.lowering.tvm.packing import blocks
 from tconv.lowering.tvm.schedule_gpu import schedule_gpu
-from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe, Tensor, TensorKind
+from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
 from tconv.runtime.reference import single_function
 
@@ -92,58 +90,18 @@ def _epilogue(tensors: Sequence[te.Tensor], has_bias: bool, has_residual: bool, 
     return Epilogue(next(rest) if has_bias else None, next(rest) if has_residual else None, activation)
 
 
-class _Lowering:
+class _Lowering(ProgramBuilder):
     """Builds the program and the PrimFuncs of one network for one target."""
 
+    backend = "tvm lowering"
+    error = LoweringError
+
     def __init__(self, target: Target) -> None:
+        super().__init__()
         self.target = target
         self.gpu = is_gpu(target)
         self.unit: VectorUnit | None = None if self.gpu else vector_unit(target)
-        self.program = KernelProgram()
-        self.value_ids: dict[SSAValue, int] = {}
-        self.derived_ids: dict[Recipe, int] = {}
         self.functions: dict[tuple, tuple[str, tvm.tirx.PrimFunc]] = {}
-
-    # Tensors ----------------------------------------------------------------
-
-    def _new_tensor(self, kind: TensorKind, shape: Sequence[int], name: str, **extra) -> int:
-        tensor = Tensor(len(self.program.tensors), kind, tuple(int(d) for d in shape), name, **extra)
-        self.program.tensors.append(tensor)
-        return tensor.id
-
-    def value(self, value: SSAValue) -> int:
-        """The tensor of an SSA value: an input, a parameter used as stored, or
-        an activation written by an earlier call."""
-        if value not in self.value_ids:
-            owner = value.owner
-            if isinstance(owner, ParamOp):
-                self.value_ids[value] = self._new_tensor("param", shape_of(value), owner.param_name)
-            else:
-                raise LoweringError(f"tvm lowering: value {value} is used before a kernel writes it")
-        return self.value_ids[value]
-
-    def derived(self, recipe: Recipe, shape: Sequence[int], name: str) -> int:
-        if recipe not in self.derived_ids:
-            self.derived_ids[recipe] = self._new_tensor("derived", shape, name, recipe=recipe)
-        return self.derived_ids[recipe]
-
-    @staticmethod
-    def param_name(value: SSAValue, op: Operation, role: str) -> str:
-        """The store entry behind operand `value` of `op`, which the lowering
-        transforms at compile time, so it must be a `tconv.param`."""
-        owner = value.owner
-        if not isinstance(owner, ParamOp):
-            raise LoweringError(
-                f"tvm lowering: the {role} of '{op.name}' must be a tconv.param "
-                f"(it is packed at compile time), got {value}"
-            )
-        return owner.param_name
-
-    def batch_norm_sources(self, bn: BatchNormOp) -> tuple[tuple[str, str], ...]:
-        return tuple(
-            (role, self.param_name(operand, bn, role))
-            for role, operand in (("scale", bn.scale), ("shift", bn.shift), ("mean", bn.mean), ("var", bn.var))
-        )
 
     # Kernels ------------------------------------------------------------------
 
@@ -152,7 +110,7 @@ class _Lowering:
         identical one exists, and the activation it writes."""
         spec = self.spec(group)
         result = group.result
-        output = self._new_tensor("activation", shape_of(result), f"%{len(self.program.calls)}")
+        output = self.new_tensor("activation", shape_of(result), f"%{len(self.program.calls)}")
         self.value_ids[result] = output
         input_shapes = tuple(self.program.tensors[i].shape for i in spec.args)
         key = (spec.kind, input_shapes, spec.key)
@@ -239,31 +197,6 @@ class _Lowering:
             args.append(self.value(group.residual))
         return args, bias_id is not None, group.residual is not None
 
-    def _weight_and_bias(self, group: KernelGroup, weight: SSAValue, bias: SSAValue | None, transform: str,
-                         attributes: dict, packed_shape, label: str) -> tuple[int, int | None]:
-        """The packed (batch-norm-folded) weight and the bias tensors of a weighted anchor."""
-        anchor = group.anchor
-        weight_name = self.param_name(weight, anchor, "weight")
-        bias_name = None if bias is None else self.param_name(bias, anchor, "bias")
-        sources = [("weight", weight_name)]
-        bn_sources: tuple[tuple[str, str], ...] = ()
-        if group.batch_norm is not None:
-            bn_sources = self.batch_norm_sources(group.batch_norm)
-            attributes = {**attributes, "epsilon": group.batch_norm.epsilon.value.data}
-        recipe = Recipe(transform, tuple(sources) + bn_sources, tuple(sorted(attributes.items())))
-        folded = "+bn" if bn_sources else ""
-        weight_id = self.derived(recipe, packed_shape, f"{weight_name}:packed_{label}{folded}")
-        if bn_sources:
-            bias_sources = ((("bias", bias_name),) if bias_name else ()) + bn_sources
-            bias_recipe = Recipe("folded_bias", bias_sources, (("epsilon", attributes["epsilon"]),))
-            out_features = shape_of(weight)[0]
-            bias_id = self.derived(bias_recipe, (out_features,), f"{weight_name}:folded_bias")
-        elif bias is not None:
-            bias_id = self.value(bias)
-        else:
-            bias_id = None
-        return weight_id, bias_id
-
     def conv2d_variant(
         self, op: Conv2dOp, groups: int, out_group: int, group_channels: int, kernel, strides, padding,
         in_size, out_size,
@@ -325,7 +258,7 @@ class _Lowering:
             transform, attributes = "conv2d_weight", {"groups": groups, "block": blocking.block}
             packed_shape = (groups, blocks(out_group, blocking.block), group_channels, kh, kw, blocking.block)
             label = f"GxOBxCxKHxKWx{blocking.block}"
-        weight_id, bias_id = self._weight_and_bias(
+        weight_id, bias_id = self.weight_and_bias(
             group, op.weight, op.bias, transform, attributes, packed_shape, label
         )
         epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id)
@@ -355,7 +288,7 @@ class _Lowering:
         out_features, features = shape_of(op.weight)
         block = 1 if self.gpu else schedule_cpu.dense_block(out_features, self.unit)
         packed_shape = (blocks(out_features, block), features, block)
-        weight_id, bias_id = self._weight_and_bias(
+        weight_id, bias_id = self.weight_and_bias(
             group, op.weight, op.bias, "dense_weight", {"block": block}, packed_shape, f"MBxKx{block}"
         )
         epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id)
@@ -393,14 +326,10 @@ def lower_kernels(module: ModuleOp, target: str | Target = "cpu", arch: str = "s
     target = make_target(target, arch)
     function = single_function(module)
     lowering = _Lowering(target)
-    for index, argument in enumerate(function.body.block.args):
-        lowering.value_ids[argument] = lowering._new_tensor("input", shape_of(argument), f"arg{index}", index=index)
+    lowering.bind_inputs(function)
     for group in kernel_groups(function):
         lowering.lower(group)
-    returns = [op for op in function.body.block.ops if isinstance(op, func.ReturnOp)]
-    if not returns:
-        raise LoweringError(f"tvm lowering: '{function.sym_name.data}' has no func.return")
-    lowering.program.outputs = [lowering.value(v) for v in returns[0].operands]
+    lowering.bind_outputs(function)
     kernels = tvm.IRModule({symbol: f for symbol, f in lowering.functions.values()})
     return kernels, lowering.program
 

@@ -1,0 +1,106 @@
+"""The part of lowering both backends share: numbering a network's tensors
+into a `KernelProgram` (`tconv.lowering.tvm.program`).
+
+A backend's lowering subclasses `ProgramBuilder`, appends one call per
+kernel group, and gets from here the tensor of every SSA value (inputs,
+parameters used as stored, activations written by earlier calls), the
+derived tensors computed at compile time from store entries (packed and
+batch-norm-folded weights, folded biases), and the program's outputs. So
+the TVM and LLVM backends produce plans of the same shape for the same
+network, and the C runtime cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects import func
+from xdsl.ir import Operation, SSAValue
+
+from tconv.errors import TconvError
+from tconv.ir.ops import BatchNormOp, ParamOp, shape_of
+from tconv.lowering.tvm.fusion import KernelGroup
+from tconv.lowering.tvm.program import KernelProgram, Recipe, Tensor, TensorKind
+
+
+class ProgramBuilder:
+    """Tensors of one network's program; `backend` names the lowering in
+    messages, `error` is the exception it raises."""
+
+    backend: str = "lowering"
+    error: type[TconvError] = TconvError
+
+    def __init__(self) -> None:
+        self.program = KernelProgram()
+        self.value_ids: dict[SSAValue, int] = {}
+        self.derived_ids: dict[Recipe, int] = {}
+
+    def new_tensor(self, kind: TensorKind, shape: Sequence[int], name: str, **extra) -> int:
+        tensor = Tensor(len(self.program.tensors), kind, tuple(int(d) for d in shape), name, **extra)
+        self.program.tensors.append(tensor)
+        return tensor.id
+
+    def bind_inputs(self, function: func.FuncOp) -> None:
+        """The function's arguments as the program's inputs, in order."""
+        for index, argument in enumerate(function.body.block.args):
+            self.value_ids[argument] = self.new_tensor("input", shape_of(argument), f"arg{index}", index=index)
+
+    def bind_outputs(self, function: func.FuncOp) -> None:
+        """The values the function returns as the program's outputs."""
+        returns = [op for op in function.body.block.ops if isinstance(op, func.ReturnOp)]
+        if not returns:
+            raise self.error(f"{self.backend}: '{function.sym_name.data}' has no func.return")
+        self.program.outputs = [self.value(v) for v in returns[0].operands]
+
+    def value(self, value: SSAValue) -> int:
+        """The tensor of an SSA value: an input, a parameter used as stored, or
+        an activation written by an earlier call."""
+        if value not in self.value_ids:
+            owner = value.owner
+            if not isinstance(owner, ParamOp):
+                raise self.error(f"{self.backend}: value {value} is used before a kernel writes it")
+            self.value_ids[value] = self.new_tensor("param", shape_of(value), owner.param_name)
+        return self.value_ids[value]
+
+    def derived(self, recipe: Recipe, shape: Sequence[int], name: str) -> int:
+        """The tensor `recipe` computes at compile time (one per distinct recipe)."""
+        if recipe not in self.derived_ids:
+            self.derived_ids[recipe] = self.new_tensor("derived", shape, name, recipe=recipe)
+        return self.derived_ids[recipe]
+
+    def param_name(self, value: SSAValue, op: Operation, role: str) -> str:
+        """The store entry behind operand `value` of `op`, which the lowering
+        transforms at compile time, so it must be a `tconv.param`."""
+        owner = value.owner
+        if not isinstance(owner, ParamOp):
+            raise self.error(
+                f"{self.backend}: the {role} of '{op.name}' must be a tconv.param "
+                f"(it is packed at compile time), got {value}"
+            )
+        return owner.param_name
+
+    def batch_norm_sources(self, bn: BatchNormOp) -> tuple[tuple[str, str], ...]:
+        return tuple(
+            (role, self.param_name(operand, bn, role))
+            for role, operand in (("scale", bn.scale), ("shift", bn.shift), ("mean", bn.mean), ("var", bn.var))
+        )
+
+    def weight_and_bias(self, group: KernelGroup, weight: SSAValue, bias: SSAValue | None, transform: str,
+                        attributes: dict, packed_shape: Sequence[int], label: str) -> tuple[int, int | None]:
+        """The packed (batch-norm-folded, where the group absorbed one) weight
+        and the bias tensor (None: no bias) of a weighted anchor."""
+        anchor = group.anchor
+        weight_name = self.param_name(weight, anchor, "weight")
+        bias_name = None if bias is None else self.param_name(bias, anchor, "bias")
+        bn_sources: tuple[tuple[str, str], ...] = ()
+        if group.batch_norm is not None:
+            bn_sources = self.batch_norm_sources(group.batch_norm)
+            attributes = {**attributes, "epsilon": group.batch_norm.epsilon.value.data}
+        recipe = Recipe(transform, (("weight", weight_name),) + bn_sources, tuple(sorted(attributes.items())))
+        folded = "+bn" if bn_sources else ""
+        weight_id = self.derived(recipe, packed_shape, f"{weight_name}:packed_{label}{folded}")
+        if bn_sources:
+            bias_sources = ((("bias", bias_name),) if bias_name else ()) + bn_sources
+            bias_recipe = Recipe("folded_bias", bias_sources, (("epsilon", attributes["epsilon"]),))
+            return weight_id, self.derived(bias_recipe, (shape_of(weight)[0],), f"{weight_name}:folded_bias")
+        return weight_id, None if bias is None else self.value(bias)
