@@ -10,7 +10,7 @@ the arena, `execute()`), its thread count set per measurement. PyTorch runs
 the same convolution with a pre-allocated output (`aten.convolution.out`)
 and whole networks through `tconv.runtime.torch_executor` (eager torch, one
 op at a time, as a user would run the model); ONNX Runtime runs the ONNX
-export with its output bound (`tvm_network.OrtRunner`). All run on the same
+export with its output bound (`tconv.search.timing.OrtRunner`). All run on the same
 weights and input, timed in alternating rounds (`interleaved_medians`); the
 peak is a 4096² sgemm in torch, measured in the same run at each thread
 count. Rates are GFLOP/s (2 × MACs per second); "vs best" is tconv's speed
@@ -172,7 +172,7 @@ def conv_network(channels, size, out_channels, kernel, stride, groups):
 
 def measure(name, module, params, torch_runner, thread_counts, peaks, rounds) -> list[Row]:
     import torch
-    from tvm_network import OrtRunner, interleaved_medians
+    from tconv.search.timing import OrtRunner, interleaved_medians
 
     from tconv.ir.ops import shape_of
     from tconv.passes.analyses.summary import summarize

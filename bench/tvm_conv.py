@@ -5,9 +5,9 @@ at batch 1 (a measurement, not a test).
 
 Each conv is a one-op tconv network compiled for this CPU; its kernel is
 called directly. ONNX Runtime runs the same Conv with the same weights and
-input (`tvm_network.OrtRunner`: intra-op threads = --threads, output
+input (`tconv.search.timing.OrtRunner`: intra-op threads = --threads, output
 pre-allocated and 64-byte aligned). The two are timed in alternating rounds
-(`tvm_network.interleaved_medians`); a ratio above 1 means tconv is faster.
+(`tconv.search.timing.interleaved_medians`); a ratio above 1 means tconv is faster.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def flops(channels, size, out_channels, kernel, stride, groups):
 def runners(shape, threads):
     """A call of the conv's TVM kernel and a run of the same Conv in ONNX
     Runtime, each a function of no arguments."""
-    from tvm_network import OrtRunner
+    from tconv.search.timing import OrtRunner
 
     from tconv.ir.params import init_params
     from tconv.lowering.tvm.build import TvmNetwork
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES))
     args = parser.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
-    from tvm_network import interleaved_medians
+    from tconv.search.timing import interleaved_medians
 
     print(f"{'conv':28} {'tconv/TVM GFLOP/s':>18} {'ORT GFLOP/s':>12} {'ratio':>6}")
     for name in args.shapes:

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 
-from tconv.search.timing import OrtRunner, aligned, interleaved_medians  # noqa: F401 (suite.py and tvm_conv.py import them from here)
+from tconv.search.timing import OrtRunner, interleaved_medians
 
 
 def module_input_shape(module):
