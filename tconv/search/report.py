@@ -112,7 +112,9 @@ def _network(candidate: Candidate, result: SearchResult) -> dict:
         },
         "capacity_ratio": None if comparison is None else _finite(comparison.ratio),
         "capacity_noise": None if comparison is None else _finite(comparison.noise),
-        "verdict": "original" if comparison is None else comparison.verdict,
+        "verdict": (
+            "original" if candidate is result.original else "not checked" if comparison is None else comparison.verdict
+        ),
         "accepted": candidate.accepted,
     }
 
@@ -221,7 +223,7 @@ def markdown(report: dict) -> str:
         capacity = "-" if ratio is None else f"{ratio:.4f} ± {candidate['capacity_noise']:.4f}"
         lines.append(
             f"| {candidate['label']} | {candidate['estimated_ms']:.2f} | {_ms(candidate['measured_ms'])} | "
-            f"{candidate['flops'] / 1e6:.1f} | {capacity} | {candidate['verdict'] if ratio is not None else '-'} |"
+            f"{candidate['flops'] / 1e6:.1f} | {capacity} | {candidate['verdict']} |"
         )
     if report.get("pruning"):
         lines += _pruning_markdown(report["pruning"])
@@ -268,7 +270,8 @@ def pareto_png(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(c["estimated_ms"], c["capacity_ratio"] if c["capacity_ratio"] is not None else 1.0, c)
+    # Candidates the search never checked (slower than a legal one) have no capacity to plot.
+    points = [(c["estimated_ms"], 1.0 if c["verdict"] == "original" else c["capacity_ratio"], c)
               for c in report["candidates"] if c["verdict"] == "original" or c["capacity_ratio"] is not None]
     colours = {"original": "black", "legal": "tab:green", "within noise": "tab:blue", "illegal": "tab:red"}
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)

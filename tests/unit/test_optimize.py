@@ -169,6 +169,10 @@ def test_report_tables(searched):
     text = markdown(report)
     assert "| layer | rewrite |" in text and "## Candidates" in text
     assert report["optimized"]["verdict"] in ("legal", "within noise")
+    # Only the original is "original"; candidates the search did not check say so.
+    verdicts = [c["verdict"] for c in report["candidates"]]
+    assert verdicts[0] == "original" and "original" not in verdicts[1:]
+    assert all((c["capacity_ratio"] is None) == (c["verdict"] == "not checked") for c in report["candidates"][1:])
 
 
 @pytest.mark.parametrize("rewrite", DEFAULT_REWRITES, ids=lambda r: r.label)
