@@ -267,6 +267,21 @@ def outer_loops(sch: Schedule, leading: int):
     return loops[: leading - 1], loops[leading - 1], loops[leading:]
 
 
+def output_channel_blocks(sch: Schedule, groups: int, block: int):
+    """The output's channels in blocks of `block` within each group (the
+    output relaid out by group where there are several): (the schedule, the
+    batch·group·channel-block loops, the channel-in-block loop, the row and
+    column loops)."""
+    if groups > 1:
+        split = channel_split(sch, groups, block)
+        sch = relayout_output(sch, lambda b, o, y, x: (b, *split(o), y, x))
+        outer, inner, rest = outer_loops(sch, len(split(0)) + 1)
+        return sch, outer, inner, rest
+    n, o, p, q = sch.get_loops(sch.get_sblock("output"))
+    ob, inner = sch.split(o, [None, block])
+    return sch, [n, ob], inner, [p, q]
+
+
 def schedule_conv2d(function: PrimFunc, groups: int, blocking: ConvBlocking) -> PrimFunc:
     """Register-blocked direct convolution (see the module docstring).
 
@@ -278,15 +293,7 @@ def schedule_conv2d(function: PrimFunc, groups: int, blocking: ConvBlocking) -> 
     (`schedule_gspc`)."""
     if blocking.vector == "ow":
         return _gspc().schedule_conv2d_columns(function, groups, blocking)
-    sch = Schedule(function)
-    if groups > 1:
-        split = channel_split(sch, groups, blocking.block)
-        sch = relayout_output(sch, lambda b, o, y, x: (b, *split(o), y, x))
-        outer, oi, (p, q) = outer_loops(sch, len(split(0)) + 1)
-    else:
-        n, o, p, q = sch.get_loops(sch.get_sblock("output"))
-        ob, oi = sch.split(o, [None, blocking.block])
-        outer = [n, ob]
+    sch, outer, oi, (p, q) = output_channel_blocks(Schedule(function), groups, blocking.block)
     conv = sch.get_sblock("conv")
     qo, qi = sch.split(q, [None, blocking.width_tile])
     sch.reorder(*outer, p, qo, oi, qi)

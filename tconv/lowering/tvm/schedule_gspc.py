@@ -49,9 +49,7 @@ from tconv.lowering.tvm.schedule_cpu import (
     LOAD_PORTS,
     MAX_UNROLLED_TAPS,
     accumulator_budget,
-    channel_split,
-    outer_loops,
-    relayout_output,
+    output_channel_blocks,
 )
 from tconv.lowering.tvm.target import VectorUnit
 
@@ -217,15 +215,7 @@ def schedule_conv2d_columns(function: PrimFunc, groups: int, blocking: ConvBlock
     """GSPC schedule of `ops.conv2d` built with `blocking.vector` "ow" (see
     the module docstring). The accumulator is a `local` tile of `block` ×
     `rows` × `width_tile`, so LLVM keeps it in registers."""
-    sch = Schedule(function)
-    if groups > 1:
-        split = channel_split(sch, groups, blocking.block)
-        sch = relayout_output(sch, lambda b, o, y, x: (b, *split(o), y, x))
-        outer, oi, (p, q) = outer_loops(sch, len(split(0)) + 1)
-    else:
-        n, o, p, q = sch.get_loops(sch.get_sblock("output"))
-        ob, oi = sch.split(o, [None, blocking.block])
-        outer = [n, ob]
+    sch, outer, oi, (p, q) = output_channel_blocks(Schedule(function), groups, blocking.block)
     conv = sch.get_sblock("conv")
     po, pi = sch.split(p, [None, blocking.rows])
     qo, qi = sch.split(q, [None, blocking.width_tile])
