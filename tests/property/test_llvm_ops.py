@@ -18,10 +18,11 @@ from support import relative_error
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.builder import NetworkBuilder
-from tconv.ir.ops import Conv2dOp, shape_of, tensor_type
+from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.params import init_params
 from tconv.ir.schedule import LOOPS, REDUCTION_LOOPS, ConvSchedule, loop_name
 from tconv.lowering.llvm.artifact import run_llvm
+from op_cases import EPILOGUES, conv_cases, conv_network, epilogue, pool_cases, with_second_input
 from tconv.runtime.reference import run, single_function
 
 FEW = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -48,55 +49,9 @@ def assert_matches_reference(module: ModuleOp, params: Mapping[str, np.ndarray],
     assert error < 1e-4, f"relative error {error:.2e}"
 
 
-def with_second_input(b: NetworkBuilder, shape) -> object:
-    """A second function argument of `shape` (the residual of an add)."""
-    return b.block.insert_arg(tensor_type(shape), len(b.block.args))
-
-
-EPILOGUES = st.sampled_from(["none", "relu", "bn", "bn_relu", "bn_add_relu", "bn_relu6", "add_relu6"])
-
-
-def epilogue(b: NetworkBuilder, x, kind: str):
-    """`x` followed by the ops the conv kernel absorbs, as named by `kind`."""
-    if "bn" in kind:
-        x = b.batch_norm(x, name="bn")
-    if "add" in kind:
-        x = b.add(x, with_second_input(b, shape_of(x)))
-    if kind.endswith("relu6"):
-        x = b.relu6(x)
-    elif kind.endswith("relu"):
-        x = b.relu(x)
-    return x
-
 
 # Convolution ---------------------------------------------------------------------
 
-
-@st.composite
-def conv_cases(draw):
-    groups = draw(st.sampled_from([1, 1, 1, 2, 3, 4]))
-    in_group = draw(st.integers(1, 6))
-    out_group = draw(st.integers(1, 40 if groups == 1 else 12))
-    kernel = draw(st.sampled_from([(1, 1), (3, 3), (7, 7), (1, 3), (3, 1), (2, 2)]))
-    strides = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    dilations = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = tuple(draw(st.integers(0, k // 2 + 1)) for k in (kernel[0], kernel[1], kernel[0], kernel[1]))
-    height = draw(st.integers(dilations[0] * (kernel[0] - 1) + 1, 14))
-    width = draw(st.integers(dilations[1] * (kernel[1] - 1) + 1, 14))
-    return dict(
-        batch=draw(st.integers(1, 2)), channels=groups * in_group, out_channels=groups * out_group,
-        kernel=kernel, strides=strides, padding=padding, dilations=dilations, groups=groups,
-        size=(height, width), bias=draw(st.booleans()), epilogue=draw(EPILOGUES), seed=draw(st.integers(0, 2**16)),
-    )
-
-
-def conv_network(case) -> ModuleOp:
-    b = NetworkBuilder("conv", (case["batch"], case["channels"], *case["size"]))
-    x = b.conv2d(
-        b.input, case["out_channels"], case["kernel"], stride=case["strides"], padding=case["padding"],
-        dilation=case["dilations"], groups=case["groups"], bias=case["bias"], name="conv",
-    )
-    return b.finish(epilogue(b, x, case["epilogue"]))
 
 
 @SOME
@@ -207,16 +162,6 @@ def test_dense(batch, features, out_features, bias, relu, seed):
     module = b.finish(b.relu(x) if relu else x)
     assert_matches_reference(module, random_params(module, seed), seed)
 
-
-@st.composite
-def pool_cases(draw):
-    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = tuple(draw(st.integers(0, k - 1)) for k in (kernel[0], kernel[1], kernel[0], kernel[1]))
-    return dict(
-        shape=(draw(st.integers(1, 2)), draw(st.integers(1, 9)), draw(st.integers(3, 12)), draw(st.integers(3, 12))),
-        kernel=kernel, strides=(draw(st.integers(1, 3)), draw(st.integers(1, 3))), padding=padding,
-        kind=draw(st.sampled_from(["max", "avg", "avg_include_pad"])), seed=draw(st.integers(0, 2**16)),
-    )
 
 
 @SOME
