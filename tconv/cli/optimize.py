@@ -3,6 +3,7 @@ network that keeps its capacity, then compile it.
 
     tconv optimize resnet34 --budget 600 -o r34.opt        # a zoo network (CIFAR-10 where it has one)
     tconv optimize net.mlir --target rpc:board -o net.opt  # measured on devices behind a TVM tracker
+    tconv optimize net.mlir --target cuda -o net.opt       # measured on this machine's GPU
 
 DIR receives `optimized.mlir` with its store `optimized.npz`, the compiled
 artifact `artifact/` (`tconv run DIR/artifact`), `optimized.onnx`,
@@ -37,16 +38,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", metavar="NAME", help="zoo networks: the dataset (default: cifar10 where the "
                         "network has it, else its first)")
     parser.add_argument("--target", default="cpu", metavar="cpu|cuda|rpc:KEY[@HOST:PORT]",
-                        help="where layers are measured (default: cpu, this machine)")
+                        help="where layers are measured: cpu (this machine, the default), cuda (a GPU of this "
+                        "machine, llvm-backend kernels) or rpc:KEY (a device behind a TVM RPC tracker)")
     parser.add_argument("--budget", type=float, default=600.0, metavar="SECONDS",
                         help="search time, compiling the answer included (default: 600)")
     parser.add_argument("--min-capacity", type=float, default=1.0, metavar="R",
                         help="keep at least R times the original's capacity (default: 1.0)")
     parser.add_argument("--metric", default=DEFAULT_METRIC, choices=METRICS,
                         help=f"the capacity metric (default: {DEFAULT_METRIC})")
-    parser.add_argument("--strict-capacity", action="store_true",
-                        help="accept only rewrites whose capacity ratio is at least --min-capacity, not those "
-                        "short of it by less than the seeds' spread ('within noise')")
+    parser.add_argument("--accept-within-noise", action="store_true",
+                        help="also accept rewrites whose capacity ratio is short of --min-capacity by less than "
+                        "the seeds' spread ('within noise'; default: only ratios at or above it)")
     parser.add_argument("--seeds", type=positive_int, default=3, metavar="N",
                         help="capacity seeds: a verdict needs the difference to exceed their spread (default: 3)")
     parser.add_argument("--prune", type=float, metavar="RATIO",
@@ -96,10 +98,9 @@ def _measurer(target: str, threads: int):
     if target == "cpu":
         return LocalMeasurer(threads)
     if target == "cuda":
-        raise TconvError(
-            "error: --target cuda measures on a GPU of this machine, and tconv's GPU measurement runs through "
-            "a TVM RPC server on the GPU machine: start one there and use --target rpc:KEY"
-        )
+        from tconv.search.cuda_measure import CudaMeasurer
+
+        return CudaMeasurer()  # GPU 0, for the newest architecture it runs; "no CUDA device" without one
     if target.startswith("rpc:"):
         from tconv.search.rpc import RpcMeasurer, parse_rpc_target
 
@@ -134,16 +135,23 @@ def execute(args: argparse.Namespace) -> None:
 
     threads = default_threads()
     database = TuningDatabase(args.db or default_database_path())
-    latencies = LayerLatencies(database, _measurer(args.target, threads))
-    local = args.target == "cpu"
+    measurer = _measurer(args.target, threads)
+    latencies = LayerLatencies(database, measurer)
+    cuda = args.target == "cuda"
+    local = args.target == "cpu" or cuda  # whole networks are timed on this machine
     options = OptimizeOptions(
         budget_s=args.budget, min_capacity=args.min_capacity, metric=args.metric,
-        seeds=tuple(range(args.seeds)), threads=threads, measure_networks=local, strict=args.strict_capacity,
+        seeds=tuple(range(args.seeds)), threads=threads, measure_networks=local, strict=not args.accept_within_noise,
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
     try:
-        timer = NetworkTimer(database, threads, staging / "builds") if local else None
+        if cuda:
+            from tconv.search.network_timer import CudaNetworkTimer
+
+            timer = CudaNetworkTimer(staging / "builds", measurer.arch, measurer.device_for)
+        else:
+            timer = NetworkTimer(database, threads, staging / "builds") if local else None
         search = Search(module, params, latencies, options, stderr_progress, timer)
         result = search.run()
         study = None
@@ -156,13 +164,18 @@ def execute(args: argparse.Namespace) -> None:
         rows = reports.layer_rows(result, latencies, conv_layers(module))
         context = {
             "network": name, "target": latencies.target, "budget_seconds": args.budget,
-            "min_capacity": args.min_capacity, "strict_capacity": args.strict_capacity, "threads": threads,
+            "min_capacity": args.min_capacity, "strict_capacity": not args.accept_within_noise, "threads": threads,
             "ort_original_ms": None if timer is None or timer.ort_seconds is None else timer.ort_seconds * 1e3,
         }
         report = reports.build_report(result, rows, context, study)
         write_network(staging / "optimized.mlir", best.realised.module, best.realised.params)
         if timer is not None and best.label in timer.artifacts:
             shutil.move(timer.artifacts[best.label], staging / "artifact")
+        elif cuda:  # the LLVM backend's cuda artifact, as the GPU measured it
+            from tconv.lowering.llvm.artifact import compile_artifact as compile_cuda_artifact
+
+            compile_cuda_artifact(best.realised.module, best.realised.params, staging / "artifact", "cuda",
+                                  measurer.arch)
         else:
             from tconv.lowering.tvm.artifact import compile_artifact
             from tconv.search.tuning import apply_tuning
@@ -183,6 +196,8 @@ def execute(args: argparse.Namespace) -> None:
         os.replace(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if cuda:
+            measurer.close()
     print(text.split("\n## Layers", 1)[0].rstrip())
     if "\n## Channel pruning" in text:
         print("\n## Channel pruning" + text.split("\n## Channel pruning", 1)[1].split("\n## ", 1)[0].rstrip())

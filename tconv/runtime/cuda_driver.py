@@ -233,8 +233,8 @@ LIBCUDA = "libcuda.so.1"
 
 def no_cuda_device(why: str) -> TconvError:
     return TconvError(
-        f"error: no CUDA device: {why}; running an llvm cuda artifact needs an NVIDIA GPU and its "
-        "driver (on a machine without a GPU, compile for --target cpu)"
+        f"error: no CUDA device: {why}; running llvm-backend cuda kernels needs an NVIDIA GPU and its "
+        "driver (on a machine without a GPU, use --target cpu)"
     )
 
 
@@ -259,6 +259,7 @@ class CudaDevice:
         self.functions: dict[str, ctypes.c_void_p] = {}
         self.arguments: dict[LaunchStep, tuple[list[ctypes.c_uint64], ctypes.Array]] = {}
         self.allocations: list[int] = []
+        self.events: list[ctypes.c_void_p] = []
         self.context: ctypes.c_void_p | None = None
         status = self.cuda.cuInit(0)
         if status != 0:
@@ -297,6 +298,12 @@ class CudaDevice:
             self.check(self.cuda.cuDeviceGetAttribute(ctypes.byref(value), attribute, self.device),
                        "cuDeviceGetAttribute")
         return major.value * 10 + minor.value
+
+    def name(self) -> str:
+        """The device's name (`NVIDIA H100 80GB HBM3`)."""
+        buffer = ctypes.create_string_buffer(256)
+        self.check(self.cuda.cuDeviceGetName(buffer, ctypes.c_int(len(buffer)), self.device), "cuDeviceGetName")
+        return buffer.value.decode(errors="replace").strip()
 
     def load(self, bundle: KernelBundle, functions: Sequence[str]) -> None:
         self.bind()
@@ -345,17 +352,49 @@ class CudaDevice:
         self.bind()
         self.check(self.cuda.cuCtxSynchronize(), "cuCtxSynchronize")
 
+    # Events: GPU-side timestamps in the launch stream, for timing kernels
+    # without the host's launch overhead.
+
+    def create_event(self) -> ctypes.c_void_p:
+        """A new event (CU_EVENT_DEFAULT: timed); `destroy_event` it, or `close` does."""
+        self.bind()
+        event = ctypes.c_void_p()
+        self.check(self.cuda.cuEventCreate(ctypes.byref(event), ctypes.c_uint(0)), "cuEventCreate")
+        self.events.append(event)
+        return event
+
+    def record_event(self, event: ctypes.c_void_p) -> None:
+        """Queue `event` on the stream the launches go to (in order after them)."""
+        self.bind()
+        self.check(self.cuda.cuEventRecord(event, None), "cuEventRecord")
+
+    def elapsed_seconds(self, start: ctypes.c_void_p, end: ctypes.c_void_p) -> float:
+        """Seconds between two recorded events, once `end` has happened (this waits for it)."""
+        self.bind()
+        self.check(self.cuda.cuEventSynchronize(end), "cuEventSynchronize")
+        milliseconds = ctypes.c_float()
+        self.check(self.cuda.cuEventElapsedTime(ctypes.byref(milliseconds), start, end), "cuEventElapsedTime")
+        return milliseconds.value * 1e-3
+
+    def destroy_event(self, event: ctypes.c_void_p) -> None:
+        self.bind()
+        self.events = [e for e in self.events if e is not event]
+        self.check(self.cuda.cuEventDestroy_v2(event), "cuEventDestroy")
+
     def close(self) -> None:
         if self.context is None:
             return
         self.cuda.cuCtxSetCurrent(self.context)
         self.cuda.cuCtxSynchronize()
+        for event in self.events:
+            self.cuda.cuEventDestroy_v2(event)
         for address in self.allocations:
             self.cuda.cuMemFree_v2(ctypes.c_uint64(address))
         if self.module is not None:
             self.cuda.cuModuleUnload(self.module)
         self.cuda.cuDevicePrimaryCtxRelease_v2(self.device)
         self.allocations, self.functions, self.arguments, self.module, self.context = [], {}, {}, None, None
+        self.events = []
 
 
 # The runtime --------------------------------------------------------------------------

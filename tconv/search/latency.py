@@ -3,7 +3,10 @@ from them.
 
 A `Measurer` times one convolution workload with one set of schedule knobs
 on some device: `LocalMeasurer` on this machine's CPU (`tuning.measure`),
-`tconv.search.rpc.RpcMeasurer` on a device behind a TVM RPC tracker. Every
+`tconv.search.rpc.RpcMeasurer` on a device behind a TVM RPC tracker,
+`tconv.search.cuda_measure.CudaMeasurer` on a GPU of this machine (whose
+kernels take no knobs: it is not `tunable`, so each workload has one
+candidate, its default knobs, see `LayerLatencies.candidates`). Every
 measurement goes into the tuning database under the measurer's
 `target_key`, so the search and `tconv tune` share what they learnt, and a second
 `tconv optimize` resumes instead of measuring again.
@@ -38,6 +41,9 @@ class Measurer(Protocol):
     def measure(self, workload: Workload, knobs: Knobs) -> float:
         """Median seconds of one run of the workload's kernel with `knobs`."""
         ...
+
+    # Optionally `tunable: bool` (True where absent): whether the knobs change
+    # the kernel measured. A measurer whose kernels take none says False.
 
 
 @dataclass
@@ -81,6 +87,17 @@ class LayerLatencies:
     def target(self) -> str:
         return self.measurer.target_key
 
+    @property
+    def tunable(self) -> bool:
+        """Whether the measurer's kernels take schedule knobs (see `Measurer`)."""
+        return getattr(self.measurer, "tunable", True)
+
+    def candidates(self, workload: Workload) -> list[Knobs]:
+        """The knobs worth measuring for `workload`, the default first:
+        `tuning.candidates`, or only the default where the target is not `tunable`."""
+        found = candidates(workload)
+        return found if self.tunable else found[:1]
+
     def measure(self, workload: Workload, knobs: Knobs) -> float:
         """Measure one candidate and record it."""
         seconds = self.measurer.measure(workload, knobs)
@@ -105,7 +122,7 @@ class LayerLatencies:
         best = self.database.best(workload, self.target)
         if best is not None:
             return best
-        knobs = candidates(workload)[0]
+        knobs = self.candidates(workload)[0]
         if workload.key not in self.failures:
             try:
                 return knobs, self.measure(workload, knobs)

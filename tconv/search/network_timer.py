@@ -5,6 +5,10 @@ networks it compares (with the tuning database's best schedules) into
 artifacts and runs them with the C runtime, in alternating rounds
 (`timing.interleaved_medians`), optionally beside ONNX Runtime running the
 first of them (the original: the peer a user would otherwise deploy).
+`NetworkTimer` does so on this machine's CPU; `CudaNetworkTimer` on a GPU
+of it, with the LLVM backend's cuda artifacts and the CUDA driver runtime
+(no ONNX Runtime there: its peer numbers are CPU ones, so `ort_seconds`
+stays None and the report leaves them out).
 """
 
 from __future__ import annotations
@@ -67,3 +71,59 @@ class NetworkTimer:
         if self.with_ort:
             self.ort_seconds = seconds.pop()
         return seconds
+
+
+class CudaNetworkTimer:
+    """Whole networks on a GPU: each compiled as an LLVM-backend cuda artifact
+    for `arch` (the GPU kernels take no schedules, so no tuning is applied)
+    and run by `cuda_driver.DriverRuntime` on `device_for(module)` (for a
+    `cuda_measure.CudaMeasurer`, its own: `CudaNetworkTimer(scratch,
+    measurer.arch, measurer.device_for)`). A run is every launch of the plan
+    and a synchronize, timed by the host clock: the latency a caller sees.
+    Same interface as `NetworkTimer`."""
+
+    def __init__(self, scratch: Path, arch: str, device_for, rounds: int = 5, runs: int = 10) -> None:
+        self.scratch = scratch
+        self.arch = arch
+        self.device_for = device_for
+        self.rounds = rounds
+        self.runs = runs
+        self.with_ort = False
+        self.artifacts: dict[str, Path] = {}
+        """The artifact directory of each candidate timed, by label (the latest build)."""
+        self.ort_seconds: float | None = None
+        """Always None: ONNX Runtime is not run beside a GPU."""
+        self._builds = 0
+
+    def compile(self, candidate: Candidate) -> Path:
+        from tconv.lowering.llvm.artifact import compile_artifact
+
+        self._builds += 1
+        directory = self.scratch / f"net{self._builds}"
+        compile_artifact(candidate.realised.module, candidate.realised.params, directory, "cuda", self.arch)
+        self.artifacts[candidate.label] = directory
+        return directory
+
+    def __call__(self, candidates: list[Candidate]) -> list[float]:
+        from tconv.runtime.cuda_driver import DriverRuntime
+
+        first = candidates[0].realised
+        x = np.random.default_rng(0).standard_normal(shape_of(single_function(first.module).body.block.args[0]),
+                                                    dtype=np.float32)
+        runtimes = []
+        try:
+            for candidate in candidates:
+                directory = self.compile(candidate)
+                runtimes.append(DriverRuntime(directory, self.device_for(candidate.realised.module)))
+                runtimes[-1].run(x)  # the input in place, and the kernels loaded
+
+            def runner(runtime):
+                def run() -> None:
+                    runtime.execute()
+                    runtime.device.synchronize()
+                return run
+
+            return interleaved_medians([runner(runtime) for runtime in runtimes], self.rounds, self.runs)
+        finally:
+            for runtime in runtimes:
+                runtime.close()

@@ -5,16 +5,19 @@ The search trades architecture for speed where capacity allows. Its moves:
 1. **Baseline.** The original network: the capacity metric over several
    seeds (`legality`), each convolution's latency at its best known schedule
    (measured on the target, `latency.LayerLatencies`), and, where the
-   target is this machine, the whole network compiled and run, which
+   target is this machine (its CPU, or its GPU through the LLVM backend's
+   cuda kernels), the whole network compiled and run, which
    calibrates network estimates (summed convolution times, scaled by the
    original's measured / summed ratio).
 2. **Uniform rewrites.** Each rewrite of the space (`space.DEFAULT_REWRITES`)
    applied to every eligible convolution: its latency estimated from layer
    measurements (new workloads measured as they appear), then its capacity
    compared with the original's, fastest estimate first. Candidates the
-   legality check calls illegal are kept for the report and never chosen.
-3. **Mixing.** Per layer, the fastest rewrite whose uniform network was
-   legal (the layers' latencies are measured, so this is a per-layer choice,
+   legality check does not accept (by default: a ratio below the minimum,
+   "within noise" included; `OptimizeOptions.strict`) are kept for the
+   report and never chosen.
+3. **Mixing.** Per layer, the fastest of the original and the rewrites
+   whose uniform network was accepted (the layers' latencies are measured, so this is a per-layer choice,
    not a global one), checked at network level; then, for each rewrite
    that was faster but illegal everywhere, the layers where it saves most are
    switched to it, as many as the capacity check allows (a binary search
@@ -57,7 +60,7 @@ from tconv.search.space import (
     eligible_layers,
     origin_of,
 )
-from tconv.search.tuning import Workload, candidates
+from tconv.search.tuning import Workload
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,9 @@ class OptimizeOptions:
     patience: int = 8
     """Tuning gives up on a workload after this many candidates in a row
     that did not beat its best."""
-    strict: bool = False
-    """Accept only "legal" verdicts, not "within noise" (see `legality`)."""
+    strict: bool = True
+    """Accept only "legal" verdicts (ratio ≥ min_capacity); False also
+    accepts "within noise" (see `legality`)."""
 
 
 @dataclass
@@ -287,8 +291,10 @@ class Search:
         return seconds
 
     def mix(self, best: Candidate, legal: list[Candidate], original: Candidate) -> Candidate:
-        """Per layer, the fastest of the legal uniform rewrites (or none)."""
-        if len(legal) < 2 or self.deadline.passed(self.reserve):
+        """Per layer, the fastest of the original and the legal uniform
+        rewrites (a rewrite that slows some layer, as a bottleneck does the
+        stem, is taken back there)."""
+        if not legal or self.deadline.passed(self.reserve):
             return best
         per_layer = {c.label: self.layer_seconds(c) for c in [original, *legal]}
         assignment: dict[str, Rewrite] = {}
@@ -358,7 +364,7 @@ class Search:
                 if self.deadline.passed(self.reserve):
                     break
                 workload = workloads[key]
-                untried = [k for k in candidates(workload) if k not in tried[key]]
+                untried = [k for k in self.latencies.candidates(workload) if k not in tried[key]]
                 if not untried or stale[key] >= self.options.patience:
                     continue
                 best_before = self.latencies.best(workload)[1]

@@ -31,6 +31,9 @@ from tconv.search.space import origin_of
 from tconv.search.tuning import Knobs, full_knobs
 
 FISHER_BATCH = 16
+UNTUNED_SCHEDULE = "thread per output"
+"""The schedule column where the target's kernels take no knobs (the LLVM
+backend's GPU kernels, `tconv.search.cuda_measure`)."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def layer_rows(result: SearchResult, latencies: LayerLatencies, layers: list[str
         origin = origin_of(row.layer, layers)
         if origin is not None:
             after_seconds[origin] += row.seconds
-            schedules[origin].append(describe_knobs(row.knobs))
+            schedules[origin].append(describe_knobs(row.knobs) if latencies.tunable else UNTUNED_SCHEDULE)
     return [
         LayerRow(
             layer,
@@ -182,7 +185,7 @@ def markdown(report: dict) -> str:
         f"{report['measurements']} layer measurements, {len(report['candidates'])} candidate networks; "
         f"capacity metric {metric} over seeds {', '.join(map(str, original['capacity']['seeds']))}, "
         f"min-capacity {report['min_capacity']:g} ("
-        + ("strict: only ratios at or above it" if report.get("strict_capacity")
+        + ("only ratios at or above it accepted" if report.get("strict_capacity")
            else "ratios short of it by less than the seeds' spread accepted as within noise") + ").",
         "",
         "| | original | optimized | original / optimized |",

@@ -1,7 +1,9 @@
 """The architecture half of the search space: which NAS rewrite each
 convolution gets.
 
-A `Rewrite` is one NAS pass at one setting (`tconv-group{groups=4}`); an
+A `Rewrite` is one NAS pass at one setting (`tconv-group{groups=4}`),
+optionally followed by a second on the middle convolution a bottleneck
+creates (a ResNeXt block: 1x1 down, grouped KxK, 1x1 up); an
 `Assignment` maps layer names (`tconv.passes.select.layer_name`) to rewrites.
 `apply_assignment` realises an assignment on a copy of a network by running
 each layer's pass on that layer alone, in program order, so every rewrite
@@ -36,22 +38,30 @@ class Rewrite:
 
     pass_name: str
     options: tuple[tuple[str, int], ...] = ()
+    middle: Rewrite | None = None
+    """Applied next to the convolution this pass names `<layer>_mid` (the
+    narrow KxK of `tconv-bottleneck-block`)."""
 
     @property
     def label(self) -> str:
-        """Short, for tables: `group 4`, `depthwise-separable`, `bottleneck-block 2`."""
+        """Short, for tables: `group 4`, `depthwise-separable`, `bottleneck-block 2`,
+        `bottleneck-block 2, middle group 8`."""
         kind = self.pass_name.removeprefix("tconv-")
-        return " ".join([kind, *(str(value) for _, value in self.options)])
+        label = " ".join([kind, *(str(value) for _, value in self.options)])
+        return f"{label}, middle {self.middle.label}" if self.middle else label
 
     def spec(self, layers: Sequence[str]) -> str:
-        """The pass pipeline entry that applies this rewrite to `layers`."""
+        """The pass pipeline that applies this rewrite to `layers`."""
         options = [f"{key}={value}" for key, value in self.options]
         options.append(f'layers="{",".join(layers)}"')
-        return f"{self.pass_name}{{{' '.join(options)}}}"
+        spec = f"{self.pass_name}{{{' '.join(options)}}}"
+        if self.middle:
+            spec += "," + self.middle.spec([f"{layer}_mid" for layer in layers])
+        return spec
 
 
-def _rewrite(pass_name: str, **options: int) -> Rewrite:
-    return Rewrite(pass_name, tuple(options.items()))
+def _rewrite(pass_name: str, middle: Rewrite | None = None, **options: int) -> Rewrite:
+    return Rewrite(pass_name, tuple(options.items()), middle)
 
 
 DEFAULT_REWRITES: tuple[Rewrite, ...] = (
@@ -62,10 +72,15 @@ DEFAULT_REWRITES: tuple[Rewrite, ...] = (
     _rewrite("tconv-depthwise-separable"),
     _rewrite("tconv-bottleneck-block", factor=2),
     _rewrite("tconv-bottleneck-block", factor=4),
+    _rewrite("tconv-bottleneck-block", _rewrite("tconv-group", groups=4), factor=2),
+    _rewrite("tconv-bottleneck-block", _rewrite("tconv-group", groups=8), factor=2),
+    _rewrite("tconv-bottleneck-block", _rewrite("tconv-group", groups=4), factor=4),
 )
 """What the search tries on each convolution: grouping (a restricted
 input-channel loop), depthwise-separable (a depthwise loop nest and a 1x1
-one) and bottleneck blocks (1x1 down, KxK narrow, 1x1 up)."""
+one), bottleneck blocks (1x1 down, KxK narrow, 1x1 up), and bottlenecks
+with a grouped middle. The bottlenecks add a ReLU'd layer, so they can keep
+a network's capacity where grouping alone loses a little."""
 
 Assignment = Mapping[str, Rewrite]
 
@@ -98,13 +113,16 @@ def apply_assignment(module: ModuleOp, params: Mapping[str, np.ndarray], assignm
         rewrite = assignment.get(layer)
         if rewrite is None:
             continue
+        # A composed rewrite refused half-way must leave nothing behind.
+        attempt = result.clone() if rewrite.middle else result
         # The passes remark on stderr; the search reports what it applied itself.
         with using_store(store), contextlib.redirect_stderr(io.StringIO()):
             try:
-                PassPipeline.parse_spec(PASSES, rewrite.spec([layer])).apply(ctx, result)
+                PassPipeline.parse_spec(PASSES, rewrite.spec([layer])).apply(ctx, attempt)
             except PassFailedException as err:
                 skipped[layer] = str(err)
                 continue
+        result = attempt
         applied[layer] = rewrite
     return Realised(result, store.values_for(result), applied, skipped)
 

@@ -2,18 +2,19 @@
 as PTX that ptxas assembles for sm_80 and sm_90, a kernel bundle whose
 launches cover the plan's calls, and the driver runtime's plan-to-launch
 mapping run through the kernels' host emulation (the GPU functions' bodies
-compiled for this CPU) against the reference. Launching on a GPU is the
-`gpu`-marked test below and `bench/gpu`."""
+compiled for this CPU) against the reference (that device, and a stand-in
+for libcuda under `CudaDevice`, are in tests/cuda_standin.py). Launching on
+a GPU is the `gpu`-marked test below and `bench/gpu`."""
 
 import ctypes
 import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
+from cuda_standin import FakeDriver, HostEmulation
 from support import assert_user_error, relative_error, tconv, trained_like_params
 
 from tconv.cli.files import write_network
@@ -23,12 +24,10 @@ from tconv.ir.builder import NetworkBuilder
 from tconv.ir.ops import shape_of
 from tconv.lowering.llvm.artifact import CUDA_PACKING, compile_artifact
 from tconv.lowering.llvm.build import lower_program
-from tconv.lowering.llvm.nvptx import BLOCK, compile_host_emulation, emit_ptx, gpu_nest, threads
+from tconv.lowering.llvm.nvptx import BLOCK, emit_ptx, gpu_nest, threads
 from tconv.runtime.cuda_driver import (
     BUNDLE_FILE,
     DriverRuntime,
-    KernelBundle,
-    LaunchStep,
     launch_steps,
     parse_bundle,
     read_bundle,
@@ -56,47 +55,6 @@ def grouped_and_depthwise():
 def random_inputs(module, seed=0):
     shapes = [shape_of(a) for a in single_function(module).body.block.args]
     return [np.random.default_rng(seed).standard_normal(s, dtype=np.float32) for s in shapes]
-
-
-class HostEmulation:
-    """A `Device` on this CPU: memory from numpy, the bundle's functions
-    taken from the kernels' host emulation (`nvptx.host_emulation_ir`, the
-    same names and bodies), each launch running its grid × block threads."""
-
-    def __init__(self, module, scratch: Path) -> None:
-        kernels, _ = lower_program(module, CUDA_PACKING)
-        self.path = scratch / "emulation.so"
-        compile_host_emulation(kernels, self.path)
-        self.library = ctypes.CDLL(str(self.path))
-        self.functions = {}
-        self.buffers: list[np.ndarray] = []
-        self.launched: list[LaunchStep] = []
-
-    def load(self, bundle: KernelBundle, functions) -> None:
-        self.functions = {name: getattr(self.library, name) for name in functions}
-
-    def allocate(self, nbytes: int) -> int:
-        buffer = np.full(nbytes + 64, 0xFF, np.uint8)  # NaN-filled: an unwritten read shows
-        self.buffers.append(buffer)
-        return buffer.ctypes.data + (-buffer.ctypes.data) % 64
-
-    def upload(self, address: int, data: np.ndarray) -> None:
-        ctypes.memmove(address, data.ctypes.data, data.nbytes)
-
-    def download(self, address: int, out: np.ndarray) -> None:
-        ctypes.memmove(out.ctypes.data, address, out.nbytes)
-
-    def launch(self, step: LaunchStep) -> None:
-        self.launched.append(step)
-        function = self.functions[step.function]  # KeyError: a function `load` was not asked for
-        function.restype = None
-        function(*map(ctypes.c_void_p, step.addresses), ctypes.c_int64(step.grid), ctypes.c_int64(step.block))
-
-    def synchronize(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.buffers = []
 
 
 def ptx_entries(ptx: str) -> dict[str, int]:
@@ -270,93 +228,6 @@ def test_llvm_cuda_artifact_matches_the_reference_on_a_gpu(tmp_path):
         (actual,) = runtime.run(*inputs)
     (expected,) = run(module, params, *inputs)
     assert relative_error(actual, expected) < 1e-4
-
-
-class FakeDriver:
-    """A stand-in for libcuda.so.1 on this CPU, called by `CudaDevice` with
-    the very ctypes arguments it gives the real one: device memory is host
-    memory, and a launch decodes `kernelParams` (an array of pointers to the
-    argument values) and runs the function's host emulation."""
-
-    def __init__(self, emulation: HostEmulation, capability=(9, 0), status_of_init=0) -> None:
-        self.emulation = emulation
-        self.capability = capability
-        self.status_of_init = status_of_init
-        self.names: list[str] = []
-        self.freed: list[int] = []
-        self.launches: list[tuple[str, int, int, tuple[int, ...]]] = []
-        self.loaded: list[bytes] = []
-
-    def cuInit(self, flags):
-        return self.status_of_init
-
-    def cuGetErrorName(self, status, name):
-        name._obj.value = {100: b"CUDA_ERROR_NO_DEVICE"}.get(status, b"CUDA_ERROR_UNKNOWN")
-        return 0
-
-    def cuDeviceGetCount(self, count):
-        count._obj.value = 1
-        return 0
-
-    def cuDeviceGet(self, device, ordinal):
-        device._obj.value = ordinal
-        return 0
-
-    def cuDevicePrimaryCtxRetain(self, context, device):
-        context._obj.value = 0xC0
-        return 0
-
-    def cuCtxSetCurrent(self, context):
-        assert context.value == 0xC0
-        return 0
-
-    def cuDeviceGetAttribute(self, value, attribute, device):
-        value._obj.value = self.capability[attribute - 75]
-        return 0
-
-    def cuModuleLoadData(self, module, image):
-        self.loaded.append(image.value)
-        module._obj.value = 0x30
-        return 0
-
-    def cuModuleGetFunction(self, function, module, name):
-        self.names.append(name.decode())
-        self.emulation.load(None, self.names)
-        function._obj.value = len(self.names)
-        return 0
-
-    def cuMemAlloc_v2(self, address, size):
-        address._obj.value = self.emulation.allocate(size.value)
-        return 0
-
-    def cuMemcpyHtoD_v2(self, address, data, size):
-        ctypes.memmove(address.value, data.value, size.value)
-        return 0
-
-    def cuMemcpyDtoH_v2(self, data, address, size):
-        ctypes.memmove(data.value, address.value, size.value)
-        return 0
-
-    def cuLaunchKernel(self, function, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
-        assert (gy, gz, by, bz, shared, stream, extra) == (1, 1, 1, 1, 0, None, None)
-        name = self.names[function.value - 1]
-        addresses = tuple(ctypes.c_uint64.from_address(pointer).value for pointer in params)
-        self.launches.append((name, gx, bx, addresses))
-        self.emulation.launch(LaunchStep(name, gx, bx, addresses))
-        return 0
-
-    def cuCtxSynchronize(self):
-        return 0
-
-    def cuMemFree_v2(self, address):
-        self.freed.append(address.value)
-        return 0
-
-    def cuModuleUnload(self, module):
-        return 0
-
-    def cuDevicePrimaryCtxRelease_v2(self, device):
-        return 0
 
 
 def test_the_cuda_device_drives_the_driver_api_with_the_plan_s_launches(tmp_path):

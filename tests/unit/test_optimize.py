@@ -96,6 +96,35 @@ def test_a_rewrite_the_pass_refuses_is_skipped_with_its_reason():
     assert "layer1.0.conv1" in realised.skipped and "64" in realised.skipped["layer1.0.conv1"]
 
 
+def test_a_bottleneck_with_a_grouped_middle_is_one_rewrite():
+    module = small_resnet()
+    b2g4 = Rewrite("tconv-bottleneck-block", (("factor", 2),), Rewrite("tconv-group", (("groups", 4),)))
+    assert b2g4.label == "bottleneck-block 2, middle group 4"
+    assert b2g4.spec(["a"]) == 'tconv-bottleneck-block{factor=2 layers="a"},tconv-group{groups=4 layers="a_mid"}'
+    realised = apply_assignment(module, init_params(module), {"layer1.0.conv2": b2g4})
+    verify_module(realised.module)
+    assert realised.applied == {"layer1.0.conv2": b2g4}
+    convs = {layer_name(op): op for op in realised.module.walk() if isinstance(op, Conv2dOp)}
+    middle = [op for name, op in convs.items() if name.startswith("layer1.0.conv2_mid")]
+    assert len(middle) == 1 and middle[0].groups.value.data == 4
+    # 32 -> 16 (1x1), 16 -> 16 in 4 groups (3x3), 16 -> 32 (1x1), instead of 32 -> 32 (3x3).
+    saved = 32 * 32 * 9 - (16 * 32 + 16 * 4 * 9 + 32 * 16)
+    assert summarize(realised.module).parameters == summarize(module).parameters - saved
+    assert all(origin_of(name, conv_layers(module)) == "layer1.0.conv2" for name in convs if "conv2_" in name)
+
+
+def test_a_composed_rewrite_refused_half_way_leaves_the_layer_as_it_was():
+    module = small_resnet()
+    # The bottleneck applies (32 -> 16 wide); its 16-channel middle cannot be grouped by 64.
+    b2g64 = Rewrite("tconv-bottleneck-block", (("factor", 2),), Rewrite("tconv-group", (("groups", 64),)))
+    group4 = Rewrite("tconv-group", (("groups", 4),))
+    realised = apply_assignment(module, {}, {"layer1.0.conv1": group4, "layer1.0.conv2": b2g64})
+    assert realised.applied == {"layer1.0.conv1": group4}
+    assert "64" in realised.skipped["layer1.0.conv2"]
+    assert "layer1.0.conv2" in conv_layers(realised.module)
+    assert not any("_mid" in name for name in conv_layers(realised.module))
+
+
 def test_eligible_layers_and_origins():
     module = small_resnet()
     group8 = Rewrite("tconv-group", (("groups", 8),))
