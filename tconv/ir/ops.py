@@ -323,7 +323,7 @@ class Conv2dOp(TconvOp):
         super().verify_()
         if self.schedule is not None:
             try:
-                parse_schedule(self.schedule)
+                parse_schedule(self.schedule).layouts.check_channels(shape_of(self.input)[1], shape_of(self.output)[1])
             except ScheduleError as err:
                 raise VerifyException(f"conv2d: {err}") from None
 

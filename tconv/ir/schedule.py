@@ -22,6 +22,13 @@ vocabulary of loop transformations:
 - `unroll`: loops to unroll.
 - `parallel`: data-parallel loops run across threads, an outermost prefix of
   the order.
+- `layout`: how the convolution's input and output activations are stored,
+  `{input = "NCHW8c", output = "NCHW8c"}`: each `NCHW` or `NCHW<b>c` (the
+  channels in blocks of b, N x C/b x H x W x b, b dividing the channels); a
+  missing key, or no `layout` entry, is NCHW. It is not a loop
+  transformation: the producer of a tensor and every reader must agree on
+  its layout, which `tconv-pack` arranges (`tconv.passes.classical.pack`) and
+  the backends check.
 
 This module checks what holds for any backend (`parse_schedule`, called by
 the verifier); what a backend can honour beyond that is the backend's to
@@ -30,6 +37,7 @@ say, with a diagnostic (see `tconv.lowering.tvm.conv_schedule`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -40,11 +48,64 @@ LOOPS = ("n", "g", "oc", "oh", "ow", "ic", "kh", "kw")
 
 REDUCTION_LOOPS = frozenset({"ic", "kh", "kw"})
 
-KEYS = ("tile", "order", "vectorize", "unroll", "parallel")
+KEYS = ("tile", "order", "vectorize", "unroll", "parallel", "layout")
+
+NCHW = "NCHW"
+"""The plain activation layout."""
+
+_PACKED = re.compile(r"NCHW([1-9][0-9]*)c")
 
 
 class ScheduleError(ValueError):
     """A schedule that breaks a rule; the message says which."""
+
+
+def layout_block(layout: str) -> int | None:
+    """The channel block of `layout` ("NCHW8c": 8), None for "NCHW"; a
+    ScheduleError for anything else."""
+    if layout == NCHW:
+        return None
+    match = _PACKED.fullmatch(layout)
+    if match is None:
+        raise ScheduleError(f"schedule: layout '{layout}' is neither NCHW nor NCHW<block>c (e.g. NCHW8c)")
+    return int(match.group(1))
+
+
+def packed_layout(block: int | None) -> str:
+    """The layout of channel blocks of `block` (None: NCHW)."""
+    return NCHW if block is None else f"NCHW{block}c"
+
+
+@dataclass(frozen=True)
+class ActivationLayouts:
+    """The storage layouts of a convolution's input and output activations."""
+
+    input: str = NCHW
+    output: str = NCHW
+
+    @property
+    def input_block(self) -> int | None:
+        return layout_block(self.input)
+
+    @property
+    def output_block(self) -> int | None:
+        return layout_block(self.output)
+
+    @property
+    def packed(self) -> bool:
+        """Whether either activation is stored in channel blocks."""
+        return (self.input, self.output) != (NCHW, NCHW)
+
+    def check_channels(self, in_channels: int, out_channels: int) -> None:
+        """A ScheduleError unless each block divides its tensor's channels."""
+        for role, block, channels in (
+            ("input", self.input_block, in_channels), ("output", self.output_block, out_channels)
+        ):
+            if block is not None and channels % block:
+                raise ScheduleError(
+                    f"schedule: the {role} layout NCHW{block}c needs channels divisible by {block}, "
+                    f"the {role} has {channels}"
+                )
 
 
 @dataclass(frozen=True)
@@ -54,6 +115,19 @@ class ConvSchedule:
     vectorize: str | None = None
     unroll: frozenset[str] = frozenset()
     parallel: tuple[str, ...] = ()
+    layout: ActivationLayouts | None = None
+    """None: no `layout` entry, both activations NCHW."""
+
+    @property
+    def layouts(self) -> ActivationLayouts:
+        """The activation layouts, NCHW where the schedule has no entry."""
+        return self.layout or ActivationLayouts()
+
+    @property
+    def transforms_loops(self) -> bool:
+        """Whether any entry other than `layout` is set (a schedule that only
+        places the activations leaves the loops to the backend's template)."""
+        return bool(self.tiles or self.order or self.vectorize or self.unroll or self.parallel)
 
     def loops(self) -> list[str]:
         """Every loop after tiling, in the default order."""
@@ -83,6 +157,10 @@ class ConvSchedule:
             entries["unroll"] = ArrayAttr([StringAttr(name) for name in sorted(self.unroll)])
         if self.parallel:
             entries["parallel"] = ArrayAttr([StringAttr(name) for name in self.parallel])
+        if self.layout is not None:
+            entries["layout"] = DictionaryAttr(
+                {"input": StringAttr(self.layout.input), "output": StringAttr(self.layout.output)}
+            )
         return DictionaryAttr(entries)  # type: ignore[arg-type]
 
 
@@ -113,6 +191,22 @@ def _tiles(value) -> dict[str, tuple[int, ...]]:
             raise ScheduleError(f"schedule: tile factors of '{loop}' must be at least 1, got {list(values)}")
         tiles[loop] = values
     return tiles
+
+
+def _layouts(value) -> ActivationLayouts:
+    if not isinstance(value, DictionaryAttr):
+        raise ScheduleError('schedule: `layout` must be a dictionary {input = "NCHW8c", output = "NCHW8c"}')
+    entries = dict(value.data)
+    unknown = sorted(set(entries) - {"input", "output"})
+    if unknown:
+        raise ScheduleError(f"schedule: `layout` has unknown key '{unknown[0]}' (expected input, output)")
+    names = {}
+    for role, name in entries.items():
+        if not isinstance(name, StringAttr):
+            raise ScheduleError(f'schedule: the {role} layout must be a string ("NCHW" or "NCHW<block>c")')
+        layout_block(name.data)
+        names[role] = name.data
+    return ActivationLayouts(**names)
 
 
 def parse_schedule(attr: DictionaryAttr) -> ConvSchedule:
@@ -161,4 +255,11 @@ def parse_schedule(attr: DictionaryAttr) -> ConvSchedule:
         raise ScheduleError(
             f"schedule: parallel loops must be the outermost ones, in order ({', '.join(effective[: len(parallel)])})"
         )
-    return ConvSchedule(tiles, order, vectorize, unroll, parallel)
+    layout = _layouts(entries["layout"]) if "layout" in entries else None
+    return ConvSchedule(tiles, order, vectorize, unroll, parallel, layout)
+
+
+def conv_layouts(attr: DictionaryAttr | None) -> ActivationLayouts:
+    """The activation layouts of a convolution whose `schedule` property is
+    `attr` (None: no schedule, NCHW)."""
+    return ActivationLayouts() if attr is None else parse_schedule(attr).layouts

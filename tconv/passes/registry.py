@@ -24,6 +24,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "tconv-parallel": _loader("classical.schedule", "ParallelPass"),
     "tconv-fold-bn": _loader("classical.fold_bn", "FoldBatchNormPass"),
     "tconv-fuse": _loader("classical.fuse", "FusePass"),
+    "tconv-pack": _loader("classical.pack", "PackPass"),
     "tconv-group": _loader("nas.group", "GroupPass"),
     "tconv-bottleneck": _loader("nas.bottleneck", "BottleneckPass"),
     "tconv-bottleneck-block": _loader("nas.bottleneck_block", "BottleneckBlockPass"),

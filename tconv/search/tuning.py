@@ -37,7 +37,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +45,9 @@ from xdsl.dialects.builtin import ModuleOp
 
 from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp, shape_of
-from tconv.ir.schedule import ConvSchedule
+from tconv.ir.schedule import ConvSchedule, parse_schedule
 from tconv.ir.shapes import window_output
+from tconv.passes.classical.pack import layout_fits
 
 Knobs = tuple[int, ...]
 """A schedule's knobs as integers, in the order of KNOB_NAMES:
@@ -169,8 +170,12 @@ def target_key(threads: int) -> str:
 
 
 def tunable_convs(module: ModuleOp) -> list[Conv2dOp]:
-    """Convolutions the templates tune: those without a schedule of their own."""
-    return [op for op in module.walk() if isinstance(op, Conv2dOp) and op.schedule is None]
+    """Convolutions the templates tune: those without a loop schedule of
+    their own (a `layout` alone, from `tconv-pack`, leaves the loops open)."""
+    return [
+        op for op in module.walk()
+        if isinstance(op, Conv2dOp) and (op.schedule is None or not parse_schedule(op.schedule).transforms_loops)
+    ]
 
 
 class TuningDatabase:
@@ -402,7 +407,15 @@ def apply_tuning(module: ModuleOp, database: TuningDatabase, threads: int) -> in
         workload = workload_of(conv)
         best = database.best(workload, target)
         if best is not None:
-            conv.properties["schedule"] = schedule_of(workload, best[0]).to_attr()
+            # The knobs replace the loop schedule; where the activations are
+            # stored (`tconv-pack`) was agreed with the neighbours and stays,
+            # so knobs that cannot keep it are not applied.
+            previous = conv.schedule
+            layout = parse_schedule(previous).layout if previous is not None else None
+            conv.properties["schedule"] = replace(schedule_of(workload, best[0]), layout=layout).to_attr()
+            if layout is not None and not layout_fits(conv, layout):
+                conv.properties["schedule"] = previous
+                continue
             applied += 1
     return applied
 

@@ -102,8 +102,10 @@ def default_conv2d_schedule(in_group: int, out_group: int, out_width: int, unit:
 def conv2d_schedule(schedule: ConvSchedule | None, in_group: int, out_group: int, out_width: int,
                     unit: VectorUnit) -> NestSchedule:
     """How a convolution runs: its own schedule (completed from the template
-    when it only tiles oc and ow), or the default."""
-    if schedule is None:
+    when it only tiles oc and ow), or the default (also for a schedule with
+    only a `layout` entry; packed layouts themselves are refused before, by
+    `ProgramBuilder.refuse_layouts`)."""
+    if schedule is None or not schedule.transforms_loops:
         return default_conv2d_schedule(in_group, out_group, out_width, unit)
     tiles = dict(schedule.tiles)
     knobs_only = (

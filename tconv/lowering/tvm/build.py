@@ -12,6 +12,12 @@ one PrimFunc, called several times. `build_kernels` compiles them.
 `TvmNetwork` executes a program through the TVM runtime from Python: the
 path the tests use until the C runtime runs artifacts.
 
+A convolution whose schedule stores its input or output in channel blocks
+(`layout`, written by `tconv-pack`) reads and writes them so, the residual
+of its epilogue in its output's layout; every other kernel reads and writes
+NCHW, and each read is checked against the layout its tensor is stored in
+(`ProgramBuilder.value`): a disagreement is a located `LoweringError`.
+
 Kernels are compiled for the shapes in the IR, batch included: unlike the
 reference executor, a compiled network runs on exactly the batch it was
 built for (`tconv-set-batch` changes it).
@@ -46,7 +52,7 @@ from tconv.ir.ops import (
     shape_of,
 )
 from tconv.ir.params import bind_params
-from tconv.ir.schedule import parse_schedule
+from tconv.ir.schedule import NCHW, ActivationLayouts, ScheduleError, parse_schedule
 from tconv.lowering.program_builder import ProgramBuilder
 from tconv.lowering.tvm import ops, schedule_cpu
 from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, template_blocking
@@ -70,13 +76,15 @@ class KernelSpec:
     comes last and is added by the lowering). `compute` builds the result
     from one placeholder per input; `schedule` schedules the PrimFunc on a
     CPU. `key` identifies the computation: two specs with equal keys compile
-    to the same kernel."""
+    to the same kernel. `layout`: how the kernel stores its result (NCHW, or
+    NCHW[b]c for a convolution whose schedule says so)."""
 
     kind: str
     args: list[int]
     compute: Callable[[list[te.Tensor]], te.Tensor]
     schedule: Callable[[tvm.tirx.PrimFunc], tvm.tirx.PrimFunc]
     key: tuple
+    layout: str = NCHW
 
 
 def _ints(attr) -> tuple[int, ...]:
@@ -95,6 +103,7 @@ class _Lowering(ProgramBuilder):
 
     backend = "tvm lowering"
     error = LoweringError
+    honours_layouts = True
 
     def __init__(self, target: Target) -> None:
         super().__init__()
@@ -108,12 +117,13 @@ class _Lowering(ProgramBuilder):
     def lower(self, group: KernelGroup) -> None:
         """Append the call of `group`'s kernel, building the kernel unless an
         identical one exists, and the activation it writes."""
+        self.reader = group.anchor
         spec = self.spec(group)
         result = group.result
-        output = self.new_tensor("activation", shape_of(result), f"%{len(self.program.calls)}")
+        output = self.new_activation(shape_of(result), spec.layout, f"%{len(self.program.calls)}", group.anchor)
         self.value_ids[result] = output
         input_shapes = tuple(self.program.tensors[i].shape for i in spec.args)
-        key = (spec.kind, input_shapes, spec.key)
+        key = (spec.kind, input_shapes, spec.key, spec.layout)
         if key not in self.functions:
             symbol = f"k{len(self.functions)}_{spec.kind}"
             self.functions[key] = (symbol, self.primfunc(spec, input_shapes, symbol))
@@ -188,13 +198,16 @@ class _Lowering(ProgramBuilder):
     def window(self, kind, operand, compute, key) -> KernelSpec:
         return KernelSpec(kind, [self.value(operand)], compute, schedule_cpu.schedule_window, key)
 
-    def _epilogue_args(self, group: KernelGroup, bias_id: int | None) -> tuple[list[int], bool, bool]:
-        """The epilogue's tensor ids (bias, residual, each where present)."""
+    def _epilogue_args(
+        self, group: KernelGroup, bias_id: int | None, layout: str = NCHW
+    ) -> tuple[list[int], bool, bool]:
+        """The epilogue's tensor ids (bias, residual, each where present); the
+        residual is read in `layout`, the output's."""
         args = []
         if bias_id is not None:
             args.append(bias_id)
         if group.residual is not None:
-            args.append(self.value(group.residual))
+            args.append(self.value(group.residual, layout, "the residual of its fused add"))
         return args, bias_id is not None, group.residual is not None
 
     def conv2d_variant(
@@ -205,13 +218,19 @@ class _Lowering(ProgramBuilder):
         `depthwise_conv2d` (one input channel per output channel),
         `pointwise_conv2d` (1×1, unit strides, no padding, on images whose
         positions tile better than their rows) or the general `conv2d`. A
-        schedule in the IR picks the general kernel's knobs (`conv_schedule`)."""
+        schedule in the IR picks the general kernel's knobs (`conv_schedule`);
+        an output stored in channel blocks fixes the channel block."""
         out_height, out_width = out_size
         schedule = parse_schedule(op.schedule) if op.schedule is not None else None
         depthwise = group_channels == 1 and out_group == 1
         if schedule is not None and self.gpu:
             raise LoweringError(located(op, "tvm backend: schedules of cuda kernels are not honoured yet"))
+        layouts = schedule.layouts if schedule is not None else ActivationLayouts()
+        loops = schedule if schedule is not None and schedule.transforms_loops else None
         shape = dict(out_height=out_height, kernel=tuple(kernel))
+        if layouts.packed:
+            return self.packed_variant(op, loops, layouts, out_group, kernel, strides, padding, out_size)
+        schedule = loops
         if depthwise:
             if self.gpu:
                 return "depthwise_conv2d", ConvBlocking(1, 1)
@@ -226,6 +245,47 @@ class _Lowering(ProgramBuilder):
         blocking = schedule_cpu.conv2d_blocking(groups, out_group, out_width, self.unit, **shape)
         blocking = self.honour(op, schedule, groups, out_group, blocking)
         return "conv2d", replace(blocking, skew_planes=schedule_cpu.skews_planes(*in_size, padding))
+
+    def packed_variant(
+        self, op: Conv2dOp, schedule, layouts: ActivationLayouts, out_channels: int, kernel, strides, padding,
+        out_size,
+    ) -> tuple[str, ConvBlocking]:
+        """`conv2d_variant` for a convolution with an activation in channel
+        blocks: the direct template or the pointwise kernel, the channel block
+        the output's block (where the output is packed). Located errors
+        for what these kernels cannot do."""
+        groups = op.groups.value.data
+        if groups != 1:
+            raise LoweringError(located(op, (
+                "tvm backend: packed layouts are honoured for ungrouped convolutions only, "
+                f"this one has groups {groups}"
+            )))
+        try:
+            layouts.check_channels(shape_of(op.input)[1], out_channels)
+        except ScheduleError as err:
+            raise LoweringError(located(op, f"tvm backend: {err}")) from None
+        out_height, out_width = out_size
+        block = layouts.output_block
+        tile = schedule.factor("oc") if schedule is not None else None
+        if block is not None and tile is not None and (tile % block or out_channels % tile):
+            raise LoweringError(located(op, (
+                f"tvm backend: cannot honour this schedule: the output layout {layouts.output} needs a channel "
+                f"block that is a multiple of {block} and divides the {out_channels} channels, the schedule tiles "
+                f"oc by {tile}"
+            )))
+        if schedule is None and ops.is_pointwise(kernel, strides, padding) and schedule_cpu.tiles_positions(
+            1, out_channels, out_height, out_width, self.unit, block
+        ):
+            positions = out_height * out_width
+            return "pointwise_conv2d", schedule_cpu.channel_blocking(1, out_channels, positions, self.unit, block)
+        blocking = schedule_cpu.channel_blocking(1, out_channels, out_width, self.unit, block)
+        blocking = self.honour(op, schedule, 1, out_channels, blocking)
+        if blocking.vector != "oc":
+            raise LoweringError(located(op, (
+                "tvm backend: cannot honour this schedule: an activation in channel blocks needs the direct "
+                "template (a vector of output channels), not GSPC"
+            )))
+        return "conv2d", blocking
 
     @staticmethod
     def honour(op: Conv2dOp, schedule, groups: int, out_group: int, blocking: ConvBlocking,
@@ -250,10 +310,18 @@ class _Lowering(ProgramBuilder):
             op, groups, out_group, group_channels, (kh, kw), strides, padding, shape_of(op.input)[2:],
             (out_height, out_width),
         )
+        layouts = parse_schedule(op.schedule).layouts if op.schedule is not None else ActivationLayouts()
+        output_block = layouts.output_block
         if kind == "depthwise_conv2d":
             transform, attributes = "depthwise_weight", {"block": blocking.block}
             packed_shape = (blocks(out_channels, blocking.block), kh, kw, blocking.block)
             label = f"CBxKHxKWx{blocking.block}"
+        elif layouts.input_block is not None:
+            in_block, block = layouts.input_block, blocking.block
+            transform = "conv2d_weight"
+            attributes = {"groups": groups, "block": block, "in_block": in_block}
+            packed_shape = (1, blocks(out_group, block), group_channels // in_block, kh, kw, in_block, block)
+            label = f"1xOBxCBxKHxKWx{in_block}x{block}"
         else:
             transform, attributes = "conv2d_weight", {"groups": groups, "block": blocking.block}
             packed_shape = (groups, blocks(out_group, blocking.block), group_channels, kh, kw, blocking.block)
@@ -261,26 +329,32 @@ class _Lowering(ProgramBuilder):
         weight_id, bias_id = self.weight_and_bias(
             group, op.weight, op.bias, transform, attributes, packed_shape, label
         )
-        epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id)
+        input_id = self.value(op.input, layouts.input, "its input")
+        epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id, layouts.output)
         activation = group.activation_name
+        packed_output = output_block is not None
 
         def compute(t: list[te.Tensor]) -> te.Tensor:
             epilogue = _epilogue(t[2:], has_bias, has_residual, activation)
             if kind == "depthwise_conv2d":
                 return ops.depthwise_conv2d(t[0], t[1], strides, padding, dilations, blocking, epilogue)
             if kind == "pointwise_conv2d":
-                return ops.pointwise_conv2d(t[0], t[1], out_channels, blocking, epilogue)
-            return ops.conv2d(t[0], t[1], out_channels, strides, padding, dilations, blocking, epilogue)
+                return ops.pointwise_conv2d(t[0], t[1], out_channels, blocking, epilogue, output_block)
+            return ops.conv2d(
+                t[0], t[1], out_channels, strides, padding, dilations, blocking, epilogue, output_block
+            )
 
         def schedule(function: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
             if kind == "depthwise_conv2d":
                 return schedule_cpu.schedule_depthwise_conv2d(function, blocking)
             if kind == "pointwise_conv2d":
-                return schedule_cpu.schedule_pointwise_conv2d(function, groups, blocking)
-            return schedule_cpu.schedule_conv2d(function, groups, blocking)
+                return schedule_cpu.schedule_pointwise_conv2d(
+                    function, groups, blocking, packed_output=packed_output
+                )
+            return schedule_cpu.schedule_conv2d(function, groups, blocking, packed_output=packed_output)
 
         key = (strides, padding, dilations, groups, out_channels, blocking, has_bias, has_residual, activation)
-        return KernelSpec(kind, [self.value(op.input), weight_id, *epilogue_args], compute, schedule, key)
+        return KernelSpec(kind, [input_id, weight_id, *epilogue_args], compute, schedule, key, layouts.output)
 
     def dense(self, group: KernelGroup) -> KernelSpec:
         op = group.anchor

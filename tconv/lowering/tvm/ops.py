@@ -3,7 +3,12 @@
 Each function takes `te.Tensor` operands (placeholders, usually) and the op's
 attributes as plain Python values, and returns the result tensor; what it
 computes is what `tconv.runtime.reference` computes for the op (see the op
-docstrings in `tconv.ir.ops`). Activations are NCHW (NC after `flatten`).
+docstrings in `tconv.ir.ops`). Activations are NCHW (NC after `flatten`),
+except where a convolution's schedule stores them in channel blocks
+(`tconv.ir.schedule`, NCHW[b]c: N x C/b x H x W x b): `conv2d` and
+`pointwise_conv2d` read such an input (a 5-d tensor) and write such an
+output (`output_block`), the residual of their epilogue in the output's
+layout.
 
 The computes of the weighted ops read their weights *packed*, in the layouts
 of `tconv.lowering.tvm.packing`, and finish with an `Epilogue` (bias, then a
@@ -12,7 +17,7 @@ batch-norm, an add and a ReLU is one loop nest writing one tensor.
 
 Stage names are part of the contract with the schedules: a convolution is the
 stages `pad` (the padded input; absent where nothing is padded), `conv` (the
-blocked accumulation) and `output` (the epilogue, in NCHW); dense is `dense`
+blocked accumulation) and `output` (the epilogue, in NCHW or NCHW[b]c); dense is `dense`
 then `output`; pooling is `window_sum` (average pooling only) then `output`;
 every other op is one stage named `output`.
 """
@@ -156,6 +161,85 @@ def pad_input(
     )
 
 
+def pad_packed_input(data: te.Tensor, padding: Sequence[int], min_width: int = 0) -> te.Tensor:
+    """`pad_input` for data in channel blocks (N x CB x H x W x b): the padded
+    N x CB x Hp x Wp x b, or `data` itself where nothing is added."""
+    n, cb, h, w, b = _dims(data)
+    top, left, bottom, right = padding
+    width = max(w + left + right, min_width)
+    if not (top or left or bottom) and width == w:
+        return data
+    return te.compute(
+        (n, cb, h + top + bottom, width, b),
+        lambda bt, c, y, x, ci: tirx.if_then_else(
+            tirx.all(y >= top, y < top + h, x >= left, x < left + w),
+            data[bt, c, y - top, x - left, ci],
+            _zero(),
+        ),
+        name="pad",
+    )
+
+
+def activation_dims(data: te.Tensor) -> tuple[int, int, int, int, int | None]:
+    """(N, C, H, W, block) of an activation stored NCHW (block None) or in
+    channel blocks, N x C/b x H x W x b (block b)."""
+    dims = _dims(data)
+    if len(dims) == 5:
+        n, cb, h, w, b = dims
+        return n, cb * b, h, w, b
+    n, c, h, w = dims
+    return n, c, h, w, None
+
+
+def _weight_dims(weight: te.Tensor, in_block: int | None) -> tuple[int, int, int, int, int, int]:
+    """(G, OB, C/G, KH, KW, block) of a conv2d weight packed by
+    `packing.pack_conv2d_weight`, for an input in channel blocks of
+    `in_block` (None: NCHW) in the layout with input-channel blocks."""
+    dims = _dims(weight)
+    if in_block is None:
+        if len(dims) != 6:
+            raise ShapeError(f"conv2d: an NCHW input needs a G x OB x C/G x KH x KW x block weight, got {dims}")
+        return dims  # type: ignore[return-value]
+    if len(dims) != 7 or dims[5] != in_block:
+        raise ShapeError(
+            f"conv2d: an input in blocks of {in_block} needs a 1 x OB x C/{in_block} x KH x KW x {in_block} x block "
+            f"weight, got {dims}"
+        )
+    groups, out_blocks, channel_blocks, kh, kw, _, block = dims
+    return groups, out_blocks, channel_blocks * in_block, kh, kw, block
+
+
+def _check_output_block(output_block: int | None, groups: int, blocking: ConvBlocking, out_channels: int) -> None:
+    if output_block is None:
+        return
+    if (
+        groups != 1 or blocking.vector != "oc" or blocking.block % output_block or out_channels % blocking.block
+    ):
+        raise ShapeError(
+            f"conv2d: an output in blocks of {output_block} needs one group and a channel vector of a multiple of "
+            f"that block dividing the channels; got groups {groups}, block {blocking.block} ({blocking.vector}), "
+            f"{out_channels} channels"
+        )
+
+
+def _packed_store(
+    acc_at, out_channels: int, p: int, q: int, n: int, output_block: int, block: int, epilogue: Epilogue
+) -> te.Tensor:
+    """The `output` stage in channel blocks: N x O/b x P x Q x b (b
+    `output_block`, dividing the accumulator's channel `block`), element
+    (b, ob, y, x, oi) the epilogue of `acc_at(b, channel block, y, x, channel
+    in block)`, indexed without divisions of the channel (so that a vector
+    of a layout block reads one accumulator vector)."""
+    parts = block // output_block
+    return te.compute(
+        (n, out_channels // output_block, p, q, output_block),
+        lambda b, ob, y, x, oi: epilogue.apply(
+            acc_at(b, ob // parts, y, x, ob % parts * output_block + oi), (b, ob, y, x, oi), ob * output_block + oi
+        ),
+        name="output",
+    )
+
+
 def pad_phases(data: te.Tensor, padding: Sequence[int], stride: int, min_height: int, min_width: int) -> te.Tensor:
     """data NxCxHxW zero-padded by (top, left, bottom, right), and further on
     the bottom and right up to `min_height` rows and `min_width` columns,
@@ -193,8 +277,9 @@ def conv2d(
     dilations: Sequence[int],
     blocking: ConvBlocking,
     epilogue: Epilogue = Epilogue(),
+    output_block: int | None = None,
 ) -> te.Tensor:
-    """Convolution of data NxCxHxW with a weight packed by
+    """Convolution of data NxCxHxW (or N x C/b x H x W x b) with a weight packed by
     `packing.pack_conv2d_weight` for `blocking` (shape G x OB x C/G x KH x KW x
     block), then the epilogue: N x out_channels x P x Q.
 
@@ -203,9 +288,19 @@ def conv2d(
     channels of the last block are computed and dropped), then `output`.
     Vectorised over columns (`blocking.vector` "ow"), `pad` is the input in
     column phases (`pad_phases`) and `conv` is N x G x OB x block x Pp x Qp,
-    Pp the output height rounded up to whole row tiles."""
-    n, channels, height, width = _dims(data)
-    groups, out_blocks, group_channels, kh, kw, block = _dims(weight)
+    Pp the output height rounded up to whole row tiles.
+
+    With data in channel blocks of b, `pad` keeps them (N x C/b x Hp x Wp x b)
+    and the reduction over input channels is two loops, blocks and channels
+    in a block. With `output_block` (one group, the channel vector, and a
+    `blocking.block` that is a multiple of `output_block` and divides the
+    channels), `output` is N x O/b x P x Q x b (b `output_block`), the
+    accumulator's tile as it is, and the residual is read in that layout."""
+    n, channels, height, width, in_block = activation_dims(data)
+    groups, out_blocks, group_channels, kh, kw, block = _weight_dims(weight, in_block)
+    if in_block is not None and (groups != 1 or blocking.vector != "oc"):
+        raise ShapeError("conv2d: an input in channel blocks needs one group and a channel vector (not GSPC)")
+    _check_output_block(output_block, groups, blocking, out_channels)
     if block != blocking.block:
         raise ShapeError(f"conv2d: weight packed with block {block}, blocking asks for {blocking.block}")
     if channels != groups * group_channels:
@@ -243,18 +338,36 @@ def conv2d(
         return te.compute((n, out_channels, p, q), store_columns, name="output")
 
     min_width = _window_extent(qp, kw, sw, dw)
-    if blocking.skew_planes:
-        min_width = max(min_width, width + left + right + 1)
-    padded = pad_input(data, padding, min_width=min_width)
-    acc = te.compute(
-        (n, groups, out_blocks, p, qp, block),
-        lambda b, g, ob, y, x, oi: te.sum(
-            padded[b, g * group_channels + rc, y * sh + ry * dh, x * sw + rx * dw]
-            * weight[g, ob, rc, ry, rx, oi],
-            axis=[rc, ry, rx],
-        ),
-        name="conv",
-    )
+    if in_block is not None:
+        padded = pad_packed_input(data, padding, min_width=min_width)
+        rco = te.reduce_axis((0, channels // in_block), name="rco")
+        rci = te.reduce_axis((0, in_block), name="rci")
+        acc = te.compute(
+            (n, groups, out_blocks, p, qp, block),
+            lambda b, g, ob, y, x, oi: te.sum(
+                padded[b, rco, y * sh + ry * dh, x * sw + rx * dw, rci]
+                * weight[g, ob, rco, ry, rx, rci, oi],
+                axis=[rco, rci, ry, rx],
+            ),
+            name="conv",
+        )
+    else:
+        if blocking.skew_planes:
+            min_width = max(min_width, width + left + right + 1)
+        padded = pad_input(data, padding, min_width=min_width)
+        acc = te.compute(
+            (n, groups, out_blocks, p, qp, block),
+            lambda b, g, ob, y, x, oi: te.sum(
+                padded[b, g * group_channels + rc, y * sh + ry * dh, x * sw + rx * dw]
+                * weight[g, ob, rc, ry, rx, oi],
+                axis=[rc, ry, rx],
+            ),
+            name="conv",
+        )
+    if output_block is not None:
+        return _packed_store(
+            lambda b, ob, y, x, oi: acc[b, 0, ob, y, x, oi], out_channels, p, q, n, output_block, block, epilogue
+        )
 
     def store(b, o, y, x):
         # With one group the channel needs no division by the group size, so the
@@ -277,6 +390,7 @@ def pointwise_conv2d(
     out_channels: int,
     blocking: ConvBlocking,
     epilogue: Epilogue = Epilogue(),
+    output_block: int | None = None,
 ) -> te.Tensor:
     """A pointwise convolution (see `is_pointwise`) of data NxCxHxW with a
     weight packed as for `conv2d` (G x OB x C/G x 1 x 1 x block), then the
@@ -285,25 +399,43 @@ def pointwise_conv2d(
     The H·W positions are one axis, so tiles of `width_tile` positions run
     across rows and small images tile as well as large ones. Stages: `conv`
     (N x G x OB x F x block, F the positions rounded up to whole tiles; the
-    extra ones read the last position and are dropped), `output`."""
-    n, channels, height, width = _dims(data)
-    groups, out_blocks, group_channels, _, _, block = _dims(weight)
+    extra ones read the last position and are dropped), `output`. Inputs
+    and outputs in channel blocks as for `conv2d`."""
+    n, channels, height, width, in_block = activation_dims(data)
+    groups, out_blocks, group_channels, _, _, block = _weight_dims(weight, in_block)
     out_group = out_channels // groups
     if blocking.vector != "oc":
         raise ShapeError("pointwise conv2d: vectorises channels; a blocking over columns is conv2d's (GSPC)")
+    if in_block is not None and groups != 1:
+        raise ShapeError("pointwise conv2d: an input in channel blocks needs one group")
+    _check_output_block(output_block, groups, blocking, out_channels)
     if groups > 1 and out_group % block:
         raise ShapeError(f"conv2d: block {block} must divide the {out_group} output channels of a group")
     positions = height * width
-    rc = te.reduce_axis((0, group_channels), name="rc")
+    if in_block is not None:
+        rco = te.reduce_axis((0, channels // in_block), name="rco")
+        rci = te.reduce_axis((0, in_block), name="rci")
 
-    def product(b, g, ob, f, oi):
-        position = tirx.min(f, positions - 1)
-        value = data[b, g * group_channels + rc, position // width, position % width]
-        return te.sum(value * weight[g, ob, rc, 0, 0, oi], axis=[rc])
+        def product(b, g, ob, f, oi):
+            position = tirx.min(f, positions - 1)
+            value = data[b, rco, position // width, position % width, rci]
+            return te.sum(value * weight[g, ob, rco, 0, 0, rci, oi], axis=[rco, rci])
+    else:
+        rc = te.reduce_axis((0, group_channels), name="rc")
+
+        def product(b, g, ob, f, oi):
+            position = tirx.min(f, positions - 1)
+            value = data[b, g * group_channels + rc, position // width, position % width]
+            return te.sum(value * weight[g, ob, rc, 0, 0, oi], axis=[rc])
 
     acc = te.compute(
         (n, groups, out_blocks, blocking.padded_width(positions), block), product, name="conv"
     )
+    if output_block is not None:
+        return _packed_store(
+            lambda b, ob, y, x, oi: acc[b, 0, ob, y * width + x, oi],
+            out_channels, height, width, n, output_block, block, epilogue,
+        )
 
     def store(b, o, y, x):
         g, og = (0, o) if groups == 1 else (o // out_group, o % out_group)

@@ -10,6 +10,12 @@ Layouts (row-major, float32):
   where ob·block + i is past the group's O/G output channels (the padded tail
   of the last block). The `block` consecutive output channels of one tap are
   contiguous, so the kernel loads them as one vector.
+- **conv2d weight for an input in channel blocks** (one group, the input
+  stored NCHW[in_block]c), `1 x OB x C/in_block x KH x KW x in_block x block`
+  ("OIHW[in_block]i[block]o"): element (0, ob, cb, y, x, j, i) is the OIHW
+  weight of output channel ob·block + i, input channel cb·in_block + j, tap
+  (y, x) (zero past the channels). The kernel walks input-channel blocks,
+  taps, then the channels of a block, so it reads this array in order.
 - **depthwise conv2d weight** (groups = C = O), `CB x KH x KW x block`:
   element (cb, y, x, i) is the OIHW weight (C x 1 x KH x KW) of channel
   cb·block + i at tap (y, x), or zero past the C channels; a tap's `block`
@@ -33,9 +39,21 @@ def blocks(extent: int, block: int) -> int:
     return -(-extent // block)
 
 
-def pack_conv2d_weight(weight: np.ndarray, groups: int, block: int) -> np.ndarray:
-    """OIHW weight (O x C/G x KH x KW) → G x OB x C/G x KH x KW x block (see above)."""
+def pack_conv2d_weight(weight: np.ndarray, groups: int, block: int, in_block: int | None = None) -> np.ndarray:
+    """OIHW weight (O x C/G x KH x KW) → G x OB x C/G x KH x KW x block, or
+    with `in_block` (one group) 1 x OB x C/in_block x KH x KW x in_block x
+    block (see above)."""
     out_channels, group_channels, kh, kw = weight.shape
+    if in_block is not None:
+        if groups != 1 or group_channels % in_block:
+            raise ValueError(
+                f"pack_conv2d_weight: input blocks of {in_block} need one group and channels they divide, "
+                f"got groups {groups}, {group_channels} input channels"
+            )
+        packed = pack_conv2d_weight(weight, 1, block)  # 1 x OB x C x KH x KW x block
+        _, out_blocks, _, _, _, _ = packed.shape
+        packed = packed.reshape(1, out_blocks, group_channels // in_block, in_block, kh, kw, block)
+        return np.ascontiguousarray(packed.transpose(0, 1, 2, 4, 5, 3, 6))
     if out_channels % groups:
         raise ValueError(f"pack_conv2d_weight: {out_channels} output channels not divisible by groups {groups}")
     out_group = out_channels // groups

@@ -14,7 +14,9 @@ A `KernelProgram` holds
       by `recipe` (packed, batch-norm-folded weights and biases); an artifact
       writer calls `program.materialize(params)` to get them;
     - `activation`: written by exactly one call, read by later ones; these
-      are what a memory planner places in the arena.
+      are what a memory planner places in the arena. An activation a
+      convolution stores in channel blocks (NCHW[b]c) has the shape it is
+      stored in, N x C/b x H x W x b: the same bytes as NCHW.
 - `calls`: the kernels in execution order. `KernelCall.args` are tensor ids
   in the order of the kernel's parameters: the tensors it reads, then the one
   tensor it writes, last. A kernel writes every element of its output and
@@ -171,7 +173,11 @@ def _folded(recipe: Recipe, params: Mapping[str, np.ndarray]) -> tuple[np.ndarra
 
 def _conv2d_weight(recipe, params):
     weight, _ = _folded(recipe, params)
-    return pack_conv2d_weight(weight, int(recipe.attribute("groups")), int(recipe.attribute("block")))
+    in_block = dict(recipe.attributes).get("in_block")
+    return pack_conv2d_weight(
+        weight, int(recipe.attribute("groups")), int(recipe.attribute("block")),
+        None if in_block is None else int(in_block),
+    )
 
 
 def _depthwise_weight(recipe, params):
@@ -212,9 +218,10 @@ TRANSFORMS = {
 }
 """Every recipe transform:
 
-- `conv2d_weight` {weight, [scale, shift, mean, var]} (groups, block, [epsilon]):
-  the weight, batch-norm folded if the statistics are given, packed by
-  `packing.pack_conv2d_weight`;
+- `conv2d_weight` {weight, [scale, shift, mean, var]} (groups, block,
+  [in_block], [epsilon]): the weight, batch-norm folded if the statistics
+  are given, packed by `packing.pack_conv2d_weight` (for an input in
+  channel blocks of `in_block` where given);
 - `depthwise_weight`, `dense_weight` {weight, [scale, ...]} (block,
   [epsilon]): the same for depthwise convolutions and dense layers, packed
   by `packing.pack_depthwise_weight` and `packing.pack_dense_weight`;

@@ -11,6 +11,13 @@ kernel taps and tile columns are unrolled. The blocking is chosen per shape from
 `conv2d_blocking` and shapes the compute (the weight's packing, the padded
 width), so it is fixed before the compute is built.
 
+An activation stored in channel blocks (NCHW[b]c, the `layout` of a
+convolution's schedule) changes only the ends of that nest: a packed output
+is the register tile as it is (unrolled columns × a vector of `block`
+channels, stored without the transpose), and a packed input's channels are
+two reduction loops, blocks outside the taps and the channels of a block
+inside them, so the broadcasts of one tap read one cache line.
+
 A depthwise convolution has one input channel per output channel, so its
 vector is a block of channels, read from a channel-blocked copy of the input
 (NCHW[block]c, made in the kernel) with no gathers whatever the stride.
@@ -90,18 +97,34 @@ def tile_efficiency(block: int, width_tile: int, out_group: int, out_width: int,
     return useful * accumulators / (FMA_PORTS * cycles)
 
 
-def channel_blocking(groups: int, out_group: int, out_width: int, unit: VectorUnit) -> ConvBlocking:
+def packed_channel_blocks(out_channels: int, layout_block: int, lanes: int) -> list[int]:
+    """The channel blocks of a convolution whose output is stored in blocks
+    of `layout_block`: those of `_channel_blocks` that are multiples of it
+    and divide the channels (a tile stores whole layout blocks, no tail),
+    else the layout block itself."""
+    fits = [b for b in _channel_blocks(1, out_channels, lanes) if b % layout_block == 0 and out_channels % b == 0]
+    return fits or [layout_block]
+
+
+def channel_blocking(
+    groups: int, out_group: int, out_width: int, unit: VectorUnit, layout_block: int | None = None,
+) -> ConvBlocking:
     """The direct template's blocking of a convolution with `groups` groups
     of `out_group` output channels and `out_width` output columns: of the
     channel blocks the groups allow (one or two vectors, see
     `_channel_blocks`) and the column tiles that fit the accumulator budget,
     the most efficient by `tile_efficiency`; on a tie, the one wasting the
     fewest columns, then the larger tile (fewer reloads of inputs and
-    weights)."""
+    weights). With `layout_block` (an ungrouped convolution whose output is
+    stored in blocks of it), the blocks of `packed_channel_blocks`."""
     lanes = unit.lanes
     budget = accumulator_budget(unit)
     candidates = []
-    for block in _channel_blocks(groups, out_group, lanes):
+    if layout_block is None:
+        choices = _channel_blocks(groups, out_group, lanes)
+    else:
+        choices = packed_channel_blocks(out_group, layout_block, lanes)
+    for block in choices:
         vectors = -(-block // lanes)
         for width_tile in range(1, min(out_width, max(1, budget // vectors)) + 1):
             efficiency = tile_efficiency(block, width_tile, out_group, out_width, lanes)
@@ -129,16 +152,17 @@ def vectorizes_columns(groups: int, out_group: int, unit: VectorUnit) -> bool:
 
 def conv2d_blocking(
     groups: int, out_group: int, out_width: int, unit: VectorUnit,
-    *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3),
+    *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3), layout_block: int | None = None,
 ) -> ConvBlocking:
     """The blocking of a convolution with `groups` groups of `out_group`
     output channels, `out_height` × `out_width` outputs (square where the
     height is not given) and a `kernel` window: GSPC's where
     `vectorizes_columns` (`schedule_gspc.gspc_blocking`), else the direct
-    template's (`channel_blocking`)."""
-    if vectorizes_columns(groups, out_group, unit):
+    template's (`channel_blocking`, for an output stored in blocks of
+    `layout_block` where given)."""
+    if layout_block is None and vectorizes_columns(groups, out_group, unit):
         return _gspc().gspc_blocking(out_group, out_height or out_width, out_width, kernel, unit)
-    return channel_blocking(groups, out_group, out_width, unit)
+    return channel_blocking(groups, out_group, out_width, unit, layout_block)
 
 
 L1_WAY_BYTES = 4096
@@ -154,7 +178,10 @@ def skews_planes(height: int, width: int, padding) -> bool:
     return not any(padding) and (height * width * 4) % L1_WAY_BYTES == 0
 
 
-def tiles_positions(groups: int, out_group: int, out_height: int, out_width: int, unit: VectorUnit) -> bool:
+def tiles_positions(
+    groups: int, out_group: int, out_height: int, out_width: int, unit: VectorUnit,
+    layout_block: int | None = None,
+) -> bool:
     """Whether a pointwise convolution (`ops.is_pointwise`) should tile its
     flattened H·W positions rather than its rows: where that tiles better by
     `tile_efficiency`, which is on small images (7×7, 14×14), whose rows fit
@@ -165,7 +192,7 @@ def tiles_positions(groups: int, out_group: int, out_height: int, out_width: int
         return False  # GSPC tiles rows and columns; the pointwise kernel has no column vectors
 
     def efficiency(columns: int) -> float:
-        blocking = channel_blocking(groups, out_group, columns, unit)
+        blocking = channel_blocking(groups, out_group, columns, unit, layout_block)
         return tile_efficiency(blocking.block, blocking.width_tile, out_group, columns, unit.lanes)
 
     return efficiency(out_height * out_width) > efficiency(out_width) + 1e-3
@@ -228,12 +255,15 @@ def _stage(sch: Schedule, name: str):
 
 
 def _schedule_pad(sch: Schedule) -> None:
-    """The padding copy, if the kernel has one: parallel over batch and channels."""
+    """The padding copy, if the kernel has one: parallel over batch and
+    channels (channel blocks, each a vector, for a packed input)."""
     pad = _stage(sch, "pad")
     if pad is None:
         return
-    n, c, _, _ = sch.get_loops(pad)
-    sch.parallel(sch.fuse(n, c))
+    loops = sch.get_loops(pad)
+    sch.parallel(sch.fuse(*loops[:2]))
+    if len(loops) == 5:
+        sch.vectorize(loops[4])
 
 
 def relayout_output(sch: Schedule, index_map) -> Schedule:
@@ -260,6 +290,25 @@ def channel_split(sch: Schedule, groups: int, block: int):
     return lambda o: (o // out_group, o % out_group // block, o % block)
 
 
+def packed_output_blocks(sch: Schedule, block: int, position):
+    """The output of an ungrouped convolution stored in channel blocks (N x
+    O/b x P x Q x b), its channels in compute blocks of `block` (a multiple
+    of b): (the schedule, the batch, compute-block and `position(y, x)`
+    loops, the layout blocks of a compute block (where there are several)
+    and the channel-in-layout-block loop). `position` maps row and column to
+    the spatial variables kept (both, or one flattened position)."""
+    loops = sch.get_loops(sch.get_sblock("output"))
+    layout_block = sch.get(loops[4]).extent.value
+    parts = block // layout_block
+    if parts > 1:
+        sch = relayout_output(sch, lambda b, o, y, x, i: (b, o // parts, *position(y, x), o % parts, i))
+    elif len(position(0, 0)) == 1:
+        sch = relayout_output(sch, lambda b, o, y, x, i: (b, o, *position(y, x), i))
+    loops = sch.get_loops(sch.get_sblock("output"))
+    spatial = len(position(0, 0))
+    return sch, loops[: 2 + spatial], loops[2 + spatial:]
+
+
 def outer_loops(sch: Schedule, leading: int):
     """The output's loops as (batch·group·channel-block loops, channel-in-block
     loop, the rest), the first `leading` loops split off as they come."""
@@ -282,7 +331,17 @@ def output_channel_blocks(sch: Schedule, groups: int, block: int):
     return sch, [n, ob], inner, [p, q]
 
 
-def schedule_conv2d(function: PrimFunc, groups: int, blocking: ConvBlocking) -> PrimFunc:
+def _reductions(sch: Schedule, conv, spatial: int) -> tuple[list, list]:
+    """The accumulation's loops after its `spatial` innermost data-parallel
+    ones (column, channel), split into (those, the reduction loops)."""
+    loops = sch.get_loops(conv)
+    count = sum(1 for var in sch.get(conv).iter_vars if var.iter_type == tirx.IterVar.CommReduce)
+    return loops[-(spatial + count):-count], loops[-count:]
+
+
+def schedule_conv2d(
+    function: PrimFunc, groups: int, blocking: ConvBlocking, *, packed_output: bool = False,
+) -> PrimFunc:
     """Register-blocked direct convolution (see the module docstring).
 
     Loop nest: parallel(batch·group·channel-block·row) → column tile →
@@ -290,19 +349,35 @@ def schedule_conv2d(function: PrimFunc, groups: int, blocking: ConvBlocking) -> 
     vector of `block` channels] → epilogue of the tile. The accumulator is a
     `local` buffer of one tile, so LLVM keeps it in registers. A blocking
     that vectorises columns (`vector` "ow") gets the GSPC schedule instead
-    (`schedule_gspc`)."""
+    (`schedule_gspc`). With `packed_output` (`output` N x O/block x P x Q x
+    block) the epilogue stores the tile's columns as vectors of channels;
+    with an input in channel blocks, the input channels are two loops:
+    for block, tap row, tap column, channel in block (two at a time)."""
     if blocking.vector == "ow":
         return _gspc().schedule_conv2d_columns(function, groups, blocking)
-    sch, outer, oi, (p, q) = output_channel_blocks(Schedule(function), groups, blocking.block)
+    if packed_output:
+        sch, (n, ob, p, q), parts = packed_output_blocks(Schedule(function), blocking.block, lambda y, x: (y, x))
+        outer, oi = [n, ob], parts[-1]
+    else:
+        sch, outer, oi, (p, q) = output_channel_blocks(Schedule(function), groups, blocking.block)
     conv = sch.get_sblock("conv")
     qo, qi = sch.split(q, [None, blocking.width_tile])
-    sch.reorder(*outer, p, qo, oi, qi)
+    sch.reorder(*outer, p, qo, *((*parts[:-1], qi, oi) if packed_output else (oi, qi)))
     sch.set_scope(conv, 0, "local")
     sch.compute_at(conv, qo, preserve_unit_loops=True)
     sch.parallel(sch.fuse(*outer, p))
 
-    column, channel, rc, ry, rx = sch.get_loops(conv)[-5:]
-    sch.reorder(rc, ry, rx, column, channel)
+    (column, channel), reductions = _reductions(sch, conv, 2)
+    if len(reductions) == 4:  # input in channel blocks
+        rc, rci, ry, rx = reductions
+        sch.reorder(rc, ry, rx, rci, column, channel)
+        if sch.get(rci).extent.value % 2 == 0:
+            # Two channels of a block per iteration: half the loop overhead inside the
+            # unrolled taps (measured on AVX2, 1 thread: 3-5% on ResNet's 3×3 layers).
+            sch.unroll(sch.split(rci, [None, 2])[1])
+    else:
+        rc, ry, rx = reductions
+        sch.reorder(rc, ry, rx, column, channel)
     sch.unroll(column)
     sch.vectorize(channel)
     kh, kw = sch.get(ry).extent.value, sch.get(rx).extent.value
@@ -311,24 +386,36 @@ def schedule_conv2d(function: PrimFunc, groups: int, blocking: ConvBlocking) -> 
     if blocking.unroll_kw:
         sch.unroll(rx)
     sch.decompose_reduction(conv, rc)
-    # The epilogue stores rows of the tile as vectors along the NCHW width (the
-    # tile is transposed in registers): a third faster where few input
-    # channels leave the epilogue a large share of the work, the same elsewhere.
-    sch.unroll(oi)
-    sch.vectorize(qi)
+    if packed_output:
+        # The tile as it is: each column's channels of a layout block one vector store.
+        for loop in (*parts[:-1], qi):
+            sch.unroll(loop)
+        sch.vectorize(oi)
+    else:
+        # The epilogue stores rows of the tile as vectors along the NCHW width (the
+        # tile is transposed in registers): a third faster where few input
+        # channels leave the epilogue a large share of the work, the same elsewhere.
+        sch.unroll(oi)
+        sch.vectorize(qi)
     _schedule_pad(sch)
     return sch.mod["main"]
 
 
-def schedule_pointwise_conv2d(function: PrimFunc, groups: int, blocking: ConvBlocking) -> PrimFunc:
+def schedule_pointwise_conv2d(
+    function: PrimFunc, groups: int, blocking: ConvBlocking, *, packed_output: bool = False,
+) -> PrimFunc:
     """`schedule_conv2d` for `ops.pointwise_conv2d`, over the flattened
     positions: parallel(batch·group·channel-block·position tile) → [init; for
     input channel: unrolled tile positions × vector of `block` channels] →
-    epilogue, stored as vectors along the positions."""
+    epilogue, stored as vectors along the positions (or, with
+    `packed_output`, each position's channels one vector)."""
     sch = Schedule(function)
     width = sch.get(sch.get_loops(sch.get_sblock("output"))[3]).extent.value
     # One variable for the positions, y·W + x, and with groups, the channel split.
-    if groups > 1:
+    if packed_output:
+        sch, (n, ob, position), parts = packed_output_blocks(sch, blocking.block, lambda y, x: (y * width + x,))
+        outer, oi = [n, ob], parts[-1]
+    elif groups > 1:
         split = channel_split(sch, groups, blocking.block)
         sch = relayout_output(sch, lambda b, o, y, x: (b, *split(o), y * width + x))
         outer, oi, (position,) = outer_loops(sch, len(split(0)) + 1)
@@ -339,18 +426,23 @@ def schedule_pointwise_conv2d(function: PrimFunc, groups: int, blocking: ConvBlo
         outer = [n, ob]
     conv = sch.get_sblock("conv")
     fo, fi = sch.split(position, [None, blocking.width_tile])
-    sch.reorder(*outer, fo, oi, fi)
+    sch.reorder(*outer, fo, *((*parts[:-1], fi, oi) if packed_output else (oi, fi)))
     sch.set_scope(conv, 0, "local")
     sch.compute_at(conv, fo, preserve_unit_loops=True)
     sch.parallel(sch.fuse(*outer, fo))
 
-    column, channel, rc = sch.get_loops(conv)[-3:]
-    sch.reorder(rc, column, channel)
+    (column, channel), reductions = _reductions(sch, conv, 2)
+    sch.reorder(*reductions, column, channel)
     sch.unroll(column)
     sch.vectorize(channel)
-    sch.decompose_reduction(conv, rc)
-    sch.unroll(oi)
-    sch.vectorize(fi)
+    sch.decompose_reduction(conv, reductions[0])
+    if packed_output:
+        for loop in (*parts[:-1], fi):
+            sch.unroll(loop)
+        sch.vectorize(oi)
+    else:
+        sch.unroll(oi)
+        sch.vectorize(fi)
     return sch.mod["main"]
 
 
