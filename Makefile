@@ -27,7 +27,7 @@ test: $(STAMP)
 
 # Not part of CI: timings need a quiet machine (see bench/suite.py).
 bench: $(STAMP)
-	$(BIN)/python bench/suite.py -o build/bench.md
+	$(BIN)/python bench/suite.py --tune 20 -o build/bench.md
 
 clean:
 	rm -rf $(VENV) build

@@ -6,7 +6,10 @@ measurement, not a test).
     .venv/bin/python bench/suite.py --kernels --threads 2 --rounds 3
 
 tconv runs compiled artifacts on the C runtime, zero-copy (input written into
-the arena, `execute()`), its thread count set per measurement. PyTorch runs
+the arena, `execute()`), its thread count set per measurement, its
+convolutions scheduled from the tuning database (`--tuning`, default the
+cache's; `--tune SECONDS` first tunes each case's workloads into it, at the
+largest thread count, which the 1-thread rows reuse). PyTorch runs
 the same convolution with a pre-allocated output (`aten.convolution.out`)
 and whole networks through `tconv.runtime.torch_executor` (eager torch, one
 op at a time, as a user would run the model); ONNX Runtime runs the ONNX
@@ -170,6 +173,16 @@ def conv_network(channels, size, out_channels, kernel, stride, groups):
     )
 
 
+def apply_database(module, database, threads: int, tune_s: float) -> None:
+    """Tune `module`'s workloads for `tune_s` seconds (if any), then give its
+    convolutions their best recorded schedules."""
+    from tconv.search.tuning import apply_tuning, tune
+
+    if tune_s > 0:
+        tune(module, database, tune_s, threads)
+    apply_tuning(module, database, threads)
+
+
 def measure(name, module, params, torch_runner, thread_counts, peaks, rounds) -> list[Row]:
     import torch
     from tconv.search.timing import OrtRunner, interleaved_medians
@@ -211,16 +224,26 @@ def main() -> int:
     parser.add_argument("--kernels", action="store_true", help="single convolutions only")
     parser.add_argument("--networks", action="store_true", help="whole networks only")
     parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
+    parser.add_argument("--peak-size", type=int, default=4096, help="the sgemm's matrix size (default: 4096)")
+    parser.add_argument("--tuning", metavar="PATH", help="tuning database (default: the cache's tuning.jsonl)")
+    parser.add_argument("--tune", type=float, default=0.0, metavar="SECONDS",
+                        help="tune each case's convolutions this long before measuring it (default: 0)")
     parser.add_argument("-o", "--output", help="also write the Markdown report here")
     args = parser.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(max(args.threads)))
 
     from tconv.frontends.zoo import build
     from tconv.ir.params import init_params
+    from tconv.search.tuning import TuningDatabase, default_database_path
 
-    peaks = {t: sgemm_peak(t) for t in args.threads}
-    lines = ["# tconv benchmark", "", "batch 1, fp32; peak: 4096² sgemm (torch) "
-             + ", ".join(f"{peaks[t]:.0f} GFLOP/s on {t} thread(s)" for t in args.threads), ""]
+    database = TuningDatabase(args.tuning or default_database_path())
+    threads = max(args.threads)
+
+    peaks = {t: sgemm_peak(t, args.peak_size) for t in args.threads}
+    lines = ["# tconv benchmark", "", f"batch 1, fp32; peak: {args.peak_size}² sgemm (torch) "
+             + ", ".join(f"{peaks[t]:.0f} GFLOP/s on {t} thread(s)" for t in args.threads)
+             + f"; tconv schedules from {database.path}" + (f", tuned {args.tune:g} s per case" if args.tune else ""),
+             ""]
     print("\n".join(lines) + HEADER, flush=True)
     rows: list[Row] = []
     if not args.networks:
@@ -228,12 +251,14 @@ def main() -> int:
             if args.only and name not in args.only:
                 continue
             module = conv_network(*shape)
+            apply_database(module, database, threads, args.tune)
             rows += measure(name, module, init_params(module), TorchConvRunner, args.threads, peaks, args.rounds)
     if not args.kernels:
         for name, (network, dataset) in NETWORKS.items():
             if args.only and name not in args.only:
                 continue
             module = build(network, dataset)
+            apply_database(module, database, threads, args.tune)
             rows += measure(name, module, init_params(module), TorchNetworkRunner, args.threads, peaks, args.rounds)
     report = "\n".join([*lines, HEADER, *(row.markdown() for row in rows)]) + "\n"
     if args.output:

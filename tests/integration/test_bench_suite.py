@@ -1,0 +1,34 @@
+"""bench/suite.py end to end on its smallest case: the benchmark stays
+runnable, tunes into the database it is given and applies it (its timings
+are not checked: tests never assert speed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tconv.search.tuning import TuningDatabase, target_key, workload_of, tunable_convs
+
+SUITE = Path(__file__).parents[2] / "bench" / "suite.py"
+
+
+def test_the_suite_tunes_applies_and_writes_its_table(tmp_path):
+    db, out = tmp_path / "db.jsonl", tmp_path / "bench.md"
+    case = "CIFAR 64ch 32² 3×3 g4"
+    result = subprocess.run(
+        [sys.executable, str(SUITE), "--kernels", "--only", case, "--threads", "1", "--rounds", "1",
+         "--peak-size", "512", "--tuning", str(db), "--tune", "2", "-o", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    table = out.read_text()
+    assert f"tconv schedules from {db}, tuned 2 s per case" in table
+    (row,) = [line for line in table.splitlines() if line.startswith(f"| {case} |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "1" and all(float(cell.rstrip("%")) > 0 for cell in cells[2:])
+    sys.path.insert(0, str(SUITE.parent))
+    from suite import KERNELS, conv_network
+
+    (conv,) = tunable_convs(conv_network(*KERNELS[case]))
+    assert TuningDatabase(db).measured(workload_of(conv), target_key(1))
