@@ -339,6 +339,22 @@ def _reductions(sch: Schedule, conv, spatial: int) -> tuple[list, list]:
     return loops[-(spatial + count):-count], loops[-count:]
 
 
+def _store_tile(sch: Schedule, packed_output: bool, channel_parts, column, channel) -> None:
+    """The epilogue's store of a register tile. Packed, the tile as it is:
+    each column's channels of a layout block one vector store (the other
+    parts of the channel block and the columns unrolled). NCHW, rows of the
+    tile as vectors along the width (the tile transposed in registers): a
+    third faster where few input channels leave the epilogue a large share
+    of the work, the same elsewhere."""
+    if packed_output:
+        for loop in (*channel_parts, column):
+            sch.unroll(loop)
+        sch.vectorize(channel)
+    else:
+        sch.unroll(channel)
+        sch.vectorize(column)
+
+
 def schedule_conv2d(
     function: PrimFunc, groups: int, blocking: ConvBlocking, *, packed_output: bool = False,
 ) -> PrimFunc:
@@ -386,17 +402,7 @@ def schedule_conv2d(
     if blocking.unroll_kw:
         sch.unroll(rx)
     sch.decompose_reduction(conv, rc)
-    if packed_output:
-        # The tile as it is: each column's channels of a layout block one vector store.
-        for loop in (*parts[:-1], qi):
-            sch.unroll(loop)
-        sch.vectorize(oi)
-    else:
-        # The epilogue stores rows of the tile as vectors along the NCHW width (the
-        # tile is transposed in registers): a third faster where few input
-        # channels leave the epilogue a large share of the work, the same elsewhere.
-        sch.unroll(oi)
-        sch.vectorize(qi)
+    _store_tile(sch, packed_output, parts[:-1] if packed_output else (), qi, oi)
     _schedule_pad(sch)
     return sch.mod["main"]
 
@@ -436,13 +442,7 @@ def schedule_pointwise_conv2d(
     sch.unroll(column)
     sch.vectorize(channel)
     sch.decompose_reduction(conv, reductions[0])
-    if packed_output:
-        for loop in (*parts[:-1], fi):
-            sch.unroll(loop)
-        sch.vectorize(oi)
-    else:
-        sch.unroll(oi)
-        sch.vectorize(fi)
+    _store_tile(sch, packed_output, parts[:-1] if packed_output else (), fi, oi)
     return sch.mod["main"]
 
 
