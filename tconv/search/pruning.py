@@ -7,9 +7,9 @@ layer is not proportional to its channels: counts that fill whole vectors
 and register blocks run faster than their neighbours. So for each prunable
 layer the counts near its uniform count are measured on the target (the
 pruned convolution and its consumer, whose input shrinks with it), and one
-count per layer is chosen to minimise the summed latency under the uniform
-network's parameter count: a Lagrangian relaxation — each layer minimises
-latency + λ·parameters on its own, and λ is bisected until the total fits.
+count per layer is chosen to minimise the summed latency at the uniform
+network's parameter count (within 1%), by dynamic programming over the
+parameter count.
 Which channels go is the prune pass's business (lowest Fisher potential).
 """
 
@@ -116,9 +116,12 @@ class PruningChoice:
 def choose_counts(
     layers: list[PrunableLayer], ratio: float, latencies: LayerLatencies, tolerance: float = 0.01
 ) -> tuple[PruningChoice, PruningChoice]:
-    """(uniform, performance-aware) channel counts; the second has at most the
-    first's parameters (within `tolerance`) and the least measured latency
-    the Lagrangian finds. Measures every candidate count's workloads."""
+    """(uniform, performance-aware) channel counts. The second keeps the
+    first's parameter count (within ±`tolerance`) and has the least summed
+    measured latency: a multiple-choice knapsack, solved by dynamic
+    programming over parameter counts in buckets of `tolerance`/(4 · layers)
+    of the budget, each bucket keeping its fastest partial choice. Measures
+    every candidate count's workloads."""
     table = {
         layer.name: {
             count: (sum(latencies.best(w)[1] for w in layer.workloads(count)), count * layer.weights_per_channel)
@@ -126,37 +129,38 @@ def choose_counts(
         }
         for layer in layers
     }
+    counts = {layer.name: uniform_count(layer, ratio) for layer in layers}
+    uniform = PruningChoice(
+        counts, sum(table[name][c][0] for name, c in counts.items()), sum(table[name][c][1] for name, c in counts.items())
+    )
+    low, high = uniform.parameters * (1 - tolerance), uniform.parameters * (1 + tolerance)
+    quantum = max(1.0, tolerance * uniform.parameters / (4 * len(layers)))
 
-    def total(counts: dict[str, int]) -> PruningChoice:
-        return PruningChoice(
-            counts, sum(table[name][c][0] for name, c in counts.items()),
-            sum(table[name][c][1] for name, c in counts.items()),
-        )
-
-    uniform = total({layer.name: uniform_count(layer, ratio) for layer in layers})
-    budget = uniform.parameters * (1 + tolerance)
-
-    def at(price: float) -> PruningChoice:
-        return total({
-            name: min(options, key=lambda c: (options[c][0] + price * options[c][1], c))
-            for name, options in table.items()
-        })
-
-    # λ = 0 picks the fastest count of each layer; a high λ the smallest. Bisect for the budget.
-    low, high = 0.0, 1.0
-    while at(high).parameters > budget and high < 1e6:
-        high *= 4
-    best = at(high) if at(high).parameters <= budget else uniform
-    for _ in range(40):
-        middle = (low + high) / 2
-        choice = at(middle)
-        if choice.parameters <= budget:
-            high = middle
-            if choice.seconds < best.seconds:
-                best = choice
-        else:
-            low = middle
-    return uniform, best if best.seconds < uniform.seconds else uniform
+    # What the layers after each one can still add, to drop partial choices that cannot reach the band.
+    rest_min, rest_max = [0] * (len(layers) + 1), [0] * (len(layers) + 1)
+    for i in reversed(range(len(layers))):
+        sizes = [p for _, p in table[layers[i].name].values()]
+        rest_min[i], rest_max[i] = rest_min[i + 1] + min(sizes), rest_max[i + 1] + max(sizes)
+    # bucket → (seconds, parameters, counts so far)
+    states: dict[int, tuple[float, int, tuple[int, ...]]] = {0: (0.0, 0, ())}
+    for i, layer in enumerate(layers):
+        reached: dict[int, tuple[float, int, tuple[int, ...]]] = {}
+        for seconds, parameters, counts in states.values():
+            for count, (s, p) in table[layer.name].items():
+                total = parameters + p
+                if total + rest_min[i + 1] > high or total + rest_max[i + 1] < low:
+                    continue
+                key = round(total / quantum)
+                if key not in reached or seconds + s < reached[key][0]:
+                    reached[key] = (seconds + s, total, (*counts, count))
+        states = reached
+    fits = [state for state in states.values() if low <= state[1] <= high]
+    if not fits:
+        return uniform, uniform
+    seconds, parameters, counts = min(fits)
+    if seconds >= uniform.seconds:
+        return uniform, uniform
+    return uniform, PruningChoice(dict(zip((layer.name for layer in layers), counts)), seconds, parameters)
 
 
 @dataclass

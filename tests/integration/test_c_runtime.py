@@ -578,10 +578,11 @@ def align(size: int) -> int:
     return -(-size // 64) * 64
 
 
-def run_fake(fake_kernels, directory, threads, num_task, fail_task=-1, barrier=False):
+def run_fake(fake_kernels, directory, threads, num_task, fail_task=-1, barrier=False, inspect=None):
     """What one `launch` call reports (runs per task id, num_task seen,
     distinct threads seen, whether the barrier held), and the inner tasks
-    that one `nested` call ran."""
+    that one `nested` call ran. `inspect` is called after the run, before
+    the runtime (and its threads) close."""
     control = np.array([num_task, fail_task, barrier], np.float32)
     report_offset, inner_offset = 64, 64 + align(4 * (MAX_TASKS + 3))
     plan = Plan(
@@ -602,6 +603,8 @@ def run_fake(fake_kernels, directory, threads, num_task, fail_task=-1, barrier=F
     write_artifact(directory, plan, control.tobytes(), fake_kernels)
     with Runtime(directory, threads=threads) as runtime:
         report, inner_tasks = runtime.run(np.zeros(1, np.float32))
+        if inspect is not None:
+            inspect()
     runs = report[:MAX_TASKS].astype(int).tolist()
     return runs, *report[MAX_TASKS:].astype(int).tolist(), int(inner_tasks[0])
 
@@ -616,6 +619,35 @@ def test_parallel_launch_runs_every_task_once(fake_kernels, tmp_path, threads, n
     assert seen_tasks == tasks
     assert distinct_threads == min(threads, tasks)
     assert inner_tasks == 4 * 3  # nested loops run inline in each task
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_workers_are_bound_beside_the_launcher(fake_kernels, tmp_path, monkeypatch, setting):
+    """A worker binds itself to one CPU (not the launcher's) unless
+    TCONV_BIND_THREADS=0; with more threads than CPUs nobody is bound."""
+    if setting is None:
+        monkeypatch.delenv("TCONV_BIND_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("TCONV_BIND_THREADS", setting)
+    allowed = os.sched_getaffinity(0)
+    before = set(os.listdir("/proc/self/task"))
+    seen = {}
+
+    def affinities():
+        seen.update({tid: os.sched_getaffinity(int(tid)) for tid in set(os.listdir("/proc/self/task")) - before})
+
+    run_fake(fake_kernels, tmp_path / "two", 2, 0, inspect=affinities)
+    (worker,) = seen.values()
+    if setting is None:
+        assert len(worker) == 1 and worker <= allowed
+    else:
+        assert worker == allowed
+
+    seen.clear()
+    monkeypatch.delenv("TCONV_BIND_THREADS", raising=False)
+    run_fake(fake_kernels, tmp_path / "many", len(allowed) + 1, 0, inspect=affinities)
+    assert len(seen) == len(allowed) and all(mask == allowed for mask in seen.values())
 
 
 @pytest.mark.parametrize("threads, num_task", [(3, 0), (3, 2), (1, 1)])

@@ -291,6 +291,7 @@ typedef struct {
 typedef struct {
     tconv_pool *pool;
     int index;
+    uint64_t placed; /* the placement epoch this worker last bound itself to */
 } worker;
 
 struct tconv_pool {
@@ -305,6 +306,15 @@ struct tconv_pool {
     pthread_cond_t barrier_cond;
     _Atomic uint64_t generation; /* counts launches; a worker waits for the next one */
     _Atomic int stopping;
+    /* Where the workers run (see place_workers): the CPUs this process may
+     * use, the launcher's CPU they were last placed around, the epoch of
+     * that placement, and each worker's CPU in it (-1: unbound). */
+    int binding;
+    int cpu_count;
+    int *cpus;
+    int launcher_cpu;
+    uint64_t placement;
+    int *worker_cpu;
     /* the current launch */
     FTVMParallelLambda lambda;
     void *closure;
@@ -392,6 +402,69 @@ static int spin_while_equal_u64(_Atomic uint64_t *value, uint64_t unwanted, _Ato
     }
 }
 
+/* Thread placement. Tasks are dealt out statically, so a launch is only as
+ * fast as its slowest thread; two threads on one core run at one core's
+ * speed. Linux puts a woken worker beside its waker often enough (on these
+ * 2-vCPU VMs, about half the time after a pause) and does not move it back
+ * while both are cache-hot: whole benchmark rounds then ran at 1-thread
+ * speed. So each worker binds itself to a CPU other than the one the
+ * launcher runs on. The launcher itself stays free; when the kernel moves
+ * it, the next launch places the workers around it again.
+ * TCONV_BIND_THREADS=0 turns this off. */
+static void place_workers(tconv_pool *pool)
+{
+    if (!pool->binding)
+        return;
+    int cpu = sched_getcpu();
+    if (cpu < 0 || cpu == pool->launcher_cpu)
+        return;
+    pool->launcher_cpu = cpu;
+    int next = 0;
+    for (int i = 1; i < pool->threads; i++) {
+        if (next < pool->cpu_count && pool->cpus[next] == cpu)
+            next++;
+        pool->worker_cpu[i] = next < pool->cpu_count ? pool->cpus[next++] : -1;
+    }
+    pool->placement++;
+}
+
+static void bind_worker(worker *self)
+{
+    tconv_pool *pool = self->pool;
+    if (self->placed == pool->placement)
+        return;
+    self->placed = pool->placement;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (pool->worker_cpu[self->index] >= 0)
+        CPU_SET((size_t)pool->worker_cpu[self->index], &set);
+    else
+        for (int i = 0; i < pool->cpu_count; i++)
+            CPU_SET((size_t)pool->cpus[i], &set);
+    /* Best effort: a refused binding leaves the thread where it is. */
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+/* Bind workers only when each can have a CPU of its own besides the
+ * launcher's. */
+static void init_placement(tconv_pool *pool)
+{
+    const char *setting = getenv("TCONV_BIND_THREADS");
+    cpu_set_t set;
+    pool->launcher_cpu = -1;
+    if ((setting != NULL && strcmp(setting, "0") == 0) || pool->threads < 2 ||
+        sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) < pool->threads)
+        return;
+    pool->cpus = calloc((size_t)CPU_COUNT(&set), sizeof *pool->cpus);
+    pool->worker_cpu = calloc((size_t)pool->threads, sizeof *pool->worker_cpu);
+    if (pool->cpus == NULL || pool->worker_cpu == NULL)
+        return; /* unbound; freed with the pool */
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET((size_t)cpu, &set))
+            pool->cpus[pool->cpu_count++] = cpu;
+    pool->binding = 1;
+}
+
 static void *worker_main(void *argument)
 {
     worker *self = argument;
@@ -407,6 +480,7 @@ static void *worker_main(void *argument)
         if (atomic_load(&pool->stopping))
             break;
         seen = atomic_load(&pool->generation);
+        bind_worker(self);
         run_tasks(pool, self->index);
         if (atomic_fetch_sub(&pool->running, 1) == 1) {
             /* The last one: wake the launcher if it went to sleep. */
@@ -439,6 +513,8 @@ void tconv_pool_destroy(tconv_pool *pool)
     pthread_cond_destroy(&pool->done);
     pthread_cond_destroy(&pool->wake);
     pthread_mutex_destroy(&pool->lock);
+    free(pool->worker_cpu);
+    free(pool->cpus);
     free(pool->workers);
     free(pool->threads_ids);
     free(pool);
@@ -464,8 +540,9 @@ int tconv_pool_create(int threads, tconv_pool **result)
     pthread_cond_init(&pool->done, NULL);
     pthread_mutex_init(&pool->barrier_lock, NULL);
     pthread_cond_init(&pool->barrier_cond, NULL);
+    init_placement(pool);
     for (int i = 1; i < threads; i++) {
-        pool->workers[i] = (worker){pool, i};
+        pool->workers[i] = (worker){pool, i, 0};
         int status = pthread_create(&pool->threads_ids[pool->started], NULL, worker_main,
                                     &pool->workers[i]);
         if (status != 0) {
@@ -510,6 +587,7 @@ static int parallel_launch(FTVMParallelLambda lambda, void *closure, int num_tas
     pool->sync = (barrier){&pool->barrier_lock, &pool->barrier_cond, num_task, 0, 0,
                            num_task <= pool->threads};
     pool->failed = 0;
+    place_workers(pool);
     atomic_store(&pool->running, pool->threads - 1);
     /* Publish the launch (the release orders the fields above before it);
      * spinning workers see it at once, sleeping ones are woken. */
