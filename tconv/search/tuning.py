@@ -26,7 +26,12 @@ template's defaults, `rows`, `columns` and `unroll_kw` (records without them
 are the direct template's, as written before GSPC). Each line is
 appended as soon as it is measured, so a tuning run that stops (budget,
 Ctrl-C) resumes where it was: measured candidates are not measured again.
-`tconv compile` applies the best record of each workload to the
+A measurement taken while something else loaded the machine is too slow
+(never too fast), so where knobs were measured more than once the fastest
+counts, and once every candidate is measured, the rest of a run's budget
+re-measures each workload's CONFIRM fastest knobs (`tune`): a record left
+slow by a loaded moment can win again, and the leaders are compared in one
+sitting. `tconv compile` applies the best record of each workload to the
 convolutions that carry no schedule of their own.
 """
 
@@ -61,6 +66,9 @@ the rest: `full_knobs` fills them in."""
 KNOB_NAMES = ("block", "width_tile", "rows", "columns", "unroll_kw")
 KNOB_DEFAULTS = (1, 1, 1, 0, 1)
 """The value of each knob where a record or a tuple leaves it out."""
+
+CONFIRM = 4
+"""Knobs per workload that a tuning run re-measures once its candidates are measured."""
 
 
 def full_knobs(knobs: Knobs) -> Knobs:
@@ -208,7 +216,12 @@ class TuningDatabase:
                 if number == len(lines):
                     continue  # a line cut short by an interrupted run
                 raise TconvError(f"error: {self.path}:{number}: not a tuning record") from None
-            self.records.setdefault(key, {})[knobs] = seconds
+            self._keep(key, knobs, seconds)
+
+    def _keep(self, key: tuple[str, str], knobs: Knobs, seconds: float) -> None:
+        """Record a measurement; of several of the same knobs the fastest counts."""
+        measured = self.records.setdefault(key, {})
+        measured[knobs] = min(seconds, measured.get(knobs, seconds))
 
     def measured(self, workload: Workload, target: str) -> dict[Knobs, float]:
         """Seconds by knobs (full, see `full_knobs`) measured for `workload` on `target`."""
@@ -223,7 +236,7 @@ class TuningDatabase:
 
     def add(self, workload: Workload, target: str, knobs: Knobs, seconds: float) -> None:
         knobs = full_knobs(knobs)
-        self.records.setdefault((workload.key, target), {})[knobs] = seconds
+        self._keep((workload.key, target), knobs, seconds)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record: dict[str, object] = {"workload": workload.key, "target": target}
         # The direct template's defaults stay implicit: its records read as before GSPC.
@@ -365,28 +378,42 @@ def tune(
 ) -> list[TuningReport]:
     """Measure candidates of every tunable workload of `module` within
     `budget_s` seconds, one per workload per round, recording each in
-    `database`; what is known of each workload afterwards."""
+    `database`; then, with the budget left, re-measure each workload's
+    CONFIRM fastest knobs (see the module docstring). What is known of each
+    workload afterwards."""
     target = target_key(threads)
     workloads = list({workload_of(conv).key: workload_of(conv) for conv in tunable_convs(module)}.values())
     queues = {w.key: [k for k in candidates(w) if k not in database.measured(w, target)] for w in workloads}
-    total = sum(len(q) for q in queues.values())
     started = time.monotonic()
     done = 0
-    # Round k measures the k-th candidate of every workload: the best guesses
-    # of all layers come before the long tails of any one.
-    schedule = [
-        (workload, queues[workload.key][k])
-        for k in range(max((len(q) for q in queues.values()), default=0))
-        for workload in workloads
-        if k < len(queues[workload.key])
-    ]
-    for workload, knobs in schedule:
-        if time.monotonic() - started >= budget_s:
-            break
-        database.add(workload, target, knobs, measure_fn(workload, knobs))
-        done += 1
-        if progress:
-            progress(done, total, started, budget_s)
+
+    def rounds(queues: dict[str, list[Knobs]]) -> list[tuple[Workload, Knobs]]:
+        # Round k measures the k-th knobs of every workload: the best guesses
+        # of all layers come before the long tails of any one.
+        return [
+            (workload, queues[workload.key][k])
+            for k in range(max((len(q) for q in queues.values()), default=0))
+            for workload in workloads
+            if k < len(queues[workload.key])
+        ]
+
+    def leaders() -> dict[str, list[Knobs]]:
+        return {
+            w.key: sorted(database.measured(w, target), key=database.measured(w, target).get)[:CONFIRM]
+            for w in workloads
+        }
+
+    total = sum(len(q) for q in queues.values())
+    # The leaders are known only once the candidates are measured: count them as CONFIRM each.
+    total += sum(min(CONFIRM, len(database.measured(w, target)) + len(queues[w.key])) for w in workloads)
+    for stage in (lambda: rounds(queues), lambda: rounds(leaders())):
+        for workload, knobs in stage():
+            if time.monotonic() - started >= budget_s:
+                break
+            database.add(workload, target, knobs, measure_fn(workload, knobs))
+            done += 1
+            if progress:
+                progress(done, total, started, budget_s)
     if progress:
         print(file=sys.stderr)
     reports = []
