@@ -28,10 +28,10 @@ appended as soon as it is measured, so a tuning run that stops (budget,
 Ctrl-C) resumes where it was: measured candidates are not measured again.
 A measurement taken while something else loaded the machine is too slow
 (never too fast), so where knobs were measured more than once the fastest
-counts, and once every candidate is measured, the rest of a run's budget
-re-measures each workload's CONFIRM fastest knobs (`tune`): a record left
-slow by a loaded moment can win again, and the leaders are compared in one
-sitting. `tconv compile` applies the best record of each workload to the
+counts, and a tuning run re-measures each workload's CONFIRM fastest knobs
+(`tune`: first those it found recorded, after the new candidates those they
+brought in): a record left slow by a loaded moment can win again, and the
+leaders are compared in one sitting. `tconv compile` applies the best record of each workload to the
 convolutions that carry no schedule of their own.
 """
 
@@ -378,9 +378,9 @@ def tune(
 ) -> list[TuningReport]:
     """Measure candidates of every tunable workload of `module` within
     `budget_s` seconds, one per workload per round, recording each in
-    `database`; then, with the budget left, re-measure each workload's
-    CONFIRM fastest knobs (see the module docstring). What is known of each
-    workload afterwards."""
+    `database`, and re-measure each workload's CONFIRM fastest knobs
+    before (those recorded) and after (those new); see the module
+    docstring. What is known of each workload afterwards."""
     target = target_key(threads)
     workloads = list({workload_of(conv).key: workload_of(conv) for conv in tunable_convs(module)}.values())
     queues = {w.key: [k for k in candidates(w) if k not in database.measured(w, target)] for w in workloads}
@@ -403,14 +403,23 @@ def tune(
             for w in workloads
         }
 
+    confirmed: set[tuple[str, Knobs]] = set()
+
+    def unconfirmed_leaders() -> dict[str, list[Knobs]]:
+        return {key: [k for k in knobs if (key, k) not in confirmed] for key, knobs in leaders().items()}
+
+    # A resumed run first re-measures what it already holds as best (an old
+    # record may be stale), then measures new candidates, then confirms the
+    # leaders that the new candidates brought in.
     total = sum(len(q) for q in queues.values())
-    # The leaders are known only once the candidates are measured: count them as CONFIRM each.
     total += sum(min(CONFIRM, len(database.measured(w, target)) + len(queues[w.key])) for w in workloads)
-    for stage in (lambda: rounds(queues), lambda: rounds(leaders())):
-        for workload, knobs in stage():
+    for stage, confirming in ((unconfirmed_leaders, True), (lambda: queues, False), (unconfirmed_leaders, True)):
+        for workload, knobs in rounds(stage()):
             if time.monotonic() - started >= budget_s:
                 break
             database.add(workload, target, knobs, measure_fn(workload, knobs))
+            if confirming:
+                confirmed.add((workload.key, knobs))
             done += 1
             if progress:
                 progress(done, total, started, budget_s)

@@ -114,7 +114,23 @@ def test_a_record_left_slow_by_a_loaded_moment_wins_again(tmp_path):
         stale.add(dense, target, knobs, seconds * (3 if knobs == OPTIMA[1] else 1))
     ranked = sorted(stale.measured(dense, target), key=stale.measured(dense, target).get)
     assert ranked[0] != OPTIMA[1] and OPTIMA[1] in ranked[:CONFIRM]
-    reports = tune(module, stale, 1e9, threads=2, progress=None, measure_fn=fake_seconds)
+    # The recorded leaders come first: a budget of CONFIRM measurements is enough.
+    calls = []
+    ticks = iter(range(10**6))
+
+    def measure(workload, knobs):
+        calls.append((workload.key, knobs))
+        return fake_seconds(workload, knobs)
+
+    import tconv.search.tuning as tuning
+
+    clock = tuning.time.monotonic
+    tuning.time.monotonic = lambda: float(next(ticks))  # one "second" per look at the clock
+    try:
+        reports = tune(module, stale, CONFIRM + 1, threads=2, progress=None, measure_fn=measure)
+    finally:
+        tuning.time.monotonic = clock
+    assert sorted(calls) == sorted((dense.key, k) for k in ranked[:CONFIRM])
     assert reports[0].knobs == OPTIMA[1]
 
 
