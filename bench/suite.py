@@ -13,8 +13,12 @@ largest thread count, which the 1-thread rows reuse). PyTorch runs
 the same convolution with a pre-allocated output (`aten.convolution.out`)
 and whole networks through `tconv.runtime.torch_executor` (eager torch, one
 op at a time, as a user would run the model); ONNX Runtime runs the ONNX
-export with its output bound (`tconv.search.timing.OrtRunner`). All run on the same
-weights and input, timed in alternating rounds (`interleaved_medians`); the
+export with its output bound (`tconv.search.timing.OrtRunner`). "TVM
+default" is what TVM gives the same ONNX model by its own defaults: the Relax
+ONNX frontend and `tvm.compile` for this CPU, without schedules (TVM 0.27 has
+no x86 convolution schedules to apply; `--no-tvm` leaves it out). All run on the same
+weights and input, timed in alternating rounds (`interleaved_medians`, each
+runner's calls per sample chosen to last ~20 ms); the
 peak is a 4096² sgemm in torch, measured in the same run at each thread
 count. Rates are GFLOP/s (2 × MACs per second); "vs best" is tconv's speed
 over the faster peer's, "% peak" its share of the sgemm rate.
@@ -74,17 +78,18 @@ class Row:
         return self.gflop / self.seconds[who]
 
     def markdown(self) -> str:
-        best_peer = min(self.seconds["PyTorch"], self.seconds["ORT"])
+        best_peer = min(seconds for who, seconds in self.seconds.items() if who != "tconv")
+        tvm = f"{self.rate('TVM default'):.2f}" if "TVM default" in self.seconds else "-"
         return (
             f"| {self.name} | {self.threads} | {1e3 * self.seconds['tconv']:.3f} | "
-            f"{self.rate('tconv'):.1f} | {self.rate('PyTorch'):.1f} | {self.rate('ORT'):.1f} | "
+            f"{self.rate('tconv'):.1f} | {self.rate('PyTorch'):.1f} | {self.rate('ORT'):.1f} | {tvm} | "
             f"{best_peer / self.seconds['tconv']:.2f} | {100 * self.rate('tconv') / self.peak:.0f}% |"
         )
 
 
 HEADER = (
-    "| case | threads | tconv ms | tconv GFLOP/s | PyTorch GFLOP/s | ORT GFLOP/s | "
-    "tconv vs best peer | tconv % peak |\n|---|---|---|---|---|---|---|---|"
+    "| case | threads | tconv ms | tconv GFLOP/s | PyTorch GFLOP/s | ORT GFLOP/s | TVM default GFLOP/s | "
+    "tconv vs best peer | tconv % peak |\n|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -120,6 +125,28 @@ class TconvRunner:
 
     def __call__(self):
         self.runtime.execute()
+
+
+class TvmDefaultRunner:
+    """The network's ONNX export through TVM's Relax ONNX frontend, built by
+    `tvm.compile` for this CPU with no schedules, run on the Relax VM."""
+
+    def __init__(self, module, params, x):
+        import tvm
+        from tvm import relax
+        from tvm.relax.frontend.onnx import from_onnx
+
+        from tconv.frontends.onnx.exporter import export_model
+        from tconv.lowering.tvm.target import cpu_target
+
+        self.vm = relax.VirtualMachine(tvm.compile(from_onnx(export_model(module, params)), target=cpu_target()),
+                                       tvm.cpu())
+        self.x = tvm.runtime.tensor(x, tvm.cpu())
+        result = self.vm["main"](self.x)
+        self.output = (result if hasattr(result, "numpy") else result[0]).numpy()
+
+    def __call__(self):
+        self.vm["main"](self.x)
 
 
 class TorchConvRunner:
@@ -183,7 +210,14 @@ def apply_database(module, database, threads: int, tune_s: float) -> None:
     apply_tuning(module, database, threads)
 
 
-def measure(name, module, params, torch_runner, thread_counts, peaks, rounds) -> list[Row]:
+def runs_for(runner) -> int:
+    """Calls per timed sample: enough to last ~20 ms (timer resolution), 3 to 50."""
+    start = time.perf_counter()
+    runner()
+    return max(3, min(50, int(0.02 / max(time.perf_counter() - start, 1e-6))))
+
+
+def measure(name, module, params, torch_runner, thread_counts, peaks, rounds, with_tvm=True) -> list[Row]:
     import torch
     from tconv.search.timing import OrtRunner, interleaved_medians
 
@@ -203,15 +237,15 @@ def measure(name, module, params, torch_runner, thread_counts, peaks, rounds) ->
             torch.set_num_threads(threads)
             ort = OrtRunner(module, params, x, threads)
             ort()
-            error = np.linalg.norm(ours.output - ort.output) / np.linalg.norm(ort.output)
-            if error > 1e-4:
-                raise SystemExit(f"{name}: tconv and ORT differ (relative error {error:.1e})")
-            # Enough calls per sample to last ~20 ms, so timer resolution does not matter.
-            start = time.perf_counter()
-            ours()
-            runs = max(3, min(50, int(0.02 / max(time.perf_counter() - start, 1e-6))))
-            seconds = interleaved_medians([ours, theirs, ort], rounds, runs)
-            rows.append(Row(name, threads, gflop, dict(zip(("tconv", "PyTorch", "ORT"), seconds)), peaks[threads]))
+            runners = {"tconv": ours, "PyTorch": theirs, "ORT": ort}
+            if with_tvm:
+                runners["TVM default"] = TvmDefaultRunner(module, params, x)
+            for who in ("ORT", "TVM default")[: len(runners) - 2]:
+                error = np.linalg.norm(ours.output - runners[who].output) / np.linalg.norm(runners[who].output)
+                if error > 1e-4:
+                    raise SystemExit(f"{name}: tconv and {who} differ (relative error {error:.1e})")
+            seconds = interleaved_medians(list(runners.values()), rounds, [runs_for(r) for r in runners.values()])
+            rows.append(Row(name, threads, gflop, dict(zip(runners, seconds)), peaks[threads]))
             print(rows[-1].markdown(), flush=True)
         ours.runtime.close()
     return rows
@@ -225,6 +259,7 @@ def main() -> int:
     parser.add_argument("--networks", action="store_true", help="whole networks only")
     parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
     parser.add_argument("--peak-size", type=int, default=4096, help="the sgemm's matrix size (default: 4096)")
+    parser.add_argument("--no-tvm", action="store_true", help="leave out the TVM default column (slow: unscheduled)")
     parser.add_argument("--tuning", metavar="PATH", help="tuning database (default: the cache's tuning.jsonl)")
     parser.add_argument("--tune", type=float, default=0.0, metavar="SECONDS",
                         help="tune each case's convolutions this long before measuring it (default: 0)")
@@ -252,14 +287,16 @@ def main() -> int:
                 continue
             module = conv_network(*shape)
             apply_database(module, database, threads, args.tune)
-            rows += measure(name, module, init_params(module), TorchConvRunner, args.threads, peaks, args.rounds)
+            rows += measure(name, module, init_params(module), TorchConvRunner, args.threads, peaks, args.rounds,
+                            not args.no_tvm)
     if not args.kernels:
         for name, (network, dataset) in NETWORKS.items():
             if args.only and name not in args.only:
                 continue
             module = build(network, dataset)
             apply_database(module, database, threads, args.tune)
-            rows += measure(name, module, init_params(module), TorchNetworkRunner, args.threads, peaks, args.rounds)
+            rows += measure(name, module, init_params(module), TorchNetworkRunner, args.threads, peaks, args.rounds,
+                            not args.no_tvm)
     report = "\n".join([*lines, HEADER, *(row.markdown() for row in rows)]) + "\n"
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

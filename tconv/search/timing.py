@@ -54,9 +54,11 @@ class OrtRunner:
         self.session.run_with_iobinding(self.binding)
 
 
-def interleaved_medians(runners: Sequence[Callable[[], object]], rounds: int, runs: int) -> list[float]:
+def interleaved_medians(
+    runners: Sequence[Callable[[], object]], rounds: int, runs: int | Sequence[int]
+) -> list[float]:
     """Median seconds of one call of each runner: `rounds` rounds, each timing
-    `runs` calls of every runner in turn, with a pause between runners so that
+    `runs` calls of every runner (or `runs[i]` of runner i) in turn, with a pause between runners so that
     the idle threads of one pool stop spinning before the other runs (TVM's
     spin for tens of milliseconds, enough to slow ORT threefold); the
     median of each runner's per-round medians. Alternating keeps load from
@@ -65,11 +67,12 @@ def interleaved_medians(runners: Sequence[Callable[[], object]], rounds: int, ru
         for _ in range(3):
             runner()
     per_round: list[list[float]] = [[] for _ in runners]
+    counts = [runs] * len(runners) if isinstance(runs, int) else list(runs)
     for _ in range(rounds):
         for index, runner in enumerate(runners):
             time.sleep(0.5)
             samples = []
-            for _ in range(runs):
+            for _ in range(counts[index]):
                 start = time.perf_counter()
                 runner()
                 samples.append(time.perf_counter() - start)
