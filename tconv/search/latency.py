@@ -29,7 +29,7 @@ from xdsl.dialects.builtin import ModuleOp
 from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp
 from tconv.passes.select import layer_name
-from tconv.search.tuning import Knobs, TuningDatabase, Workload, candidates, target_key, workload_of
+from tconv.search.tuning import CONFIRM, Knobs, TuningDatabase, Workload, candidates, target_key, workload_of
 
 
 class Measurer(Protocol):
@@ -80,6 +80,8 @@ class LayerLatencies:
         self.on_measure = on_measure
         self.measurements = 0
         """Measurements this object made (the database may hold older ones)."""
+        self.measured_here: set[tuple[str, Knobs]] = set()
+        """(workload key, knobs) this object measured."""
         self.failures: dict[str, str] = {}
         """Workloads (by key) whose default schedule failed to build or run, and the error."""
 
@@ -103,9 +105,18 @@ class LayerLatencies:
         seconds = self.measurer.measure(workload, knobs)
         self.database.add(workload, self.target, knobs, seconds)
         self.measurements += 1
+        self.measured_here.add((workload.key, knobs))
         if self.on_measure:
             self.on_measure(workload, knobs, seconds)
         return seconds
+
+    def stale_leaders(self, workload: Workload) -> list[Knobs]:
+        """The workload's `tuning.CONFIRM` fastest recorded knobs that this
+        object has not measured itself: records of earlier runs, which a
+        loaded moment may have left too slow (see `tuning`)."""
+        measured = self.database.measured(workload, self.target)
+        leaders = sorted(measured, key=measured.get)[:CONFIRM]
+        return [k for k in leaders if (workload.key, k) not in self.measured_here]
 
     def measured_count(self) -> int:
         """Measurements of this target in the database."""
