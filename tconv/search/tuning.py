@@ -31,8 +31,9 @@ A measurement taken while something else loaded the machine is too slow
 counts, and a tuning run re-measures each workload's CONFIRM fastest knobs
 (`tune`: first those it found recorded, after the new candidates those they
 brought in): a record left slow by a loaded moment can win again, and the
-leaders are compared in one sitting. `tconv compile` applies the best record of each workload to the
-convolutions that carry no schedule of their own.
+leaders are compared in one sitting. `tconv compile` applies the best
+record of each workload to the convolutions that carry no schedule of their
+own.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ KNOB_DEFAULTS = (1, 1, 1, 0, 1)
 """The value of each knob where a record or a tuple leaves it out."""
 
 CONFIRM = 4
-"""Knobs per workload that a tuning run re-measures once its candidates are measured."""
+"""How many of a workload's fastest recorded knobs a tuning run re-measures (see `tune`)."""
 
 
 def full_knobs(knobs: Knobs) -> Knobs:
