@@ -15,6 +15,7 @@ from tconv.ir.schedule import parse_schedule
 from tconv.search.tuning import (
     CONFIRM,
     KNOB_NAMES,
+    UNSCHEDULED,
     TuningDatabase,
     apply_tuning,
     blocking_of,
@@ -26,6 +27,7 @@ from tconv.search.tuning import (
     target_key,
     tune,
     tunable_convs,
+    unscheduled_differs,
     workload_of,
 )
 
@@ -87,6 +89,8 @@ def test_identical_workloads_are_tuned_once_and_runs_resume(tmp_path):
 
 
 def test_the_fastest_measurement_of_the_same_knobs_counts(tmp_path):
+    """A loaded machine only ever slows a kernel down: of repeated
+    measurements the fastest is the kernel's own speed."""
     workload = workload_of(tunable_convs(network())[0])
     database = TuningDatabase(tmp_path / "db.jsonl")
     for seconds in (3e-3, 1e-3, 2e-3):
@@ -271,3 +275,56 @@ def test_tune_then_compile_end_to_end(tmp_path, capsys):
     (want,) = run(module, params, x)
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
     assert main(["tune", str(ir), "--target", "cuda"]) == 1
+
+
+def pointwise_network(size):
+    b = NetworkBuilder("pw", (1, 64, size, size))
+    return b.finish(b.conv2d(b.input, 64, 1, name="pw"))
+
+
+def test_a_pointwise_default_no_schedule_can_name_is_a_candidate(tmp_path):
+    """On a small image the backend tiles a 1×1 convolution's flattened
+    positions, which no schedule asks for: "no schedule" is a candidate
+    there, recorded as block 0, and applying it leaves the convolution alone."""
+    (small,) = tunable_convs(pointwise_network(7))
+    (large,) = tunable_convs(pointwise_network(56))
+    assert unscheduled_differs(workload_of(small)) and not unscheduled_differs(workload_of(large))
+    assert candidates(workload_of(small))[1] == UNSCHEDULED and UNSCHEDULED not in candidates(workload_of(large))
+    assert UNSCHEDULED not in candidates(workload_of(tunable_convs(network())[0]))  # 3×3
+    assert describe_knobs(UNSCHEDULED) == "unscheduled"
+
+    module = pointwise_network(7)
+    workload = workload_of(tunable_convs(module)[0])
+    db = TuningDatabase(tmp_path / "db.jsonl")
+    db.add(workload, target_key(2), (8, 4), 2e-3)
+    db.add(workload, target_key(2), UNSCHEDULED, 1e-3)
+    assert json.loads((tmp_path / "db.jsonl").read_text().splitlines()[-1])["block"] == 0
+    assert TuningDatabase(tmp_path / "db.jsonl").best(workload, target_key(2)) == (UNSCHEDULED, 1e-3)
+    assert apply_tuning(module, db, threads=2) == 1
+    (conv,) = tunable_convs(module)
+    assert conv.schedule is None
+
+
+def test_tuning_measures_the_unscheduled_pointwise_kernel(tmp_path):
+    module = pointwise_network(7)
+    seen = []
+
+    def measure(workload, knobs):
+        seen.append(knobs)
+        return 1e-3 if knobs == UNSCHEDULED else 2e-3
+
+    (report,) = tune(module, TuningDatabase(tmp_path / "db.jsonl"), 1e9, threads=2, progress=None, measure_fn=measure)
+    assert seen[1] == UNSCHEDULED and report.knobs == UNSCHEDULED
+    # What the tuner times for it is the backend's default kernel, and it computes the convolution.
+    from tconv.search.tuning import conv_network as tuning_network
+    from tconv.lowering.tvm.build import TvmNetwork
+    from tconv.runtime.reference import run
+
+    timed = tuning_network(report.workload, UNSCHEDULED)
+    (conv,) = tunable_convs(timed)
+    assert conv.schedule is None
+    params = init_params(timed)
+    x = np.random.default_rng(0).standard_normal(report.workload.input, dtype=np.float32)
+    network = TvmNetwork(timed)
+    network.load_params(params)
+    np.testing.assert_allclose(network.run(x)[0], run(timed, params, x)[0], rtol=1e-4, atol=1e-4)
