@@ -11,8 +11,9 @@ search space is the TVM templates' knobs (`tconv.lowering.tvm.conv_schedule`,
 `Knobs`): for the direct template, channel blocks (whole vectors, or
 divisors of a group's channels) × column tiles; for grouped and depthwise
 convolutions also GSPC's channel blocks × row tiles × column tiles
-(`schedule_gspc`), and for kernels 5 wide and more, both with the
-kernel-column loop rolled. Candidates are measured best-first by the
+(`schedule_gspc`), for kernels 5 wide and more, both with the
+kernel-column loop rolled, and, for 1×1 convolutions on small images, no
+schedule at all (`UNSCHEDULED`). Candidates are measured best-first by the
 templates' issue-rate models (`schedule_cpu.tile_efficiency`,
 `schedule_gspc.column_efficiency`), the backend's own default first, one
 candidate of every workload per round, until the budget is spent; so any
@@ -30,9 +31,9 @@ A measurement taken while something else loaded the machine is too slow
 (never too fast), so where knobs were measured more than once the fastest
 counts, and a tuning run re-measures each workload's CONFIRM fastest knobs
 (`tune`: first those it found recorded, after the new candidates those they
-brought in): a record left slow by a loaded moment can win again. `tconv compile` applies the best
-record of each workload to the convolutions that carry no schedule of their
-own.
+brought in): a record left slow by a loaded moment can win again.
+`tconv compile` applies the best record of each workload to the
+convolutions that carry no schedule of their own.
 """
 
 from __future__ import annotations
