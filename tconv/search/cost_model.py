@@ -85,6 +85,8 @@ FEATURE_NAMES = (
 """What each entry of `workload_features` is."""
 
 FIXED_HYPERPARAMETERS_BELOW = 3
+MAX_SAMPLES = 400
+"""The most measurements a model is fitted on (see `LatencyModel.from_database`)."""
 """Fewer samples than this: the kernel's hyperparameters stay at their initial values."""
 
 RANDOM_STATE = 0
@@ -282,9 +284,27 @@ class LatencyModel:
         return [candidates[i] for i in order]
 
     @classmethod
-    def from_database(cls, database: TuningDatabase, target: str, lanes: int | None = None) -> LatencyModel:
-        """A model fitted on every measurement of `target` in `database`."""
-        return cls(lanes).fit(database_samples(database, target))
+    def from_database(
+        cls, database: TuningDatabase, target: str, lanes: int | None = None, focus: Sequence[Workload] = ()
+    ) -> LatencyModel:
+        """A model fitted on the measurements of `target` in `database`: all
+        of them up to MAX_SAMPLES, else those of the `focus` workloads first
+        and an even spread of the rest (a GP fit grows with the cube of its
+        samples: a tuning database of 2,400 records took minutes)."""
+        samples = database_samples(database, target)
+        if len(samples) > MAX_SAMPLES:
+            keys = {w.key for w in focus}
+            own = [sample for sample in samples if sample[0].key in keys]
+            rest = [sample for sample in samples if sample[0].key not in keys]
+            samples = _spread(own, MAX_SAMPLES) + _spread(rest, max(0, MAX_SAMPLES - len(own)))
+        return cls(lanes).fit(samples)
+
+
+def _spread(samples: list[Sample], count: int) -> list[Sample]:
+    """`count` of `samples`, evenly spaced (all where there are no more)."""
+    if len(samples) <= count:
+        return samples
+    return [samples[i * len(samples) // count] for i in range(count)]
 
 
 # Workloads back from the database ------------------------------------------------

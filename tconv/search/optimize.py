@@ -374,7 +374,9 @@ class Search:
             # Refit as the measurements grow by a quarter: a GP fit costs seconds.
             known = self.latencies.measured_count()
             if model is None or known >= 1.25 * fitted_on:
-                model = LatencyModel.from_database(self.latencies.database, self.latencies.target)
+                model = LatencyModel.from_database(
+                    self.latencies.database, self.latencies.target, focus=list(workloads.values())
+                )
                 fitted_on = known
             progressed = False
             for key in order:

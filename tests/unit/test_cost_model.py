@@ -156,6 +156,23 @@ def test_models_come_from_a_tuning_database(tmp_path):
     assert len(model.samples) == 12
 
 
+def test_a_large_database_is_fitted_on_a_bounded_sample_with_the_focus_first(tmp_path, monkeypatch):
+    import tconv.search.cost_model as cost_model
+
+    monkeypatch.setattr(cost_model, "MAX_SAMPLES", 100)
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    samples = synthetic_samples()
+    for workload, knobs, seconds in samples:
+        database.add(workload, "cpu", knobs, seconds)
+    assert len(samples) > 100
+    focus = WORKLOADS[1]
+    own = [s for s in samples if s[0] == focus]
+    assert 0 < len(own) < 100
+    model = LatencyModel.from_database(database, "cpu", lanes=LANES, focus=[focus])
+    assert len(model.samples) == 100
+    assert sum(1 for w, _, _ in model.samples if w == focus) == len(own)
+
+
 def test_bad_inputs_are_errors():
     with pytest.raises(TconvError, match="positive seconds"):
         LatencyModel(lanes=LANES).fit([(WORKLOADS[0], (16, 4), 0.0)])
