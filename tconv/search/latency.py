@@ -29,7 +29,7 @@ from xdsl.dialects.builtin import ModuleOp
 from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp
 from tconv.passes.select import layer_name
-from tconv.search.tuning import CONFIRM, Knobs, TuningDatabase, Workload, candidates, target_key, workload_of
+from tconv.search.tuning import Knobs, TuningDatabase, Workload, candidates, target_key, workload_of
 
 
 class Measurer(Protocol):
@@ -114,9 +114,7 @@ class LayerLatencies:
         """The workload's `tuning.CONFIRM` fastest recorded knobs that this
         object has not measured itself: records of earlier runs, which a
         loaded moment may have left too slow (see `tuning`)."""
-        measured = self.database.measured(workload, self.target)
-        leaders = sorted(measured, key=measured.get)[:CONFIRM]
-        return [k for k in leaders if (workload.key, k) not in self.measured_here]
+        return [k for k in self.database.leaders(workload, self.target) if (workload.key, k) not in self.measured_here]
 
     def measured_count(self) -> int:
         """Measurements of this target in the database."""

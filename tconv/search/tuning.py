@@ -262,6 +262,11 @@ class TuningDatabase:
         knobs = min(measured, key=measured.get)
         return knobs, measured[knobs]
 
+    def leaders(self, workload: Workload, target: str) -> list[Knobs]:
+        """The CONFIRM fastest knobs measured for `workload` on `target`, fastest first."""
+        measured = self.measured(workload, target)
+        return sorted(measured, key=measured.get)[:CONFIRM]
+
     def add(self, workload: Workload, target: str, knobs: Knobs, seconds: float) -> None:
         knobs = full_knobs(knobs)
         self._keep((workload.key, target), knobs, seconds)
@@ -429,10 +434,7 @@ def tune(
         ]
 
     def leaders() -> dict[str, list[Knobs]]:
-        return {
-            w.key: sorted(database.measured(w, target), key=database.measured(w, target).get)[:CONFIRM]
-            for w in workloads
-        }
+        return {w.key: database.leaders(w, target) for w in workloads}
 
     confirmed: set[tuple[str, Knobs]] = set()
 
