@@ -29,7 +29,9 @@ from xdsl.dialects.builtin import ModuleOp
 from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp
 from tconv.passes.select import layer_name
-from tconv.search.tuning import Knobs, TuningDatabase, Workload, candidates, target_key, workload_of
+from tconv.search.tuning import (
+    Knobs, TuningDatabase, Workload, candidates, measure_side_by_side, target_key, workload_of,
+)
 
 
 class Measurer(Protocol):
@@ -100,21 +102,33 @@ class LayerLatencies:
         found = candidates(workload)
         return found if self.tunable else found[:1]
 
-    def measure(self, workload: Workload, knobs: Knobs) -> float:
-        """Measure one candidate and record it."""
+    def _measure(self, workload: Workload, knobs: Knobs) -> float:
         seconds = self.measurer.measure(workload, knobs)
-        self.database.add(workload, self.target, knobs, seconds)
         self.measurements += 1
         self.measured_here.add((workload.key, knobs))
         if self.on_measure:
             self.on_measure(workload, knobs, seconds)
         return seconds
 
-    def stale_leaders(self, workload: Workload) -> list[Knobs]:
-        """The workload's `tuning.CONFIRM` fastest recorded knobs that this
-        object has not measured itself: records of earlier runs, which a
-        loaded moment may have left too slow (see `tuning`)."""
-        return [k for k in self.database.leaders(workload, self.target) if (workload.key, k) not in self.measured_here]
+    def measure(self, workload: Workload, knobs: Knobs) -> float:
+        """Measure one candidate and record it."""
+        seconds = self._measure(workload, knobs)
+        self.database.add(workload, self.target, knobs, seconds)
+        return seconds
+
+    def confirm(self, workload: Workload, stop: Callable[[], bool] = lambda: False) -> bool:
+        """Measure the workload's `tuning.CONFIRM` leaders side by side and
+        record them as a round (see `tuning`), unless this object measured
+        them all itself: records of earlier runs, which a loaded moment may
+        have left too slow. Whether a round was recorded (not where `stop()`
+        cut it short)."""
+        knobs = self.database.leaders(workload, self.target)
+        if len(knobs) < 2 or all((workload.key, k) in self.measured_here for k in knobs):
+            return False
+        seconds = measure_side_by_side(workload, knobs, self._measure, stop=stop)
+        if seconds is not None:
+            self.database.add_round(workload, self.target, seconds)
+        return seconds is not None
 
     def measured_count(self) -> int:
         """Measurements of this target in the database."""

@@ -356,17 +356,16 @@ class Search:
             weight[row.workload.key] = weight.get(row.workload.key, 0.0) + row.seconds
             workloads[row.workload.key] = row.workload
         order = sorted(workloads, key=lambda key: -weight[key])
-        # Records of earlier runs first: their leaders are re-measured once (a
-        # record made in a loaded moment is too slow and would hide its knobs).
+        # Records of earlier runs first: their leaders are re-measured side by
+        # side (a record made in a loaded moment is too slow and would hide its knobs).
         for key in order if self.latencies.tunable else ():
-            for knobs in self.latencies.stale_leaders(workloads[key]):
-                if self.deadline.passed(self.reserve):
-                    break
-                self.say(f"re-measuring {_short(workloads[key])}")
-                try:
-                    self.latencies.measure(workloads[key], knobs)
-                except TconvError as err:
-                    self.failed_schedules.append(f"knobs {knobs} of {key}: {err}")
+            if self.deadline.passed(self.reserve):
+                break
+            self.say(f"re-measuring the leaders of {_short(workloads[key])}")
+            try:
+                self.latencies.confirm(workloads[key], stop=lambda: self.deadline.passed(self.reserve))
+            except TconvError as err:
+                self.failed_schedules.append(f"leaders of {key}: {err}")
         tried = {key: set(self.latencies.database.measured(workloads[key], self.latencies.target)) for key in order}
         stale = dict.fromkeys(order, 0)
         model, fitted_on = None, 0

@@ -28,16 +28,23 @@ are the direct template's, as written before GSPC). Each line is
 appended as soon as it is measured, so a tuning run that stops (budget,
 Ctrl-C) resumes where it was: measured candidates are not measured again.
 A measurement taken while something else loaded the machine is too slow
-(never too fast), so where knobs were measured more than once the fastest
-counts, and a tuning run re-measures each workload's CONFIRM fastest knobs
-(`tune`: first those it found recorded, after the new candidates those they
-brought in): a record left slow by a loaded moment can win again.
+(never too fast), and the load of a shared machine changes from minute to
+minute, so records of different moments compare badly. Where knobs were
+measured more than once the fastest counts; and a tuning run re-measures
+each workload's CONFIRM fastest knobs *side by side*
+(`measure_side_by_side`: in turns, CONFIRM_PASSES times, so that a loaded
+moment slows them all alike), recorded as one *round* (the lines share a
+`round` field). The latest round ranks its knobs by its own times; knobs
+measured after it compete with those; knobs it left out are out of the
+running (`TuningDatabase.ranking`). `tune` confirms first the leaders it
+found recorded, then, after the new candidates, those they brought in.
 `tconv compile` applies the best record of each workload to the
 convolutions that carry no schedule of their own.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -76,6 +83,9 @@ candidate only where that default is one no schedule can ask for
 
 CONFIRM = 4
 """How many of a workload's fastest recorded knobs a tuning run re-measures (see `tune`)."""
+
+CONFIRM_PASSES = 3
+"""Measurements of each knobs in a side-by-side round (`measure_side_by_side`)."""
 
 
 def full_knobs(knobs: Knobs) -> Knobs:
@@ -214,12 +224,27 @@ def tunable_convs(module: ModuleOp) -> list[Conv2dOp]:
     ]
 
 
+@dataclass
+class Round:
+    """A workload's knobs measured side by side (see the module docstring)."""
+
+    id: int
+    start: int
+    """The database's measurement count when the round was recorded: later measurements compete with it."""
+    seconds: dict[Knobs, float]
+
+
 class TuningDatabase:
     """Measurements in a JSON-lines file (see the module docstring)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.records: dict[tuple[str, str], dict[Knobs, float]] = {}
+        self.rounds: dict[tuple[str, str], Round] = {}
+        """The latest side-by-side round of each (workload, target)."""
+        self._count = 0
+        self._last: dict[tuple[str, str], dict[Knobs, int]] = {}
+        """When (the measurement count) each knobs were last measured."""
         if self.path.exists():
             self._read()
 
@@ -240,46 +265,82 @@ class TuningDatabase:
                     for index, (name, default) in enumerate(zip(KNOB_NAMES, KNOB_DEFAULTS))
                 )
                 seconds = float(record["seconds"])
+                round_id = None if record.get("round") is None else int(record["round"])
             except (ValueError, KeyError, TypeError):
                 if number == len(lines):
                     continue  # a line cut short by an interrupted run
                 raise TconvError(f"error: {self.path}:{number}: not a tuning record") from None
-            self._keep(key, knobs, seconds)
+            self._keep(key, knobs, seconds, round_id)
 
-    def _keep(self, key: tuple[str, str], knobs: Knobs, seconds: float) -> None:
-        """Record a measurement; of several of the same knobs the fastest counts."""
+    def _keep(self, key: tuple[str, str], knobs: Knobs, seconds: float, round_id: int | None = None) -> None:
+        """Record a measurement; of several of the same knobs the fastest
+        counts, and of a round's, the fastest within the round."""
         measured = self.records.setdefault(key, {})
         measured[knobs] = min(seconds, measured.get(knobs, seconds))
+        self._count += 1
+        self._last.setdefault(key, {})[knobs] = self._count
+        if round_id is not None:
+            latest = self.rounds.get(key)
+            if latest is None or round_id > latest.id:
+                self.rounds[key] = latest = Round(round_id, self._count, {})
+            if round_id == latest.id:
+                latest.seconds[knobs] = min(seconds, latest.seconds.get(knobs, seconds))
 
     def measured(self, workload: Workload, target: str) -> dict[Knobs, float]:
-        """Seconds by knobs (full, see `full_knobs`) measured for `workload` on `target`."""
+        """Seconds by knobs (full, see `full_knobs`) measured for `workload` on
+        `target`, the fastest measurement of each."""
         return self.records.get((workload.key, target), {})
 
-    def best(self, workload: Workload, target: str) -> tuple[Knobs, float] | None:
+    def ranking(self, workload: Workload, target: str) -> list[tuple[Knobs, float]]:
+        """The knobs measured for `workload` on `target` with their seconds,
+        fastest first: those of the latest round at its times, and knobs
+        measured after it at their own, ahead of the knobs it left out (see
+        the module docstring); without a round, all at their fastest."""
+        key = (workload.key, target)
         measured = self.measured(workload, target)
-        if not measured:
-            return None
-        knobs = min(measured, key=measured.get)
-        return knobs, measured[knobs]
+        latest = self.rounds.get(key)
+        if latest is None:
+            return sorted(measured.items(), key=lambda item: item[1])
+        running = dict(latest.seconds)
+        last = self._last.get(key, {})
+        running.update((k, s) for k, s in measured.items() if k not in running and last.get(k, 0) > latest.start)
+        out = {k: s for k, s in measured.items() if k not in running}
+        return sorted(running.items(), key=lambda item: item[1]) + sorted(out.items(), key=lambda item: item[1])
+
+    def best(self, workload: Workload, target: str) -> tuple[Knobs, float] | None:
+        ranking = self.ranking(workload, target)
+        return ranking[0] if ranking else None
 
     def leaders(self, workload: Workload, target: str) -> list[Knobs]:
-        """The CONFIRM fastest knobs measured for `workload` on `target`, fastest first."""
-        measured = self.measured(workload, target)
-        return sorted(measured, key=measured.get)[:CONFIRM]
+        """The first CONFIRM knobs of `ranking`."""
+        return [knobs for knobs, _ in self.ranking(workload, target)[:CONFIRM]]
 
     def add(self, workload: Workload, target: str, knobs: Knobs, seconds: float) -> None:
-        knobs = full_knobs(knobs)
-        self._keep((workload.key, target), knobs, seconds)
+        self._append(workload, target, [(full_knobs(knobs), seconds)])
+
+    def add_round(self, workload: Workload, target: str, seconds: dict[Knobs, float]) -> None:
+        """Record knobs measured side by side (`measure_side_by_side`) as the workload's latest round."""
+        latest = self.rounds.get((workload.key, target))
+        round_id = max(time.time_ns(), latest.id + 1 if latest else 0)
+        self._append(workload, target, [(full_knobs(k), s) for k, s in seconds.items()], round_id)
+
+    def _append(self, workload: Workload, target: str, measurements, round_id: int | None = None) -> None:
+        lines = []
+        for knobs, seconds in measurements:
+            self._keep((workload.key, target), knobs, seconds, round_id)
+            record: dict[str, object] = {"workload": workload.key, "target": target}
+            # The direct template's defaults stay implicit: its records read as before GSPC.
+            record.update(
+                (name, value) for index, (name, value, default) in enumerate(zip(KNOB_NAMES, knobs, KNOB_DEFAULTS))
+                if index < 2 or value != default
+            )
+            record["seconds"] = seconds
+            if round_id is not None:
+                record["round"] = round_id
+            lines.append(json.dumps(record) + "\n")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        record: dict[str, object] = {"workload": workload.key, "target": target}
-        # The direct template's defaults stay implicit: its records read as before GSPC.
-        record.update(
-            (name, value) for index, (name, value, default) in enumerate(zip(KNOB_NAMES, knobs, KNOB_DEFAULTS))
-            if index < 2 or value != default
-        )
-        record["seconds"] = seconds
         with open(self.path, "a") as file:
-            file.write(json.dumps(record) + "\n")
+            file.write("".join(lines))  # one write: a round's lines stay together
 
 
 def default_blocking(workload: Workload):
@@ -361,15 +422,13 @@ def runs_per_repeat(once_s: float) -> int:
     return max(1, min(100, int(0.05 / max(once_s, 1e-6))))
 
 
-def measure(workload: Workload, knobs: Knobs, repeat: int = 5) -> float:
-    """Seconds of one run of the workload's kernel with `knobs`: the fastest of
-    `repeat` rounds of about 50 ms each, after a warm-up. On a shared machine
-    other processes only ever add time, so the fastest round is the kernel's
-    own speed; a median still carries their load."""
+@functools.lru_cache(maxsize=2 * CONFIRM)
+def _timed_kernel(workload: Workload, knobs: Knobs):
+    """The workload's kernel with `knobs`, built and run once (page faults,
+    the thread pool's start): (the TVM module, its symbol, its arguments).
+    Kept for the next few calls: a round re-times the same CONFIRM kernels."""
     from tconv.ir.params import init_params
     from tconv.lowering.tvm.build import TvmNetwork
-
-    import tvm
 
     module = conv_network(workload, knobs)
     network = TvmNetwork(module)
@@ -377,14 +436,44 @@ def measure(workload: Workload, knobs: Knobs, repeat: int = 5) -> float:
     network.run(np.random.default_rng(0).standard_normal(workload.input, dtype=np.float32))
     (call,) = network.program.calls
     args = [network.tensors[i] for i in call.args]
-    kernel = network.kernels[call.symbol]
-    kernel(*args)  # the first run pays for page faults and the thread pool's start
+    network.kernels[call.symbol](*args)
+    return network.runtime, call.symbol, args
+
+
+def measure(workload: Workload, knobs: Knobs, repeat: int = 5) -> float:
+    """Seconds of one run of the workload's kernel with `knobs`: the fastest of
+    `repeat` rounds of about 50 ms each, after a warm-up. On a shared machine
+    other processes only ever add time, so the fastest round is the kernel's
+    own speed; a median still carries their load."""
+    import tvm
+
+    runtime, symbol, args = _timed_kernel(workload, full_knobs(knobs))
+    kernel = runtime[symbol]
     start = time.perf_counter()
     kernel(*args)
-    timer = network.runtime.time_evaluator(
-        call.symbol, tvm.cpu(), number=runs_per_repeat(time.perf_counter() - start), repeat=repeat
-    )
+    timer = runtime.time_evaluator(symbol, tvm.cpu(), number=runs_per_repeat(time.perf_counter() - start), repeat=repeat)
     return float(min(timer(*args).results))
+
+
+def measure_side_by_side(
+    workload: Workload,
+    knobs: list[Knobs],
+    measure_fn: Callable[[Workload, Knobs], float],
+    passes: int = CONFIRM_PASSES,
+    stop: Callable[[], bool] = lambda: False,
+) -> dict[Knobs, float] | None:
+    """Seconds of each of `knobs`, measured in turns (a b c a b c ...)
+    `passes` times, the fastest of each: whatever loads the machine meanwhile
+    loads them all alike. Where `stop()` says so first, the passes so far,
+    or None before the first is done."""
+    seconds: dict[Knobs, float] = {}
+    for _ in range(passes):
+        for k in knobs:
+            if stop():
+                return seconds if len(seconds) == len(knobs) else None
+            measured = measure_fn(workload, k)
+            seconds[k] = min(measured, seconds.get(k, measured))
+    return seconds
 
 
 @dataclass
@@ -400,7 +489,7 @@ def _progress(done: int, total: int, started: float, budget_s: float) -> None:
     width = 30
     filled = int(width * min(done / max(total, 1), 1.0))
     left = max(0.0, budget_s - (time.monotonic() - started))
-    print(f"\rtuning [{'#' * filled}{'.' * (width - filled)}] {done}/{total} candidates, {left:4.0f} s left",
+    print(f"\rtuning [{'#' * filled}{'.' * (width - filled)}] {done}/{total} measurements, {left:4.0f} s left",
           end="", file=sys.stderr, flush=True)
 
 
@@ -413,49 +502,62 @@ def tune(
     measure_fn: Callable[[Workload, Knobs], float] = measure,
 ) -> list[TuningReport]:
     """Measure candidates of every tunable workload of `module` within
-    `budget_s` seconds, one per workload per round, recording each in
-    `database`, and re-measure each workload's CONFIRM fastest knobs
-    before (those recorded) and after (those new); see the module
-    docstring. What is known of each workload afterwards."""
+    `budget_s` seconds, the workloads in turns, recording each in
+    `database`; before (those recorded) and after (those new), measure each
+    workload's CONFIRM leaders side by side (see the module docstring).
+    What is known of each workload afterwards."""
     target = target_key(threads)
     workloads = list({workload_of(conv).key: workload_of(conv) for conv in tunable_convs(module)}.values())
     queues = {w.key: [k for k in candidates(w) if k not in database.measured(w, target)] for w in workloads}
     started = time.monotonic()
     done = 0
 
-    def rounds(queues: dict[str, list[Knobs]]) -> list[tuple[Workload, Knobs]]:
-        # Round k measures the k-th knobs of every workload: the best guesses
-        # of all layers come before the long tails of any one.
-        return [
-            (workload, queues[workload.key][k])
-            for k in range(max((len(q) for q in queues.values()), default=0))
-            for workload in workloads
-            if k < len(queues[workload.key])
-        ]
+    def out_of_time() -> bool:
+        return time.monotonic() - started >= budget_s
 
-    def leaders() -> dict[str, list[Knobs]]:
-        return {w.key: database.leaders(w, target) for w in workloads}
+    def tick(count: int = 1) -> None:
+        nonlocal done
+        done += count
+        if progress:
+            progress(done, total, started, budget_s)
 
-    confirmed: set[tuple[str, Knobs]] = set()
+    def confirm(workload: Workload) -> None:
+        """A round of the workload's leaders, where there are two to compare
+        and this run has not yet measured them side by side."""
+        knobs = database.leaders(workload, target)
+        if len(knobs) < 2 or set(knobs) <= confirmed.get(workload.key, set()):
+            return
+        seconds = measure_side_by_side(workload, knobs, measure_fn, stop=out_of_time)
+        if seconds is not None:
+            database.add_round(workload, target, seconds)
+            confirmed[workload.key] = set(knobs)
+        tick(CONFIRM_PASSES * len(knobs))  # counted as planned, even where cut short
 
-    def unconfirmed_leaders() -> dict[str, list[Knobs]]:
-        return {key: [k for k in knobs if (key, k) not in confirmed] for key, knobs in leaders().items()}
+    confirmed: dict[str, set[Knobs]] = {}
 
+    def round_size(count: int) -> int:
+        return CONFIRM_PASSES * min(CONFIRM, count) if count >= 2 else 0
+
+    # An estimate: the second rounds run only where the leaders changed.
+    total = sum(
+        len(queues[w.key]) + round_size(len(database.measured(w, target)))
+        + (round_size(len(database.measured(w, target)) + len(queues[w.key])) if queues[w.key] else 0)
+        for w in workloads
+    )
     # A resumed run first re-measures what it already holds as best (an old
-    # record may be stale), then measures new candidates, then confirms the
-    # leaders that the new candidates brought in.
-    total = sum(len(q) for q in queues.values())
-    total += sum(min(CONFIRM, len(database.measured(w, target)) + len(queues[w.key])) for w in workloads)
-    for stage, confirming in ((unconfirmed_leaders, True), (lambda: queues, False), (unconfirmed_leaders, True)):
-        for workload, knobs in rounds(stage()):
-            if time.monotonic() - started >= budget_s:
-                break
-            database.add(workload, target, knobs, measure_fn(workload, knobs))
-            if confirming:
-                confirmed.add((workload.key, knobs))
-            done += 1
-            if progress:
-                progress(done, total, started, budget_s)
+    # record may be stale), then measures new candidates (round k the k-th of
+    # every workload: the best guesses of all layers before the long tails of
+    # any one), then confirms the leaders that the new candidates brought in.
+    for workload in workloads:
+        confirm(workload)
+    for k in range(max((len(q) for q in queues.values()), default=0)):
+        for workload in workloads:
+            if k < len(queues[workload.key]) and not out_of_time():
+                knobs = queues[workload.key][k]
+                database.add(workload, target, knobs, measure_fn(workload, knobs))
+                tick()
+    for workload in workloads:
+        confirm(workload)
     if progress:
         print(file=sys.stderr)
     reports = []

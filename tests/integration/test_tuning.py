@@ -14,6 +14,7 @@ from tconv.ir.params import init_params, save_store, store_path_for
 from tconv.ir.schedule import parse_schedule
 from tconv.search.tuning import (
     CONFIRM,
+    CONFIRM_PASSES,
     KNOB_NAMES,
     UNSCHEDULED,
     TuningDatabase,
@@ -24,6 +25,7 @@ from tconv.search.tuning import (
     describe_knobs,
     full_knobs,
     knobs_of,
+    measure_side_by_side,
     target_key,
     tune,
     tunable_convs,
@@ -65,27 +67,29 @@ def test_identical_workloads_are_tuned_once_and_runs_resume(tmp_path):
     reports = tune(module, database, 1e9, threads=2, progress=None, measure_fn=measure)
     assert len(reports) == 3
     assert [r.knobs for r in reports] == [OPTIMA[1], OPTIMA[4], OPTIMA[16]]
-    # Every candidate once, then each workload's CONFIRM fastest once more.
     workloads = [r.workload for r in reports]
     measured = [(w.key, k) for w in workloads for k in candidates(w)]
     leaders = [
         (w.key, k) for w in workloads
         for k in sorted(candidates(w), key=lambda k: fake_seconds(w, k))[:CONFIRM]
     ]
-    assert sorted(calls) == sorted(measured + leaders)
-    assert calls[-len(leaders):].count((workloads[0].key, OPTIMA[1])) == 1
+    # Every candidate once, then each workload's CONFIRM fastest side by side, CONFIRM_PASSES times.
+    assert sorted(calls) == sorted(measured + CONFIRM_PASSES * leaders)
+    assert calls[-CONFIRM_PASSES * len(leaders):].count((workloads[0].key, OPTIMA[1])) == CONFIRM_PASSES
     dense = reports[0]
     # Each workload's first measurement is the backend's own default.
     first = {}
     for key, knobs in calls:
         first.setdefault(key, knobs)
     assert first[dense.workload.key] == candidates(dense.workload)[0]
-    lines = (tmp_path / "db.jsonl").read_text().splitlines()
-    assert len(lines) == len(calls) and json.loads(lines[0])["target"] == target_key(2)
+    lines = [json.loads(line) for line in (tmp_path / "db.jsonl").read_text().splitlines()]
+    assert len(lines) == len(measured) + len(leaders) and lines[0]["target"] == target_key(2)
+    assert [line.get("round") is not None for line in lines] == [False] * len(measured) + [True] * len(leaders)
     # A second run finds every candidate measured: it only re-measures the leaders.
     calls.clear()
     again = tune(module, TuningDatabase(tmp_path / "db.jsonl"), 1e9, threads=2, progress=None, measure_fn=measure)
-    assert sorted(calls) == sorted(leaders) and [r.knobs for r in again] == [OPTIMA[1], OPTIMA[4], OPTIMA[16]]
+    assert sorted(calls) == sorted(CONFIRM_PASSES * leaders)
+    assert [r.knobs for r in again] == [OPTIMA[1], OPTIMA[4], OPTIMA[16]]
 
 
 def test_the_fastest_measurement_of_the_same_knobs_counts(tmp_path):
@@ -99,6 +103,46 @@ def test_the_fastest_measurement_of_the_same_knobs_counts(tmp_path):
     for db in (database, TuningDatabase(tmp_path / "db.jsonl")):
         assert db.measured(workload, "cpu") == {full_knobs((8, 4)): 1e-3, full_knobs((16, 2)): 1.5e-3}
         assert db.best(workload, "cpu") == (full_knobs((8, 4)), 1e-3)
+
+
+def test_the_latest_round_ranks_its_knobs_by_its_own_times(tmp_path):
+    """Knobs measured side by side compare fairly, records of different
+    moments do not: the round's order counts, whatever their fastest
+    records say; knobs measured after it compete with it; knobs it left
+    out are out of the running."""
+    workload = workload_of(tunable_convs(network())[0])
+    a, b, c, d, e = (full_knobs((8, t)) for t in range(1, 6))
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    database.add(workload, "cpu", d, 0.9e-3)  # before the round, left out of it
+    database.add(workload, "cpu", a, 1.0e-3)  # a quiet moment
+    database.add(workload, "cpu", b, 1.1e-3)
+    database.add_round(workload, "cpu", {a: 2.0e-3, b: 1.8e-3})  # a loaded one: b is faster
+    database.add(workload, "cpu", c, 1.9e-3)
+    for db in (database, TuningDatabase(tmp_path / "db.jsonl")):
+        assert db.ranking(workload, "cpu") == [(b, 1.8e-3), (c, 1.9e-3), (a, 2.0e-3), (d, 0.9e-3)]
+        assert db.best(workload, "cpu") == (b, 1.8e-3) and db.measured(workload, "cpu")[a] == 1.0e-3
+    database.add(workload, "cpu", e, 1.7e-3)
+    assert database.leaders(workload, "cpu") == [e, b, c, a]
+    # A later round replaces the earlier.
+    database.add_round(workload, "cpu", {a: 1.5e-3, e: 1.6e-3})
+    assert TuningDatabase(tmp_path / "db.jsonl").ranking(workload, "cpu")[:2] == [(a, 1.5e-3), (e, 1.6e-3)]
+
+
+def test_side_by_side_measures_in_turns_and_keeps_whole_passes():
+    workload = workload_of(tunable_convs(network())[0])
+    calls = []
+
+    def measure(w, knobs):
+        calls.append(knobs)
+        return {1: 3.0, 2: 2.0}[knobs[0]] + len(calls) * 0.01
+
+    assert measure_side_by_side(workload, [(1, 1), (2, 1)], measure, passes=3) == {(1, 1): 3.01, (2, 1): 2.02}
+    assert calls == [(1, 1), (2, 1)] * 3
+    looks = iter(range(100))
+    assert measure_side_by_side(workload, [(1, 1), (2, 1)], measure, stop=lambda: next(looks) >= 1) is None
+    looks = iter(range(100))
+    assert set(measure_side_by_side(workload, [(1, 1), (2, 1)], measure, stop=lambda: next(looks) >= 3)) == {
+        (1, 1), (2, 1)}
 
 
 def test_a_record_left_slow_by_a_loaded_moment_wins_again(tmp_path):
@@ -118,7 +162,7 @@ def test_a_record_left_slow_by_a_loaded_moment_wins_again(tmp_path):
         stale.add(dense, target, knobs, seconds * (3 if knobs == OPTIMA[1] else 1))
     ranked = sorted(stale.measured(dense, target), key=stale.measured(dense, target).get)
     assert ranked[0] != OPTIMA[1] and OPTIMA[1] in ranked[:CONFIRM]
-    # The recorded leaders come first: a budget of CONFIRM measurements is enough.
+    # The recorded leaders come first: a budget of one round is enough.
     calls = []
     ticks = iter(range(10**6))
 
@@ -131,10 +175,10 @@ def test_a_record_left_slow_by_a_loaded_moment_wins_again(tmp_path):
     clock = tuning.time.monotonic
     tuning.time.monotonic = lambda: float(next(ticks))  # one "second" per look at the clock
     try:
-        reports = tune(module, stale, CONFIRM + 1, threads=2, progress=None, measure_fn=measure)
+        reports = tune(module, stale, CONFIRM_PASSES * CONFIRM + 1, threads=2, progress=None, measure_fn=measure)
     finally:
         tuning.time.monotonic = clock
-    assert sorted(calls) == sorted((dense.key, k) for k in ranked[:CONFIRM])
+    assert sorted(calls) == sorted(CONFIRM_PASSES * [(dense.key, k) for k in ranked[:CONFIRM]])
     assert reports[0].knobs == OPTIMA[1]
 
 
