@@ -146,6 +146,17 @@ def test_conv2d_with_wide_blocks_and_tails():
     assert_matches_reference(module, random_params(module, 3))
 
 
+def test_pointwise_conv2d_with_a_position_tail():
+    """The pointwise kernel over 14² = 196 flattened positions in tiles of 6
+    (a tail of 2), batch 2, output channels with a tail (40)."""
+    b = NetworkBuilder("pointwise", (2, 24, 14, 14))
+    x = b.conv2d(b.input, 40, 1, name="conv")
+    module = b.finish(epilogue(b, x, "bn_add_relu"))
+    (kernel,) = [name for name in lower_kernels(module)[0].functions if "conv" in name.name_hint]
+    assert "pointwise" in kernel.name_hint
+    assert_matches_reference(module, random_params(module, 5))
+
+
 # Dense ---------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from tconv.lowering.tvm.schedule_cpu import (
     conv2d_blocking,
     depthwise_blocking,
     skews_planes,
+    pointwise_blocking,
     tiles_positions,
 )
 from tconv.lowering.tvm.target import VectorUnit, cpu_target, cuda_target, make_target, vector_unit
@@ -199,6 +200,14 @@ def test_depthwise_blocking_vectorises_columns_unless_the_image_is_narrow():
 def test_pointwise_convolutions_tile_positions_on_small_images_only():
     assert tiles_positions(1, 1280, 7, 7, AVX2)
     assert not tiles_positions(1, 96, 112, 112, AVX2)
+
+
+def test_the_pointwise_kernel_keeps_more_accumulators_than_the_fma_latency_needs():
+    """256 channels at 14²: 16 × 6 positions (12 accumulators, a tail of 2
+    positions), not the 16 × 4 that just covers the FMA latency."""
+    assert pointwise_blocking(1, 256, 196, AVX2) == ConvBlocking(16, 6)
+    assert conv2d_blocking(1, 256, 196, AVX2) == ConvBlocking(16, 4)
+    assert pointwise_blocking(1, 512, 49, AVX2) == ConvBlocking(16, 5)
 
 
 def test_inputs_with_planes_a_whole_number_of_l1_ways_apart_are_skewed():

@@ -241,7 +241,7 @@ class _Lowering(ProgramBuilder):
         if schedule is None and ops.is_pointwise(kernel, strides, padding) and schedule_cpu.tiles_positions(
             groups, out_group, out_height, out_width, self.unit
         ):
-            return "pointwise_conv2d", schedule_cpu.conv2d_blocking(groups, out_group, out_height * out_width, self.unit)
+            return "pointwise_conv2d", schedule_cpu.pointwise_blocking(groups, out_group, out_height * out_width, self.unit)
         blocking = schedule_cpu.conv2d_blocking(groups, out_group, out_width, self.unit, **shape)
         blocking = self.honour(op, schedule, groups, out_group, blocking)
         return "conv2d", replace(blocking, skew_planes=schedule_cpu.skews_planes(*in_size, padding))
@@ -277,7 +277,7 @@ class _Lowering(ProgramBuilder):
             1, out_channels, out_height, out_width, self.unit, block
         ):
             positions = out_height * out_width
-            return "pointwise_conv2d", schedule_cpu.channel_blocking(1, out_channels, positions, self.unit, block)
+            return "pointwise_conv2d", schedule_cpu.pointwise_blocking(1, out_channels, positions, self.unit, block)
         blocking = schedule_cpu.channel_blocking(1, out_channels, out_width, self.unit, block)
         blocking = self.honour(op, schedule, 1, out_channels, blocking)
         if blocking.vector != "oc":

@@ -80,15 +80,17 @@ def _channel_blocks(groups: int, out_group: int, lanes: int) -> list[int]:
     return [max(d for d in range(1, 2 * lanes + 1) if out_group % d == 0)]
 
 
-def tile_efficiency(block: int, width_tile: int, out_group: int, out_width: int, lanes: int) -> float:
+def tile_efficiency(
+    block: int, width_tile: int, out_group: int, out_width: int, lanes: int, latency: int = FMA_LATENCY,
+) -> float:
     """Useful FMAs per issued FMA slot of one accumulation step (a `block` ×
     `width_tile` tile updated by one input channel and tap), in a model of
     the core: a step takes as long as the FMAs, the loads (one per weight
-    vector and per broadcast column) or the FMA latency, whichever is
-    longest; work on padded channels, lanes and columns is wasted."""
+    vector and per broadcast column) or the `latency` of its chain of FMAs,
+    whichever is longest; work on padded channels, lanes and columns is wasted."""
     vectors = -(-block // lanes)
     accumulators = vectors * width_tile
-    cycles = max(accumulators / FMA_PORTS, (vectors + width_tile) / LOAD_PORTS, FMA_LATENCY)
+    cycles = max(accumulators / FMA_PORTS, (vectors + width_tile) / LOAD_PORTS, latency)
     useful = (
         out_group / (-(-out_group // block) * block)
         * block / (vectors * lanes)
@@ -108,17 +110,19 @@ def packed_channel_blocks(out_channels: int, layout_block: int, lanes: int) -> l
 
 def channel_blocking(
     groups: int, out_group: int, out_width: int, unit: VectorUnit, layout_block: int | None = None,
+    *, budget: int | None = None, latency: int = FMA_LATENCY,
 ) -> ConvBlocking:
     """The direct template's blocking of a convolution with `groups` groups
     of `out_group` output channels and `out_width` output columns: of the
     channel blocks the groups allow (one or two vectors, see
-    `_channel_blocks`) and the column tiles that fit the accumulator budget,
-    the most efficient by `tile_efficiency`; on a tie, the one wasting the
+    `_channel_blocks`) and the column tiles that fit the accumulator
+    `budget` (default `accumulator_budget`), the most efficient by
+    `tile_efficiency` (with `latency`); on a tie, the one wasting the
     fewest columns, then the larger tile (fewer reloads of inputs and
     weights). With `layout_block` (an ungrouped convolution whose output is
     stored in blocks of it), the blocks of `packed_channel_blocks`."""
     lanes = unit.lanes
-    budget = accumulator_budget(unit)
+    budget = budget or accumulator_budget(unit)
     candidates = []
     if layout_block is None:
         choices = _channel_blocks(groups, out_group, lanes)
@@ -127,7 +131,7 @@ def channel_blocking(
     for block in choices:
         vectors = -(-block // lanes)
         for width_tile in range(1, min(out_width, max(1, budget // vectors)) + 1):
-            efficiency = tile_efficiency(block, width_tile, out_group, out_width, lanes)
+            efficiency = tile_efficiency(block, width_tile, out_group, out_width, lanes, latency)
             waste = -(-out_width // width_tile) * width_tile - out_width
             candidates.append(((round(efficiency, 3), -waste, vectors * width_tile, block), block, width_tile))
     _, block, width_tile = max(candidates)
@@ -176,6 +180,22 @@ def skews_planes(height: int, width: int, padding) -> bool:
     one L1 set and evict each other (measured: 256→256 1×1 at 32² gains 15%
     from the copy; 16² and 56² lose from it)."""
     return not any(padding) and (height * width * 4) % L1_WAY_BYTES == 0
+
+
+def pointwise_blocking(
+    groups: int, out_group: int, positions: int, unit: VectorUnit, layout_block: int | None = None,
+) -> ConvBlocking:
+    """The blocking of the pointwise kernel (`ops.pointwise_conv2d`, over
+    `positions` flattened positions): `channel_blocking`'s, with two more
+    accumulators (its loop addresses one input row and one weight block,
+    where the direct template also keeps taps and rows) and an FMA chain a
+    cycle longer (a broadcast load feeds each step; with just enough
+    accumulators for the FMA latency it falls behind). Measured, 256
+    channels at 14², 1 thread: 16×4 (the latency bound exactly) 60
+    GFLOP/s, 16×6 70, 16×7 (spills) 40."""
+    return channel_blocking(
+        groups, out_group, positions, unit, layout_block, budget=accumulator_budget(unit) + 2, latency=FMA_LATENCY + 1
+    )
 
 
 def tiles_positions(
