@@ -366,6 +366,14 @@ static void run_tasks(tconv_pool *pool, int index)
  * that burns its time slice delays the very threads it waits for. */
 #define SPIN_NS 200000
 
+/* The launcher waits for its workers longer before it sleeps: Linux wakes a
+ * sleeping thread on its waker's CPU, so a launcher woken by a late worker
+ * moved onto that worker's CPU, and the next launch moved the worker away
+ * (see place_workers), cold; a cycle that, once started, ran whole batches
+ * of 0.2 ms kernels at a third of their speed, the two threads trading CPUs
+ * at almost every launch. A launch's tasks take milliseconds at most. */
+#define LAUNCHER_SPIN_NS 20000000
+
 static uint64_t now_ns(void)
 {
     struct timespec t;
@@ -598,7 +606,7 @@ static int parallel_launch(FTVMParallelLambda lambda, void *closure, int num_tas
 
     run_tasks(pool, 0);
 
-    for (uint64_t start = now_ns(); atomic_load(&pool->running) > 0 && now_ns() - start < SPIN_NS;)
+    for (uint64_t start = now_ns(); atomic_load(&pool->running) > 0 && now_ns() - start < LAUNCHER_SPIN_NS;)
         sched_yield();
     pthread_mutex_lock(&pool->lock);
     while (atomic_load(&pool->running) > 0)
