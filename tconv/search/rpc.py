@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tconv.errors import TconvError
-from tconv.search.tuning import Knobs, Workload, conv_network, runs_per_repeat
+from tconv.search.tuning import KERNELS, Knobs, Workload, conv_network, runs_per_repeat
 
 if TYPE_CHECKING:
     from tvm.target import Target
@@ -249,7 +249,10 @@ class RpcMeasurer:
         """The database key of measurements on these devices: the device key and
         the compile target (as `tuning.target_key` names the local CPU)."""
         kind, attrs = self.target.kind.name, self.target.attrs
-        return f"rpc:{self.rpc.key} {kind} -mcpu={attrs.get('mcpu', '')} threads={attrs.get('num-cores', '')}"
+        return (
+            f"rpc:{self.rpc.key} {kind} -mcpu={attrs.get('mcpu', '')} threads={attrs.get('num-cores', '')} "
+            f"kernels={KERNELS}"
+        )
 
     def check(self) -> list[tuple[str, int]]:
         """The servers of the key now registered; a TconvError if the tracker

@@ -21,7 +21,8 @@ budget gives an answer no worse than the default, and more budget a better
 one.
 
 The database is a JSON-lines file, one measurement a line, keyed by workload
-and target (`target_key`: the CPU and the thread count); the knobs are the
+and target (`target_key`: the CPU, the thread count and the kernels'
+version); the knobs are the
 fields `block` and `width_tile`, and, where they are not the direct
 template's defaults, `rows`, `columns` and `unroll_kw` (records without them
 are the direct template's, as written before GSPC). Each line is
@@ -209,10 +210,17 @@ def default_threads() -> int:
     return int(threads) if threads.isdigit() and int(threads) > 0 else len(os.sched_getaffinity(0))
 
 
+KERNELS = 2
+"""The version of the CPU kernels that knobs name, part of every CPU target
+key: bumped when a template changes the kernel given knobs build (2: the
+pointwise kernel's default tile, which `UNSCHEDULED` names), so that the
+records of the old kernels stop counting rather than rank the new ones."""
+
+
 def target_key(threads: int) -> str:
     from tconv.lowering.tvm.target import host_cpu
 
-    return f"llvm -mcpu={host_cpu()} threads={threads}"
+    return f"llvm -mcpu={host_cpu()} threads={threads} kernels={KERNELS}"
 
 
 def tunable_convs(module: ModuleOp) -> list[Conv2dOp]:
@@ -531,7 +539,7 @@ def tune(
         if seconds is not None:
             database.add_round(workload, target, seconds)
             confirmed[workload.key] = set(knobs)
-        tick(CONFIRM_PASSES * len(knobs))  # counted as planned, even where cut short
+            tick(CONFIRM_PASSES * len(knobs))  # as planned, also where the budget cut it short
 
     confirmed: dict[str, set[Knobs]] = {}
 
