@@ -24,9 +24,10 @@ The search trades architecture for speed where capacity allows. Its moves:
    over how many). Every network-level capacity verdict uses the same
    minibatches and seeds as the original's.
 4. **Schedules.** The remaining measuring time goes to the chosen
-   network's workloads, the most expensive first, each candidate schedule
-   ranked by a Gaussian-process model of the measurements so far
-   (`cost_model`) before it is measured.
+   network's workloads, the most expensive first: the leaders that earlier
+   runs recorded are re-measured side by side (`LayerLatencies.confirm`),
+   then each candidate schedule is ranked by a Gaussian-process model of
+   the measurements so far (`cost_model`) before it is measured.
 5. **Confirmation.** The chosen network, the next accepted ones by
    estimate (`OptimizeOptions.finalists` in all) and the original are
    compiled and timed side by side (alternating rounds, medians); the
