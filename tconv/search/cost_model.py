@@ -85,9 +85,10 @@ FEATURE_NAMES = (
 """What each entry of `workload_features` is."""
 
 FIXED_HYPERPARAMETERS_BELOW = 3
+"""Fewer samples than this: the kernel's hyperparameters stay at their initial values."""
+
 MAX_SAMPLES = 400
 """The most measurements a model is fitted on (see `LatencyModel.from_database`)."""
-"""Fewer samples than this: the kernel's hyperparameters stay at their initial values."""
 
 RANDOM_STATE = 0
 

@@ -30,7 +30,7 @@ from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp
 from tconv.passes.select import layer_name
 from tconv.search.tuning import (
-    Knobs, TuningDatabase, Workload, candidates, measure_side_by_side, target_key, workload_of,
+    Knobs, TuningDatabase, Workload, candidates, confirm_leaders, target_key, workload_of,
 )
 
 
@@ -122,13 +122,10 @@ class LayerLatencies:
         them all itself: records of earlier runs, which a loaded moment may
         have left too slow. Whether a round was recorded (not where `stop()`
         cut it short)."""
-        knobs = self.database.leaders(workload, self.target)
-        if len(knobs) < 2 or all((workload.key, k) in self.measured_here for k in knobs):
-            return False
-        seconds = measure_side_by_side(workload, knobs, self._measure, stop=stop)
-        if seconds is not None:
-            self.database.add_round(workload, self.target, seconds)
-        return seconds is not None
+        return confirm_leaders(
+            self.database, workload, self.target, self._measure, stop=stop,
+            done=lambda knobs: all((workload.key, k) in self.measured_here for k in knobs),
+        ) is not None
 
     def measured_count(self) -> int:
         """Measurements of this target in the database."""

@@ -15,8 +15,8 @@ convolutions also GSPC's channel blocks × row tiles × column tiles
 kernel-column loop rolled, and, for 1×1 convolutions on small images, no
 schedule at all (`UNSCHEDULED`). Candidates are measured best-first by the
 templates' issue-rate models (`schedule_cpu.tile_efficiency`,
-`schedule_gspc.column_efficiency`), the backend's own default first, one
-candidate of every workload per round, until the budget is spent; so any
+`schedule_gspc.column_efficiency`), the backend's own default first, the
+workloads in turns, until the budget is spent; so any
 budget gives an answer no worse than the default, and more budget a better
 one.
 
@@ -484,6 +484,28 @@ def measure_side_by_side(
     return seconds
 
 
+def confirm_leaders(
+    database: TuningDatabase,
+    workload: Workload,
+    target: str,
+    measure_fn: Callable[[Workload, Knobs], float],
+    stop: Callable[[], bool] = lambda: False,
+    done: Callable[[list[Knobs]], bool] = lambda knobs: False,
+) -> list[Knobs] | None:
+    """Measure the workload's CONFIRM leaders side by side and record them
+    as its latest round, unless there are fewer than two to compare or
+    `done(leaders)` says they need no round; the knobs of the round
+    recorded, or None (also where `stop()` cut it short before a pass)."""
+    knobs = database.leaders(workload, target)
+    if len(knobs) < 2 or done(knobs):
+        return None
+    seconds = measure_side_by_side(workload, knobs, measure_fn, stop=stop)
+    if seconds is None:
+        return None
+    database.add_round(workload, target, seconds)
+    return knobs
+
+
 @dataclass
 class TuningReport:
     workload: Workload
@@ -530,14 +552,12 @@ def tune(
             progress(done, total, started, budget_s)
 
     def confirm(workload: Workload) -> None:
-        """A round of the workload's leaders, where there are two to compare
-        and this run has not yet measured them side by side."""
-        knobs = database.leaders(workload, target)
-        if len(knobs) < 2 or set(knobs) <= confirmed.get(workload.key, set()):
-            return
-        seconds = measure_side_by_side(workload, knobs, measure_fn, stop=out_of_time)
-        if seconds is not None:
-            database.add_round(workload, target, seconds)
+        """A round of the workload's leaders, unless this run has measured them side by side."""
+        knobs = confirm_leaders(
+            database, workload, target, measure_fn, stop=out_of_time,
+            done=lambda knobs: set(knobs) <= confirmed.get(workload.key, set()),
+        )
+        if knobs is not None:
             confirmed[workload.key] = set(knobs)
             tick(CONFIRM_PASSES * len(knobs))  # as planned, also where the budget cut it short
 
