@@ -561,17 +561,28 @@ def test_tvm_keeps_its_own_kernel_errors(kernels):
 MAX_TASKS = 64
 
 
+def build_fake(directory: Path, *defines: str) -> Path:
+    path = directory / "fake.so"
+    subprocess.run(
+        [os.environ.get("CC") or "cc", "-std=c11", "-O1", "-fPIC", "-shared", "-pthread",
+         "-Wall", "-Wextra", "-Werror", *defines, "-o", str(path), str(C_DRIVER.parent / "fake_kernels.c")],
+        check=True,
+    )
+    return path
+
+
 @pytest.fixture(scope="module")
 def fake_kernels(tmp_path_factory) -> Path:
     """A library that drives the thread pool, barrier, workspace and error hook
     like TVM-generated code (tests/integration/c/fake_kernels.c)."""
-    path = tmp_path_factory.mktemp("fake") / "fake.so"
-    subprocess.run(
-        [os.environ.get("CC") or "cc", "-std=c11", "-O1", "-fPIC", "-shared", "-pthread",
-         "-Wall", "-Wextra", "-Werror", "-o", str(path), str(C_DRIVER.parent / "fake_kernels.c")],
-        check=True,
-    )
-    return path
+    return build_fake(tmp_path_factory.mktemp("fake"))
+
+
+@pytest.fixture(scope="module")
+def fake_kernels_without_barrier(tmp_path_factory) -> Path:
+    """The same library as TVM builds one that never meets at a barrier:
+    the runtime may split its loops and let threads take over tasks."""
+    return build_fake(tmp_path_factory.mktemp("fake-no-barrier"), "-DNO_BARRIER")
 
 
 def align(size: int) -> int:
@@ -580,11 +591,12 @@ def align(size: int) -> int:
 
 def run_fake(fake_kernels, directory, threads, num_task, fail_task=-1, barrier=False, inspect=None):
     """What one `launch` call reports (runs per task id, num_task seen,
-    distinct threads seen, whether the barrier held), and the inner tasks
-    that one `nested` call ran. `inspect` is called after the run, before
-    the runtime (and its threads) close."""
+    distinct threads seen, whether the barrier held, tasks the calling thread
+    ran), and the inner tasks that one `nested` call ran. `barrier` stalls a
+    worker instead in a library built without one. `inspect` is called after
+    the run, before the runtime (and its threads) close."""
     control = np.array([num_task, fail_task, barrier], np.float32)
-    report_offset, inner_offset = 64, 64 + align(4 * (MAX_TASKS + 3))
+    report_offset, inner_offset = 64, 64 + align(4 * (MAX_TASKS + 4))
     plan = Plan(
         library="kernels.so",
         params="params.bin",
@@ -593,7 +605,7 @@ def run_fake(fake_kernels, directory, threads, num_task, fail_task=-1, barrier=F
         tensors=(
             Tensor("x", "arena", 0, (1,)),
             Tensor("control", "param", 0, (3,)),
-            Tensor("report", "arena", report_offset, (MAX_TASKS + 3,)),
+            Tensor("report", "arena", report_offset, (MAX_TASKS + 4,)),
             Tensor("inner_tasks", "arena", inner_offset, (1,)),
         ),
         inputs=(0,),
@@ -611,7 +623,7 @@ def run_fake(fake_kernels, directory, threads, num_task, fail_task=-1, barrier=F
 
 @pytest.mark.parametrize("threads, num_task", [(1, 0), (2, 0), (3, 0), (2, 5), (1, 4), (3, 2)])
 def test_parallel_launch_runs_every_task_once(fake_kernels, tmp_path, threads, num_task):
-    runs, seen_tasks, distinct_threads, _, inner_tasks = run_fake(
+    runs, seen_tasks, distinct_threads, _, _, inner_tasks = run_fake(
         fake_kernels, tmp_path / "fake", threads, num_task
     )
     tasks = num_task or threads
@@ -619,6 +631,28 @@ def test_parallel_launch_runs_every_task_once(fake_kernels, tmp_path, threads, n
     assert seen_tasks == tasks
     assert distinct_threads == min(threads, tasks)
     assert inner_tasks == 4 * 3  # nested loops run inline in each task
+
+
+@pytest.mark.parametrize("threads, num_task", [(1, 0), (2, 0), (3, 0), (2, 5), (3, 2)])
+def test_loops_without_barrier_are_split_and_run_every_task_once(
+    fake_kernels_without_barrier, tmp_path, threads, num_task
+):
+    runs, seen_tasks, distinct_threads, _, _, inner_tasks = run_fake(
+        fake_kernels_without_barrier, tmp_path / "fake", threads, num_task
+    )
+    tasks = num_task or (4 * threads if threads > 1 else 1)  # TASKS_PER_THREAD
+    assert runs == [1] * tasks + [0] * (MAX_TASKS - tasks)
+    assert seen_tasks == tasks
+    assert 1 <= distinct_threads <= min(threads, tasks)
+    assert inner_tasks == 4 * 3
+
+
+def test_the_caller_takes_over_the_tasks_of_a_stalled_worker(fake_kernels_without_barrier, tmp_path):
+    """A worker that sleeps 200 ms in its first task holds up only that task:
+    the calling thread runs the rest of the worker's share."""
+    runs, _, _, _, by_caller, _ = run_fake(fake_kernels_without_barrier, tmp_path / "fake", 2, 8, barrier=True)
+    assert runs == [1] * 8 + [0] * (MAX_TASKS - 8)
+    assert by_caller >= 7
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
@@ -652,7 +686,7 @@ def test_workers_are_bound_beside_the_launcher(fake_kernels, tmp_path, monkeypat
 
 @pytest.mark.parametrize("threads, num_task", [(3, 0), (3, 2), (1, 1)])
 def test_parallel_barrier_holds(fake_kernels, tmp_path, threads, num_task):
-    *_, barrier_held, _ = run_fake(fake_kernels, tmp_path / "fake", threads, num_task, barrier=True)
+    *_, barrier_held, _, _ = run_fake(fake_kernels, tmp_path / "fake", threads, num_task, barrier=True)
     assert barrier_held == 1
 
 
@@ -793,3 +827,42 @@ def test_compiled_network_under_valgrind(c_program, tmp_path):
     (expected,) = run(module, params, image)
     (total,) = [float(line.split()[1]) for line in result.stdout.splitlines()]
     assert total == pytest.approx(float(expected.sum(dtype=np.float64)), rel=1e-4, abs=1e-3)
+
+
+# ------------------------------------------------------- thread sanitizer
+
+
+@pytest.fixture(scope="module")
+def tsan_program(tmp_path_factory) -> Path:
+    """tests/integration/c/run_artifact.c built together with the runtime's
+    sources under ThreadSanitizer (skipped where the compiler cannot)."""
+    program = tmp_path_factory.mktemp("tsan") / "run_artifact"
+    built = subprocess.run(
+        [
+            os.environ.get("CC") or "cc", "-std=c11", "-g", "-O1", "-fsanitize=thread", "-pthread",
+            "-rdynamic", "-I", str(driver.SOURCE_DIR), "-o", str(program), str(C_DRIVER),
+            *(str(driver.SOURCE_DIR / name) for name in driver.SOURCES), *driver.LIBS, "-lm",
+        ],
+        capture_output=True, text=True,
+    )
+    if built.returncode != 0:
+        pytest.skip(f"no ThreadSanitizer build: {built.stderr[-300:]}")
+    return program
+
+
+def test_pool_under_thread_sanitizer(tsan_program, tmp_path):
+    """TVM kernels (no barrier: tasks are claimed and taken over) on 3
+    threads, 2 CPUs, 100 runs: ThreadSanitizer finds no race in the pool."""
+    from tconv.ir.builder import NetworkBuilder
+    from tconv.ir.params import init_params
+    from tconv.lowering.tvm.artifact import compile_artifact
+
+    b = NetworkBuilder("small", (1, 8, 12, 12))
+    x = b.relu(b.conv2d(b.input, 16, 3, padding=1, name="conv"))
+    module = b.finish(b.conv2d(x, 8, 3, padding=1, groups=8, name="grouped"))
+    compile_artifact(module, init_params(module), tmp_path / "small")
+    result = subprocess.run(
+        [str(tsan_program), str(tmp_path / "small"), "3", "100"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TSAN_OPTIONS": "halt_on_error=1"},
+    )
+    assert result.returncode == 0 and "ThreadSanitizer" not in result.stderr, result.stderr[-4000:]

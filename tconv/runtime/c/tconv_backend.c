@@ -294,8 +294,22 @@ typedef struct {
     uint64_t placed; /* the placement epoch this worker last bound itself to */
 } worker;
 
+/* Thread i's share of a launch: a run of consecutive tasks, claimed one at a
+ * time from the front, by thread i and, once their own share is done, by the
+ * others. `next` packs the launch's generation, whether others may take
+ * from it, and the next task, so that one compare-and-swap both claims a
+ * task and checks that its launch is still the current one. */
+typedef struct {
+    _Alignas(64) _Atomic uint64_t next;
+    _Atomic int end;
+} share;
+
+#define SHARE_STEALABLE ((uint64_t)1 << 63)
+#define SHARE_GENERATION(word) ((uint32_t)((word) >> 32) & 0x7fffffffu)
+
 struct tconv_pool {
     int threads;
+    int tasks_per_thread; /* of a loop the runtime splits (see launch) */
     int started;
     pthread_t *threads_ids;
     worker *workers;
@@ -320,8 +334,9 @@ struct tconv_pool {
     void *closure;
     TVMParallelGroupEnv env;
     barrier sync;
-    _Atomic int running; /* workers that have not finished it */
-    int failed;
+    share *shares;        /* one per thread */
+    _Atomic int remaining; /* tasks not finished */
+    _Atomic int failed;
     char error[MESSAGE_SIZE];
 };
 
@@ -335,24 +350,59 @@ static void record_failure(tconv_pool *pool)
     char message[MESSAGE_SIZE];
     take_error(message, sizeof message);
     pthread_mutex_lock(&pool->lock);
-    if (!pool->failed) {
-        pool->failed = 1;
+    if (!atomic_load(&pool->failed)) {
         snprintf(pool->error, sizeof pool->error, "%s", message);
+        atomic_store(&pool->failed, 1);
     }
     pthread_mutex_unlock(&pool->lock);
 }
 
-/* Run the tasks of the current launch that belong to thread `index`: tasks
- * index, index + threads, ... */
-static void run_tasks(tconv_pool *pool, int index)
+/* The next task of `from` in launch `generation`, or -1 when its tasks are
+ * all taken, the launch is over, or (for a thief) the share is not stealable. */
+static int claim(share *from, uint32_t generation, int thief)
+{
+    uint64_t word = atomic_load_explicit(&from->next, memory_order_acquire);
+    for (;;) {
+        if (SHARE_GENERATION(word) != generation || (thief && !(word & SHARE_STEALABLE)) ||
+            (int)(uint32_t)word >= atomic_load_explicit(&from->end, memory_order_relaxed))
+            return -1;
+        /* The launch cannot end while one of its tasks is unclaimed, so a
+         * successful claim leaves lambda, closure and env as they are until
+         * this task is finished. */
+        if (atomic_compare_exchange_weak_explicit(&from->next, &word, word + 1, memory_order_acquire,
+                                                  memory_order_acquire))
+            return (int)(uint32_t)word;
+    }
+}
+
+static void finish_task(tconv_pool *pool)
+{
+    if (atomic_fetch_sub_explicit(&pool->remaining, 1, memory_order_acq_rel) == 1) {
+        /* The last one: wake the launcher if it went to sleep. */
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_signal(&pool->done);
+        pthread_mutex_unlock(&pool->lock);
+    }
+}
+
+/* Thread `index`'s part of launch `generation`: its own share, then whatever
+ * the other threads have not started of theirs. Taking over tasks is what
+ * keeps a launch going when a thread is late: woken from sleep, or waiting
+ * for a CPU that another process holds (with one busy process beside it, a
+ * static split ran 3-4 times slower than one thread). After a failure the
+ * remaining tasks are claimed but not run. */
+static void run_tasks(tconv_pool *pool, int index, uint32_t generation)
 {
     int saved_in_task = in_task, saved_serving = serving;
     in_task = 1;
     serving = 1;
-    for (int task = index; task < pool->env.num_task; task += pool->threads) {
-        if (pool->lambda(task, &pool->env, pool->closure) != 0) {
-            record_failure(pool);
-            break;
+    for (int k = 0; k < pool->threads; k++) {
+        share *from = &pool->shares[(index + k) % pool->threads];
+        for (int task; (task = claim(from, generation, k > 0)) >= 0;) {
+            if (!atomic_load_explicit(&pool->failed, memory_order_relaxed) &&
+                pool->lambda(task, &pool->env, pool->closure) != 0)
+                record_failure(pool);
+            finish_task(pool);
         }
     }
     in_task = saved_in_task;
@@ -373,6 +423,11 @@ static void run_tasks(tconv_pool *pool, int index)
  * of 0.2 ms kernels at a third of their speed, the two threads trading CPUs
  * at almost every launch. A launch's tasks take milliseconds at most. */
 #define LAUNCHER_SPIN_NS 20000000
+
+/* Tasks per thread of a loop the runtime splits: enough that a late thread's
+ * share can be taken over in parts; few, so that each task keeps a
+ * contiguous block of the loop. TCONV_TASKS_PER_THREAD overrides it. */
+#define TASKS_PER_THREAD 4
 
 static uint64_t now_ns(void)
 {
@@ -410,9 +465,8 @@ static int spin_while_equal_u64(_Atomic uint64_t *value, uint64_t unwanted, _Ato
     }
 }
 
-/* Thread placement. Tasks are dealt out statically, so a launch is only as
- * fast as its slowest thread; two threads on one core run at one core's
- * speed. Linux puts a woken worker beside its waker often enough (on these
+/* Thread placement. Two threads on one core run at one core's speed, however
+ * the tasks are shared between them. Linux puts a woken worker beside its waker often enough (on these
  * 2-vCPU VMs, about half the time after a pause) and does not move it back
  * while both are cache-hot: whole benchmark rounds then ran at 1-thread
  * speed. So each worker binds itself to a CPU other than the one the
@@ -489,13 +543,7 @@ static void *worker_main(void *argument)
             break;
         seen = atomic_load(&pool->generation);
         bind_worker(self);
-        run_tasks(pool, self->index);
-        if (atomic_fetch_sub(&pool->running, 1) == 1) {
-            /* The last one: wake the launcher if it went to sleep. */
-            pthread_mutex_lock(&pool->lock);
-            pthread_cond_signal(&pool->done);
-            pthread_mutex_unlock(&pool->lock);
-        }
+        run_tasks(pool, self->index, (uint32_t)seen & 0x7fffffffu);
     }
     return NULL;
 }
@@ -521,6 +569,7 @@ void tconv_pool_destroy(tconv_pool *pool)
     pthread_cond_destroy(&pool->done);
     pthread_cond_destroy(&pool->wake);
     pthread_mutex_destroy(&pool->lock);
+    free(pool->shares);
     free(pool->worker_cpu);
     free(pool->cpus);
     free(pool->workers);
@@ -535,9 +584,15 @@ int tconv_pool_create(int threads, tconv_pool **result)
     if (pool == NULL)
         return ENOMEM;
     pool->threads = threads;
+    pool->tasks_per_thread = TASKS_PER_THREAD;
+    const char *setting = getenv("TCONV_TASKS_PER_THREAD");
+    if (setting != NULL && atoi(setting) > 0)
+        pool->tasks_per_thread = atoi(setting);
     pool->threads_ids = calloc((size_t)threads, sizeof *pool->threads_ids);
     pool->workers = calloc((size_t)threads, sizeof *pool->workers);
-    if (pool->threads_ids == NULL || pool->workers == NULL) {
+    pool->shares = aligned_alloc(_Alignof(share), (size_t)threads * sizeof *pool->shares);
+    if (pool->threads_ids == NULL || pool->workers == NULL || pool->shares == NULL) {
+        free(pool->shares);
         free(pool->workers);
         free(pool->threads_ids);
         free(pool);
@@ -548,6 +603,10 @@ int tconv_pool_create(int threads, tconv_pool **result)
     pthread_cond_init(&pool->done, NULL);
     pthread_mutex_init(&pool->barrier_lock, NULL);
     pthread_cond_init(&pool->barrier_cond, NULL);
+    for (int i = 0; i < threads; i++) {
+        atomic_init(&pool->shares[i].next, 0);
+        atomic_init(&pool->shares[i].end, 0);
+    }
     init_placement(pool);
     for (int i = 1; i < threads; i++) {
         pool->workers[i] = (worker){pool, i, 0};
@@ -581,43 +640,70 @@ static int run_inline(FTVMParallelLambda lambda, void *closure, int num_task)
     return status;
 }
 
-static int parallel_launch(FTVMParallelLambda lambda, void *closure, int num_task)
+/* Run a parallel loop of `num_task` tasks (0: the runtime chooses) on the
+ * pool. With `stealing`, the runtime splits a loop into TASKS_PER_THREAD
+ * tasks per thread and threads take over each other's unstarted tasks;
+ * without, each thread runs only its own tasks, all at once, as a parallel
+ * barrier needs. */
+static int launch(FTVMParallelLambda lambda, void *closure, int num_task, int stealing)
 {
     tconv_pool *pool = current_pool;
     if (pool == NULL || in_task || pool->threads == 1)
         return run_inline(lambda, closure, num_task > 0 ? num_task : 1);
     if (num_task <= 0)
-        num_task = pool->threads;
+        num_task = stealing ? pool->threads * pool->tasks_per_thread : pool->threads;
 
     pool->lambda = lambda;
     pool->closure = closure;
     pool->env = (TVMParallelGroupEnv){&pool->sync, num_task};
     pool->sync = (barrier){&pool->barrier_lock, &pool->barrier_cond, num_task, 0, 0,
-                           num_task <= pool->threads};
-    pool->failed = 0;
+                           !stealing && num_task <= pool->threads};
+    atomic_store(&pool->failed, 0);
+    atomic_store(&pool->remaining, num_task);
+    uint64_t generation = atomic_load(&pool->generation) + 1;
+    uint32_t tag = (uint32_t)generation & 0x7fffffffu;
+    for (int i = 0; i < pool->threads; i++) {
+        share *s = &pool->shares[i];
+        int first = (int)((int64_t)num_task * i / pool->threads);
+        atomic_store_explicit(&s->end, (int)((int64_t)num_task * (i + 1) / pool->threads),
+                              memory_order_relaxed);
+        atomic_store_explicit(&s->next, ((uint64_t)tag << 32) | (uint32_t)first |
+                                            (stealing ? SHARE_STEALABLE : 0),
+                              memory_order_release);
+    }
     place_workers(pool);
-    atomic_store(&pool->running, pool->threads - 1);
     /* Publish the launch (the release orders the fields above before it);
      * spinning workers see it at once, sleeping ones are woken. */
     pthread_mutex_lock(&pool->lock);
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    atomic_store_explicit(&pool->generation, generation, memory_order_release);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
 
-    run_tasks(pool, 0);
+    run_tasks(pool, 0, tag);
 
-    for (uint64_t start = now_ns(); atomic_load(&pool->running) > 0 && now_ns() - start < LAUNCHER_SPIN_NS;)
+    for (uint64_t start = now_ns(); atomic_load(&pool->remaining) > 0 && now_ns() - start < LAUNCHER_SPIN_NS;)
         sched_yield();
     pthread_mutex_lock(&pool->lock);
-    while (atomic_load(&pool->running) > 0)
+    while (atomic_load(&pool->remaining) > 0)
         pthread_cond_wait(&pool->done, &pool->lock);
-    int failed = pool->failed;
+    int failed = atomic_load(&pool->failed);
     if (failed) {
         snprintf(raised.text, sizeof raised.text, "%s", pool->error);
         raised.set = 1;
     }
     pthread_mutex_unlock(&pool->lock);
     return failed ? -1 : 0;
+}
+
+static int parallel_launch(FTVMParallelLambda lambda, void *closure, int num_task)
+{
+    return launch(lambda, closure, num_task, 1);
+}
+
+/* For libraries that may meet at a parallel barrier. */
+static int parallel_launch_together(FTVMParallelLambda lambda, void *closure, int num_task)
+{
+    return launch(lambda, closure, num_task, 0);
 }
 
 static int parallel_barrier(int task_id, TVMParallelGroupEnv *env)
@@ -676,11 +762,13 @@ int tconv_backend_install(void *library, char *error, size_t error_size)
     }
     void *(*alloc)(int, int, uint64_t, int, int) = alloc_workspace;
     int (*release)(int, int, void *) = free_workspace;
-    int (*launch)(FTVMParallelLambda, void *, int) = parallel_launch;
+    /* TVM defines the barrier's slot only in libraries that call it. */
+    int (*start)(FTVMParallelLambda, void *, int) =
+        dlsym(library, "__TVMBackendParallelBarrier") != NULL ? parallel_launch_together : parallel_launch;
     int (*sync)(int, TVMParallelGroupEnv *) = parallel_barrier;
     set_pointer(library, "__TVMBackendAllocWorkspace", &alloc, sizeof alloc);
     set_pointer(library, "__TVMBackendFreeWorkspace", &release, sizeof release);
-    set_pointer(library, "__TVMBackendParallelLaunch", &launch, sizeof launch);
+    set_pointer(library, "__TVMBackendParallelLaunch", &start, sizeof start);
     set_pointer(library, "__TVMBackendParallelBarrier", &sync, sizeof sync);
     return 0;
 }

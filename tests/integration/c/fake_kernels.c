@@ -4,16 +4,23 @@
  * workspace and error paths (which TVM's own kernels rarely reach).
  *
  * `__tvm_ffi_launch(control, report)`: control is f32[3] = {num_task to
- * request (0: one per thread), a task that fails (-1: none), whether tasks
- * meet at a barrier}; report is f32[MAX_TASKS + 3] = {how often each task id
- * ran..., num_task seen, distinct threads seen, 1 if the barrier held}.
+ * request (0: the runtime chooses), a task that fails (-1: none), whether
+ * tasks meet at a barrier (or, built with -DNO_BARRIER, whether the first task
+ * that a thread other than the caller runs sleeps 200 ms)}; report is
+ * f32[MAX_TASKS + 4] = {how often each task id ran..., num_task seen,
+ * distinct threads seen, 1 if the barrier held, tasks the caller ran}.
+ *
+ * Built with -DNO_BARRIER, the library does not define the barrier's slot,
+ * as TVM leaves it out of libraries that never meet at one.
  *
  * `__tvm_ffi_nested(report)`: a parallel loop whose tasks start parallel
  * loops of their own; report is f32[1] = {inner tasks run}.
  */
+#define _POSIX_C_SOURCE 199309L /* nanosleep */
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_TASKS 64
 
@@ -43,7 +50,9 @@ typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv *env, void *c
 void *(*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int);
 int (*__TVMBackendFreeWorkspace)(int, int, void *);
 int (*__TVMBackendParallelLaunch)(FTVMParallelLambda, void *, int);
+#ifndef NO_BARRIER
 int (*__TVMBackendParallelBarrier)(int, TVMParallelGroupEnv *);
+#endif
 void TVMFFIErrorSetRaisedFromCStrParts(const char *kind, const char **parts, int32_t num_parts);
 
 typedef struct {
@@ -53,6 +62,8 @@ typedef struct {
     int runs[MAX_TASKS];
     int arrived[MAX_TASKS];
     int barrier_held;
+    int stalled;
+    pthread_t caller;
     pthread_t threads[MAX_TASKS];
 } launch_state;
 
@@ -80,6 +91,13 @@ static int task(int task_id, TVMParallelGroupEnv *env, void *closure)
         return -1;
     memset(workspace, task_id, 4096);
     __TVMBackendFreeWorkspace(1, 0, workspace);
+#ifdef NO_BARRIER
+    if (state->barrier && !pthread_equal(pthread_self(), state->caller) &&
+        !__atomic_exchange_n(&state->stalled, 1, __ATOMIC_RELAXED)) {
+        struct timespec pause = {0, 200000000};
+        nanosleep(&pause, NULL);
+    }
+#else
     if (state->barrier) {
         __atomic_store_n(&state->arrived[task_id], 1, __ATOMIC_RELEASE);
         if (__TVMBackendParallelBarrier(task_id, env) != 0)
@@ -89,6 +107,7 @@ static int task(int task_id, TVMParallelGroupEnv *env, void *closure)
                 __atomic_store_n(&state->barrier_held, 0, __ATOMIC_RELAXED);
         }
     }
+#endif
     return 0;
 }
 
@@ -101,22 +120,24 @@ int __tvm_ffi_launch(void *self, const TVMFFIAny *args, int32_t num_args, TVMFFI
     const float *control = ((DLTensor *)args[0].v_ptr)->data;
     float *report = ((DLTensor *)args[1].v_ptr)->data;
     launch_state state = {.fail_task = (int)control[1], .barrier = control[2] != 0,
-                          .barrier_held = 1};
+                          .barrier_held = 1, .caller = pthread_self()};
     int status = __TVMBackendParallelLaunch(task, &state, (int)control[0]);
     if (status != 0)
         return status;
-    int distinct = 0;
+    int distinct = 0, by_caller = 0;
     for (int i = 0; i < state.num_task; i++) {
         int first = 1;
         for (int j = 0; j < i; j++)
             first = first && !pthread_equal(state.threads[i], state.threads[j]);
         distinct += first;
+        by_caller += pthread_equal(state.threads[i], state.caller);
     }
     for (int i = 0; i < MAX_TASKS; i++)
         report[i] = (float)state.runs[i];
     report[MAX_TASKS] = (float)state.num_task;
     report[MAX_TASKS + 1] = (float)distinct;
     report[MAX_TASKS + 2] = (float)(state.barrier && state.barrier_held);
+    report[MAX_TASKS + 3] = (float)by_caller;
     return 0;
 }
 
