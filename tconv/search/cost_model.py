@@ -55,7 +55,7 @@ Sample = tuple[Workload, Knobs, float]
 """One measurement: a workload, the knobs it ran with, its seconds."""
 
 MAX_KNOBS = 6
-"""Knob slots in the feature vector (tuning.Knobs has five); knobs past the sixth are not seen."""
+"""Knob slots in the feature vector (tuning.Knobs has six); knobs past the sixth are not seen."""
 
 MISSING_KNOB = -1.0
 """The feature of an absent knob (a present knob k ≥ 0 is log2(1 + k) ≥ 0)."""

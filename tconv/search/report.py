@@ -29,6 +29,7 @@ from tconv.search.optimize import Candidate, SearchResult
 from tconv.search.pruning import PruningChoice, PruningStudy
 from tconv.search.space import origin_of
 from tconv.search.tuning import Knobs, full_knobs
+from tconv.search.tuning import describe_knobs as tuning_description
 
 FISHER_BATCH = 16
 UNTUNED_SCHEDULE = "thread per output"
@@ -51,10 +52,9 @@ class LayerRow:
 def describe_knobs(knobs: Knobs) -> str:
     """`direct 16x4` (channel block x column tile, channels in the vector) or
     `gspc 4x2x8` (channel block x rows x columns, columns in the vector), and
-    `kw rolled` where the kernel-column loop is not unrolled."""
-    block, width_tile, rows, columns, unroll_kw = full_knobs(knobs)
-    text = f"gspc {block}x{rows}x{width_tile}" if columns else f"direct {block}x{width_tile}"
-    return text if unroll_kw else text + " kw rolled"
+    the rest as `tuning.describe_knobs` says it."""
+    text = tuning_description(knobs)
+    return text if full_knobs(knobs)[3] or text == "unscheduled" else f"direct {text}"
 
 
 def _fisher_by_layer(module: ModuleOp, params: Mapping[str, np.ndarray], layers: list[str]) -> dict[str, float]:

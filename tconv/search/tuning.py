@@ -65,15 +65,17 @@ from tconv.passes.classical.pack import layout_fits
 
 Knobs = tuple[int, ...]
 """A schedule's knobs as integers, in the order of KNOB_NAMES:
-(block, width_tile, rows, columns, unroll_kw) — channels per block, columns
-per register tile, rows per register tile (1 in the direct template),
-whether columns are the vector (1: GSPC; 0: the direct template's channel
-vector) and whether the kernel-column loop is unrolled (1) or not (0). A
-shorter tuple (an old record's (block, width_tile)) means the defaults of
-the rest: `full_knobs` fills them in."""
+(block, width_tile, rows, columns, unroll_kw, rows_first) — channels per
+block, columns per register tile, rows per register tile (1 in the direct
+template), whether columns are the vector (1: GSPC; 0: the direct
+template's channel vector), whether the kernel-column loop is unrolled (1)
+or not (0) and whether the parallel loops run output rows before channel
+blocks (1; direct template, one group). A shorter tuple (an old record's
+(block, width_tile)) means the defaults of the rest: `full_knobs` fills
+them in."""
 
-KNOB_NAMES = ("block", "width_tile", "rows", "columns", "unroll_kw")
-KNOB_DEFAULTS = (1, 1, 1, 0, 1)
+KNOB_NAMES = ("block", "width_tile", "rows", "columns", "unroll_kw", "rows_first")
+KNOB_DEFAULTS = (1, 1, 1, 0, 1, 0)
 """The value of each knob where a record or a tuple leaves it out."""
 
 UNSCHEDULED: Knobs = (0, 0) + KNOB_DEFAULTS[2:]
@@ -100,13 +102,19 @@ def blocking_of(knobs: Knobs):
     """The `ops.ConvBlocking` that `knobs` name."""
     from tconv.lowering.tvm.ops import ConvBlocking
 
-    block, width_tile, rows, columns, unroll_kw = full_knobs(knobs)
-    return ConvBlocking(block, width_tile, vector="ow" if columns else "oc", rows=rows, unroll_kw=bool(unroll_kw))
+    block, width_tile, rows, columns, unroll_kw, rows_first = full_knobs(knobs)
+    return ConvBlocking(
+        block, width_tile, vector="ow" if columns else "oc", rows=rows, unroll_kw=bool(unroll_kw),
+        rows_first=bool(rows_first),
+    )
 
 
 def knobs_of(blocking) -> Knobs:
     """The knobs of an `ops.ConvBlocking` (the inverse of `blocking_of`)."""
-    return (blocking.block, blocking.width_tile, blocking.rows, int(blocking.vector == "ow"), int(blocking.unroll_kw))
+    return (
+        blocking.block, blocking.width_tile, blocking.rows, int(blocking.vector == "ow"), int(blocking.unroll_kw),
+        int(blocking.rows_first),
+    )
 
 
 def schedule_of(workload: Workload, knobs: Knobs) -> ConvSchedule | None:
@@ -360,7 +368,9 @@ def default_blocking(workload: Workload):
     shape = dict(out_height=workload.out_height, kernel=workload.kernel)
     if workload.depthwise:
         return schedule_cpu.depthwise_blocking(workload.out_channels, workload.out_width, unit, **shape)
-    return schedule_cpu.conv2d_blocking(workload.groups, workload.out_group, workload.out_width, unit, **shape)
+    return schedule_cpu.conv2d_blocking(
+        workload.groups, workload.out_group, workload.out_width, unit, **shape, in_shape=workload.input[1:]
+    )
 
 
 def candidates(workload: Workload) -> list[Knobs]:
@@ -371,7 +381,9 @@ def candidates(workload: Workload) -> list[Knobs]:
     of a group's channels with several, a vector of channels for depthwise)
     × column tiles up to 16. GSPC, for grouped and depthwise convolutions:
     `schedule_gspc.gspc_candidates`. Kernels 5 or more columns wide also
-    try each with the kernel-column loop rolled."""
+    try each with the kernel-column loop rolled; ungrouped convolutions try
+    each direct tiling with both orders of the parallel loops, the backend's
+    (`schedule_cpu.runs_rows_first`) first."""
     from dataclasses import replace
 
     from tconv.lowering.tvm import schedule_cpu, schedule_gspc
@@ -392,6 +404,10 @@ def candidates(workload: Workload) -> list[Knobs]:
         space += schedule_gspc.gspc_candidates(out_group, out_height, out_width, unit)
     if workload.kernel[1] >= 5:
         space += [replace(b, unroll_kw=False) for b in space]
+    default = default_blocking(workload)
+    if workload.groups == 1 and not workload.depthwise:
+        space = [replace(b, rows_first=default.rows_first) for b in space]
+        space += [replace(b, rows_first=not default.rows_first) for b in space]
 
     def model(b: ConvBlocking) -> float:
         if b.vector == "ow":
@@ -402,8 +418,10 @@ def candidates(workload: Workload) -> list[Knobs]:
         channels = b.block if workload.depthwise else out_group
         return schedule_cpu.tile_efficiency(b.block, b.width_tile, channels, out_width, lanes)
 
-    ranked = sorted(space, key=lambda b: (-round(model(b), 3), -b.block * b.rows * b.width_tile, not b.unroll_kw))
-    first = knobs_of(default_blocking(workload))
+    ranked = sorted(space, key=lambda b: (
+        -round(model(b), 3), -b.block * b.rows * b.width_tile, not b.unroll_kw, b.rows_first != default.rows_first,
+    ))
+    first = knobs_of(default)
     unscheduled = [UNSCHEDULED] if unscheduled_differs(workload) else []
     return [first, *unscheduled] + [k for k in dict.fromkeys(knobs_of(b) for b in ranked) if k != first]
 
@@ -626,12 +644,12 @@ def apply_tuning(module: ModuleOp, database: TuningDatabase, threads: int) -> in
 def describe_knobs(knobs: Knobs) -> str:
     """Knobs in short: block x column tile for the direct template, "gspc"
     block x rows x column tile for GSPC; "kw rolled" where the kernel-column
-    loop is."""
+    loop is, "rows first" where the parallel loops take rows first."""
     if full_knobs(knobs) == UNSCHEDULED:
         return "unscheduled"
-    block, width_tile, rows, columns, unroll_kw = full_knobs(knobs)
+    block, width_tile, rows, columns, unroll_kw, rows_first = full_knobs(knobs)
     text = f"gspc {block}x{rows}x{width_tile}" if columns else f"{block}x{width_tile}"
-    return text if unroll_kw else f"{text} kw rolled"
+    return text + ("" if unroll_kw else " kw rolled") + (" rows first" if rows_first else "")
 
 
 def format_reports(reports: list[TuningReport]) -> str:

@@ -36,3 +36,14 @@ def test_the_suite_tunes_applies_and_writes_its_table(tmp_path):
 
     (conv,) = tunable_convs(conv_network(*KERNELS[case]))
     assert TuningDatabase(db).measured(workload_of(conv), target_key(1))
+
+
+def test_ratios_compare_with_the_faster_of_pytorch_and_ort_and_with_tvm_apart():
+    """The issue's targets are against the faster of PyTorch and ONNX Runtime:
+    a faster TVM default does not lower that ratio; it has its own column."""
+    sys.path.insert(0, str(SUITE.parent))
+    from suite import Row
+
+    row = Row("case", 2, 1.0, {"tconv": 1.0, "PyTorch": 2.0, "ORT": 3.0, "TVM default": 0.5}, 4.0)
+    assert row.ratio("PyTorch", "ORT") == 2.0 and row.ratio("TVM default") == 0.5
+    assert row.markdown().endswith("| 2.00 | 0.50 | 25% |")

@@ -43,9 +43,9 @@ def network():
     return b.finish(b.conv2d(x, 16, 3, padding=1, groups=16, name="dw"))
 
 
-OPTIMA = {1: (16, 5, 1, 0, 1), 4: (2, 8, 2, 1, 1), 16: (1, 8, 5, 1, 1)}
-"""Made-up best knobs by groups: the dense layers' in the direct template,
-the grouped and depthwise layers' in GSPC."""
+OPTIMA = {1: (16, 5, 1, 0, 1, 1), 4: (2, 8, 2, 1, 1, 0), 16: (1, 8, 5, 1, 1, 0)}
+"""Made-up best knobs by groups: the dense layers' in the direct template
+(rows first), the grouped and depthwise layers' in GSPC."""
 
 
 def fake_seconds(workload, knobs):
@@ -219,7 +219,7 @@ def test_corrupt_database_lines_are_errors_but_a_cut_last_line_is_not(tmp_path):
     path = tmp_path / "db.jsonl"
     good = json.dumps({"workload": "w", "target": "t", "block": 8, "width_tile": 2, "seconds": 0.1})
     path.write_text(good + "\n" + '{"workload": "w", "tar')
-    assert TuningDatabase(path).records == {("w", "t"): {(8, 2, 1, 0, 1): 0.1}}
+    assert TuningDatabase(path).records == {("w", "t"): {(8, 2, 1, 0, 1, 0): 0.1}}
     path.write_text("not json\n" + good + "\n")
     with pytest.raises(TconvError, match=r"db.jsonl:1: not a tuning record"):
         TuningDatabase(path)
@@ -237,20 +237,21 @@ def test_records_of_the_direct_template_read_as_before_and_gspc_knobs_are_extra_
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines[0] == old
     gspc = {"block": 2, "width_tile": 8, "rows": 4, "columns": 1, "unroll_kw": 0}
-    assert {k: lines[1][k] for k in KNOB_NAMES} == gspc
+    assert {k: lines[1][k] for k in KNOB_NAMES if k in lines[1]} == gspc
     assert set(lines[2]) == {"workload", "target", "block", "width_tile", "seconds"}  # direct defaults implicit
     again = TuningDatabase(path)
-    assert again.records[("w", "t")] == {(8, 4, 1, 0, 1): 0.2}
-    assert again.best(grouped, "t") == ((2, 8, 4, 1, 0), 0.1)
-    assert again.measured(grouped, "t")[(4, 3, 1, 0, 1)] == 0.3
+    assert again.records[("w", "t")] == {(8, 4, 1, 0, 1, 0): 0.2}
+    assert again.best(grouped, "t") == ((2, 8, 4, 1, 0, 0), 0.1)
+    assert again.measured(grouped, "t")[(4, 3, 1, 0, 1, 0)] == 0.3
 
 
 def test_knobs_name_blockings_both_ways():
-    for knobs in [(16, 5, 1, 0, 1), (8, 7, 1, 0, 0), (2, 8, 4, 1, 1), (1, 16, 2, 1, 0)]:
+    for knobs in [(16, 5, 1, 0, 1, 0), (8, 7, 1, 0, 0, 0), (2, 8, 4, 1, 1, 0), (1, 16, 2, 1, 0, 0), (16, 4, 1, 0, 1, 1)]:
         assert knobs_of(blocking_of(knobs)) == knobs
-    assert full_knobs((8, 4)) == (8, 4, 1, 0, 1)
+    assert full_knobs((8, 4)) == (8, 4, 1, 0, 1, 0)
     assert describe_knobs((2, 8, 4, 1, 0)) == "gspc 2x4x8 kw rolled" and describe_knobs((16, 5)) == "16x5"
-    with pytest.raises(ValueError, match="expected 2 to 5 integers"):
+    assert describe_knobs((16, 4, 1, 0, 1, 1)) == "16x4 rows first"
+    with pytest.raises(ValueError, match="expected 2 to 6 integers"):
         full_knobs((1,))
 
 
@@ -261,11 +262,15 @@ def test_grouped_and_depthwise_workloads_search_gspc_from_the_default():
         space = candidates(workload)
         assert space[0] == knobs_of(default_blocking(workload)) and len(set(space)) == len(space)
         assert any(k[3] == 1 for k in space) and any(k[3] == 0 for k in space)  # both templates
-        for block, width_tile, rows, columns, _ in space:
+        for block, width_tile, rows, columns, _, rows_first in space:
             assert workload.out_group % block == 0 or (workload.depthwise and not columns)
             assert rows == 1 or columns
+            assert not rows_first  # a choice of ungrouped convolutions
     assert depthwise.depthwise and all(k[0] == 1 for k in candidates(depthwise) if k[3])
-    assert not any(k[3] for k in candidates(dense))  # dense layers: the direct template only
+    dense_space = candidates(dense)
+    assert not any(k[3] for k in dense_space)  # dense layers: the direct template only
+    # ... in both orders of the parallel loops
+    assert {k[:5] for k in dense_space if k[5]} == {k[:5] for k in dense_space if not k[5]}
     wide = NetworkBuilder("wide", (1, 8, 12, 12))
     five = workload_of(next(op for op in wide.finish(
         wide.conv2d(wide.input, 8, 5, padding=2, groups=8, name="dw")).walk() if isinstance(op, Conv2dOp)))

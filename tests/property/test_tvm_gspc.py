@@ -187,6 +187,8 @@ def test_blockings_that_cannot_be_run_are_rejected():
         ConvBlocking(8, 4, rows=2)
     with pytest.raises(ValueError, match=r"vector must be one of \('oc', 'ow'\), got 'oh'"):
         ConvBlocking(8, 4, vector="oh")
+    with pytest.raises(ValueError, match="rows before channel blocks is a choice of the direct template"):
+        ConvBlocking(1, 8, vector="ow", rows_first=True)
 
 
 # Schedules --------------------------------------------------------------------------
@@ -211,6 +213,18 @@ def test_the_template_schedule_of_a_blocking_maps_back_to_it(blocking, is_depthw
     schedule = parse_schedule(template_schedule(blocking, groups, is_depthwise).to_attr())
     for default in (ConvBlocking(2, 3), ConvBlocking(1, 5, vector="ow", rows=3)):
         assert template_blocking(schedule, groups, out_group, default, is_depthwise) == blocking
+
+
+def test_a_rows_first_schedule_maps_back_to_its_blocking():
+    blocking = ConvBlocking(16, 4, rows_first=True)
+    schedule = parse_schedule(template_schedule(blocking, 1).to_attr())
+    assert schedule.parallel == ("n", "g", "oh", "oc.0") and schedule.order[:4] == schedule.parallel
+    assert template_blocking(schedule, 1, 64, ConvBlocking(8, 3)) == blocking
+    assert template_blocking(schedule, 1, 64, ConvBlocking(8, 3, rows_first=True)) == blocking
+    plain = template_schedule(ConvBlocking(16, 4), 1)
+    assert template_blocking(plain, 1, 64, ConvBlocking(8, 3, rows_first=True)) == ConvBlocking(16, 4)
+    # Tiles alone keep the default's order.
+    assert template_blocking(ConvSchedule({"ow": (5,)}), 1, 64, ConvBlocking(8, 3, rows_first=True)).rows_first
 
 
 def test_a_gspc_schedule_in_the_ir_names_the_loop_nest():

@@ -23,7 +23,9 @@ from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.params import init_params
 from tconv.ir.schedule import ConvSchedule
 from tconv.lowering.tvm.build import lower_kernels, run_tvm
-from tconv.lowering.tvm.conv_schedule import TEMPLATE_ORDER, TEMPLATE_PARALLEL, TEMPLATE_UNROLL
+from tconv.lowering.tvm.conv_schedule import (
+    ROWS_FIRST_ORDER, ROWS_FIRST_PARALLEL, TEMPLATE_ORDER, TEMPLATE_PARALLEL, TEMPLATE_UNROLL,
+)
 from op_cases import EPILOGUES, conv_cases, conv_network, epilogue, pool_cases, with_second_input
 from tconv.runtime.reference import run
 
@@ -106,16 +108,34 @@ def test_conv2d_honours_the_schedule_knobs(case, data):
     blocks = [b for b in range(1, 33) if case["groups"] == 1 or out_group % b == 0]
     block = data.draw(st.sampled_from(blocks))
     width_tile = data.draw(st.integers(1, 9))
-    full = data.draw(st.booleans())
+    # With one group, the parallel loops may run rows before channel blocks
+    # (a loop order, so the template's full form).
+    rows_first = case["groups"] == 1 and data.draw(st.booleans())
+    full = rows_first or data.draw(st.booleans())
+    order, parallel = (ROWS_FIRST_ORDER, ROWS_FIRST_PARALLEL) if rows_first else (TEMPLATE_ORDER, TEMPLATE_PARALLEL)
     schedule = ConvSchedule(
         {"oc": (block,), "ow": (width_tile,)},
-        TEMPLATE_ORDER if full else (), "oc.1" if full else None,
-        TEMPLATE_UNROLL if full else frozenset(), TEMPLATE_PARALLEL if full else (),
+        order if full else (), "oc.1" if full else None,
+        TEMPLATE_UNROLL if full else frozenset(), parallel if full else (),
     )
     module = scheduled(conv_network(case), schedule)
     _, program = lower_kernels(module)
     assert any(re.search(rf"GxOBxCxKHxKWx{block}\b", t.name) for t in program.tensors), "block not honoured"
     assert_matches_reference(module, random_params(module, case["seed"]), case["seed"])
+
+
+@pytest.mark.parametrize("rows_first", [False, True])
+def test_the_parallel_loops_run_rows_first_where_the_order_says(rows_first):
+    """The fused parallel loop of the direct template: batch, channel block,
+    row; or batch, row, channel block."""
+    b = NetworkBuilder("conv", (1, 8, 10, 10))
+    order, parallel = (ROWS_FIRST_ORDER, ROWS_FIRST_PARALLEL) if rows_first else (TEMPLATE_ORDER, TEMPLATE_PARALLEL)
+    schedule = ConvSchedule({"oc": (16,), "ow": (5,)}, order, "oc.1", TEMPLATE_UNROLL, parallel)
+    module = scheduled(b.finish(b.conv2d(b.input, 32, 3, padding=1, name="conv")), schedule)
+    kernels, _ = lower_kernels(module)
+    fused = re.findall(r"for (\w+) in T\.parallel\(20\)", kernels.script())
+    assert fused == (["b_y_o_0_fused"] if rows_first else ["b_o_0_y_fused"])
+    assert_matches_reference(module, random_params(module, 0))
 
 
 @pytest.mark.parametrize(
@@ -126,6 +146,8 @@ def test_conv2d_honours_the_schedule_knobs(case, data):
         (ConvSchedule({"oc": (3,)}), "a channel block of 3 does not divide the 4 output channels of a group"),
         (ConvSchedule(unroll=frozenset({"kh"})), "it unrolls kh, kw, ow.1, or kh, ow.1 with kw rolled, no other set"),
         (ConvSchedule(parallel=("n",)), "it runs n, g, oc.0, oh in parallel, no other set"),
+        (ConvSchedule({"oc": (4,), "ow": (2,)}, order=ROWS_FIRST_ORDER, parallel=ROWS_FIRST_PARALLEL),
+         "it runs rows before channel blocks only in a convolution of one group"),
         (ConvSchedule({"oc": (4,), "ow": (2,)}, order=("n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "ow.1", "kw", "oc.1")),
          "its loop order is n, g, oc.0, oh, ow.0, ic, kh, kw, ow.1, oc.1"),
     ],

@@ -19,6 +19,7 @@ from tconv.lowering.tvm.schedule_cpu import (
     depthwise_blocking,
     skews_planes,
     pointwise_blocking,
+    runs_rows_first,
     tiles_positions,
 )
 from tconv.lowering.tvm.target import VectorUnit, cpu_target, cuda_target, make_target, vector_unit
@@ -208,6 +209,19 @@ def test_the_pointwise_kernel_keeps_more_accumulators_than_the_fma_latency_needs
     assert pointwise_blocking(1, 256, 196, AVX2) == ConvBlocking(16, 6)
     assert conv2d_blocking(1, 256, 196, AVX2) == ConvBlocking(16, 4)
     assert pointwise_blocking(1, 512, 49, AVX2) == ConvBlocking(16, 5)
+
+
+def test_rows_run_first_where_the_input_outgrows_l2_and_the_weights_do_not():
+    """64 channels at 56² (800 KB in, 147 KB of weights) and the stride-2
+    64→128 layer after it: rows first. 128 channels at 28² (400 KB in),
+    256 at 14² (2.4 MB of weights), CIFAR's 64 at 32²: channel blocks first."""
+    assert runs_rows_first((64, 56, 56), 64, 56, (3, 3), 16)
+    assert runs_rows_first((64, 56, 56), 128, 28, (3, 3), 16)
+    for shape, out_channels, out_height in [((128, 28, 28), 128, 28), ((256, 14, 14), 256, 14), ((64, 32, 32), 64, 32)]:
+        assert not runs_rows_first(shape, out_channels, out_height, (3, 3), 16)
+    assert conv2d_blocking(1, 64, 56, AVX2, in_shape=(64, 56, 56)) == ConvBlocking(16, 4, rows_first=True)
+    assert conv2d_blocking(1, 64, 56, AVX2) == ConvBlocking(16, 4)  # no input shape, no guess
+    assert not conv2d_blocking(2, 32, 56, AVX2, in_shape=(64, 56, 56)).rows_first  # one group only
 
 
 def test_inputs_with_planes_a_whole_number_of_l1_ways_apart_are_skewed():

@@ -242,7 +242,9 @@ class _Lowering(ProgramBuilder):
             groups, out_group, out_height, out_width, self.unit
         ):
             return "pointwise_conv2d", schedule_cpu.pointwise_blocking(groups, out_group, out_height * out_width, self.unit)
-        blocking = schedule_cpu.conv2d_blocking(groups, out_group, out_width, self.unit, **shape)
+        blocking = schedule_cpu.conv2d_blocking(
+            groups, out_group, out_width, self.unit, **shape, in_shape=(groups * group_channels, *in_size)
+        )
         blocking = self.honour(op, schedule, groups, out_group, blocking)
         return "conv2d", replace(blocking, skew_planes=schedule_cpu.skews_planes(*in_size, padding))
 
@@ -278,7 +280,10 @@ class _Lowering(ProgramBuilder):
         ):
             positions = out_height * out_width
             return "pointwise_conv2d", schedule_cpu.pointwise_blocking(1, out_channels, positions, self.unit, block)
-        blocking = schedule_cpu.channel_blocking(1, out_channels, out_width, self.unit, block)
+        blocking = schedule_cpu.conv2d_blocking(
+            1, out_channels, out_width, self.unit, out_height=out_height, kernel=tuple(kernel), layout_block=block,
+            in_shape=tuple(shape_of(op.input)[1:]),
+        )
         blocking = self.honour(op, schedule, 1, out_channels, blocking)
         if blocking.vector != "oc":
             raise LoweringError(located(op, (

@@ -9,8 +9,9 @@ schedule language with its knobs as tile factors (`ops.ConvBlocking`):
       n, g, oc.0, oh, ow.0, ic, kh, kw, ow.1, oc.1
 
   `oc.1` vectorised, `kh`, `kw` and `ow.1` unrolled, `n, g, oc.0, oh` fused
-  and parallel; knobs: the channel block (`tile = {oc = [b]}`) and the
-  column tile (`tile = {ow = [t]}`). For a depthwise convolution the
+  and parallel; knobs: the channel block (`tile = {oc = [b]}`), the
+  column tile (`tile = {ow = [t]}`) and, with one group, the order of the
+  parallel loops (`n, g, oh, oc.0`: rows before channel blocks). For a depthwise convolution the
   channels are the groups: `tile = {g = [b], ow = [t]}`, order
   n, g.0, oc, oh, ow.0, ic, kh, kw, ow.1, g.1, `g.1` vectorised;
 
@@ -40,6 +41,8 @@ from tconv.lowering.tvm.schedule_gspc import runs_groups_in_parallel
 
 TEMPLATE_ORDER = ("n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "oc.1")
 TEMPLATE_PARALLEL = ("n", "g", "oc.0", "oh")
+ROWS_FIRST_ORDER = ("n", "g", "oh", "oc.0", *TEMPLATE_ORDER[4:])
+ROWS_FIRST_PARALLEL = ("n", "g", "oh", "oc.0")
 TEMPLATE_UNROLL = frozenset({"kh", "kw", "ow.1"})
 
 
@@ -71,6 +74,8 @@ def template_schedule(
         if depthwise:
             order = ("n", "g.0", "oc", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "g.1")
             parallel = ("n", "g.0", "oc", "oh")
+        elif blocking.rows_first:
+            order, parallel = ROWS_FIRST_ORDER, ROWS_FIRST_PARALLEL
         else:
             order, parallel = TEMPLATE_ORDER, TEMPLATE_PARALLEL
         unroll = {"kh", "ow.1"} | ({"kw"} if blocking.unroll_kw else set())
@@ -131,7 +136,10 @@ def template_blocking(
         width_tile=schedule.factor("ow") or base.width_tile,
         rows=schedule.factor("oh") or 1,
         unroll_kw=("kw" in schedule.unroll) if schedule.unroll else base.unroll_kw,
+        rows_first=_rows_first(schedule, base.rows_first) if vector == "oc" and not depthwise else False,
     )
+    if blocking.rows_first and groups > 1:
+        raise UnsupportedSchedule("it runs rows before channel blocks only in a convolution of one group")
     if vector == "ow" and depthwise and blocking.block != 1:
         raise UnsupportedSchedule(
             f"a depthwise convolution has one channel per group: tile oc by 1, not {blocking.block}"
@@ -153,8 +161,19 @@ def template_blocking(
             f"or {', '.join(sorted(required))} with kw rolled, no other set"
         )
     if schedule.parallel and schedule.parallel != expected.parallel:
-        raise UnsupportedSchedule(f"it runs {', '.join(expected.parallel)} in parallel{gspc}, no other set")
+        others = " or n, g, oh, oc.0" if expected.parallel == TEMPLATE_PARALLEL and groups == 1 else ""
+        raise UnsupportedSchedule(f"it runs {', '.join(expected.parallel)}{others} in parallel{gspc}, no other set")
     return blocking
+
+
+def _rows_first(schedule: ConvSchedule, default: bool) -> bool:
+    """Whether `schedule` puts the output rows before the channel blocks (in
+    its loop order, else in its parallel loops); `default` where it says
+    neither."""
+    for loops in (schedule.order, schedule.parallel):
+        if "oh" in loops and "oc.0" in loops:
+            return loops.index("oh") < loops.index("oc.0")
+    return default
 
 
 def template_knobs(schedule: ConvSchedule, groups: int, out_group: int) -> tuple[int | None, int | None]:
@@ -165,9 +184,9 @@ def template_knobs(schedule: ConvSchedule, groups: int, out_group: int) -> tuple
     these two knobs (GSPC, a rolled kernel-column loop) is refused too, as a
     caller of this form cannot run it: `template_blocking` reads every knob."""
     blocking = template_blocking(schedule, groups, out_group, ConvBlocking(1, 1))
-    if blocking.vector != "oc" or not blocking.unroll_kw:
+    if blocking.vector != "oc" or not blocking.unroll_kw or blocking.rows_first:
         raise UnsupportedSchedule(
             "this backend honours only the direct template's channel block and column tile "
-            "(GSPC and kernel-column unroll knobs need `template_blocking`)"
+            "(GSPC, kernel-column unroll and rows-first knobs need `template_blocking`)"
         )
     return schedule.factor("oc"), schedule.factor("ow")

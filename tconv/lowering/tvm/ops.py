@@ -105,7 +105,9 @@ class ConvBlocking:
     inputs times one broadcast weight), which needs no channels to fill it.
     `rows`: output rows accumulated together ("ow" only); the accumulation
     runs over the output height rounded up to a multiple.
-    `unroll_kw`: whether the loop over the kernel's columns is unrolled."""
+    `unroll_kw`: whether the loop over the kernel's columns is unrolled.
+    `rows_first`: whether the parallel loops take output rows before channel
+    blocks (direct template, one group; see `schedule_cpu.runs_rows_first`)."""
 
     block: int
     width_tile: int
@@ -115,6 +117,7 @@ class ConvBlocking:
     vector: str = "oc"
     rows: int = 1
     unroll_kw: bool = True
+    rows_first: bool = False
 
     def __post_init__(self) -> None:
         if self.vector not in VECTOR_LOOPS:
@@ -126,6 +129,8 @@ class ConvBlocking:
             )
         if self.rows > 1 and self.vector != "ow":
             raise ValueError("conv blocking: row tiles need the columns vectorised (vector 'ow')")
+        if self.rows_first and self.vector != "oc":
+            raise ValueError("conv blocking: rows before channel blocks is a choice of the direct template (vector 'oc')")
 
     def padded_width(self, width: int) -> int:
         return -(-width // self.width_tile) * self.width_tile

@@ -6,7 +6,8 @@ vectors) by `width_tile` output columns is accumulated in registers over all
 input channels and kernel taps of its group, the inner loop a vector FMA of
 `block` packed weights by one broadcast input value; the tile then goes
 through the epilogue to the NCHW output, stored as vectors along the width.
-Batch, groups, channel blocks and output rows are fused and run in parallel;
+Batch, groups, channel blocks and output rows are fused and run in parallel
+(rows before channel blocks where that moves less data, `runs_rows_first`);
 kernel taps and tile columns are unrolled. The blocking is chosen per shape from the target's vector unit by
 `conv2d_blocking` and shapes the compute (the weight's packing, the padded
 width), so it is fixed before the compute is built.
@@ -30,6 +31,8 @@ returns the scheduled PrimFunc.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule.schedule import ScheduleError
@@ -154,19 +157,52 @@ def vectorizes_columns(groups: int, out_group: int, unit: VectorUnit) -> bool:
     return not any(b % lanes == 0 and out_group % b == 0 for b in _channel_blocks(groups, out_group, lanes))
 
 
+L2_BYTES = 512 * 1024
+"""A core's private L2 (Zen 2 to 4; Intel's are larger): what `runs_rows_first`
+assumes stays cached from one pass over a tensor to the next."""
+
+
+def runs_rows_first(
+    in_shape: tuple[int, int, int], out_channels: int, out_height: int, kernel: tuple[int, int], block: int,
+) -> bool:
+    """Whether the direct template of an ungrouped convolution (input
+    C × H × W) should run its output rows before its channel blocks. Channel
+    blocks first, each block's weights stay in L2 over all rows, but every
+    block reads the whole input again, from L3 where it does not fit; rows
+    first, each row's input stays in L2 over all blocks, but every row reads
+    all the weights. The order that moves fewer bytes into L2 wins; a tie
+    keeps channel blocks first. Measured on Zen 3, 2 threads, 64 channels at
+    56² (an 800 KB input, 147 KB of weights), over 40 alternating rounds:
+    rows first 1.65 ms median (ONNX Runtime 1.62), channel blocks first 1.92
+    with rounds up to 2.7; 256 channels at 14² (2.4 MB of weights) lose a
+    third by rows first."""
+    input_bytes = 4 * in_shape[0] * in_shape[1] * in_shape[2]
+    weight_bytes = 4 * out_channels * in_shape[0] * kernel[0] * kernel[1]
+    blocks = -(-out_channels // block)
+    channels_first = weight_bytes + input_bytes * (1 if input_bytes <= L2_BYTES else blocks)
+    rows_first = input_bytes + weight_bytes * (1 if weight_bytes <= L2_BYTES else out_height)
+    return rows_first < channels_first
+
+
 def conv2d_blocking(
     groups: int, out_group: int, out_width: int, unit: VectorUnit,
     *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3), layout_block: int | None = None,
+    in_shape: tuple[int, int, int] | None = None,
 ) -> ConvBlocking:
     """The blocking of a convolution with `groups` groups of `out_group`
     output channels, `out_height` × `out_width` outputs (square where the
     height is not given) and a `kernel` window: GSPC's where
     `vectorizes_columns` (`schedule_gspc.gspc_blocking`), else the direct
     template's (`channel_blocking`, for an output stored in blocks of
-    `layout_block` where given)."""
+    `layout_block` where given), with rows first where `runs_rows_first`
+    for an ungrouped one whose `in_shape` (C, H, W) is given."""
     if layout_block is None and vectorizes_columns(groups, out_group, unit):
         return _gspc().gspc_blocking(out_group, out_height or out_width, out_width, kernel, unit)
-    return channel_blocking(groups, out_group, out_width, unit, layout_block)
+    blocking = channel_blocking(groups, out_group, out_width, unit, layout_block)
+    if groups == 1 and in_shape is not None:
+        rows_first = runs_rows_first(in_shape, out_group, out_height or out_width, kernel, blocking.block)
+        blocking = replace(blocking, rows_first=rows_first)
+    return blocking
 
 
 L1_WAY_BYTES = 4096
@@ -380,7 +416,8 @@ def schedule_conv2d(
 ) -> PrimFunc:
     """Register-blocked direct convolution (see the module docstring).
 
-    Loop nest: parallel(batch·group·channel-block·row) → column tile →
+    Loop nest: parallel(batch·group·channel-block·row, or batch·row·channel-block
+    with `rows_first`) → column tile →
     [init; for input channel, tap row, tap column: unrolled tile columns ×
     vector of `block` channels] → epilogue of the tile. The accumulator is a
     `local` buffer of one tile, so LLVM keeps it in registers. A blocking
@@ -398,10 +435,16 @@ def schedule_conv2d(
         sch, outer, oi, (p, q) = output_channel_blocks(Schedule(function), groups, blocking.block)
     conv = sch.get_sblock("conv")
     qo, qi = sch.split(q, [None, blocking.width_tile])
-    sch.reorder(*outer, p, qo, *((*parts[:-1], qi, oi) if packed_output else (oi, qi)))
+    if blocking.rows_first:
+        if groups != 1:
+            raise ValueError("conv blocking: rows before channel blocks needs one group")
+        outer = [outer[0], p, outer[1]]  # batch, row, channel block
+    else:
+        outer = [*outer, p]
+    sch.reorder(*outer, qo, *((*parts[:-1], qi, oi) if packed_output else (oi, qi)))
     sch.set_scope(conv, 0, "local")
     sch.compute_at(conv, qo, preserve_unit_loops=True)
-    sch.parallel(sch.fuse(*outer, p))
+    sch.parallel(sch.fuse(*outer))
 
     (column, channel), reductions = _reductions(sch, conv, 2)
     if len(reductions) == 4:  # input in channel blocks
