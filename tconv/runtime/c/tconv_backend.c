@@ -364,11 +364,12 @@ static int claim(share *from, uint32_t generation, int thief)
     uint64_t word = atomic_load_explicit(&from->next, memory_order_acquire);
     for (;;) {
         if (SHARE_GENERATION(word) != generation || (thief && !(word & SHARE_STEALABLE)) ||
-            (int)(uint32_t)word >= atomic_load_explicit(&from->end, memory_order_relaxed))
+            (int)(uint32_t)word >= atomic_load_explicit(&from->end, memory_order_acquire))
             return -1;
         /* The launch cannot end while one of its tasks is unclaimed, so a
          * successful claim leaves lambda, closure and env as they are until
-         * this task is finished. */
+         * this task is finished. An `end` newer than `word` fails here: the
+         * launch that stored it replaced `word` first. */
         if (atomic_compare_exchange_weak_explicit(&from->next, &word, word + 1, memory_order_acquire,
                                                   memory_order_acquire))
             return (int)(uint32_t)word;
@@ -466,10 +467,10 @@ static int spin_while_equal_u64(_Atomic uint64_t *value, uint64_t unwanted, _Ato
 }
 
 /* Thread placement. Two threads on one core run at one core's speed, however
- * the tasks are shared between them. Linux puts a woken worker beside its waker often enough (on these
- * 2-vCPU VMs, about half the time after a pause) and does not move it back
- * while both are cache-hot: whole benchmark rounds then ran at 1-thread
- * speed. So each worker binds itself to a CPU other than the one the
+ * the tasks are shared between them. Linux puts a woken worker beside its
+ * waker often enough (on these 2-vCPU VMs, about half the time after a
+ * pause) and does not move it back while both are cache-hot: whole
+ * benchmark rounds then ran at 1-thread speed. So each worker binds itself to a CPU other than the one the
  * launcher runs on. The launcher itself stays free; when the kernel moves
  * it, the next launch places the workers around it again.
  * TCONV_BIND_THREADS=0 turns this off. */
@@ -663,12 +664,14 @@ static int launch(FTVMParallelLambda lambda, void *closure, int num_task, int st
     uint64_t generation = atomic_load(&pool->generation) + 1;
     uint32_t tag = (uint32_t)generation & 0x7fffffffu;
     for (int i = 0; i < pool->threads; i++) {
+        /* `next` before `end`: a thread still in the previous launch that
+         * sees the new end sees the new generation too, and claims nothing. */
         share *s = &pool->shares[i];
         int first = (int)((int64_t)num_task * i / pool->threads);
-        atomic_store_explicit(&s->end, (int)((int64_t)num_task * (i + 1) / pool->threads),
-                              memory_order_relaxed);
         atomic_store_explicit(&s->next, ((uint64_t)tag << 32) | (uint32_t)first |
                                             (stealing ? SHARE_STEALABLE : 0),
+                              memory_order_release);
+        atomic_store_explicit(&s->end, (int)((int64_t)num_task * (i + 1) / pool->threads),
                               memory_order_release);
     }
     place_workers(pool);
