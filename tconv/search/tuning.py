@@ -34,8 +34,8 @@ minute, so records of different moments compare badly. Where knobs were
 measured more than once the fastest counts; and a tuning run re-measures
 each workload's CONFIRM fastest knobs *side by side*
 (`measure_side_by_side`: in turns, CONFIRM_PASSES times, so that a loaded
-moment slows them all alike, each at its median), recorded as one *round*
-(the lines share a `round` field). The latest round ranks its knobs by its own times; knobs
+moment slows them all alike), recorded as one *round* (the lines share a
+`round` field). The latest round ranks its knobs by its own times; knobs
 measured after it compete with those; knobs it left out are out of the
 running (`TuningDatabase.ranking`). `tune` confirms first the leaders it
 found recorded, then, after the new candidates, those they brought in.
@@ -48,7 +48,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -468,14 +467,10 @@ def _timed_kernel(workload: Workload, knobs: Knobs):
 
 
 def measure(workload: Workload, knobs: Knobs, repeat: int = 5) -> float:
-    """Seconds of one run of the workload's kernel with `knobs`: the median
-    of `repeat` rounds of about 50 ms each, after a warm-up. Not the fastest:
-    how much a shared machine slows a kernel depends on the kernel. On Zen 3,
-    2 threads, 64 channels at 56², channel blocks first and rows first had
-    the same fastest rounds (1.41-1.47 ms) but medians of 1.88-1.90 and
-    1.60-1.73 ms over 30 rounds, the first re-reading its input from a
-    shared L3 (`schedule_cpu.runs_rows_first`); by the fastest, tuning kept
-    the slower order."""
+    """Seconds of one run of the workload's kernel with `knobs`: the fastest of
+    `repeat` rounds of about 50 ms each, after a warm-up. On a shared machine
+    other processes only ever add time, so the fastest round is the kernel's
+    own speed; a median still carries their load."""
     import tvm
 
     runtime, symbol, args = _timed_kernel(workload, full_knobs(knobs))
@@ -483,7 +478,7 @@ def measure(workload: Workload, knobs: Knobs, repeat: int = 5) -> float:
     start = time.perf_counter()
     kernel(*args)
     timer = runtime.time_evaluator(symbol, tvm.cpu(), number=runs_per_repeat(time.perf_counter() - start), repeat=repeat)
-    return float(statistics.median(timer(*args).results))
+    return float(min(timer(*args).results))
 
 
 def measure_side_by_side(
@@ -494,19 +489,17 @@ def measure_side_by_side(
     stop: Callable[[], bool] = lambda: False,
 ) -> dict[Knobs, float] | None:
     """Seconds of each of `knobs`, measured in turns (a b c a b c ...)
-    `passes` times, the median of each (see `measure`): whatever loads the
-    machine meanwhile loads them all alike. Where `stop()` says so first,
-    the whole passes so far, or None before the first is done."""
-    samples: dict[Knobs, list[float]] = {k: [] for k in knobs}
+    `passes` times, the fastest of each: whatever loads the machine meanwhile
+    loads them all alike. Where `stop()` says so first, the passes so far,
+    or None before the first is done."""
+    seconds: dict[Knobs, float] = {}
     for _ in range(passes):
         for k in knobs:
             if stop():
-                break
-            samples[k].append(measure_fn(workload, k))
-    whole = len(samples[knobs[-1]])
-    if whole == 0:
-        return None
-    return {k: statistics.median(s[:whole]) for k, s in samples.items()}
+                return seconds if len(seconds) == len(knobs) else None
+            measured = measure_fn(workload, k)
+            seconds[k] = min(measured, seconds.get(k, measured))
+    return seconds
 
 
 def confirm_leaders(
