@@ -11,9 +11,10 @@ schedule language with its knobs as tile factors (`ops.ConvBlocking`):
   `oc.1` vectorised, `kh`, `kw` and `ow.1` unrolled, `n, g, oc.0, oh` fused
   and parallel; knobs: the channel block (`tile = {oc = [b]}`), the
   column tile (`tile = {ow = [t]}`) and, with one group, the order of the
-  parallel loops (`n, g, oh, oc.0`: rows before channel blocks). For a depthwise convolution the
-  channels are the groups: `tile = {g = [b], ow = [t]}`, order
-  n, g.0, oc, oh, ow.0, ic, kh, kw, ow.1, g.1, `g.1` vectorised;
+  parallel loops (`n, g, oh, oc.0`: rows before channel blocks). For a
+  depthwise convolution the channels are the groups: `tile = {g = [b],
+  ow = [t]}`, order n, g.0, oc, oh, ow.0, ic, kh, kw, ow.1, g.1, `g.1`
+  vectorised;
 
 - GSPC (`schedule_gspc`), a run of output columns in the lanes:
 
