@@ -25,9 +25,10 @@ and target (`target_key`: the CPU, the thread count and the kernels'
 version); the knobs are the
 fields `block` and `width_tile`, and, where they are not the direct
 template's defaults, `rows`, `columns`, `unroll_kw` and `rows_first`
-(records without them are the direct template's, as written before GSPC). Each line is
-appended as soon as it is measured, so a tuning run that stops (budget,
-Ctrl-C) resumes where it was: measured candidates are not measured again.
+(records without them are the direct template's, as written before GSPC).
+Each line is appended as soon as it is measured, so a tuning run that stops
+(budget, Ctrl-C) resumes where it was: measured candidates are not measured
+again.
 A measurement taken while something else loaded the machine is too slow
 (never too fast), and the load of a shared machine changes from minute to
 minute, so records of different moments compare badly. Where knobs were
