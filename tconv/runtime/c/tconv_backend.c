@@ -305,7 +305,9 @@ typedef struct {
 } share;
 
 #define SHARE_STEALABLE ((uint64_t)1 << 63)
-#define SHARE_GENERATION(word) ((uint32_t)((word) >> 32) & 0x7fffffffu)
+/* The 31 bits of a launch's generation that a share's word keeps. */
+#define SHARE_TAG(generation) ((uint32_t)(generation) & 0x7fffffffu)
+#define SHARE_GENERATION(word) SHARE_TAG((word) >> 32)
 
 struct tconv_pool {
     int threads;
@@ -544,7 +546,7 @@ static void *worker_main(void *argument)
             break;
         seen = atomic_load(&pool->generation);
         bind_worker(self);
-        run_tasks(pool, self->index, (uint32_t)seen & 0x7fffffffu);
+        run_tasks(pool, self->index, SHARE_TAG(seen));
     }
     return NULL;
 }
@@ -662,7 +664,7 @@ static int launch(FTVMParallelLambda lambda, void *closure, int num_task, int st
     atomic_store(&pool->failed, 0);
     atomic_store(&pool->remaining, num_task);
     uint64_t generation = atomic_load(&pool->generation) + 1;
-    uint32_t tag = (uint32_t)generation & 0x7fffffffu;
+    uint32_t tag = SHARE_TAG(generation);
     for (int i = 0; i < pool->threads; i++) {
         /* `next` before `end`: a thread still in the previous launch that
          * sees the new end sees the new generation too, and claims nothing. */
