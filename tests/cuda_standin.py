@@ -73,8 +73,10 @@ class FakeDriver:
     recorded at."""
 
     def __init__(self, emulation: HostEmulation | None, capability=(9, 0), status_of_init=0,
-                 name: bytes = b"Stand-in GPU") -> None:
+                 name: bytes = b"Stand-in GPU", runs_cubins: bool = True) -> None:
         self.emulation = emulation
+        self.runs_cubins = runs_cubins
+        """False: every cubin is of another architecture (CUDA_ERROR_NO_BINARY_FOR_GPU); PTX loads."""
         self.capability = capability
         self.status_of_init = status_of_init
         self.device_name = name
@@ -121,6 +123,8 @@ class FakeDriver:
 
     def cuModuleLoadData(self, module, image):
         self.loaded.append(image.value)
+        if not self.runs_cubins and image.value.startswith(b"\x7fELF"):
+            return 209  # CUDA_ERROR_NO_BINARY_FOR_GPU
         module._obj.value = 0x30
         return 0
 

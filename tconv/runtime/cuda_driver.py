@@ -10,6 +10,7 @@ JSON object
 
     {"format": "tconv-cuda-kernels", "version": 1, "arch": "sm_90",
      "image_kind": "cubin" | "ptx", "image": "<base64 of the cubin or PTX>",
+     "ptx": "<base64 of the PTX, beside a cubin>",
      "kernels": [{"symbol": "k0_conv2d", "args": 5,
                   "launches": [{"function": "k0_conv2d_0", "grid": 98, "block": 256}]}, ...]}
 
@@ -17,7 +18,11 @@ A plan call `call <symbol> <n> <ids...>` runs the kernel's launches in
 order, each a one-dimensional launch of `grid` blocks of `block` threads of
 `function` on the device addresses of the call's tensors (pointers to
 float32, in the call's order). A `cubin` image was assembled by ptxas for
-`arch`; a `ptx` image is compiled by the driver when it is loaded.
+`arch`; a `ptx` image is compiled by the driver when it is loaded. A cubin
+runs only on GPUs of its architecture's major version (an sm_80 cubin does
+not load on an sm_90 GPU), so a bundle keeps the PTX beside it (`ptx`,
+optional), which the driver compiles where the cubin does not load, as it
+does with the PTX nvcc embeds in a fat binary.
 
 The runtime needs only numpy and the driver library (`libcuda.so.1`, through
 ctypes): no torch, TVM or xDSL. Memory is two driver allocations (the
@@ -50,6 +55,9 @@ BUNDLE_FORMAT = "tconv-cuda-kernels"
 BUNDLE_VERSION = 1
 IMAGE_KINDS = ("cubin", "ptx")
 
+CUDA_ERROR_NO_BINARY_FOR_GPU = 209
+"""What cuModuleLoadData answers for a cubin of another architecture."""
+
 
 # The kernel bundle ------------------------------------------------------------------
 
@@ -81,6 +89,8 @@ class KernelBundle:
     """`cubin` (assembled by ptxas) or `ptx` (compiled by the driver on load)."""
     image: bytes
     kernels: tuple[KernelLaunches, ...]
+    ptx: bytes | None = None
+    """The PTX a cubin was assembled from, for GPUs the cubin does not run on."""
 
     def to_bytes(self) -> bytes:
         """The bundle file's contents."""
@@ -95,6 +105,7 @@ class KernelBundle:
                 for k in self.kernels
             ],
             "image": base64.b64encode(self.image).decode(),
+            **({"ptx": base64.b64encode(self.ptx).decode()} if self.ptx is not None else {}),
         }, indent=1).encode()
 
     def kernel(self, symbol: str) -> KernelLaunches | None:
@@ -140,6 +151,7 @@ def parse_bundle(data: bytes, where: str) -> KernelBundle:
         )
     try:
         image = base64.b64decode(_field(table, "image", str, where), validate=True)
+        ptx = base64.b64decode(_field(table, "ptx", str, where), validate=True) if "ptx" in table else None
     except ValueError:
         raise TconvError(f"error: {where}: `image` is not base64") from None
     kernels = []
@@ -154,7 +166,7 @@ def parse_bundle(data: bytes, where: str) -> KernelBundle:
             launches.append(Launch(_field(launch, "function", str, at), _field(launch, "grid", int, at),
                                    _field(launch, "block", int, at)))
         kernels.append(KernelLaunches(_field(entry, "symbol", str, at), _field(entry, "args", int, at), tuple(launches)))
-    return KernelBundle(_field(table, "arch", str, where), table["image_kind"], image, tuple(kernels))
+    return KernelBundle(_field(table, "arch", str, where), table["image_kind"], image, tuple(kernels), ptx)
 
 
 def read_bundle(path: str | os.PathLike[str]) -> KernelBundle:
@@ -307,10 +319,18 @@ class CudaDevice:
 
     def load(self, bundle: KernelBundle, functions: Sequence[str]) -> None:
         self.bind()
-        image = bundle.image + (b"\0" if bundle.image_kind == "ptx" else b"")
         module = ctypes.c_void_p()
-        self.check(self.cuda.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(image)),
-                   f"cuModuleLoadData ({bundle.image_kind} for {bundle.arch})")
+        image = bundle.image + (b"\0" if bundle.image_kind == "ptx" else b"")
+        status = self.cuda.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(image))
+        call = f"cuModuleLoadData ({bundle.image_kind} for {bundle.arch})"
+        if status == CUDA_ERROR_NO_BINARY_FOR_GPU and bundle.ptx is not None:
+            # A cubin of another major architecture: the driver compiles the PTX for this GPU.
+            status = self.cuda.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(bundle.ptx + b"\0"))
+            call = f"cuModuleLoadData (the PTX for {bundle.arch}, where its cubin does not run)"
+        if status == CUDA_ERROR_NO_BINARY_FOR_GPU:
+            raise TconvError(f"error: the kernels are a cubin for {bundle.arch} without their PTX, and this GPU "
+                             f"(sm_{self.compute_capability()}) does not run it: compile them for its architecture")
+        self.check(status, call)
         self.module = module
         for name in functions:
             function = ctypes.c_void_p()

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -249,6 +250,31 @@ def test_the_cuda_device_drives_the_driver_api_with_the_plan_s_launches(tmp_path
     image = read_bundle(tmp_path / "net" / BUNDLE_FILE).image
     assert driver.loaded == [image.split(b"\0", 1)[0]]  # what a char* to the image shows
     assert len(driver.freed) == 2
+
+
+@needs_ptxas
+def test_a_cubin_of_another_architecture_falls_back_to_its_ptx(tmp_path):
+    """An sm_80 cubin does not load on an sm_90 GPU (seen on an H100): the
+    PTX the bundle keeps beside it does, compiled by the driver."""
+    from tconv.runtime.cuda_driver import CudaDevice
+
+    module = grouped_and_depthwise()
+    params = trained_like_params(module)
+    compile_artifact(module, params, tmp_path / "net", "cuda", "sm_80")
+    bundle = read_bundle(tmp_path / "net" / BUNDLE_FILE)
+    assert bundle.image_kind == "cubin" and b".target sm_80" in bundle.ptx
+    inputs = random_inputs(module)
+    driver = FakeDriver(HostEmulation(module, tmp_path), runs_cubins=False)
+    with DriverRuntime(tmp_path / "net", CudaDevice(driver=driver)) as runtime:
+        (actual,) = runtime.run(*inputs)
+    (expected,) = run(module, params, *inputs)
+    assert relative_error(actual, expected) < 1e-5
+    assert driver.loaded == [bundle.image.split(b"\0", 1)[0], bundle.ptx]
+    # A bundle without the PTX: a clear error, not the driver's code alone.
+    (tmp_path / "net" / BUNDLE_FILE).write_bytes(replace(bundle, ptx=None).to_bytes())
+    driver = FakeDriver(HostEmulation(module, tmp_path), runs_cubins=False)
+    with pytest.raises(TconvError, match=r"a cubin for sm_80 without their PTX, and this GPU \(sm_90\) does not run"):
+        DriverRuntime(tmp_path / "net", CudaDevice(driver=driver))
 
 
 def test_the_cuda_device_reports_a_missing_device_or_an_old_gpu(tmp_path):

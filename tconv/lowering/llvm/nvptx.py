@@ -206,14 +206,13 @@ def launches(kernels: Sequence[KernelSource], block: int = BLOCK) -> list[Kernel
 
 def kernel_bundle(kernels: Sequence[KernelSource], arch: str = "sm_90") -> KernelBundle:
     """The kernels as a bundle the CUDA driver launches: PTX for `arch`,
-    assembled into a cubin by ptxas where it is installed, else kept as PTX
+    assembled into a cubin by ptxas where it is installed (with the PTX
+    beside it, for newer GPUs the cubin does not run on), else kept as PTX
     (the driver compiles it when the bundle is loaded)."""
     ptx = emit_ptx(kernels, arch)
     if ptxas() is None:
-        image_kind, image = "ptx", ptx.encode()
-    else:
-        image_kind, image = "cubin", assemble(ptx, arch)
-    return KernelBundle(arch, image_kind, image, tuple(launches(kernels)))
+        return KernelBundle(arch, "ptx", ptx.encode(), tuple(launches(kernels)))
+    return KernelBundle(arch, "cubin", assemble(ptx, arch), tuple(launches(kernels)), ptx.encode())
 
 
 def emit_ptx(kernels: Sequence[KernelSource], arch: str = "sm_90") -> str:
