@@ -40,7 +40,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from tconv.errors import TconvError
 from tconv.runtime.cuda_driver import CudaDevice, Device, DriverRuntime, architecture_number
-from tconv.search.tuning import Knobs, Workload, conv_network
+from tconv.search.tuning import UNSCHEDULED, Knobs, Workload, conv_network
 
 DeviceFactory = Callable[[ModuleOp], Device]
 """A device to run the artifact of `module` on: by default a `CudaDevice`
@@ -61,13 +61,10 @@ def arch_for(capability: int) -> str:
     return max(usable, key=architecture_number)
 
 
-def conv_module(workload: Workload, knobs: Knobs) -> ModuleOp:
+def conv_module(workload: Workload) -> ModuleOp:
     """The workload's convolution alone, as the GPU runs it: no schedule (the
     GPU kernels take none; a network compiled for cuda carries none either)."""
-    module = conv_network(workload, knobs)
-    for op in module.walk():
-        op.properties.pop("schedule", None)
-    return module
+    return conv_network(workload, UNSCHEDULED)
 
 
 class CudaMeasurer:
@@ -110,7 +107,7 @@ class CudaMeasurer:
             from tconv.ir.params import init_params
             from tconv.lowering.llvm.artifact import compile_artifact
 
-            module = conv_module(workload, knobs)
+            module = conv_module(workload)
             directory = Path(self._scratch.name) / f"w{len(self._built)}"
             compile_artifact(module, init_params(module), directory, "cuda", self.arch)
             self._built[workload.key] = (directory, module)

@@ -6,7 +6,7 @@ on some device: `LocalMeasurer` on this machine's CPU (`tuning.measure`),
 `tconv.search.rpc.RpcMeasurer` on a device behind a TVM RPC tracker,
 `tconv.search.cuda_measure.CudaMeasurer` on a GPU of this machine (whose
 kernels take no knobs: it is not `tunable`, so each workload has one
-candidate, its default knobs, see `LayerLatencies.candidates`). Every
+candidate, `UNSCHEDULED`, see `LayerLatencies.candidates`). Every
 measurement goes into the tuning database under the measurer's
 `target_key`, so the search and `tconv tune` share what they learnt, and a second
 `tconv optimize` resumes instead of measuring again.
@@ -30,7 +30,7 @@ from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp
 from tconv.passes.select import layer_name
 from tconv.search.tuning import (
-    Knobs, TuningDatabase, Workload, candidates, confirm_leaders, target_key, workload_of,
+    UNSCHEDULED, Knobs, TuningDatabase, Workload, candidates, confirm_leaders, target_key, workload_of,
 )
 
 
@@ -98,9 +98,10 @@ class LayerLatencies:
 
     def candidates(self, workload: Workload) -> list[Knobs]:
         """The knobs worth measuring for `workload`, the default first:
-        `tuning.candidates`, or only the default where the target is not `tunable`."""
-        found = candidates(workload)
-        return found if self.tunable else found[:1]
+        `tuning.candidates`; where the target is not `tunable`, only
+        `UNSCHEDULED` (its kernels take no schedule, and no CPU template's
+        default is built for it, so this needs no TVM)."""
+        return candidates(workload) if self.tunable else [UNSCHEDULED]
 
     def _measure(self, workload: Workload, knobs: Knobs) -> float:
         seconds = self.measurer.measure(workload, knobs)

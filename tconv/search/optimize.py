@@ -347,9 +347,12 @@ class Search:
     # Schedules ---------------------------------------------------------------
 
     def tune(self, best: Candidate) -> None:
-        """Spend what is left of the budget on the chosen network's schedules."""
+        """Spend what is left of the budget on the chosen network's schedules
+        (none where the target's kernels take no schedule)."""
         from tconv.search.cost_model import LatencyModel
 
+        if not self.latencies.tunable:
+            return
         rows = self.latencies.convs(best.realised.module)
         weight: dict[str, float] = {}
         workloads: dict[str, Workload] = {}
@@ -359,7 +362,7 @@ class Search:
         order = sorted(workloads, key=lambda key: -weight[key])
         # Records of earlier runs first: their leaders are re-measured side by
         # side (a record made in a loaded moment is too slow and would hide its knobs).
-        for key in order if self.latencies.tunable else ():
+        for key in order:
             if self.deadline.passed(self.reserve):
                 break
             self.say(f"re-measuring the leaders of {_short(workloads[key])}")

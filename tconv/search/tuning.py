@@ -121,10 +121,10 @@ def knobs_of(blocking) -> Knobs:
 def schedule_of(workload: Workload, knobs: Knobs) -> ConvSchedule | None:
     """The IR schedule that runs `workload` with `knobs` (the template's full
     form); None for UNSCHEDULED."""
-    from tconv.lowering.tvm.conv_schedule import template_schedule
-
     if full_knobs(knobs) == UNSCHEDULED:
         return None
+    from tconv.lowering.tvm.conv_schedule import template_schedule
+
     return template_schedule(blocking_of(knobs), workload.groups, workload.depthwise)
 
 
