@@ -1,4 +1,4 @@
-"""The networks of the GPU check: single convolutions and ResNet-34 CIFAR.
+"""The networks of the GPU check: issue 5's kernel set at batch 1 and 64, and ResNet-34 CIFAR.
 
 Shared by `prepare.py` (which compiles them here) and `run.py` (which runs
 them on the GPU machine); both build the same IR and the same seeded
@@ -36,14 +36,22 @@ class Case:
         )
 
 
-CASES = (
-    Case("conv3x3 64ch 56x56", 64, 64, 56),
-    Case("conv3x3 128ch 28x28", 64, 128, 28),
-    Case("conv3x3 256ch 14x14", 64, 256, 14),
-    Case("conv3x3 512ch 7x7", 64, 512, 7),
-    Case("conv3x3 64ch 56x56 g8", 64, 64, 56, groups=8),
-    Case("depthwise 64ch 56x56", 64, 64, 56, groups=64),
-    Case("conv1x1 256ch 14x14", 64, 256, 14, kernel=1),
+LAYERS = (  # name, channels, size, kernel, groups: issue 5's kernel set
+    ("conv3x3 64ch 56x56", 64, 56, 3, 1),
+    ("conv3x3 128ch 28x28", 128, 28, 3, 1),
+    ("conv3x3 256ch 14x14", 256, 14, 3, 1),
+    ("conv3x3 512ch 7x7", 512, 7, 3, 1),
+    ("conv3x3 64ch 56x56 g8", 64, 56, 3, 8),
+    ("conv3x3 64ch 56x56 g16", 64, 56, 3, 16),
+    ("conv3x3 64ch 56x56 g32", 64, 56, 3, 32),
+    ("depthwise 64ch 56x56", 64, 56, 3, 64),
+    ("conv1x1 256ch 14x14", 256, 14, 1, 1),
+)
+
+CASES = tuple(
+    Case(f"{name} b{batch}", batch, channels, size, kernel, groups)
+    for batch in (1, 64) for name, channels, size, kernel, groups in LAYERS
+) + (
     Case("resnet34 cifar10 b1", 1, network="resnet34"),
     Case("resnet34 cifar10 b64", 64, network="resnet34"),
 )

@@ -4,6 +4,5 @@
 # (arguments go to run.py: `--backends llvm` runs the LLVM artifacts alone).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/tconv-site .whl/*.whl
-PYTHONPATH="/tmp/tconv-site:$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 bench/gpu/run.py "$@"
+source bench/gpu/env.sh
+python3 bench/gpu/run.py "$@"
