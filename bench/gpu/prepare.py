@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import re
 import sys
 import time
 from pathlib import Path
@@ -52,8 +53,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "build"))
     parser.add_argument("--backends", default="tvm,llvm", type=backend_list,
                         help="comma-separated: tvm, llvm (default: both)")
+    parser.add_argument("--only", default="", help="the cases whose names match this regular expression")
     args = parser.parse_args()
-    for case in CASES:
+    for case in [c for c in CASES if re.search(args.only, c.name)]:
         module = case.build()
         params = init_params(module, seed=SEED)
         for backend in args.backends:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import re
 import statistics
 import sys
 from dataclasses import replace
@@ -75,6 +76,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--backends", default="tvm,llvm", type=backend_list,
                         help="comma-separated: tvm, llvm (default: both)")
+    parser.add_argument("--only", default="", help="the cases whose names match this regular expression")
     args = parser.parse_args()
     try:
         import torch
@@ -99,7 +101,7 @@ def main() -> int:
     print(f"{'case':24s} {'backend':7s} {'GFLOP':>8s} {'tconv ms':>10s} {'torch ms':>10s} {'torch/tconv':>11s} "
           f"{'tconv TFLOP/s':>13s} {'rel. error':>10s}")
     failures = 0
-    for case in CASES:
+    for case in [c for c in CASES if re.search(args.only, c.name)]:
         module = case.build()
         params = init_params(module, seed=SEED)
         shape = shape_of(single_function(module).body.block.args[0])

@@ -19,6 +19,7 @@ from tconv.ir.loader import TconvError, module_text
 from tconv.lowering.tvm.artifact import compile_artifact
 from tconv.lowering.tvm.build import build_kernels
 from tconv.lowering.tvm.cuda_library import cuda_source
+from tconv.lowering.tvm.schedule_gpu import conv_tile
 from tconv.runtime.plan import read_plan
 from tconv.runtime.reference import run
 
@@ -50,6 +51,24 @@ def test_every_kernel_kind_gets_a_gpu_schedule():
     # One thread per output, accumulating in a register: no global scratch memory.
     assert "TVMBackendAllocWorkspace" not in source
     assert "threadIdx.x" in source
+
+
+def test_large_batches_register_tile_the_direct_convolution():
+    """A thread accumulates a tile of output channels × columns where enough
+    threads remain (batch 64), a single output otherwise (batch 1); the
+    channels of a tile divide a group's."""
+    assert conv_tile(64 * 64 * 56 * 56, 64) == (8, 2)
+    assert conv_tile(1 * 64 * 56 * 56, 64) == (1, 1)
+    assert conv_tile(64 * 64 * 56 * 56, 2) == (2, 2)
+    assert conv_tile(64 * 512 * 4 * 4, 512) == (2, 2)
+    b = NetworkBuilder("tiled", (128, 16, 32, 32))
+    x = b.relu(b.batch_norm(b.conv2d(b.input, 32, 3, padding=1, groups=4, name="grouped"), name="bn"))
+    x = b.relu(b.add(x, b.conv2d(b.input, 32, 3, padding=1, name="dense")))
+    executable, program = build_kernels(b.finish(x), "cuda", arch="sm_90")
+    source = cuda_source(executable)
+    # Both convolutions (8 of a group's 8 channels × 2 columns), epilogues in the same thread.
+    assert source.count("float conv_local_ptr[16];") == 2, source
+    assert "TVMBackendAllocWorkspace" not in source
 
 
 @needs_nvcc

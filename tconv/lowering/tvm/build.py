@@ -54,12 +54,11 @@ from tconv.ir.ops import (
 from tconv.ir.params import bind_params
 from tconv.ir.schedule import NCHW, ActivationLayouts, ScheduleError, parse_schedule
 from tconv.lowering.program_builder import ProgramBuilder
-from tconv.lowering.tvm import ops, schedule_cpu
+from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu
 from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, template_blocking
 from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
 from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
 from tconv.lowering.tvm.packing import blocks
-from tconv.lowering.tvm.schedule_gpu import schedule_gpu
 from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
 from tconv.runtime.reference import single_function
@@ -85,6 +84,8 @@ class KernelSpec:
     schedule: Callable[[tvm.tirx.PrimFunc], tvm.tirx.PrimFunc]
     key: tuple
     layout: str = NCHW
+    gpu_tile: tuple[int, int] = (1, 1)
+    """The register tile of a direct convolution on a GPU (`schedule_gpu.conv_tile`)."""
 
 
 def _ints(attr) -> tuple[int, ...]:
@@ -135,7 +136,7 @@ class _Lowering(ProgramBuilder):
         placeholders = [te.placeholder(shape, "float32", name=f"arg{i}") for i, shape in enumerate(input_shapes)]
         result = spec.compute(placeholders)
         function = te.create_prim_func([*placeholders, result])
-        function = schedule_gpu(function) if self.gpu else spec.schedule(function)
+        function = schedule_gpu.schedule_gpu(function, spec.gpu_tile) if self.gpu else spec.schedule(function)
         return function.with_attr("global_symbol", symbol)
 
     def spec(self, group: KernelGroup) -> KernelSpec:
@@ -237,7 +238,8 @@ class _Lowering(ProgramBuilder):
             blocking = schedule_cpu.depthwise_blocking(out_group * groups, out_width, self.unit, **shape)
             return "depthwise_conv2d", self.honour(op, schedule, groups, out_group, blocking, depthwise=True)
         if self.gpu:
-            return "conv2d", ConvBlocking(1, 1)
+            outputs = shape_of(op.input)[0] * groups * out_group * out_height * out_width
+            return "conv2d", ConvBlocking(*schedule_gpu.conv_tile(outputs, out_group))
         if schedule is None and ops.is_pointwise(kernel, strides, padding) and schedule_cpu.tiles_positions(
             groups, out_group, out_height, out_width, self.unit
         ):
@@ -359,7 +361,8 @@ class _Lowering(ProgramBuilder):
             return schedule_cpu.schedule_conv2d(function, groups, blocking, packed_output=packed_output)
 
         key = (strides, padding, dilations, groups, out_channels, blocking, has_bias, has_residual, activation)
-        return KernelSpec(kind, [input_id, weight_id, *epilogue_args], compute, schedule, key, layouts.output)
+        gpu_tile = (blocking.block, blocking.width_tile) if self.gpu and kind == "conv2d" else (1, 1)
+        return KernelSpec(kind, [input_id, weight_id, *epilogue_args], compute, schedule, key, layouts.output, gpu_tile)
 
     def dense(self, group: KernelGroup) -> KernelSpec:
         op = group.anchor
