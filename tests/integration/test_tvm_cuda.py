@@ -56,7 +56,8 @@ def test_every_kernel_kind_gets_a_gpu_schedule():
 def test_large_batches_register_tile_the_direct_convolution():
     """A thread accumulates a tile of output channels × columns where enough
     threads remain (batch 64), a single output otherwise (batch 1); the
-    channels of a tile divide a group's."""
+    channels of a tile divide a group's. Tiled, a thread block stages its
+    operands in shared memory."""
     assert conv_tile(64 * 64 * 56 * 56, 64) == (8, 2)
     assert conv_tile(1 * 64 * 56 * 56, 64) == (1, 1)
     assert conv_tile(64 * 64 * 56 * 56, 2) == (2, 2)
@@ -66,9 +67,28 @@ def test_large_batches_register_tile_the_direct_convolution():
     x = b.relu(b.add(x, b.conv2d(b.input, 32, 3, padding=1, name="dense")))
     executable, program = build_kernels(b.finish(x), "cuda", arch="sm_90")
     source = cuda_source(executable)
-    # Both convolutions (8 of a group's 8 channels × 2 columns), epilogues in the same thread.
+    # Both convolutions (8 of a group's 8 channels × 2 columns), epilogues in the same thread,
+    # the input window and the weights staged in shared memory.
     assert source.count("float conv_local_ptr[16];") == 2, source
-    assert "TVMBackendAllocWorkspace" not in source
+    assert source.count("__shared__ alignas(64) float pad_shared_ptr[") == 2
+    assert source.count("__shared__ alignas(64) float arg1_shared_ptr[") == 2
+    assert "__syncthreads()" in source and "TVMBackendAllocWorkspace" not in source
+
+
+@needs_nvcc
+@pytest.mark.parametrize("shape, out_channels, kernel, stride, groups, staged", [
+    ((64, 3, 224, 224), 64, 7, 2, 1, True),  # ImageNet's stem: its window fits 48 KB
+    ((16, 64, 8, 600), 64, 3, 1, 32, False),  # 300 column tiles: more threads than a block holds
+])
+def test_tiled_convolutions_stay_within_a_thread_block(tmp_path, shape, out_channels, kernel, stride, groups, staged):
+    """Staging stops at CUDA's limits (48 KB of shared memory, the threads of
+    a block): what does not fit runs a thread per output; both build with nvcc."""
+    b = NetworkBuilder("edge", shape)
+    module = b.finish(b.conv2d(b.input, out_channels, kernel, stride=stride, padding=kernel // 2, groups=groups))
+    executable, _ = build_kernels(module, "cuda", arch="sm_90")
+    assert ("pad_shared_ptr" in cuda_source(executable)) == staged
+    compile_artifact(module, init_params(module), tmp_path / "gpu", target="cuda", arch="sm_90")
+    assert read_plan(tmp_path / "gpu").target == "cuda"
 
 
 @needs_nvcc
