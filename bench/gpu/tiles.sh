@@ -6,7 +6,7 @@
 #                                     carried (about 56 MB): each tile timed against cuDNN
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-tiles="1x1 2x1 4x1 8x1 16x1 4x2 8x2 8x4"
+tiles="1x1 4x2 8x2 8x4 16x2 4x4 16x1"
 only='conv3x3 \d+ch \d+x\d+ (g8 |g16 )?b64'
 case "${1:-}" in
 prepare)

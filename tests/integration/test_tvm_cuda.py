@@ -58,7 +58,8 @@ def test_large_batches_register_tile_the_direct_convolution():
     threads remain (batch 64), a single output otherwise (batch 1); the
     channels of a tile divide a group's. Tiled, a thread block stages its
     operands in shared memory."""
-    assert conv_tile(64 * 64 * 56 * 56, 64) == (8, 2)
+    assert conv_tile(64 * 64 * 56 * 56, 64) == (16, 2)
+    assert conv_tile(64 * 64 * 56 * 56, 8) == (8, 2)
     assert conv_tile(1 * 64 * 56 * 56, 64) == (1, 1)
     assert conv_tile(64 * 64 * 56 * 56, 2) == (2, 2)
     assert conv_tile(64 * 512 * 4 * 4, 512) == (2, 2)
@@ -67,9 +68,9 @@ def test_large_batches_register_tile_the_direct_convolution():
     x = b.relu(b.add(x, b.conv2d(b.input, 32, 3, padding=1, name="dense")))
     executable, program = build_kernels(b.finish(x), "cuda", arch="sm_90")
     source = cuda_source(executable)
-    # Both convolutions (8 of a group's 8 channels × 2 columns), epilogues in the same thread,
-    # the input window and the weights staged in shared memory.
-    assert source.count("float conv_local_ptr[16];") == 2, source
+    # 8 of a group's 8 channels × 2 columns, 16 of 32 ungrouped ones × 2; epilogues in the same
+    # thread; the input window and the weights staged in shared memory.
+    assert source.count("float conv_local_ptr[16];") == 1 and source.count("float conv_local_ptr[32];") == 1
     assert source.count("__shared__ alignas(64) float pad_shared_ptr[") == 2
     assert source.count("__shared__ alignas(64) float arg1_shared_ptr[") == 2
     assert "__syncthreads()" in source and "TVMBackendAllocWorkspace" not in source
