@@ -153,7 +153,7 @@ def parse_bundle(data: bytes, where: str) -> KernelBundle:
         image = base64.b64decode(_field(table, "image", str, where), validate=True)
         ptx = base64.b64decode(_field(table, "ptx", str, where), validate=True) if "ptx" in table else None
     except ValueError:
-        raise TconvError(f"error: {where}: `image` is not base64") from None
+        raise TconvError(f"error: {where}: `image` or `ptx` is not base64") from None
     kernels = []
     for position, entry in enumerate(_field(table, "kernels", list, where)):
         at = f"{where}: kernel {position}"
