@@ -8,6 +8,7 @@ parameters from these definitions. Each case's artifacts: `<build>/<case>`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tconv.frontends import zoo
@@ -55,6 +56,11 @@ CASES = tuple(
     Case("resnet34 cifar10 b1", 1, network="resnet34"),
     Case("resnet34 cifar10 b64", 64, network="resnet34"),
 )
+
+
+def cases_matching(pattern: str) -> list[Case]:
+    """The cases whose names match the regular expression `pattern` (an `--only` option)."""
+    return [case for case in CASES if re.search(pattern, case.name)]
 
 
 BACKENDS = ("tvm", "llvm")

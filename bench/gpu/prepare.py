@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import re
 import sys
 import time
 from pathlib import Path
 
-from cases import CASES, SEED, backend_list, directory_name
+from cases import SEED, backend_list, cases_matching, directory_name
 
 from tconv.ir.params import init_params
 from tconv.lowering.tvm.artifact import PARAMS_FILE
@@ -55,7 +54,7 @@ def main() -> int:
                         help="comma-separated: tvm, llvm (default: both)")
     parser.add_argument("--only", default="", help="the cases whose names match this regular expression")
     args = parser.parse_args()
-    for case in [c for c in CASES if re.search(args.only, c.name)]:
+    for case in cases_matching(args.only):
         module = case.build()
         params = init_params(module, seed=SEED)
         for backend in args.backends:

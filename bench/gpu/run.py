@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import re
 import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from cases import CASES, SEED, backend_list, directory_name
+from cases import SEED, backend_list, cases_matching, directory_name
 
 from tconv.errors import TconvError
 
@@ -101,7 +100,7 @@ def main() -> int:
     print(f"{'case':24s} {'backend':7s} {'GFLOP':>8s} {'tconv ms':>10s} {'torch ms':>10s} {'torch/tconv':>11s} "
           f"{'tconv TFLOP/s':>13s} {'rel. error':>10s}")
     failures = 0
-    for case in [c for c in CASES if re.search(args.only, c.name)]:
+    for case in cases_matching(args.only):
         module = case.build()
         params = init_params(module, seed=SEED)
         shape = shape_of(single_function(module).body.block.args[0])

@@ -43,7 +43,7 @@ from tconv.lowering.tvm.schedule_gspc import runs_groups_in_parallel
 TEMPLATE_ORDER = ("n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "oc.1")
 TEMPLATE_PARALLEL = ("n", "g", "oc.0", "oh")
 ROWS_FIRST_ORDER = ("n", "g", "oh", "oc.0", *TEMPLATE_ORDER[4:])
-ROWS_FIRST_PARALLEL = ("n", "g", "oh", "oc.0")
+ROWS_FIRST_PARALLEL = ROWS_FIRST_ORDER[:4]
 TEMPLATE_UNROLL = frozenset({"kh", "kw", "ow.1"})
 
 
@@ -162,7 +162,7 @@ def template_blocking(
             f"or {', '.join(sorted(required))} with kw rolled, no other set"
         )
     if schedule.parallel and schedule.parallel != expected.parallel:
-        others = " or n, g, oh, oc.0" if expected.parallel == TEMPLATE_PARALLEL and groups == 1 else ""
+        others = f" or {', '.join(ROWS_FIRST_PARALLEL)}" if expected.parallel == TEMPLATE_PARALLEL and groups == 1 else ""
         raise UnsupportedSchedule(f"it runs {', '.join(expected.parallel)}{others} in parallel{gspc}, no other set")
     return blocking
 
