@@ -20,7 +20,8 @@ there through the CUDA driver API (`tconv.runtime.cuda_driver`).
 
 `--target cuda` compiles the kernels for an NVIDIA GPU (`--arch`, default
 sm_90); with the TVM backend nvcc must be installed; the machine needs no
-GPU. Such an artifact runs on a GPU machine through `tconv.runtime.cuda`
+GPU. The TVM backend applies the thread tiles `tconv tune --target cuda`
+recorded for that architecture. Such an artifact runs on a GPU machine through `tconv.runtime.cuda`
 (TVM's) or `tconv.runtime.cuda_driver` (LLVM's; see bench/gpu).
 """
 
@@ -56,8 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tuning", metavar="PATH",
-        help="cpu: the tuning database whose best schedules to apply (default: the one `tconv tune` "
-        "writes, where it exists)",
+        help="the tuning database whose best schedules to apply, this CPU's or (cuda) the --arch's "
+        "(default: the one `tconv tune` writes, where it exists)",
     )
     parser.add_argument(
         "--no-tuning", action="store_true", help="ignore the tuning database (the backend's own choices)"
@@ -91,12 +92,14 @@ def execute(args: argparse.Namespace) -> None:
         return
     # Imported on use: TVM loads only when something is compiled.
     from tconv.lowering.tvm.artifact import compile_artifact
-    from tconv.search.tuning import TuningDatabase, apply_tuning, default_database_path, default_threads
+    from tconv.search.cuda_tuning import CudaSchedules
+    from tconv.search.tuning import CpuSchedules, TuningDatabase, apply_tuning, default_database_path, default_threads
 
-    if args.target == "cpu" and not args.no_tuning:
+    if not args.no_tuning:
         path = args.tuning or default_database_path()
+        schedules = CudaSchedules(args.arch) if args.target == "cuda" else CpuSchedules(default_threads())
         if args.tuning or path.exists():
-            applied = apply_tuning(module, TuningDatabase(path), default_threads())
+            applied = apply_tuning(module, TuningDatabase(path), None, schedules)
             if applied:
                 note(f"applied tuned schedules to {applied} convolution(s) from {path}")
 

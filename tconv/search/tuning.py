@@ -35,8 +35,8 @@ minute, so records of different moments compare badly. Where knobs were
 measured more than once the fastest counts; and a tuning run re-measures
 each workload's CONFIRM fastest knobs *side by side*
 (`measure_side_by_side`: in turns, CONFIRM_PASSES times, so that a loaded
-moment slows them all alike), recorded as one *round* (the lines share a
-`round` field). The latest round ranks its knobs by its own times; knobs
+moment slows them all alike; the median of each), recorded as one *round*
+(the lines share a `round` field). The latest round ranks its knobs by its own times; knobs
 measured after it compete with those; knobs it left out are out of the
 running (`TuningDatabase.ranking`). `tune` confirms first the leaders it
 found recorded, then, after the new candidates, those they brought in.
@@ -49,11 +49,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
@@ -88,8 +90,14 @@ candidate only where that default is one no schedule can ask for
 CONFIRM = 4
 """How many of a workload's fastest recorded knobs a tuning run re-measures (see `tune`)."""
 
-CONFIRM_PASSES = 3
-"""Measurements of each knobs in a side-by-side round (`measure_side_by_side`)."""
+NOISE = 0.05
+"""How far apart two knobs' times in a round may be and still count as the
+same (`TuningDatabase.chosen`): the spread of one kernel's medians between
+rounds on this shared 2-core machine."""
+
+CONFIRM_PASSES = 5
+"""Measurements of each knobs in a side-by-side round (`measure_side_by_side`),
+an odd number: the round keeps their median."""
 
 
 def full_knobs(knobs: Knobs) -> Knobs:
@@ -232,6 +240,51 @@ def target_key(threads: int) -> str:
     return f"llvm -mcpu={host_cpu()} threads={threads} kernels={KERNELS}"
 
 
+class Schedules(Protocol):
+    """What a tuning run measures and records: a target's knobs of each
+    workload, as IR schedules, under the target's key."""
+
+    @property
+    def target(self) -> str:
+        """The tuning database's key of the target."""
+        ...
+
+    def tunes(self, workload: Workload) -> bool:
+        """Whether the workload's kernel has knobs."""
+        ...
+
+    def candidates(self, workload: Workload) -> list[Knobs]:
+        """The knobs to measure, the backend's default first."""
+        ...
+
+    def schedule(self, workload: Workload, knobs: Knobs) -> ConvSchedule | None:
+        """The IR schedule that asks for `knobs` (None: no schedule)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CpuSchedules:
+    """What tuning for this CPU on `threads` threads measures: the TVM CPU
+    templates' knobs of every workload (`candidates`), as IR schedules
+    (`schedule_of`), recorded under `target_key`. `tconv.search.cuda_tuning`
+    has the same for the TVM backend's CUDA kernels."""
+
+    threads: int
+
+    @property
+    def target(self) -> str:
+        return target_key(self.threads)
+
+    def tunes(self, workload: Workload) -> bool:
+        return True
+
+    def candidates(self, workload: Workload) -> list[Knobs]:
+        return candidates(workload)
+
+    def schedule(self, workload: Workload, knobs: Knobs) -> ConvSchedule | None:
+        return schedule_of(workload, knobs)
+
+
 def tunable_convs(module: ModuleOp) -> list[Conv2dOp]:
     """Convolutions the templates tune: those without a loop schedule of
     their own (a `layout` alone, from `tconv-pack`, leaves the loops open)."""
@@ -308,25 +361,47 @@ class TuningDatabase:
         `target`, the fastest measurement of each."""
         return self.records.get((workload.key, target), {})
 
-    def ranking(self, workload: Workload, target: str) -> list[tuple[Knobs, float]]:
-        """The knobs measured for `workload` on `target` with their seconds,
-        fastest first: those of the latest round at its times, and knobs
-        measured after it at their own, ahead of the knobs it left out (see
-        the module docstring); without a round, all at their fastest."""
+    def _running(self, workload: Workload, target: str) -> tuple[dict[Knobs, float], dict[Knobs, float]]:
+        """The knobs in the running (those of the latest round at its times,
+        and knobs measured after it at their own; without a round, all at
+        their fastest) and those out of it."""
         key = (workload.key, target)
         measured = self.measured(workload, target)
         latest = self.rounds.get(key)
         if latest is None:
-            return sorted(measured.items(), key=lambda item: item[1])
+            return dict(measured), {}
         running = dict(latest.seconds)
         last = self._last.get(key, {})
         running.update((k, s) for k, s in measured.items() if k not in running and last.get(k, 0) > latest.start)
-        out = {k: s for k, s in measured.items() if k not in running}
+        return running, {k: s for k, s in measured.items() if k not in running}
+
+    def ranking(self, workload: Workload, target: str) -> list[tuple[Knobs, float]]:
+        """The knobs measured for `workload` on `target` with their seconds,
+        fastest first, those in the running ahead of the others (see the
+        module docstring)."""
+        running, out = self._running(workload, target)
         return sorted(running.items(), key=lambda item: item[1]) + sorted(out.items(), key=lambda item: item[1])
 
     def best(self, workload: Workload, target: str) -> tuple[Knobs, float] | None:
         ranking = self.ranking(workload, target)
         return ranking[0] if ranking else None
+
+    def chosen(self, workload: Workload, schedules: Schedules) -> tuple[Knobs, float] | None:
+        """The knobs to run `workload` with: of those in the running within
+        NOISE of the fastest, the first in the candidates' order (the
+        backend's default, then by its models). Measurement decides where it
+        can tell knobs apart, the model where it cannot: 512 channels at 7²
+        ran 8×7 rows first and channel blocks first within 1% of each other
+        in TVM's runtime, rows first 12% slower in the C runtime's; the
+        model puts channel blocks first there, as rows first reads the 9 MB
+        of weights once per row."""
+        running, _ = self._running(workload, schedules.target)
+        if not running:
+            return None
+        fastest = min(running.values())
+        order = {k: i for i, k in enumerate(schedules.candidates(workload))}
+        near = [(k, s) for k, s in running.items() if s <= fastest * (1 + NOISE)]
+        return min(near, key=lambda item: (order.get(item[0], len(order)), item[1]))
 
     def leaders(self, workload: Workload, target: str) -> list[Knobs]:
         """The first CONFIRM knobs of `ranking`."""
@@ -427,9 +502,10 @@ def candidates(workload: Workload) -> list[Knobs]:
     return [first, *unscheduled] + [k for k in dict.fromkeys(knobs_of(b) for b in ranked) if k != first]
 
 
-def conv_network(workload: Workload, knobs: Knobs) -> ModuleOp:
+def conv_network(workload: Workload, knobs: Knobs, schedules: Schedules | None = None) -> ModuleOp:
     """The network `measure` times: the workload's convolution alone, with
-    `knobs` as its schedule (also what remote measurement builds)."""
+    `knobs` as its schedule (also what remote measurement builds); the
+    schedule of `schedules` (default: the CPU templates')."""
     from tconv.ir.builder import NetworkBuilder
 
     b = NetworkBuilder("tune", workload.input)
@@ -437,7 +513,7 @@ def conv_network(workload: Workload, knobs: Knobs) -> ModuleOp:
         b.input, workload.out_channels, workload.kernel, stride=workload.strides, padding=workload.padding,
         dilation=workload.dilations, groups=workload.groups, name="conv",
     ))
-    schedule = schedule_of(workload, knobs)
+    schedule = schedules.schedule(workload, knobs) if schedules else schedule_of(workload, knobs)
     if schedule is not None:
         (conv,) = [op for op in module.walk() if isinstance(op, Conv2dOp)]
         conv.properties["schedule"] = schedule.to_attr()
@@ -490,17 +566,30 @@ def measure_side_by_side(
     stop: Callable[[], bool] = lambda: False,
 ) -> dict[Knobs, float] | None:
     """Seconds of each of `knobs`, measured in turns (a b c a b c ...)
-    `passes` times, the fastest of each: whatever loads the machine meanwhile
-    loads them all alike. Where `stop()` says so first, the passes so far,
-    or None before the first is done."""
-    seconds: dict[Knobs, float] = {}
+    `passes` times, the median of each: whatever loads the machine
+    meanwhile loads them all alike. Where `stop()` says so first, the
+    median of the whole passes so far, or None before the first is done.
+
+    The median, where a single measurement takes the fastest: a pass's
+    measurement is already the fastest of its rounds, so one loaded moment
+    does not move it, and the median over passes tells a kernel that is
+    fast only while the shared caches are quiet from one that stays fast
+    (64ch 56² on 2 threads, channel blocks first or rows first: fastest
+    passes 1.45 against 1.39 ms, medians 1.66 against 1.49)."""
+    seconds: dict[Knobs, list[float]] = {k: [] for k in knobs}
     for _ in range(passes):
+        timed = {}
         for k in knobs:
             if stop():
-                return seconds if len(seconds) == len(knobs) else None
-            measured = measure_fn(workload, k)
-            seconds[k] = min(measured, seconds.get(k, measured))
-    return seconds
+                break
+            timed[k] = measure_fn(workload, k)
+        if len(timed) < len(knobs):
+            break
+        for k, s in timed.items():
+            seconds[k].append(s)
+    if not seconds[knobs[0]]:
+        return None
+    return {k: statistics.median(s) for k, s in seconds.items()}
 
 
 def confirm_leaders(
@@ -546,18 +635,24 @@ def tune(
     module: ModuleOp,
     database: TuningDatabase,
     budget_s: float,
-    threads: int,
+    threads: int | None,
     progress: Callable[[int, int, float, float], None] | None = _progress,
     measure_fn: Callable[[Workload, Knobs], float] = measure,
+    schedules: Schedules | None = None,
 ) -> list[TuningReport]:
     """Measure candidates of every tunable workload of `module` within
     `budget_s` seconds, the workloads in turns, recording each in
     `database`; before (those recorded) and after (those new), measure each
     workload's CONFIRM leaders side by side (see the module docstring).
-    What is known of each workload afterwards."""
-    target = target_key(threads)
-    workloads = list({workload_of(conv).key: workload_of(conv) for conv in tunable_convs(module)}.values())
-    queues = {w.key: [k for k in candidates(w) if k not in database.measured(w, target)] for w in workloads}
+    What is known of each workload afterwards. `schedules`: the knobs and
+    target measured (default: this CPU's on `threads` threads)."""
+    schedules = schedules or CpuSchedules(threads or default_threads())
+    target = schedules.target
+    workloads = [
+        w for w in {workload_of(conv).key: workload_of(conv) for conv in tunable_convs(module)}.values()
+        if schedules.tunes(w)
+    ]
+    queues = {w.key: [k for k in schedules.candidates(w) if k not in database.measured(w, target)] for w in workloads}
     started = time.monotonic()
     done = 0
 
@@ -609,28 +704,31 @@ def tune(
         print(file=sys.stderr)
     reports = []
     for workload in workloads:
-        best = database.best(workload, target)
+        best = database.chosen(workload, schedules)
         if best is not None:
-            default = database.measured(workload, target).get(candidates(workload)[0])
+            default = database.measured(workload, target).get(schedules.candidates(workload)[0])
             reports.append(TuningReport(workload, default, best[1], best[0], len(database.measured(workload, target))))
     return reports
 
 
-def apply_tuning(module: ModuleOp, database: TuningDatabase, threads: int) -> int:
-    """Give every tunable convolution with a record in `database` the best
-    measured knobs, as its schedule; how many convolutions got one."""
-    target = target_key(threads)
+def apply_tuning(
+    module: ModuleOp, database: TuningDatabase, threads: int | None, schedules: Schedules | None = None,
+) -> int:
+    """Give every tunable convolution with a record in `database` the knobs
+    `TuningDatabase.chosen` picks, as its schedule; how many convolutions
+    got one. `schedules` as in `tune`."""
+    schedules = schedules or CpuSchedules(threads or default_threads())
     applied = 0
     for conv in tunable_convs(module):
         workload = workload_of(conv)
-        best = database.best(workload, target)
+        best = database.chosen(workload, schedules) if schedules.tunes(workload) else None
         if best is not None:
             # The knobs replace the loop schedule; where the activations are
             # stored (`tconv-pack`) was agreed with the neighbours and stays,
             # so knobs that cannot keep it are not applied.
             previous = conv.schedule
             layout = parse_schedule(previous).layout if previous is not None else None
-            schedule = schedule_of(workload, best[0])
+            schedule = schedules.schedule(workload, best[0])
             if schedule is None:  # the backend's default is best: the conv stays as it is
                 applied += 1
                 continue

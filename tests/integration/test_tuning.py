@@ -16,6 +16,7 @@ from tconv.search.tuning import (
     CONFIRM,
     CONFIRM_PASSES,
     KNOB_NAMES,
+    CpuSchedules,
     UNSCHEDULED,
     TuningDatabase,
     apply_tuning,
@@ -136,13 +137,42 @@ def test_side_by_side_measures_in_turns_and_keeps_whole_passes():
         calls.append(knobs)
         return {1: 3.0, 2: 2.0}[knobs[0]] + len(calls) * 0.01
 
-    assert measure_side_by_side(workload, [(1, 1), (2, 1)], measure, passes=3) == {(1, 1): 3.01, (2, 1): 2.02}
+    assert measure_side_by_side(workload, [(1, 1), (2, 1)], measure, passes=3) == {(1, 1): 3.03, (2, 1): 2.04}
     assert calls == [(1, 1), (2, 1)] * 3
     looks = iter(range(100))
     assert measure_side_by_side(workload, [(1, 1), (2, 1)], measure, stop=lambda: next(looks) >= 1) is None
     looks = iter(range(100))
     assert set(measure_side_by_side(workload, [(1, 1), (2, 1)], measure, stop=lambda: next(looks) >= 3)) == {
         (1, 1), (2, 1)}
+
+
+def test_side_by_side_ranks_the_kernel_that_stays_fast_ahead_of_one_fast_once():
+    """Two orders of the same tiles (64ch 56² on 2 threads): channel blocks
+    first is the fastest in one quiet pass, rows first in the others."""
+    workload = workload_of(tunable_convs(network())[0])
+    blocks_first, rows_first = (16, 5, 1, 0, 1, 0), (16, 5, 1, 0, 1, 1)
+    times = {blocks_first: iter([1.38, 1.66, 1.61, 1.70, 1.56]), rows_first: iter([1.39, 1.49, 1.45, 1.48, 1.50])}
+    seconds = measure_side_by_side(workload, [blocks_first, rows_first], lambda w, k: next(times[k]), passes=5)
+    assert seconds == {blocks_first: 1.61, rows_first: 1.48}
+
+
+def test_knobs_measured_within_noise_of_the_fastest_go_by_the_model(tmp_path):
+    """The backend's default and the same tiles in the other parallel order:
+    3% apart, the default is kept; 10% apart, the faster wins."""
+    workload = workload_of(tunable_convs(network())[0])
+    schedules = CpuSchedules(2)
+    default = candidates(workload)[0]
+    flipped = default[:5] + (1 - default[5],)
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    database.add_round(workload, schedules.target, {flipped: 1.00e-3, default: 1.03e-3})
+    assert database.best(workload, schedules.target)[0] == flipped
+    assert database.chosen(workload, schedules) == (default, 1.03e-3)
+    database.add_round(workload, schedules.target, {flipped: 1.00e-3, default: 1.10e-3})
+    assert database.chosen(workload, schedules) == (flipped, 1.00e-3)
+    # A knob left out of the latest round does not compete, however fast its old record.
+    database.add(workload, schedules.target, (8, 1), 0.5e-3)
+    database.add_round(workload, schedules.target, {flipped: 1.00e-3, default: 1.10e-3})
+    assert database.chosen(workload, schedules) == (flipped, 1.00e-3)
 
 
 def test_a_record_left_slow_by_a_loaded_moment_wins_again(tmp_path):

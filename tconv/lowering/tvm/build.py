@@ -55,7 +55,7 @@ from tconv.ir.params import bind_params
 from tconv.ir.schedule import NCHW, ActivationLayouts, ScheduleError, parse_schedule
 from tconv.lowering.program_builder import ProgramBuilder
 from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu
-from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, template_blocking
+from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, gpu_tile, template_blocking
 from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
 from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
 from tconv.lowering.tvm.packing import blocks
@@ -224,8 +224,8 @@ class _Lowering(ProgramBuilder):
         out_height, out_width = out_size
         schedule = parse_schedule(op.schedule) if op.schedule is not None else None
         depthwise = group_channels == 1 and out_group == 1
-        if schedule is not None and self.gpu:
-            raise LoweringError(located(op, "tvm backend: schedules of cuda kernels are not honoured yet"))
+        if self.gpu:
+            return self.gpu_variant(op, schedule, depthwise, out_group, out_size)
         layouts = schedule.layouts if schedule is not None else ActivationLayouts()
         loops = schedule if schedule is not None and schedule.transforms_loops else None
         shape = dict(out_height=out_height, kernel=tuple(kernel))
@@ -233,13 +233,8 @@ class _Lowering(ProgramBuilder):
             return self.packed_variant(op, loops, layouts, out_group, kernel, strides, padding, out_size)
         schedule = loops
         if depthwise:
-            if self.gpu:
-                return "depthwise_conv2d", ConvBlocking(1, 1)
             blocking = schedule_cpu.depthwise_blocking(out_group * groups, out_width, self.unit, **shape)
             return "depthwise_conv2d", self.honour(op, schedule, groups, out_group, blocking, depthwise=True)
-        if self.gpu:
-            outputs = shape_of(op.input)[0] * groups * out_group * out_height * out_width
-            return "conv2d", ConvBlocking(*schedule_gpu.conv_tile(outputs, out_group))
         if schedule is None and ops.is_pointwise(kernel, strides, padding) and schedule_cpu.tiles_positions(
             groups, out_group, out_height, out_width, self.unit
         ):
@@ -249,6 +244,34 @@ class _Lowering(ProgramBuilder):
         )
         blocking = self.honour(op, schedule, groups, out_group, blocking)
         return "conv2d", replace(blocking, skew_planes=schedule_cpu.skews_planes(*in_size, padding))
+
+    @staticmethod
+    def gpu_variant(op: Conv2dOp, schedule, depthwise: bool, out_group: int, out_size) -> tuple[str, ConvBlocking]:
+        """`conv2d_variant` on cuda: a depthwise convolution a thread per
+        output, any other the direct kernel with the thread tile the schedule
+        asks for (`conv_schedule.gpu_tile`), else `schedule_gpu.conv_tile`'s.
+        Activations in channel blocks are refused."""
+        if schedule is not None and schedule.layouts.packed:
+            raise LoweringError(located(op, (
+                f"tvm backend: cuda kernels read and write NCHW activations, this schedule asks for "
+                f"{schedule.layouts.input} / {schedule.layouts.output}"
+            )))
+        loops = schedule if schedule is not None and schedule.transforms_loops else None
+        if depthwise:
+            if loops is not None:
+                raise LoweringError(located(op, (
+                    "tvm backend: cannot honour this schedule: a depthwise convolution runs a thread per "
+                    "output on cuda and takes no schedule"
+                )))
+            return "depthwise_conv2d", ConvBlocking(1, 1)
+        outputs = shape_of(op.output)[0] * out_group * op.groups.value.data * out_size[0] * out_size[1]
+        tile = schedule_gpu.conv_tile(outputs, out_group)
+        if loops is not None:
+            try:
+                tile = gpu_tile(loops, out_group, tile)
+            except UnsupportedSchedule as reason:
+                raise LoweringError(located(op, f"tvm backend: cannot honour this schedule: {reason}")) from None
+        return "conv2d", ConvBlocking(*tile)
 
     def packed_variant(
         self, op: Conv2dOp, schedule, layouts: ActivationLayouts, out_channels: int, kernel, strides, padding,

@@ -191,3 +191,36 @@ def template_knobs(schedule: ConvSchedule, groups: int, out_group: int) -> tuple
             "(GSPC, kernel-column unroll and rows-first knobs need `template_blocking`)"
         )
     return schedule.factor("oc"), schedule.factor("ow")
+
+
+def gpu_schedule(channels: int, columns: int) -> ConvSchedule:
+    """The schedule that asks the CUDA kernel of a direct convolution for a
+    thread tile of `channels` output channels × `columns` output columns
+    (1 × 1: a thread per output)."""
+    return ConvSchedule({"oc": (channels,), "ow": (columns,)})
+
+
+def gpu_tile(schedule: ConvSchedule, out_group: int, default: tuple[int, int]) -> tuple[int, int]:
+    """The (output channels, columns) thread tile `schedule` asks of the CUDA
+    kernel of a direct convolution with `out_group` output channels per
+    group, `default`'s where it leaves one open; UnsupportedSchedule for any
+    other request: on the GPU a schedule tiles `oc` and `ow` once each, and
+    the kernel chooses its own loop order, thread binding and unrolling
+    (`schedule_gpu`)."""
+    for loop, factors in schedule.tiles.items():
+        if loop not in ("oc", "ow"):
+            raise UnsupportedSchedule(f"on cuda it tiles only loops oc and ow (the thread's tile), not '{loop}'")
+        if len(factors) != 1:
+            raise UnsupportedSchedule(f"on cuda it splits '{loop}' once, not {len(factors)} times")
+    others = [name for name, value in (("order", schedule.order), ("vectorize", schedule.vectorize),
+                                       ("unroll", schedule.unroll), ("parallel", schedule.parallel)) if value]
+    if others:
+        raise UnsupportedSchedule(
+            f"on cuda it sets only tiles of oc and ow (the thread's tile), not {', '.join(others)}"
+        )
+    channels, columns = schedule.factor("oc") or default[0], schedule.factor("ow") or default[1]
+    if out_group % channels:
+        raise UnsupportedSchedule(
+            f"a thread tile of {channels} channels does not divide the {out_group} output channels of a group"
+        )
+    return channels, columns

@@ -1,0 +1,211 @@
+"""`tconv tune --target cuda`: the CUDA kernels' thread tile as a schedule
+in the IR (honoured or refused by the TVM backend), its knob space, the
+tuning loop and `tconv compile --target cuda` applying what it recorded —
+compiled here with nvcc; measuring and running need a GPU (`gpu` tests)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tvm
+from support import assert_user_error, relative_error, tconv
+
+from tconv.ir.builder import NetworkBuilder
+from tconv.ir.loader import module_text, parse_module
+from tconv.ir.params import init_params, save_store, store_path_for
+from tconv.lowering.tvm.artifact import compile_artifact
+from tconv.lowering.tvm.build import build_kernels
+from tconv.lowering.tvm.conv_schedule import gpu_schedule
+from tconv.lowering.tvm.cuda_library import cuda_source
+from tconv.lowering.tvm.build import LoweringError
+from tconv.passes.select import layer_name
+from tconv.runtime.reference import run
+from tconv.search.cuda_tuning import (
+    GPU_TILES,
+    CudaSchedules,
+    TvmCudaMeasurer,
+    gpu_architecture,
+    time_torch_launches,
+)
+from tconv.search.tuning import CpuSchedules, TuningDatabase, apply_tuning, full_knobs, tunable_convs, tune, workload_of
+
+pytestmark = pytest.mark.skipif(
+    tvm.get_global_func("target.build.cuda", allow_missing=True) is None,
+    reason="this TVM has no CUDA code generator",
+)
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+
+
+def gpu_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+needs_gpu = pytest.mark.skipif(not gpu_available(), reason="needs an NVIDIA GPU with torch CUDA")
+
+
+def convs(batch=1):
+    """A dense, a grouped (8 channels a group) and a depthwise convolution."""
+    b = NetworkBuilder("convs", (batch, 16, 12, 12))
+    x = b.relu(b.conv2d(b.input, 32, 3, padding=1, name="dense"))
+    x = b.conv2d(x, 32, 3, padding=1, groups=4, name="grouped")
+    return b.finish(b.conv2d(x, 32, 3, padding=1, groups=32, name="dw"))
+
+
+def scheduled(module, name, schedule):
+    (conv,) = [c for c in tunable_convs(module) if layer_name(c) == name]
+    conv.properties["schedule"] = schedule.to_attr()
+    return module
+
+
+def test_a_schedule_sets_the_thread_tile_of_a_cuda_convolution():
+    """At batch 1 the backend runs a thread per output; a schedule asks for
+    a tile all the same (the dense layer 16 × 2, the grouped one 4 × 4)."""
+    module = scheduled(scheduled(convs(), "dense", gpu_schedule(16, 2)), "grouped", gpu_schedule(4, 4))
+    source = cuda_source(build_kernels(module, "cuda", arch="sm_90")[0])
+    # Registers for a tile in the two tiled kernels, one in the depthwise one; tiled, they stage in shared memory.
+    assert "float conv_local_ptr[32];" in source and source.count("float conv_local_ptr[1];") == 1
+    assert source.count("__shared__ alignas(64) float pad_shared_ptr[") == 2
+    untiled = cuda_source(build_kernels(convs(), "cuda", arch="sm_90")[0])
+    assert untiled.count("float conv_local_ptr[1];") == 3 and "pad_shared_ptr" not in untiled
+
+
+@pytest.mark.parametrize("groups, schedule, message", [
+    (1, 'tile = {oc = [16], ow = [2]}, order = ["n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "oc.1"]',
+     "on cuda it sets only tiles of oc and ow (the thread's tile), not order"),
+    (1, 'tile = {oc = [16], ow = [2]}, unroll = ["kh", "kw"]', "not unroll"),
+    (1, "tile = {oh = [2]}", "on cuda it tiles only loops oc and ow (the thread's tile), not 'oh'"),
+    (1, "tile = {oc = [4, 2]}", "splits 'oc' once, not 2 times"),
+    (4, "tile = {oc = [16]}", "a thread tile of 16 channels does not divide the 8 output channels"),
+    (32, "tile = {g = [4]}", "a depthwise convolution runs a thread per output on cuda"),
+    (1, 'layout = {input = "NCHW8c", output = "NCHW8c"}', "cuda kernels read and write NCHW"),
+])
+def test_schedules_cuda_cannot_run_are_located_errors(groups, schedule, message):
+    text = module_text(convs()).replace(f"groups {groups} :", f"groups {groups} schedule {{{schedule}}} :")
+    line = 1 + text.splitlines().index(next(l for l in text.splitlines() if "schedule {" in l))
+    with pytest.raises(LoweringError, match="tvm backend:") as error:
+        build_kernels(parse_module(text, "convs.mlir"), "cuda", arch="sm_90")
+    assert message in str(error.value) and f"convs.mlir:{line}:" in str(error.value)
+
+
+def test_the_knob_space_is_the_tiles_that_divide_a_group():
+    dense, grouped, depthwise = (workload_of(c) for c in tunable_convs(convs(batch=8)))
+    schedules = CudaSchedules("sm_90")
+    assert schedules.target == "tvm cuda sm_90 kernels=1"
+    # The backend's own tile first (batch 8, 12²: too few outputs to tile), then the others.
+    assert schedules.candidates(dense)[0] == full_knobs((1, 1))
+    assert sorted(k[:2] for k in schedules.candidates(dense)) == sorted(GPU_TILES)
+    assert {k[:2] for k in schedules.candidates(grouped)} == {t for t in GPU_TILES if 8 % t[0] == 0}
+    assert (16, 2) not in {k[:2] for k in schedules.candidates(grouped)}
+    assert schedules.tunes(dense) and not schedules.tunes(depthwise)
+    assert schedules.schedule(dense, (8, 4)) == gpu_schedule(8, 4)
+
+
+@needs_nvcc
+def test_tiles_tuned_for_an_architecture_are_what_compile_applies(tmp_path, capsys):
+    """`tune` with the cuda schedules records under the architecture's key;
+    `tconv compile --target cuda --arch` of that architecture applies the
+    fastest (here made up: 4 × 2 for both), another architecture does not."""
+    module = convs()
+    ir = tmp_path / "convs.mlir"
+    ir.write_text(module_text(module))
+    save_store(store_path_for(ir), init_params(module))
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    schedules = CudaSchedules("sm_90")
+    measured = []
+
+    def measure(workload, knobs):
+        measured.append((workload.groups, knobs[:2]))
+        return 1e-3 * (1 + abs(knobs[0] - 4) + abs(knobs[1] - 2))
+
+    reports = tune(module, database, 60, None, progress=None, measure_fn=measure, schedules=schedules)
+    assert [r.knobs[:2] for r in reports] == [(4, 2), (4, 2)]
+    assert {groups for groups, _ in measured} == {1, 4}  # the depthwise layer has no knob
+    records = [json.loads(line) for line in (tmp_path / "db.jsonl").read_text().splitlines()]
+    assert {r["target"] for r in records} == {schedules.target}
+    assert apply_tuning(convs(), database, None, CpuSchedules(2)) == 0  # not the CPU's
+
+    status, _, err = tconv(capsys, "compile", ir, "--target", "cuda", "--arch", "sm_90", "--tuning",
+                           tmp_path / "db.jsonl", "-o", tmp_path / "gpu")
+    assert status == 0 and "applied tuned schedules to 2 convolution(s)" in err
+    status, _, err = tconv(capsys, "compile", ir, "--target", "cuda", "--arch", "sm_80", "--tuning",
+                           tmp_path / "db.jsonl", "-o", tmp_path / "gpu80")
+    assert status == 0 and "applied tuned schedules" not in err
+
+
+@needs_nvcc
+def test_the_measurer_compiles_each_tile_once(tmp_path):
+    dense = workload_of(tunable_convs(convs())[0])
+    with TvmCudaMeasurer(arch="sm_90") as measurer:
+        first = measurer.build(dense, (16, 2))
+        assert measurer.build(dense, (16, 2, 1, 0, 1, 0)) == first
+        other = measurer.build(dense, (1, 1))
+        assert other != first
+        assert (first / "plan.txt").exists() and (other / "plan.txt").exists()
+    assert not first.exists()
+
+
+def test_launches_are_timed_in_place(tmp_path):
+    """The timing loop on a cpu artifact run through torch (the GPU's path
+    without the events): a positive, finite time per run."""
+    from tconv.runtime.cuda import TorchRuntime
+
+    module = convs()
+    compile_artifact(module, init_params(module), tmp_path / "cpu")
+    with TorchRuntime(tmp_path / "cpu", "cpu") as runtime:
+        runtime.run(np.zeros((1, 16, 12, 12), np.float32))
+        seconds = time_torch_launches(runtime, rounds=3, round_s=0.005)
+    assert 0 < seconds < 1
+
+
+@pytest.mark.skipif(gpu_available(), reason="checks the error on a machine without a GPU")
+def test_tuning_for_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    module = convs()
+    ir = tmp_path / "convs.mlir"
+    ir.write_text(module_text(module))
+    save_store(store_path_for(ir), init_params(module))
+    assert_user_error(tconv(capsys, "tune", ir, "--target", "cuda", "--db", tmp_path / "db.jsonl"),
+                      "tuning for cuda measures on an NVIDIA GPU of this machine")
+    assert not (tmp_path / "db.jsonl").exists()
+
+
+@pytest.mark.gpu
+@needs_gpu
+@needs_nvcc
+def test_every_tile_matches_the_reference_on_a_gpu(tmp_path):
+    from tconv.runtime.cuda import CudaRuntime
+
+    module = convs(batch=2)
+    params = init_params(module)
+    x = np.random.default_rng(0).standard_normal((2, 16, 12, 12), dtype=np.float32)
+    (want,) = run(module, params, x)
+    for channels, columns in GPU_TILES:
+        tiled = scheduled(convs(batch=2), "dense", gpu_schedule(channels, columns))
+        if 8 % channels == 0:
+            tiled = scheduled(tiled, "grouped", gpu_schedule(channels, columns))
+        compile_artifact(tiled, params, tmp_path / f"t{channels}x{columns}", target="cuda",
+                         arch=gpu_architecture())
+        with CudaRuntime(tmp_path / f"t{channels}x{columns}") as runtime:
+            (got,) = runtime.run(x)
+        assert relative_error(got, want) < 1e-4, (channels, columns)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@needs_nvcc
+def test_tune_for_cuda_end_to_end_on_a_gpu(tmp_path, capsys):
+    module = convs(batch=8)
+    ir = tmp_path / "convs.mlir"
+    ir.write_text(module_text(module))
+    save_store(store_path_for(ir), init_params(module))
+    db = tmp_path / "db.jsonl"
+    status, out, err = tconv(capsys, "tune", ir, "--target", "cuda", "--budget", "60", "--db", db)
+    assert status == 0, err
+    assert "conv2d n8 c16 h12 w12 o32 k3x3" in out and "tvm cuda sm_" in out
+    status, _, err = tconv(capsys, "compile", ir, "--target", "cuda", "--arch", gpu_architecture(), "--tuning", db,
+                           "-o", tmp_path / "gpu")
+    assert status == 0 and "applied tuned schedules to 2 convolution(s)" in err
