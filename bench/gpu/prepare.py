@@ -9,6 +9,11 @@ Parameter files are left out (ResNet-34's 85 MB would not fit what travels
 to the GPU machine): the artifact's `program.pkl` (the call list, no TVM or
 llvmlite in it) lets `run.py` write the same parameter file there from the
 same seeded parameters.
+
+For `tconv tune --target cuda` there (`check.sh`), each batch-64 case's IR
+goes to `<out>/tune/<case>.mlir` and every candidate thread tile of its
+convolutions into the kernel store `<out>/tune/kernels` (`tconv tune
+--prepare`): the GPU machine compiles and measures them without TVM.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from pathlib import Path
 
 from cases import SEED, backend_list, cases_matching, directory_name
 
+from tconv.cli.main import main as tconv
+from tconv.ir.loader import module_text
 from tconv.ir.params import init_params
 from tconv.lowering.tvm.artifact import PARAMS_FILE
 
@@ -65,6 +72,15 @@ def main() -> int:
             (target / PARAMS_FILE).unlink()
             print(f"{case.name:24s} {backend:4s} {report.calls:3d} calls  "
                   f"{time.perf_counter() - start:5.1f} s  -> {target}")
+        if case.batch == 64 and "tvm" in args.backends:
+            tune = Path(args.out) / "tune"
+            tune.mkdir(parents=True, exist_ok=True)
+            ir = tune / f"{directory_name(case, 'tvm')}.mlir"
+            ir.write_text(module_text(module))
+            status = tconv(["tune", str(ir), "--target", "cuda", "--prepare", "--arch", args.arch,
+                            "--kernels", str(tune / "kernels")])
+            if status:
+                return status
     return 0
 
 

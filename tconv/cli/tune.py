@@ -5,6 +5,9 @@
     tconv tune net.mlir --target cuda           # the CUDA kernels' thread tiles, on this machine's GPU
     tconv compile net.mlir --target cuda --arch sm_90 -o net-gpu.art
 
+    tconv tune net.mlir --target cuda --prepare --arch sm_90 --kernels k/   # no GPU: the candidates' sources
+    tconv tune net.mlir --target cuda --kernels k/                          # on a GPU machine without TVM
+
 Results go to the tuning database (`--db`, default `$TCONV_TUNING_DB` or
 `~/.cache/tconv/tuning.jsonl`), keyed by workload and target; a second run
 resumes where the first stopped. See `tconv.search.tuning` and, for cuda
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import sys
 
-from tconv.cli.command import Command, positive_int
+from tconv.cli.command import Command, UsageError, positive_int
 from tconv.ir.loader import TconvError, load_module, module_text, write_text_atomic
 
 
@@ -34,6 +39,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--device", type=int, default=0, metavar="N", help="cuda only: the GPU to measure on (default: 0)"
     )
     parser.add_argument(
+        "--arch", metavar="SM", help="cuda only: the architecture to compile for (default: the GPU's, or --kernels')"
+    )
+    parser.add_argument(
+        "--kernels", metavar="DIR",
+        help="cuda only: keep the candidates' kernels in DIR and measure those already there (see --prepare)",
+    )
+    parser.add_argument(
+        "--prepare", action="store_true",
+        help="cuda only: write every candidate's kernel source into --kernels DIR for --arch and measure nothing "
+        "(needs TVM, not a GPU; a GPU machine with nvcc then tunes with --kernels DIR, without TVM)",
+    )
+    parser.add_argument(
         "--write", metavar="OUT.mlir", help="also write the IR with the best schedules applied"
     )
 
@@ -41,6 +58,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> None:
     if not args.budget > 0:
         raise TconvError(f"error: --budget must be positive, got {args.budget}")
+    if args.target != "cuda" and (args.arch or args.kernels or args.prepare):
+        raise UsageError("--arch, --kernels and --prepare are for --target cuda")
+    if args.arch and not re.fullmatch(r"sm_[0-9]+[a-z]?", args.arch):
+        raise UsageError(f"--arch: expected a CUDA architecture like sm_90, got '{args.arch}'")
+    if args.prepare and not (args.kernels and args.arch):
+        raise UsageError("--prepare writes into --kernels DIR for --arch SM: give both")
     if args.threads:
         os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM starts its thread pool
     module = load_module(args.file)
@@ -52,15 +75,25 @@ def execute(args: argparse.Namespace) -> None:
         default_database_path,
         default_threads,
         format_reports,
+        tunable_convs,
         tune,
+        workload_of,
     )
 
+    if args.prepare:
+        prepare(module, args.kernels, args.arch, args.file)
+        return
     database = TuningDatabase(args.db or default_database_path())
     if args.target == "cuda":
         from tconv.search.cuda_tuning import TvmCudaMeasurer
 
-        with TvmCudaMeasurer(args.device) as measurer:
+        with TvmCudaMeasurer(args.device, args.arch, args.kernels) as measurer:
             schedules = measurer.schedules
+            if args.kernels:
+                workloads = [workload_of(c) for c in tunable_convs(module)]
+                built = measurer.store.build_prepared(workloads, len(os.sched_getaffinity(0)))
+                if built:
+                    print(f"compiled {built} prepared kernel(s) in {args.kernels}", file=sys.stderr)
             reports = tune(module, database, args.budget, None, measure_fn=measurer.measure, schedules=schedules)
     else:
         schedules = CpuSchedules(default_threads())
@@ -83,3 +116,19 @@ TUNE = Command(
     configure=configure,
     execute=execute,
 )
+
+
+def prepare(module, directory: str, arch: str, file: str) -> None:
+    """`--prepare`: every candidate of every tunable workload into the kernel store `directory`."""
+    from tconv.search.cuda_tuning import CudaSchedules, KernelStore
+    from tconv.search.tuning import tunable_convs, workload_of
+
+    store = KernelStore(directory, arch)
+    schedules = CudaSchedules(arch)
+    workloads = [w for w in {workload_of(c).key: workload_of(c) for c in tunable_convs(module)}.values()
+                 if schedules.tunes(w)]
+    written = sum(store.prepare(w, schedules.candidates(w), schedules) for w in workloads)
+    candidates = sum(len(store.prepared[w.key]) for w in workloads)
+    print(f"prepared {written} kernel(s) ({candidates} candidates of {len(workloads)} workloads) for {arch} "
+          f"in {directory}")
+    print(f"measure them on a GPU machine: tconv tune {file} --target cuda --kernels {directory}")

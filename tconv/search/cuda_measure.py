@@ -153,6 +153,12 @@ def time_launches(runtime: DriverRuntime, rounds: int, round_s: float) -> float:
             device.synchronize()
             return (time.perf_counter() - began) / runs
 
+    return fastest_round(timed, rounds, round_s)
+
+
+def fastest_round(timed: Callable[[int], float], rounds: int, round_s: float) -> float:
+    """The fastest of `rounds` calls of `timed(runs)` (seconds per run of
+    `runs` back-to-back runs), `runs` chosen from one run to last about `round_s`."""
     once = timed(1)
     runs = max(1, min(10_000, math.ceil(round_s / max(once, 1e-7))))
     seconds = min(timed(runs) for _ in range(rounds))

@@ -22,19 +22,32 @@ Records are keyed `tvm cuda sm_XX kernels=N` (`CudaSchedules.target`): by
 architecture, not by GPU, because `tconv compile --target cuda --arch sm_XX`
 applies them without a GPU to ask. A tile tuned on one GPU of an
 architecture is the one compiled for all of them.
+
+Generating the kernels needs TVM, compiling and measuring them only nvcc,
+torch with CUDA and tvm_ffi; a board or GPU server may have the one and not
+the other. A `KernelStore` keeps each candidate as its plan and CUDA source
+in a directory (`tconv tune --prepare --kernels DIR` writes every
+candidate there, on a machine without a GPU), and a measurer given that
+directory compiles and times those (`tconv tune --kernels DIR`, on the GPU
+machine, without TVM): the candidates of a workload it holds are the ones
+tuned, in the order prepared.
 """
 
 from __future__ import annotations
 
-import math
+import json
+import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tconv.errors import TconvError
 from tconv.ir.schedule import ConvSchedule
+from tconv.runtime.plan import PLAN_FILE, read_plan, write_plan
+from tconv.search.cuda_measure import fastest_round
 from tconv.search.tuning import Knobs, Workload, conv_network, full_knobs
 
 GPU_KERNELS = 1
@@ -46,12 +59,22 @@ run (`bench/gpu/tiles.sh`), the smaller ones `conv_tile` falls back to, and
 a thread per output."""
 
 
+def gpu_schedule(channels: int, columns: int) -> ConvSchedule:
+    """The schedule that asks the CUDA kernel of a direct convolution for a
+    thread tile of `channels` output channels × `columns` output columns
+    (1 × 1: a thread per output; the lowering reads it with `conv_schedule.gpu_tile`)."""
+    return ConvSchedule({"oc": (channels,), "ow": (columns,)})
+
+
 @dataclass(frozen=True)
 class CudaSchedules:
     """The TVM CUDA kernels' knobs for GPUs of architecture `arch` (the
-    counterpart of `tuning.CpuSchedules`; see the module docstring)."""
+    counterpart of `tuning.CpuSchedules`; see the module docstring).
+    `prepared`: candidates by workload key, where a `KernelStore` holds
+    them (those are tuned, and no TVM is needed to list them)."""
 
     arch: str
+    prepared: Mapping[str, list[Knobs]] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
@@ -61,6 +84,8 @@ class CudaSchedules:
         return not workload.depthwise
 
     def candidates(self, workload: Workload) -> list[Knobs]:
+        if workload.key in self.prepared:
+            return list(self.prepared[workload.key])
         from tconv.lowering.tvm.schedule_gpu import conv_tile
 
         outputs = workload.input[0] * workload.out_channels * workload.out_height * workload.out_width
@@ -69,10 +94,112 @@ class CudaSchedules:
         return [full_knobs(t) for t in tiles]
 
     def schedule(self, workload: Workload, knobs: Knobs) -> ConvSchedule:
-        from tconv.lowering.tvm.conv_schedule import gpu_schedule
-
         channels, columns = full_knobs(knobs)[:2]
         return gpu_schedule(channels, columns)
+
+
+INDEX_FILE = "index.json"
+SOURCE_FILE = "kernels.cu"
+
+
+class KernelStore:
+    """Candidates' kernels in `directory` (see the module docstring): a
+    subdirectory per (workload, knobs) with its artifact's plan and CUDA
+    source, then, once built, its library and a parameter file of zeros
+    (what the weights hold does not change a kernel's time); `index.json`
+    names the architecture and, per workload, its candidates in order."""
+
+    def __init__(self, directory: str | os.PathLike[str], arch: str | None = None) -> None:
+        self.directory = Path(directory)
+        index = self.directory / INDEX_FILE
+        if index.exists():
+            try:
+                stored = json.loads(index.read_text())
+                self.prepared = {w: [tuple(k) for k in knobs] for w, knobs in stored["candidates"].items()}
+                self.entries: dict[str, str] = dict(stored["entries"])
+                stored_arch = str(stored["arch"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise TconvError(f"error: {index}: not a tconv kernel store") from None
+            if arch is not None and arch != stored_arch:
+                raise TconvError(f"error: {self.directory} holds kernels for {stored_arch}, not {arch}")
+            arch = stored_arch
+        else:
+            self.prepared, self.entries = {}, {}
+        self.arch = arch
+
+    @staticmethod
+    def _key(workload: Workload, knobs: Knobs) -> str:
+        return f"{workload.key} | {' '.join(map(str, full_knobs(knobs)))}"
+
+    def _save(self) -> None:
+        index = {"arch": self.arch, "candidates": self.prepared, "entries": self.entries}
+        staging = self.directory / f".{INDEX_FILE}.tmp"
+        staging.write_text(json.dumps(index, indent=1) + "\n")
+        staging.replace(self.directory / INDEX_FILE)
+
+    def prepare(self, workload: Workload, candidates: list[Knobs], schedules: CudaSchedules) -> int:
+        """Write the plan and CUDA source of each of `candidates` not held
+        yet (needs TVM, not a GPU), and record them as the workload's
+        candidates; how many were written."""
+        written = sum(self._write(workload, knobs, schedules) for knobs in candidates)
+        self.prepared[workload.key] = [full_knobs(k) for k in candidates]
+        self._save()
+        return written
+
+    def _write(self, workload: Workload, knobs: Knobs, schedules: CudaSchedules) -> bool:
+        """Write the workload's plan and CUDA source with `knobs` unless held; whether it was written."""
+        key = self._key(workload, knobs)
+        if key in self.entries:
+            return False
+        from tconv.ir.params import bind_params, init_params
+        from tconv.lowering.tvm.artifact import plan_program
+        from tconv.lowering.tvm.build import build_kernels
+        from tconv.lowering.tvm.cuda_library import cuda_source
+
+        assert self.arch is not None
+        module = conv_network(workload, knobs, schedules)
+        executable, program = build_kernels(module, "cuda", self.arch)
+        plan, _ = plan_program(program, bind_params(module, init_params(module)), "cuda", self.arch)
+        name = f"k{len(self.entries)}"
+        (self.directory / name).mkdir(parents=True, exist_ok=True)
+        write_plan(self.directory / name / PLAN_FILE, plan)
+        (self.directory / name / SOURCE_FILE).write_text(cuda_source(executable))
+        self.entries[key] = name
+        self._save()
+        return True
+
+    def artifact(self, workload: Workload, knobs: Knobs, schedules: CudaSchedules) -> Path:
+        """The artifact of the workload with `knobs`, ready to run: written
+        first where it is not held (TVM), its library compiled where it is
+        not yet (nvcc)."""
+        self._write(workload, knobs, schedules)
+        return self._built(self.directory / self.entries[self._key(workload, knobs)])
+
+    def _built(self, directory: Path) -> Path:
+        """`directory`, its library compiled (nvcc) and its parameters written where they are not yet."""
+        from tconv.lowering.tvm.cuda_library import compile_cuda_source
+
+        plan = read_plan(directory)
+        if not (directory / plan.library).exists():
+            (directory / plan.params).write_bytes(bytes(plan.params_bytes))
+            compile_cuda_source((directory / SOURCE_FILE).read_text(), directory / plan.library, self.arch)
+        return directory
+
+    def build_prepared(self, workloads: list[Workload], jobs: int) -> int:
+        """Compile the prepared candidates of `workloads` not compiled yet,
+        `jobs` nvcc processes at a time (a measurement run would otherwise
+        compile them one by one, a few seconds each); how many."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        pending = [
+            self.directory / self.entries[self._key(w, k)]
+            for w in workloads for k in self.prepared.get(w.key, [])
+            if self._key(w, k) in self.entries
+        ]
+        pending = [d for d in pending if not (d / read_plan(d).library).exists()]
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            list(pool.map(self._built, pending))
+        return len(pending)
 
 
 def gpu_architecture(device: int = 0) -> str:
@@ -94,49 +221,41 @@ def gpu_architecture(device: int = 0) -> str:
 
 class TvmCudaMeasurer:
     """Times workloads with thread-tile knobs on CUDA device `device` (see
-    the module docstring); `arch` overrides the architecture compiled for.
-    Each (workload, knobs) is compiled once and kept for the measurer's life."""
+    the module docstring). `kernels`: the `KernelStore` directory to keep
+    the candidates' kernels in and take them from (default: a temporary
+    one); `arch` overrides the architecture compiled for (default: the
+    store's, else the device's)."""
 
     tunable = True
 
-    def __init__(self, device: int = 0, arch: str | None = None, rounds: int = 5, round_s: float = 0.02) -> None:
+    def __init__(self, device: int = 0, arch: str | None = None, kernels: str | os.PathLike[str] | None = None,
+                 rounds: int = 5, round_s: float = 0.02) -> None:
         self.device = device
-        self.schedules = CudaSchedules(arch or gpu_architecture(device))
+        self._scratch = None if kernels else tempfile.TemporaryDirectory(prefix="tconv-cuda-tune-")
+        self.store = KernelStore(kernels or self._scratch.name, arch)
+        if self.store.arch is None:
+            self.store.arch = gpu_architecture(device)
+        self.schedules = CudaSchedules(self.store.arch, self.store.prepared)
         self.rounds = rounds
         self.round_s = round_s
-        self._scratch = tempfile.TemporaryDirectory(prefix="tconv-cuda-tune-")
-        self._built: dict[tuple[str, Knobs], Path] = {}
 
     @property
     def target_key(self) -> str:
         return self.schedules.target
 
-    def build(self, workload: Workload, knobs: Knobs) -> Path:
-        """The artifact of the workload's convolution with `knobs`, compiled on first use."""
-        key = (workload.key, full_knobs(knobs))
-        if key not in self._built:
-            from tconv.ir.params import init_params
-            from tconv.lowering.tvm.artifact import compile_artifact
-
-            module = conv_network(workload, knobs, self.schedules)
-            directory = Path(self._scratch.name) / f"k{len(self._built)}"
-            compile_artifact(module, init_params(module), directory, target="cuda", arch=self.schedules.arch)
-            self._built[key] = directory
-        return self._built[key]
-
     def measure(self, workload: Workload, knobs: Knobs) -> float:
         """Seconds of one run of the workload's kernel with `knobs` on the GPU."""
         from tconv.runtime.cuda import CudaRuntime
 
-        directory = self.build(workload, knobs)
+        directory = self.store.artifact(workload, knobs, self.schedules)
         x = np.random.default_rng(0).standard_normal(workload.input, dtype=np.float32)
         with CudaRuntime(directory, self.device) as runtime:
             runtime.run(x)  # warm-up: loads the kernels, pages the memory in
             return time_torch_launches(runtime, self.rounds, self.round_s)
 
     def close(self) -> None:
-        self._scratch.cleanup()
-        self._built = {}
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
     def __enter__(self) -> TvmCudaMeasurer:
         return self
@@ -170,9 +289,4 @@ def time_torch_launches(runtime, rounds: int, round_s: float) -> float:
                 runtime.execute()
             return (time.perf_counter() - began) / runs
 
-    once = timed(1)
-    runs = max(1, min(10_000, math.ceil(round_s / max(once, 1e-7))))
-    seconds = min(timed(runs) for _ in range(rounds))
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise TconvError(f"error: timing on the GPU gave {seconds} s per run")
-    return seconds
+    return fastest_round(timed, rounds, round_s)

@@ -12,20 +12,22 @@ import tvm
 from support import assert_user_error, relative_error, tconv
 
 from tconv.ir.builder import NetworkBuilder
-from tconv.ir.loader import module_text, parse_module
+from tconv.ir.loader import TconvError, module_text, parse_module
 from tconv.ir.params import init_params, save_store, store_path_for
 from tconv.lowering.tvm.artifact import compile_artifact
 from tconv.lowering.tvm.build import build_kernels
-from tconv.lowering.tvm.conv_schedule import gpu_schedule
 from tconv.lowering.tvm.cuda_library import cuda_source
 from tconv.lowering.tvm.build import LoweringError
 from tconv.passes.select import layer_name
+from tconv.runtime.plan import read_plan
 from tconv.runtime.reference import run
 from tconv.search.cuda_tuning import (
     GPU_TILES,
     CudaSchedules,
+    KernelStore,
     TvmCudaMeasurer,
     gpu_architecture,
+    gpu_schedule,
     time_torch_launches,
 )
 from tconv.search.tuning import CpuSchedules, TuningDatabase, apply_tuning, full_knobs, tunable_convs, tune, workload_of
@@ -138,15 +140,84 @@ def test_tiles_tuned_for_an_architecture_are_what_compile_applies(tmp_path, caps
 
 
 @needs_nvcc
-def test_the_measurer_compiles_each_tile_once(tmp_path):
+def test_the_store_compiles_each_tile_once(tmp_path):
     dense = workload_of(tunable_convs(convs())[0])
-    with TvmCudaMeasurer(arch="sm_90") as measurer:
-        first = measurer.build(dense, (16, 2))
-        assert measurer.build(dense, (16, 2, 1, 0, 1, 0)) == first
-        other = measurer.build(dense, (1, 1))
-        assert other != first
-        assert (first / "plan.txt").exists() and (other / "plan.txt").exists()
-    assert not first.exists()
+    schedules = CudaSchedules("sm_90")
+    store = KernelStore(tmp_path / "kernels", "sm_90")
+    first = store.artifact(dense, (16, 2), schedules)
+    built = (first / read_plan(first).library).stat().st_mtime_ns
+    assert store.artifact(dense, (16, 2, 1, 0, 1, 0), schedules) == first
+    assert (first / read_plan(first).library).stat().st_mtime_ns == built
+    other = store.artifact(dense, (1, 1), schedules)
+    assert other != first and (other / read_plan(other).library).exists()
+    assert store.prepared == {}  # built on demand, not prepared: the candidates stay the backend's
+    # The index survives: a new store on the directory holds both, for sm_90.
+    again = KernelStore(tmp_path / "kernels")
+    assert again.arch == "sm_90" and again.artifact(dense, (1, 1), schedules) == other
+    (tmp_path / "kernels" / "index.json").write_text("{")
+    with pytest.raises(TconvError, match="not a tconv kernel store"):
+        KernelStore(tmp_path / "kernels")
+
+
+NO_TVM_BUILD = """
+import sys
+
+class NoTvm:  # a GPU machine without TVM (PLATFORM.md)
+    def find_spec(self, name, path=None, target=None):
+        if name == "tvm" or name.startswith("tvm."):
+            raise ImportError("no TVM on this machine")
+
+sys.meta_path.insert(0, NoTvm())
+from tconv.ir.loader import load_module
+from tconv.search.cuda_tuning import CudaSchedules, KernelStore
+from tconv.search.tuning import tunable_convs, workload_of
+
+store = KernelStore(sys.argv[1])
+schedules = CudaSchedules(store.arch, store.prepared)
+workload = workload_of(tunable_convs(load_module(sys.argv[2]))[0])
+knobs = schedules.candidates(workload)
+print(store.arch, len(knobs), knobs[0][:2])
+store.prepared[workload.key] = knobs[:2]  # two of them, nvcc being slow here
+print(store.build_prepared([workload], jobs=2), store.build_prepared([workload], jobs=2))
+print(store.artifact(workload, knobs[1], schedules))
+"""
+
+
+@needs_nvcc
+def test_kernels_prepared_here_are_built_where_there_is_no_tvm(tmp_path, capsys):
+    """`tconv tune --prepare` writes each candidate's plan and CUDA source;
+    a Python without TVM lists them and builds one with nvcc (what a GPU
+    machine without TVM does before measuring it)."""
+    import subprocess
+    import sys
+
+    module = convs(batch=8)
+    ir = tmp_path / "convs.mlir"
+    ir.write_text(module_text(module))
+    save_store(store_path_for(ir), init_params(module))
+    status, out, err = tconv(capsys, "tune", ir, "--target", "cuda", "--prepare", "--arch", "sm_90",
+                             "--kernels", tmp_path / "kernels")
+    assert status == 0, err
+    grouped_tiles = sum(8 % t[0] == 0 for t in GPU_TILES)
+    assert f"prepared {len(GPU_TILES) + grouped_tiles} kernel(s)" in out and "of 2 workloads) for sm_90" in out
+    assert f"tconv tune {ir} --target cuda --kernels {tmp_path / 'kernels'}" in out
+    # Again: nothing new to write.
+    assert "prepared 0 kernel(s)" in tconv(capsys, "tune", ir, "--target", "cuda", "--prepare", "--arch", "sm_90",
+                                           "--kernels", tmp_path / "kernels")[1]
+    assert_user_error(tconv(capsys, "tune", ir, "--target", "cuda", "--prepare", "--arch", "sm_80",
+                            "--kernels", tmp_path / "kernels"), "holds kernels for sm_90, not sm_80")
+    status, _, err = tconv(capsys, "tune", ir, "--prepare", "--kernels", tmp_path / "k")
+    assert status == 2 and "--arch, --kernels and --prepare are for --target cuda" in err
+
+    result = subprocess.run([sys.executable, "-c", NO_TVM_BUILD, str(tmp_path / "kernels"), str(ir)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, compiled, built = result.stdout.splitlines()
+    assert header == f"sm_90 {len(GPU_TILES)} (1, 1)" and compiled == "2 0"
+    from pathlib import Path
+
+    plan = read_plan(Path(built))
+    assert (Path(built) / plan.library).exists() and (Path(built) / plan.params).stat().st_size == plan.params_bytes
 
 
 def test_launches_are_timed_in_place(tmp_path):
@@ -209,3 +280,10 @@ def test_tune_for_cuda_end_to_end_on_a_gpu(tmp_path, capsys):
     status, _, err = tconv(capsys, "compile", ir, "--target", "cuda", "--arch", gpu_architecture(), "--tuning", db,
                            "-o", tmp_path / "gpu")
     assert status == 0 and "applied tuned schedules to 2 convolution(s)" in err
+    # Prepared elsewhere, measured here.
+    kernels = tmp_path / "kernels"
+    assert tconv(capsys, "tune", ir, "--target", "cuda", "--prepare", "--arch", gpu_architecture(),
+                 "--kernels", kernels)[0] == 0
+    status, out, err = tconv(capsys, "tune", ir, "--target", "cuda", "--kernels", kernels, "--budget", "60",
+                             "--db", tmp_path / "db2.jsonl")
+    assert status == 0 and "conv2d n8 c16 h12 w12 o32 k3x3" in out, err

@@ -193,17 +193,11 @@ def template_knobs(schedule: ConvSchedule, groups: int, out_group: int) -> tuple
     return schedule.factor("oc"), schedule.factor("ow")
 
 
-def gpu_schedule(channels: int, columns: int) -> ConvSchedule:
-    """The schedule that asks the CUDA kernel of a direct convolution for a
-    thread tile of `channels` output channels × `columns` output columns
-    (1 × 1: a thread per output)."""
-    return ConvSchedule({"oc": (channels,), "ow": (columns,)})
-
-
 def gpu_tile(schedule: ConvSchedule, out_group: int, default: tuple[int, int]) -> tuple[int, int]:
     """The (output channels, columns) thread tile `schedule` asks of the CUDA
     kernel of a direct convolution with `out_group` output channels per
-    group, `default`'s where it leaves one open; UnsupportedSchedule for any
+    group, `default`'s where it leaves one open (the schedule
+    `tconv.search.cuda_tuning.gpu_schedule` writes); UnsupportedSchedule for any
     other request: on the GPU a schedule tiles `oc` and `ow` once each, and
     the kernel chooses its own loop order, thread binding and unrolling
     (`schedule_gpu`)."""

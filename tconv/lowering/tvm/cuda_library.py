@@ -18,10 +18,12 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-
-import tvm
+from typing import TYPE_CHECKING
 
 from tconv.errors import TconvError
+
+if TYPE_CHECKING:  # compiling a source needs nvcc and tvm_ffi only, not TVM (`tconv.search.cuda_tuning`)
+    import tvm
 
 NVCC_FLAGS = ("-shared", "-Xcompiler", "-fPIC", "-O3", "-std=c++17")
 NVCC_TIMEOUT_S = 1800
@@ -62,10 +64,15 @@ def nvcc_command(source: Path, library: Path, arch: str) -> list[str]:
 
 def compile_cuda_library(executable: tvm.runtime.Executable, library: str | os.PathLike[str], arch: str) -> None:
     """Compile the CUDA kernels of `executable` for `arch` into the shared library `library`."""
+    compile_cuda_source(cuda_source(executable), library, arch)
+
+
+def compile_cuda_source(text: str, library: str | os.PathLike[str], arch: str) -> None:
+    """Compile `text` (a `cuda_source`) for `arch` into the shared library `library`."""
     library = Path(library)
     with tempfile.TemporaryDirectory(prefix="tconv-cuda-") as scratch:
         source = Path(scratch) / "kernels.cu"
-        source.write_text(cuda_source(executable))
+        source.write_text(text)
         command = nvcc_command(source, Path(scratch) / library.name, arch)
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=NVCC_TIMEOUT_S)
