@@ -21,8 +21,9 @@ there through the CUDA driver API (`tconv.runtime.cuda_driver`).
 `--target cuda` compiles the kernels for an NVIDIA GPU (`--arch`, default
 sm_90); with the TVM backend nvcc must be installed; the machine needs no
 GPU. The TVM backend applies the thread tiles `tconv tune --target cuda`
-recorded for that architecture. Such an artifact runs on a GPU machine through `tconv.runtime.cuda`
-(TVM's) or `tconv.runtime.cuda_driver` (LLVM's; see bench/gpu).
+recorded for that architecture. Such an artifact runs on a GPU machine
+through `tconv.runtime.cuda` (TVM's) or `tconv.runtime.cuda_driver` (LLVM's;
+see bench/gpu).
 """
 
 from __future__ import annotations
