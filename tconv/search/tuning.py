@@ -36,12 +36,14 @@ measured more than once the fastest counts; and a tuning run re-measures
 each workload's CONFIRM fastest knobs *side by side*
 (`measure_side_by_side`: in turns, CONFIRM_PASSES times, so that a loaded
 moment slows them all alike; the median of each), recorded as one *round*
-(the lines share a `round` field). The latest round ranks its knobs by its own times; knobs
-measured after it compete with those; knobs it left out are out of the
-running (`TuningDatabase.ranking`). `tune` confirms first the leaders it
-found recorded, then, after the new candidates, those they brought in.
-`tconv compile` applies the best record of each workload to the
-convolutions that carry no schedule of their own.
+(the lines share a `round` field). The latest round ranks its knobs by its
+own times; knobs measured after it compete with those; knobs it left out
+are out of the running (`TuningDatabase.ranking`). `tune` confirms first
+the leaders it found recorded, then, after the new candidates, those they
+brought in. `tconv compile` applies to the convolutions that carry no
+schedule of their own the knobs `TuningDatabase.chosen` picks for their
+workload: the fastest in the running, or the models' choice within NOISE
+of it.
 """
 
 from __future__ import annotations
