@@ -75,9 +75,8 @@ def execute(args: argparse.Namespace) -> None:
         default_database_path,
         default_threads,
         format_reports,
-        tunable_convs,
+        tunable_workloads,
         tune,
-        workload_of,
     )
 
     if args.prepare:
@@ -90,7 +89,7 @@ def execute(args: argparse.Namespace) -> None:
         with TvmCudaMeasurer(args.device, args.arch, args.kernels) as measurer:
             schedules = measurer.schedules
             if args.kernels:
-                workloads = [workload_of(c) for c in tunable_convs(module)]
+                workloads = tunable_workloads(module, schedules)
                 built = measurer.store.build_prepared(workloads, len(os.sched_getaffinity(0)))
                 if built:
                     print(f"compiled {built} prepared kernel(s) in {args.kernels}", file=sys.stderr)
@@ -121,12 +120,11 @@ TUNE = Command(
 def prepare(module, directory: str, arch: str, file: str) -> None:
     """`--prepare`: every candidate of every tunable workload into the kernel store `directory`."""
     from tconv.search.cuda_tuning import CudaSchedules, KernelStore
-    from tconv.search.tuning import tunable_convs, workload_of
+    from tconv.search.tuning import tunable_workloads
 
     store = KernelStore(directory, arch)
     schedules = CudaSchedules(arch)
-    workloads = [w for w in {workload_of(c).key: workload_of(c) for c in tunable_convs(module)}.values()
-                 if schedules.tunes(w)]
+    workloads = tunable_workloads(module, schedules)
     written = sum(store.prepare(w, schedules.candidates(w), schedules) for w in workloads)
     candidates = sum(len(store.prepared[w.key]) for w in workloads)
     print(f"prepared {written} kernel(s) ({candidates} candidates of {len(workloads)} workloads) for {arch} "

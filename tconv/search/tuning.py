@@ -287,6 +287,13 @@ class CpuSchedules:
         return schedule_of(workload, knobs)
 
 
+def tunable_workloads(module: ModuleOp, schedules: Schedules) -> list[Workload]:
+    """The distinct workloads of `module`'s tunable convolutions that
+    `schedules` has knobs for, in program order (identical layers once)."""
+    workloads = {workload_of(conv).key: workload_of(conv) for conv in tunable_convs(module)}
+    return [w for w in workloads.values() if schedules.tunes(w)]
+
+
 def tunable_convs(module: ModuleOp) -> list[Conv2dOp]:
     """Convolutions the templates tune: those without a loop schedule of
     their own (a `layout` alone, from `tconv-pack`, leaves the loops open)."""
@@ -650,10 +657,7 @@ def tune(
     target measured (default: this CPU's on `threads` threads)."""
     schedules = schedules or CpuSchedules(threads or default_threads())
     target = schedules.target
-    workloads = [
-        w for w in {workload_of(conv).key: workload_of(conv) for conv in tunable_convs(module)}.values()
-        if schedules.tunes(w)
-    ]
+    workloads = tunable_workloads(module, schedules)
     queues = {w.key: [k for k in schedules.candidates(w) if k not in database.measured(w, target)] for w in workloads}
     started = time.monotonic()
     done = 0

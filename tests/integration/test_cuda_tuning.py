@@ -30,7 +30,16 @@ from tconv.search.cuda_tuning import (
     gpu_schedule,
     time_torch_launches,
 )
-from tconv.search.tuning import CpuSchedules, TuningDatabase, apply_tuning, full_knobs, tunable_convs, tune, workload_of
+from tconv.search.tuning import (
+    CpuSchedules,
+    TuningDatabase,
+    apply_tuning,
+    full_knobs,
+    tunable_convs,
+    tunable_workloads,
+    tune,
+    workload_of,
+)
 
 pytestmark = pytest.mark.skipif(
     tvm.get_global_func("target.build.cuda", allow_missing=True) is None,
@@ -104,6 +113,7 @@ def test_the_knob_space_is_the_tiles_that_divide_a_group():
     assert {k[:2] for k in schedules.candidates(grouped)} == {t for t in GPU_TILES if 8 % t[0] == 0}
     assert (16, 2) not in {k[:2] for k in schedules.candidates(grouped)}
     assert schedules.tunes(dense) and not schedules.tunes(depthwise)
+    assert tunable_workloads(convs(batch=8), schedules) == [dense, grouped]
     assert schedules.schedule(dense, (8, 4)) == gpu_schedule(8, 4)
 
 
