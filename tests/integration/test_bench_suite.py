@@ -24,6 +24,7 @@ def test_the_suite_tunes_applies_and_writes_its_table(tmp_path):
     assert result.returncode == 0, result.stderr
     table = out.read_text()
     assert f"tconv schedules from {db}, tuned 2 s per case" in table
+    assert "peak: FMA loop " in table and "512² sgemm in torch: " in table
     (row,) = [line for line in table.splitlines() if line.startswith(f"| {case} |")]
     (header,) = [line for line in table.splitlines() if line.startswith("| case |")]
     cells = dict(zip(
@@ -47,3 +48,17 @@ def test_ratios_compare_with_the_faster_of_pytorch_and_ort_and_with_tvm_apart():
     row = Row("case", 2, 1.0, {"tconv": 1.0, "PyTorch": 2.0, "ORT": 3.0, "TVM default": 0.5}, 4.0)
     assert row.ratio("PyTorch", "ORT") == 2.0 and row.ratio("TVM default") == 0.5
     assert row.markdown().endswith("| 2.00 | 0.50 | 25% |")
+
+
+def test_the_fma_loop_computes_its_chains_and_measures_a_rate():
+    """The peak's loop is the code it claims to be: 12 chains of
+    acc = acc * a + b from acc = b, on vectors as wide as the host's."""
+    sys.path.insert(0, str(SUITE.parent))
+    from fma_peak import ACCUMULATORS, _compiled, fma_peak, vector_width
+
+    assert vector_width("+sse2,+avx,+avx2,-avx512f") == 8 and vector_width("+avx512f,+avx") == 16
+    assert vector_width("+sse2,-avx") == 4
+    _, loop, flops_per_iteration = _compiled()
+    assert loop(1, 0.5, 1.0) == ACCUMULATORS * 1.5 and loop(2, 0.5, 1.0) == ACCUMULATORS * 1.75
+    assert flops_per_iteration in (2 * 4 * ACCUMULATORS, 2 * 8 * ACCUMULATORS, 2 * 16 * ACCUMULATORS)
+    assert fma_peak(1, seconds=0.002, rounds=1) > 0
