@@ -106,6 +106,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--threads", type=positive_int, metavar="T",
         help="artifacts only: threads of the C runtime (default: the CPUs available)",
     )
+    parser.add_argument(
+        "--profile", type=positive_int, metavar="RUNS",
+        help="cpu artifacts only: also run RUNS more times and print each kernel call's mean time",
+    )
 
 
 def _backend(name: str) -> Backend:
@@ -215,6 +219,8 @@ def _artifact_runtime(args: argparse.Namespace):
 
         if args.threads is not None:
             note("--threads applies to cpu artifacts only; ignored")
+        if args.profile is not None:
+            raise TconvError(f"{args.file}: error: --profile times cpu artifacts only (this one is cuda)")
         if is_bundle_artifact(plan):
             return DriverRuntime(args.file), "the GPU (llvm cuda artifact, CUDA driver API)"
         return CudaRuntime(args.file), "the GPU (cuda artifact)"
@@ -244,6 +250,7 @@ def execute_artifact(args: argparse.Namespace) -> None:
             times.append(time.perf_counter() - start)
         seconds = statistics.median(times)
         arena = runtime.arena_bytes
+        calls = runtime.profile(args.profile) if args.profile else None
     batch = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
     if args.output:
         write_array(args.output, outputs[0])
@@ -254,8 +261,22 @@ def execute_artifact(args: argparse.Namespace) -> None:
         f"{1e3 * seconds / max(batch, 1):.3f} ms per sample)"
     )
     print(f"  arena   {arena:,} bytes")
+    if calls is not None:
+        _print_profile(calls, args.profile)
     if args.output:
         print(f"  wrote   {args.output}")
+
+
+def _print_profile(calls, runs: int) -> None:
+    """Each kernel call's mean time over the profiled runs, in plan order."""
+    total = sum(call.seconds for call in calls) or 1.0
+    width = max(len(call.layer) for call in calls)
+    print(f"  profile (mean of {runs} runs; calls in plan order)")
+    print(f"    {'call':>4} {'ms':>8} {'share':>6}  {'layer':{width}}  {'output':14} kernel")
+    for call in calls:
+        print(f"    {call.index:4} {call.seconds * 1e3:8.3f} {100 * call.seconds / total:5.1f}%  "
+              f"{call.layer:{width}}  {format_shape(call.shape):14} {call.symbol}")
+    print(f"    {'':4} {total * 1e3:8.3f} 100.0%  the calls together")
 
 
 def execute(args: argparse.Namespace) -> None:
@@ -269,6 +290,8 @@ def execute(args: argparse.Namespace) -> None:
         return
     if args.threads is not None:
         note("--threads applies to artifacts only; ignored")
+    if args.profile is not None:
+        raise TconvError(f"{args.file}: error: --profile times compiled artifacts only (see `tconv compile`)")
     backend = _backend(args.backend)
     module = load_module(args.file)
     network = _network(module, args.file)

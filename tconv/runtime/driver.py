@@ -153,6 +153,13 @@ _SIGNATURES = {
         ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)],
     ),
     "tconv_execute": (ctypes.c_int, [ctypes.c_void_p]),
+    "tconv_set_profiling": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int]),
+    "tconv_fresh_workspaces": (ctypes.c_uint64, []),
+    "tconv_num_calls": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]),
+    "tconv_call_time": (
+        ctypes.c_int,
+        [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64)],
+    ),
 }
 
 _loaded: dict[Path, ctypes.CDLL] = {}
@@ -206,10 +213,37 @@ def check_inputs(infos: Sequence[TensorInfo], arrays: Sequence[object]) -> list[
     return list(arrays)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class CallTime:
+    """One kernel call of a profiled run (`Runtime.profile`)."""
+
+    index: int
+    """Its place among the plan's calls."""
+    symbol: str
+    layer: str
+    """The layer it computes: its first parameter's name up to `.weight` (or
+    `:`), else its output's name."""
+    shape: tuple[int, ...]
+    """Its output's shape (the last tensor it is passed)."""
+    seconds: float
+    """Mean wall time per run."""
+
+
+def call_layer(plan, call) -> str:
+    """The name `CallTime.layer` gives a call of `plan`."""
+    for id in call.args:
+        tensor = plan.tensors[id]
+        if tensor.location == "param":
+            name = tensor.name.split(":")[0]
+            return name[: -len(".weight")] if name.endswith(".weight") else name
+    return plan.tensors[call.args[-1]].name
+
+
 class Runtime:
     """A loaded artifact. Use it as a context manager, or call `close()`."""
 
     def __init__(self, artifact_dir: str | os.PathLike[str], threads: int | None = None) -> None:
+        self.directory = Path(artifact_dir)
         self._lib = load_runtime()
         handle = ctypes.c_void_p()
         self._check(self._lib.tconv_open(os.fsencode(artifact_dir), ctypes.byref(handle)))
@@ -292,6 +326,31 @@ class Runtime:
         """Run the network on the arena as it is: no copies (see `arena_inputs`)."""
         with self._lock:
             self._check(self._lib.tconv_execute(self._live_handle()))
+
+    def profile(self, runs: int) -> list[CallTime]:
+        """Run the network `runs` times on the arena as it is (see `execute`),
+        timing each kernel call; the calls in plan order. The calls' times add
+        up to the runs' but for the loop around them."""
+        from tconv.runtime.plan import read_plan
+
+        plan = read_plan(self.directory / "plan.txt")
+        with self._lock:
+            handle = self._live_handle()
+            self._check(self._lib.tconv_set_profiling(handle, 1))
+            try:
+                for _ in range(runs):
+                    self._check(self._lib.tconv_execute(handle))
+            finally:
+                self._check(self._lib.tconv_set_profiling(handle, 0))
+            total, counted = ctypes.c_uint64(), ctypes.c_uint64()
+            times = []
+            for index, call in enumerate(plan.calls):
+                self._check(self._lib.tconv_call_time(handle, index, ctypes.byref(total), ctypes.byref(counted)))
+                times.append(CallTime(
+                    index, call.symbol, call_layer(plan, call), plan.tensors[call.args[-1]].shape,
+                    total.value / 1e9 / max(counted.value, 1),
+                ))
+        return times
 
     def close(self) -> None:
         """Free the arena, the parameters, the threads and the kernel library."""

@@ -115,9 +115,22 @@ def test_cli_run_of_an_artifact_with_random_input(compiled, capsys):
     assert "random N(0,1), seed 4" in capsys.readouterr().out
 
 
+def test_cli_run_profile_lists_every_call(compiled, capsys):
+    work, artifact = compiled
+    assert main(["run", str(artifact), "--profile", "3"]) == 0
+    out = capsys.readouterr().out
+    from tconv.runtime.plan import read_plan
+
+    calls = read_plan(artifact / "plan.txt").calls
+    assert "profile (mean of 3 runs; calls in plan order)" in out and "the calls together" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().split(" ")[0].isdigit()]
+    assert [(int(row[0]), row[-1]) for row in rows] == [(k, call.symbol) for k, call in enumerate(calls)]
+
+
 @pytest.mark.parametrize(
     ("make_args", "message"),
     [
+        (lambda w, a: ["run", str(w / "small.mlir"), "--profile", "2"], "--profile times compiled artifacts only"),
         (lambda w, a: ["run", str(a), "--input", str(w / "bad.npy")], "must have shape 2x3x12x12, got 1x3x12x12"),
         (lambda w, a: ["run", str(a), "--batch", "3"], "compiled for batch 2, not 3"),
         (lambda w, a: ["run", str(w)], "not a tconv artifact"),

@@ -221,13 +221,16 @@ def test_a_tiny_budget_still_answers(tmp_path):
 
 def test_tuning_uses_the_cost_model_and_finds_better_knobs(searched):
     _, latencies, result = searched
-    # The fake device's best knobs are (8, 4); after tuning the chosen network's
-    # workloads, their best known knobs are better than the defaults measured first.
-    improved = [
-        latencies.database.best(row.workload, "fake")
-        for row in latencies.convs(result.best.realised.module)
-    ]
-    assert any(knobs[:2] == (8, 4) for knobs, _ in improved)
+    # The fake device runs fastest at block 8, tile 4, or as near as this
+    # CPU's vector width lets the candidates come; after tuning, some of the
+    # chosen network's workloads have found their fastest candidate.
+    device = FakeDevice()
+    found = []
+    for row in latencies.convs(result.best.realised.module):
+        knobs, _ = latencies.database.best(row.workload, "fake")
+        fastest = min(candidates(row.workload), key=lambda k: device.measure(row.workload, k))
+        found.append(device.measure(row.workload, knobs) == device.measure(row.workload, fastest))
+    assert any(found)
     assert result.measurements > len({row.workload.key for row in latencies.convs(result.best.realised.module)})
 
 

@@ -153,13 +153,22 @@ static void take_error(char *message, size_t size)
 
 /* Kernels allocate the same scratch buffers on every run (padded rows,
  * packed tiles), often above malloc's mmap threshold, where each allocation
- * would map fresh pages and fault them in. Each thread keeps the last few
- * freed buffers and hands one back for a request of the same size. */
-#define CACHED_WORKSPACES 8
-#define MAX_CACHED_BYTES ((uint64_t)64 << 20)
+ * would map fresh pages and fault them in. Each thread keeps the buffers
+ * freed since and hands one back for a request of the same size. It keeps
+ * every size a network's kernels use, up to CACHED_WORKSPACES buffers and
+ * CACHED_BYTES in all, the oldest going first: a cache of 8 buffers, tried
+ * before, was smaller than a network's kernels need in one run, so that
+ * each kernel found its buffer gone and faulted it in again (ResNeXt-29,
+ * 19 kernels: the first call of a kernel in a run took up to twice as long
+ * as the same kernel called again). */
+#define CACHED_WORKSPACES 128
+#define CACHED_BYTES ((uint64_t)256 << 20)
+#define MAX_CACHED_BYTES ((uint64_t)64 << 20) /* a larger buffer is not kept */
+#define LIVE_WORKSPACES 16
 
 typedef struct {
     int count;
+    uint64_t cached_bytes;
     struct {
         void *data;
         uint64_t bytes;
@@ -169,8 +178,15 @@ typedef struct {
     struct {
         void *data;
         uint64_t bytes;
-    } live[CACHED_WORKSPACES];
+    } live[LIVE_WORKSPACES];
 } workspace_cache;
+
+static _Atomic uint64_t fresh_workspaces;
+
+uint64_t tconv_fresh_workspaces(void)
+{
+    return atomic_load(&fresh_workspaces);
+}
 
 static pthread_key_t cache_key;
 static pthread_once_t cache_key_once = PTHREAD_ONCE_INIT;
@@ -230,11 +246,16 @@ static void *alloc_workspace(int device_type, int device_id, uint64_t bytes, int
         for (int i = cache->count - 1; i >= 0; i--) {
             if (cache->entry[i].bytes == bytes) {
                 data = cache->entry[i].data;
-                cache->entry[i] = cache->entry[--cache->count];
+                cache->cached_bytes -= bytes;
+                memmove(&cache->entry[i], &cache->entry[i + 1],
+                        (size_t)(cache->count - 1 - i) * sizeof cache->entry[0]);
+                cache->count--;
                 break;
             }
         }
     }
+    if (data == NULL && bytes <= SIZE_MAX)
+        atomic_fetch_add(&fresh_workspaces, 1);
     if (data == NULL &&
         (bytes > SIZE_MAX || posix_memalign(&data, WORKSPACE_ALIGNMENT, bytes ? (size_t)bytes : 1))) {
         char text[96];
@@ -243,7 +264,7 @@ static void *alloc_workspace(int device_type, int device_id, uint64_t bytes, int
         raise_message(text);
         return NULL;
     }
-    if (cache != NULL && cache->live_count < CACHED_WORKSPACES) {
+    if (cache != NULL && cache->live_count < LIVE_WORKSPACES) {
         cache->live[cache->live_count].data = data;
         cache->live[cache->live_count++].bytes = bytes;
     }
@@ -261,14 +282,17 @@ static int free_workspace(int device_type, int device_id, void *data)
                 continue;
             uint64_t bytes = cache->live[i].bytes;
             cache->live[i] = cache->live[--cache->live_count];
-            if (cache->count == CACHED_WORKSPACES) {
+            while (cache->count > 0 &&
+                   (cache->count == CACHED_WORKSPACES || cache->cached_bytes + bytes > CACHED_BYTES)) {
                 free(cache->entry[0].data); /* the oldest goes */
+                cache->cached_bytes -= cache->entry[0].bytes;
                 memmove(&cache->entry[0], &cache->entry[1],
-                        (CACHED_WORKSPACES - 1) * sizeof cache->entry[0]);
+                        (size_t)(cache->count - 1) * sizeof cache->entry[0]);
                 cache->count--;
             }
             cache->entry[cache->count].data = data;
             cache->entry[cache->count++].bytes = bytes;
+            cache->cached_bytes += bytes;
             return 0;
         }
     }

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ERROR_SIZE 2048
@@ -60,6 +61,7 @@ typedef struct {
     size_t *args; /* tensor ids */
     TVMFFIAny *packed;
     tvm_ffi_safe_call kernel;
+    uint64_t profiled_ns; /* wall time in this call since profiling was turned on */
 } call;
 
 struct tconv_runtime {
@@ -83,6 +85,8 @@ struct tconv_runtime {
     void *params;
     void *arena;
     tconv_pool *pool;
+    int profiling;
+    uint64_t profiled_runs;
 };
 
 /* ---------------------------------------------------------------- errors */
@@ -904,18 +908,65 @@ static int check_buffers(const tconv_runtime *rt, const char *kind, const size_t
     return TCONV_OK;
 }
 
+static uint64_t monotonic_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 int tconv_execute(tconv_runtime *rt)
 {
     if (rt == NULL)
         return fail(TCONV_ERR_ARGUMENT, "tconv_execute: NULL argument");
+    uint64_t before = rt->profiling ? monotonic_ns() : 0;
     for (size_t i = 0; i < rt->num_calls; i++) {
-        const call *c = &rt->calls[i];
+        call *c = &rt->calls[i];
         char message[ERROR_SIZE / 2];
         if (tconv_backend_call(c->kernel, c->packed, c->num_args, rt->pool, message,
                                sizeof message) != 0)
             return fail(TCONV_ERR_KERNEL, "%s:%d: kernel `%s` (call %zu) failed: %s",
                         rt->plan_path, c->line, c->symbol, i, message);
+        if (rt->profiling) {
+            uint64_t after = monotonic_ns();
+            c->profiled_ns += after - before;
+            before = after;
+        }
     }
+    rt->profiled_runs += rt->profiling ? 1u : 0u;
+    return TCONV_OK;
+}
+
+int tconv_set_profiling(tconv_runtime *rt, int on)
+{
+    if (rt == NULL)
+        return fail(TCONV_ERR_ARGUMENT, "tconv_set_profiling: NULL runtime");
+    if (on && !rt->profiling) {
+        for (size_t i = 0; i < rt->num_calls; i++)
+            rt->calls[i].profiled_ns = 0;
+        rt->profiled_runs = 0;
+    }
+    rt->profiling = on != 0;
+    return TCONV_OK;
+}
+
+int tconv_num_calls(const tconv_runtime *rt, size_t *count)
+{
+    if (rt == NULL || count == NULL)
+        return fail(TCONV_ERR_ARGUMENT, "tconv_num_calls: NULL argument");
+    *count = rt->num_calls;
+    return TCONV_OK;
+}
+
+int tconv_call_time(const tconv_runtime *rt, size_t index, uint64_t *total_ns, uint64_t *runs)
+{
+    if (rt == NULL || total_ns == NULL || runs == NULL)
+        return fail(TCONV_ERR_ARGUMENT, "tconv_call_time: NULL argument");
+    if (index >= rt->num_calls)
+        return fail(TCONV_ERR_ARGUMENT, "call %zu does not exist (the plan has %zu)", index,
+                    rt->num_calls);
+    *total_ns = rt->calls[index].profiled_ns;
+    *runs = rt->profiled_runs;
     return TCONV_OK;
 }
 

@@ -150,6 +150,21 @@ int tconv_output_data(const tconv_runtime *runtime, size_t index, const void **d
 /* Run every call of the plan on the arena as it is (no copies). */
 int tconv_execute(tconv_runtime *runtime);
 
+/* Profiling: while on, tconv_execute adds each call's wall time (the
+ * launch and every thread's share) to that call's total; turning it on
+ * resets the totals. tconv_call_time gives call `index`'s total (in the
+ * order of the plan's call lines) and the runs it was taken over. */
+int tconv_set_profiling(tconv_runtime *runtime, int on);
+int tconv_num_calls(const tconv_runtime *runtime, size_t *count);
+int tconv_call_time(const tconv_runtime *runtime, size_t index, uint64_t *total_ns,
+                    uint64_t *runs);
+
+/* Scratch buffers the kernels have asked for that the runtime allocated
+ * afresh (in this process, all handles): each thread keeps its freed ones
+ * for the next request of the same size, so a network run again on the
+ * same threads allocates none. */
+uint64_t tconv_fresh_workspaces(void);
+
 #ifdef __cplusplus
 }
 #endif

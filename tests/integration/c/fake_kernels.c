@@ -167,3 +167,33 @@ int __tvm_ffi_nested(void *self, const TVMFFIAny *args, int32_t num_args, TVMFFI
     ((float *)((DLTensor *)args[0].v_ptr)->data)[0] = (float)count;
     return status;
 }
+
+/* Asks for a scratch buffer of control[0] bytes, fills it and gives it back;
+ * counts its calls in out[0]. */
+int __tvm_ffi_scratch(void *self, const TVMFFIAny *args, int32_t num_args, TVMFFIAny *result)
+{
+    (void)self;
+    (void)result;
+    if (num_args != 2)
+        return -1;
+    uint64_t bytes = (uint64_t)((const float *)((DLTensor *)args[0].v_ptr)->data)[0];
+    float *out = ((DLTensor *)args[1].v_ptr)->data;
+    char *workspace = __TVMBackendAllocWorkspace(1, 0, bytes, 2, 32);
+    if (workspace == NULL)
+        return -1;
+    memset(workspace, 1, bytes);
+    out[0] += 1;
+    return __TVMBackendFreeWorkspace(1, 0, workspace);
+}
+
+/* Sleeps control[0] milliseconds: a call of known length for the profiler. */
+int __tvm_ffi_pause(void *self, const TVMFFIAny *args, int32_t num_args, TVMFFIAny *result)
+{
+    (void)self;
+    (void)result;
+    if (num_args != 2)
+        return -1;
+    float ms = ((const float *)((DLTensor *)args[0].v_ptr)->data)[0];
+    struct timespec pause = {0, (long)(ms * 1e6f)};
+    return nanosleep(&pause, NULL);
+}
