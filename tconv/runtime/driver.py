@@ -336,6 +336,10 @@ class Runtime:
         plan = read_plan(self.directory / "plan.txt")
         with self._lock:
             handle = self._live_handle()
+            count = ctypes.c_size_t()
+            self._check(self._lib.tconv_num_calls(handle, ctypes.byref(count)))
+            if count.value != len(plan.calls):
+                raise TconvError(f"{self.directory}: error: plan.txt has changed since the artifact was loaded")
             self._check(self._lib.tconv_set_profiling(handle, 1))
             try:
                 for _ in range(runs):

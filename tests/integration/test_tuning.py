@@ -35,6 +35,16 @@ from tconv.search.tuning import (
 )
 
 
+@pytest.fixture(autouse=True)
+def avx2_host(monkeypatch):
+    """The made-up optima below are among an AVX2 CPU's candidates (8 lanes,
+    16 registers), and the models' orders the tests pin are that CPU's: every
+    test here compiles and tunes for znver3, whatever x86 CPU runs it."""
+    from tconv.lowering.tvm import target
+
+    monkeypatch.setattr(target, "host_cpu", lambda: "znver3")
+
+
 def network():
     """Two identical 3×3 convs (one workload), a grouped one and a depthwise one."""
     b = NetworkBuilder("net", (1, 16, 10, 10))
