@@ -456,7 +456,7 @@ static void run_tasks(tconv_pool *pool, int index, uint32_t generation)
  * contiguous block of the loop. TCONV_TASKS_PER_THREAD overrides it. */
 #define TASKS_PER_THREAD 4
 
-static uint64_t now_ns(void)
+uint64_t tconv_now_ns(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -481,7 +481,7 @@ static int spin_while_equal_u64(_Atomic uint64_t *value, uint64_t unwanted, _Ato
             atomic_load_explicit(or_flag, memory_order_acquire))
             return 1;
         if ((i & 15) == 15) {
-            uint64_t t = now_ns();
+            uint64_t t = tconv_now_ns();
             if (start == 0)
                 start = t;
             else if (t - start > SPIN_NS)
@@ -710,7 +710,7 @@ static int launch(FTVMParallelLambda lambda, void *closure, int num_task, int st
 
     run_tasks(pool, 0, tag);
 
-    for (uint64_t start = now_ns(); atomic_load(&pool->remaining) > 0 && now_ns() - start < LAUNCHER_SPIN_NS;)
+    for (uint64_t start = tconv_now_ns(); atomic_load(&pool->remaining) > 0 && tconv_now_ns() - start < LAUNCHER_SPIN_NS;)
         sched_yield();
     pthread_mutex_lock(&pool->lock);
     while (atomic_load(&pool->remaining) > 0)

@@ -75,6 +75,9 @@ int tconv_pool_create(int threads, tconv_pool **pool);
 void tconv_pool_destroy(tconv_pool *pool);
 int tconv_pool_threads(const tconv_pool *pool);
 
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t tconv_now_ns(void);
+
 /* Kernel scratch buffers are cached per thread for reuse across runs; a
  * worker's go when it exits, the calling thread's here (tconv_close). */
 void tconv_backend_release_workspaces(void);

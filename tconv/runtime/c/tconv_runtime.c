@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define ERROR_SIZE 2048
@@ -908,18 +907,11 @@ static int check_buffers(const tconv_runtime *rt, const char *kind, const size_t
     return TCONV_OK;
 }
 
-static uint64_t monotonic_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 int tconv_execute(tconv_runtime *rt)
 {
     if (rt == NULL)
         return fail(TCONV_ERR_ARGUMENT, "tconv_execute: NULL argument");
-    uint64_t before = rt->profiling ? monotonic_ns() : 0;
+    uint64_t before = rt->profiling ? tconv_now_ns() : 0;
     for (size_t i = 0; i < rt->num_calls; i++) {
         call *c = &rt->calls[i];
         char message[ERROR_SIZE / 2];
@@ -928,7 +920,7 @@ int tconv_execute(tconv_runtime *rt)
             return fail(TCONV_ERR_KERNEL, "%s:%d: kernel `%s` (call %zu) failed: %s",
                         rt->plan_path, c->line, c->symbol, i, message);
         if (rt->profiling) {
-            uint64_t after = monotonic_ns();
+            uint64_t after = tconv_now_ns();
             c->profiled_ns += after - before;
             before = after;
         }
