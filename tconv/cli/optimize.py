@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from tconv.cli.command import Command, UsageError, note, positive_int
+from tconv.search.progress import done as end_progress
 from tconv.errors import TconvError
 from tconv.passes.analyses.capacity import DEFAULT_METRIC, METRICS
 
@@ -159,7 +159,7 @@ def execute(args: argparse.Namespace) -> None:
             from tconv.search.pruning import pruning_study
 
             study = pruning_study(search, args.prune)
-            print(file=sys.stderr)
+            end_progress()
         best = result.best
         rows = reports.layer_rows(result, latencies, conv_layers(module))
         context = {

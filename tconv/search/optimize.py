@@ -40,7 +40,6 @@ the answer is the best legal network found so far (at worst the original).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from tconv.errors import TconvError
 from tconv.passes.analyses.capacity import DEFAULT_METRIC, DEFAULT_SEEDS, SeededCapacity, measure_seeds
 from tconv.passes.analyses.legality import Comparison
 from tconv.search.latency import LayerLatencies
+from tconv.search.progress import done as end_progress, show as show_progress
 from tconv.search.space import (
     DEFAULT_REWRITES,
     Assignment,
@@ -153,8 +153,7 @@ Progress = Callable[[str, float, float], None]
 def stderr_progress(message: str, elapsed: float, budget: float) -> None:
     width = 24
     filled = int(width * min(elapsed / budget, 1.0)) if budget > 0 else width
-    print(f"\roptimize [{'#' * filled}{'.' * (width - filled)}] {elapsed:4.0f}/{budget:.0f} s  {message[:60]:60}",
-          end="", file=sys.stderr, flush=True)
+    show_progress(f"optimize [{'#' * filled}{'.' * (width - filled)}] {elapsed:4.0f}/{budget:.0f} s  {message[:60]:60}")
 
 
 class Search:
@@ -267,7 +266,7 @@ class Search:
         self.tune(best)
         best = self.confirm(original, best)
         if self.progress:
-            print(file=sys.stderr)
+            end_progress()
         for key, error in self.latencies.failures.items():
             self.notes.append(f"{key} could not be measured, so no network with it was chosen: {error}")
         if self.failed_schedules:

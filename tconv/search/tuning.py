@@ -52,7 +52,6 @@ import functools
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -67,6 +66,7 @@ from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.schedule import ConvSchedule, parse_schedule
 from tconv.ir.shapes import window_output
 from tconv.passes.classical.pack import layout_fits
+from tconv.search.progress import done as end_progress, show as show_progress
 
 Knobs = tuple[int, ...]
 """A schedule's knobs as integers, in the order of KNOB_NAMES:
@@ -636,8 +636,7 @@ def _progress(done: int, total: int, started: float, budget_s: float) -> None:
     width = 30
     filled = int(width * min(done / max(total, 1), 1.0))
     left = max(0.0, budget_s - (time.monotonic() - started))
-    print(f"\rtuning [{'#' * filled}{'.' * (width - filled)}] {done}/{total} measurements, {left:4.0f} s left",
-          end="", file=sys.stderr, flush=True)
+    show_progress(f"tuning [{'#' * filled}{'.' * (width - filled)}] {done}/{total} measurements, {left:4.0f} s left")
 
 
 def tune(
@@ -707,7 +706,7 @@ def tune(
     for workload in workloads:
         confirm(workload)
     if progress:
-        print(file=sys.stderr)
+        end_progress()
     reports = []
     for workload in workloads:
         best = database.chosen(workload, schedules)
