@@ -72,8 +72,8 @@ def fma_loop_ir(width: int, accumulators: int = ACCUMULATORS) -> str:
 
 @functools.cache
 def _compiled():
-    """(the JIT-compiled loop as a ctypes function, float32 FLOPs per iteration);
-    the engine is kept alive with the function."""
+    """(the execution engine, which must outlive the function; the
+    JIT-compiled loop as a ctypes function; float32 FLOPs per iteration)."""
     import llvmlite.binding as llvm
 
     llvm.initialize_native_target()

@@ -23,9 +23,9 @@ import tempfile
 from pathlib import Path
 
 from tconv.cli.command import Command, UsageError, note, positive_int
-from tconv.search.progress import done as end_progress
 from tconv.errors import TconvError
 from tconv.passes.analyses.capacity import DEFAULT_METRIC, METRICS
+from tconv.search.progress import done as end_progress
 
 REPORT_FILE = "report.json"
 

@@ -290,7 +290,7 @@ class CpuSchedules:
 def tunable_workloads(module: ModuleOp, schedules: Schedules) -> list[Workload]:
     """The distinct workloads of `module`'s tunable convolutions that
     `schedules` has knobs for, in program order (identical layers once)."""
-    workloads = {workload_of(conv).key: workload_of(conv) for conv in tunable_convs(module)}
+    workloads = {w.key: w for w in map(workload_of, tunable_convs(module))}
     return [w for w in workloads.values() if schedules.tunes(w)]
 
 
