@@ -18,7 +18,9 @@ default" is what TVM gives the same ONNX model by its own defaults: the Relax
 ONNX frontend and `tvm.compile` for this CPU, without schedules (TVM 0.27 has
 no x86 convolution schedules to apply; `--no-tvm` leaves it out). All run on the same
 weights and input, timed in alternating rounds (`interleaved_medians`, each
-runner's calls per sample chosen to last ~20 ms). The
+runner's calls per sample chosen to last ~20 ms, after 5 ms of untimed
+calls); rates are from each runner's median over rounds, ratios are the
+median over rounds of the ratio within a round. The
 peak is an FMA loop on the CPU's widest vectors (`fma_peak.py`), measured in
 the same run at each thread count; a 4096² sgemm in torch is printed beside
 it (on Zen 5 it reaches only 40% of the FMA loop). Rates are GFLOP/s
@@ -75,15 +77,26 @@ class Row:
     name: str
     threads: int
     gflop: float
-    seconds: dict[str, float]
+    rounds: dict[str, list[float]]  # seconds per call, per round
     peak: float
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {who: statistics.median(times) for who, times in self.rounds.items()}
 
     def rate(self, who: str) -> float:
         return self.gflop / self.seconds[who]
 
     def ratio(self, *peers: str) -> float:
-        """tconv's speed over the fastest of `peers` present."""
-        return min(self.seconds[who] for who in peers if who in self.seconds) / self.seconds["tconv"]
+        """tconv's speed over the fastest of `peers` present: the median over
+        rounds of the ratio within each round. The host's load moves over
+        seconds (the same kernel, in the same process, runs at 1- or
+        2-thread speed for seconds at a time); a ratio of runs a few seconds
+        apart carries that drift, one within a round mostly does not."""
+        present = [who for who in peers if who in self.rounds]
+        return statistics.median(
+            min(self.rounds[who][r] for who in present) / ours for r, ours in enumerate(self.rounds["tconv"])
+        )
 
     def markdown(self) -> str:
         tvm = f"{self.rate('TVM default'):.2f}" if "TVM default" in self.seconds else "-"
@@ -230,7 +243,7 @@ def runs_for(runner) -> int:
 
 def measure(name, module, params, torch_runner, thread_counts, peaks, rounds, with_tvm=True) -> list[Row]:
     import torch
-    from tconv.search.timing import OrtRunner, interleaved_medians
+    from tconv.search.timing import OrtRunner, interleaved_rounds
 
     from tconv.ir.ops import shape_of
     from tconv.passes.analyses.summary import summarize
@@ -255,8 +268,8 @@ def measure(name, module, params, torch_runner, thread_counts, peaks, rounds, wi
                 error = np.linalg.norm(ours.output - runners[who].output) / np.linalg.norm(runners[who].output)
                 if error > 1e-4:
                     raise SystemExit(f"{name}: tconv and {who} differ (relative error {error:.1e})")
-            seconds = interleaved_medians(list(runners.values()), rounds, [runs_for(r) for r in runners.values()])
-            rows.append(Row(name, threads, gflop, dict(zip(runners, seconds)), peaks[threads]))
+            per_round = interleaved_rounds(list(runners.values()), rounds, [runs_for(r) for r in runners.values()])
+            rows.append(Row(name, threads, gflop, dict(zip(runners, per_round)), peaks[threads]))
             print(rows[-1].markdown(), flush=True)
         ours.runtime.close()
     return rows

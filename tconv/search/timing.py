@@ -54,15 +54,22 @@ class OrtRunner:
         self.session.run_with_iobinding(self.binding)
 
 
-def interleaved_medians(
-    runners: Sequence[Callable[[], object]], rounds: int, runs: int | Sequence[int]
-) -> list[float]:
-    """Median seconds of one call of each runner: `rounds` rounds, each timing
-    `runs` calls of every runner (or `runs[i]` of runner i) in turn, with a pause between runners so that
-    the idle threads of one pool stop spinning before the other runs (TVM's
-    spin for tens of milliseconds, enough to slow ORT threefold); the
-    median of each runner's per-round medians. Alternating keeps load from
-    other processes on the machine from favouring either side."""
+# The first milliseconds after an idle pause run slower (measured on the
+# 2-vCPU VMs: a 0.06 ms kernel took 0.07-0.08 ms for its first ~1.5 ms of
+# calls, whichever library ran it), which weighs most on short kernels.
+WARMUP_S = 0.005
+
+
+def interleaved_rounds(
+    runners: Sequence[Callable[[], object]], rounds: int, runs: int | Sequence[int], pause_s: float = 0.5
+) -> list[list[float]]:
+    """Seconds of one call of each runner in each round (`result[i][r]`):
+    `rounds` rounds, each timing `runs` calls of every runner (or `runs[i]`
+    of runner i) in turn and keeping their median, with a pause between
+    runners so that the idle threads of one pool stop spinning before the
+    other runs (TVM's spin for tens of milliseconds, enough to slow ORT
+    threefold), and WARMUP_S of untimed calls after it. Alternating keeps
+    load from other processes on the machine from favouring either side."""
     for runner in runners:
         for _ in range(3):
             runner()
@@ -70,11 +77,22 @@ def interleaved_medians(
     counts = [runs] * len(runners) if isinstance(runs, int) else list(runs)
     for _ in range(rounds):
         for index, runner in enumerate(runners):
-            time.sleep(0.5)
+            time.sleep(pause_s)
+            warm_until = time.perf_counter() + WARMUP_S
+            runner()
+            while time.perf_counter() < warm_until:
+                runner()
             samples = []
             for _ in range(counts[index]):
                 start = time.perf_counter()
                 runner()
                 samples.append(time.perf_counter() - start)
             per_round[index].append(float(np.median(samples)))
-    return [float(np.median(r)) for r in per_round]
+    return per_round
+
+
+def interleaved_medians(
+    runners: Sequence[Callable[[], object]], rounds: int, runs: int | Sequence[int], pause_s: float = 0.5
+) -> list[float]:
+    """Median seconds of one call of each runner over `interleaved_rounds`."""
+    return [float(np.median(r)) for r in interleaved_rounds(runners, rounds, runs, pause_s)]

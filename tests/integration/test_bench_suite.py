@@ -45,9 +45,20 @@ def test_ratios_compare_with_the_faster_of_pytorch_and_ort_and_with_tvm_apart():
     sys.path.insert(0, str(SUITE.parent))
     from suite import Row
 
-    row = Row("case", 2, 1.0, {"tconv": 1.0, "PyTorch": 2.0, "ORT": 3.0, "TVM default": 0.5}, 4.0)
+    row = Row("case", 2, 1.0, {"tconv": [1.0], "PyTorch": [2.0], "ORT": [3.0], "TVM default": [0.5]}, 4.0)
     assert row.ratio("PyTorch", "ORT") == 2.0 and row.ratio("TVM default") == 0.5
     assert row.markdown().endswith("| 2.00 | 0.50 | 25% |")
+
+
+def test_a_ratio_is_the_median_of_the_ratios_within_rounds():
+    """In two rounds of three, tconv is twice as fast as the faster peer; the
+    medians of each alone (2.0 s against 2.0 s) would say 1.0."""
+    sys.path.insert(0, str(SUITE.parent))
+    from suite import Row
+
+    row = Row("case", 2, 1.0, {"tconv": [1.0, 2.0, 2.0], "PyTorch": [9.0, 9.0, 9.0], "ORT": [2.0, 2.0, 4.0]}, 4.0)
+    assert row.seconds == {"tconv": 2.0, "PyTorch": 9.0, "ORT": 2.0}
+    assert row.ratio("PyTorch", "ORT") == 2.0
 
 
 def test_the_fma_loop_computes_its_chains_and_measures_a_rate():
@@ -61,4 +72,4 @@ def test_the_fma_loop_computes_its_chains_and_measures_a_rate():
     _, loop, flops_per_iteration = _compiled()
     assert loop(1, 0.5, 1.0) == ACCUMULATORS * 1.5 and loop(2, 0.5, 1.0) == ACCUMULATORS * 1.75
     assert flops_per_iteration in (2 * 4 * ACCUMULATORS, 2 * 8 * ACCUMULATORS, 2 * 16 * ACCUMULATORS)
-    assert fma_peak(1, seconds=0.002, rounds=1) > 0
+    assert fma_peak(1, seconds=0.002, rounds=1, pause_s=0.0) > 0
