@@ -20,7 +20,8 @@ no x86 convolution schedules to apply; `--no-tvm` leaves it out). All run on the
 weights and input, timed in alternating rounds (`interleaved_medians`, each
 runner's calls per sample chosen to last ~20 ms, after 5 ms of untimed
 calls); rates are from each runner's median over rounds, ratios are the
-median over rounds of the ratio within a round. The
+median over rounds of the ratio within a round, with its quartiles over
+the rounds beside it. The
 peak is an FMA loop on the CPU's widest vectors (`fma_peak.py`), measured in
 the same run at each thread count; a 4096² sgemm in torch is printed beside
 it (on Zen 5 it reaches only 40% of the FMA loop). Rates are GFLOP/s
@@ -87,16 +88,27 @@ class Row:
     def rate(self, who: str) -> float:
         return self.gflop / self.seconds[who]
 
-    def ratio(self, *peers: str) -> float:
-        """tconv's speed over the fastest of `peers` present: the median over
-        rounds of the ratio within each round. The host's load moves over
-        seconds (the same kernel, in the same process, runs at 1- or
-        2-thread speed for seconds at a time); a ratio of runs a few seconds
-        apart carries that drift, one within a round mostly does not."""
+    def round_ratios(self, *peers: str) -> list[float]:
+        """tconv's speed over the fastest of `peers` present, round by round.
+        The host's load moves over seconds (the same kernel, in the same
+        process, runs at 1- or 2-thread speed for seconds at a time); a
+        ratio of runs a few seconds apart carries that drift, one within a
+        round mostly does not."""
         present = [who for who in peers if who in self.rounds]
-        return statistics.median(
-            min(self.rounds[who][r] for who in present) / ours for r, ours in enumerate(self.rounds["tconv"])
-        )
+        return [min(self.rounds[who][r] for who in present) / ours for r, ours in enumerate(self.rounds["tconv"])]
+
+    def ratio(self, *peers: str) -> float:
+        """The median of `round_ratios`."""
+        return statistics.median(self.round_ratios(*peers))
+
+    def spread(self, *peers: str) -> str:
+        """The quartiles of `round_ratios`: how far the noise of the rounds
+        moves the ratio."""
+        ratios = self.round_ratios(*peers)
+        if len(ratios) < 2:
+            return "-"
+        low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+        return f"{low:.2f}–{high:.2f}"
 
     def markdown(self) -> str:
         tvm = f"{self.rate('TVM default'):.2f}" if "TVM default" in self.seconds else "-"
@@ -104,7 +116,8 @@ class Row:
         return (
             f"| {self.name} | {self.threads} | {1e3 * self.seconds['tconv']:.3f} | "
             f"{self.rate('tconv'):.1f} | {self.rate('PyTorch'):.1f} | {self.rate('ORT'):.1f} | {tvm} | "
-            f"{self.ratio('PyTorch', 'ORT'):.2f} | {versus_tvm} | {100 * self.rate('tconv') / self.peak:.0f}% |"
+            f"{self.ratio('PyTorch', 'ORT'):.2f} | {self.spread('PyTorch', 'ORT')} | {versus_tvm} | "
+            f"{100 * self.rate('tconv') / self.peak:.0f}% |"
         )
 
 
@@ -112,8 +125,8 @@ class Row:
 # Runtime; TVM's unscheduled kernels get their own ratio.
 HEADER = (
     "| case | threads | tconv ms | tconv GFLOP/s | PyTorch GFLOP/s | ORT GFLOP/s | TVM default GFLOP/s | "
-    "tconv vs faster of PyTorch, ORT | tconv vs TVM default | tconv % peak |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "tconv vs faster of PyTorch, ORT | its quartiles over rounds | tconv vs TVM default | tconv % peak |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

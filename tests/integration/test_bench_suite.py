@@ -17,7 +17,7 @@ def test_the_suite_tunes_applies_and_writes_its_table(tmp_path):
     db, out = tmp_path / "db.jsonl", tmp_path / "bench.md"
     case = "CIFAR 64ch 32² 3×3 g4"
     result = subprocess.run(
-        [sys.executable, str(SUITE), "--kernels", "--only", case, "--threads", "1", "--rounds", "1",
+        [sys.executable, str(SUITE), "--kernels", "--only", case, "--threads", "1", "--rounds", "2",
          "--peak-size", "512", "--tuning", str(db), "--tune", "2", "-o", str(out)],
         capture_output=True, text=True, timeout=600,
     )
@@ -31,7 +31,10 @@ def test_the_suite_tunes_applies_and_writes_its_table(tmp_path):
         (cell.strip() for cell in header.strip("|").split("|")), (cell.strip() for cell in row.strip("|").split("|"))
     ))
     assert cells["threads"] == "1" and "TVM default GFLOP/s" in cells  # TVM's own build, checked against tconv's output
-    assert all(float(value.rstrip("%")) > 0 for key, value in cells.items() if key not in ("case", "threads"))
+    spread = "its quartiles over rounds"
+    assert all(float(value.rstrip("%")) > 0 for key, value in cells.items() if key not in ("case", "threads", spread))
+    low, high = map(float, cells[spread].split("–"))
+    assert 0 < low <= float(cells["tconv vs faster of PyTorch, ORT"]) <= high
     sys.path.insert(0, str(SUITE.parent))
     from suite import KERNELS, conv_network
 
@@ -47,7 +50,7 @@ def test_ratios_compare_with_the_faster_of_pytorch_and_ort_and_with_tvm_apart():
 
     row = Row("case", 2, 1.0, {"tconv": [1.0], "PyTorch": [2.0], "ORT": [3.0], "TVM default": [0.5]}, 4.0)
     assert row.ratio("PyTorch", "ORT") == 2.0 and row.ratio("TVM default") == 0.5
-    assert row.markdown().endswith("| 2.00 | 0.50 | 25% |")
+    assert row.markdown().endswith("| 2.00 | - | 0.50 | 25% |")
 
 
 def test_a_ratio_is_the_median_of_the_ratios_within_rounds():
@@ -59,6 +62,8 @@ def test_a_ratio_is_the_median_of_the_ratios_within_rounds():
     row = Row("case", 2, 1.0, {"tconv": [1.0, 2.0, 2.0], "PyTorch": [9.0, 9.0, 9.0], "ORT": [2.0, 2.0, 4.0]}, 4.0)
     assert row.seconds == {"tconv": 2.0, "PyTorch": 9.0, "ORT": 2.0}
     assert row.ratio("PyTorch", "ORT") == 2.0
+    assert row.round_ratios("PyTorch", "ORT") == [2.0, 1.0, 2.0]
+    assert row.spread("PyTorch", "ORT") == "1.50–2.00"
 
 
 def test_the_fma_loop_computes_its_chains_and_measures_a_rate():
