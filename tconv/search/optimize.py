@@ -51,7 +51,7 @@ from tconv.errors import TconvError
 from tconv.passes.analyses.capacity import DEFAULT_METRIC, DEFAULT_SEEDS, SeededCapacity, measure_seeds
 from tconv.passes.analyses.legality import Comparison
 from tconv.search.latency import LayerLatencies
-from tconv.search.progress import done as end_progress, show as show_progress
+from tconv.search.progress import bar, done as end_progress, show as show_progress
 from tconv.search.space import (
     DEFAULT_REWRITES,
     Assignment,
@@ -151,9 +151,8 @@ Progress = Callable[[str, float, float], None]
 
 
 def stderr_progress(message: str, elapsed: float, budget: float) -> None:
-    width = 24
-    filled = int(width * min(elapsed / budget, 1.0)) if budget > 0 else width
-    show_progress(f"optimize [{'#' * filled}{'.' * (width - filled)}] {elapsed:4.0f}/{budget:.0f} s  {message[:60]:60}")
+    fraction = elapsed / budget if budget > 0 else 1.0
+    show_progress(f"optimize {bar(fraction, 24)} {elapsed:4.0f}/{budget:.0f} s  {message[:60]:60}")
 
 
 class Search:

@@ -15,6 +15,12 @@ LOG_INTERVAL_S = 30.0
 _last_logged: float | None = None
 
 
+def bar(fraction: float, width: int) -> str:
+    """`[###...]`: `fraction` (clamped to 0..1) of `width` filled."""
+    filled = int(width * min(max(fraction, 0.0), 1.0))
+    return f"[{'#' * filled}{'.' * (width - filled)}]"
+
+
 def show(text: str) -> None:
     """Show `text` as the current progress."""
     global _last_logged

@@ -66,7 +66,7 @@ from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.schedule import ConvSchedule, parse_schedule
 from tconv.ir.shapes import window_output
 from tconv.passes.classical.pack import layout_fits
-from tconv.search.progress import done as end_progress, show as show_progress
+from tconv.search.progress import bar, done as end_progress, show as show_progress
 
 Knobs = tuple[int, ...]
 """A schedule's knobs as integers, in the order of KNOB_NAMES:
@@ -633,10 +633,8 @@ class TuningReport:
 
 
 def _progress(done: int, total: int, started: float, budget_s: float) -> None:
-    width = 30
-    filled = int(width * min(done / max(total, 1), 1.0))
     left = max(0.0, budget_s - (time.monotonic() - started))
-    show_progress(f"tuning [{'#' * filled}{'.' * (width - filled)}] {done}/{total} measurements, {left:4.0f} s left")
+    show_progress(f"tuning {bar(done / max(total, 1), 30)} {done}/{total} measurements, {left:4.0f} s left")
 
 
 def tune(

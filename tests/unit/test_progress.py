@@ -29,3 +29,8 @@ def test_on_a_terminal_it_redraws_in_place(monkeypatch):
     progress.show("b")
     progress.done()
     assert terminal.getvalue() == "\ra\rb\n"
+
+
+def test_the_bar_fills_its_share_of_the_width():
+    assert progress.bar(0.5, 4) == "[##..]"
+    assert progress.bar(1.5, 3) == "[###]" and progress.bar(0.0, 2) == "[..]"
