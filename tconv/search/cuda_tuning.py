@@ -10,8 +10,11 @@ The knob of a direct convolution's CUDA kernel is the tile a thread
 accumulates: output channels × output columns (`schedule_gpu`), in the IR a
 schedule `tile = {oc = [c], ow = [w]}` (`conv_schedule.gpu_tile`), as knobs
 (c, w). The candidates are the tile `schedule_gpu.conv_tile` would choose,
-then every tile of GPU_TILES whose channels divide a group's. A depthwise
-convolution runs a thread per output and has no knob: it is not tuned.
+then every tile of GPU_TILES whose channels divide a group's; where the
+lowering runs the convolution as a Winograd convolution by default (a dense
+3×3 of stride 1, `runs_winograd`), no schedule first (`UNSCHEDULED`):
+Winograd against the direct tiles. A depthwise convolution runs a thread
+per output and has no knob: it is not tuned.
 
 A measurement compiles the workload's convolution alone with its tile (TVM,
 then nvcc for the GPU's architecture) into an artifact, runs it with
@@ -48,9 +51,9 @@ from tconv.errors import TconvError
 from tconv.ir.schedule import ConvSchedule
 from tconv.runtime.plan import PLAN_FILE, read_plan, write_plan
 from tconv.search.cuda_measure import fastest_round
-from tconv.search.tuning import Knobs, Workload, conv_network, full_knobs
+from tconv.search.tuning import UNSCHEDULED, Knobs, Workload, conv_network, full_knobs
 
-GPU_KERNELS = 1
+GPU_KERNELS = 2
 """The version of the CUDA kernels a thread tile builds, part of the target key (as `tuning.KERNELS`)."""
 
 GPU_TILES = ((16, 2), (8, 4), (8, 2), (4, 4), (4, 2), (16, 1), (2, 2), (2, 1), (1, 1))
@@ -91,11 +94,27 @@ class CudaSchedules:
         outputs = workload.input[0] * workload.out_channels * workload.out_height * workload.out_width
         tiles = [conv_tile(outputs, workload.out_group)]
         tiles += [t for t in GPU_TILES if workload.out_group % t[0] == 0 and t not in tiles]
-        return [full_knobs(t) for t in tiles]
+        unscheduled = [UNSCHEDULED] if runs_winograd(workload) else []
+        return unscheduled + [full_knobs(t) for t in tiles]
 
-    def schedule(self, workload: Workload, knobs: Knobs) -> ConvSchedule:
+    def schedule(self, workload: Workload, knobs: Knobs) -> ConvSchedule | None:
+        if full_knobs(knobs) == UNSCHEDULED:
+            return None
         channels, columns = full_knobs(knobs)[:2]
         return gpu_schedule(channels, columns)
+
+
+def runs_winograd(workload: Workload) -> bool:
+    """Whether the lowering runs `workload` as a Winograd convolution where
+    it has no schedule (`_Lowering.winograd_tile`): then no schedule can ask
+    for that, and `UNSCHEDULED` is its first candidate."""
+    from tconv.lowering.tvm import winograd
+    from tconv.lowering.tvm.schedule_winograd import default_tile
+
+    n, channels, height, width = workload.input
+    return winograd.applies(
+        workload.kernel, workload.strides, workload.padding, workload.dilations, workload.groups
+    ) and default_tile(n, channels, workload.out_channels, workload.out_height, workload.out_width) is not None
 
 
 INDEX_FILE = "index.json"

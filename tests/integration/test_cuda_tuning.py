@@ -15,7 +15,7 @@ from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import TconvError, module_text, parse_module
 from tconv.ir.params import init_params, save_store, store_path_for
 from tconv.lowering.tvm.artifact import compile_artifact
-from tconv.lowering.tvm.build import build_kernels
+from tconv.lowering.tvm.build import build_kernels, lower_kernels
 from tconv.lowering.tvm.cuda_library import cuda_source
 from tconv.lowering.tvm.build import LoweringError
 from tconv.passes.select import layer_name
@@ -31,6 +31,7 @@ from tconv.search.cuda_tuning import (
     time_torch_launches,
 )
 from tconv.search.tuning import (
+    UNSCHEDULED,
     CpuSchedules,
     TuningDatabase,
     apply_tuning,
@@ -81,7 +82,8 @@ def test_a_schedule_sets_the_thread_tile_of_a_cuda_convolution():
     # Registers for a tile in the two tiled kernels, one in the depthwise one; tiled, they stage in shared memory.
     assert "float conv_local_ptr[32];" in source and source.count("float conv_local_ptr[1];") == 1
     assert source.count("__shared__ alignas(64) float pad_shared_ptr[") == 2
-    untiled = cuda_source(build_kernels(convs(), "cuda", arch="sm_90")[0])
+    # Unscheduled, a thread per output (the dense layer aside, a Winograd convolution by default).
+    untiled = cuda_source(build_kernels(convs(), "cuda", arch="sm_90", winograd=False)[0])
     assert untiled.count("float conv_local_ptr[1];") == 3 and "pad_shared_ptr" not in untiled
 
 
@@ -106,15 +108,39 @@ def test_schedules_cuda_cannot_run_are_located_errors(groups, schedule, message)
 def test_the_knob_space_is_the_tiles_that_divide_a_group():
     dense, grouped, depthwise = (workload_of(c) for c in tunable_convs(convs(batch=8)))
     schedules = CudaSchedules("sm_90")
-    assert schedules.target == "tvm cuda sm_90 kernels=1"
-    # The backend's own tile first (batch 8, 12²: too few outputs to tile), then the others.
-    assert schedules.candidates(dense)[0] == full_knobs((1, 1))
-    assert sorted(k[:2] for k in schedules.candidates(dense)) == sorted(GPU_TILES)
+    assert schedules.target == "tvm cuda sm_90 kernels=2"
+    # The backend's default first (a Winograd convolution: no schedule), then its own tile (batch 8,
+    # 12²: too few outputs to tile), then the others.
+    assert schedules.candidates(dense)[:2] == [UNSCHEDULED, full_knobs((1, 1))]
+    assert sorted(k[:2] for k in schedules.candidates(dense)[1:]) == sorted(GPU_TILES)
     assert {k[:2] for k in schedules.candidates(grouped)} == {t for t in GPU_TILES if 8 % t[0] == 0}
     assert (16, 2) not in {k[:2] for k in schedules.candidates(grouped)}
     assert schedules.tunes(dense) and not schedules.tunes(depthwise)
     assert tunable_workloads(convs(batch=8), schedules) == [dense, grouped]
     assert schedules.schedule(dense, (8, 4)) == gpu_schedule(8, 4)
+
+
+def test_winograd_is_tuned_against_the_direct_tiles(tmp_path):
+    """Where the lowering runs a convolution as a Winograd convolution by
+    default (3×3, batch 64), that default (no schedule) is the first
+    candidate; when it measures fastest, the convolution keeps no schedule
+    and compiles to Winograd's kernels; when a tile does, to that tile."""
+    b = NetworkBuilder("large", (64, 64, 28, 28))
+    module = b.finish(b.conv2d(b.input, 64, 3, padding=1, name="conv"))
+    (dense,) = [workload_of(c) for c in tunable_convs(module)]
+    schedules = CudaSchedules("sm_90")
+    candidates = schedules.candidates(dense)
+    assert candidates[0] == UNSCHEDULED and schedules.schedule(dense, UNSCHEDULED) is None
+    assert full_knobs((16, 2)) in candidates
+    for fastest, kinds in [(UNSCHEDULED, ["winograd_input", "winograd_matmul", "winograd_output"]),
+                           (full_knobs((8, 2)), ["conv2d"])]:
+        database = TuningDatabase(tmp_path / f"{fastest[0]}.jsonl")
+        tune(module, database, 60, None, progress=None, schedules=schedules,
+             measure_fn=lambda workload, knobs: 1e-3 if knobs == fastest else 2e-3)
+        tuned = module.clone()
+        assert apply_tuning(tuned, database, None, schedules) == 1
+        _, program = lower_kernels(tuned, "cuda")
+        assert [call.symbol.split("_", 1)[1] for call in program.calls] == kinds
 
 
 @needs_nvcc
@@ -209,7 +235,8 @@ def test_kernels_prepared_here_are_built_where_there_is_no_tvm(tmp_path, capsys)
                              "--kernels", tmp_path / "kernels")
     assert status == 0, err
     grouped_tiles = sum(8 % t[0] == 0 for t in GPU_TILES)
-    assert f"prepared {len(GPU_TILES) + grouped_tiles} kernel(s)" in out and "of 2 workloads) for sm_90" in out
+    # The dense layer's tiles and its Winograd convolution, the grouped layer's tiles.
+    assert f"prepared {len(GPU_TILES) + 1 + grouped_tiles} kernel(s)" in out and "of 2 workloads) for sm_90" in out
     assert f"tconv tune {ir} --target cuda --kernels {tmp_path / 'kernels'}" in out
     # Again: nothing new to write.
     assert "prepared 0 kernel(s)" in tconv(capsys, "tune", ir, "--target", "cuda", "--prepare", "--arch", "sm_90",
@@ -223,7 +250,8 @@ def test_kernels_prepared_here_are_built_where_there_is_no_tvm(tmp_path, capsys)
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     header, compiled, built = result.stdout.splitlines()
-    assert header == f"sm_90 {len(GPU_TILES)} (1, 1)" and compiled == "2 0"
+    # The Winograd convolution (no schedule) first: built here from its source too.
+    assert header == f"sm_90 {len(GPU_TILES) + 1} (0, 0)" and compiled == "2 0"
     from pathlib import Path
 
     plan = read_plan(Path(built))

@@ -66,7 +66,8 @@ def test_large_batches_register_tile_the_direct_convolution():
     b = NetworkBuilder("tiled", (128, 16, 32, 32))
     x = b.relu(b.batch_norm(b.conv2d(b.input, 32, 3, padding=1, groups=4, name="grouped"), name="bn"))
     x = b.relu(b.add(x, b.conv2d(b.input, 32, 3, padding=1, name="dense")))
-    executable, program = build_kernels(b.finish(x), "cuda", arch="sm_90")
+    # (The dense 3×3 would run as a Winograd convolution by default: see below.)
+    executable, program = build_kernels(b.finish(x), "cuda", arch="sm_90", winograd=False)
     source = cuda_source(executable)
     # 8 of a group's 8 channels × 2 columns, 16 of 32 ungrouped ones × 2; epilogues in the same
     # thread; the input window and the weights staged in shared memory.
@@ -74,6 +75,33 @@ def test_large_batches_register_tile_the_direct_convolution():
     assert source.count("__shared__ alignas(64) float pad_shared_ptr[") == 2
     assert source.count("__shared__ alignas(64) float arg1_shared_ptr[") == 2
     assert "__syncthreads()" in source and "TVMBackendAllocWorkspace" not in source
+
+
+@needs_nvcc
+def test_large_batch_3x3_convolutions_run_as_winograd(tmp_path):
+    """A 3×3 stride-1 convolution is three kernels (transforms a thread per
+    tile and channel, the product staged in shared memory, at batch 64 in
+    blocks of 64 × 128 products, 8 × 8 a thread),
+    with the epilogue in the last; a strided one stays direct. nvcc builds
+    them; the plan holds the transformed weight and the two intermediates."""
+    b = NetworkBuilder("winograd", (64, 64, 28, 28))
+    x = b.relu(b.batch_norm(b.conv2d(b.input, 64, 3, padding=1, name="c1"), name="bn"))
+    x = b.relu(b.add(x, b.conv2d(x, 64, 3, padding=1, name="c2")))
+    module = b.finish(b.conv2d(x, 64, 3, stride=2, padding=1, name="strided"))
+    executable, program = build_kernels(module, "cuda", arch="sm_90")
+    kinds = [call.symbol.split("_", 1)[1] for call in program.calls]
+    assert kinds == ["winograd_input", "winograd_matmul", "winograd_output"] * 2 + ["conv2d"]
+    assert program.calls[2].ops == ("conv2d", "batch_norm", "relu")
+    assert program.calls[5].ops == ("conv2d", "add", "relu")
+    source = cuda_source(executable)
+    # The product: U and V staged in shared memory, 8 × 8 products a thread; the inverse: 36 M values a thread.
+    assert "float4 arg0_shared_ptr[" in source and "float4 arg1_shared_ptr[" in source
+    assert "float matmul_local_ptr[64];" in source and "float arg0_local_ptr[36];" in source
+    assert "TVMBackendAllocWorkspace" not in source
+    report = compile_artifact(module, init_params(module), tmp_path / "gpu", target="cuda", arch="sm_90")
+    plan = read_plan(report.directory)
+    assert [t.shape for t in plan.tensors if "winograd" in t.name] == [(36, 64, 64)] * 2
+    assert (36, 64, 3200) in [t.shape for t in plan.tensors]  # V and M: 64 images × 7 × 7 tiles, to 128s
 
 
 @needs_nvcc

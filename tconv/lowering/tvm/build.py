@@ -25,6 +25,7 @@ built for (`tconv-set-batch` changes it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -54,12 +55,13 @@ from tconv.ir.ops import (
 from tconv.ir.params import bind_params
 from tconv.ir.schedule import NCHW, ActivationLayouts, ScheduleError, parse_schedule
 from tconv.lowering.program_builder import ProgramBuilder
-from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu
+from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu, schedule_winograd, winograd, winograd_ops
 from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, gpu_tile, template_blocking
 from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
 from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
 from tconv.lowering.tvm.packing import blocks
 from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe
+from tconv.lowering.tvm.schedule_winograd import MatmulTile
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
 from tconv.runtime.reference import single_function
 
@@ -86,6 +88,8 @@ class KernelSpec:
     layout: str = NCHW
     gpu_tile: tuple[int, int] = (1, 1)
     """The register tile of a direct convolution on a GPU (`schedule_gpu.conv_tile`)."""
+    gpu_schedule: Callable[[tvm.tirx.PrimFunc], tvm.tirx.PrimFunc] | None = None
+    """Schedules the PrimFunc on a GPU, where `schedule_gpu`'s default does not (Winograd's kernels)."""
 
 
 def _ints(attr) -> tuple[int, ...]:
@@ -106,37 +110,52 @@ class _Lowering(ProgramBuilder):
     error = LoweringError
     honours_layouts = True
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, winograd: bool | None = None) -> None:
         super().__init__()
         self.target = target
         self.gpu = is_gpu(target)
+        self.winograd = winograd
         self.unit: VectorUnit | None = None if self.gpu else vector_unit(target)
         self.functions: dict[tuple, tuple[str, tvm.tirx.PrimFunc]] = {}
 
     # Kernels ------------------------------------------------------------------
 
     def lower(self, group: KernelGroup) -> None:
-        """Append the call of `group`'s kernel, building the kernel unless an
-        identical one exists, and the activation it writes."""
+        """Append the calls of `group`'s kernels (one, or Winograd's three),
+        building each kernel unless an identical one exists, and the
+        activations they write."""
         self.reader = group.anchor
-        spec = self.spec(group)
-        result = group.result
-        output = self.new_activation(shape_of(result), spec.layout, f"%{len(self.program.calls)}", group.anchor)
-        self.value_ids[result] = output
+        names = tuple(op.name.removeprefix("tconv.") for op in group.ops)
+        tile = self.winograd_tile(group.anchor) if isinstance(group.anchor, Conv2dOp) else None
+        if tile is not None:
+            output = self.lower_winograd(group, tile, names)
+        else:
+            spec = self.spec(group)
+            output = self.append_call(spec, shape_of(group.result), names)
+        self.value_ids[group.result] = output
+
+    def append_call(self, spec: KernelSpec, shape: Sequence[int], names: tuple[str, ...]) -> int:
+        """Append the call of `spec`'s kernel on a new activation of `shape`; its id."""
+        output = self.new_activation(shape, spec.layout, f"%{len(self.program.calls)}", self.reader)
         input_shapes = tuple(self.program.tensors[i].shape for i in spec.args)
         key = (spec.kind, input_shapes, spec.key, spec.layout)
         if key not in self.functions:
             symbol = f"k{len(self.functions)}_{spec.kind}"
             self.functions[key] = (symbol, self.primfunc(spec, input_shapes, symbol))
         symbol = self.functions[key][0]
-        names = tuple(op.name.removeprefix("tconv.") for op in group.ops)
         self.program.calls.append(KernelCall(symbol, (*spec.args, output), names))
+        return output
 
     def primfunc(self, spec: KernelSpec, input_shapes, symbol: str) -> tvm.tirx.PrimFunc:
         placeholders = [te.placeholder(shape, "float32", name=f"arg{i}") for i, shape in enumerate(input_shapes)]
         result = spec.compute(placeholders)
         function = te.create_prim_func([*placeholders, result])
-        function = schedule_gpu.schedule_gpu(function, spec.gpu_tile) if self.gpu else spec.schedule(function)
+        if not self.gpu:
+            function = spec.schedule(function)
+        elif spec.gpu_schedule is not None:
+            function = spec.gpu_schedule(function)
+        else:
+            function = schedule_gpu.schedule_gpu(function, spec.gpu_tile)
         return function.with_attr("global_symbol", symbol)
 
     def spec(self, group: KernelGroup) -> KernelSpec:
@@ -328,6 +347,63 @@ class _Lowering(ProgramBuilder):
         except UnsupportedSchedule as reason:
             raise LoweringError(located(op, f"tvm backend: cannot honour this schedule: {reason}")) from None
 
+    def winograd_tile(self, op: Conv2dOp) -> MatmulTile | None:
+        """The product tile of `op` computed as a Winograd convolution, or
+        None: computed direct. With `winograd` None, that is a convolution
+        Winograd computes (`winograd.applies`), without a schedule in the IR,
+        on a GPU, where `schedule_winograd.default_tile` gives it a tile;
+        `$TCONV_GPU_WINOGRAD` 0 turns that off, 1 makes it every such
+        convolution (bench/gpu). With True, every convolution Winograd
+        computes whose output channels 8 divides."""
+        forced = os.environ.get("TCONV_GPU_WINOGRAD")
+        if self.winograd is False or (self.winograd is None and (
+                not self.gpu or op.schedule is not None or forced == "0")):
+            return None
+        out_channels, channels, kh, kw = shape_of(op.weight)
+        batch, _, height, width = shape_of(op.output)
+        if not winograd.applies((kh, kw), _ints(op.strides), _ints(op.padding), _ints(op.dilations),
+                                op.groups.value.data):
+            return None
+        if self.winograd is None and forced != "1":
+            return schedule_winograd.default_tile(batch, channels, out_channels, height, width)
+        return schedule_winograd.matmul_tile(out_channels, channels)
+
+    def lower_winograd(self, group: KernelGroup, tile: MatmulTile, names: tuple[str, ...]) -> int:
+        """Append the three calls of `group`'s convolution as a Winograd
+        convolution (`winograd`) whose product runs in `tile`s; the output's id.
+        The first two calls write V and M (activations of the plan)."""
+        op = group.anchor
+        out_channels, channels, _, _ = shape_of(op.weight)
+        batch, _, height, width = shape_of(op.output)
+        tiles = winograd.padded_tiles(batch, height, width, tile.columns)
+        weight_id, bias_id = self.weight_and_bias(
+            group, op.weight, op.bias, "winograd_weight", {}, (winograd.POSITIONS, channels, out_channels),
+            "winograd"
+        )
+        unscheduled = lambda function: function  # noqa: E731 (a CPU runs them so: `winograd=True`, tests)
+        transform = KernelSpec(
+            "winograd_input", [self.value(op.input, NCHW, "its input")],
+            lambda t: winograd_ops.input_transform(t[0], tile.columns), unscheduled, (tile.columns,),
+            gpu_schedule=schedule_winograd.schedule_input_transform,
+        )
+        v = self.append_call(transform, (winograd.POSITIONS, channels, tiles), names[:1])
+        product = KernelSpec(
+            "winograd_matmul", [weight_id, v], lambda t: winograd_ops.batched_matmul(t[0], t[1]), unscheduled, (tile,),
+            gpu_schedule=lambda function: schedule_winograd.schedule_batched_matmul(function, tile),
+        )
+        m = self.append_call(product, (winograd.POSITIONS, out_channels, tiles), names[:1])
+        epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id)
+        activation = group.activation_name
+        inverse = KernelSpec(
+            "winograd_output", [m, *epilogue_args],
+            lambda t: winograd_ops.output_transform(
+                t[0], batch, height, width, _epilogue(t[1:], has_bias, has_residual, activation)
+            ),
+            unscheduled, (batch, height, width, has_bias, has_residual, activation),
+            gpu_schedule=schedule_winograd.schedule_output_transform,
+        )
+        return self.append_call(inverse, shape_of(op.output), names)
+
     def conv2d(self, group: KernelGroup) -> KernelSpec:
         op = group.anchor
         assert isinstance(op, Conv2dOp)
@@ -425,12 +501,17 @@ class _Lowering(ProgramBuilder):
         )
 
 
-def lower_kernels(module: ModuleOp, target: str | Target = "cpu", arch: str = "sm_90") -> tuple[tvm.IRModule, KernelProgram]:
+def lower_kernels(
+    module: ModuleOp, target: str | Target = "cpu", arch: str = "sm_90", winograd: bool | None = None
+) -> tuple[tvm.IRModule, KernelProgram]:
     """The scheduled kernels of the module's function (one PrimFunc per
-    distinct kernel, keyed by symbol) and the program that calls them."""
+    distinct kernel, keyed by symbol) and the program that calls them.
+    `winograd`: which 3×3 convolutions run as Winograd convolutions (None:
+    where it pays, on a GPU; True: wherever it applies; False: none; see
+    `_Lowering.winograd_tile`)."""
     target = make_target(target, arch)
     function = single_function(module)
-    lowering = _Lowering(target)
+    lowering = _Lowering(target, winograd)
     lowering.bind_inputs(function)
     for group in kernel_groups(function):
         lowering.lower(group)
@@ -440,12 +521,13 @@ def lower_kernels(module: ModuleOp, target: str | Target = "cpu", arch: str = "s
 
 
 def build_kernels(
-    module: ModuleOp, target: str | Target = "cpu", arch: str = "sm_90"
+    module: ModuleOp, target: str | Target = "cpu", arch: str = "sm_90", winograd: bool | None = None
 ) -> tuple[tvm.runtime.Executable, KernelProgram]:
     """The module's kernels compiled for `target` ("cpu": this machine;
-    "cuda": GPU `arch`; or a Target), and the program that calls them."""
+    "cuda": GPU `arch`; or a Target), and the program that calls them
+    (`winograd`: see `lower_kernels`)."""
     target = make_target(target, arch)
-    kernels, program = lower_kernels(module, target)
+    kernels, program = lower_kernels(module, target, winograd=winograd)
     return tvm.compile(kernels, target), program
 
 
@@ -460,12 +542,12 @@ class TvmNetwork:
         logits, = network.run(image)
     """
 
-    def __init__(self, module: ModuleOp, target: str | Target = "cpu") -> None:
+    def __init__(self, module: ModuleOp, target: str | Target = "cpu", winograd: bool | None = None) -> None:
         target = make_target(target)
         if is_gpu(target):
             raise LoweringError("TvmNetwork runs kernels on the CPU; compile cuda kernels with build_kernels")
         self.module = module
-        executable, self.program = build_kernels(module, target)
+        executable, self.program = build_kernels(module, target, winograd=winograd)
         self.runtime = executable.jit()
         self.device = tvm.cpu()
         self.kernels = {symbol: self.runtime[symbol] for symbol in self.program.symbols}

@@ -44,6 +44,7 @@ import numpy as np
 
 from tconv.lowering.tvm.folding import batch_norm_affine, fold_batch_norm
 from tconv.lowering.tvm.packing import pack_conv2d_weight, pack_dense_weight, pack_depthwise_weight
+from tconv.lowering.tvm.winograd import transform_weight
 
 TensorKind = Literal["input", "param", "derived", "activation"]
 
@@ -190,6 +191,11 @@ def _dense_weight(recipe, params):
     return pack_dense_weight(weight, int(recipe.attribute("block")))
 
 
+def _winograd_weight(recipe, params):
+    weight, _ = _folded(recipe, params)
+    return transform_weight(weight)
+
+
 def _folded_bias(recipe, params):
     statistics = _batch_norm_sources(recipe, params)
     assert statistics is not None, "folded_bias needs a batch-norm"
@@ -212,6 +218,7 @@ TRANSFORMS = {
     "conv2d_weight": _conv2d_weight,
     "depthwise_weight": _depthwise_weight,
     "dense_weight": _dense_weight,
+    "winograd_weight": _winograd_weight,
     "folded_bias": _folded_bias,
     "batch_norm_factor": _batch_norm_factor,
     "batch_norm_offset": _batch_norm_offset,
@@ -225,6 +232,9 @@ TRANSFORMS = {
 - `depthwise_weight`, `dense_weight` {weight, [scale, ...]} (block,
   [epsilon]): the same for depthwise convolutions and dense layers, packed
   by `packing.pack_depthwise_weight` and `packing.pack_dense_weight`;
+- `winograd_weight` {weight, [scale, ...]} ([epsilon]): the weight,
+  batch-norm folded, as `winograd.transform_weight` transforms it
+  (36 × C × K, for a Winograd convolution);
 - `folded_bias` {[bias], scale, shift, mean, var} (epsilon): the bias of
   `folding.fold_batch_norm`;
 - `batch_norm_factor`, `batch_norm_offset` {scale, shift, mean, var}
