@@ -229,11 +229,12 @@ def default_threads() -> int:
     return int(threads) if threads.isdigit() and int(threads) > 0 else len(os.sched_getaffinity(0))
 
 
-KERNELS = 2
+KERNELS = 3
 """The version of the CPU kernels that knobs name, part of every CPU target
 key: bumped when a template changes the kernel given knobs build (2: the
-pointwise kernel's default tile, which `UNSCHEDULED` names), so that the
-records of the old kernels stop counting rather than rank the new ones."""
+pointwise kernel's default tile, which `UNSCHEDULED` names; 3: the GSPC
+depthwise tile on the stack), so that the records of the old kernels stop
+counting rather than rank the new ones."""
 
 
 def target_key(threads: int) -> str:

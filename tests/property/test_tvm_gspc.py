@@ -352,3 +352,19 @@ def test_gspc_candidates_fit_the_registers():
     for b in schedule_gspc.gspc_candidates(6, 9, 30, AVX2):
         assert 6 % b.block == 0 and b.rows <= 8 and b.width_tile <= 30
         assert b.block * b.rows * blocks(b.width_tile, AVX2.lanes) <= schedule_cpu.accumulator_budget(AVX2)
+
+
+def test_the_depthwise_tile_lives_on_the_stack():
+    """The GSPC depthwise kernel's accumulator tile is a stack array (which
+    LLVM keeps in registers), not heap memory from TVMBackendAllocWorkspace
+    as a "local" buffer of a CPU function gets: one workspace call per
+    channel, for its padded copy, none for the tile."""
+    from tconv.lowering.tvm.build import build_kernels
+    from tconv.search.tuning import conv_network, Workload
+
+    workload = Workload((1, 16, 20, 20), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16)
+    module = conv_network(workload, (1, 16, 8, 1, 1, 0))
+    executable, program = build_kernels(module, "cpu")
+    assert [call.symbol for call in program.calls] == ["k0_depthwise_conv2d"]
+    ir = executable.jit().inspect_source("ll")
+    assert ir.count("load ptr, ptr @__TVMBackendAllocWorkspace") == 1

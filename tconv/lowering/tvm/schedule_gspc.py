@@ -252,7 +252,11 @@ def schedule_depthwise_columns(function: PrimFunc, blocking: ConvBlocking) -> Pr
     po, pi = sch.split(p, [None, blocking.rows])
     qo, qi = sch.split(q, [None, blocking.width_tile])
     sch.reorder(n, c, po, qo, pi, qi)
-    sch.set_scope(conv, 0, "local")
+    # The tile's buffer keeps the "global" scope: TVM gives a CPU function's
+    # "local" buffers heap memory (TVMBackendAllocWorkspace), a global one
+    # under 1 KB the stack, which LLVM keeps in registers. 64 channels at
+    # 56²: 0.0217 → 0.0181 ms (the GSPC grouped kernel ran 17% slower so,
+    # the direct template the same).
     sch.compute_at(conv, qo, preserve_unit_loops=True)
     planes = _parallel_tiles(sch, sch.get(c).extent.value, [n, c], [po])
 
