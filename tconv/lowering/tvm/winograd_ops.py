@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx
 
-from tconv.lowering.tvm.ops import Epilogue
+from tconv.lowering.tvm.ops import F32, Epilogue
 from tconv.lowering.tvm.winograd import A_T, B_T, OUT_TILE, POSITIONS, WINDOW, padded_tiles, tile_grid
-
-F32 = "float32"
 
 
 def _matrix(values: np.ndarray, row: tirx.PrimExpr, column: tirx.PrimExpr) -> tirx.PrimExpr:
