@@ -58,7 +58,7 @@ def _spatial_axes(sch: Schedule, block) -> int:
     return sum(1 for v in sch.get(block).iter_vars if int(v.iter_type) != _REDUCE)
 
 
-def _bind(sch: Schedule, loops):
+def bind_threads(sch: Schedule, loops):
     """Fuse `loops` and spread them over blocks of THREADS threads; the thread loop."""
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     extent = int(sch.get(fused).extent)
@@ -66,6 +66,12 @@ def _bind(sch: Schedule, loops):
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
     return tx
+
+
+def loops_under(sch: Schedule, block, loop) -> list:
+    """The loops of `block` nested under `loop`, outermost first."""
+    loops = sch.get_loops(block)
+    return loops[1 + next(i for i, outer in enumerate(loops) if sch.get(outer).same_as(sch.get(loop))):]
 
 
 def conv_tile(outputs: int, out_group: int) -> tuple[int, int]:
@@ -104,8 +110,7 @@ def _largest_divisor(n: int, limit: int) -> int:
 def _cooperative(sch: Schedule, block, after, threads: int) -> int:
     """Spread a staging block's own loops (those under loop `after`) over the
     `threads` threads of its thread block; the values it stages."""
-    loops = sch.get_loops(block)
-    own = loops[1 + next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(after))):]
+    own = loops_under(sch, block, after)
     fused = sch.fuse(*own) if len(own) > 1 else own[0]
     values = int(sch.get(fused).extent)
     _, tx = sch.split(fused, [None, threads])
@@ -169,7 +174,7 @@ def _tile_conv(sch: Schedule, block, width_tile: int) -> tuple[Schedule, object]
             continue
     for pad in sch.get_producers(block):  # kept for staging: read in place instead
         sch.compute_inline(pad)
-    return sch, _bind(sch, sch.get_loops(block)[: _spatial_axes(sch, block)])
+    return sch, bind_threads(sch, sch.get_loops(block)[: _spatial_axes(sch, block)])
 
 
 def _is_bound(sch: Schedule, block) -> bool:
@@ -202,7 +207,7 @@ def schedule_gpu(function: tirx.PrimFunc, conv_tile: tuple[int, int] = (1, 1)) -
         if staged and sch.get(block).name_hint == "conv":
             sch, thread = _tile_conv(sch, block, conv_tile[1])
         else:
-            thread = _bind(sch, sch.get_loops(block)[: _spatial_axes(sch, block)])
+            thread = bind_threads(sch, sch.get_loops(block)[: _spatial_axes(sch, block)])
         for consumer in consumers:
             sch.reverse_compute_at(consumer, thread)
         reduction_loops = sch.get_loops(block)[2:]
@@ -211,5 +216,5 @@ def schedule_gpu(function: tirx.PrimFunc, conv_tile: tuple[int, int] = (1, 1)) -
             sch.decompose_reduction(block, reduction_loops[0])
     for block in sch.get_child_blocks(root):
         if sch.get_loops(block) and not _is_bound(sch, block):
-            _bind(sch, sch.get_loops(block))
+            bind_threads(sch, sch.get_loops(block))
     return sch.mod["main"]

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 
 from tvm import s_tir, tirx
 
+from tconv.lowering.tvm.packing import blocks
+from tconv.lowering.tvm.schedule_gpu import bind_threads, loops_under
 from tconv.lowering.tvm.winograd import OUT_TILE, POSITIONS, tile_grid
 
 Schedule = s_tir.Schedule
-
-THREADS = 256
-"""Threads per block of the transforms."""
 
 
 @dataclass(frozen=True)
@@ -97,20 +96,13 @@ def default_tile(batch: int, in_channels: int, out_channels: int, height: int, w
         return matmul_tile(out_channels, in_channels)
     block = 64 if out_channels % 64 == 0 else 32
     large = MatmulTile(block, 128, block // 8, 8, 8)
-    blocks = POSITIONS * (out_channels // large.rows) * -(-tiles // large.columns)
-    return large if blocks >= FILL_BLOCKS else MatmulTile(32, 32, 4, 4, 8)
+    thread_blocks = POSITIONS * (out_channels // large.rows) * blocks(tiles, large.columns)
+    return large if thread_blocks >= FILL_BLOCKS else MatmulTile(32, 32, 4, 4, 8)
 
 
 def _unroll_all(sch: Schedule, loops) -> None:
     for loop in loops:
         sch.unroll(loop)
-
-
-def _bind_threads(sch: Schedule, loop, threads: int = THREADS):
-    blocks, thread = sch.split(loop, [None, threads])
-    sch.bind(blocks, "blockIdx.x")
-    sch.bind(thread, "threadIdx.x")
-    return thread
 
 
 def schedule_input_transform(function: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -121,20 +113,14 @@ def schedule_input_transform(function: tirx.PrimFunc) -> tirx.PrimFunc:
     accumulator = sch.cache_write(transform, 0, "local")
     e, c, p, i, j = sch.get_loops(transform)
     sch.reorder(c, p, e, i, j)
-    thread = _bind_threads(sch, sch.fuse(c, p))
+    thread = bind_threads(sch, [c, p])
     sch.reverse_compute_at(accumulator, thread)
     sch.set_scope(window, 0, "local")
     sch.compute_at(window, thread)
     init = sch.decompose_reduction(transform, e)
     for block in (window, init, transform, accumulator):
-        _unroll_all(sch, _inner(sch, sch.get_loops(block), thread))
+        _unroll_all(sch, loops_under(sch, block, thread))
     return sch.mod["main"]
-
-
-def _inner(sch: Schedule, loops, thread) -> list:
-    """The loops of `loops` under the thread loop `thread`."""
-    at = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(thread)))
-    return loops[at + 1:]
 
 
 def schedule_output_transform(function: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -146,11 +132,11 @@ def schedule_output_transform(function: tirx.PrimFunc) -> tirx.PrimFunc:
     yo, yi = sch.split(y, [None, OUT_TILE])
     xo, xi = sch.split(x, [None, OUT_TILE])
     sch.reorder(k, n, yo, xo, yi, xi)
-    thread = _bind_threads(sch, sch.fuse(k, n, yo, xo))
+    thread = bind_threads(sch, [k, n, yo, xo])
     products = sch.cache_read(output, 0, "local")
     sch.compute_at(products, thread)
     for block in (products, output):
-        _unroll_all(sch, _inner(sch, sch.get_loops(block), thread))
+        _unroll_all(sch, loops_under(sch, block, thread))
     return sch.mod["main"]
 
 

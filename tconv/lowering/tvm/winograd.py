@@ -33,6 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tconv.lowering.tvm.packing import blocks
+
 OUT_TILE = 4
 """Output rows and columns per tile (the m of F(m×m, 3×3))."""
 
@@ -76,13 +78,13 @@ def applies(kernel: Sequence[int], strides: Sequence[int], padding: Sequence[int
 
 def tile_grid(height: int, width: int) -> tuple[int, int]:
     """Tile rows and columns covering an output of `height` × `width`."""
-    return -(-height // OUT_TILE), -(-width // OUT_TILE)
+    return blocks(height, OUT_TILE), blocks(width, OUT_TILE)
 
 
 def padded_tiles(batch: int, height: int, width: int, tile_align: int) -> int:
     """The tile axis of V and M: every tile of the batch, rounded up to `tile_align`."""
     rows, columns = tile_grid(height, width)
-    return -(-batch * rows * columns // tile_align) * tile_align
+    return blocks(batch * rows * columns, tile_align) * tile_align
 
 
 def transform_weight(weight: np.ndarray) -> np.ndarray:
