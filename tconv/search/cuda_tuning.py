@@ -112,9 +112,11 @@ def runs_winograd(workload: Workload) -> bool:
     from tconv.lowering.tvm.schedule_winograd import default_tile
 
     n, channels, height, width = workload.input
-    return winograd.applies(
-        workload.kernel, workload.strides, workload.padding, workload.dilations, workload.groups
-    ) and default_tile(n, channels, workload.out_channels, workload.out_height, workload.out_width) is not None
+    return (
+        workload.groups == 1
+        and winograd.applies(workload.kernel, workload.strides, workload.padding, workload.dilations)
+        and default_tile(n, channels, workload.out_channels, workload.out_height, workload.out_width) is not None
+    )
 
 
 INDEX_FILE = "index.json"

@@ -46,12 +46,13 @@ def test_zoo_network_artifact_matches_reference(name, dataset, tmp_path):
 
 def test_program_has_the_tvm_backends_shape():
     """The same kernel groups in the same order over the same tensors: only
-    the weight blocks (and so the derived tensors' shapes) may differ."""
+    the weight blocks (and so the derived tensors' shapes) may differ. (The
+    TVM backend's Winograd convolutions are three calls: left out.)"""
     from tconv.lowering.tvm.build import lower_kernels
 
     module = zoo.build("resnet18", "cifar10")
     _, llvm = lower_program(module)
-    _, tvm = lower_kernels(module)
+    _, tvm = lower_kernels(module, winograd=False)
     assert [c.ops for c in llvm.calls] == [c.ops for c in tvm.calls]
     assert [c.args for c in llvm.calls] == [c.args for c in tvm.calls]
     assert [(t.kind, t.name.split(":")[0]) for t in llvm.tensors] == [(t.kind, t.name.split(":")[0]) for t in tvm.tensors]

@@ -1,9 +1,10 @@
-"""Winograd convolutions F(4×4, 3×3) (`tconv.lowering.tvm.winograd`): the
-three kernels' computes, run on this CPU through the whole lowering (the
-weight transform, batch-norm folding, the epilogue, the intermediates in the
-plan), against the reference executor on hypothesis-generated shapes; the
-CUDA schedules of the same computes are compiled in
-tests/integration/test_tvm_cuda.py and run on a GPU by bench/gpu."""
+"""Winograd convolutions F(4×4, 3×3) (`tconv.lowering.tvm.winograd`), run
+on this CPU through the whole lowering (the weight transform, batch-norm
+folding, the epilogue, the intermediates in the plan), against the
+reference executor on hypothesis-generated shapes: the CPU's scheduled
+kernels (`schedule_winograd_cpu`), and the GPU's computes, unscheduled;
+their CUDA schedules are compiled in tests/integration/test_tvm_cuda.py and
+run on a GPU by bench/gpu."""
 
 import numpy as np
 import pytest
@@ -15,21 +16,27 @@ from test_tvm_ops import random_params
 from tconv.ir.ops import shape_of
 from tconv.lowering.tvm.build import TvmNetwork, lower_kernels
 from tconv.lowering.tvm.schedule_winograd import MatmulTile, default_tile, matmul_tile
+from tconv.lowering.tvm.schedule_winograd_cpu import RegisterTile, register_tile
+from tconv.lowering.tvm.target import cpu_target, vector_unit
 from tconv.lowering.tvm.winograd import A_T, B_T, G, applies, padded_tiles, tile_grid, transform_weight
 from tconv.runtime.reference import run, single_function
 
 WINOGRAD_KINDS = ["winograd_input", "winograd_matmul", "winograd_output"]
+LANES = vector_unit(cpu_target()).lanes
 
 
 @st.composite
-def winograd_cases(draw):
+def winograd_cases(draw, groups=st.just(1), out_group=st.sampled_from([8, 24, 40])):
     """A 3×3, stride-1, padding-1 convolution: odd and tiny images (below
-    one 4×4 tile), channels that fill no vector, batches above 1."""
+    one 4×4 tile), channels that fill no vector, batches above 1. By
+    default output channels no AVX-512 vector divides, which this CPU
+    computes with the GPU's kernels."""
+    groups = draw(groups)
     return dict(
         batch=draw(st.integers(1, 3)),
-        channels=draw(st.integers(1, 13)),
-        out_channels=8 * draw(st.integers(1, 3)),
-        kernel=(3, 3), strides=(1, 1), padding=(1, 1, 1, 1), dilations=(1, 1), groups=1,
+        channels=groups * draw(st.integers(1, 13)),
+        out_channels=groups * draw(out_group),
+        kernel=(3, 3), strides=(1, 1), padding=(1, 1, 1, 1), dilations=(1, 1), groups=groups,
         size=(draw(st.integers(1, 13)), draw(st.integers(1, 13))),
         bias=draw(st.booleans()),
         epilogue=draw(EPILOGUES),
@@ -37,13 +44,14 @@ def winograd_cases(draw):
     )
 
 
-@given(winograd_cases())
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_winograd_convolution_matches_the_reference(case):
+def check_winograd(case, cpu_kernels: bool) -> None:
+    """`case` lowered with `winograd=True`, its kernels the CPU's (or the
+    GPU's computes), matches the reference executor."""
     module = conv_network(case)
     params = random_params(module, case["seed"])
     network = TvmNetwork(module, winograd=True)
     assert [call.symbol.split("_", 1)[1] for call in network.program.calls] == WINOGRAD_KINDS
+    assert ("staged" in lower_kernels(module, winograd=True)[0].script()) == cpu_kernels
     network.load_params(params)
     rng = np.random.default_rng(case["seed"])
     inputs = [rng.standard_normal(shape_of(a)).astype(np.float32) for a in single_function(module).body.block.args]
@@ -51,6 +59,21 @@ def test_winograd_convolution_matches_the_reference(case):
     (expected,) = run(module, params, *inputs)
     error = np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30)
     assert error < 1e-5, f"relative error {error:.2e}"
+
+
+@given(winograd_cases())
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_gpu_computes_match_the_reference(case):
+    check_winograd(case, cpu_kernels=case["out_channels"] % LANES == 0)
+
+
+@given(winograd_cases(groups=st.sampled_from([1, 1, 2, 3]), out_group=st.sampled_from([LANES, 2 * LANES, 3 * LANES])))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_cpu_kernels_match_the_reference(case):
+    """The CPU's kernels: channel blocks padded past the input channels,
+    one or two vectors of output channels a register tile, groups, tiles
+    that no register tile of 28 divides (batch 1 of 5 × 13: 2 × 4 tiles)."""
+    check_winograd(case, cpu_kernels=True)
 
 
 def test_transforms_are_lavin_and_grays():
@@ -70,13 +93,12 @@ def test_weight_transform_layout():
 
 
 def test_what_winograd_computes():
-    assert applies((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
-    for kernel, strides, padding, dilations, groups in [
-        ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1), ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),
-        ((3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1), ((3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),
-        ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2),
+    assert applies((3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
+    for kernel, strides, padding, dilations in [
+        ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1)), ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+        ((3, 3), (1, 1), (0, 0, 0, 0), (1, 1)), ((3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),
     ]:
-        assert not applies(kernel, strides, padding, dilations, groups)
+        assert not applies(kernel, strides, padding, dilations)
     assert tile_grid(14, 7) == (4, 2)
     assert padded_tiles(64, 28, 28, 128) == 3200  # 64 × 49 tiles, rounded up
 
@@ -90,9 +112,9 @@ def test_product_tiles():
 
 
 def test_winograd_where_it_pays_on_a_gpu(monkeypatch):
-    """By default a GPU runs a 3×3 as Winograd with 32 output channels or
-    more and 4 tiles or more, in large blocks where they fill the GPU;
-    `$TCONV_GPU_WINOGRAD=0` turns it off; a CPU never does."""
+    """By default a GPU runs a 3×3 of one group as Winograd with 32 output
+    channels or more and 4 tiles or more, in large blocks where they fill
+    the GPU; `$TCONV_GPU_WINOGRAD=0` turns it off."""
     from tconv.ir.builder import NetworkBuilder
 
     def kinds(batch, channels, size, target, **options):
@@ -105,7 +127,6 @@ def test_winograd_where_it_pays_on_a_gpu(monkeypatch):
     assert kinds(1, 512, 4, "cuda") == ["conv2d"]  # one tile
     assert kinds(64, 16, 28, "cuda") == ["conv2d"]
     assert kinds(64, 128, 28, "cuda", winograd=False) == ["conv2d"]
-    assert kinds(2, 16, 28, "cpu") == ["conv2d"]
     monkeypatch.setenv("TCONV_GPU_WINOGRAD", "0")
     assert kinds(64, 128, 28, "cuda") == ["conv2d"]
     monkeypatch.delenv("TCONV_GPU_WINOGRAD")
@@ -113,3 +134,44 @@ def test_winograd_where_it_pays_on_a_gpu(monkeypatch):
     assert default_tile(64, 96, 96, 28, 28) == MatmulTile(32, 128, 4, 8, 8)
     assert default_tile(1, 128, 128, 28, 28) == MatmulTile(32, 32, 4, 4, 8)  # 36 × 2 × 1 large ones
     assert default_tile(64, 12, 128, 28, 28) is None  # input channels 8 does not divide
+
+
+def kinds_on_cpu(batch, channels, size, groups=1, schedule=False, **options):
+    from tconv.ir.builder import NetworkBuilder
+    from tconv.search.tuning import Workload, schedule_of
+
+    b = NetworkBuilder("c", (batch, channels, size, size))
+    module = b.finish(b.conv2d(b.input, channels, 3, padding=1, groups=groups))
+    if schedule:
+        (conv,) = [op for op in module.walk() if op.name == "tconv.conv2d"]
+        workload = Workload((batch, channels, size, size), channels, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), groups)
+        conv.properties["schedule"] = schedule_of(workload, (LANES, 4)).to_attr()
+    return [call.symbol.split("_", 1)[1] for call in lower_kernels(module, "cpu", **options)[1].calls]
+
+
+def test_winograd_where_it_pays_on_a_cpu(monkeypatch):
+    """By default a CPU runs a 3×3 as Winograd with 16 tiles or more, 16
+    input channels a group or more, 32 output channels or more and a
+    group's output channels a multiple of the vector: not with a schedule
+    in the IR, not where `$TCONV_CPU_WINOGRAD=0`."""
+    assert kinds_on_cpu(1, 4 * LANES, 16) == WINOGRAD_KINDS  # 16 tiles
+    assert kinds_on_cpu(1, 32, 28, groups=2) == WINOGRAD_KINDS
+    assert kinds_on_cpu(1, 4 * LANES, 12) == ["conv2d"]  # 9 tiles
+    assert kinds_on_cpu(1, 16, 28) == ["conv2d"]  # 16 output channels
+    assert kinds_on_cpu(1, 32, 28, groups=4) == ["conv2d"]  # 8 input channels a group
+    assert kinds_on_cpu(1, 2 * LANES, 56, groups=4) == ["conv2d"]  # half a vector a group
+    assert kinds_on_cpu(1, 4 * LANES, 16, schedule=True) == ["conv2d"]
+    assert kinds_on_cpu(1, 4 * LANES, 16, winograd=False) == ["conv2d"]
+    monkeypatch.setenv("TCONV_CPU_WINOGRAD", "0")
+    assert kinds_on_cpu(1, 4 * LANES, 16) == ["conv2d"]
+
+
+def test_cpu_register_tiles():
+    """Two vectors of output channels where they divide a group, and the most
+    tiles that divide the tile count within 28 accumulators."""
+    assert register_tile(196, 64, 16) == RegisterTile(14, 2, 16)  # 64 channels at 56²
+    assert register_tile(49, 128, 16) == RegisterTile(7, 2, 16)
+    assert register_tile(196, 16, 16) == RegisterTile(28, 1, 16)
+    assert register_tile(13, 48, 16) == RegisterTile(13, 1, 16)
+    assert register_tile(17, 32, 16) == RegisterTile(1, 2, 16)  # a prime above 14
+    assert register_tile(64, 8, 16) is None

@@ -8,9 +8,9 @@ scheduled PrimFunc, compiled for the host CPU (`llvm`) or a GPU (`cuda`).
 - `fusion`: which ops run as one kernel (conv + batch-norm + add + ReLU);
 - `schedule_cpu`: the default CPU schedules (register-blocked convolution);
 - `schedule_gpu`: the default CUDA schedule (a thread per output, no scratch);
-- `winograd`, `winograd_ops`, `schedule_winograd`: 3×3 convolutions as
-  Winograd F(4×4, 3×3) on a GPU: the transforms (numpy), the three
-  kernels' computes and their CUDA schedules;
+- `winograd`, `winograd_ops`, `schedule_winograd`, `schedule_winograd_cpu`:
+  3×3 convolutions as Winograd F(4×4, 3×3): the transforms (numpy), the
+  three kernels' computes and their CUDA and CPU schedules;
 - `target`: the targets and the vector unit the schedules size themselves by;
 - `program`: the call list handed to the runtime (no TVM import);
 - `build`: a network → kernels + call list; `run_tvm` runs it from Python;

@@ -55,13 +55,22 @@ from tconv.ir.ops import (
 from tconv.ir.params import bind_params
 from tconv.ir.schedule import NCHW, ActivationLayouts, ScheduleError, parse_schedule
 from tconv.lowering.program_builder import ProgramBuilder
-from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu, schedule_winograd, winograd, winograd_ops
+from tconv.lowering.tvm import (
+    ops,
+    schedule_cpu,
+    schedule_gpu,
+    schedule_winograd,
+    schedule_winograd_cpu,
+    winograd,
+    winograd_ops,
+)
 from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, gpu_tile, template_blocking
 from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
 from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
 from tconv.lowering.tvm.packing import blocks
 from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe
 from tconv.lowering.tvm.schedule_winograd import MatmulTile
+from tconv.lowering.tvm.schedule_winograd_cpu import RegisterTile
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
 from tconv.runtime.reference import single_function
 
@@ -347,42 +356,90 @@ class _Lowering(ProgramBuilder):
         except UnsupportedSchedule as reason:
             raise LoweringError(located(op, f"tvm backend: cannot honour this schedule: {reason}")) from None
 
-    def winograd_tile(self, op: Conv2dOp) -> MatmulTile | None:
-        """The product tile of `op` computed as a Winograd convolution, or
-        None: computed direct. With `winograd` None, that is a convolution
-        Winograd computes (`winograd.applies`), without a schedule in the IR,
-        on a GPU, where `schedule_winograd.default_tile` gives it a tile;
-        `$TCONV_GPU_WINOGRAD` 0 turns that off, 1 makes it every such
-        convolution (bench/gpu). With True, every convolution Winograd
-        computes whose output channels 8 divides."""
-        forced = os.environ.get("TCONV_GPU_WINOGRAD")
-        if self.winograd is False or (self.winograd is None and (
-                not self.gpu or op.schedule is not None or forced == "0")):
+    def winograd_tile(self, op: Conv2dOp) -> MatmulTile | RegisterTile | None:
+        """The product tile of `op` computed as a Winograd convolution (a
+        thread block's on a GPU, the register tile on a CPU), or None:
+        computed direct. With `winograd` None, that is a convolution Winograd
+        computes (`winograd.applies`), without a schedule in the IR, where
+        the target's `default_tile` gives it one (`schedule_winograd` on a
+        GPU, `schedule_winograd_cpu` on a CPU); `$TCONV_GPU_WINOGRAD` 0 turns
+        that off on a GPU, 1 makes it every such convolution (bench/gpu),
+        `$TCONV_CPU_WINOGRAD` 0 turns it off on a CPU. With True, every
+        convolution Winograd computes whose output channels 8 divides (a CPU
+        runs the GPU's computes unscheduled where a vector does not divide a
+        group's output channels: tests)."""
+        forced = os.environ.get("TCONV_GPU_WINOGRAD") if self.gpu else None
+        if self.winograd is False or (self.winograd is None and (op.schedule is not None or forced == "0")):
             return None
         out_channels, channels, kh, kw = shape_of(op.weight)
-        batch, _, height, width = shape_of(op.output)
-        if not winograd.applies((kh, kw), _ints(op.strides), _ints(op.padding), _ints(op.dilations),
-                                op.groups.value.data):
+        batch, in_channels, height, width = shape_of(op.input)
+        groups = op.groups.value.data
+        if not winograd.applies((kh, kw), _ints(op.strides), _ints(op.padding), _ints(op.dilations)):
+            return None
+        if not self.gpu:
+            rows, columns = winograd.tile_grid(height, width)
+            if self.winograd is None:
+                return schedule_winograd_cpu.default_tile(
+                    batch, in_channels, out_channels, groups, height, width, self.unit.lanes
+                )
+            tile = schedule_winograd_cpu.register_tile(batch * rows * columns, out_channels // groups, self.unit.lanes)
+            if tile is not None:
+                return tile
+        if groups != 1:
             return None
         if self.winograd is None and forced != "1":
             return schedule_winograd.default_tile(batch, channels, out_channels, height, width)
         return schedule_winograd.matmul_tile(out_channels, channels)
 
-    def lower_winograd(self, group: KernelGroup, tile: MatmulTile, names: tuple[str, ...]) -> int:
+    def lower_winograd(self, group: KernelGroup, tile: MatmulTile | RegisterTile, names: tuple[str, ...]) -> int:
         """Append the three calls of `group`'s convolution as a Winograd
         convolution (`winograd`) whose product runs in `tile`s; the output's id.
-        The first two calls write V and M (activations of the plan)."""
+        The first two calls write V and M (activations of the plan): on a
+        CPU (a `RegisterTile`) with the channels innermost, the kernels of
+        `schedule_winograd_cpu`; else with the tiles innermost, the GPU's
+        (`schedule_winograd`), run unscheduled by a CPU (tests)."""
         op = group.anchor
         out_channels, channels, _, _ = shape_of(op.weight)
-        batch, _, height, width = shape_of(op.output)
-        tiles = winograd.padded_tiles(batch, height, width, tile.columns)
+        batch, in_channels, height, width = shape_of(op.input)
+        groups = op.groups.value.data
         weight_id, bias_id = self.weight_and_bias(
             group, op.weight, op.bias, "winograd_weight", {}, (winograd.POSITIONS, channels, out_channels),
             "winograd"
         )
-        unscheduled = lambda function: function  # noqa: E731 (a CPU runs them so: `winograd=True`, tests)
+        epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id)
+        activation = group.activation_name
+        output_key = (batch, height, width, has_bias, has_residual, activation)
+
+        def epilogue(t: list[te.Tensor]) -> Epilogue:
+            return _epilogue(t, has_bias, has_residual, activation)
+
+        input_id = self.value(op.input, NCHW, "its input")
+        if isinstance(tile, RegisterTile):
+            lanes, columns = tile.lanes, winograd.tile_grid(height, width)[1]
+            tiles = batch * winograd.tile_grid(height, width)[0] * columns
+            transform = KernelSpec(
+                "winograd_input", [input_id], lambda t: winograd_ops.input_transform_channels(t[0], lanes),
+                lambda function: schedule_winograd_cpu.schedule_input_transform(function, lanes, columns),
+                ("channels", lanes),
+            )
+            v = self.append_call(transform, (winograd.POSITIONS, tiles, blocks(in_channels, lanes) * lanes), names[:1])
+            product = KernelSpec(
+                "winograd_matmul", [v, weight_id], lambda t: winograd_ops.grouped_matmul(t[0], t[1], groups),
+                lambda function: schedule_winograd_cpu.schedule_matmul(function, tile), (groups, tile),
+            )
+            m = self.append_call(product, (winograd.POSITIONS, tiles, out_channels), names[:1])
+            inverse = KernelSpec(
+                "winograd_output", [m, *epilogue_args],
+                lambda t: winograd_ops.output_transform_channels(t[0], batch, height, width, lanes, epilogue(t[1:])),
+                lambda function: schedule_winograd_cpu.schedule_output_transform(function, lanes),
+                ("channels", lanes, *output_key),
+            )
+            return self.append_call(inverse, shape_of(op.output), names)
+
+        tiles = winograd.padded_tiles(batch, height, width, tile.columns)
+        unscheduled = lambda function: function  # noqa: E731
         transform = KernelSpec(
-            "winograd_input", [self.value(op.input, NCHW, "its input")],
+            "winograd_input", [input_id],
             lambda t: winograd_ops.input_transform(t[0], tile.columns), unscheduled, (tile.columns,),
             gpu_schedule=schedule_winograd.schedule_input_transform,
         )
@@ -392,15 +449,10 @@ class _Lowering(ProgramBuilder):
             gpu_schedule=lambda function: schedule_winograd.schedule_batched_matmul(function, tile),
         )
         m = self.append_call(product, (winograd.POSITIONS, out_channels, tiles), names[:1])
-        epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id)
-        activation = group.activation_name
         inverse = KernelSpec(
             "winograd_output", [m, *epilogue_args],
-            lambda t: winograd_ops.output_transform(
-                t[0], batch, height, width, _epilogue(t[1:], has_bias, has_residual, activation)
-            ),
-            unscheduled, (batch, height, width, has_bias, has_residual, activation),
-            gpu_schedule=schedule_winograd.schedule_output_transform,
+            lambda t: winograd_ops.output_transform(t[0], batch, height, width, epilogue(t[1:])),
+            unscheduled, output_key, gpu_schedule=schedule_winograd.schedule_output_transform,
         )
         return self.append_call(inverse, shape_of(op.output), names)
 

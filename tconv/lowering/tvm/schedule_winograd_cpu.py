@@ -1,0 +1,173 @@
+"""CPU schedules of the three kernels of a Winograd convolution, over the
+channels-innermost computes of `winograd_ops` (V[e, p, c], M[e, p, k]).
+
+- The input transform runs in parallel over (channel block, tile row): it
+  copies the tile row's 6 input rows into a buffer with a vector of channels
+  innermost (the one transposition of the input), then transforms each tile
+  from it, every loop of the 6×6 window unrolled and vectorised over the
+  channels, so that Bᵀ folds into constants.
+- The product is the direct convolution's register tile on each of the 36
+  matrices: `RegisterTile.tiles` rows of V × `vectors` vectors of output
+  channels accumulate in registers, each step one broadcast per tile and one
+  load per vector; parallel over (position, block of output channels).
+- The output transform runs in parallel over (output channel block, tile
+  row): the tile row's 4 output rows into a buffer, channels innermost,
+  then stored as NCHW rows along the width, through the epilogue.
+
+On this Zen 5 (AVX-512, 2 threads) against the direct convolution's
+tuned kernel: 64 channels at 56² 0.22 ms against 0.49, 128 at 28² 0.19
+against 0.51, 256 at 14² 0.24 against 0.49, 64 at 32² 0.10 against
+0.17, groups 2 at 56² 0.17 against 0.26; 512 at 7² (4 tiles, U 38 MB
+read once) 0.74 against 0.48, hence MIN_TILES.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+
+from tconv.lowering.tvm.schedule_gpu import loops_under
+from tconv.lowering.tvm.winograd import OUT_TILE, tile_grid
+
+Schedule = s_tir.Schedule
+
+ACCUMULATORS = 28
+"""Vector registers a product tile may hold (of AVX-512's 32: the rest hold
+the step's loads). 7 × 4 (28 with 4 loads and a broadcast, 33 live) ran
+2.8× slower than 7 × 2 on 128 channels at 28²: spills."""
+
+MIN_TILES = 16
+"""The fewest tiles (batch × tile rows × tile columns) a CPU computes as a
+Winograd convolution by default: below, U (36 × C × K) is read for too few
+products (512 channels at 7², 4 tiles: 0.74 ms against 0.48 direct; 256
+at 14², 16 tiles: 0.24 against 0.49)."""
+
+
+MIN_GROUP_CHANNELS = 16
+MIN_OUT_CHANNELS = 32
+"""The fewest input channels a group and output channels a CPU computes as
+a Winograd convolution by default: with fewer, the transforms (a pass over
+the input and one over the output) outweigh the product's savings. Side by
+side, Winograd against the best of five direct tilings at 32² (2 threads):
+3 → 64 channels 0.69×, 16 → 16 0.76×, 64 → 16 0.87×; 16 → 64 1.38×, 32 → 32
+1.19×, and groups 4 of 64 channels at 56² (16 a group) 1.2× GSPC's best."""
+
+
+@dataclass(frozen=True)
+class RegisterTile:
+    """The product's register tile: `tiles` rows of V × `vectors` vectors of `lanes` output channels."""
+
+    tiles: int
+    vectors: int
+    lanes: int
+
+
+def register_tile(tiles: int, out_group: int, lanes: int) -> RegisterTile | None:
+    """The register tile of a product over `tiles` tiles into groups of
+    `out_group` output channels: two vectors of channels where they divide
+    a group, else one, and the most tiles that divide `tiles` and fit
+    ACCUMULATORS. None where a vector does not divide a group's channels."""
+    if out_group % lanes:
+        return None
+    vectors = 2 if out_group % (2 * lanes) == 0 else 1
+    rows = max(d for d in range(1, ACCUMULATORS // vectors + 1) if tiles % d == 0)
+    return RegisterTile(rows, vectors, lanes)
+
+
+def default_tile(batch: int, channels: int, out_channels: int, groups: int, height: int, width: int,
+                 lanes: int) -> RegisterTile | None:
+    """The register tile of a convolution Winograd computes (`winograd.applies`)
+    that a CPU runs as one by default, or None where it runs direct: MIN_TILES
+    tiles, MIN_GROUP_CHANNELS input channels a group, MIN_OUT_CHANNELS output
+    channels, and a group's output channels a multiple of `lanes`.
+    `$TCONV_CPU_WINOGRAD` 0 makes it none."""
+    rows, columns = tile_grid(height, width)
+    tiles = batch * rows * columns
+    if (os.environ.get("TCONV_CPU_WINOGRAD") == "0" or tiles < MIN_TILES
+            or channels // groups < MIN_GROUP_CHANNELS or out_channels < MIN_OUT_CHANNELS):
+        return None
+    return register_tile(tiles, out_channels // groups, lanes)
+
+
+def _unroll_all(sch: Schedule, loops) -> None:
+    for loop in loops:
+        sch.unroll(loop)
+
+
+def _vectorize_innermost(sch: Schedule, block, under) -> None:
+    """Unroll `block`'s loops under `under` but the innermost, which is vectorised."""
+    loops = loops_under(sch, block, under)
+    _unroll_all(sch, loops[:-1])
+    sch.vectorize(loops[-1])
+
+
+def schedule_input_transform(function: tirx.PrimFunc, lanes: int, columns: int) -> tirx.PrimFunc:
+    """Parallel over (channel block, tile row), the staged rows computed
+    there; each tile's window transformed in vectors of channels."""
+    sch = Schedule(function)
+    transform, across, staged = (sch.get_sblock(name) for name in ("transform", "across", "staged"))
+    e, p, c = sch.get_loops(transform)
+    row, column = sch.split(p, [None, columns])
+    block, lane = sch.split(c, [None, lanes])
+    sch.reorder(block, row, column, e, lane)
+    outer = sch.fuse(block, row)
+    sch.parallel(outer)
+    sch.compute_at(across, column, preserve_unit_loops=True)
+    sch.compute_at(staged, outer, preserve_unit_loops=True)
+    sch.unroll(e)
+    sch.vectorize(lane)
+    _vectorize_innermost(sch, across, column)
+    sch.vectorize(loops_under(sch, staged, outer)[-1])
+    return sch.mod["main"]
+
+
+def schedule_matmul(function: tirx.PrimFunc, tile: RegisterTile) -> tirx.PrimFunc:
+    """Per position and block of output channels (parallel), per `tile.tiles`
+    tiles: the register tile accumulated over the group's input channels."""
+    sch = Schedule(function)
+    matmul = sch.get_sblock("matmul")
+    # "global": under 1 KB TVM allocates it on the stack, which LLVM keeps in
+    # registers ("local" on a CPU is heap memory; schedule_gspc).
+    accumulator = sch.cache_write(matmul, 0, "global")
+    e, p, k, c = sch.get_loops(matmul)
+    po, pi = sch.split(p, [None, tile.tiles])
+    ko, kv, ki = sch.split(k, [None, tile.vectors, tile.lanes])
+    sch.reorder(e, ko, po, c, pi, kv, ki)
+    outer = sch.fuse(e, ko)
+    sch.parallel(outer)
+    sch.reverse_compute_at(accumulator, po, preserve_unit_loops=True)
+    sch.unroll(pi)
+    sch.unroll(kv)
+    sch.vectorize(ki)
+    _vectorize_innermost(sch, accumulator, po)
+    sch.decompose_reduction(matmul, c)
+    return sch.mod["main"]
+
+
+def schedule_output_transform(function: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc:
+    """Parallel over (output channel block, image, tile row): each tile's
+    outputs from its products in vectors of channels, then the tile row's
+    outputs stored along the width."""
+    sch = Schedule(function)
+    output, tiles, half = (sch.get_sblock(name) for name in ("output", "tiles", "half"))
+    n, k, y, x = sch.get_loops(output)
+    block, lane = sch.split(k, [None, lanes])
+    row, y_in = sch.split(y, [None, OUT_TILE])
+    sch.reorder(block, n, row, lane, y_in, x)
+    outer = sch.fuse(block, n, row)
+    sch.parallel(outer)
+    sch.compute_at(tiles, outer, preserve_unit_loops=True)
+    ty, xx, ki = loops_under(sch, tiles, outer)[-3:]
+    column, x_in = sch.split(xx, [None, OUT_TILE])
+    sch.reorder(column, ty, x_in, ki)
+    sch.compute_at(half, column, preserve_unit_loops=True)
+    _vectorize_innermost(sch, half, column)
+    sch.unroll(ty)
+    sch.unroll(x_in)
+    sch.vectorize(ki)
+    width = sch.get(x).extent.value
+    run = max(d for d in range(1, 4 * lanes + 1) if width % d == 0)
+    sch.vectorize(sch.split(x, [None, run])[1])
+    return sch.mod["main"]
