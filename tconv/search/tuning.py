@@ -12,8 +12,9 @@ search space is the TVM templates' knobs (`tconv.lowering.tvm.conv_schedule`,
 divisors of a group's channels) × column tiles; for grouped and depthwise
 convolutions also GSPC's channel blocks × row tiles × column tiles
 (`schedule_gspc`), for kernels 5 wide and more, both with the
-kernel-column loop rolled, and, for 1×1 convolutions on small images, no
-schedule at all (`UNSCHEDULED`). Candidates are measured best-first by the
+kernel-column loop rolled, and, for 1×1 convolutions on small images and
+3×3 convolutions the backend runs as Winograd convolutions, no schedule
+at all (`UNSCHEDULED`). Candidates are measured best-first by the
 templates' issue-rate models (`schedule_cpu.tile_efficiency`,
 `schedule_gspc.column_efficiency`), the backend's own default first, the
 workloads in turns, until the budget is spent; so any
@@ -418,12 +419,15 @@ class TuningDatabase:
         ran 8×7 rows first and channel blocks first within 1% of each other
         in TVM's runtime, rows first 12% slower in the C runtime's; the
         model puts channel blocks first there, as rows first reads the 9 MB
-        of weights once per row."""
-        running, _ = self._running(workload, schedules.target)
+        of weights once per row. Knobs that are no longer candidates do not
+        count: `UNSCHEDULED` measured where the backend ran the workload as
+        Winograd names the direct kernel once it no longer does."""
+        candidates = schedules.candidates(workload)
+        running = {k: s for k, s in self._running(workload, schedules.target)[0].items() if k in candidates}
         if not running:
             return None
         fastest = min(running.values())
-        order = {k: i for i, k in enumerate(schedules.candidates(workload))}
+        order = {k: i for i, k in enumerate(candidates)}
         near = [(k, s) for k, s in running.items() if s <= fastest * (1 + NOISE)]
         return min(near, key=lambda item: (order.get(item[0], len(order)), item[1]))
 

@@ -19,6 +19,7 @@ from tconv.search.tuning import (
     CpuSchedules,
     UNSCHEDULED,
     TuningDatabase,
+    Workload,
     apply_tuning,
     blocking_of,
     candidates,
@@ -417,3 +418,19 @@ def test_tuning_measures_the_unscheduled_pointwise_kernel(tmp_path):
     network = TvmNetwork(timed)
     network.load_params(params)
     np.testing.assert_allclose(network.run(x)[0], run(timed, params, x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_knobs_no_longer_candidates_are_not_chosen(tmp_path, monkeypatch):
+    """`UNSCHEDULED` recorded while the backend ran a 3×3 as Winograd names
+    the direct kernel once Winograd no longer applies there
+    (`$TCONV_CPU_WINOGRAD=0`): its record stops counting."""
+    workload = Workload((1, 64, 28, 28), 64, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    schedules = CpuSchedules(2)
+    default = candidates(workload)[0]
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    database.add_round(workload, schedules.target, {UNSCHEDULED: 0.5e-3, default: 1.0e-3})
+    assert UNSCHEDULED in candidates(workload)
+    assert database.chosen(workload, schedules) == (UNSCHEDULED, 0.5e-3)
+    monkeypatch.setenv("TCONV_CPU_WINOGRAD", "0")
+    assert UNSCHEDULED not in candidates(workload)
+    assert database.chosen(workload, schedules) == (default, 1.0e-3)
