@@ -39,9 +39,11 @@ each workload's CONFIRM fastest knobs *side by side*
 moment slows them all alike; the median of each), recorded as one *round*
 (the lines share a `round` field). The latest round ranks its knobs by its
 own times; knobs measured after it compete with those; knobs it left out
-are out of the running (`TuningDatabase.ranking`). `tune` confirms first
-the leaders it found recorded, then, after the new candidates, those they
-brought in. `tconv compile` applies to the convolutions that carry no
+are out of the running (`TuningDatabase.ranking`). `tune` measures first
+a recorded workload's first two candidates where they are not (the
+backend's own, and Winograd: newer than the records), then confirms the
+leaders it found recorded, then, after the other new candidates, those
+they brought in. `tconv compile` applies to the convolutions that carry no
 schedule of their own the knobs `TuningDatabase.chosen` picks for their
 workload: the fastest in the running, or the models' choice within NOISE
 of it.
@@ -419,11 +421,14 @@ class TuningDatabase:
         ran 8×7 rows first and channel blocks first within 1% of each other
         in TVM's runtime, rows first 12% slower in the C runtime's; the
         model puts channel blocks first there, as rows first reads the 9 MB
-        of weights once per row. Knobs that are no longer candidates do not
-        count: `UNSCHEDULED` measured where the backend ran the workload as
-        Winograd names the direct kernel once it no longer does."""
+        of weights once per row. `UNSCHEDULED` counts only where it is a
+        candidate: measured where the backend ran the workload as Winograd,
+        it names the direct default once the backend no longer does."""
         candidates = schedules.candidates(workload)
-        running = {k: s for k, s in self._running(workload, schedules.target)[0].items() if k in candidates}
+        running = {
+            k: s for k, s in self._running(workload, schedules.target)[0].items()
+            if k != UNSCHEDULED or k in candidates
+        }
         if not running:
             return None
         fastest = min(running.values())
@@ -726,10 +731,21 @@ def tune(
         + (round_size(len(database.measured(w, target)) + len(queues[w.key])) if queues[w.key] else 0)
         for w in workloads
     )
-    # A resumed run first re-measures what it already holds as best (an old
-    # record may be stale), then measures new candidates (round k the k-th of
-    # every workload: the best guesses of all layers before the long tails of
-    # any one), then confirms the leaders that the new candidates brought in.
+    # A resumed run first measures each workload's first two candidates where
+    # it has not (the backend's own choice, and Winograd where it runs one: a
+    # kind of kernel newer than the records), then re-measures what it holds
+    # as best (an old record may be stale), then measures the other new
+    # candidates (round k the k-th of every workload: the best guesses of all
+    # layers before the long tails of any one), then confirms the leaders
+    # that the new candidates brought in.
+    for workload in workloads:
+        first = [k for k in schedules.candidates(workload)[:2] if k in queues[workload.key]]
+        if database.measured(workload, target) and first:
+            for knobs in first:
+                if not out_of_time():
+                    database.add(workload, target, knobs, measure_fn(workload, knobs))
+                    tick()
+            queues[workload.key] = [k for k in queues[workload.key] if k not in first]
     for workload in workloads:
         confirm(workload)
     for k in range(max((len(q) for q in queues.values()), default=0)):

@@ -420,7 +420,7 @@ def test_tuning_measures_the_unscheduled_pointwise_kernel(tmp_path):
     np.testing.assert_allclose(network.run(x)[0], run(timed, params, x)[0], rtol=1e-4, atol=1e-4)
 
 
-def test_knobs_no_longer_candidates_are_not_chosen(tmp_path, monkeypatch):
+def test_unscheduled_counts_only_where_it_is_a_candidate(tmp_path, monkeypatch):
     """`UNSCHEDULED` recorded while the backend ran a 3×3 as Winograd names
     the direct kernel once Winograd no longer applies there
     (`$TCONV_CPU_WINOGRAD=0`): its record stops counting."""
@@ -434,3 +434,33 @@ def test_knobs_no_longer_candidates_are_not_chosen(tmp_path, monkeypatch):
     monkeypatch.setenv("TCONV_CPU_WINOGRAD", "0")
     assert UNSCHEDULED not in candidates(workload)
     assert database.chosen(workload, schedules) == (default, 1.0e-3)
+
+
+def test_a_resumed_run_measures_winograd_before_the_recorded_leaders(tmp_path):
+    """A workload whose records predate Winograd: a run measures "unscheduled"
+    (its Winograd convolution) first, before re-measuring the recorded
+    leaders, so that a short budget does not spend itself on those alone."""
+    b = NetworkBuilder("net", (1, 64, 28, 28))
+    module = b.finish(b.conv2d(b.input, 64, 3, padding=1, name="c"))
+    (workload,) = [workload_of(conv) for conv in tunable_convs(module)]
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    for knobs in candidates(workload)[:1] + candidates(workload)[2:6]:
+        database.add(workload, target_key(2), knobs, 1e-3)
+    assert candidates(workload)[1] == UNSCHEDULED
+    calls = []
+    ticks = iter(range(10**6))
+
+    def measure(workload, knobs):
+        calls.append(knobs)
+        return 0.5e-3 if knobs == UNSCHEDULED else 1e-3
+
+    import tconv.search.tuning as tuning
+
+    clock = tuning.time.monotonic
+    tuning.time.monotonic = lambda: float(next(ticks))  # one "second" per look at the clock
+    try:
+        tune(module, database, 2, threads=2, progress=None, measure_fn=measure)
+    finally:
+        tuning.time.monotonic = clock
+    assert calls[0] == UNSCHEDULED
+    assert database.chosen(workload, CpuSchedules(2))[0] == UNSCHEDULED
