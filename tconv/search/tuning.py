@@ -169,7 +169,7 @@ def runs_winograd(workload: Workload) -> bool:
     n, channels, _, _ = workload.input
     return winograd.applies(workload.kernel, workload.strides, workload.padding, workload.dilations) and default_tile(
         n, channels, workload.out_channels, workload.groups, workload.out_height, workload.out_width,
-        vector_unit(cpu_target()).lanes,
+        vector_unit(cpu_target()),
     ) is not None
 
 

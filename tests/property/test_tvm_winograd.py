@@ -17,7 +17,7 @@ from tconv.ir.ops import shape_of
 from tconv.lowering.tvm.build import TvmNetwork, lower_kernels
 from tconv.lowering.tvm.schedule_winograd import MatmulTile, default_tile, matmul_tile
 from tconv.lowering.tvm.schedule_winograd_cpu import RegisterTile, register_tile
-from tconv.lowering.tvm.target import cpu_target, vector_unit
+from tconv.lowering.tvm.target import VectorUnit, cpu_target, vector_unit
 from tconv.lowering.tvm.winograd import A_T, B_T, G, applies, padded_tiles, tile_grid, transform_weight
 from tconv.runtime.reference import run, single_function
 
@@ -168,10 +168,14 @@ def test_winograd_where_it_pays_on_a_cpu(monkeypatch):
 
 def test_cpu_register_tiles():
     """Two vectors of output channels where they divide a group, and the most
-    tiles that divide the tile count within 28 accumulators."""
-    assert register_tile(196, 64, 16) == RegisterTile(14, 2, 16)  # 64 channels at 56²
-    assert register_tile(49, 128, 16) == RegisterTile(7, 2, 16)
-    assert register_tile(196, 16, 16) == RegisterTile(28, 1, 16)
-    assert register_tile(13, 48, 16) == RegisterTile(13, 1, 16)
-    assert register_tile(17, 32, 16) == RegisterTile(1, 2, 16)  # a prime above 14
-    assert register_tile(64, 8, 16) is None
+    tiles that divide the tile count, leaving 4 registers free: 28
+    accumulators on AVX-512, 12 on AVX2."""
+    avx512, avx2 = VectorUnit(16, 32), VectorUnit(8, 16)
+    assert register_tile(196, 64, avx512) == RegisterTile(14, 2, 16)  # 64 channels at 56²
+    assert register_tile(49, 128, avx512) == RegisterTile(7, 2, 16)
+    assert register_tile(196, 16, avx512) == RegisterTile(28, 1, 16)
+    assert register_tile(13, 48, avx512) == RegisterTile(13, 1, 16)
+    assert register_tile(17, 32, avx512) == RegisterTile(1, 2, 16)  # a prime above 14
+    assert register_tile(64, 8, avx512) is None
+    assert register_tile(196, 64, avx2) == RegisterTile(4, 2, 8)
+    assert register_tile(196, 8, avx2) == RegisterTile(7, 1, 8)

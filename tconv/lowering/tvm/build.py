@@ -380,9 +380,9 @@ class _Lowering(ProgramBuilder):
             rows, columns = winograd.tile_grid(height, width)
             if self.winograd is None:
                 return schedule_winograd_cpu.default_tile(
-                    batch, in_channels, out_channels, groups, height, width, self.unit.lanes
+                    batch, in_channels, out_channels, groups, height, width, self.unit
                 )
-            tile = schedule_winograd_cpu.register_tile(batch * rows * columns, out_channels // groups, self.unit.lanes)
+            tile = schedule_winograd_cpu.register_tile(batch * rows * columns, out_channels // groups, self.unit)
             if tile is not None:
                 return tile
         if groups != 1:

@@ -74,6 +74,11 @@ def loops_under(sch: Schedule, block, loop) -> list:
     return loops[1 + next(i for i, outer in enumerate(loops) if sch.get(outer).same_as(sch.get(loop))):]
 
 
+def unroll_all(sch: Schedule, loops) -> None:
+    for loop in loops:
+        sch.unroll(loop)
+
+
 def conv_tile(outputs: int, out_group: int) -> tuple[int, int]:
     """The (output channels, columns) a thread accumulates, of a direct
     convolution with `outputs` output elements and `out_group` output

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 
 from tconv.lowering.tvm.packing import blocks
-from tconv.lowering.tvm.schedule_gpu import bind_threads, loops_under
+from tconv.lowering.tvm.schedule_gpu import bind_threads, loops_under, unroll_all
 from tconv.lowering.tvm.winograd import OUT_TILE, POSITIONS, tile_grid
 
 Schedule = s_tir.Schedule
@@ -100,11 +100,6 @@ def default_tile(batch: int, in_channels: int, out_channels: int, height: int, w
     return large if thread_blocks >= FILL_BLOCKS else MatmulTile(32, 32, 4, 4, 8)
 
 
-def _unroll_all(sch: Schedule, loops) -> None:
-    for loop in loops:
-        sch.unroll(loop)
-
-
 def schedule_input_transform(function: tirx.PrimFunc) -> tirx.PrimFunc:
     """A thread per (channel, tile): its window in registers, its 36 values unrolled."""
     sch = Schedule(function)
@@ -119,7 +114,7 @@ def schedule_input_transform(function: tirx.PrimFunc) -> tirx.PrimFunc:
     sch.compute_at(window, thread)
     init = sch.decompose_reduction(transform, e)
     for block in (window, init, transform, accumulator):
-        _unroll_all(sch, loops_under(sch, block, thread))
+        unroll_all(sch, loops_under(sch, block, thread))
     return sch.mod["main"]
 
 
@@ -136,7 +131,7 @@ def schedule_output_transform(function: tirx.PrimFunc) -> tirx.PrimFunc:
     products = sch.cache_read(output, 0, "local")
     sch.compute_at(products, thread)
     for block in (products, output):
-        _unroll_all(sch, loops_under(sch, block, thread))
+        unroll_all(sch, loops_under(sch, block, thread))
     return sch.mod["main"]
 
 
@@ -172,7 +167,7 @@ def schedule_batched_matmul(function: tirx.PrimFunc, tile: MatmulTile) -> tirx.P
         local = sch.cache_read(matmul, operand, "local")
         sch.compute_at(local, ci)
         sch.vectorize(sch.get_loops(local)[-1])
-    _unroll_all(sch, (ci, k4, p4))
+    unroll_all(sch, (ci, k4, p4))
     sch.decompose_reduction(matmul, co)
     sch.vectorize(sch.get_loops(accumulator)[-1])
     return sch.mod["main"]

@@ -28,15 +28,18 @@ from dataclasses import dataclass
 
 from tvm import s_tir, tirx
 
-from tconv.lowering.tvm.schedule_gpu import loops_under
+from tconv.lowering.tvm.schedule_gpu import loops_under, unroll_all
+from tconv.lowering.tvm.target import VectorUnit
 from tconv.lowering.tvm.winograd import OUT_TILE, tile_grid
 
 Schedule = s_tir.Schedule
 
-ACCUMULATORS = 28
-"""Vector registers a product tile may hold (of AVX-512's 32: the rest hold
-the step's loads). 7 × 4 (28 with 4 loads and a broadcast, 33 live) ran
-2.8× slower than 7 × 2 on 128 channels at 28²: spills."""
+SPARE_REGISTERS = 4
+"""Vector registers a product tile leaves free of accumulators: its step's
+two loads of output channels, the broadcast tile value, one more. On
+AVX-512 that is 28 accumulators: 14 × 2 ran 64 channels at 56² in 0.14 ms;
+7 × 4 (28 accumulators with 4 loads, 33 live) ran 128 channels at 28²
+2.8× slower than 7 × 2: spills."""
 
 MIN_TILES = 16
 """The fewest tiles (batch × tile rows × tile columns) a CPU computes as a
@@ -52,7 +55,9 @@ a Winograd convolution by default: with fewer, the transforms (a pass over
 the input and one over the output) outweigh the product's savings. Side by
 side, Winograd against the best of five direct tilings at 32² (2 threads):
 3 → 64 channels 0.69×, 16 → 16 0.76×, 64 → 16 0.87×; 16 → 64 1.38×, 32 → 32
-1.19×, and groups 4 of 64 channels at 56² (16 a group) 1.2× GSPC's best."""
+1.19×. (Groups 4 of 64 channels at 56², 16 a group, run as Winograd by
+default, faster than the untuned direct kernel; GSPC's tuned kernel is
+faster still, 0.17 ms against 0.22 in the benchmark's tuning round.)"""
 
 
 @dataclass(frozen=True)
@@ -64,42 +69,38 @@ class RegisterTile:
     lanes: int
 
 
-def register_tile(tiles: int, out_group: int, lanes: int) -> RegisterTile | None:
+def register_tile(tiles: int, out_group: int, unit: VectorUnit) -> RegisterTile | None:
     """The register tile of a product over `tiles` tiles into groups of
     `out_group` output channels: two vectors of channels where they divide
-    a group, else one, and the most tiles that divide `tiles` and fit
-    ACCUMULATORS. None where a vector does not divide a group's channels."""
+    a group, else one, and the most tiles that divide `tiles` and leave
+    SPARE_REGISTERS. None where a vector does not divide a group's channels."""
+    lanes = unit.lanes
     if out_group % lanes:
         return None
     vectors = 2 if out_group % (2 * lanes) == 0 else 1
-    rows = max(d for d in range(1, ACCUMULATORS // vectors + 1) if tiles % d == 0)
+    rows = max(d for d in range(1, (unit.registers - SPARE_REGISTERS) // vectors + 1) if tiles % d == 0)
     return RegisterTile(rows, vectors, lanes)
 
 
 def default_tile(batch: int, channels: int, out_channels: int, groups: int, height: int, width: int,
-                 lanes: int) -> RegisterTile | None:
+                 unit: VectorUnit) -> RegisterTile | None:
     """The register tile of a convolution Winograd computes (`winograd.applies`)
     that a CPU runs as one by default, or None where it runs direct: MIN_TILES
     tiles, MIN_GROUP_CHANNELS input channels a group, MIN_OUT_CHANNELS output
-    channels, and a group's output channels a multiple of `lanes`.
+    channels, and a group's output channels a multiple of the vector.
     `$TCONV_CPU_WINOGRAD` 0 makes it none."""
     rows, columns = tile_grid(height, width)
     tiles = batch * rows * columns
     if (os.environ.get("TCONV_CPU_WINOGRAD") == "0" or tiles < MIN_TILES
             or channels // groups < MIN_GROUP_CHANNELS or out_channels < MIN_OUT_CHANNELS):
         return None
-    return register_tile(tiles, out_channels // groups, lanes)
-
-
-def _unroll_all(sch: Schedule, loops) -> None:
-    for loop in loops:
-        sch.unroll(loop)
+    return register_tile(tiles, out_channels // groups, unit)
 
 
 def _vectorize_innermost(sch: Schedule, block, under) -> None:
     """Unroll `block`'s loops under `under` but the innermost, which is vectorised."""
     loops = loops_under(sch, block, under)
-    _unroll_all(sch, loops[:-1])
+    unroll_all(sch, loops[:-1])
     sch.vectorize(loops[-1])
 
 
