@@ -129,8 +129,9 @@ def schedule_matmul(function: tirx.PrimFunc, tile: RegisterTile) -> tirx.PrimFun
     tiles: the register tile accumulated over the group's input channels."""
     sch = Schedule(function)
     matmul = sch.get_sblock("matmul")
-    # "global": under 1 KB TVM allocates it on the stack, which LLVM keeps in
-    # registers ("local" on a CPU is heap memory; schedule_gspc).
+    # "global", not "local" (heap memory on a CPU; schedule_gspc): under 1 KB
+    # TVM puts it on the stack, which LLVM keeps in registers. (14 × 2 vectors
+    # is 1.8 KB, which TVM still allocates from the workspace.)
     accumulator = sch.cache_write(matmul, 0, "global")
     e, p, k, c = sch.get_loops(matmul)
     po, pi = sch.split(p, [None, tile.tiles])
