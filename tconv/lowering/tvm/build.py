@@ -377,11 +377,11 @@ class _Lowering(ProgramBuilder):
         if not winograd.applies((kh, kw), _ints(op.strides), _ints(op.padding), _ints(op.dilations)):
             return None
         if not self.gpu:
-            rows, columns = winograd.tile_grid(height, width)
             if self.winograd is None:
                 return schedule_winograd_cpu.default_tile(
                     batch, in_channels, out_channels, groups, height, width, self.unit
                 )
+            rows, columns = winograd.tile_grid(height, width)
             tile = schedule_winograd_cpu.register_tile(batch * rows * columns, out_channels // groups, self.unit)
             if tile is not None:
                 return tile
@@ -415,8 +415,9 @@ class _Lowering(ProgramBuilder):
 
         input_id = self.value(op.input, NCHW, "its input")
         if isinstance(tile, RegisterTile):
-            lanes, columns = tile.lanes, winograd.tile_grid(height, width)[1]
-            tiles = batch * winograd.tile_grid(height, width)[0] * columns
+            lanes = tile.lanes
+            rows, columns = winograd.tile_grid(height, width)
+            tiles = batch * rows * columns
             transform = KernelSpec(
                 "winograd_input", [input_id], lambda t: winograd_ops.input_transform_channels(t[0], lanes),
                 lambda function: schedule_winograd_cpu.schedule_input_transform(function, lanes, columns),

@@ -7,6 +7,7 @@ import numpy as np
 from tvm import te, tirx
 
 from tconv.lowering.tvm.ops import F32, Epilogue
+from tconv.lowering.tvm.packing import blocks
 from tconv.lowering.tvm.winograd import A_T, B_T, OUT_TILE, POSITIONS, WINDOW, padded_tiles, tile_grid
 
 
@@ -110,7 +111,7 @@ def input_transform_channels(data: te.Tensor, lanes: int) -> te.Tensor:
     down the columns."""
     n, channels, height, width = (int(d) for d in data.shape)
     rows, columns = tile_grid(height, width)
-    channel_blocks = -(-channels // lanes)
+    channel_blocks = blocks(channels, lanes)
 
     def stage(cb, r, i, xx, ci):
         y = r % rows * OUT_TILE + i - 1
