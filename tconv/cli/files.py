@@ -69,7 +69,10 @@ def write_array(path: str | os.PathLike[str], array: np.ndarray) -> None:
 
 
 def write_network(
-    path: str | os.PathLike[str], module: ModuleOp, params: Mapping[str, np.ndarray]
+    path: str | os.PathLike[str],
+    module: ModuleOp,
+    params: Mapping[str, np.ndarray],
+    provenance: Mapping[str, object] | None = None,
 ) -> Path:
     """Write the IR to `path` and its parameters to the store beside it; return
     the store's path. If either write fails, neither file is changed."""
@@ -82,7 +85,7 @@ def write_network(
 
     def write_both(store_tmp: Path) -> None:
         # The store is complete before the IR moves into place, and moves in right after it.
-        save_store(store_tmp, params)
+        save_store(store_tmp, params, provenance)
         write_text_atomic(path, text)
 
     try:

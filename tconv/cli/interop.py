@@ -50,7 +50,8 @@ def execute_import(args: argparse.Namespace) -> None:
     _refuse_overwriting(str(store_path_for(args.output)), args.model)
     model = read_model(args.model)
     module, params = import_model(model, batch=args.batch, source=args.model)
-    store = write_network(args.output, module, params)
+    # An imported model brings its own weights: NAS rewrites of it inherit them.
+    store = write_network(args.output, module, params, {"weights": "trained", "source": str(args.model)})
     function = next(op for op in module.ops if isinstance(op, func.FuncOp))
     inputs = ", ".join(format_shape(shape_of(argument)) for argument in function.args)
     ops = sum(1 for op in function.body.block.ops if not isinstance(op, (ParamOp, func.ReturnOp)))

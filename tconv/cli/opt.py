@@ -50,7 +50,7 @@ from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from tconv.ir.loader import TconvError, parse_module, verify_module, write_atomic, write_text_atomic
-from tconv.ir.params import complete_params, load_store, save_store, store_path_for
+from tconv.ir.params import complete_params, load_provenance, load_store, save_store, store_path_for
 from tconv.passes.nas.store import ParamStore, using_store
 from tconv.universe import TCONV_UNIVERSE
 
@@ -202,7 +202,9 @@ class TconvOptMain(xDSLOptMain):
             text = output.getvalue()
             try:
                 if input_store is not None and len(self._modules) == 1:
-                    self._write_with_store(output_file, text, complete_params(self._modules[0], store.arrays))
+                    self._write_with_store(
+                        output_file, text, complete_params(self._modules[0], store.arrays), store.provenance
+                    )
                 else:
                     write_text_atomic(output_file, text)
             except OSError as err:
@@ -219,17 +221,17 @@ class TconvOptMain(xDSLOptMain):
         path = store_path_for(self.args.input_file)
         if path == Path(self.args.input_file) or not path.exists():
             return None
-        return ParamStore(load_store(path))
+        return ParamStore(load_store(path), provenance=load_provenance(path))
 
     @staticmethod
-    def _write_with_store(output_file: str, text: str, params: dict) -> None:
+    def _write_with_store(output_file: str, text: str, params: dict, provenance: dict) -> None:
         """OUT and OUT.npz, atomically: if either write fails, neither changes."""
         store = store_path_for(output_file)
         if store == Path(output_file):
             raise TconvError(f"{output_file}: error: the output may not end in .npz: its parameter store goes there")
 
         def write_both(store_tmp: Path) -> None:
-            save_store(store_tmp, params)
+            save_store(store_tmp, params, provenance)
             write_text_atomic(output_file, text)
 
         write_atomic(store, write_both)

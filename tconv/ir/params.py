@@ -4,10 +4,19 @@ A network `net.mlir` keeps its weights in `net.npz` beside it, one array per
 parameter name. Initial values are deterministic: each entry is drawn from a
 generator seeded by (seed, name), so adding or reshaping one parameter (as a
 rewrite does) leaves every other parameter's values unchanged.
+
+The store also says where its weights come from (its *provenance*, one JSON
+entry under `PROVENANCE_KEY`): `initial` (seeded initial values: the zoo),
+`trained` (`tconv train`, or an imported model's own weights) or `inherited`
+(a NAS rewrite of trained weights, not yet retrained). NAS passes start new
+weights from the old ones by default where the store's weights are trained or
+inherited (see `tconv.passes.nas.inherit`). A store without the entry is
+`initial`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 import zlib
@@ -90,8 +99,19 @@ def store_path_for(ir_path: str | os.PathLike[str]) -> Path:
     return Path(ir_path).with_suffix(".npz")
 
 
-def load_store(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    path = Path(path)
+PROVENANCE_KEY = "__tconv_provenance__"
+"""The store entry holding the provenance: UTF-8 JSON as a uint8 array."""
+
+WEIGHTS = ("initial", "trained", "inherited")
+"""What a store's `weights` provenance may say (see the module docstring)."""
+
+
+def is_trained(provenance: Mapping[str, object]) -> bool:
+    """Whether the weights carry what a network learnt (trained, or inherited from trained)."""
+    return provenance.get("weights") in ("trained", "inherited")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise ParamError(f"{path}: error: parameter store not found")
     try:
@@ -101,10 +121,45 @@ def load_store(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise ParamError(f"{path}: error: not a readable .npz parameter store ({err})") from None
 
 
-def save_store(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
+def load_store(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The parameter arrays of a store, by name (its provenance left out)."""
+    arrays = _read_npz(Path(path))
+    arrays.pop(PROVENANCE_KEY, None)
+    return arrays
+
+
+def load_provenance(path: str | os.PathLike[str]) -> dict[str, object]:
+    """The store's provenance (`{"weights": "initial"}` where it records none)."""
+    path = Path(path)
+    raw = _read_npz(path).get(PROVENANCE_KEY)
+    if raw is None:
+        return {"weights": "initial"}
+    try:
+        provenance = json.loads(np.asarray(raw, np.uint8).tobytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ParamError(f"{path}: error: its provenance entry '{PROVENANCE_KEY}' is not JSON ({err})") from None
+    if not isinstance(provenance, dict) or provenance.get("weights") not in WEIGHTS:
+        raise ParamError(
+            f"{path}: error: its provenance entry '{PROVENANCE_KEY}' must be an object whose "
+            f"'weights' is one of {', '.join(WEIGHTS)}"
+        )
+    return provenance
+
+
+def save_store(
+    path: str | os.PathLike[str],
+    arrays: Mapping[str, np.ndarray],
+    provenance: Mapping[str, object] | None = None,
+) -> None:
+    """Write `arrays` (as float32) and, if given, the provenance, atomically."""
+    entries = {name: np.ascontiguousarray(a, np.float32) for name, a in arrays.items()}
+    if provenance is not None:
+        assert provenance.get("weights") in WEIGHTS, provenance
+        entries[PROVENANCE_KEY] = np.frombuffer(json.dumps(dict(provenance)).encode("utf-8"), np.uint8)
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **{name: np.ascontiguousarray(a, np.float32) for name, a in arrays.items()})
+            np.savez(f, **entries)
 
     write_atomic(path, write)
 

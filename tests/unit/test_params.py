@@ -6,10 +6,13 @@ import pytest
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import module_text, parse_module
 from tconv.ir.params import (
+    PROVENANCE_KEY,
     ParamError,
     bind_params,
     complete_params,
     init_params,
+    is_trained,
+    load_provenance,
     load_store,
     parameter_count,
     save_store,
@@ -90,3 +93,25 @@ def test_unreadable_store(tmp_path):
 def test_parameter_count_excludes_running_statistics():
     # conv 8*3*3*3 = 216, bn scale+shift 16, fc 10*8 + 10 = 90.
     assert parameter_count(small_network()) == 216 + 16 + 90
+
+
+def test_the_store_keeps_its_provenance_apart_from_the_parameters(tmp_path):
+    module = small_network()
+    params = init_params(module)
+    path = tmp_path / "net.npz"
+    save_store(path, params)
+    assert load_provenance(path) == {"weights": "initial"}
+    save_store(path, params, {"weights": "trained", "accuracy": 0.97})
+    assert load_store(path).keys() == params.keys()
+    assert load_provenance(path) == {"weights": "trained", "accuracy": 0.97}
+    assert is_trained(load_provenance(path)) and not is_trained({"weights": "initial"})
+
+
+def test_a_malformed_provenance_is_a_located_error(tmp_path):
+    path = tmp_path / "net.npz"
+    np.savez(path, **{PROVENANCE_KEY: np.frombuffer(b'{"weights": "magic"}', np.uint8)})
+    with pytest.raises(ParamError, match=r"net\.npz: error: .*'weights' is one of initial, trained, inherited"):
+        load_provenance(path)
+    np.savez(path, **{PROVENANCE_KEY: np.frombuffer(b"\xff{", np.uint8)})
+    with pytest.raises(ParamError, match="is not JSON"):
+        load_provenance(path)

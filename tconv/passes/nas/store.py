@@ -22,7 +22,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.ops import ParamOp, shape_of
-from tconv.ir.params import complete_params, initial_value
+from tconv.ir.params import complete_params, initial_value, is_trained
 
 
 @dataclass
@@ -32,6 +32,13 @@ class ParamStore:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     seed: int = 0
     """The seed initial values are drawn with."""
+    provenance: dict[str, object] = field(default_factory=lambda: {"weights": "initial"})
+    """Where the arrays come from (see `tconv.ir.params`); a rewrite of trained
+    weights makes them `inherited`."""
+
+    @property
+    def trained(self) -> bool:
+        return is_trained(self.provenance)
 
     def value_of(self, param: ParamOp) -> np.ndarray:
         """The value of one parameter, as `complete_params` would give it."""
