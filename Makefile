@@ -10,7 +10,7 @@ DEMO_DIR := build/demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,test]'
 	touch $(STAMP)
 
 # The main job: optimize the built-in ResNet-34 (CIFAR-10) for this CPU in a

@@ -23,13 +23,14 @@ from tconv.cli.mlir import EXPORT_MLIR, IMPORT_MLIR
 from tconv.cli.optimize import OPTIMIZE
 from tconv.cli.run import RUN
 from tconv.cli.summary import SUMMARY
+from tconv.cli.train import TRAIN
 from tconv.cli.tune import TUNE
 from tconv.cli.zoo import ZOO
 from tconv.ir.loader import TconvError
 
 COMMANDS: tuple[Command, ...] = (
     ZOO, IMPORT, EXPORT, IMPORT_MLIR, EXPORT_MLIR, SUMMARY, EXPLAIN, TUNE, COMPILE, RUN, CAPACITY,
-    OPTIMIZE,
+    TRAIN, OPTIMIZE,
 )
 """The subcommands, in the order `tconv --help` lists them."""
 

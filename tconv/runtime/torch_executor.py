@@ -7,7 +7,8 @@ same network and weights, run by torch's own kernels on any torch device.
     network = TorchNetwork(module, params, device="cuda")
     logits, = network(torch_image)
 
-torch is not a dependency of tconv; this module imports it.
+It is also the forward pass that `tconv.train` trains (with batch-norm in
+training mode). torch comes with the `train` extra; this module imports it.
 """
 
 from __future__ import annotations
@@ -98,10 +99,12 @@ def interpret(
     params: Mapping[str, torch.Tensor],
     inputs: Sequence[torch.Tensor],
     rules: Mapping[type[Operation], Rule] = TORCH,
+    observe: Callable[[Operation, torch.Tensor], None] | None = None,
 ) -> list[torch.Tensor]:
     """The function's results on `inputs`, each op computed by its rule, each
     `tconv.param` bound to `params[name]`. Autograd records it unless the
-    caller turns it off; a caller may replace rules (batch-norm in training mode)."""
+    caller turns it off; a caller may replace rules (batch-norm in training
+    mode) and `observe` each op's result (distillation's intermediate maps)."""
     block = function.body.block
     values = dict(zip(block.args, inputs))
     for op in block.ops:
@@ -111,6 +114,8 @@ def interpret(
             values[op.result] = params[op.param_name]
         else:
             values[op.results[0]] = rules[type(op)](op, *(values[v] for v in op.operands))
+            if observe is not None:
+                observe(op, values[op.results[0]])
     raise TconvError("the network's function has no func.return")
 
 
