@@ -6,6 +6,9 @@ channels follows (see `channels`): batch-norm parameters, the next
 convolution's input channels, the classifier after `flatten`. A convolution
 whose output reaches a residual `add` or the function's result is not
 eligible.
+
+When inheriting, the O/factor channels of largest weight norm stay, with their
+slices of every parameter (see `inherit` for why channels, not SVD factors).
 """
 
 from __future__ import annotations
@@ -13,14 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tconv.ir.ops import Conv2dOp
-from tconv.passes.nas.channels import NotNarrowable, apply_narrowing, plan_narrowing
-from tconv.passes.nas.nas_pass import (
-    NasPass,
-    RewriteState,
-    conv_geometry,
-    weight_name,
-    weight_param,
-)
+from tconv.passes.nas.channels import NotNarrowable, narrow_output, plan_narrowing
+from tconv.passes.nas.inherit import largest_channels
+from tconv.passes.nas.nas_pass import NasPass, RewriteState, conv_geometry, weight_param
 
 
 @dataclass(frozen=True)
@@ -47,22 +45,21 @@ class BottleneckPass(NasPass):
         if narrowed % groups:
             return f"its {groups} groups do not divide {narrowed} output channels"
         try:
-            plan_narrowing(conv.output, range(narrowed), carry_values=False)
+            plan_narrowing(conv.output, range(narrowed), exact=False)
         except NotNarrowable as reason:
             return str(reason)
         return None
 
-    def rewrite(self, conv: Conv2dOp, state: RewriteState) -> None:
-        in_channels, out_channels, kernel_h, kernel_w, groups = conv_geometry(conv)
+    def kept_channels(self, conv: Conv2dOp, state: RewriteState) -> list[int]:
+        """The output channels that stay: the largest by weight norm when
+        inheriting (see `inherit`), the first O/factor otherwise (their new
+        values are random, so which does not matter)."""
+        _, out_channels, _, _, groups = conv_geometry(conv)
         narrowed = out_channels // self.factor
-        plan = plan_narrowing(conv.output, range(narrowed), carry_values=False)
-        apply_narrowing(plan, state.maker, self.tag, carry_values=False)
-        old_weight = weight_param(conv)
-        conv.operands[1] = state.maker.new(
-            conv, weight_name(conv, self.tag), (narrowed, in_channels // groups, kernel_h, kernel_w),
-            "kaiming_normal",
-        )
-        state.maker.erase_if_unused(old_weight)
-        if conv.bias is not None:
-            state.maker.replace_operand(conv, 2, self.tag, (narrowed,))
-        conv.properties.pop("schedule", None)
+        if not state.inherit:
+            return list(range(narrowed))
+        return largest_channels(state.store.value_of(weight_param(conv)), narrowed, groups)
+
+    def rewrite(self, conv: Conv2dOp, state: RewriteState) -> None:
+        kept = self.kept_channels(conv, state)
+        narrow_output(conv, kept, state.maker, self.tag, exact=False, carry_values=state.inherit)

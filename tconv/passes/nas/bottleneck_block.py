@@ -2,7 +2,8 @@
 bottleneck: a 1x1 convolution down to W = O/factor channels, the KxK
 convolution at width W (with the original strides, padding and dilations),
 and a 1x1 convolution back up to O (which takes over the bias). All weights
-are new; the output shape is unchanged. Grouped and 1x1 convolutions are not
+are new (inherited: the Tucker-2 factors of the old kernel, see `inherit`);
+the output shape is unchanged. Grouped and 1x1 convolutions are not
 eligible.
 """
 
@@ -12,12 +13,13 @@ from dataclasses import dataclass
 
 from xdsl.rewriter import InsertPoint, Rewriter
 
-from tconv.ir.ops import Conv2dOp, ParamOp, shape_of
+from tconv.ir.ops import Conv2dOp
+from tconv.passes.nas.inherit import tucker2
 from tconv.passes.nas.nas_pass import (
     NasPass,
     RewriteState,
-    bias_name,
     conv_geometry,
+    moved_bias,
     new_conv,
     replace_conv,
     weight_name,
@@ -51,19 +53,25 @@ class BottleneckBlockPass(NasPass):
         in_channels, out_channels, kernel_h, kernel_w, _ = conv_geometry(conv)
         width = out_channels // self.factor
         maker = state.maker
+        down_value = mid_value = up_value = None
+        if state.inherit:
+            down_value, mid_value, up_value = tucker2(state.store.value_of(weight_param(conv)), width)
 
         def insert(op: Conv2dOp) -> Conv2dOp:
             Rewriter.insert_op(op, InsertPoint.before(conv))
             return op
 
-        down_weight = maker.new(conv, weight_name(conv, "down"), (width, in_channels, 1, 1), "kaiming_normal")
+        down_weight = maker.new(
+            conv, weight_name(conv, "down"), (width, in_channels, 1, 1), "kaiming_normal", down_value
+        )
         down = insert(new_conv(conv, conv.input, down_weight, pointwise=True))
-        mid_weight = maker.new(conv, weight_name(conv, "mid"), (width, width, kernel_h, kernel_w), "kaiming_normal")
+        mid_weight = maker.new(
+            conv, weight_name(conv, "mid"), (width, width, kernel_h, kernel_w), "kaiming_normal", mid_value
+        )
         mid = insert(new_conv(conv, down.output, mid_weight))
-        up_weight = maker.new(conv, weight_name(conv, "up"), (out_channels, width, 1, 1), "kaiming_normal")
-        bias = None
-        if conv.bias is not None:
-            init = conv.bias.owner.init.data if isinstance(conv.bias.owner, ParamOp) else "zeros"
-            bias = maker.new(conv, bias_name(conv, "up"), shape_of(conv.bias), init)
+        up_weight = maker.new(
+            conv, weight_name(conv, "up"), (out_channels, width, 1, 1), "kaiming_normal", up_value
+        )
+        bias = moved_bias(conv, "up", state)
         up = insert(new_conv(conv, mid.output, up_weight, bias, pointwise=True))
         replace_conv(conv, up.output, state)

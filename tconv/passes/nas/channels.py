@@ -9,9 +9,12 @@ the classifier's weight loses input features after `flatten`, and a channel
 types are re-inferred afterwards with `refresh_result_types`.
 
 A change is described by `kept`: for each channel of the narrowed value, the
-old channel it was (`range(new)` for a bottleneck, the survivors for pruning).
-With `carry_values`, each new parameter gets the kept slices of the old one;
-otherwise it is initialised from its `init`.
+old channel it was (the survivors for pruning, the channels of largest norm or
+`range(new)` for a bottleneck). With `carry_values`, each new parameter gets
+the kept slices of the old one (of a grouped weight: the block-diagonal part of
+the sliced kernel, see `inherit.take_channels`); otherwise it is initialised
+from its `init`. `narrow_output` narrows a convolution's own output channels
+along with their consumers.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from tconv.ir.ops import (
     ReluOp,
     shape_of,
 )
+from tconv.passes.nas.inherit import take_channels
 from tconv.passes.nas.params import ParamMaker
 
 PASS_THROUGH = (ReluOp, Relu6Op, MaxPool2dOp, AvgPool2dOp, GlobalAvgPoolOp)
@@ -50,9 +54,9 @@ class NotNarrowable(Exception):
 
 @dataclass(frozen=True)
 class Resize:
-    """Operand `operand` of `op` (a parameter) keeps `kept` along `axis`,
-    divided among `groups` groups (a grouped consumer's weight holds C/groups
-    input channels)."""
+    """Operand `operand` of `op` (a parameter) keeps `kept` along `axis`; a
+    kernel of `groups` groups (a grouped weight holds C/groups input channels
+    along axis 1)."""
 
     op: Operation
     operand: int
@@ -71,18 +75,18 @@ def _param_operand(op: Operation, index: int, what: str) -> None:
         raise NotNarrowable(f"its {what} is not a tconv.param")
 
 
-def plan_narrowing(value: SSAValue, kept: Sequence[int], carry_values: bool) -> NarrowingPlan:
+def plan_narrowing(value: SSAValue, kept: Sequence[int], exact: bool) -> NarrowingPlan:
     """The parameter resizes that narrowing `value` to channels `kept` needs.
 
     Raises NotNarrowable when a consumer cannot follow: a residual `add` (its
     other operand keeps its channels), a function result, a depthwise or
-    (when values are carried) grouped convolution, or any other op."""
+    (when the kept slices must be exact) grouped convolution, or any other op."""
     plan = NarrowingPlan()
-    _plan(value, tuple(kept), carry_values, plan, set())
+    _plan(value, tuple(kept), exact, plan, set())
     return plan
 
 
-def _plan(value: SSAValue, kept: tuple[int, ...], carry_values: bool, plan: NarrowingPlan, seen: set) -> None:
+def _plan(value: SSAValue, kept: tuple[int, ...], exact: bool, plan: NarrowingPlan, seen: set) -> None:
     if value in seen:
         raise NotNarrowable("its channels reach one op along two paths")
     seen.add(value)
@@ -93,15 +97,15 @@ def _plan(value: SSAValue, kept: tuple[int, ...], carry_values: bool, plan: Narr
             for index, what in ((1, "scale"), (2, "shift"), (3, "mean"), (4, "var")):
                 _param_operand(op, index, f"batch_norm {what}")
                 plan.resizes.append(Resize(op, index, 0, kept))
-            _plan(op.output, kept, carry_values, plan, seen)
+            _plan(op.output, kept, exact, plan, seen)
         elif isinstance(op, PASS_THROUGH):
-            _plan(op.results[0], kept, carry_values, plan, seen)
+            _plan(op.results[0], kept, exact, plan, seen)
         elif isinstance(op, Conv2dOp) and use.index == 0:
             groups = op.groups.value.data
             old_channels = shape_of(op.input)[1]
             if groups > 1 and groups == old_channels:
                 raise NotNarrowable(f"it feeds a depthwise convolution ({groups} groups)")
-            if groups > 1 and carry_values:
+            if groups > 1 and exact:
                 raise NotNarrowable(f"it feeds a grouped convolution ({groups} groups)")
             if channels % groups:
                 raise NotNarrowable(
@@ -126,7 +130,7 @@ def _plan(value: SSAValue, kept: tuple[int, ...], carry_values: bool, plan: Narr
             joined = (
                 tuple(range(offset)) + tuple(offset + c for c in kept) + tuple(range(offset + own, total))
             )
-            _plan(op.output, joined, carry_values, plan, seen)
+            _plan(op.output, joined, exact, plan, seen)
         elif isinstance(op, AddOp):
             raise NotNarrowable("it feeds a residual add whose other operand keeps its channels")
         elif isinstance(op, func.ReturnOp):
@@ -141,9 +145,22 @@ def apply_narrowing(plan: NarrowingPlan, maker: ParamMaker, tag: str, carry_valu
         old = resize.op.operands[resize.operand].owner
         assert isinstance(old, ParamOp)
         shape = list(shape_of(old.result))
-        shape[resize.axis] = len(resize.kept) // resize.groups
+        shape[resize.axis] = len(resize.kept) // (resize.groups if resize.axis == 1 else 1)
         value = None
         if carry_values:
-            assert resize.groups == 1, "slices of a grouped weight are not planned"
-            value = np.take(maker.store.value_of(old), resize.kept, axis=resize.axis)
+            value = take_channels(maker.store.value_of(old), resize.kept, resize.axis, resize.groups)
         maker.replace_operand(resize.op, resize.operand, tag, shape, value)
+
+
+def narrow_output(
+    conv: Conv2dOp, kept: Sequence[int], maker: ParamMaker, tag: str, *, exact: bool, carry_values: bool
+) -> None:
+    """Narrow `conv`'s output to channels `kept`: its weight's rows and bias,
+    and every consumer (see `plan_narrowing` for `exact`)."""
+    kept = tuple(kept)
+    plan = plan_narrowing(conv.output, kept, exact)
+    plan.resizes.append(Resize(conv, 1, 0, kept, conv.groups.value.data))
+    if conv.bias is not None:
+        plan.resizes.append(Resize(conv, 2, 0, kept))
+    apply_narrowing(plan, maker, tag, carry_values)
+    conv.properties.pop("schedule", None)

@@ -2,7 +2,8 @@
 
 The input-channel loop is split into `groups` groups and each output channel
 reads only its group's inputs: the weight shrinks from O x C x KH x KW to
-O x C/groups x KH x KW (a new parameter). The output shape is unchanged.
+O x C/groups x KH x KW (a new parameter; inherited, the old kernel's
+block-diagonal part). The output shape is unchanged.
 
     %y = tconv.conv2d %x, %w ... groups 1 : (tensor<1x8x..>, tensor<16x8x3x3xf32>) -> ...
     // tconv-group{groups=4}
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from xdsl.dialects.builtin import IntegerAttr, i64
 
 from tconv.ir.ops import Conv2dOp
+from tconv.passes.nas.inherit import regroup
 from tconv.passes.nas.nas_pass import NasPass, RewriteState, conv_geometry, weight_name, weight_param
 
 
@@ -42,13 +44,15 @@ class GroupPass(NasPass):
         return None
 
     def rewrite(self, conv: Conv2dOp, state: RewriteState) -> None:
-        in_channels, out_channels, kernel_h, kernel_w, _ = conv_geometry(conv)
+        in_channels, out_channels, kernel_h, kernel_w, groups = conv_geometry(conv)
         old = weight_param(conv)
+        value = regroup(state.store.value_of(old), groups, self.groups) if state.inherit else None
         conv.operands[1] = state.maker.new(
             conv,
             weight_name(conv, f"g{self.groups}"),
             (out_channels, in_channels // self.groups, kernel_h, kernel_w),
             "kaiming_normal",
+            value,
         )
         conv.properties["groups"] = IntegerAttr(self.groups, i64)
         conv.properties.pop("schedule", None)

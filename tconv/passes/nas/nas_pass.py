@@ -10,7 +10,12 @@ when it can), and how to rewrite one (`rewrite`). `apply` does the rest:
    explicitly named layer); one remark on stderr per reason lists the skipped;
 3. re-infer the result types downstream;
 4. with `check-capacity`, measure the capacity before and after (the rewrite
-   runs on a copy) and refuse the whole rewrite if too much is lost.
+   runs on a copy) and refuse the whole rewrite if too much is lost;
+5. record in the store's provenance how the new weights started.
+
+New weights start from the old ones (`init`, see `tconv.passes.nas.inherit`)
+where the store's weights are trained or inherited, at their initial values
+otherwise.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ from tconv.passes.select import select_convs
 from tconv.passes.nas.store import ParamStore, active_store
 
 
+INITS = ("auto", "inherit", "random")
+"""The values of the `init` option."""
+
+
 @dataclass
 class RewriteState:
     """What one application of a pass works with."""
@@ -46,6 +55,11 @@ class RewriteState:
     maker: ParamMaker
     prepared: Any = None
     """Whatever the pass's `prepare` computed (the Fisher ranking, for pruning)."""
+    inherit: bool = False
+    """New weights start from the old ones (`tconv.passes.nas.inherit`)."""
+    copy_exact: bool = True
+    """Slices a rewrite keeps exactly (pruned or split channels) are copied;
+    false only with `init=random`, where every new weight starts at its initial value."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,9 @@ class NasPass(ModulePass):
     """Minibatch size of capacity measurements (and of pruning's ranking)."""
     seed: int = 0
     """Seed of that minibatch."""
+    init: str = "auto"
+    """How new weights start: `inherit` (from the old ones), `random` (their
+    initial values), `auto` (inherit where the store's weights are trained)."""
 
     name: ClassVar[str]
     uses_param_store: ClassVar[bool] = True
@@ -94,23 +111,41 @@ class NasPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         check = self.capacity_check()
         check.validate(self.name)
+        if self.init not in INITS:
+            raise self.fail(f"init must be one of {', '.join(INITS)}, got '{self.init}'")
         self.validate()
         store = active_store()
         target = op.clone() if self.check_capacity else op
         rewritten = self.rewrite_module(target, store)
-        if not self.check_capacity:
-            return
-        data = check.data(op, self.name)
-        before = check.value(op, store, data)
-        after = check.value(target, store, data)
-        check.require(before, after, self.name, rewritten)
-        _move_body(target, op)
+        if self.check_capacity:
+            data = check.data(op, self.name)
+            before = check.value(op, store, data)
+            after = check.value(target, store, data)
+            check.require(before, after, self.name, rewritten)
+            _move_body(target, op)
+        self._record_init(store)
+
+    def inherits(self, store: ParamStore) -> bool:
+        """Whether new weights start from the old ones: the one place `init` is decided."""
+        return self.init == "inherit" or (self.init == "auto" and store.trained)
+
+    def _record_init(self, store: ParamStore) -> None:
+        """A rewrite of trained weights leaves them `inherited`; `init` says how
+        the new ones started (the last rewrite's)."""
+        init = "inherit" if self.inherits(store) else "random"
+        if store.trained:
+            store.provenance = {**store.provenance, "weights": "inherited", "init": init}
+        elif init == "inherit":
+            store.provenance = {**store.provenance, "init": init}
 
     def rewrite_module(self, module: ModuleOp, store: ParamStore) -> list[str]:
         """Rewrite the selected, eligible convolutions of `module` in place;
         return their names."""
         selected = select_convs(module, self.layers, self.name)
-        state = RewriteState(module, store, ParamMaker(module, store, Rewriter()))
+        state = RewriteState(
+            module, store, ParamMaker(module, store, Rewriter()),
+            inherit=self.inherits(store), copy_exact=self.init != "random",
+        )
         state.prepared = self.prepare(state)
         rewritten: list[str] = []
         skipped: dict[str, list[str]] = {}
@@ -199,6 +234,18 @@ def weight_name(conv: Conv2dOp, tag: str) -> str:
 def bias_name(conv: Conv2dOp, tag: str) -> str:
     owner = conv.bias.owner if conv.bias is not None else None
     return tagged(owner.param_name if isinstance(owner, ParamOp) else "conv.bias", tag)
+
+
+def moved_bias(conv: Conv2dOp, tag: str, state: RewriteState) -> SSAValue | None:
+    """`conv`'s bias for the convolution that takes it over, under a new name
+    (tagged with `tag`): the same values, unless `init=random`."""
+    if conv.bias is None:
+        return None
+    old = conv.bias.owner
+    known = isinstance(old, ParamOp)
+    value = state.store.value_of(old) if known and state.copy_exact else None
+    init = old.init.data if known else "zeros"
+    return state.maker.new(conv, bias_name(conv, tag), shape_of(conv.bias), init, value)
 
 
 def replace_conv(conv: Conv2dOp, result: SSAValue, state: RewriteState) -> None:

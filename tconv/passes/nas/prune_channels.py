@@ -8,7 +8,8 @@ before any rewrite, on the seeded minibatch of the `batch` and `seed` options
 with the active store's parameters. The survivors keep their order. Every new
 parameter (the convolution's weight and bias, batch-norm parameters, the next
 convolution's or the classifier's weight) is the kept slice of the old one,
-written to the active store under its new name.
+written to the active store under its new name (with `init=random`: its
+initial value, an ablation).
 
 Grouped convolutions, and convolutions whose output reaches a residual `add`,
 a grouped consumer or the function's result, are not eligible.
@@ -25,7 +26,7 @@ from xdsl.utils.exceptions import PassFailedException
 from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp
 from tconv.passes.analyses.capacity import fisher_potential, minibatch
-from tconv.passes.nas.channels import NotNarrowable, Resize, apply_narrowing, plan_narrowing
+from tconv.passes.nas.channels import NotNarrowable, narrow_output, plan_narrowing
 from tconv.passes.nas.nas_pass import NasPass, RewriteState, conv_geometry, weight_param
 
 
@@ -73,19 +74,11 @@ class PruneChannelsPass(NasPass):
         if conv not in state.prepared:
             return "it has no Fisher ranking"
         try:
-            plan_narrowing(conv.output, range(kept), carry_values=True)
+            plan_narrowing(conv.output, range(kept), exact=True)
         except NotNarrowable as reason:
             return str(reason)
         return None
 
     def rewrite(self, conv: Conv2dOp, state: RewriteState) -> None:
         kept = self.kept_channels(conv, state)
-        tag = f"p{len(kept)}"
-        plan = plan_narrowing(conv.output, kept, carry_values=True)
-        # The convolution's own weight and bias keep their kept rows, like a consumer's.
-        plan.resizes.append(Resize(conv, 1, 0, tuple(kept)))
-        if conv.bias is not None:
-            plan.resizes.append(Resize(conv, 2, 0, tuple(kept)))
-        apply_narrowing(plan, state.maker, tag, carry_values=True)
-        conv.properties.pop("schedule", None)
-
+        narrow_output(conv, kept, state.maker, f"p{len(kept)}", exact=True, carry_values=state.copy_exact)

@@ -6,7 +6,9 @@ Each part has O/splits output channels and weight O/splits x C/groups x KH x
 KW. Where the original convolution is ungrouped and `groups` is 1, each part
 starts from its slice of the original weight (and bias), written to the
 active parameter store, so the rewrite computes exactly what the original
-did; otherwise the weights are new. The output shape is unchanged.
+did; otherwise the weights are new, or, inherited, the block-diagonal part of
+the slice (exact for a grouped original split with `groups` 1). The output
+shape is unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from tconv.ir.ops import ConcatOp, Conv2dOp, ParamOp, shape_of
+from tconv.passes.nas.inherit import regroup
 from tconv.passes.nas.nas_pass import (
     NasPass,
     RewriteState,
@@ -59,7 +62,8 @@ class SplitOutputPass(NasPass):
         part = out_channels // self.splits
         maker = state.maker
         exact = groups == 1 and self.groups == 1
-        weight = maker.store.value_of(weight_param(conv)) if exact else None
+        copied = state.inherit or (exact and state.copy_exact)
+        weight = maker.store.value_of(weight_param(conv)) if copied else None
         bias_param = conv.bias.owner if conv.bias is not None else None
         bias_value = maker.store.value_of(bias_param) if isinstance(bias_param, ParamOp) else None
         parts = []
@@ -68,12 +72,13 @@ class SplitOutputPass(NasPass):
             part_weight = maker.new(
                 conv, weight_name(conv, f"s{index}"),
                 (part, in_channels // self.groups, kernel_h, kernel_w), "kaiming_normal",
-                weight[rows] if weight is not None else None,
+                regroup(weight, groups, self.groups, rows) if weight is not None else None,
             )
             part_bias = None
             if isinstance(bias_param, ParamOp):
                 part_bias = maker.new(
-                    conv, bias_name(conv, f"s{index}"), (part,), bias_param.init.data, bias_value[rows]
+                    conv, bias_name(conv, f"s{index}"), (part,), bias_param.init.data,
+                    bias_value[rows] if state.copy_exact else None,
                 )
             part_conv = new_conv(conv, conv.input, part_weight, part_bias, groups=self.groups)
             Rewriter.insert_op(part_conv, InsertPoint.before(conv))

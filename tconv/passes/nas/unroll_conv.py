@@ -5,8 +5,9 @@ channels; the remaining O - dense by a convolution with `groups` groups; the
 two are concatenated. Where the original convolution is ungrouped, the dense
 part starts from its slice of the original weight (written to the active
 parameter store), so those channels are unchanged; the grouped part's weight
-is new. The bias, per output channel, is split between the two. The output
-shape is unchanged.
+is new, or, inherited, the block-diagonal part of its slice (and a grouped
+original's dense part its exact dense slice). The bias, per output channel,
+is split between the two. The output shape is unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from tconv.ir.ops import ConcatOp, Conv2dOp, ParamOp
+from tconv.passes.nas.inherit import regroup
 from tconv.passes.nas.nas_pass import (
     NasPass,
     RewriteState,
@@ -57,7 +59,8 @@ class UnrollConvPass(NasPass):
     def rewrite(self, conv: Conv2dOp, state: RewriteState) -> None:
         in_channels, out_channels, kernel_h, kernel_w, groups = conv_geometry(conv)
         maker = state.maker
-        weight = maker.store.value_of(weight_param(conv)) if groups == 1 else None
+        dense_exact = groups == 1 and state.copy_exact
+        weight = maker.store.value_of(weight_param(conv)) if state.inherit or dense_exact else None
         bias_param = conv.bias.owner if conv.bias is not None else None
         bias_value = maker.store.value_of(bias_param) if isinstance(bias_param, ParamOp) else None
         parts = []
@@ -66,14 +69,17 @@ class UnrollConvPass(NasPass):
             ("grouped", slice(self.dense, out_channels), self.groups),
         ):
             count = rows.stop - rows.start
+            copies = state.inherit or (part_groups == 1 and dense_exact)
             part_weight = maker.new(
                 conv, weight_name(conv, tag), (count, in_channels // part_groups, kernel_h, kernel_w),
-                "kaiming_normal",
-                weight[rows] if weight is not None and part_groups == 1 else None,
+                "kaiming_normal", regroup(weight, groups, part_groups, rows) if copies else None,
             )
             part_bias = None
             if isinstance(bias_param, ParamOp):
-                part_bias = maker.new(conv, bias_name(conv, tag), (count,), bias_param.init.data, bias_value[rows])
+                part_bias = maker.new(
+                    conv, bias_name(conv, tag), (count,), bias_param.init.data,
+                    bias_value[rows] if state.copy_exact else None,
+                )
             part_conv = new_conv(conv, conv.input, part_weight, part_bias, groups=part_groups)
             Rewriter.insert_op(part_conv, InsertPoint.before(conv))
             parts.append(part_conv.output)

@@ -1,8 +1,11 @@
 // tconv-group makes each eligible convolution grouped: a new weight with
 // C/groups input channels per output channel, and the groups property.
+// init (inherit, random, auto) changes only the new weight's values, not the IR.
 
 // RUN: tconv-opt %s -p 'tconv-group{groups=2}' | filecheck %s
 // RUN: xdsl-opt %s -p 'tconv-group{groups=2}' | filecheck %s
+// RUN: tconv-opt %s -p 'tconv-group{groups=2 init=inherit}' | filecheck %s
+// RUN: not tconv-opt %s -p 'tconv-group{groups=2 init=copy}' 2>&1 | filecheck %s --check-prefix=INIT
 // RUN: tconv-opt %s -p 'tconv-group{groups=4 layers="conv2,he*"}' 2>&1 | filecheck %s --check-prefix=PICK
 // RUN: not tconv-opt %s -p 'tconv-group{groups=3 layers="conv1"}' 2>&1 | filecheck %s --check-prefix=REFUSE
 // RUN: not tconv-opt %s -p 'tconv-group{groups=2 layers="conv7"}' 2>&1 | filecheck %s --check-prefix=UNKNOWN
@@ -54,3 +57,4 @@ func.func @net(%x: tensor<1x4x8x8xf32>) -> tensor<1x10xf32> {
 // REFUSE:     error: tconv-group: cannot rewrite conv1: its input channels 4 are not divisible by groups 3
 // UNKNOWN:    error: tconv-group: unknown layer 'conv7' (the convolutions are: conv1, conv2, head)
 // ZERO:       error: tconv-group: groups must be at least 2, got 0
+// INIT:       error: tconv-group: init must be one of auto, inherit, random, got 'copy'
