@@ -17,6 +17,7 @@ from tconv import __version__
 from tconv.cli.capacity import CAPACITY
 from tconv.cli.command import Command, UsageError
 from tconv.cli.compile import COMPILE
+from tconv.cli.distill import DISTILL
 from tconv.cli.explain import EXPLAIN
 from tconv.cli.interop import EXPORT, IMPORT
 from tconv.cli.mlir import EXPORT_MLIR, IMPORT_MLIR
@@ -30,7 +31,7 @@ from tconv.ir.loader import TconvError
 
 COMMANDS: tuple[Command, ...] = (
     ZOO, IMPORT, EXPORT, IMPORT_MLIR, EXPORT_MLIR, SUMMARY, EXPLAIN, TUNE, COMPILE, RUN, CAPACITY,
-    TRAIN, OPTIMIZE,
+    TRAIN, DISTILL, OPTIMIZE,
 )
 """The subcommands, in the order `tconv --help` lists them."""
 
