@@ -4,6 +4,7 @@ network that keeps its capacity, then compile it.
     tconv optimize resnet34 --budget 600 -o r34.opt        # a zoo network (CIFAR-10 where it has one)
     tconv optimize net.mlir --target rpc:board -o net.opt  # measured on devices behind a TVM tracker
     tconv optimize net.mlir --target cuda -o net.opt       # measured on this machine's GPU
+    tconv optimize net.mlir --data digits --max-accuracy-drop 1 -o net.opt   # fine-tuned, accuracy checked
 
 DIR receives `optimized.mlir` with its store `optimized.npz`, the compiled
 artifact `artifact/` (`tconv run DIR/artifact`), `optimized.onnx`,
@@ -23,7 +24,9 @@ import tempfile
 from pathlib import Path
 
 from tconv.cli.command import Command, UsageError, note, positive_int
+from tconv.cli.train import add_data_arguments, load_data, load_network, require_torch
 from tconv.errors import TconvError
+from tconv.ir.params import is_trained
 from tconv.passes.analyses.capacity import DEFAULT_METRIC, METRICS
 from tconv.search.progress import done as end_progress
 
@@ -57,23 +60,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, metavar="T",
                         help="cpu: threads to run with (default: the CPUs available)")
     parser.add_argument("--db", metavar="PATH", help="the tuning database (default: the one `tconv tune` uses)")
+    accuracy = parser.add_argument_group(
+        "accuracy", "with --data, the finalists are fine-tuned from the trained original's weights and the answer "
+        "is the fastest within --max-accuracy-drop of the original's validation accuracy"
+    )
+    add_data_arguments(accuracy, required=False)
+    accuracy.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
+                          help="the most validation accuracy the answer may lose, in percentage points (default: 1.0)")
+    accuracy.add_argument("--train-budget", type=float, default=300.0, metavar="SECONDS",
+                          help="fine-tuning time for all finalists together, beside --budget (default: 300)")
+    accuracy.add_argument("--train-lr", type=float, default=0.01, metavar="LR",
+                          help="fine-tuning's initial learning rate (cosine schedule; default: 0.01)")
+    accuracy.add_argument("--augment", nargs="?", const="shift", default="none", choices=("none", "shift", "shift-flip"),
+                          help="fine-tuning's augmentation, as in tconv train (default: none)")
+    accuracy.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                          help="where to fine-tune (default: auto)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the output directory")
 
 
 def _load(args: argparse.Namespace):
-    """The module and its parameters, and a short name for the report."""
+    """The module, its parameters and their provenance, and a short name for the report."""
     from tconv.frontends import zoo
-    from tconv.ir.loader import load_module
-    from tconv.ir.params import bind_params, init_params, load_store, store_path_for
+    from tconv.ir.params import init_params
 
     path = Path(args.network)
     if path.suffix == ".mlir" or path.exists():
-        module = load_module(args.network)
-        store = store_path_for(args.network)
-        if store.exists():
-            return module, bind_params(module, load_store(store), source=str(store)), path.stem
-        note(f"no parameter store {store}: parameters initialised (seed 0)")
-        return module, init_params(module), path.stem
+        return *load_network(args.network), path.stem
     if args.network not in zoo.network_names():
         raise TconvError(
             f"error: '{args.network}' is neither a file nor a zoo network "
@@ -84,7 +96,32 @@ def _load(args: argparse.Namespace):
     if dataset not in datasets:
         raise UsageError(f"--dataset: {args.network} has {', '.join(datasets)}, not '{dataset}'")
     module = zoo.build(args.network, dataset)
-    return module, init_params(module), f"{args.network} ({dataset})"
+    return module, init_params(module), {"weights": "initial"}, f"{args.network} ({dataset})"
+
+
+def _accuracy_check(args: argparse.Namespace, module, provenance: dict, network: str):
+    """What --data asks for (None without it); refused for an untrained original,
+    whose accuracy would say nothing."""
+    if args.data is None:
+        return None
+    if not 0 <= args.max_accuracy_drop <= 100:
+        raise UsageError(f"--max-accuracy-drop is in percentage points (0 to 100), got {args.max_accuracy_drop}")
+    if not args.train_budget > 0:
+        raise UsageError(f"--train-budget must be positive, got {args.train_budget}")
+    if not is_trained(provenance):
+        raise TconvError(
+            f"error: --data checks the answer's accuracy against the original's, but the weights of {network} are "
+            f"not trained; train them first (tconv train NET.mlir --data {args.data} -o NET_trained.npz) and "
+            "optimize NET_trained.mlir"
+        )
+    require_torch()
+    from tconv.search.accuracy import AccuracyCheck
+    from tconv.train.loop import TrainConfig
+
+    return AccuracyCheck(
+        load_data(args, module), args.max_accuracy_drop / 100, args.train_budget,
+        TrainConfig(lr=args.train_lr, augment=args.augment), args.device,
+    )
 
 
 def _check_output(output: Path) -> None:
@@ -121,7 +158,8 @@ def execute(args: argparse.Namespace) -> None:
     _check_output(output)
     if args.threads:
         os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM starts its thread pool
-    module, params, name = _load(args)
+    module, params, provenance, name = _load(args)
+    accuracy = _accuracy_check(args, module, provenance, name)
 
     # Imported on use: TVM loads only when something is measured.
     from tconv.cli.files import write_network
@@ -142,6 +180,7 @@ def execute(args: argparse.Namespace) -> None:
     options = OptimizeOptions(
         budget_s=args.budget, min_capacity=args.min_capacity, metric=args.metric,
         seeds=tuple(range(args.seeds)), threads=threads, measure_networks=local, strict=not args.accept_within_noise,
+        accuracy=accuracy,
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
@@ -152,7 +191,7 @@ def execute(args: argparse.Namespace) -> None:
             timer = CudaNetworkTimer(staging / "builds", measurer.arch, measurer.device_for)
         else:
             timer = NetworkTimer(database, threads, staging / "builds") if local else None
-        search = Search(module, params, latencies, options, stderr_progress, timer)
+        search = Search(module, params, latencies, options, stderr_progress, timer, provenance)
         result = search.run()
         study = None
         if args.prune is not None:
@@ -167,9 +206,15 @@ def execute(args: argparse.Namespace) -> None:
             "min_capacity": args.min_capacity, "strict_capacity": not args.accept_within_noise, "threads": threads,
             "ort_original_ms": None if timer is None or timer.ort_seconds is None else timer.ort_seconds * 1e3,
         }
+        context["weights"] = _answer_weights(best, result.original, provenance)
+        if accuracy is not None:
+            context["accuracy_data"] = accuracy.data.description
+            context["max_accuracy_drop"] = accuracy.max_drop
         report = reports.build_report(result, rows, context, study)
-        write_network(staging / "optimized.mlir", best.realised.module, best.realised.params)
-        if timer is not None and best.label in timer.artifacts:
+        write_network(staging / "optimized.mlir", best.realised.module, best.realised.params,
+                      _answer_provenance(best, result.original, provenance, accuracy))
+        # A fine-tuned answer's weights are not those its timed artifact was compiled with.
+        if timer is not None and best.label in timer.artifacts and best.fine_tune_epochs is None:
             shutil.move(timer.artifacts[best.label], staging / "artifact")
         elif cuda:  # the LLVM backend's cuda artifact, as the GPU measured it
             from tconv.lowering.llvm.artifact import compile_artifact as compile_cuda_artifact
@@ -191,6 +236,8 @@ def execute(args: argparse.Namespace) -> None:
         text = reports.markdown(report)
         (staging / "report.md").write_text(text)
         reports.pareto_png(report, staging / "pareto.png")
+        if accuracy is not None:
+            reports.accuracy_png(report, staging / "accuracy.png")
         if output.exists():
             shutil.rmtree(output)
         os.replace(staging, output)
@@ -199,9 +246,34 @@ def execute(args: argparse.Namespace) -> None:
         if cuda:
             measurer.close()
     print(text.split("\n## Layers", 1)[0].rstrip())
+    if accuracy is not None:
+        print("accuracy.png: measured latency against validation accuracy")
     if "\n## Channel pruning" in text:
         print("\n## Channel pruning" + text.split("\n## Channel pruning", 1)[1].split("\n## ", 1)[0].rstrip())
     print(f"\nwrote {output}/: optimized.mlir (+ .npz), artifact/, optimized.onnx, report.json, report.md, pareto.png")
+    if accuracy is None and best is not result.original:
+        note(f"the answer is not trained: {report['weights']}; its accuracy is not known. "
+             "Pass --data (and a trained original) to fine-tune it and check its accuracy.")
+
+
+def _answer_weights(best, original, provenance: dict) -> str:
+    """One phrase: what the answer's weights are."""
+    if best is original:
+        return "the original's" + (" (trained)" if is_trained(provenance) else " (not trained)")
+    if best.fine_tune_epochs is not None:
+        return f"inherited from the trained original and fine-tuned for {best.fine_tune_epochs} epoch(s)"
+    if is_trained(provenance):
+        return "inherited from the trained original, not fine-tuned"
+    return "initialised, like the original's (not trained)"
+
+
+def _answer_provenance(best, original, provenance: dict, accuracy) -> dict:
+    if best is original:
+        return provenance
+    if best.fine_tune_epochs is not None:
+        return {"weights": "trained", "fine_tuned_epochs": best.fine_tune_epochs, "data": accuracy.data.description,
+                "val_accuracy": best.accuracy}
+    return {"weights": "inherited" if is_trained(provenance) else "initial"}
 
 
 OPTIMIZE = Command(

@@ -52,9 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the trained store; OUT.mlir (the IR) and OUT.train/ (checkpoint, curve) go beside it")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+def add_data_arguments(parser, required: bool = True) -> None:
     """--data and its split, shared by every command that trains or evaluates."""
-    parser.add_argument("--data", required=True, metavar="digits|DATA.npz|FOLDER",
+    parser.add_argument("--data", required=required, metavar="digits|DATA.npz|FOLDER",
                         help="digits (scikit-learn's, built in), an .npz with x_train, y_train, x_val, y_val "
                         "(or x, y), or a folder with one subfolder of PNG/JPEG images per class")
     parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",

@@ -32,6 +32,11 @@ The search trades architecture for speed where capacity allows. Its moves:
    estimate (`OptimizeOptions.finalists` in all) and the original are
    compiled and timed side by side (alternating rounds, medians); the
    fastest is the answer, the original if none beats it.
+6. **Accuracy** (with `OptimizeOptions.accuracy`, `tconv optimize --data`).
+   The finalists, fastest first, are fine-tuned from the weights they
+   inherited from the trained original and evaluated on the validation
+   split; the answer is the fastest within the allowed accuracy drop, the
+   original if none is (see `tconv.search.accuracy`).
 
 Between any two measurements the search checks its deadline: at any budget
 the answer is the best legal network found so far (at worst the original).
@@ -43,6 +48,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
@@ -63,6 +69,9 @@ from tconv.search.space import (
     origin_of,
 )
 from tconv.search.tuning import Workload
+
+if TYPE_CHECKING:  # the accuracy check imports torch: only where it is asked for
+    from tconv.search.accuracy import AccuracyCheck
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,9 @@ class OptimizeOptions:
     strict: bool = True
     """Accept only "legal" verdicts (ratio ≥ min_capacity); False also
     accepts "within noise" (see `legality`)."""
+    accuracy: AccuracyCheck | None = None
+    """Fine-tune the finalists and require their validation accuracy (None:
+    the answer is not trained, and its accuracy is not known)."""
 
 
 @dataclass
@@ -105,6 +117,11 @@ class Candidate:
     """The whole compiled network, timed (only the confirmed ones)."""
     accepted: bool | None = None
     """Whether the search may choose it: its capacity verdict passed (None: not checked)."""
+    accuracy: float | None = None
+    """Validation accuracy (with `--data`; after fine-tuning, for a finalist)."""
+    accuracy_before: float | None = None
+    """A finalist's validation accuracy with its inherited weights, before fine-tuning."""
+    fine_tune_epochs: int | None = None
 
 
 @dataclass
@@ -119,11 +136,14 @@ class SearchResult:
     traffic between kernels) shrinks with it, so a factor fits better than a
     constant."""
     search_seconds: float
+    """Searching and confirming; fine-tuning, which has its own budget, apart."""
     measurements: int
     model_rank_correlation: float | None = None
     """Kendall τ between the cost model's predictions and the measurements
     that followed them (None: too few)."""
     notes: list[str] = field(default_factory=list)
+    fine_tune_seconds: float | None = None
+    """Fine-tuning the finalists and checking their accuracy (None: not asked for)."""
 
     def estimate(self, candidate: Candidate) -> float:
         return candidate.conv_seconds * self.network_factor
@@ -166,9 +186,12 @@ class Search:
         options: OptimizeOptions,
         progress: Progress | None = None,
         network_timer: Callable[[list[Candidate]], list[float]] | None = None,
+        provenance: Mapping[str, object] | None = None,
     ) -> None:
         self.module = module
         self.params = dict(params)
+        self.provenance = dict(provenance or {"weights": "initial"})
+        """Where the original's weights come from: rewrites of trained weights inherit them."""
         self.latencies = latencies
         self.options = options
         self.progress = progress
@@ -194,7 +217,7 @@ class Search:
     def evaluate(self, label: str, assignment: Assignment, force: bool = False) -> Candidate | None:
         """Build the network of `assignment` and estimate its latency; None
         if the deadline passes while its new workloads are measured (unless `force`)."""
-        realised = apply_assignment(self.module, self.params, assignment)
+        realised = apply_assignment(self.module, self.params, assignment, self.provenance)
         for workload in self.latencies.unknown_workloads(realised.module):
             if self.deadline.passed(self.reserve) and not force:
                 return None
@@ -264,6 +287,11 @@ class Search:
             best = self.infiltrate(best, illegal)
         self.tune(best)
         best = self.confirm(original, best)
+        search_seconds = self.deadline.elapsed
+        fine_tune_seconds = None
+        if self.options.accuracy is not None:
+            best = self.check_accuracy(original, best)
+            fine_tune_seconds = self.deadline.elapsed - search_seconds
         if self.progress:
             end_progress()
         for key, error in self.latencies.failures.items():
@@ -276,7 +304,8 @@ class Search:
             best=best,
             candidates=self.candidates,
             network_factor=factor,
-            search_seconds=self.deadline.elapsed,
+            search_seconds=search_seconds,
+            fine_tune_seconds=fine_tune_seconds,
             measurements=self.latencies.measurements,
             model_rank_correlation=self.rank_correlation(),
             notes=self.notes,
@@ -451,6 +480,49 @@ class Search:
             )
             return original
         return fastest
+
+    # Accuracy ------------------------------------------------------------------
+
+    def check_accuracy(self, original: Candidate, confirmed: Candidate) -> Candidate:
+        """The fastest finalist whose fine-tuned validation accuracy is within
+        the allowed drop of the original's; the original if none is."""
+        from tconv.search.accuracy import fine_tune, validation_accuracy
+        from tconv.train.loop import cross_entropy
+
+        check = self.options.accuracy
+        assert check is not None
+        self.say("validation accuracy of the original")
+        original.accuracy = validation_accuracy(self.module, self.params, check.data)
+        floor = original.accuracy - check.max_drop
+        timed = [c for c in self.candidates if c is not original and c.measured_seconds is not None]
+        if timed:  # confirmation timed them whole: faster than the original only
+            finalists = sorted(
+                (c for c in timed if c.measured_seconds < original.measured_seconds), key=lambda c: c.measured_seconds
+            )
+        else:
+            finalists = [] if confirmed is original else self.finalists(confirmed)
+        objective = cross_entropy if check.teacher is None else check.teacher(self.module, self.params)
+        budget = Deadline(check.train_budget_s)
+        for index, candidate in enumerate(finalists):
+            share = budget.left / (len(finalists) - index)
+            self.say(f"fine-tuning {candidate.label} ({share:.0f} s)")
+            trained = fine_tune(candidate.realised.module, candidate.realised.params, check, share, objective)
+            candidate.realised.params = trained.params
+            candidate.accuracy, candidate.accuracy_before = trained.accuracy, trained.accuracy_before
+            candidate.fine_tune_epochs = trained.epochs
+            if candidate.accuracy >= floor:
+                if candidate is not finalists[0]:
+                    self.notes.append(
+                        f"faster finalists lost more than {check.max_drop:.1%} of validation accuracy; the answer "
+                        f"is {candidate.label}"
+                    )
+                return candidate
+        if finalists:
+            self.notes.append(
+                f"no finalist kept validation accuracy within {check.max_drop:.1%} of the original's "
+                f"{original.accuracy:.2%} after fine-tuning: the answer is the original"
+            )
+        return original
 
 
 def _short(workload: Workload) -> str:

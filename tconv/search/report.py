@@ -119,6 +119,9 @@ def _network(candidate: Candidate, result: SearchResult) -> dict:
             "original" if candidate is result.original else "not checked" if comparison is None else comparison.verdict
         ),
         "accepted": candidate.accepted,
+        "accuracy": candidate.accuracy,
+        "accuracy_before_fine_tuning": candidate.accuracy_before,
+        "fine_tune_epochs": candidate.fine_tune_epochs,
     }
 
 
@@ -158,6 +161,7 @@ def build_report(
     return {
         **context,
         "search_seconds": result.search_seconds,
+        "fine_tune_seconds": result.fine_tune_seconds,
         "measurements": result.measurements,
         "cost_model_kendall_tau": result.model_rank_correlation,
         "original": _network(original, result),
@@ -204,6 +208,10 @@ def markdown(report: dict) -> str:
         speedup = report["speedup"].get("vs_onnxruntime_original")
         lines.append(f"| ONNX Runtime running the original (ms) | {report['ort_original_ms']:.2f} | - | "
                      + ("-" if speedup is None else f"{speedup:.2f}x (ONNX Runtime / optimized)") + " |")
+    if original.get("accuracy") is not None:
+        a, b = original["accuracy"], best["accuracy"]
+        lines.append(f"| validation accuracy (%) | {100 * a:.2f} | {100 * b:.2f} | "
+                     f"{100 * (b - a):+.2f} points (allowed: -{100 * report['max_accuracy_drop']:.2f}) |")
     lines.append(row("parameters", original["parameters"], best["parameters"], ",d"))
     lines.append(row("MFLOPs", original["flops"] / 1e6, best["flops"] / 1e6, ".1f"))
     ratio = best["capacity_ratio"]
@@ -211,6 +219,20 @@ def markdown(report: dict) -> str:
         f"| capacity ({metric}, median) | {original['capacity']['median']:.4g} | {best['capacity']['median']:.4g} | "
         + ("-" if ratio is None else f"{ratio:.4f} ± {best['capacity_noise']:.4f}, {best['verdict']}") + " |"
     )
+    lines += ["", f"Weights of the answer: {report.get('weights', 'not recorded')}."]
+    if report.get("accuracy_data"):
+        lines += ["", "## Accuracy", "", f"Data: {report['accuracy_data']}. Finalists, fastest first, fine-tuned "
+                  f"from inherited weights until one kept the accuracy ({report['fine_tune_seconds']:.0f} s):", "",
+                  "| network | measured ms | accuracy inherited (%) | epochs | accuracy fine-tuned (%) |",
+                  "|---|---|---|---|---|",
+                  f"| original | {_ms(original['measured_ms'])} | - | - | {100 * original['accuracy']:.2f} |"]
+        for candidate in report["candidates"]:
+            if candidate["fine_tune_epochs"] is not None:
+                lines.append(
+                    f"| {candidate['label']} | {_ms(candidate['measured_ms'])} | "
+                    f"{100 * candidate['accuracy_before_fine_tuning']:.2f} | {candidate['fine_tune_epochs']} | "
+                    f"{100 * candidate['accuracy']:.2f} |"
+                )
     lines += ["", "## Layers", "",
               "| layer | rewrite | schedule | ms before | ms after | Fisher before | Fisher after |",
               "|---|---|---|---|---|---|---|"]
@@ -295,6 +317,35 @@ def pareto_png(report: dict, path: Path) -> None:
     axes.axhline(report["min_capacity"], c="grey", lw=0.5)
     axes.set_xlabel("estimated latency (ms)")
     axes.set_ylabel(f"capacity / original ({report['original']['capacity']['metric']})")
+    axes.set_title(f"{report['network']} on {report['target']}")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
+def accuracy_png(report: dict, path: Path) -> None:
+    """Measured latency against validation accuracy: the original and every
+    fine-tuned finalist, the allowed drop as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    original = report["original"]
+    points = [(c["measured_ms"], 100 * c["accuracy"], c["label"]) for c in report["candidates"]
+              if c["fine_tune_epochs"] is not None and c["measured_ms"] is not None]
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
+    axes.scatter([original["measured_ms"]], [100 * original["accuracy"]], c="black", label="original", s=36)
+    if points:
+        axes.scatter([p[0] for p in points], [p[1] for p in points], c="tab:blue", label="fine-tuned finalists", s=28)
+        for x, y, label in points:
+            axes.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    axes.axhline(100 * (original["accuracy"] - report["max_accuracy_drop"]), c="grey", lw=0.8, ls="--",
+                 label="allowed drop")
+    axes.set_xscale("log")
+    axes.set_xlabel("measured latency (ms, log scale)")
+    axes.set_ylabel("validation accuracy (%)")
     axes.set_title(f"{report['network']} on {report['target']}")
     axes.legend(fontsize=8)
     figure.tight_layout()

@@ -101,11 +101,17 @@ def conv_layers(module: ModuleOp) -> list[str]:
     return [layer_name(op) for op in module.walk() if isinstance(op, Conv2dOp)]
 
 
-def apply_assignment(module: ModuleOp, params: Mapping[str, np.ndarray], assignment: Assignment) -> Realised:
+def apply_assignment(
+    module: ModuleOp,
+    params: Mapping[str, np.ndarray],
+    assignment: Assignment,
+    provenance: Mapping[str, object] | None = None,
+) -> Realised:
     """A copy of `module` with each assigned layer rewritten, in program
-    order, and its parameters (kept, resized or newly initialised)."""
+    order, and its parameters (kept, resized, inherited where `provenance`
+    says the weights are trained, or newly initialised)."""
     result = module.clone()
-    store = ParamStore(dict(params))
+    store = ParamStore(dict(params), provenance=dict(provenance or {"weights": "initial"}))
     applied: dict[str, Rewrite] = {}
     skipped: dict[str, str] = {}
     ctx = make_context()

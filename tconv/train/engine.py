@@ -50,6 +50,7 @@ def train_network(
     objective: Objective = cross_entropy,
     progress: bool = True,
     log: bool = True,
+    time_limit_s: float | None = None,
 ) -> Trained | None:
     """Train `module` from `params` (see the module docstring). `work` None
     keeps nothing on disk (the search's fine-tuning)."""
@@ -73,7 +74,7 @@ def train_network(
             network, data, config,
             checkpoint=None if work is None else work / CHECKPOINT,
             objective=objective, processes=processes, on_epoch=on_epoch, progress=progress,
-            identity=network_identity(module),
+            identity=network_identity(module), time_limit_s=time_limit_s,
         )
         history = trainer.run(resume)
         if not processes.leader:

@@ -121,6 +121,10 @@ class Trainer:
     identity: str = ""
     """What the checkpoint must have been made for (the network's text): a
     resume from another network's checkpoint is refused."""
+    time_limit_s: float | None = None
+    """Stop training once this much time has passed (the epoch under way ends
+    early, is evaluated and is the last): a budgeted fine-tuning must not
+    overrun when the machine turns out slower than estimated."""
     history: list[Epoch] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -198,6 +202,7 @@ class Trainer:
 
     def run(self, resume: bool = False) -> list[Epoch]:
         first = self.resume() if resume else 0
+        self.stop_at = None if self.time_limit_s is None else time.perf_counter() + self.time_limit_s
         for epoch in range(first, self.config.epochs):
             start = time.perf_counter()
             train_loss, train_accuracy = self.train_epoch(epoch)
@@ -209,7 +214,12 @@ class Trainer:
             self.save(epoch + 1)
             if self.on_epoch is not None and self.processes.leader:
                 self.on_epoch(record)
+            if self.out_of_time():
+                break
         return self.history
+
+    def out_of_time(self) -> bool:
+        return self.stop_at is not None and time.perf_counter() > self.stop_at
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """One pass over the training data; its (mean loss, accuracy)."""
@@ -235,6 +245,8 @@ class Trainer:
             loss_sum += loss.item() * len(mine)
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(mine)
+            if self.out_of_time():
+                break
             if self.progress and processes.leader:
                 show_progress(
                     f"epoch {epoch + 1}/{config.epochs} {bar((step + 1) / self.steps_per_epoch, 24)} "

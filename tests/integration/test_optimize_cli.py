@@ -24,7 +24,9 @@ from support import assert_user_error, relative_error, small_resnet, tconv
 
 @pytest.fixture(scope="module")
 def optimized(tmp_path_factory):
-    """`tconv optimize small.mlir --budget 60 -o out`: (status, stdout, stderr, out dir, input file)."""
+    """As a user would: `tconv train small.mlir --data digits -o trained.npz`, then
+    `tconv optimize trained.mlir --data digits --max-accuracy-drop 5 --budget 60
+    -o out`: (status, stdout, stderr, out dir, the trained input file)."""
     root = tmp_path_factory.mktemp("optimize")
     module = small_resnet()
     write_network(root / "small.mlir", module, init_params(module, seed=1))
@@ -33,8 +35,12 @@ def optimized(tmp_path_factory):
     environment.setenv("TCONV_TUNING_DB", str(root / "tuning.jsonl"))
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        status = main(["optimize", str(root / "small.mlir"), "--budget", "60", "--seeds", "2", "-o", str(out)])
-    yield status, stdout.getvalue(), stderr.getvalue(), out, root / "small.mlir"
+        status = main(["train", str(root / "small.mlir"), "--data", "digits", "--epochs", "2", "--lr", "0.1",
+                       "-o", str(root / "trained.npz")])
+        assert status == 0, stderr.getvalue()
+        status = main(["optimize", str(root / "trained.mlir"), "--budget", "60", "--seeds", "2", "--data", "digits",
+                       "--max-accuracy-drop", "5", "--train-budget", "15", "-o", str(out)])
+    yield status, stdout.getvalue(), stderr.getvalue(), out, root / "trained.mlir"
     environment.undo()
 
 
@@ -64,6 +70,27 @@ def test_report_is_consistent(optimized):
     assert report["search_seconds"] <= 60 * 1.1
     assert report["candidates"][0]["label"] == "original"
     assert "## Layers" in (out / "report.md").read_text()
+
+
+def test_the_answer_keeps_the_accuracy_the_report_states(optimized):
+    """Its validation accuracy, within the allowed drop, and what ONNX Runtime
+    running the exported answer measures on the same split."""
+    import onnxruntime
+
+    from tconv.train.data import load_dataset
+
+    _, stdout, _, out, _ = optimized
+    report = json.loads((out / "report.json").read_text())
+    original, best = report["original"], report["optimized"]
+    assert original["accuracy"] > 0.5
+    assert best["accuracy"] >= original["accuracy"] - 0.05
+    assert "| validation accuracy (%) |" in stdout
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    data = load_dataset("digits", (1, 3, 8, 8), 10)
+    session = onnxruntime.InferenceSession(str(out / "optimized.onnx"))
+    name = session.get_inputs()[0].name
+    predictions = np.concatenate([session.run(None, {name: x[None]})[0].argmax(1) for x in data.x_val])
+    assert np.mean(predictions == data.y_val) == pytest.approx(best["accuracy"], abs=1 / len(data.y_val))
 
 
 def test_the_artifact_computes_the_optimized_network(optimized):
@@ -97,6 +124,9 @@ def test_bad_inputs(capsys, tmp_path):
     occupied.mkdir()
     (occupied / "mine.txt").write_text("keep")
     assert_user_error(tconv(capsys, "optimize", "resnet18", "-o", occupied), "not a tconv optimize output")
+    assert_user_error(tconv(capsys, "optimize", "resnet18", "--data", "digits", "-o", tmp_path / "w"),
+                      "weights of resnet18 (cifar10) are not trained")
+    assert not (tmp_path / "w").exists()
     assert (occupied / "mine.txt").read_text() == "keep"
     status, _, err = tconv(capsys, "optimize", "resnet18", "--target", "fpga", "-o", tmp_path / "y")
     assert status == 2 and "--target" in err and not (tmp_path / "y").exists()

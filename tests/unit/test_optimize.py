@@ -390,3 +390,56 @@ def test_pruning_study_builds_and_checks_both_networks(tmp_path):
         widths = [shape_of(op.output)[1] for op in network.realised.module.walk()
                   if isinstance(op, Conv2dOp) and layer_name(op).startswith("layer1.0.conv1")]
         assert widths == [count]
+
+
+# Accuracy (--data) --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_small(tmp_path_factory):
+    """The small network trained on digits for two epochs: (module, params, data)."""
+    from tconv.train.data import load_dataset
+    from tconv.train.engine import train_network
+    from tconv.train.loop import TrainConfig
+
+    module = small_resnet()
+    data = load_dataset("digits", (1, 3, 8, 8), 10)
+    trained = train_network(module, init_params(module), data, TrainConfig(epochs=2, lr=0.1), None, "cpu",
+                            progress=False, log=False)
+    return module, trained.params, data
+
+
+def accuracy_search(tmp_path, trained_small, max_drop: float):
+    from tconv.search.accuracy import AccuracyCheck
+
+    module, params, data = trained_small
+    options = OptimizeOptions(**{**OPTIONS.__dict__, "measure_networks": True,
+                                 "accuracy": AccuracyCheck(data, max_drop, train_budget_s=6, device="cpu")})
+    latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), FakeDevice())
+    timer = lambda candidates: [c.conv_seconds for c in candidates]  # noqa: E731
+    return Search(module, params, latencies, options, network_timer=timer, provenance={"weights": "trained"}).run()
+
+
+def test_with_data_the_answer_is_fine_tuned_and_within_the_accuracy_drop(tmp_path, trained_small):
+    result = accuracy_search(tmp_path, trained_small, max_drop=0.5)
+    original, best = result.original, result.best
+    assert original.accuracy > 0.3  # trained: chance is 0.1
+    assert best is not original and best.fine_tune_epochs >= 1
+    assert best.accuracy >= original.accuracy - 0.5
+    # The answer's weights are the fine-tuned ones: they give the accuracy the search reports.
+    from tconv.search.accuracy import validation_accuracy
+
+    assert validation_accuracy(best.realised.module, best.realised.params, trained_small[2]) == best.accuracy
+    report = build_report(result, [], {"network": "small", "target": "fake", "budget_seconds": 120,
+                                       "min_capacity": 1.0, "max_accuracy_drop": 0.5, "weights": "fine-tuned",
+                                       "accuracy_data": "digits"})
+    text = markdown(report)
+    assert "| validation accuracy (%) |" in text and "## Accuracy" in text
+
+
+def test_with_data_no_finalist_within_the_drop_leaves_the_original(tmp_path, trained_small):
+    result = accuracy_search(tmp_path, trained_small, max_drop=-1.0)  # would need 100 points more
+    assert result.best is result.original
+    assert any("no finalist kept validation accuracy" in note for note in result.notes)
+    tuned = [c for c in result.candidates if c.fine_tune_epochs is not None]
+    assert tuned and all(c.accuracy_before is not None for c in tuned)

@@ -1,0 +1,108 @@
+"""The accuracy check of `tconv optimize --data`: is a faster network still
+as good as the original?
+
+Capacity at initialisation stays the cheap pre-filter; this check is the
+verdict. The search's finalists start from weights inherited from the
+trained original (`tconv.passes.nas.inherit`), are fine-tuned on the
+training split for their share of `--train-budget`, and are evaluated on the
+validation split the original is evaluated on. The answer is the fastest
+finalist whose validation accuracy is at most `max_drop` below the
+original's; the original where none is.
+
+A finalist's share of the budget buys whole epochs: one timed training step
+(forward, backward and update of a minibatch, after a warm-up step) says
+what an epoch costs, and the fine-tuning runs as many epochs as fit (at
+least one) on the usual cosine schedule. Where the estimate was short (a
+busy machine), training stops when the share is spent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from xdsl.dialects.builtin import ModuleOp
+
+from tconv.train.data import Dataset
+from tconv.train.engine import train_network
+from tconv.train.loop import Objective, TrainConfig, cross_entropy, evaluate
+from tconv.train.network import TrainableNetwork
+
+EPOCH_MARGIN = 1.2
+"""Epoch estimates are scaled up by this much (evaluation, Python overhead)."""
+
+
+@dataclass(frozen=True)
+class AccuracyCheck:
+    data: Dataset
+    max_drop: float
+    """The largest allowed loss of validation accuracy, as a fraction (0.01: one point)."""
+    train_budget_s: float
+    """Fine-tuning time for all finalists together."""
+    config: TrainConfig = TrainConfig(lr=0.01)
+    """Fine-tuning's options; `epochs` is set per finalist from its budget.
+    A small learning rate: the weights are inherited, not random."""
+    device: str = "auto"
+    teacher: Callable[[ModuleOp, Mapping[str, np.ndarray]], Objective] | None = None
+    """Given the original and its weights, the objective that distils it into
+    a finalist (None: fine-tune on the labels alone)."""
+
+
+@dataclass(frozen=True)
+class TrainedCandidate:
+    params: dict[str, np.ndarray]
+    accuracy: float
+    accuracy_before: float
+    """Validation accuracy with the inherited weights, before fine-tuning."""
+    epochs: int
+    seconds: float
+
+
+def validation_accuracy(module: ModuleOp, params: Mapping[str, np.ndarray], data: Dataset) -> float:
+    network = TrainableNetwork(module, params)
+    return evaluate(network, data.x_val, data.y_val)[1]
+
+
+def epoch_seconds(module: ModuleOp, params: Mapping[str, np.ndarray], data: Dataset, batch: int) -> float:
+    """What one epoch of training costs, from one timed step (after a warm-up step)."""
+    network = TrainableNetwork(module, params).train()
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.0)
+    batch = min(batch, len(data.y_train))
+    x = torch.from_numpy(data.x_train[:batch])
+    labels = torch.from_numpy(data.y_train[:batch])
+    seconds = 0.0
+    for _ in range(2):
+        start = time.perf_counter()
+        loss, _ = cross_entropy(network, x, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seconds = time.perf_counter() - start
+    return seconds * math.ceil(len(data.y_train) / batch)
+
+
+def fine_tune(
+    module: ModuleOp,
+    params: Mapping[str, np.ndarray],
+    check: AccuracyCheck,
+    seconds: float,
+    objective: Objective = cross_entropy,
+) -> TrainedCandidate:
+    """`module` fine-tuned from `params` for about `seconds`, and its validation accuracy."""
+    start = time.perf_counter()
+    before = validation_accuracy(module, params, check.data)
+    per_epoch = epoch_seconds(module, params, check.data, check.config.batch) * EPOCH_MARGIN
+    epochs = max(1, int((seconds - (time.perf_counter() - start)) / per_epoch))
+    trained = train_network(
+        module, params, check.data, replace(check.config, epochs=epochs), None, check.device,
+        objective=objective, progress=False, log=False,
+        time_limit_s=max(seconds - (time.perf_counter() - start), 0.0),
+    )
+    assert trained is not None  # the search runs in one process
+    return TrainedCandidate(
+        trained.params, trained.history[-1].val_accuracy, before, len(trained.history), time.perf_counter() - start
+    )
