@@ -1,0 +1,74 @@
+"""A user's trained PyTorch model through tconv: exported to ONNX, `tconv
+import`, `tconv optimize --data`, `tconv export`; ONNX Runtime running the
+exported answer measures the accuracy the report states."""
+
+import io
+import json
+import warnings
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from support import tconv
+from torch import nn
+
+from tconv.ir.params import load_provenance
+from tconv.train.data import load_dataset
+
+
+def trained_torch_model(data) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, stride=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    for _ in range(4):
+        for batch in torch.randperm(len(y)).split(64):
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def onnx_accuracy(path, data) -> float:
+    session = onnxruntime.InferenceSession(str(path))
+    name = session.get_inputs()[0].name
+    predictions = [session.run(None, {name: x[None]})[0].argmax() for x in data.x_val]
+    return float(np.mean(np.asarray(predictions) == data.y_val))
+
+
+@pytest.mark.slow
+def test_a_trained_pytorch_model_comes_out_faster_with_the_accuracy_its_report_states(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TCONV_TUNING_DB", str(tmp_path / "tuning.jsonl"))
+    data = load_dataset("digits", (1, 1, 8, 8), 10)
+    model = trained_torch_model(data)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), buffer, dynamo=False, opset_version=17)
+    (tmp_path / "model.onnx").write_bytes(buffer.getvalue())
+    original_accuracy = onnx_accuracy(tmp_path / "model.onnx", data)
+
+    status, _, err = tconv(capsys, "import", tmp_path / "model.onnx", "-o", tmp_path / "net.mlir")
+    assert status == 0, err
+    assert load_provenance(tmp_path / "net.npz")["weights"] == "trained"
+    # Any drop allowed: what is tested is that the answer's stated accuracy is the one it has
+    # (whether a tiny network keeps its accuracy after seconds of fine-tuning is not).
+    status, out, err = tconv(capsys, "optimize", tmp_path / "net.mlir", "--data", "digits", "--max-accuracy-drop", "100",
+                             "--budget", "45", "--train-budget", "5", "--seeds", "2", "-o", tmp_path / "opt")
+    assert status == 0, err
+    report = json.loads((tmp_path / "opt" / "report.json").read_text())
+    # The original's accuracy in the report is the PyTorch model's, measured by tconv on the same split.
+    assert report["original"]["accuracy"] == pytest.approx(original_accuracy, abs=1 / len(data.y_val))
+    best = report["optimized"]
+    assert best["verdict"] != "original" and best["fine_tune_epochs"] >= 1, report["notes"]
+
+    status, _, err = tconv(capsys, "export", tmp_path / "opt" / "optimized.mlir", "-o", tmp_path / "answer.onnx")
+    assert status == 0, err
+    assert onnx_accuracy(tmp_path / "answer.onnx", data) == pytest.approx(best["accuracy"], abs=1 / len(data.y_val))
