@@ -235,7 +235,7 @@ def grouped(store: ParamStore, init: str) -> tuple[np.ndarray, ParamStore]:
 def test_random_on_a_trained_store_gives_the_initial_values(trained):
     weight, store = grouped(ParamStore(dict(trained), provenance=dict(TRAINED)), "random")
     np.testing.assert_array_equal(weight, initial_value("conv2_g2.weight", (16, 8, 3, 3), "kaiming_normal", 0))
-    assert store.provenance == {"weights": "inherited", "accuracy": 0.9, "init": "random"}
+    assert store.provenance == {"weights": "inherited", "init": "random", "inherited_from": TRAINED}
 
 
 def test_inherit_on_an_untrained_store_inherits():
@@ -259,6 +259,10 @@ def test_tconv_opt_writes_inherited_weights_and_says_so(tmp_path, trained):
     source, out = tmp_path / "net.mlir", tmp_path / "out.mlir"
     write_network(source, digits_net(), trained, TRAINED)
     assert opt_main([str(source), "-p", 'tconv-group{groups=2 layers="conv2"}', "-o", str(out)]) == 0
-    assert load_provenance(store_path_for(out)) == {"weights": "inherited", "accuracy": 0.9, "init": "inherit"}
+    assert load_provenance(store_path_for(out)) == {"weights": "inherited", "init": "inherit", "inherited_from": TRAINED}
+    # A second rewrite keeps the record of the trained weights and inherits again.
+    again = tmp_path / "again.mlir"
+    assert opt_main([str(out), "-p", 'tconv-group{groups=4 layers="conv3"}', "-o", str(again)]) == 0
+    assert load_provenance(store_path_for(again)) == {"weights": "inherited", "init": "inherit", "inherited_from": TRAINED}
     written = load_store(store_path_for(out))["conv2_g2.weight"]
     np.testing.assert_array_equal(written, regroup(trained["conv2.weight"], 1, 2))

@@ -130,11 +130,15 @@ class NasPass(ModulePass):
         return self.init == "inherit" or (self.init == "auto" and store.trained)
 
     def _record_init(self, store: ParamStore) -> None:
-        """A rewrite of trained weights leaves them `inherited`; `init` says how
-        the new ones started (the last rewrite's)."""
+        """A rewrite of trained weights leaves them `inherited`, the trained
+        store's record (its data, epochs, accuracy) kept as `inherited_from`:
+        it no longer describes these weights. `init` says how the new ones
+        started (the last rewrite's)."""
         init = "inherit" if self.inherits(store) else "random"
-        if store.trained:
-            store.provenance = {**store.provenance, "weights": "inherited", "init": init}
+        if store.provenance.get("weights") == "trained":
+            store.provenance = {"weights": "inherited", "init": init, "inherited_from": store.provenance}
+        elif store.trained:
+            store.provenance = {**store.provenance, "init": init}
         elif init == "inherit":
             store.provenance = {**store.provenance, "init": init}
 
