@@ -22,6 +22,7 @@ from tconv.cli.explain import EXPLAIN
 from tconv.cli.interop import EXPORT, IMPORT
 from tconv.cli.mlir import EXPORT_MLIR, IMPORT_MLIR
 from tconv.cli.optimize import OPTIMIZE
+from tconv.cli.prune import PRUNE
 from tconv.cli.run import RUN
 from tconv.cli.summary import SUMMARY
 from tconv.cli.train import TRAIN
@@ -31,7 +32,7 @@ from tconv.ir.loader import TconvError
 
 COMMANDS: tuple[Command, ...] = (
     ZOO, IMPORT, EXPORT, IMPORT_MLIR, EXPORT_MLIR, SUMMARY, EXPLAIN, TUNE, COMPILE, RUN, CAPACITY,
-    TRAIN, DISTILL, OPTIMIZE,
+    TRAIN, PRUNE, DISTILL, OPTIMIZE,
 )
 """The subcommands, in the order `tconv --help` lists them."""
 

@@ -1,11 +1,18 @@
 // tconv-prune-channels removes the lowest-Fisher output channels of a
 // convolution and the matching inputs of its consumers; the survivors get new
-// names. With check-capacity, a rewrite that loses too much is refused.
+// names. With check-capacity, a rewrite that loses too much is refused. The
+// criterion (fisher, magnitude, uniform) decides which channels survive, not
+// the shapes: every criterion gives the same IR (the values differ; see
+// tests/unit/test_prune.py).
 
 // RUN: tconv-opt %s -p 'tconv-prune-channels{keep=6 batch=4}' 2>&1 | filecheck %s
 // RUN: tconv-opt %s -p 'tconv-prune-channels{keep=0.25 layers="head"}' | filecheck %s --check-prefix=RATIO
 // RUN: not tconv-opt %s -p 'tconv-prune-channels{keep=0.5 layers="head" check-capacity=true min-capacity=100}' 2>&1 | filecheck %s --check-prefix=ILLEGAL
+// RUN: tconv-opt %s -p 'tconv-prune-channels{keep=0.25 layers="head" criterion=fisher}' | filecheck %s --check-prefix=RATIO
+// RUN: tconv-opt %s -p 'tconv-prune-channels{keep=0.25 layers="head" criterion=magnitude}' | filecheck %s --check-prefix=RATIO
+// RUN: tconv-opt %s -p 'tconv-prune-channels{keep=0.25 layers="head" criterion=uniform}' | filecheck %s --check-prefix=RATIO
 // RUN: not tconv-opt %s -p 'tconv-prune-channels{keep=0}' 2>&1 | filecheck %s --check-prefix=ZERO
+// RUN: not tconv-opt %s -p 'tconv-prune-channels{keep=0.5 criterion=taylor}' 2>&1 | filecheck %s --check-prefix=CRITERION
 
 func.func @net(%x: tensor<1x4x8x8xf32>) -> tensor<1x10xf32> {
   %w1 = tconv.param "conv1.weight" init kaiming_normal : tensor<8x4x3x3xf32>
@@ -47,6 +54,9 @@ func.func @net(%x: tensor<1x4x8x8xf32>) -> tensor<1x10xf32> {
 // CHECK-NEXT: %o = tconv.dense %f, %6, %fb : (tensor<1x6xf32>, tensor<10x6xf32>, tensor<10xf32>) -> tensor<1x10xf32>
 
 // RATIO:      tconv.param "head_p4.weight" init kaiming_normal : tensor<4x8x3x3xf32>
+// RATIO-NEXT: tconv.param "head_p4.bias" init zeros : tensor<4xf32>
+// RATIO:      tconv.param "fc_p4.weight" init kaiming_normal : tensor<10x4xf32>
 
 // ILLEGAL:    error: tconv-prune-channels: rewrite of head refused: naswot capacity {{[0-9.e+-]+}} before, {{[0-9.e+-]+}} after (ratio {{[0-9.e+-]+}}, min-capacity 100; batch 8, seed 0); the module is unchanged
 // ZERO:       error: tconv-prune-channels: keep must be a ratio in (0, 1] or a channel count, got 0
+// CRITERION:  error: tconv-prune-channels: criterion must be one of fisher, magnitude, uniform, got 'taylor'
