@@ -1,7 +1,7 @@
 """A trained network in, a faster trained network out: the whole job, measured.
 
-    .venv/bin/python bench/accuracy.py [--network resnet18] [--epochs 15] [--budget 600]
-                                       [--train-budget 600] [--max-drop 1] [--compare-epochs 5]
+    .venv/bin/python bench/accuracy.py [--network resnet18] [--epochs 8] [--budget 420]
+                                       [--train-budget 240] [--max-drop 1] [--compare-epochs 5]
 
 Run on a quiet machine (the search times networks side by side). Steps, each
 a tconv command as a user types it, each skipped when its output is already
@@ -79,9 +79,9 @@ def random_answer(work: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--network", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=15, help="training of the original")
-    parser.add_argument("--budget", type=float, default=600, help="the search's budget (s)")
-    parser.add_argument("--train-budget", type=float, default=600, help="fine-tuning's budget (s)")
+    parser.add_argument("--epochs", type=int, default=8, help="training of the original")
+    parser.add_argument("--budget", type=float, default=420, help="the search's budget (s)")
+    parser.add_argument("--train-budget", type=float, default=240, help="fine-tuning's budget (s)")
     parser.add_argument("--max-drop", type=float, default=1.0, help="percentage points")
     parser.add_argument("--compare-epochs", type=int, default=5)
     parser.add_argument("--compare-lr", type=float, default=0.02)

@@ -222,3 +222,16 @@ def test_a_checkpoint_of_another_network_is_refused(capsys, tiny_file, tmp_path)
                       "made for another network")
     assert_user_error(tconv(capsys, "train", tiny_file, "--data", "digits", "--resume", "--lr", "0.3", "-o", out),
                       "trained with other options (lr 0.05)")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU with torch CUDA")
+def test_training_on_a_gpu_learns_what_the_cpu_does(digits):
+    module = tiny_network()
+    config = TrainConfig(epochs=2, lr=0.1)
+    on_cpu = train_network(module, init_params(module), digits, config, None, "cpu", progress=False, log=False)
+    on_gpu = train_network(module, init_params(module), digits, config, None, "cuda", progress=False, log=False)
+    # GPU kernels round differently; two epochs keep the weights close and the accuracy near.
+    assert abs(on_gpu.history[-1].val_accuracy - on_cpu.history[-1].val_accuracy) < 0.05
+    for name, value in on_cpu.params.items():
+        np.testing.assert_allclose(on_gpu.params[name], value, rtol=0.05, atol=0.05, err_msg=name)
