@@ -69,12 +69,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           help="the most validation accuracy the answer may lose, in percentage points (default: 1.0)")
     accuracy.add_argument("--train-budget", type=float, default=300.0, metavar="SECONDS",
                           help="fine-tuning time for all finalists together, beside --budget (default: 300)")
+    accuracy.add_argument("--train-epochs", type=positive_int, metavar="N",
+                          help="at most N epochs of fine-tuning per finalist (default: as many as its share of "
+                          "--train-budget buys)")
     accuracy.add_argument("--train-lr", type=float, default=0.01, metavar="LR",
                           help="fine-tuning's initial learning rate (cosine schedule; default: 0.01)")
     accuracy.add_argument("--augment", nargs="?", const="shift", default="none", choices=("none", "shift", "shift-flip"),
                           help="fine-tuning's augmentation, as in tconv train (default: none)")
     accuracy.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                           help="where to fine-tune (default: auto)")
+    accuracy.add_argument("--distill", action="store_true",
+                          help="distil the original into each finalist (soft targets and attention transfer, with "
+                          "tconv distill's defaults) instead of fine-tuning on the labels alone")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the output directory")
 
 
@@ -116,11 +122,13 @@ def _accuracy_check(args: argparse.Namespace, module, provenance: dict, network:
         )
     require_torch()
     from tconv.search.accuracy import AccuracyCheck
+    from tconv.train.distill import DistillConfig
     from tconv.train.loop import TrainConfig
 
     return AccuracyCheck(
-        load_data(args, module), args.max_accuracy_drop / 100, args.train_budget,
+        load_data(args, module), args.max_accuracy_drop / 100, args.train_budget, args.train_epochs,
         TrainConfig(lr=args.train_lr, augment=args.augment), args.device,
+        DistillConfig() if args.distill else None,
     )
 
 
@@ -206,7 +214,7 @@ def execute(args: argparse.Namespace) -> None:
             "min_capacity": args.min_capacity, "strict_capacity": not args.accept_within_noise, "threads": threads,
             "ort_original_ms": None if timer is None or timer.ort_seconds is None else timer.ort_seconds * 1e3,
         }
-        context["weights"] = _answer_weights(best, result.original, provenance)
+        context["weights"] = _answer_weights(best, result.original, provenance, accuracy)
         if accuracy is not None:
             context["accuracy_data"] = accuracy.data.description
             context["max_accuracy_drop"] = accuracy.max_drop
@@ -256,12 +264,13 @@ def execute(args: argparse.Namespace) -> None:
              "Pass --data (and a trained original) to fine-tune it and check its accuracy.")
 
 
-def _answer_weights(best, original, provenance: dict) -> str:
+def _answer_weights(best, original, provenance: dict, accuracy) -> str:
     """One phrase: what the answer's weights are."""
     if best is original:
         return "the original's" + (" (trained)" if is_trained(provenance) else " (not trained)")
     if best.fine_tune_epochs is not None:
-        return f"inherited from the trained original and fine-tuned for {best.fine_tune_epochs} epoch(s)"
+        how = "distilled from it" if accuracy.distill is not None else "fine-tuned"
+        return f"inherited from the trained original and {how} for {best.fine_tune_epochs} epoch(s)"
     if is_trained(provenance):
         return "inherited from the trained original, not fine-tuned"
     return "initialised, like the original's (not trained)"
@@ -272,7 +281,7 @@ def _answer_provenance(best, original, provenance: dict, accuracy) -> dict:
         return provenance
     if best.fine_tune_epochs is not None:
         return {"weights": "trained", "fine_tuned_epochs": best.fine_tune_epochs, "data": accuracy.data.description,
-                "val_accuracy": best.accuracy}
+                "val_accuracy": best.accuracy, "distilled": accuracy.distill is not None}
     return {"weights": "inherited" if is_trained(provenance) else "initial"}
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,6 +28,7 @@ import torch
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.train.data import Dataset
+from tconv.train.distill import DistillConfig, Distillation, matching_points
 from tconv.train.engine import train_network
 from tconv.train.loop import Objective, TrainConfig, cross_entropy, evaluate
 from tconv.train.network import TrainableNetwork
@@ -43,13 +44,15 @@ class AccuracyCheck:
     """The largest allowed loss of validation accuracy, as a fraction (0.01: one point)."""
     train_budget_s: float
     """Fine-tuning time for all finalists together."""
+    max_epochs: int | None = None
+    """At most this many epochs per finalist, however many the budget would buy."""
     config: TrainConfig = TrainConfig(lr=0.01)
     """Fine-tuning's options; `epochs` is set per finalist from its budget.
     A small learning rate: the weights are inherited, not random."""
     device: str = "auto"
-    teacher: Callable[[ModuleOp, Mapping[str, np.ndarray]], Objective] | None = None
-    """Given the original and its weights, the objective that distils it into
-    a finalist (None: fine-tune on the labels alone)."""
+    distill: DistillConfig | None = None
+    """Distil the original into each finalist (soft targets and attention
+    transfer, `tconv.train.distill`) instead of fine-tuning on the labels alone."""
 
 
 @dataclass(frozen=True)
@@ -85,18 +88,34 @@ def epoch_seconds(module: ModuleOp, params: Mapping[str, np.ndarray], data: Data
     return seconds * math.ceil(len(data.y_train) / batch)
 
 
+def objective_for(
+    module: ModuleOp, check: AccuracyCheck, original: tuple[ModuleOp, Mapping[str, np.ndarray]]
+) -> Objective:
+    """What fine-tuning `module` minimises: the labels' cross-entropy, or
+    distillation from the original where the check asks for it."""
+    if check.distill is None:
+        return cross_entropy
+    teacher_module, teacher_params = original
+    points = matching_points(teacher_module, module) if check.distill.attention > 0 else []
+    return Distillation(TrainableNetwork(teacher_module, teacher_params), points, check.distill)
+
+
 def fine_tune(
     module: ModuleOp,
     params: Mapping[str, np.ndarray],
     check: AccuracyCheck,
     seconds: float,
-    objective: Objective = cross_entropy,
+    original: tuple[ModuleOp, Mapping[str, np.ndarray]],
 ) -> TrainedCandidate:
-    """`module` fine-tuned from `params` for about `seconds`, and its validation accuracy."""
+    """`module` fine-tuned (or distilled from `original`, the module and its
+    weights) from `params` for about `seconds`, and its validation accuracy."""
     start = time.perf_counter()
+    objective = objective_for(module, check, original)
     before = validation_accuracy(module, params, check.data)
     per_epoch = epoch_seconds(module, params, check.data, check.config.batch) * EPOCH_MARGIN
     epochs = max(1, int((seconds - (time.perf_counter() - start)) / per_epoch))
+    if check.max_epochs is not None:
+        epochs = min(epochs, check.max_epochs)
     trained = train_network(
         module, params, check.data, replace(check.config, epochs=epochs), None, check.device,
         objective=objective, progress=False, log=False,

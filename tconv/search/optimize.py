@@ -487,7 +487,6 @@ class Search:
         """The fastest finalist whose fine-tuned validation accuracy is within
         the allowed drop of the original's; the original if none is."""
         from tconv.search.accuracy import fine_tune, validation_accuracy
-        from tconv.train.loop import cross_entropy
 
         check = self.options.accuracy
         assert check is not None
@@ -501,12 +500,13 @@ class Search:
             )
         else:
             finalists = [] if confirmed is original else self.finalists(confirmed)
-        objective = cross_entropy if check.teacher is None else check.teacher(self.module, self.params)
         budget = Deadline(check.train_budget_s)
         for index, candidate in enumerate(finalists):
             share = budget.left / (len(finalists) - index)
-            self.say(f"fine-tuning {candidate.label} ({share:.0f} s)")
-            trained = fine_tune(candidate.realised.module, candidate.realised.params, check, share, objective)
+            self.say(f"{'distilling' if check.distill else 'fine-tuning'} {candidate.label} ({share:.0f} s)")
+            trained = fine_tune(
+                candidate.realised.module, candidate.realised.params, check, share, (self.module, self.params)
+            )
             candidate.realised.params = trained.params
             candidate.accuracy, candidate.accuracy_before = trained.accuracy, trained.accuracy_before
             candidate.fine_tune_epochs = trained.epochs

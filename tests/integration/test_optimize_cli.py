@@ -39,7 +39,7 @@ def optimized(tmp_path_factory):
                        "-o", str(root / "trained.npz")])
         assert status == 0, stderr.getvalue()
         status = main(["optimize", str(root / "trained.mlir"), "--budget", "60", "--seeds", "2", "--data", "digits",
-                       "--max-accuracy-drop", "5", "--train-budget", "15", "-o", str(out)])
+                       "--max-accuracy-drop", "5", "--train-budget", "120", "--train-epochs", "2", "-o", str(out)])
     yield status, stdout.getvalue(), stderr.getvalue(), out, root / "trained.mlir"
     environment.undo()
 

@@ -409,12 +409,13 @@ def trained_small(tmp_path_factory):
     return module, trained.params, data
 
 
-def accuracy_search(tmp_path, trained_small, max_drop: float):
+def accuracy_search(tmp_path, trained_small, max_drop: float, distill=None):
     from tconv.search.accuracy import AccuracyCheck
 
     module, params, data = trained_small
-    options = OptimizeOptions(**{**OPTIONS.__dict__, "measure_networks": True,
-                                 "accuracy": AccuracyCheck(data, max_drop, train_budget_s=6, device="cpu")})
+    # Two epochs each, the budget only a bound: a busy machine must not starve the fine-tuning.
+    check = AccuracyCheck(data, max_drop, train_budget_s=120, max_epochs=2, device="cpu", distill=distill)
+    options = OptimizeOptions(**{**OPTIONS.__dict__, "measure_networks": True, "accuracy": check})
     latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), FakeDevice())
     timer = lambda candidates: [c.conv_seconds for c in candidates]  # noqa: E731
     return Search(module, params, latencies, options, network_timer=timer, provenance={"weights": "trained"}).run()
@@ -443,3 +444,18 @@ def test_with_data_no_finalist_within_the_drop_leaves_the_original(tmp_path, tra
     assert any("no finalist kept validation accuracy" in note for note in result.notes)
     tuned = [c for c in result.candidates if c.fine_tune_epochs is not None]
     assert tuned and all(c.accuracy_before is not None for c in tuned)
+
+
+def test_with_data_and_distillation_the_finalists_learn_from_the_original(tmp_path, trained_small, monkeypatch):
+    from tconv.search import accuracy
+    from tconv.train.distill import DistillConfig, Distillation
+
+    objectives = []
+    real = accuracy.objective_for
+    monkeypatch.setattr(accuracy, "objective_for", lambda *a: objectives.append(real(*a)) or objectives[-1])
+    result = accuracy_search(tmp_path, trained_small, max_drop=0.5, distill=DistillConfig())
+    assert objectives and all(isinstance(o, Distillation) for o in objectives)
+    # The small network's stages (8x8) match between the original and every rewrite of it.
+    assert all(o.points for o in objectives)
+    assert result.best.fine_tune_epochs >= 1
+
