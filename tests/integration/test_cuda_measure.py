@@ -210,7 +210,7 @@ def test_optimize_for_cuda_on_a_gpu(tmp_path, capsys):
 NO_TVM = """
 import sys
 
-class NoTvm:  # the GPU machine's Python has no TVM (PLATFORM.md)
+class NoTvm:  # the GPU machine's Python has no TVM
     def find_spec(self, name, path=None, target=None):
         if name == "tvm" or name.startswith("tvm."):
             raise ImportError("no TVM on this machine")

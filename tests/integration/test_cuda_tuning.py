@@ -198,7 +198,7 @@ def test_the_store_compiles_each_tile_once(tmp_path):
 NO_TVM_BUILD = """
 import sys
 
-class NoTvm:  # a GPU machine without TVM (PLATFORM.md)
+class NoTvm:  # a GPU machine without TVM
     def find_spec(self, name, path=None, target=None):
         if name == "tvm" or name.startswith("tvm."):
             raise ImportError("no TVM on this machine")

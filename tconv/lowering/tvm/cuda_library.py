@@ -1,4 +1,4 @@
-"""CUDA kernels built by TVM → one shared library, by the route of PLATFORM.md.
+"""CUDA kernels built by TVM → one shared library, compiled by nvcc here.
 
 TVM 0.27 keeps CUDA *source* in a built module and compiles it when the
 module loads, which needs TVM on the GPU machine. Instead the kernels are

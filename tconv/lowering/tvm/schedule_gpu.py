@@ -4,7 +4,7 @@ One thread per output element: the kernel's data-parallel loops are fused
 and spread over thread blocks of `THREADS` threads. A kernel with a reduction
 (convolution, dense, pooling) accumulates in a register (`local` scope) and
 applies its epilogue (bias, residual, activation) in the same thread, so a
-kernel needs no global scratch memory — the nvcc route of PLATFORM.md
+kernel needs no global scratch memory — the nvcc route of `cuda_library`
 (`cuda_host`, `export_cuda_host`) refuses kernels that allocate a workspace.
 Producer stages (padding, packing) are inlined into their readers.
 

@@ -34,7 +34,7 @@ def cpu_target(mcpu: str | None = None, num_cores: int | None = None) -> Target:
 
 def cuda_target(arch: str = "sm_90", host: str = "cuda_host") -> Target:
     """A cuda target for GPU architecture `arch`, with host code for `host`
-    (`cuda_host`: the nvcc route of PLATFORM.md; or `llvm`)."""
+    (`cuda_host`: the nvcc route of `cuda_library`; or `llvm`)."""
     if not arch.startswith("sm_"):
         raise ValueError(f"cuda target: arch must look like 'sm_90', got '{arch}'")
     return Target({"kind": "cuda", "arch": arch}, host={"kind": host})

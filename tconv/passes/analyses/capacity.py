@@ -80,9 +80,11 @@ rewrites and accepts the mild one at min-capacity 1.0
 (tests/integration/test_capacity_discrimination.py): the Fisher potential
 rises when every 3×3 convolution becomes depthwise, and SynFlow falls for any
 rewrite that removes weights, grouping in two included. On the digits τ
-experiment (bench/capacity_tau.py) NASWOT ranks trained accuracy positively
-(τ ≈ +0.32), SynFlow better (≈ +0.49), Fisher inversely (≈ -0.40); plain
-parameter and FLOP counts rank it better than all three (≈ +0.74, +0.76)."""
+experiment (bench/capacity_tau.py, docs/benchmarks.md) NASWOT ranks trained
+accuracy positively (τ ≈ +0.39), SynFlow about as well (≈ +0.36), Fisher
+inversely (≈ -0.17); plain parameter and FLOP counts rank it better than all
+three (≈ +0.58, +0.59): capacity is a pre-filter, accuracy after
+fine-tuning the verdict (`tconv optimize --data`)."""
 
 DEFAULT_SEEDS = (0, 1, 2)
 
