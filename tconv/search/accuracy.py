@@ -31,10 +31,11 @@ from tconv.train.data import Dataset
 from tconv.train.distill import DistillConfig, Distillation, matching_points
 from tconv.train.engine import train_network
 from tconv.train.loop import Objective, TrainConfig, cross_entropy, evaluate
-from tconv.train.network import TrainableNetwork
+from tconv.train.network import TrainableNetwork, recalibrate_batch_norm
 
 EPOCH_MARGIN = 1.2
 """Epoch estimates are scaled up by this much (evaluation, Python overhead)."""
+CALIBRATION_IMAGES = 1024
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class TrainedCandidate:
     params: dict[str, np.ndarray]
     accuracy: float
     accuracy_before: float
-    """Validation accuracy with the inherited weights, before fine-tuning."""
+    """Validation accuracy with the inherited weights (batch-norm statistics
+    re-estimated on training images), before fine-tuning."""
     epochs: int
     seconds: float
 
@@ -68,6 +70,15 @@ class TrainedCandidate:
 def validation_accuracy(module: ModuleOp, params: Mapping[str, np.ndarray], data: Dataset) -> float:
     network = TrainableNetwork(module, params)
     return evaluate(network, data.x_val, data.y_val)[1]
+
+
+def recalibrated(module: ModuleOp, params: Mapping[str, np.ndarray], data: Dataset) -> dict[str, np.ndarray]:
+    """`params` with batch-norm's running statistics re-estimated on up to
+    `CALIBRATION_IMAGES` training images (see `recalibrate_batch_norm`)."""
+    network = TrainableNetwork(module, params)
+    chosen = np.random.default_rng(0).permutation(len(data.x_train))[:CALIBRATION_IMAGES]
+    recalibrate_batch_norm(network, data.x_train[np.sort(chosen)])
+    return network.arrays()
 
 
 def epoch_seconds(module: ModuleOp, params: Mapping[str, np.ndarray], data: Dataset, batch: int) -> float:
@@ -111,6 +122,7 @@ def fine_tune(
     weights) from `params` for about `seconds`, and its validation accuracy."""
     start = time.perf_counter()
     objective = objective_for(module, check, original)
+    params = recalibrated(module, params, check.data)
     before = validation_accuracy(module, params, check.data)
     per_epoch = epoch_seconds(module, params, check.data, check.config.batch) * EPOCH_MARGIN
     epochs = max(1, int((seconds - (time.perf_counter() - start)) / per_epoch))

@@ -59,6 +59,7 @@ class TrainableNetwork(nn.Module):
             else:
                 self.register_parameter(self._attributes[name], nn.Parameter(tensor))
         self.rules = {**TORCH, BatchNormOp: self._batch_norm}
+        self.batch_norm_momentum = BATCH_NORM_MOMENTUM
 
     def value(self, name: str) -> torch.Tensor:
         """The tensor of the IR parameter `name`."""
@@ -67,7 +68,7 @@ class TrainableNetwork(nn.Module):
     def _batch_norm(self, op: BatchNormOp, x, scale, shift, mean, var) -> torch.Tensor:
         return F.batch_norm(
             x, mean, var, scale, shift, training=self.training,
-            momentum=BATCH_NORM_MOMENTUM, eps=op.epsilon.value.data,
+            momentum=self.batch_norm_momentum, eps=op.epsilon.value.data,
         )
 
     def forward(
@@ -80,3 +81,22 @@ class TrainableNetwork(nn.Module):
     def arrays(self) -> dict[str, np.ndarray]:
         """Every IR parameter, running statistics included, as float32 numpy arrays."""
         return {name: self.value(name).detach().cpu().numpy().astype(np.float32) for name in self.names}
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(network: TrainableNetwork, images: np.ndarray, batch: int = 64) -> None:
+    """Re-estimate every batch-norm's running mean and variance as their
+    average over the minibatches of `images` (momentum 1/(k+1) at the k-th).
+
+    A rewrite changes the activations its batch-norms see, so the running
+    statistics it inherited describe another network: evaluated with them,
+    a rewrite that fine-tuning repairs in one epoch can score at chance."""
+    was_training = network.training
+    network.train()
+    device = next(network.parameters()).device
+    for index, start in enumerate(range(0, len(images), batch)):
+        network.batch_norm_momentum = 1.0 / (index + 1)
+        network(torch.from_numpy(np.ascontiguousarray(images[start : start + batch])).to(device))
+    network.batch_norm_momentum = BATCH_NORM_MOMENTUM
+    network.train(was_training)
+

@@ -235,3 +235,22 @@ def test_training_on_a_gpu_learns_what_the_cpu_does(digits):
     assert abs(on_gpu.history[-1].val_accuracy - on_cpu.history[-1].val_accuracy) < 0.05
     for name, value in on_cpu.params.items():
         np.testing.assert_allclose(on_gpu.params[name], value, rtol=0.05, atol=0.05, err_msg=name)
+
+
+def test_recalibrated_batch_norm_statistics_are_those_of_the_data(digits):
+    from tconv.ir.ops import Conv2dOp
+    from tconv.train.network import recalibrate_batch_norm
+
+    module = tiny_network()
+    params = init_params(module)
+    params["bn1.running_mean"] = np.full(16, 5.0, np.float32)  # inherited from another network
+    network = TrainableNetwork(module, params)
+    images = digits.x_train[:128]
+    recalibrate_batch_norm(network, images, batch=64)
+    convs = []
+    with torch.no_grad():
+        network.eval()(torch.from_numpy(images), observe=lambda op, t: convs.append(t) if isinstance(op, Conv2dOp) else None)
+    conv1 = convs[0].numpy()
+    # The average of the two minibatches' means is the mean over all 128 images.
+    np.testing.assert_allclose(network.arrays()["bn1.running_mean"], conv1.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert network.batch_norm_momentum == 0.1 and network.training is False
