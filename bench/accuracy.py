@@ -76,6 +76,17 @@ def random_answer(work: Path) -> Path:
     return work / "random.mlir"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the record beside the figures."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--network", default="resnet18")
@@ -116,7 +127,7 @@ def main() -> None:
 
     original, best = report["original"], report["optimized"]
     summary = {
-        "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"), "machine": cpu_model(),
         "network": args.network, "original_epochs": args.epochs, "target": report["target"],
         "search_seconds": report["search_seconds"], "fine_tune_seconds": report["fine_tune_seconds"],
         "original_accuracy": original["accuracy"], "answer_accuracy": best["accuracy"],
@@ -131,7 +142,7 @@ def main() -> None:
     lines = [
         f"# {args.network} (CIFAR-10 shape) on digits: trained in, faster trained out",
         "",
-        f"{summary['date']}, {report['target']}; original trained {args.epochs} epochs; search "
+        f"{summary['date']}, {summary['machine']}, {report['target']}; original trained {args.epochs} epochs; search "
         f"{report['search_seconds']:.0f} s, fine-tuning {report['fine_tune_seconds']:.0f} s.",
         "",
         "| | original | answer |",

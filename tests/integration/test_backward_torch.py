@@ -47,13 +47,15 @@ def _batch_norm_inference(op: BatchNormOp, x, scale, shift, mean, var):
     return normalized * scale.reshape(shape) + shift.reshape(shape)
 
 
-def torch_gradients(module: ModuleOp, params: Mapping[str, np.ndarray], x, labels, training: bool):
-    """Loss, input gradient and parameter gradients by torch autograd, in float64."""
+def torch_gradients(
+    module: ModuleOp, params: Mapping[str, np.ndarray], x, labels, training: bool, dtype=np.float64
+):
+    """Loss, input gradient and parameter gradients by torch autograd, in float64 (or `dtype`)."""
     rules = {**TORCH, BatchNormOp: _batch_norm_train if training else _batch_norm_inference}
     leaves = {
-        name: torch.tensor(np.asarray(value, np.float64), requires_grad=True) for name, value in params.items()
+        name: torch.tensor(np.asarray(value, dtype), requires_grad=True) for name, value in params.items()
     }
-    inputs = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
+    inputs = torch.tensor(np.asarray(x, dtype), requires_grad=True)
     (logits,) = interpret(single_function(module), leaves, [inputs], rules)
     loss = F.cross_entropy(logits, torch.from_numpy(labels))
     loss.backward()
@@ -76,18 +78,27 @@ def check(module: ModuleOp, batch: int, batch_norm: str = "train", seed: int = 0
     labels = rng.integers(0, shape_of(function.function_type.outputs.data[0])[1], batch)
 
     result = forward_backward(module, params, [x], labels, batch_norm=batch_norm)
-    loss, grad_x, grads = torch_gradients(module, params, x, labels, training=batch_norm == "train")
+    training = batch_norm == "train"
+    loss, grad_x, grads = torch_gradients(module, params, x, labels, training)
+    # What float32 itself allows: torch's own float32 gradients against its
+    # float64 ones. Training-mode batch-norm over few values per channel can
+    # cancel (a bias gradient sums terms of both signs), and then float32 loses
+    # more than 1e-4 whoever computes it (2e-3 for torch on an AVX-512 Xeon).
+    _, grad_x32, grads32 = torch_gradients(module, params, x, labels, training, np.float32)
+
+    def bound(float32_error: float) -> float:
+        return max(1e-4, 2 * float32_error)
 
     assert result.loss == pytest.approx(loss, rel=1e-5)
-    assert relative_error(result.grads[function.args[0]], grad_x) < 1e-4
+    assert relative_error(result.grads[function.args[0]], grad_x) < bound(relative_error(grad_x32, grad_x))
     assert result.param_grads.keys() == grads.keys()
-    errors = {
-        name: relative_error(result.param_grads[name], expected)
+    excess = {
+        name: relative_error(result.param_grads[name], expected) / bound(relative_error(grads32[name], expected))
         for name, expected in grads.items()
         if np.any(expected)  # the running statistics in training mode
     }
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < 1e-4, f"{worst}: relative error {errors[worst]:.2e}"
+    worst = max(excess, key=excess.get)
+    assert excess[worst] < 1, f"{worst}: relative error {excess[worst]:.2f} of float32's bound"
     if batch_norm == "train":
         silent = [name for name in grads if name.endswith(("running_mean", "running_var"))]
         assert all(not result.param_grads[name].any() for name in silent)
