@@ -27,6 +27,7 @@ from tconv.ir.shapes import format_shape
 from tconv.passes.analyses import capacity
 from tconv.passes.analyses.capacity import CapacityReport, SeededCapacity
 from tconv.passes.analyses.capacity_data import DEFAULT_SOURCE, SOURCES, describe
+from tconv.train.data import check_labels
 
 DEFAULT_BATCH = 64
 
@@ -86,18 +87,7 @@ def _load_params(module: ModuleOp, path: str, seeds: list[int]) -> dict[str, np.
 def _read_labels(path: str, batch: int, classes: int) -> np.ndarray:
     """Integer labels in [0, classes), one per sample of a batch of `batch`."""
     labels = read_npy(path)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TconvError(f"{path}: error: holds {labels.dtype} values; expected integer class labels")
-    if labels.shape != (batch,):
-        raise TconvError(
-            f"{path}: error: labels have shape {format_shape(labels.shape) or 'scalar'}, "
-            f"expected {batch} (one per sample of the data)"
-        )
-    if labels.min() < 0 or labels.max() >= classes:
-        raise TconvError(
-            f"{path}: error: labels must be classes in [0, {classes}), "
-            f"got values from {labels.min()} to {labels.max()}"
-        )
+    check_labels(labels, batch, classes, f"{path}: error: the label array")
     return labels
 
 

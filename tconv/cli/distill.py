@@ -57,12 +57,9 @@ def execute(args: argparse.Namespace) -> None:
         raise UsageError(f"--alpha must lie in [0, 1], got {args.alpha}")
     if not args.attention >= 0:
         raise UsageError(f"--attention must be at least 0, got {args.attention}")
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be positive, got {args.lr}")
-    if not args.weight_decay >= 0:
-        raise UsageError(f"--weight-decay must be at least 0, got {args.weight_decay}")
     store_path, ir_path, work = train.outputs(args.output)
     train.require_torch()
+    config = train.training_config(args)
     student, student_params, student_provenance = train.load_network(args.file, args.seed)
     teacher, teacher_params, teacher_provenance = train.load_network(args.teacher, args.seed)
     check_compatible(args.file, student, args.teacher, teacher)
@@ -72,7 +69,7 @@ def execute(args: argparse.Namespace) -> None:
 
     from tconv.train.distill import DistillConfig, Distillation, matching_points
     from tconv.train.engine import network_identity, train_network
-    from tconv.train.loop import TrainConfig, evaluate
+    from tconv.train.loop import evaluate
     from tconv.train.network import TrainableNetwork
 
     distill = DistillConfig(args.temperature, args.alpha, args.attention)
@@ -88,10 +85,6 @@ def execute(args: argparse.Namespace) -> None:
         "temperature": distill.temperature, "alpha": distill.alpha, "attention": distill.attention,
     }
     check_or_record_settings(work, settings, args.resume)
-    config = TrainConfig(
-        epochs=args.epochs, lr=args.lr, batch=args.batch, weight_decay=args.weight_decay,
-        augment=args.augment, seed=args.seed,
-    )
     objective = Distillation(TrainableNetwork(teacher, teacher_params), points, distill)
     result = train_network(student, student_params, data, config, work, args.device, args.resume,
                            title=f"{Path(args.file).stem} distilled from {Path(args.teacher).stem}",
@@ -110,8 +103,7 @@ def execute(args: argparse.Namespace) -> None:
     from tconv.cli.files import write_network
 
     provenance = {
-        "weights": "trained", "data": data.description, "epochs": last.epoch,
-        "val_accuracy": last.val_accuracy, "config": json.loads(json.dumps(config.__dict__)),
+        **train.trained_provenance(data, config, result.history),
         "distilled_from": str(args.teacher),
         "distillation": {
             "temperature": distill.temperature, "alpha": distill.alpha, "attention": distill.attention,

@@ -16,7 +16,6 @@ train data-parallel (DDP); only the first writes.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from tconv.cli.command import Command, UsageError, note, positive_int
@@ -102,34 +101,44 @@ def outputs(output: str) -> tuple[Path, Path, Path]:
     return store, store.with_suffix(".mlir"), store.with_suffix(".train")
 
 
-def execute(args: argparse.Namespace) -> None:
+def training_config(args: argparse.Namespace):
+    """The TrainConfig of the options `configure` adds, checked."""
     if not args.lr > 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if not args.weight_decay >= 0:
         raise UsageError(f"--weight-decay must be at least 0, got {args.weight_decay}")
-    store_path, ir_path, work = outputs(args.output)
-    require_torch()
-    module, params, _ = load_network(args.file, args.seed)
-    data = load_data(args, module)
-
     from tconv.train.loop import TrainConfig
-    from tconv.train.engine import train_network
 
-    config = TrainConfig(
+    return TrainConfig(
         epochs=args.epochs, lr=args.lr, batch=args.batch, weight_decay=args.weight_decay,
         augment=args.augment, seed=args.seed,
     )
+
+
+def trained_provenance(data, config, history) -> dict:
+    """What a trained store records: its data, options, epochs and validation accuracy."""
+    return {
+        "weights": "trained", "data": data.description, "epochs": history[-1].epoch,
+        "val_accuracy": history[-1].val_accuracy, "config": dict(config.__dict__),
+    }
+
+
+def execute(args: argparse.Namespace) -> None:
+    store_path, ir_path, work = outputs(args.output)
+    require_torch()
+    config = training_config(args)
+    module, params, _ = load_network(args.file, args.seed)
+    data = load_data(args, module)
+
+    from tconv.train.engine import train_network
+
     result = train_network(module, params, data, config, work, args.device, args.resume, title=Path(args.file).stem)
     if result is None:
         return  # not the leader of a torchrun group
     from tconv.cli.files import write_network
 
+    write_network(ir_path, module, result.params, trained_provenance(data, config, result.history))
     last = result.history[-1]
-    provenance = {
-        "weights": "trained", "data": data.description, "epochs": last.epoch,
-        "val_accuracy": last.val_accuracy, "config": json.loads(json.dumps(config.__dict__)),
-    }
-    write_network(ir_path, module, result.params, provenance)
     best = max(result.history, key=lambda e: e.val_accuracy)
     print(f"trained {args.file} for {last.epoch} epoch{'s' if last.epoch != 1 else ''} on {data.description}")
     print(f"validation accuracy {last.val_accuracy:.2%} (loss {last.val_loss:.4f}); best {best.val_accuracy:.2%} "

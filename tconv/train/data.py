@@ -155,19 +155,25 @@ def _samples(
     finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if not finite.all():
         raise DataError(f"{path}: error: '{x_key}' sample {int(np.flatnonzero(~finite)[0])} holds NaN or infinity")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: error: '{y_key}' holds {y.dtype} values; expected integer class labels")
-    if y.shape != (len(x),):
+    check_labels(y, len(x), classes, f"{path}: error: '{y_key}'", f"'{x_key}'")
+    return np.ascontiguousarray(x), y.astype(np.int64)
+
+
+def check_labels(labels: np.ndarray, count: int, classes: int, where: str, samples: str = "the data") -> None:
+    """`labels` must be `count` integers in [0, classes); `where` begins the
+    message (`FILE: error: 'y'`), `samples` names what they label."""
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where} holds {labels.dtype} values; expected integer class labels")
+    if labels.shape != (count,):
         raise DataError(
-            f"{path}: error: '{y_key}' has shape {format_shape(y.shape) or 'scalar'}; expected {len(x)} "
-            f"labels, one per sample of '{x_key}'"
+            f"{where} has shape {format_shape(labels.shape) or 'scalar'}; expected {count} "
+            f"labels, one per sample of {samples}"
         )
-    if y.min() < 0 or y.max() >= classes:
+    if labels.min() < 0 or labels.max() >= classes:
         raise DataError(
-            f"{path}: error: '{y_key}' labels run from {y.min()} to {y.max()}; the network has "
+            f"{where} runs from {labels.min()} to {labels.max()}; the network has "
             f"{classes} classes (0 to {classes - 1})"
         )
-    return np.ascontiguousarray(x), y.astype(np.int64)
 
 
 def _image_folder(root: Path, input_shape: tuple[int, ...], classes: int) -> tuple[np.ndarray, np.ndarray]:

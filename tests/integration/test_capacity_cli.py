@@ -184,10 +184,10 @@ def test_bad_data(capsys, network, tmp_path, data):
 @pytest.mark.parametrize(
     "labels, fragments",
     [
-        (np.array([0, 1, 2]), ["labels have shape 3", "expected 6"]),
-        (np.zeros((6, 1), np.int64), ["labels have shape 6x1"]),
-        (np.array([0, 1, 2, 3, 4, 0]), ["[0, 4)", "from 0 to 4"]),
-        (np.array([0, 1, 2, 3, -1, 0]), ["[0, 4)", "from -1 to 3"]),
+        (np.array([0, 1, 2]), ["label array has shape 3", "expected 6"]),
+        (np.zeros((6, 1), np.int64), ["label array has shape 6x1"]),
+        (np.array([0, 1, 2, 3, 4, 0]), ["4 classes (0 to 3)", "from 0 to 4"]),
+        (np.array([0, 1, 2, 3, -1, 0]), ["4 classes (0 to 3)", "from -1 to 3"]),
         (np.array([0.0, 1.0, 2.0, 3.0, 0.0, 1.0]), ["float64", "integer class labels"]),
         (np.array([True] * 6), ["bool", "integer class labels"]),
     ],

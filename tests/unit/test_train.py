@@ -61,7 +61,7 @@ def test_npz_with_and_without_a_split(tmp_path):
     "arrays, message",
     [
         ({"x": np.zeros((4, 3, 8, 8)), "y": np.zeros(4, int)}, "'x' has shape 4x3x8x8; the network takes N x 1x8x8"),
-        ({"x": np.zeros((4, 1, 8, 8)), "y": np.array([0, 1, 2, 10])}, "'y' labels run from 0 to 10"),
+        ({"x": np.zeros((4, 1, 8, 8)), "y": np.array([0, 1, 2, 10])}, "'y' runs from 0 to 10"),
         ({"x": np.full((4, 1, 8, 8), np.nan), "y": np.zeros(4, int)}, "'x' sample 0 holds NaN"),
         ({"x": np.zeros((4, 1, 8, 8)), "y": np.zeros(4)}, "'y' holds float64 values"),
         ({"x": np.zeros((4, 1, 8, 8)), "y": np.zeros(3, int)}, "expected 4 labels"),
