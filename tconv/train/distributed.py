@@ -66,5 +66,8 @@ def start(device_name: str) -> Processes:
 
 
 def stop(processes: Processes) -> None:
+    """Leave the process group, all processes together: one that tears its
+    connections down while another is still finishing can abort (gloo)."""
     if processes.parallel and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
