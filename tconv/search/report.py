@@ -223,16 +223,15 @@ def markdown(report: dict) -> str:
     if report.get("accuracy_data"):
         lines += ["", "## Accuracy", "", f"Data: {report['accuracy_data']}. Finalists, fastest first, fine-tuned "
                   f"from inherited weights until one kept the accuracy ({report['fine_tune_seconds']:.0f} s):", "",
-                  "| network | measured ms | accuracy inherited (%) | epochs | accuracy fine-tuned (%) |",
-                  "|---|---|---|---|---|",
-                  f"| original | {_ms(original['measured_ms'])} | - | - | {100 * original['accuracy']:.2f} |"]
-        for candidate in report["candidates"]:
-            if candidate["fine_tune_epochs"] is not None:
-                lines.append(
-                    f"| {candidate['label']} | {_ms(candidate['measured_ms'])} | "
-                    f"{100 * candidate['accuracy_before_fine_tuning']:.2f} | {candidate['fine_tune_epochs']} | "
-                    f"{100 * candidate['accuracy']:.2f} |"
-                )
+                  "| | network | measured ms | accuracy inherited (%) | epochs | accuracy fine-tuned (%) |",
+                  "|---|---|---|---|---|---|",
+                  f"| | original | {_ms(original['measured_ms'])} | - | - | {100 * original['accuracy']:.2f} |"]
+        for number, candidate in enumerate(_fine_tuned(report), 1):
+            lines.append(
+                f"| {number} | {candidate['label']} | {_ms(candidate['measured_ms'])} | "
+                f"{100 * candidate['accuracy_before_fine_tuning']:.2f} | {candidate['fine_tune_epochs']} | "
+                f"{100 * candidate['accuracy']:.2f} |"
+            )
     lines += ["", "## Layers", "",
               "| layer | rewrite | schedule | ms before | ms after | Fisher before | Fisher after |",
               "|---|---|---|---|---|---|---|"]
@@ -324,29 +323,41 @@ def pareto_png(report: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def _fine_tuned(report: dict) -> list[dict]:
+    """The fine-tuned finalists in the order they were tuned: fastest measured first."""
+    tuned = [c for c in report["candidates"] if c["fine_tune_epochs"] is not None]
+    return sorted(tuned, key=lambda c: math.inf if c["measured_ms"] is None else c["measured_ms"])
+
+
 def accuracy_png(report: dict, path: Path) -> None:
     """Measured latency against validation accuracy: the original and every
-    fine-tuned finalist, the allowed drop as a line."""
+    fine-tuned finalist (numbered fastest first, as `report.md` lists them;
+    the answer starred), the allowed drop as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
-    original = report["original"]
-    points = [(c["measured_ms"], 100 * c["accuracy"], c["label"]) for c in report["candidates"]
-              if c["fine_tune_epochs"] is not None and c["measured_ms"] is not None]
+    original, answer = report["original"], report["optimized"]
+    tuned = [c for c in _fine_tuned(report) if c["measured_ms"] is not None]
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
     axes.scatter([original["measured_ms"]], [100 * original["accuracy"]], c="black", label="original", s=36)
-    if points:
-        axes.scatter([p[0] for p in points], [p[1] for p in points], c="tab:blue", label="fine-tuned finalists", s=28)
-        for x, y, label in points:
-            axes.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    for number, candidate in enumerate(tuned, 1):
+        chosen = candidate["label"] == answer["label"]
+        axes.scatter([candidate["measured_ms"]], [100 * candidate["accuracy"]], c="tab:blue",
+                     marker="*" if chosen else "o", s=120 if chosen else 28,
+                     label="the answer" if chosen else ("fine-tuned finalists" if number == 1 else None))
+        axes.annotate(f"{number}", (candidate["measured_ms"], 100 * candidate["accuracy"]),
+                      textcoords="offset points", xytext=(5, 4), fontsize=8)
     axes.axhline(100 * (original["accuracy"] - report["max_accuracy_drop"]), c="grey", lw=0.8, ls="--",
                  label="allowed drop")
     axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_formatter(ScalarFormatter())
     axes.set_xlabel("measured latency (ms, log scale)")
     axes.set_ylabel("validation accuracy (%)")
-    axes.set_title(f"{report['network']} on {report['target']}")
+    axes.set_title(f"{report['network']}: finalists (numbered as in report.md) against the original", fontsize=10)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, format="png")
