@@ -287,12 +287,15 @@ def _answer_provenance(best, original, provenance: dict, accuracy) -> dict:
 
 OPTIMIZE = Command(
     name="optimize",
-    help="search NAS rewrites and schedules for a faster network that keeps its capacity, and compile it",
+    help="search NAS rewrites and schedules for a faster network that keeps its capacity (and, with --data, "
+    "its accuracy), and compile it",
     description="The main job: per convolution, choose the NAS rewrite (grouping, depthwise-separable, "
     "bottleneck) and the schedule that run fastest on the target, keeping the network's capacity "
     "(measured at initialisation) at least --min-capacity of the original's; measured latencies, a "
-    "Gaussian-process cost model, the answer confirmed by timing the compiled networks. Writes the "
-    "optimized IR, its compiled artifact, its ONNX export and a report.",
+    "Gaussian-process cost model, the answer confirmed by timing the compiled networks. With --data (a trained "
+    "original), the finalists are fine-tuned from inherited weights and the answer is the fastest within "
+    "--max-accuracy-drop of the original's validation accuracy. Writes the optimized IR, its compiled artifact, "
+    "its ONNX export and a report.",
     configure=configure,
     execute=execute,
 )
