@@ -36,6 +36,7 @@ from tconv.train.network import TrainableNetwork, recalibrate_batch_norm
 EPOCH_MARGIN = 1.2
 """Epoch estimates are scaled up by this much (evaluation, Python overhead)."""
 CALIBRATION_IMAGES = 1024
+"""Training images a finalist's batch-norm statistics are re-estimated on."""
 
 
 @dataclass(frozen=True)
@@ -64,21 +65,11 @@ class TrainedCandidate:
     """Validation accuracy with the inherited weights (batch-norm statistics
     re-estimated on training images), before fine-tuning."""
     epochs: int
-    seconds: float
 
 
 def validation_accuracy(module: ModuleOp, params: Mapping[str, np.ndarray], data: Dataset) -> float:
     network = TrainableNetwork(module, params)
     return evaluate(network, data.x_val, data.y_val)[1]
-
-
-def recalibrated(module: ModuleOp, params: Mapping[str, np.ndarray], data: Dataset) -> dict[str, np.ndarray]:
-    """`params` with batch-norm's running statistics re-estimated on up to
-    `CALIBRATION_IMAGES` training images (see `recalibrate_batch_norm`)."""
-    network = TrainableNetwork(module, params)
-    chosen = np.random.default_rng(0).permutation(len(data.x_train))[:CALIBRATION_IMAGES]
-    recalibrate_batch_norm(network, data.x_train[np.sort(chosen)])
-    return network.arrays()
 
 
 def epoch_seconds(module: ModuleOp, params: Mapping[str, np.ndarray], data: Dataset, batch: int) -> float:
@@ -122,8 +113,13 @@ def fine_tune(
     weights) from `params` for about `seconds`, and its validation accuracy."""
     start = time.perf_counter()
     objective = objective_for(module, check, original)
-    params = recalibrated(module, params, check.data)
-    before = validation_accuracy(module, params, check.data)
+    # Batch-norm statistics re-estimated on training images: the inherited ones
+    # describe the original's activations (see `recalibrate_batch_norm`).
+    network = TrainableNetwork(module, params)
+    chosen = np.random.default_rng(0).permutation(len(check.data.x_train))[:CALIBRATION_IMAGES]
+    recalibrate_batch_norm(network, check.data.x_train[np.sort(chosen)])
+    before = evaluate(network, check.data.x_val, check.data.y_val)[1]
+    params = network.arrays()
     per_epoch = epoch_seconds(module, params, check.data, check.config.batch) * EPOCH_MARGIN
     epochs = max(1, int((seconds - (time.perf_counter() - start)) / per_epoch))
     if check.max_epochs is not None:
@@ -134,6 +130,4 @@ def fine_tune(
         time_limit_s=max(seconds - (time.perf_counter() - start), 0.0),
     )
     assert trained is not None  # the search runs in one process
-    return TrainedCandidate(
-        trained.params, trained.history[-1].val_accuracy, before, len(trained.history), time.perf_counter() - start
-    )
+    return TrainedCandidate(trained.params, trained.history[-1].val_accuracy, before, len(trained.history))

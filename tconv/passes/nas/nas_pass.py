@@ -137,9 +137,7 @@ class NasPass(ModulePass):
         init = "inherit" if self.inherits(store) else "random"
         if store.provenance.get("weights") == "trained":
             store.provenance = {"weights": "inherited", "init": init, "inherited_from": store.provenance}
-        elif store.trained:
-            store.provenance = {**store.provenance, "init": init}
-        elif init == "inherit":
+        elif store.trained or init == "inherit":
             store.provenance = {**store.provenance, "init": init}
 
     def rewrite_module(self, module: ModuleOp, store: ParamStore) -> list[str]:
