@@ -1,4 +1,5 @@
-"""The networks of the GPU check: issue 5's kernel set at batch 1 and 64, and ResNet-34 CIFAR.
+"""The networks of the GPU check: ResNet-34's 3×3 layers (dense, grouped,
+depthwise) and a 1×1, at batch 1 and 64, and ResNet-34 CIFAR.
 
 Shared by `prepare.py` (which compiles them here) and `run.py` (which runs
 them on the GPU machine); both build the same IR and the same seeded
@@ -37,7 +38,7 @@ class Case:
         )
 
 
-LAYERS = (  # name, channels, size, kernel, groups: issue 5's kernel set
+LAYERS = (  # name, channels, size, kernel, groups
     ("conv3x3 64ch 56x56", 64, 56, 3, 1),
     ("conv3x3 128ch 28x28", 128, 28, 3, 1),
     ("conv3x3 256ch 14x14", 256, 14, 3, 1),
