@@ -247,12 +247,12 @@ def test_console_script_user_error_has_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-# The README's demo ------------------------------------------------------------
+# A zoo network, as the README's "Using it" starts --------------------------------
 
 
 @pytest.mark.slow
-def test_demo(capsys, tmp_path):
-    """`make demo` at a small batch: resnet34 for CIFAR-10, its summary, a reference run."""
+def test_zoo_summary_and_reference_run(capsys, tmp_path):
+    """ResNet-34 for CIFAR-10 from the zoo, its summary, a reference run at batch 2."""
     path = tmp_path / "resnet34.mlir"
     assert tconv(capsys, "zoo", "resnet34", "--dataset", "cifar10", "-o", path)[0] == 0
     status, out, _ = tconv(capsys, "summary", path)
