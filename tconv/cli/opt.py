@@ -16,12 +16,16 @@ It differs where a user meets an error:
 - `-o OUT` is written atomically: a failed run leaves OUT as it was;
 - `--split-input-file` reports lines counted in the whole file, not the chunk.
 
-Parameter store: where the input `net.mlir` has a store `net.npz` beside it
-and the pipeline has a NAS pass, the passes read its values (see
-`tconv.passes.nas.store`) and `-o OUT` also writes the rewritten network's
-store beside OUT: entries whose name and shape survive are kept, values a
-pass wrote (pruned slices) are used, and every other new parameter is
-initialised from its `init` (seed 0).
+Parameter store: where the input `net.mlir` has a store `net.npz` beside it,
+`-o OUT` also writes the output network's store beside OUT, so OUT runs and
+compiles like its input. A pipeline with a pass that rewrites parameters (NAS
+passes, `tconv-fold-bn`) reads the store's values (see
+`tconv.passes.nas.store`): entries whose name and shape survive are kept,
+values a pass wrote (pruned slices) are used, and every other new parameter
+is initialised from its `init` (seed 0). Any other pipeline (`tconv-set-batch`,
+schedules) carries the store over unchanged, as long as every parameter of
+OUT is in it with its shape; where a pass changed one, no store is written
+and a note says why.
 
 `--verify-diagnostics` (and `--parsing-diagnostics` for syntax errors) print the
 diagnostic to stdout and exit 0, as xdsl-opt does, for filecheck tests.
@@ -50,7 +54,8 @@ from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from tconv.ir.loader import TconvError, parse_module, verify_module, write_atomic, write_text_atomic
-from tconv.ir.params import complete_params, load_provenance, load_store, save_store, store_path_for
+from tconv.ir.ops import shape_of
+from tconv.ir.params import complete_params, load_provenance, load_store, param_ops, save_store, store_path_for
 from tconv.passes.nas.store import ParamStore, using_store
 from tconv.universe import TCONV_UNIVERSE
 
@@ -189,7 +194,8 @@ class TconvOptMain(xDSLOptMain):
         chunks, file_extension = self.prepare_input()
         output_file = self.args.output_file
         output: IO[str] = StringIO() if output_file is not None else sys.stdout
-        input_store = self._input_store()
+        rewrites_params = any(getattr(p, "uses_param_store", False) for p in self.pipeline.passes)
+        input_store = self._input_store() if output_file is not None or rewrites_params else None
         self._modules: list[ModuleOp] = []
         try:
             with using_store(input_store or ParamStore()) as store:
@@ -200,28 +206,54 @@ class TconvOptMain(xDSLOptMain):
         if output_file is not None:
             assert isinstance(output, StringIO)
             text = output.getvalue()
+            params = None
+            if input_store is not None and len(self._modules) == 1:
+                params = self._output_params(self._modules[0], store, rewrites_params, output_file)
             try:
-                if input_store is not None and len(self._modules) == 1:
-                    self._write_with_store(
-                        output_file, text, complete_params(self._modules[0], store.arrays), store.provenance
-                    )
+                if params is not None:
+                    self._write_with_store(output_file, text, params, store.provenance)
                 else:
                     write_text_atomic(output_file, text)
             except OSError as err:
                 raise TconvError(f"{output_file}: error: cannot write: {err.strerror}") from None
 
     def _input_store(self) -> ParamStore | None:
-        """The parameter store beside the input file, if it has one and a pass
-        of the pipeline reads or rewrites parameters (its class says so with
-        `uses_param_store`; other pipelines leave the store alone)."""
+        """The parameter store beside the input file, if it has one."""
         if self.args.input_file in (None, "-"):
-            return None
-        if not any(getattr(p, "uses_param_store", False) for p in self.pipeline.passes):
             return None
         path = store_path_for(self.args.input_file)
         if path == Path(self.args.input_file) or not path.exists():
             return None
         return ParamStore(load_store(path), provenance=load_provenance(path))
+
+    @staticmethod
+    def _output_params(
+        module: ModuleOp, store: ParamStore, rewrites_params: bool, output_file: str
+    ) -> dict | None:
+        """The store to write beside OUT, or None where the input's no longer fits.
+
+        A pass that rewrites parameters keeps the store up to date itself; after
+        any other pipeline the input's values are only carried over where every
+        parameter kept its name and shape: initialising the rest would pass off
+        fresh weights under the input's provenance."""
+        if rewrites_params:
+            return complete_params(module, store.arrays)
+        changed = [
+            op.param_name
+            for op in param_ops(module)
+            if op.param_name not in store.arrays
+            or tuple(store.arrays[op.param_name].shape) != shape_of(op.result)
+        ]
+        if changed:
+            print(
+                f"tconv-opt: note: no parameter store written beside {output_file}: the pipeline changed "
+                f"parameter '{changed[0]}'"
+                + (f" and {len(changed) - 1} more" if len(changed) > 1 else "")
+                + " and has no pass that rewrites the store",
+                file=sys.stderr,
+            )
+            return None
+        return {op.param_name: store.arrays[op.param_name] for op in param_ops(module)}
 
     @staticmethod
     def _write_with_store(output_file: str, text: str, params: dict, provenance: dict) -> None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tconv.cli.opt import main
@@ -166,3 +167,46 @@ def test_stdin_errors_name_stdin():
     )
     assert result.returncode == 1
     assert result.stderr == "<stdin>:3:3: error: conv2d: input channels 30 not divisible by groups 4\n"
+
+
+def _network_with_store(directory: Path) -> Path:
+    from tconv.cli.files import write_network
+    from tconv.ir.builder import NetworkBuilder
+    from tconv.ir.params import init_params
+
+    b = NetworkBuilder("small", (1, 3, 8, 8))
+    module = b.finish(b.dense(b.flatten(b.global_avg_pool(b.conv2d(b.input, 4, 3, name="conv"))), 5, name="fc"))
+    path = directory / "net.mlir"
+    write_network(path, module, init_params(module, seed=2), {"weights": "trained"})
+    return path
+
+
+def test_set_batch_carries_the_parameter_store(capsys, tmp_path: Path):
+    from tconv.cli.main import main as tconv_main
+    from tconv.ir.params import load_provenance, load_store
+
+    network = _network_with_store(tmp_path)
+    output = tmp_path / "net_b4.mlir"
+    status, _, err = run(capsys, str(network), "-p", "tconv-set-batch{batch=4}", "-o", str(output))
+    assert (status, err) == (0, "")
+    before, after = load_store(tmp_path / "net.npz"), load_store(tmp_path / "net_b4.npz")
+    assert before.keys() == after.keys()
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name])
+    assert load_provenance(tmp_path / "net_b4.npz") == {"weights": "trained"}
+    assert tconv_main(["run", str(output)]) == 0
+    assert "batch 4" in capsys.readouterr().out
+
+
+def test_no_store_where_a_pass_changed_a_parameter_it_does_not_rewrite(capsys, tmp_path: Path):
+    from tconv.ir.params import load_store, save_store
+
+    network = _network_with_store(tmp_path)
+    store = load_store(tmp_path / "net.npz")
+    store["conv.weight"] = store["conv.weight"][:2]  # as if the IR no longer matched its store
+    save_store(tmp_path / "net.npz", store)
+    output = tmp_path / "out.mlir"
+    status, _, err = run(capsys, str(network), "-p", "tconv-set-batch{batch=2}", "-o", str(output))
+    assert status == 0
+    assert "no parameter store written beside" in err and "'conv.weight'" in err
+    assert output.exists() and not (tmp_path / "out.npz").exists()
