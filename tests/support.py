@@ -54,6 +54,17 @@ def assert_user_error(result: tuple[int, str, str], *fragments: str) -> None:
         assert fragment in err, err
 
 
+def assert_usage_error(result: tuple[int, str, str], *fragments: str) -> None:
+    """A usage error: status 2, the usage line and a message holding every fragment."""
+    status, out, err = result
+    assert status == 2, err
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.startswith("usage: ")
+    for fragment in fragments:
+        assert fragment in err, err
+
+
 def small_resnet():
     """A stem, two residual blocks of 32 channels at 8x8 and a classifier:
     ResNet's structure at a size searches and compiles handle in seconds."""

@@ -19,7 +19,7 @@ import time
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
-from tconv.cli.command import Command, note, positive_int
+from tconv.cli.command import Command, UsageError, note, positive_int
 from tconv.cli.files import read_array, read_npy
 from tconv.ir.loader import TconvError, load_module
 from tconv.ir.params import bind_params, load_store, store_path_for
@@ -98,12 +98,12 @@ def _user_data(
     None where the minibatch is to be drawn."""
     if args.data is None:
         if args.labels is not None:
-            raise TconvError("error: --labels needs --data (the inputs they label)")
+            raise UsageError("--labels needs --data (the inputs they label)")
         return None
     if args.source is not None:
-        raise TconvError("error: --source draws a minibatch; it cannot be combined with --data")
+        raise UsageError("--source draws a minibatch; it cannot be combined with --data")
     if args.labels is None and args.metric == "fisher":
-        raise TconvError("error: --data needs --labels for the Fisher potential (one class per sample)")
+        raise UsageError("--data needs --labels for the Fisher potential (one class per sample)")
     x = read_array(args.data)
     expected = capacity.input_shape(module)
     if x.ndim != len(expected) or x.shape[1:] != expected[1:] or x.shape[0] < 1:

@@ -7,8 +7,9 @@ A new subcommand is one module that defines a `Command`, plus one entry in
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -43,3 +44,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def one_of(names: Sequence[str]) -> str:
+    """`a`, `a or b`, `a, b or c`: names in a sentence, never Python's list syntax."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """`did you mean X? ` for the known names closest to a misspelt one, else ``:
+    an unknown name is most often a typo."""
+    close = difflib.get_close_matches(name, list(names), n=3)
+    return f"did you mean {one_of(close)}? " if close else ""

@@ -8,7 +8,8 @@ The artifact is a directory (plan.txt, the kernel library, the parameter
 blob) that `tconv run DIR` and `tconv.runtime.driver.Runtime` execute
 without TVM. The parameters come from the store beside the IR (`net.npz`
 for `net.mlir`); they are packed and batch-norm-folded at compile time.
-Kernels are built for the shapes in the IR, batch included.
+Kernels are built for the shapes in the IR, batch included; `--batch N`
+builds them for batch N instead (the IR file is not changed).
 
 `--backend llvm` builds the kernels as explicit loop nests through
 llvmlite (`tconv.lowering.llvm`) into the same artifact format; it takes no
@@ -31,12 +32,10 @@ from __future__ import annotations
 import argparse
 import re
 
-from tconv.cli.command import Command, UsageError, note
-from tconv.ir.loader import TconvError, load_module
+from tconv.cli.command import Command, UsageError, note, positive_int
+from tconv.compile import BACKENDS, TARGETS, compile_network
+from tconv.ir.loader import load_module
 from tconv.ir.params import bind_params, load_store, store_path_for
-
-BACKENDS = ("tvm", "llvm")
-TARGETS = ("cpu", "cuda")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="tconv IR file; its parameters are read from the .npz beside it (net.npz for net.mlir)",
     )
     parser.add_argument(
-        "--backend", default="tvm", metavar="NAME",
-        help=f"the code generator: one of {', '.join(BACKENDS)} (default: tvm)",
+        "--backend", default="tvm", choices=BACKENDS,
+        help="the code generator (default: tvm)",
     )
     parser.add_argument(
         "--target", default="cpu", choices=TARGETS,
@@ -65,47 +64,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--no-tuning", action="store_true", help="ignore the tuning database (the backend's own choices)"
     )
     parser.add_argument(
+        "--batch", type=positive_int, metavar="N",
+        help="compile for batch size N (default: the IR's); an artifact runs only at the batch it was compiled for",
+    )
+    parser.add_argument(
         "-o", "--output", required=True, metavar="DIR",
         help="the artifact directory to write (an existing artifact there is replaced)",
     )
 
 
 def execute(args: argparse.Namespace) -> None:
-    if args.backend not in BACKENDS:
-        raise TconvError(
-            f"error: unknown compile backend '{args.backend}' (expected one of: {', '.join(BACKENDS)})"
-        )
     if args.target == "cuda" and not re.fullmatch(r"sm_[0-9]+[a-z]?", args.arch):
         raise UsageError(f"--arch: expected a CUDA architecture like sm_90, got '{args.arch}'")
     module = load_module(args.file)
     store = store_path_for(args.file)
     params = bind_params(module, load_store(store), source=str(store))
+    database = None
     if args.backend == "llvm":
-        from tconv.lowering.llvm.artifact import compile_artifact as compile_llvm_artifact
-
+        if args.tuning:
+            note("--tuning applies to the tvm backend only; ignored")
         if args.target == "cuda":
             from tconv.lowering.llvm.nvptx import ptxas
 
             if ptxas() is None:
                 note("ptxas is not installed: the artifact keeps the kernels as PTX, which the CUDA driver "
                      "compiles when it loads them")
-        print(compile_llvm_artifact(module, params, args.output, args.target, args.arch).format())
-        return
-    # Imported on use: TVM loads only when something is compiled.
-    from tconv.lowering.tvm.artifact import compile_artifact
-    from tconv.search.cuda_tuning import CudaSchedules
-    from tconv.search.tuning import CpuSchedules, TuningDatabase, apply_tuning, default_database_path, default_threads
+    elif not args.no_tuning:
+        from tconv.search.tuning import TuningDatabase, default_database_path
 
-    if not args.no_tuning:
         path = args.tuning or default_database_path()
-        schedules = CudaSchedules(args.arch) if args.target == "cuda" else CpuSchedules(default_threads())
         if args.tuning or path.exists():
-            applied = apply_tuning(module, TuningDatabase(path), None, schedules)
-            if applied:
-                note(f"applied tuned schedules to {applied} convolution(s) from {path}")
-
-    report = compile_artifact(module, params, args.output, target=args.target, arch=args.arch)
-    print(report.format())
+            database = TuningDatabase(path)
+    compiled = compile_network(
+        module, params, args.output, backend=args.backend, target=args.target, arch=args.arch,
+        database=database, batch=args.batch,
+    )
+    if compiled.tuned:
+        note(f"applied tuned schedules to {compiled.tuned} convolution(s) from {database.path}")
+    print(compiled.report.format())
 
 
 COMPILE = Command(

@@ -10,9 +10,14 @@ It differs where a user meets an error:
 - ops remember where they start in the text, and the module is checked with
   `verify_module`, so a broken rule reads
   `net.mlir:12:8: error: conv2d: input channels 30 not divisible by groups 4`;
-- every user error (unreadable input, syntax, verification, an unknown pass or
-  bad pass option, a failing pass) is one message on stderr and exit status 1,
-  never a traceback; a usage error is exit status 2 (argparse's);
+- every user error (unreadable input, syntax, verification, a pass that fails
+  on this input) is one message on stderr and exit status 1, never a
+  traceback; a usage error (an unknown option, a pipeline that cannot be
+  built: bad syntax, an unknown pass or pass option, an option value of the
+  wrong type or out of range) is exit status 2, with the usage line, before
+  any input is read; unknown names get a "did you mean";
+- `--help` lists tconv's passes with their options, read from the pass
+  classes; `--list-passes` names every pass, xDSL's too;
 - `-o OUT` is written atomically: a failed run leaves OUT as it was;
 - `--split-input-file` reports lines counted in the whole file, not the chunk.
 
@@ -30,8 +35,8 @@ and a note says why.
 `--verify-diagnostics` (and `--parsing-diagnostics` for syntax errors) print the
 diagnostic to stdout and exit 0, as xdsl-opt does, for filecheck tests.
 
-A crash (a bug in xDSL or tconv) is reported as an internal error, also with
-status 1; set `TCONV_DEBUG=1` to see its traceback.
+A crash (a bug in xDSL or tconv) is reported as an internal error, exit
+status 3; set `TCONV_DEBUG=1` to see its traceback.
 """
 
 from __future__ import annotations
@@ -39,27 +44,35 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from io import StringIO
-from typing import IO
+from typing import IO, NoReturn
 
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.printer import Printer
 from xdsl.universe import Universe
+from xdsl.utils.arg_spec import ArgSpec, parse_pipeline
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 from xdsl.xdsl_opt_main import xDSLOptMain
 
+from tconv.cli.command import did_you_mean
 from tconv.ir.loader import TconvError, parse_module, verify_module, write_atomic, write_text_atomic
 from tconv.ir.ops import shape_of
 from tconv.ir.params import complete_params, load_provenance, load_store, param_ops, save_store, store_path_for
+from tconv.passes.describe import PassOption, format_option, options, own_options, shared_base, summary
 from tconv.passes.nas.store import ParamStore, using_store
 from tconv.universe import TCONV_UNIVERSE
 
 STDIN_NAME = "<stdin>"
+
+USAGE_ERROR = 2
+INTERNAL_ERROR = 3
+"""The exit statuses `tconv` uses too (docs/ARCHITECTURE.md, *Command line*)."""
 
 
 @cache
@@ -78,7 +91,11 @@ class TconvOptMain(xDSLOptMain):
     version_format = "tconv-opt built from xdsl version {xdsl_version}"
 
     def __init__(self, args: Sequence[str] | None = None) -> None:
-        super().__init__(description="tconv modular optimizer driver", args=args)
+        super().__init__(
+            description="Parse and verify tconv IR, run a pipeline of passes on it and print it "
+            "(xdsl-opt, with located diagnostics and the parameter store carried beside -o).",
+            args=args,
+        )
 
     def register_all_dialects(self) -> None:
         for dialect_name, dialect_factory in _multiverse().all_dialects.items():
@@ -100,6 +117,22 @@ class TconvOptMain(xDSLOptMain):
     def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
         super().register_all_arguments(arg_parser)
         arg_parser.prog = "tconv-opt"
+        arg_parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        self._arg_parser = arg_parser
+        tconv_passes = TCONV_UNIVERSE.all_passes
+        others = sum(1 for name in self.available_passes if name not in tconv_passes)
+        for action in arg_parser._actions:
+            if "--passes" in action.option_strings:
+                action.help = (
+                    "the pass pipeline, comma-separated: -p 'tconv-set-batch{batch=8},tconv-fold-bn'. "
+                    f"tconv's passes and their options are listed below; xDSL's own {others} passes are "
+                    "accepted too (--list-passes names every pass)"
+                )
+        arg_parser.add_argument(
+            "--list-passes", action=_ListPasses, passes=self.available_passes,
+            help="print the name of every pass -p accepts, tconv's first, and exit",
+        )
+        arg_parser.epilog = passes_help(tconv_passes)
 
     def get_input_name(self) -> str:
         if self.args.input_file in (None, "-"):
@@ -123,16 +156,46 @@ class TconvOptMain(xDSLOptMain):
 
     def setup_pipeline(self) -> None:
         """Parse `-p` into passes; verification between passes goes through
-        `verify_module`, so its failures are located too."""
+        `verify_module`, so its failures are located too.
+
+        A pipeline that cannot be built (bad syntax, an unknown pass or option, an
+        option value of the wrong type or out of range) is a usage error: exit
+        status 2, before any input is read."""
         try:
-            self.pipeline = PassPipeline.parse_spec(
-                self.available_passes, self.args.passes, self._between_passes
-            )
+            specs = list(parse_pipeline(self.args.passes))
         except (ValueError, ArgSpecParseError) as err:
-            raise TconvError(
-                f"error: invalid pass pipeline '{self.args.passes}': {err}"
-            ) from None
+            self._usage_error(f"invalid pass pipeline '{self.args.passes}': {err}")
+        passes = [self._make_pass(spec) for spec in specs]
+        self.pipeline = PassPipeline(tuple(passes), self._between_passes)
         self._pass_start = time.perf_counter()
+
+    def _usage_error(self, message: str) -> NoReturn:
+        self._arg_parser.error(message)  # prints the usage line, exits with status 2
+
+    def _make_pass(self, spec: ArgSpec) -> ModulePass:
+        """The pass `spec` names, with its options checked by name and type."""
+        if spec.name not in self.available_passes:
+            self._usage_error(
+                f"unknown pass '{spec.name}' ({did_you_mean(spec.name, self.available_passes)}"
+                "`tconv-opt --help` lists tconv's passes, `--list-passes` every pass)"
+            )
+        pass_class = self.available_passes[spec.name]()
+        known = {option.name: option for option in options(pass_class)}
+        given = {name.replace("_", "-"): values for name, values in spec.parameters.items()}
+        for name in given:
+            if name not in known:
+                self._usage_error(
+                    f"{spec.name} has no option '{name}' ({did_you_mean(name, known)}its options: "
+                    f"{', '.join(known) or 'none'})"
+                )
+        for name, option in known.items():
+            if option.default is None and name not in given:
+                self._usage_error(f"{spec.name} needs option '{name}' ({option.type}): {spec.name}{{{name}=...}}")
+        try:
+            return pass_class.from_pass_spec(spec)
+        except (ValueError, TypeError, DiagnosticException) as err:
+            message = _option_value_error(str(err), given, known)
+            self._usage_error(message if message.startswith(f"{spec.name}:") else f"{spec.name}: {message}")
 
     def _between_passes(
         self,
@@ -291,6 +354,67 @@ class TconvOptMain(xDSLOptMain):
             output.flush()
 
 
+def _option_value_error(message: str, given: dict, known: dict[str, PassOption]) -> str:
+    """xDSL's `Incompatible types: given ('two',), expected <class 'int'>`,
+    said with the option's name and type as the help shows them."""
+    for name, values in given.items():
+        if message.startswith(f"Incompatible types: given {tuple(values)!r},"):
+            return f"option '{name}' takes {known[name].type}, got '{','.join(map(str, values))}'"
+    return message
+
+
+def passes_help(passes: Mapping[str, Callable[[], type[ModulePass]]], width: int = 100) -> str:
+    """tconv's passes, each with its summary and options (`--help`'s epilog):
+    generated from the pass classes, so it says what the code does. Options
+    a family of passes inherits from one base are listed once, after them."""
+
+    def option_lines(option: PassOption) -> list[str]:
+        return textwrap.wrap(
+            f"{format_option(option)}  {option.description}".rstrip(), width,
+            initial_indent=" " * 6 + "- ", subsequent_indent=" " * 10,
+        )
+
+    lines = ["tconv passes (-p 'NAME{OPTION=VALUE ...}'; a list value is comma-separated):"]
+    families: dict[type, list[str]] = {}
+    for name, load in passes.items():
+        pass_class = load()
+        lines.append(f"  {name}")
+        lines += textwrap.wrap(summary(pass_class), width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        for option in own_options(pass_class):
+            lines += option_lines(option)
+        base = shared_base(pass_class)
+        if base is not None:
+            families.setdefault(base, []).append(name)
+            shared = ", ".join(option.name for option in options(base))
+            lines += textwrap.wrap(f"and the common options {shared} (below)", width, initial_indent=" " * 6 + "- ",
+                                   subsequent_indent=" " * 10)
+    for base, names in families.items():
+        lines.append("")
+        lines += textwrap.wrap(f"Common options of {', '.join(names)}:", width, break_on_hyphens=False)
+        for option in options(base):
+            lines += option_lines(option)
+    lines.append("")
+    lines.append("xDSL's own passes are accepted as well: --list-passes names them.")
+    return "\n".join(lines)
+
+
+class _ListPasses(argparse.Action):
+    """`--list-passes`: every pass name, tconv's first, then exit 0."""
+
+    def __init__(self, option_strings, dest, passes, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.passes = passes
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        tconv = [name for name in self.passes if name in TCONV_UNIVERSE.all_passes]
+        xdsl = sorted(name for name in self.passes if name not in TCONV_UNIVERSE.all_passes)
+        print("tconv passes (`tconv-opt --help` describes them):")
+        print(textwrap.fill(", ".join(tconv), 100, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False))
+        print("xDSL passes:")
+        print(textwrap.fill(", ".join(xdsl), 100, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False))
+        parser.exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run tconv-opt on `argv` (default: the command line); return the exit status.
 
@@ -301,14 +425,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(err).rstrip("\n"), file=sys.stderr)
         return 1
     except SystemExit as exit_:  # argparse: usage errors (2), --help, --version (0)
-        return exit_.code if isinstance(exit_.code, int) else 1
+        return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR
     except Exception as err:
         # A crash below the command line (in xDSL, or a bug in tconv) is still
-        # one message and status 1; TCONV_DEBUG=1 shows the traceback instead.
+        # one message; TCONV_DEBUG=1 shows the traceback instead.
         if os.environ.get("TCONV_DEBUG"):
             raise
-        print(f"tconv-opt: internal error ({type(err).__name__}): {err}", file=sys.stderr)
-        return 1
+        print(f"tconv-opt: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+        print("tconv-opt: note: this is a bug; rerun with TCONV_DEBUG=1 for the traceback and report it",
+              file=sys.stderr)
+        return INTERNAL_ERROR
     return 0
 
 

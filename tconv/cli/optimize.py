@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from tconv.cli.command import Command, UsageError, note, positive_int
+from tconv.cli.zoo import zoo_choice
 from tconv.cli.train import add_data_arguments, load_data, load_network, require_torch
 from tconv.errors import TconvError
 from tconv.ir.params import is_trained
@@ -92,15 +93,7 @@ def _load(args: argparse.Namespace):
     path = Path(args.network)
     if path.suffix == ".mlir" or path.exists():
         return *load_network(args.network), path.stem
-    if args.network not in zoo.network_names():
-        raise TconvError(
-            f"error: '{args.network}' is neither a file nor a zoo network "
-            f"(zoo: {', '.join(zoo.network_names())})"
-        )
-    datasets = zoo.datasets(args.network)
-    dataset = args.dataset or ("cifar10" if "cifar10" in datasets else datasets[0])
-    if dataset not in datasets:
-        raise UsageError(f"--dataset: {args.network} has {', '.join(datasets)}, not '{dataset}'")
+    dataset = zoo_choice(args.network, args.dataset, preferred="cifar10", unknown="no such file or zoo network")
     module = zoo.build(args.network, dataset)
     return module, init_params(module), {"weights": "initial"}, f"{args.network} ({dataset})"
 
@@ -171,6 +164,7 @@ def execute(args: argparse.Namespace) -> None:
 
     # Imported on use: TVM loads only when something is measured.
     from tconv.cli.files import write_network
+    from tconv.compile import compile_network
     from tconv.frontends.onnx.exporter import export_model
     from tconv.search import report as reports
     from tconv.search.latency import LayerLatencies
@@ -225,17 +219,11 @@ def execute(args: argparse.Namespace) -> None:
         if timer is not None and best.label in timer.artifacts and best.fine_tune_epochs is None:
             shutil.move(timer.artifacts[best.label], staging / "artifact")
         elif cuda:  # the LLVM backend's cuda artifact, as the GPU measured it
-            from tconv.lowering.llvm.artifact import compile_artifact as compile_cuda_artifact
-
-            compile_cuda_artifact(best.realised.module, best.realised.params, staging / "artifact", "cuda",
-                                  measurer.arch)
+            compile_network(best.realised.module, best.realised.params, staging / "artifact", backend="llvm",
+                            target="cuda", arch=measurer.arch)
         else:
-            from tconv.lowering.tvm.artifact import compile_artifact
-            from tconv.search.tuning import apply_tuning
-
-            compiled = best.realised.module.clone()
-            apply_tuning(compiled, database, threads)
-            compile_artifact(compiled, best.realised.params, staging / "artifact")
+            compile_network(best.realised.module, best.realised.params, staging / "artifact", database=database,
+                            threads=threads)
         shutil.rmtree(staging / "builds", ignore_errors=True)
         (staging / "optimized.onnx").write_bytes(
             export_model(best.realised.module, best.realised.params).SerializeToString()

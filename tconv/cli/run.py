@@ -86,8 +86,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "net.mlir); or an artifact directory written by `tconv compile`",
     )
     parser.add_argument(
-        "--backend", default="reference", metavar="NAME",
-        help=f"one of {', '.join(BACKENDS)} (default: reference, the numpy executor)",
+        "--backend", default="reference", choices=BACKENDS,
+        help="the executor (default: reference, the numpy one); tvm and llvm compile the network first",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -110,14 +110,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--profile", type=positive_int, metavar="RUNS",
         help="cpu artifacts only: also run RUNS more times and print each kernel call's mean time",
     )
-
-
-def _backend(name: str) -> Backend:
-    if name not in BACKENDS:
-        raise TconvError(
-            f"error: unknown backend '{name}' (expected one of: {', '.join(BACKENDS)})"
-        )
-    return BACKENDS[name]
 
 
 def _network(module: ModuleOp, path: str) -> func.FuncOp:
@@ -173,25 +165,36 @@ def _statistics(array: np.ndarray) -> str:
 
 
 def _artifact_inputs(args: argparse.Namespace, infos) -> list[tuple[np.ndarray, str]]:
-    """The inputs of an artifact run; the runtime checks their shapes."""
+    """The inputs of an artifact run. The runtime checks their shapes; a batch
+    other than the compiled one is caught here, to say how to get an artifact for it."""
     if args.input:
         if len(args.input) != len(infos):
             raise TconvError(
                 f"error: the artifact takes {len(infos)} input(s), got {len(args.input)} --input"
             )
-        return [(read_array(path), path) for path in args.input]
+        inputs = [(read_array(path), path) for path in args.input]
+        for (array, path), info in zip(inputs, infos):
+            if array.ndim == len(info.shape) and array.shape[1:] == tuple(info.shape[1:]):
+                _check_compiled_batch(args.file, infos, array.shape[0], where=f"{path}: ")
+        return inputs
     rng = np.random.default_rng(args.seed)
     if args.batch is not None:
-        compiled = {info.shape[0] for info in infos}
-        if compiled != {args.batch}:
-            raise TconvError(
-                f"error: the artifact was compiled for batch {', '.join(map(str, sorted(compiled)))}, "
-                f"not {args.batch} (compile it again from IR with that batch)"
-            )
+        _check_compiled_batch(args.file, infos, args.batch, where="")
     arrays = [rng.standard_normal(info.shape, dtype=np.float32) for info in infos]
     shapes = ", ".join(format_shape(a.shape) for a in arrays)
     note(f"no --input given: running on random N(0,1) data of shape {shapes} (seed {args.seed})")
     return [(array, f"random N(0,1), seed {args.seed}") for array in arrays]
+
+
+def _check_compiled_batch(artifact: str, infos, batch: int, where: str) -> None:
+    """An artifact's kernels have fixed shapes: another batch needs another artifact."""
+    compiled = sorted({info.shape[0] for info in infos})
+    if compiled != [batch]:
+        raise TconvError(
+            f"{where}error: batch {batch}, but the artifact {artifact} is compiled for batch "
+            f"{', '.join(map(str, compiled))}; compile one for batch {batch} from the IR with "
+            f"`tconv compile NET.mlir --batch {batch} -o DIR`"
+        )
 
 
 def _print_inputs_and_outputs(
@@ -292,7 +295,7 @@ def execute(args: argparse.Namespace) -> None:
         note("--threads applies to artifacts only; ignored")
     if args.profile is not None:
         raise TconvError(f"{args.file}: error: --profile times compiled artifacts only (see `tconv compile`)")
-    backend = _backend(args.backend)
+    backend = BACKENDS[args.backend]
     module = load_module(args.file)
     network = _network(module, args.file)
     if args.output and len(network.function_type.outputs) != 1:

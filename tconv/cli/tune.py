@@ -22,7 +22,7 @@ import re
 import sys
 
 from tconv.cli.command import Command, UsageError, positive_int
-from tconv.ir.loader import TconvError, load_module, module_text, write_text_atomic
+from tconv.ir.loader import load_module, module_text, write_text_atomic
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> None:
     if not args.budget > 0:
-        raise TconvError(f"error: --budget must be positive, got {args.budget}")
+        raise UsageError(f"--budget must be positive, got {args.budget}")
     if args.target != "cuda" and (args.arch or args.kernels or args.prepare):
         raise UsageError("--arch, --kernels and --prepare are for --target cuda")
     if args.arch and not re.fullmatch(r"sm_[0-9]+[a-z]?", args.arch):

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
-from tconv.cli.command import Command, UsageError, note, positive_int
+from tconv.cli.command import Command, UsageError, did_you_mean, note, one_of, positive_int
 from tconv.cli.files import write_network
-from tconv.ir.loader import TconvError, module_text
+from tconv.ir.loader import module_text
 from tconv.ir.ops import shape_of
 from tconv.ir.params import init_params, parameter_count
 
@@ -49,20 +48,21 @@ def _list_networks() -> None:
         print(f"{name.ljust(width)}  {', '.join(zoo.datasets(name))}")
 
 
-def _one_of(names: list[str]) -> str:
-    """`a`, `a or b`, `a, b or c`."""
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-
-
-def _check_name(name: str) -> None:
-    """An unknown name is most often a typo: suggest the closest ones."""
+def zoo_choice(name: str, dataset: str | None, preferred: str | None = None, unknown: str = "unknown network") -> str:
+    """The dataset to build zoo network `name` for: `dataset`, else `preferred`
+    where the network has it, else its first. An unknown network or dataset is a
+    usage error (a bad choice on the command line), here for every command;
+    `unknown` says what an unknown name is not."""
     from tconv.frontends import zoo
 
-    names = list(zoo.network_names())
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f"did you mean {_one_of(close)}? " if close else ""
-        raise TconvError(f"error: unknown network '{name}' ({hint}see `tconv zoo --list`)")
+    if name not in zoo.network_names():
+        raise UsageError(f"{unknown} '{name}' ({did_you_mean(name, zoo.network_names())}see `tconv zoo --list`)")
+    datasets = zoo.datasets(name)
+    if dataset is None:
+        return preferred if preferred in datasets else datasets[0]
+    if dataset not in datasets:
+        raise UsageError(f"--dataset: {name} has {one_of(datasets)}, not '{dataset}'")
+    return dataset
 
 
 def _input_shape(module: ModuleOp) -> str:
@@ -84,8 +84,8 @@ def execute(args: argparse.Namespace) -> None:
         raise UsageError("a network NAME is required (see --list)")
     from tconv.frontends import zoo
 
-    _check_name(args.name)
-    module = zoo.build(args.name, dataset=args.dataset, batch=args.batch)
+    dataset = zoo_choice(args.name, args.dataset)
+    module = zoo.build(args.name, dataset=dataset, batch=args.batch)
     if args.output is None:
         sys.stdout.write(module_text(module))
         note("no parameters written: use -o FILE to write the network with its parameter store")

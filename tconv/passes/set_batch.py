@@ -1,3 +1,5 @@
+"""`tconv-set-batch`: a network at another batch size."""
+
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -29,6 +31,25 @@ def set_batch(func_op: func.FuncOp, batch: int) -> None:
     refresh_result_types(func_op, rewriter)
 
 
+def check_batch(batch: int) -> None:
+    """A batch size is a positive integer: the one rule `tconv-set-batch` and
+    `tconv compile --batch` share."""
+    if batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch}")
+
+
+def set_module_batch(module: ModuleOp, batch: int) -> None:
+    """Set the batch size of every function of `module` defined there; a
+    ShapeError names the function whose shapes cannot take it."""
+    check_batch(batch)
+    for func_op in module.walk():
+        if isinstance(func_op, func.FuncOp) and not func_op.is_declaration:
+            try:
+                set_batch(func_op, batch)
+            except ShapeError as err:
+                raise ShapeError(f"cannot set batch {batch} in @{func_op.sym_name.data}: {err}") from err
+
+
 @dataclass(frozen=True)
 class SetBatchPass(ModulePass):
     """
@@ -44,18 +65,17 @@ class SetBatchPass(ModulePass):
     name = "tconv-set-batch"
 
     batch: int
+    """The new batch size (the first dimension of every argument), at least 1."""
+
+    def __post_init__(self) -> None:
+        # Checked when the pipeline is read, before any input: a bad value is a usage error.
+        try:
+            check_batch(self.batch)
+        except ValueError as err:
+            raise PassFailedException(f"{self.name}: {err}") from None
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        if self.batch < 1:
-            raise PassFailedException(
-                f"{self.name}: batch must be a positive integer, got {self.batch}"
-            )
-        for func_op in op.walk():
-            if isinstance(func_op, func.FuncOp) and not func_op.is_declaration:
-                try:
-                    set_batch(func_op, self.batch)
-                except ShapeError as err:
-                    raise PassFailedException(
-                        f"{self.name}: cannot set batch {self.batch} in "
-                        f"@{func_op.sym_name.data}: {err}"
-                    ) from err
+        try:
+            set_module_batch(op, self.batch)
+        except ShapeError as err:
+            raise PassFailedException(f"{self.name}: {err}") from err

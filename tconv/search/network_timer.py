@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tconv.compile import compile_network
 from tconv.ir.ops import shape_of
 from tconv.runtime.reference import single_function
 from tconv.search.optimize import Candidate
 from tconv.search.timing import OrtRunner, interleaved_medians
-from tconv.search.tuning import TuningDatabase, apply_tuning
+from tconv.search.tuning import TuningDatabase
 
 
 class NetworkTimer:
@@ -41,13 +42,10 @@ class NetworkTimer:
         self._builds = 0
 
     def compile(self, candidate: Candidate) -> Path:
-        from tconv.lowering.tvm.artifact import compile_artifact
-
-        module = candidate.realised.module.clone()
-        apply_tuning(module, self.database, self.threads)
         self._builds += 1
         directory = self.scratch / f"net{self._builds}"
-        compile_artifact(module, candidate.realised.params, directory)
+        compile_network(candidate.realised.module, candidate.realised.params, directory, database=self.database,
+                        threads=self.threads)
         self.artifacts[candidate.label] = directory
         return directory
 
@@ -96,11 +94,10 @@ class CudaNetworkTimer:
         self._builds = 0
 
     def compile(self, candidate: Candidate) -> Path:
-        from tconv.lowering.llvm.artifact import compile_artifact
-
         self._builds += 1
         directory = self.scratch / f"net{self._builds}"
-        compile_artifact(candidate.realised.module, candidate.realised.params, directory, "cuda", self.arch)
+        compile_network(candidate.realised.module, candidate.realised.params, directory, backend="llvm",
+                        target="cuda", arch=self.arch)
         self.artifacts[candidate.label] = directory
         return directory
 

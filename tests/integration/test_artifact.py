@@ -131,20 +131,46 @@ def test_cli_run_profile_lists_every_call(compiled, capsys):
     ("make_args", "message"),
     [
         (lambda w, a: ["run", str(w / "small.mlir"), "--profile", "2"], "--profile times compiled artifacts only"),
-        (lambda w, a: ["run", str(a), "--input", str(w / "bad.npy")], "must have shape 2x3x12x12, got 1x3x12x12"),
-        (lambda w, a: ["run", str(a), "--batch", "3"], "compiled for batch 2, not 3"),
+        (lambda w, a: ["run", str(a), "--input", str(w / "bad.npy")], "must have shape 2x3x12x12, got 2x3x11x11"),
+        (lambda w, a: ["run", str(a), "--input", str(w / "one.npy")],
+         "batch 1, but the artifact {a} is compiled for batch 2; compile one for batch 1 from the IR with "
+         "`tconv compile NET.mlir --batch 1 -o DIR`"),
+        (lambda w, a: ["run", str(a), "--batch", "3"], "is compiled for batch 2; compile one for batch 3"),
         (lambda w, a: ["run", str(w)], "not a tconv artifact"),
         (lambda w, a: ["compile", str(w / "missing.mlir"), "-o", str(w / "m.art")], "missing.mlir"),
-        (lambda w, a: ["compile", str(w / "small.mlir"), "--backend", "xla", "-o", str(w / "c.art")],
-         "unknown compile backend 'xla'"),
     ],
 )
 def test_cli_errors_are_clean(compiled, capsys, make_args, message):
     work, artifact = compiled
-    np.save(work / "bad.npy", np.zeros((1, 3, 12, 12), np.float32))
+    np.save(work / "bad.npy", np.zeros((2, 3, 11, 11), np.float32))
+    np.save(work / "one.npy", np.zeros((1, 3, 12, 12), np.float32))
     assert main(make_args(work, artifact)) == 1
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err and "internal error" not in err
+    assert message.format(a=artifact) in err and "Traceback" not in err and "internal error" not in err
+
+
+def test_cli_compile_for_another_batch(compiled, capsys):
+    """`--batch` compiles the IR at another batch; the IR file stays as it was."""
+    work, _ = compiled
+    before = (work / "small.mlir").read_text()
+    artifact = work / "small_b3.art"
+    assert main(["compile", str(work / "small.mlir"), "--batch", "3", "-o", str(artifact)]) == 0
+    assert (work / "small.mlir").read_text() == before
+    image = np.random.default_rng(5).standard_normal((3, 3, 12, 12)).astype(np.float32)
+    np.save(work / "x3.npy", image)
+    assert main(["run", str(artifact), "--input", str(work / "x3.npy"), "--output", str(work / "y3.npy")]) == 0
+    assert main(["run", str(work / "small.mlir"), "--input", str(work / "x3.npy"),
+                 "--output", str(work / "ref3.npy")]) == 0
+    assert "batch 3" in capsys.readouterr().out
+    assert relative_error(np.load(work / "y3.npy"), np.load(work / "ref3.npy")) < 1e-4
+
+
+def test_cli_compile_usage_errors(compiled, capsys):
+    work, _ = compiled
+    for bad in (["--backend", "xla"], ["--batch", "0"]):
+        assert main(["compile", str(work / "small.mlir"), *bad, "-o", str(work / "c.art")]) == 2
+        assert "usage: tconv compile" in capsys.readouterr().err
+    assert not (work / "c.art").exists()
 
 
 def test_cli_run_of_a_corrupt_plan_is_clean(compiled, tmp_path, capsys):

@@ -18,7 +18,7 @@ from tconv.ir.params import init_params, load_store, parameter_count, save_store
 from tconv.passes.analyses import capacity
 
 
-from support import assert_user_error, tconv
+from support import assert_usage_error, assert_user_error, tconv
 def small_network():
     b = NetworkBuilder("small", (1, 3, 8, 8))
     x = b.relu(b.batch_norm(b.conv2d(b.input, 8, 3, name="conv1"), name="bn1"))
@@ -155,11 +155,12 @@ def test_without_a_store_the_parameters_are_initialised_with_the_seed(capsys, ne
 
 
 def test_data_without_labels_and_labels_without_data(capsys, network, data):
+    """Options that do not fit together are usage errors, as argparse's own."""
     x_path, y_path, _, _ = data
-    assert_user_error(tconv(capsys, "capacity", network, "--metric", "fisher", "--data", x_path), "--labels")
-    assert_user_error(tconv(capsys, "capacity", network, "--metric", "fisher", "--labels", y_path), "--data")
-    assert_user_error(tconv(capsys, "capacity", network, "--metric", "naswot", "--labels", y_path), "--data")
-    assert_user_error(tconv(capsys, "capacity", network, "--data", x_path, "--source", "digits"), "--source")
+    assert_usage_error(tconv(capsys, "capacity", network, "--metric", "fisher", "--data", x_path), "--labels")
+    assert_usage_error(tconv(capsys, "capacity", network, "--metric", "fisher", "--labels", y_path), "--data")
+    assert_usage_error(tconv(capsys, "capacity", network, "--metric", "naswot", "--labels", y_path), "--data")
+    assert_usage_error(tconv(capsys, "capacity", network, "--data", x_path, "--source", "digits"), "--source")
 
 
 def test_bad_data(capsys, network, tmp_path, data):

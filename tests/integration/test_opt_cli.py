@@ -70,22 +70,66 @@ def test_verify_diagnostics_prints_to_stdout(capsys, invalid: Path):
 @pytest.mark.parametrize(
     ("pipeline", "message"),
     [
-        ("tconv-nope", "error: invalid pass pipeline 'tconv-nope': Unrecognized passes: ['tconv-nope']"),
-        ("tconv-set-batch{batch=two}", "error: invalid pass pipeline 'tconv-set-batch{batch=two}'"),
-        ("tconv-set-batch{", "error: invalid pass pipeline 'tconv-set-batch{'"),
-        ("tconv-set-batch", 'tconv-set-batch requires argument "batch"'),
+        ("tconv-nope", "unknown pass 'tconv-nope'"),
+        ("tconv-set-bach{batch=2}", "unknown pass 'tconv-set-bach' (did you mean tconv-set-batch"),
+        ("tconv-set-batch{bacth=2}", "tconv-set-batch has no option 'bacth' (did you mean batch? its options: batch)"),
+        ("tconv-group{groups=2 check-capacty=true}", "has no option 'check-capacty' (did you mean check-capacity"),
+        ("tconv-set-batch{batch=two}", "tconv-set-batch: option 'batch' takes int, got 'two'"),
+        ("tconv-set-batch{", "invalid pass pipeline 'tconv-set-batch{'"),
+        ("tconv-set-batch", "tconv-set-batch needs option 'batch' (int): tconv-set-batch{batch=...}"),
+        ("tconv-set-batch{batch=0}", "tconv-set-batch: batch must be a positive integer, got 0"),
+        ("tconv-group{groups=2 init=copy}", "tconv-group: init must be one of auto, inherit, random, got 'copy'"),
     ],
 )
-def test_bad_pipeline(capsys, valid: Path, pipeline: str, message: str):
+def test_bad_pipeline_is_a_usage_error(capsys, valid: Path, pipeline: str, message: str):
+    """Checked before the input is read: an option's value, like a flag's, is usage."""
     status, out, err = run(capsys, str(valid), "-p", pipeline)
-    assert status == 1
+    assert (status, out) == (2, "")
+    assert err.startswith("usage: tconv-opt")
     assert message in err
+    assert "['" not in err and "[\"" not in err
 
 
 def test_failing_pass(capsys, valid: Path):
-    status, _, err = run(capsys, str(valid), "-p", "tconv-set-batch{batch=0}")
+    """A pass that cannot rewrite this input is a user error, located at the input."""
+    status, _, err = run(capsys, str(valid), "-p", 'tconv-group{groups=2 layers="conv9"}')
     assert status == 1
-    assert err == f"{valid}: error: tconv-set-batch: batch must be a positive integer, got 0\n"
+    assert err.startswith(f"{valid}: error: tconv-group: ")
+
+
+def test_internal_error_is_status_3(capsys, valid: Path, monkeypatch):
+    from tconv.cli.opt import TconvOptMain
+
+    def crash(self, module):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(TconvOptMain, "apply_passes", crash)
+    status, _, err = run(capsys, str(valid))
+    assert status == 3
+    assert "internal error: RuntimeError: boom" in err
+
+
+def test_help_documents_tconv_passes_and_their_options(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("tconv-set-batch") < out.index("xDSL's own passes are accepted as well")
+    assert "- batch: int (required)  The new batch size" in out
+    assert "- groups: int (required)" in out and "- init: str = auto  How new weights start" in out
+    assert "convert-linalg-to-loops" not in out  # xDSL's passes: --list-passes
+    assert main(["--list-passes"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.index("tconv-blockswap") < listed.index("convert-linalg-to-loops")
+
+
+def test_every_tconv_pass_and_option_is_described():
+    from tconv.passes.describe import options, summary
+    from tconv.universe import TCONV_UNIVERSE
+
+    for name, load in TCONV_UNIVERSE.all_passes.items():
+        pass_class = load()
+        assert summary(pass_class) and not summary(pass_class).startswith(pass_class.__name__), name
+        for option in options(pass_class):
+            assert option.description, f"{name}: option {option.name} has no docstring"
 
 
 def test_missing_file(capsys, tmp_path: Path):

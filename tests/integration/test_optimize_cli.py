@@ -19,7 +19,7 @@ from tconv.ir.params import init_params, load_store
 from tconv.runtime.driver import Runtime
 from tconv.runtime.reference import run
 
-from support import assert_user_error, relative_error, small_resnet, tconv
+from support import assert_usage_error, assert_user_error, relative_error, small_resnet, tconv
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,8 @@ def test_a_second_run_resumes_from_the_database(optimized, capsys, tmp_path):
 
 
 def test_bad_inputs(capsys, tmp_path):
-    assert_user_error(tconv(capsys, "optimize", "no-such-net", "-o", tmp_path / "x"), "neither a file nor a zoo network")
+    assert_usage_error(tconv(capsys, "optimize", "no-such-net", "-o", tmp_path / "x"),
+                       "no such file or zoo network 'no-such-net'")
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "mine.txt").write_text("keep")

@@ -18,7 +18,7 @@ from tconv.ir.params import init_params, load_store, parameter_count, save_store
 from tconv.runtime import reference
 
 
-from support import assert_user_error, relative_error, tconv
+from support import assert_usage_error, assert_user_error, relative_error, tconv
 def small_network():
     b = NetworkBuilder("small", (2, 3, 8, 8))
     x = b.relu(b.batch_norm(b.conv2d(b.input, 8, 3, name="conv1"), name="bn1"))
@@ -66,8 +66,10 @@ def test_zoo_list(capsys):
 
 def test_zoo_unknown_network_or_dataset(capsys, tmp_path):
     out = tmp_path / "x.mlir"
-    assert_user_error(tconv(capsys, "zoo", "resnet35", "-o", out), "unknown network 'resnet35'", "resnet34")
-    assert_user_error(tconv(capsys, "zoo", "vgg16", "--dataset", "cifar10", "-o", out), "no dataset 'cifar10'")
+    assert_usage_error(tconv(capsys, "zoo", "resnet35", "-o", out), "unknown network 'resnet35' (did you mean",
+                       "resnet34")
+    assert_usage_error(tconv(capsys, "zoo", "vgg16", "--dataset", "cifar10", "-o", out),
+                       "--dataset: vgg16 has imagenet, not 'cifar10'")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -176,7 +178,7 @@ def test_run_with_bad_input_files(capsys, network, tmp_path):
 
 
 def test_run_with_unknown_backend(capsys, network):
-    assert_user_error(tconv(capsys, "run", network, "--backend", "tpu"), "unknown backend 'tpu'")
+    assert_usage_error(tconv(capsys, "run", network, "--backend", "tpu"), "invalid choice: 'tpu'")
 
 
 @pytest.mark.parametrize("backend", ["tvm", "llvm"])

@@ -42,8 +42,11 @@ class FusePass(ModulePass):
     name = "tconv-fuse"
 
     batch_norm: bool = True
+    """A kernel absorbs a batch-norm after its convolution or dense layer (folded into it)."""
     residual: bool = True
+    """A kernel absorbs a residual add after its convolution, dense layer or batch-norm."""
     activation: bool = True
+    """A kernel absorbs a relu or relu6 after its convolution, dense layer, batch-norm or add."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         rules = FusionRules(self.batch_norm, self.residual, self.activation)

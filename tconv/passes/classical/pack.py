@@ -159,9 +159,12 @@ class PackPass(ModulePass):
     def fail(self, message: str) -> PassFailedException:
         return PassFailedException(f"{self.name}: {message}")
 
-    def apply(self, ctx: Context, op: ModuleOp) -> None:
+    def __post_init__(self) -> None:
+        # Checked when the pass is made, before any input: a usage error in `tconv-opt`.
         if self.block < 1:
             raise self.fail(f"block must be at least 1, got {self.block}")
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
         selected = select_convs(op, self.layers, self.name)
         if self.layers and not selected:
             raise self.fail(f"no convolution matches layers='{self.layers}'")

@@ -35,6 +35,7 @@ class SchedulePass(ModulePass):
     """Updates the schedule of every selected convolution with `update`."""
 
     layers: str = ""
+    """Comma-separated layer names and patterns; empty: every convolution."""
 
     def update(self, schedule: ConvSchedule) -> ConvSchedule:
         raise NotImplementedError
@@ -62,7 +63,9 @@ class TilePass(SchedulePass):
     name = "tconv-tile"
 
     loop: str = ""
+    """The loop to split: oc, oh, ow, ic, kh, kw (or a part made by an earlier split, `oc.1`)."""
     factors: tuple[int, ...] = ()
+    """The inner loops' extents, outermost first (`16`, or `2,8`)."""
 
     def update(self, schedule: ConvSchedule) -> ConvSchedule:
         if not self.factors:
@@ -77,6 +80,7 @@ class ReorderPass(SchedulePass):
     name = "tconv-reorder"
 
     order: str = ""
+    """Every loop of the convolution, comma-separated, outermost first."""
 
     def update(self, schedule: ConvSchedule) -> ConvSchedule:
         return replace(schedule, order=_names(self.order))
@@ -89,6 +93,7 @@ class UnrollPass(SchedulePass):
     name = "tconv-unroll"
 
     loops: str = ""
+    """The loops to unroll, comma-separated."""
 
     def update(self, schedule: ConvSchedule) -> ConvSchedule:
         return replace(schedule, unroll=schedule.unroll | frozenset(_names(self.loops)))
@@ -101,6 +106,7 @@ class VectorizePass(SchedulePass):
     name = "tconv-vectorize"
 
     loop: str = ""
+    """The loop to vectorize: the innermost, data-parallel."""
 
     def update(self, schedule: ConvSchedule) -> ConvSchedule:
         return replace(schedule, vectorize=self.loop)
@@ -113,6 +119,7 @@ class ParallelPass(SchedulePass):
     name = "tconv-parallel"
 
     loops: str = ""
+    """The loops to run across threads, comma-separated: an outermost prefix."""
 
     def update(self, schedule: ConvSchedule) -> ConvSchedule:
         return replace(schedule, parallel=_names(self.loops))

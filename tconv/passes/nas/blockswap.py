@@ -271,7 +271,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class BlockSwapPass(NasPass):
-    """BlockSwap on residual blocks (see the module docstring). It rewrites
+    """Replace residual blocks by cheaper ones within a parameter budget, chosen by capacity (BlockSwap).
+    It rewrites
     blocks, not convolutions, so it drives `apply` itself instead of the
     per-convolution `ineligible` and `rewrite` of `NasPass`."""
 
@@ -304,8 +305,6 @@ class BlockSwapPass(NasPass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         check = self.capacity_check()
-        check.validate(self.name)
-        self.validate()
         store = active_store()
         choices = [block_choices(block) for block in self.selected_blocks(op)]
         original = summarize(op).parameters

@@ -23,9 +23,12 @@ from tconv.passes.nas.nas_pass import NasPass, RewriteState, conv_geometry, weig
 
 @dataclass(frozen=True)
 class BottleneckPass(NasPass):
+    """Shrink convolutions' output channels by `factor`; their consumers follow."""
+
     name = "tconv-bottleneck"
 
     factor: int
+    """Output channels are divided by it."""
 
     @property
     def tag(self) -> str:

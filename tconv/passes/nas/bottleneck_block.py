@@ -29,9 +29,12 @@ from tconv.passes.nas.nas_pass import (
 
 @dataclass(frozen=True)
 class BottleneckBlockPass(NasPass):
+    """Replace KxK convolutions by a 1x1 down, a narrower KxK and a 1x1 back up."""
+
     name = "tconv-bottleneck-block"
 
     factor: int
+    """The inner width is the output channels divided by it."""
 
     def validate(self) -> None:
         if self.factor < 2:

@@ -31,6 +31,8 @@ from tconv.passes.nas.nas_pass import (
 
 @dataclass(frozen=True)
 class DepthwiseSeparablePass(NasPass):
+    """Replace KxK convolutions by a depthwise KxK and a pointwise 1x1 convolution."""
+
     name = "tconv-depthwise-separable"
 
     def ineligible(self, conv: Conv2dOp, state: RewriteState) -> str | None:

@@ -23,9 +23,12 @@ from tconv.passes.nas.nas_pass import NasPass, RewriteState, conv_geometry, weig
 
 @dataclass(frozen=True)
 class GroupPass(NasPass):
+    """Make convolutions grouped: each output channel reads only its group's input channels."""
+
     name = "tconv-group"
 
     groups: int
+    """The number of groups; it divides the input and output channels."""
 
     def validate(self) -> None:
         if self.groups < 2:

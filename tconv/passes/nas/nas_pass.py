@@ -70,8 +70,11 @@ class NasPass(ModulePass):
     layers: str = ""
     """Comma-separated layer names and patterns; empty: every convolution."""
     check_capacity: bool = False
+    """Refuse the rewrite unless the network keeps `min-capacity` of its capacity."""
     min_capacity: float | int = 1.0
+    """With `check-capacity`: the least ratio of capacity after to before."""
     metric: str = DEFAULT_METRIC
+    """With `check-capacity`: the capacity metric, naswot, fisher or synflow."""
     batch: int = 8
     """Minibatch size of capacity measurements (and of pruning's ranking)."""
     seed: int = 0
@@ -87,7 +90,8 @@ class NasPass(ModulePass):
     # What a pass defines ----------------------------------------------------
 
     def validate(self) -> None:
-        """Raise (with `self.fail`) for option values the pass cannot use."""
+        """Raise (with `self.fail`) for option values the pass cannot use; called
+        when the pass is made."""
 
     def prepare(self, state: RewriteState) -> Any:
         """Computed once per application, before any rewrite; kept as `state.prepared`."""
@@ -108,12 +112,16 @@ class NasPass(ModulePass):
     def capacity_check(self) -> CapacityCheck:
         return CapacityCheck(self.metric, self.min_capacity, self.batch, self.seed)
 
-    def apply(self, ctx: Context, op: ModuleOp) -> None:
-        check = self.capacity_check()
-        check.validate(self.name)
+    def __post_init__(self) -> None:
+        # Options are checked when the pass is made (a pipeline read), before any
+        # input: `tconv-opt` reports a bad value as a usage error.
+        self.capacity_check().validate(self.name)
         if self.init not in INITS:
             raise self.fail(f"init must be one of {', '.join(INITS)}, got '{self.init}'")
         self.validate()
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        check = self.capacity_check()
         store = active_store()
         target = op.clone() if self.check_capacity else op
         rewritten = self.rewrite_module(target, store)

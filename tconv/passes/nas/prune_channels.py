@@ -117,6 +117,8 @@ def prune_reason(conv: Conv2dOp, kept: int = 1) -> str | None:
 
 @dataclass(frozen=True)
 class PruneChannelsPass(NasPass):
+    """Remove the output channels of convolutions that matter least, and the matching inputs of their consumers."""
+
     name = "tconv-prune-channels"
 
     keep: float | int

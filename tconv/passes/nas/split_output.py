@@ -33,10 +33,14 @@ from tconv.passes.nas.nas_pass import (
 
 @dataclass(frozen=True)
 class SplitOutputPass(NasPass):
+    """Compute convolutions' output channels by `splits` parallel convolutions, concatenated."""
+
     name = "tconv-split-output"
 
     splits: int
+    """How many parts; it divides the output channels."""
     groups: int = 1
+    """The grouping of each part."""
 
     def validate(self) -> None:
         if self.splits < 2:

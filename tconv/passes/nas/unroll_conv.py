@@ -32,10 +32,14 @@ from tconv.passes.nas.nas_pass import (
 
 @dataclass(frozen=True)
 class UnrollConvPass(NasPass):
+    """Compute the first `dense` output channels densely and the rest grouped, concatenated."""
+
     name = "tconv-unroll-conv"
 
     dense: int
+    """Output channels computed over all input channels."""
     groups: int
+    """The grouping of the other output channels."""
 
     def validate(self) -> None:
         if self.dense < 1:

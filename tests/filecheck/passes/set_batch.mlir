@@ -4,14 +4,14 @@
 // RUN: tconv-opt %s --split-input-file -p 'tconv-set-batch{batch=8}' | filecheck %s
 // RUN: tconv-opt %s --split-input-file -p 'tconv-set-batch{batch=1}' | filecheck %s --check-prefix=SAME
 // RUN: xdsl-opt %s --split-input-file -p 'tconv-set-batch{batch=8}' | filecheck %s
-// RUN: tconv-opt %s --split-input-file -p 'tconv-set-batch{batch=0}' --verify-diagnostics | filecheck %s --check-prefix=ZERO
+// RUN: not tconv-opt %s --split-input-file -p 'tconv-set-batch{batch=0}' 2>&1 | filecheck %s --check-prefix=ZERO
 // RUN: not tconv-opt %s -p 'tconv-set-batch{batch=-3}' 2>&1 | filecheck %s --check-prefix=NEGATIVE
 // RUN: not tconv-opt %s -p tconv-set-batch 2>&1 | filecheck %s --check-prefix=MISSING
 
 // ZERO:     error: tconv-set-batch: batch must be a positive integer, got 0
 // NEGATIVE: error: tconv-set-batch: batch must be a positive integer, got -3
 // NEGATIVE-NOT: Traceback
-// MISSING:  error: invalid pass pipeline 'tconv-set-batch': tconv-set-batch requires argument "batch"
+// MISSING:  error: tconv-set-batch needs option 'batch' (int): tconv-set-batch{batch=...}
 
 func.func @classifier(%x: tensor<1x3x8x8xf32>) -> tensor<1x10xf32> {
   %w = tconv.param "conv.weight" init kaiming_normal : tensor<4x3x3x3xf32>
