@@ -85,8 +85,8 @@ from tconv.passes.analyses.capacity_data import DEFAULT_SOURCE, SOURCES, standar
 from tconv.passes.analyses.summary import summarize
 from tconv.passes.nas.store import ParamStore, using_store
 from tconv.passes.registry import PASSES
-from tconv.runtime.backward import forward_backward, forward_values
-from tconv.runtime.reference import single_function
+from tconv.semantics.backward import forward_backward, forward_values
+from tconv.semantics.reference import single_function
 from tconv.train.data import Dataset
 from tconv.train.engine import train_network
 from tconv.train.loop import TrainConfig, evaluate

@@ -11,7 +11,7 @@ convolutions scheduled from the tuning database (`--tuning`, default the
 cache's; `--tune SECONDS` first tunes each case's workloads into it, at the
 largest thread count, which the 1-thread rows reuse). PyTorch runs
 the same convolution with a pre-allocated output (`aten.convolution.out`)
-and whole networks through `tconv.runtime.torch_executor` (eager torch, one
+and whole networks through `tconv.semantics.torch_executor` (eager torch, one
 op at a time, as a user would run the model); ONNX Runtime runs the ONNX
 export with its output bound (`tconv.search.timing.OrtRunner`). "TVM
 default" is what TVM gives the same ONNX model by its own defaults: the Relax
@@ -193,7 +193,7 @@ class TorchConvRunner:
         import torch
 
         from tconv.ir.ops import Conv2dOp
-        from tconv.runtime.reference import single_function
+        from tconv.semantics.reference import single_function
 
         (conv,) = [op for op in single_function(module).body.block.ops if isinstance(op, Conv2dOp)]
         top, left, _, _ = conv.padding.get_values()
@@ -219,7 +219,7 @@ class TorchNetworkRunner:
     def __init__(self, module, params, x):
         import torch
 
-        from tconv.runtime.torch_executor import TorchNetwork
+        from tconv.semantics.torch_executor import TorchNetwork
 
         self.network = TorchNetwork(module, params)
         self.x = torch.from_numpy(x)
@@ -256,11 +256,11 @@ def runs_for(runner) -> int:
 
 def measure(name, module, params, torch_runner, thread_counts, peaks, rounds, with_tvm=True) -> list[Row]:
     import torch
-    from tconv.search.timing import OrtRunner, interleaved_rounds
 
     from tconv.ir.ops import shape_of
     from tconv.passes.analyses.summary import summarize
-    from tconv.runtime.reference import single_function
+    from tconv.search.timing import OrtRunner, interleaved_rounds
+    from tconv.semantics.reference import single_function
 
     shape = shape_of(single_function(module).body.block.args[0])
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)

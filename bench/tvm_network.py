@@ -28,7 +28,7 @@ from tconv.search.timing import OrtRunner, interleaved_medians
 
 def module_input_shape(module):
     from tconv.ir.ops import shape_of
-    from tconv.runtime.reference import single_function
+    from tconv.semantics.reference import single_function
 
     return shape_of(single_function(module).body.block.args[0])
 
@@ -60,13 +60,12 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
 
-    from tconv.frontends.zoo import build, datasets
-    from tconv.ir.params import init_params
-    from tconv.lowering.tvm.build import TvmNetwork
-
     import tempfile
 
+    from tconv.frontends.zoo import build, datasets
+    from tconv.ir.params import init_params
     from tconv.lowering.tvm.artifact import compile_artifact
+    from tconv.lowering.tvm.build import TvmNetwork
     from tconv.runtime.driver import Runtime
 
     print(f"{'network':24} {'artifact ms':>11} {'TVM py ms':>9} {'ORT ms':>8} {'artifact/ORT':>12} "

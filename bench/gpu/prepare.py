@@ -29,7 +29,7 @@ from cases import SEED, backend_list, cases_matching, directory_name
 from tconv.cli.main import main as tconv
 from tconv.ir.loader import module_text
 from tconv.ir.params import init_params
-from tconv.lowering.tvm.artifact import PARAMS_FILE
+from tconv.kernels.artifact import PARAMS_FILE
 
 
 def compile_tvm(module, params, target: Path, arch: str):

@@ -6,7 +6,7 @@ For every case of `cases.py`, each backend's artifact compiled by
 `prepare.py` runs on the GPU: the TVM backend's through
 `tconv.runtime.cuda` (tvm_ffi, torch memory), the LLVM backend's PTX through
 `tconv.runtime.cuda_driver` (the CUDA driver API, ctypes). The same IR and
-seeded parameters run through `tconv.runtime.torch_executor` in torch fp32
+seeded parameters run through `tconv.semantics.torch_executor` in torch fp32
 with TF32 off. It prints, per case and backend, the relative error
 ‖out−ref‖/‖ref‖ (must be below 1e-4) and the times: the median over rounds
 of CUDA-event-timed batches of launches, tconv and torch alternating. Exit
@@ -33,7 +33,7 @@ TOLERANCE = 1e-4
 def write_params(directory: Path, module, params) -> None:
     """The artifact's parameter file, from the seeded parameters (see prepare.py)."""
     from tconv.ir.params import bind_params
-    from tconv.lowering.tvm.artifact import PARAMS_FILE, plan_program
+    from tconv.kernels.artifact import PARAMS_FILE, plan_program
     from tconv.runtime.plan import read_plan
 
     program = pickle.loads((directory / "program.pkl").read_bytes())
@@ -88,10 +88,10 @@ def main() -> int:
         return 2
     from tconv.ir.ops import shape_of
     from tconv.ir.params import init_params
-    from tconv.lowering.tvm.artifact import PARAMS_FILE
+    from tconv.kernels.artifact import PARAMS_FILE
     from tconv.passes.analyses.summary import summarize
-    from tconv.runtime.reference import single_function
-    from tconv.runtime.torch_executor import TorchNetwork
+    from tconv.semantics.reference import single_function
+    from tconv.semantics.torch_executor import TorchNetwork
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -43,7 +43,7 @@ def _reference(
     module: ModuleOp, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]
 ) -> list[np.ndarray]:
     # Imported on use: each backend loads only when it runs.
-    from tconv.runtime import reference
+    from tconv.semantics import reference
 
     return reference.run(module, params, *inputs)
 

@@ -42,9 +42,9 @@ from typing import Literal
 
 import numpy as np
 
-from tconv.lowering.tvm.folding import batch_norm_affine, fold_batch_norm
-from tconv.lowering.tvm.packing import pack_conv2d_weight, pack_dense_weight, pack_depthwise_weight
-from tconv.lowering.tvm.winograd import transform_weight
+from tconv.kernels.folding import batch_norm_affine, fold_batch_norm
+from tconv.kernels.packing import pack_conv2d_weight, pack_dense_weight, pack_depthwise_weight
+from tconv.kernels.winograd import transform_weight
 
 TensorKind = Literal["input", "param", "derived", "activation"]
 

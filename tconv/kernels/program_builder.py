@@ -1,5 +1,5 @@
 """The part of lowering both backends share: numbering a network's tensors
-into a `KernelProgram` (`tconv.lowering.tvm.program`).
+into a `KernelProgram` (`tconv.kernels.program`).
 
 A backend's lowering subclasses `ProgramBuilder`, appends one call per
 kernel group, and gets from here the tensor of every SSA value (inputs,
@@ -30,8 +30,8 @@ from tconv.errors import TconvError
 from tconv.ir.loader import located, location_of
 from tconv.ir.ops import BatchNormOp, Conv2dOp, ParamOp, shape_of
 from tconv.ir.schedule import NCHW, ScheduleError, conv_layouts, layout_block
-from tconv.lowering.tvm.fusion import KernelGroup
-from tconv.lowering.tvm.program import KernelProgram, Recipe, Tensor, TensorKind
+from tconv.kernels.fusion import KernelGroup
+from tconv.kernels.program import KernelProgram, Recipe, Tensor, TensorKind
 
 
 def stored_shape(shape: Sequence[int], layout: str) -> tuple[int, ...]:

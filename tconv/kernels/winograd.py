@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tconv.lowering.tvm.packing import blocks
+from tconv.kernels.packing import blocks
 
 OUT_TILE = 4
 """Output rows and columns per tile (the m of F(m×m, 3×3))."""

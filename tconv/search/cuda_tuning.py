@@ -108,7 +108,7 @@ def runs_winograd(workload: Workload) -> bool:
     """Whether the lowering runs `workload` as a Winograd convolution where
     it has no schedule (`_Lowering.winograd_tile`): then no schedule can ask
     for that, and `UNSCHEDULED` is its first candidate."""
-    from tconv.lowering.tvm import winograd
+    from tconv.kernels import winograd
     from tconv.lowering.tvm.schedule_winograd import default_tile
 
     n, channels, height, width = workload.input
@@ -173,7 +173,7 @@ class KernelStore:
         if key in self.entries:
             return False
         from tconv.ir.params import bind_params, init_params
-        from tconv.lowering.tvm.artifact import plan_program
+        from tconv.kernels.artifact import plan_program
         from tconv.lowering.tvm.build import build_kernels
         from tconv.lowering.tvm.cuda_library import cuda_source
 

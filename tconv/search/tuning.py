@@ -69,7 +69,9 @@ from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.schedule import ConvSchedule, parse_schedule
 from tconv.ir.shapes import window_output
 from tconv.passes.classical.pack import layout_fits
-from tconv.search.progress import bar, done as end_progress, show as show_progress
+from tconv.search.progress import bar
+from tconv.search.progress import done as end_progress
+from tconv.search.progress import show as show_progress
 
 Knobs = tuple[int, ...]
 """A schedule's knobs as integers, in the order of KNOB_NAMES:
@@ -162,7 +164,7 @@ def unscheduled_differs(workload: Workload) -> bool:
 def runs_winograd(workload: Workload) -> bool:
     """Whether this CPU's lowering runs `workload` as a Winograd convolution
     where it has no schedule (`_Lowering.winograd_tile`)."""
-    from tconv.lowering.tvm import winograd
+    from tconv.kernels import winograd
     from tconv.lowering.tvm.schedule_winograd_cpu import default_tile
     from tconv.lowering.tvm.target import cpu_target, vector_unit
 

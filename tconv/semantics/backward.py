@@ -2,7 +2,7 @@
 cross-entropy loss with respect to every activation and every parameter.
 
 Each op's gradient is one backward function in `BACKWARD`, keyed by op class
-like `FORWARD` in `tconv.runtime.reference`, whose forward functions it
+like `FORWARD` in `tconv.semantics.reference`, whose forward functions it
 differentiates:
 
     @backward(Conv2dOp)
@@ -57,7 +57,7 @@ from tconv.ir.ops import (
 )
 from tconv.ir.params import bind_params
 from tconv.ir.shapes import format_shape
-from tconv.runtime.reference import (
+from tconv.semantics.reference import (
     COLUMNS_BUDGET,
     FORWARD,
     avg_pool_divisor,

@@ -8,7 +8,7 @@ every intermediate activation as well.
 
 Arrays are float32 NCHW (NC after `flatten`). The batch dimension of the IR is
 nominal: a network built for batch 1 runs on any batch. The forward functions
-keep the dtype of their operands, so the backward pass (`tconv.runtime.backward`)
+keep the dtype of their operands, so the backward pass (`tconv.semantics.backward`)
 can check its gradients against finite differences in float64.
 """
 

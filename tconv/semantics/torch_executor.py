@@ -39,7 +39,7 @@ from tconv.ir.ops import (
     ReluOp,
     SliceChannelsOp,
 )
-from tconv.runtime.reference import single_function
+from tconv.semantics.reference import single_function
 
 
 def _pad(x: torch.Tensor, padding, value: float = 0.0) -> torch.Tensor:

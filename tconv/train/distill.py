@@ -37,7 +37,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
 from tconv.ir.ops import AddOp, ReluOp, shape_of
-from tconv.runtime.reference import single_function
+from tconv.semantics.reference import single_function
 from tconv.train.network import TrainableNetwork
 
 STAGE_OPS = (ReluOp, AddOp)

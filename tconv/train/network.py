@@ -1,6 +1,6 @@
 """A tconv network as a trainable `torch.nn.Module`, and back into its store.
 
-The module is the IR interpreted op by op (`tconv.runtime.torch_executor`),
+The module is the IR interpreted op by op (`tconv.semantics.torch_executor`),
 so what is trained is exactly what `tconv compile` and `tconv run` execute.
 Every `tconv.param` becomes an `nn.Parameter`, except the running mean and
 variance of batch-norm, which are buffers: in training mode batch-norm
@@ -22,8 +22,8 @@ from xdsl.ir import Operation
 
 from tconv.ir.ops import BatchNormOp, ParamOp
 from tconv.ir.params import bind_params
-from tconv.runtime.reference import single_function
-from tconv.runtime.torch_executor import TORCH, interpret
+from tconv.semantics.reference import single_function
+from tconv.semantics.torch_executor import TORCH, interpret
 
 BATCH_NORM_MOMENTUM = 0.1
 

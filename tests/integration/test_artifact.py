@@ -19,7 +19,7 @@ from tconv.ir.params import init_params
 from tconv.lowering.tvm.artifact import compile_artifact
 from tconv.runtime.driver import Runtime
 from tconv.runtime.plan import read_plan
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 
 from support import relative_error

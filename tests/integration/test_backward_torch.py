@@ -3,7 +3,7 @@ every parameter gradient of small networks and of a zoo network, with
 batch-norm in training mode (torch's `.train()`) and in inference mode.
 
 The executor runs in float32 as it does for capacity metrics; torch runs the
-independent interpretation of the IR of `tconv.runtime.torch_executor` (one
+independent interpretation of the IR of `tconv.semantics.torch_executor` (one
 torch.nn.functional call per op; batch-norm replaced by its training or
 differentiable inference form) in float64, so the measured error is the
 executor's own."""
@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support import relative_error
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.frontends import zoo
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.ops import BatchNormOp, shape_of
 from tconv.ir.params import init_params
-from tconv.runtime.backward import forward_backward
-from tconv.runtime.reference import single_function
-from tconv.runtime.torch_executor import TORCH, interpret
+from tconv.semantics.backward import forward_backward
+from tconv.semantics.reference import single_function
+from tconv.semantics.torch_executor import TORCH, interpret
 
 
-from support import relative_error
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """torch's thread pool slows down tenfold when the cores are shared; one

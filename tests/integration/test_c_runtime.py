@@ -873,7 +873,7 @@ def test_compiled_network_under_valgrind(c_program, tmp_path, monkeypatch):
     from tconv.ir.builder import NetworkBuilder
     from tconv.ir.params import init_params
     from tconv.lowering.tvm.artifact import compile_artifact
-    from tconv.runtime.reference import run
+    from tconv.semantics.reference import run
 
     b = NetworkBuilder("padded", (1, 8, 20, 20))
     x = b.relu(b.conv2d(b.input, 16, 3, padding=1, name="conv"))

@@ -26,7 +26,6 @@ from tconv.ir.loader import load_module
 from tconv.ir.params import init_params, load_store
 from tconv.runtime.cuda_driver import BUNDLE_FILE, CudaDevice, DriverRuntime
 from tconv.runtime.plan import read_plan
-from tconv.runtime.reference import run
 from tconv.search import cuda_measure
 from tconv.search.cuda_measure import CudaMeasurer, arch_for
 from tconv.search.latency import LayerLatencies
@@ -35,6 +34,7 @@ from tconv.search.optimize import OptimizeOptions, Search
 from tconv.search.report import UNTUNED_SCHEDULE, build_report, layer_rows, markdown
 from tconv.search.space import conv_layers
 from tconv.search.tuning import UNSCHEDULED, TuningDatabase, Workload, candidates
+from tconv.semantics.reference import run
 
 
 def gpu_available() -> bool:

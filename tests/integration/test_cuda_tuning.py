@@ -15,12 +15,10 @@ from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import TconvError, module_text, parse_module
 from tconv.ir.params import init_params, save_store, store_path_for
 from tconv.lowering.tvm.artifact import compile_artifact
-from tconv.lowering.tvm.build import build_kernels, lower_kernels
+from tconv.lowering.tvm.build import LoweringError, build_kernels, lower_kernels
 from tconv.lowering.tvm.cuda_library import cuda_source
-from tconv.lowering.tvm.build import LoweringError
 from tconv.passes.select import layer_name
 from tconv.runtime.plan import read_plan
-from tconv.runtime.reference import run
 from tconv.search.cuda_tuning import (
     GPU_TILES,
     CudaSchedules,
@@ -41,6 +39,7 @@ from tconv.search.tuning import (
     tune,
     workload_of,
 )
+from tconv.semantics.reference import run
 
 pytestmark = pytest.mark.skipif(
     tvm.get_global_func("target.build.cuda", allow_missing=True) is None,

@@ -26,15 +26,9 @@ from tconv.ir.ops import shape_of
 from tconv.lowering.llvm.artifact import CUDA_PACKING, compile_artifact
 from tconv.lowering.llvm.build import lower_program
 from tconv.lowering.llvm.nvptx import BLOCK, emit_ptx, gpu_nest, threads
-from tconv.runtime.cuda_driver import (
-    BUNDLE_FILE,
-    DriverRuntime,
-    launch_steps,
-    parse_bundle,
-    read_bundle,
-)
+from tconv.runtime.cuda_driver import BUNDLE_FILE, DriverRuntime, launch_steps, parse_bundle, read_bundle
 from tconv.runtime.plan import read_plan
-from tconv.runtime.reference import run, single_function
+from tconv.semantics.reference import run, single_function
 
 needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
 

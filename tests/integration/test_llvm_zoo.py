@@ -13,8 +13,7 @@ from tconv.frontends import zoo
 from tconv.lowering.llvm.artifact import compile_artifact
 from tconv.lowering.llvm.build import lower_program
 from tconv.runtime.driver import Runtime
-from tconv.runtime.reference import run
-
+from tconv.semantics.reference import run
 
 FAST = {("resnet18", "cifar10"), ("resnext29_2x64d", "cifar10"), ("mobilenet_v2", "imagenet"), ("densenet_bc100", "cifar10")}
 """Residual, grouped, depthwise and concatenating networks: the fast set (under a minute)."""

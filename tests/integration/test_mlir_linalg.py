@@ -16,17 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import relative_error, trained_like_params
 from xdsl.dialects import arith, tensor
 from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, f32
 from xdsl.dialects.linalg import ops as linalg
-from xdsl.interpreter import (
-    Interpreter,
-    InterpreterFunctions,
-    ReturnedValues,
-    impl,
-    impl_terminator,
-    register_impls,
-)
+from xdsl.interpreter import Interpreter, InterpreterFunctions, ReturnedValues, impl, impl_terminator, register_impls
 from xdsl.interpreters.arith import ArithFunctions
 from xdsl.interpreters.builtin import BuiltinFunctions
 from xdsl.interpreters.func import FuncFunctions
@@ -46,9 +40,8 @@ from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import module_text, verify_module
 from tconv.ir.ops import shape_of
 from tconv.ir.params import param_ops
-from tconv.runtime import reference
+from tconv.semantics import reference
 
-from support import relative_error, trained_like_params
 IMPORT_TEST = Path(__file__).parents[1] / "filecheck" / "interop" / "import_linalg.mlir"
 
 

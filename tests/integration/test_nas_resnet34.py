@@ -18,7 +18,7 @@ from tconv.passes.analyses.capacity import minibatch
 from tconv.passes.analyses.summary import summarize
 from tconv.passes.nas.store import ParamStore, using_store
 from tconv.passes.registry import PASSES
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 
 @dataclass(frozen=True)

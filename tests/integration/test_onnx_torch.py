@@ -17,13 +17,13 @@ import onnxruntime
 import pytest
 import torch
 import torch.nn.functional as F
+from support import relative_error
 from torch import nn
 
 from tconv.frontends.onnx import import_model
-from tconv.runtime import reference
+from tconv.semantics import reference
 
 
-from support import relative_error
 class BasicBlock(nn.Module):
     """torchvision's ResNet BasicBlock."""
 

@@ -11,15 +11,14 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
+from support import relative_error, trained_like_params
 
 from tconv.frontends import zoo
 from tconv.frontends.onnx import export_model, import_model
 from tconv.ir.loader import module_text
 from tconv.ir.ops import shape_of
-from tconv.runtime import reference
+from tconv.semantics import reference
 
-
-from support import relative_error, trained_like_params
 CASES = [
     pytest.param(name, dataset, id=f"{name}-{dataset}", marks=pytest.mark.slow)
     for name in zoo.network_names()

@@ -17,7 +17,7 @@ from tconv.cli.main import main
 from tconv.ir.loader import load_module
 from tconv.ir.params import init_params, load_store
 from tconv.runtime.driver import Runtime
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 from support import assert_usage_error, assert_user_error, relative_error, small_resnet, tconv
 

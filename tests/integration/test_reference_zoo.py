@@ -1,5 +1,5 @@
 """Whole zoo networks through the reference executor, against an independent
-torch interpreter of the tconv IR (`tconv.runtime.torch_executor`).
+torch interpreter of the tconv IR (`tconv.semantics.torch_executor`).
 
 The interpreter runs in float32: torch's float64 grouped convolutions are
 orders of magnitude slower, and float32 rounding stays far below the bound."""
@@ -7,16 +7,16 @@ orders of magnitude slower, and float32 rounding stays far below the bound."""
 import numpy as np
 import pytest
 import torch
+from support import relative_error
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.frontends import zoo
 from tconv.ir.ops import shape_of
 from tconv.ir.params import init_params
-from tconv.runtime.reference import run
-from tconv.runtime.torch_executor import torch_run
+from tconv.semantics.reference import run
+from tconv.semantics.torch_executor import torch_run
 
 
-from support import relative_error
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """torch's thread pool slows down tenfold when the cores are shared (as on CI

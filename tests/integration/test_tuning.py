@@ -16,8 +16,8 @@ from tconv.search.tuning import (
     CONFIRM,
     CONFIRM_PASSES,
     KNOB_NAMES,
-    CpuSchedules,
     UNSCHEDULED,
+    CpuSchedules,
     TuningDatabase,
     Workload,
     apply_tuning,
@@ -29,8 +29,8 @@ from tconv.search.tuning import (
     knobs_of,
     measure_side_by_side,
     target_key,
-    tune,
     tunable_convs,
+    tune,
     unscheduled_differs,
     workload_of,
 )
@@ -324,7 +324,7 @@ def test_tuning_grouped_and_depthwise_layers_end_to_end(tmp_path):
     candidates of each (the default and GSPC's best guesses); the network
     with the tuned schedules computes what the reference executor does."""
     from tconv.lowering.tvm.build import run_tvm
-    from tconv.runtime.reference import run
+    from tconv.semantics.reference import run
 
     b = NetworkBuilder("narrow", (1, 16, 12, 12))
     x = b.relu(b.conv2d(b.input, 16, 3, padding=1, groups=8, name="grouped"))
@@ -345,7 +345,7 @@ def test_tune_then_compile_end_to_end(tmp_path, capsys):
     """Real measurements on a tiny network; the compiled artifact with the
     tuned schedules computes what the reference executor does."""
     from tconv.runtime.driver import Runtime
-    from tconv.runtime.reference import run
+    from tconv.semantics.reference import run
 
     b = NetworkBuilder("tiny", (1, 8, 9, 9))
     module = b.finish(b.relu(b.conv2d(b.input, 16, 3, padding=1, name="conv")))
@@ -406,9 +406,9 @@ def test_tuning_measures_the_unscheduled_pointwise_kernel(tmp_path):
     (report,) = tune(module, TuningDatabase(tmp_path / "db.jsonl"), 1e9, threads=2, progress=None, measure_fn=measure)
     assert seen[1] == UNSCHEDULED and report.knobs == UNSCHEDULED
     # What the tuner times for it is the backend's default kernel, and it computes the convolution.
-    from tconv.search.tuning import conv_network as tuning_network
     from tconv.lowering.tvm.build import TvmNetwork
-    from tconv.runtime.reference import run
+    from tconv.search.tuning import conv_network as tuning_network
+    from tconv.semantics.reference import run
 
     timed = tuning_network(report.workload, UNSCHEDULED)
     (conv,) = tunable_convs(timed)

@@ -14,14 +14,14 @@ import tvm_ffi
 from tconv.cli.main import main
 from tconv.frontends.zoo import build
 from tconv.ir.builder import NetworkBuilder
-from tconv.ir.params import init_params, save_store, store_path_for
 from tconv.ir.loader import TconvError, module_text
+from tconv.ir.params import init_params, save_store, store_path_for
 from tconv.lowering.tvm.artifact import compile_artifact
 from tconv.lowering.tvm.build import build_kernels
 from tconv.lowering.tvm.cuda_library import cuda_source
 from tconv.lowering.tvm.schedule_gpu import conv_tile
 from tconv.runtime.plan import read_plan
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 pytestmark = pytest.mark.skipif(
     tvm.get_global_func("target.build.cuda", allow_missing=True) is None,

@@ -9,7 +9,7 @@ import pytest
 from tconv.frontends import zoo
 from tconv.ir.params import init_params
 from tconv.lowering.tvm.build import TvmNetwork
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 
 def random_params(module, seed=0):

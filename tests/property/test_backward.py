@@ -37,8 +37,8 @@ from tconv.ir.ops import (
     tensor_type,
 )
 from tconv.ir.params import init_params
-from tconv.runtime import backward as bw
-from tconv.runtime.reference import FORWARD, run
+from tconv.semantics import backward as bw
+from tconv.semantics.reference import FORWARD, run
 
 EXAMPLES = settings(max_examples=20, deadline=None)
 ELEMENTS = 24

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from op_cases import EPILOGUES, conv_cases, conv_network, epilogue, pool_cases, with_second_input
 from support import relative_error
 from xdsl.dialects.builtin import ModuleOp
 
@@ -22,8 +23,7 @@ from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.params import init_params
 from tconv.ir.schedule import LOOPS, REDUCTION_LOOPS, ConvSchedule, loop_name
 from tconv.lowering.llvm.artifact import run_llvm
-from op_cases import EPILOGUES, conv_cases, conv_network, epilogue, pool_cases, with_second_input
-from tconv.runtime.reference import run, single_function
+from tconv.semantics.reference import run, single_function
 
 FEW = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SOME = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -35,7 +35,7 @@ from tconv.ir.ops import (
     tensor_type,
 )
 from tconv.ir.params import ParamError
-from tconv.runtime.reference import run, run_all
+from tconv.semantics.reference import run, run_all
 
 EXAMPLES = settings(max_examples=50, deadline=None)
 
@@ -150,7 +150,7 @@ def test_conv2d(case):
 
 
 def test_conv2d_splits_a_large_batch_into_chunks(monkeypatch):
-    from tconv.runtime import reference
+    from tconv.semantics import reference
 
     monkeypatch.setattr(reference, "COLUMNS_BUDGET", 3 * 9 * 8 * 8 * 2)
     x_shape, w_shape = (5, 3, 8, 8), (4, 3, 3, 3)

@@ -23,13 +23,13 @@ from tconv.ir.loader import TconvError
 from tconv.ir.ops import Conv2dOp
 from tconv.ir.params import init_params
 from tconv.ir.schedule import ConvSchedule, parse_schedule
+from tconv.kernels.packing import blocks, pack_conv2d_weight, pack_depthwise_weight
 from tconv.lowering.tvm import ops, schedule_cpu, schedule_gspc
 from tconv.lowering.tvm.build import run_tvm
 from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, template_blocking, template_schedule
 from tconv.lowering.tvm.ops import ConvBlocking
-from tconv.lowering.tvm.packing import blocks, pack_conv2d_weight, pack_depthwise_weight
 from tconv.lowering.tvm.target import VectorUnit, cpu_target
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 FEW = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -360,7 +360,7 @@ def test_the_depthwise_tile_lives_on_the_stack():
     as a "local" buffer of a CPU function gets: one workspace call per
     channel, for its padded copy, none for the tile."""
     from tconv.lowering.tvm.build import build_kernels
-    from tconv.search.tuning import conv_network, Workload
+    from tconv.search.tuning import Workload, conv_network
 
     workload = Workload((1, 16, 20, 20), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16)
     module = conv_network(workload, (1, 16, 8, 1, 1, 0))

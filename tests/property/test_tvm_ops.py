@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from op_cases import EPILOGUES, conv_cases, conv_network, epilogue, pool_cases, with_second_input
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.builder import NetworkBuilder
@@ -24,10 +25,13 @@ from tconv.ir.params import init_params
 from tconv.ir.schedule import ConvSchedule
 from tconv.lowering.tvm.build import lower_kernels, run_tvm
 from tconv.lowering.tvm.conv_schedule import (
-    ROWS_FIRST_ORDER, ROWS_FIRST_PARALLEL, TEMPLATE_ORDER, TEMPLATE_PARALLEL, TEMPLATE_UNROLL,
+    ROWS_FIRST_ORDER,
+    ROWS_FIRST_PARALLEL,
+    TEMPLATE_ORDER,
+    TEMPLATE_PARALLEL,
+    TEMPLATE_UNROLL,
 )
-from op_cases import EPILOGUES, conv_cases, conv_network, epilogue, pool_cases, with_second_input
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 FEW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SOME = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -47,7 +51,7 @@ def random_params(module: ModuleOp, seed: int) -> dict[str, np.ndarray]:
 
 
 def assert_matches_reference(module: ModuleOp, params: Mapping[str, np.ndarray], seed: int = 0) -> None:
-    from tconv.runtime.reference import single_function
+    from tconv.semantics.reference import single_function
 
     rng = np.random.default_rng(seed + 1)
     inputs = [rng.standard_normal(shape_of(a)).astype(np.float32) for a in single_function(module).body.block.args]

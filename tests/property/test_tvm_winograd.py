@@ -1,4 +1,4 @@
-"""Winograd convolutions F(4×4, 3×3) (`tconv.lowering.tvm.winograd`), run
+"""Winograd convolutions F(4×4, 3×3) (`tconv.kernels.winograd`), run
 on this CPU through the whole lowering (the weight transform, batch-norm
 folding, the epilogue, the intermediates in the plan), against the
 reference executor on hypothesis-generated shapes: the CPU's scheduled
@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from op_cases import EPILOGUES, conv_network
 from test_tvm_ops import random_params
+
 from tconv.ir.ops import shape_of
+from tconv.kernels.winograd import A_T, B_T, G, applies, padded_tiles, tile_grid, transform_weight
 from tconv.lowering.tvm.build import TvmNetwork, lower_kernels
 from tconv.lowering.tvm.schedule_winograd import MatmulTile, default_tile, matmul_tile
 from tconv.lowering.tvm.schedule_winograd_cpu import RegisterTile, register_tile
 from tconv.lowering.tvm.target import VectorUnit, cpu_target, vector_unit
-from tconv.lowering.tvm.winograd import A_T, B_T, G, applies, padded_tiles, tile_grid, transform_weight
-from tconv.runtime.reference import run, single_function
+from tconv.semantics.reference import run, single_function
 
 WINOGRAD_KINDS = ["winograd_input", "winograd_matmul", "winograd_output"]
 LANES = vector_unit(cpu_target()).lanes

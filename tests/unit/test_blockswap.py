@@ -17,14 +17,14 @@ from tconv.cli.opt import main as opt_main
 from tconv.frontends import zoo
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import load_module, make_context, module_text, verify_module
-from tconv.ir.params import init_params, initial_value, load_store, param_ops, store_path_for
 from tconv.ir.ops import Conv2dOp, ParamOp, shape_of
+from tconv.ir.params import init_params, initial_value, load_store, param_ops, store_path_for
 from tconv.passes.analyses.capacity import fisher_potential, measure, minibatch
 from tconv.passes.analyses.summary import summarize
 from tconv.passes.nas.blockswap import BLOCK_TYPES, BlockSwapPass, block_choices, residual_blocks
 from tconv.passes.nas.store import ParamStore, using_store
 from tconv.passes.registry import PASSES
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 
 def two_block_net(width: int = 8):

@@ -132,7 +132,7 @@ def test_fisher_potential_is_deterministic_and_depends_on_the_seed():
 def naswot_by_definition(module, params, x) -> float:
     """log|det K| with K_ij summed over the live ReLUs as the number of units
     where samples i and j are both active or both inactive, pair by pair."""
-    from tconv.runtime.backward import forward_values
+    from tconv.semantics.backward import forward_values
 
     values = forward_values(module, params, [x])
     ops = list(module.ops.first.body.block.ops)

@@ -21,11 +21,11 @@ from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import load_module, make_context, module_text, parse_module, verify_module
 from tconv.ir.ops import BatchNormOp, Conv2dOp, DenseOp, ParamOp
 from tconv.ir.params import load_store, store_path_for
-from tconv.lowering.tvm.folding import fold_batch_norm
-from tconv.lowering.tvm.fusion import FUSION_MARK, FusionError, FusionRules, fused_groups, kernel_groups
+from tconv.kernels.folding import fold_batch_norm
+from tconv.kernels.fusion import FUSION_MARK, FusionError, FusionRules, fused_groups, kernel_groups
 from tconv.passes.nas.store import ParamStore, using_store
 from tconv.passes.registry import PASSES
-from tconv.runtime.reference import run, single_function
+from tconv.semantics.reference import run, single_function
 
 
 def apply(module, spec: str, store: ParamStore | None = None) -> ParamStore:

@@ -21,8 +21,8 @@ from tconv.passes.analyses.capacity_data import digits_minibatch, standardised_d
 from tconv.passes.nas.inherit import dense_kernel, depthwise_separable, regroup, tucker2
 from tconv.passes.nas.store import ParamStore, using_store
 from tconv.passes.registry import PASSES
-from tconv.runtime.reference import run, single_function
-from tconv.runtime.torch_executor import interpret
+from tconv.semantics.reference import run, single_function
+from tconv.semantics.torch_executor import interpret
 
 TRAINED = {"weights": "trained", "accuracy": 0.9}
 

@@ -4,10 +4,10 @@ schedule diagnostics, the agreement with the TVM backend on one scheduled IR
 file, and `tconv compile --backend llvm` + `tconv run`."""
 
 import ctypes
+import re
 import subprocess
 import sys
 from dataclasses import replace
-import re
 
 import numpy as np
 import pytest
@@ -17,12 +17,13 @@ from tconv.cli.files import write_network
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.ops import Conv2dOp, shape_of, tensor_type
 from tconv.ir.schedule import ConvSchedule
+from tconv.kernels.target import VectorUnit
 from tconv.lowering.llvm.artifact import compile_artifact, run_llvm
 from tconv.lowering.llvm.build import LoweringError, llvm_ir, lower_program
 from tconv.lowering.llvm.loops import Affine, Load, Loop, Nest, NestSchedule, UnsupportedSchedule, schedule_nest
-from tconv.lowering.llvm.schedules import TEMPLATE_ORDER, TEMPLATE_PARALLEL, TEMPLATE_UNROLL, VectorUnit, conv2d_blocking
+from tconv.lowering.llvm.schedules import TEMPLATE_ORDER, TEMPLATE_PARALLEL, TEMPLATE_UNROLL, conv2d_blocking
 from tconv.runtime.driver import Runtime, load_runtime
-from tconv.runtime.reference import run, single_function
+from tconv.semantics.reference import run, single_function
 
 # The loop-nest IR -------------------------------------------------------------------
 
@@ -298,9 +299,9 @@ def test_the_gpu_schedule_computes_the_reference_numbers(tmp_path):
     """The GPU nests (a thread per data-parallel point, reductions serial),
     compiled for this CPU: the loop structure the PTX kernels run."""
     from tconv.ir.params import bind_params
+    from tconv.kernels.artifact import write_program_artifact
     from tconv.lowering.llvm.build import compile_library
     from tconv.lowering.llvm.nvptx import gpu_nest
-    from tconv.lowering.tvm.artifact import write_program_artifact
 
     module = network("conv_bn_add_relu6")
     params = trained_like_params(module)

@@ -23,7 +23,7 @@ from tconv.passes.analyses.capacity import METRICS, fisher_potential, measure, m
 from tconv.passes.analyses.summary import summarize
 from tconv.passes.nas.store import ParamStore, using_store
 from tconv.passes.registry import PASSES
-from tconv.runtime.reference import run, run_all
+from tconv.semantics.reference import run, run_all
 
 BATCH = 2
 

@@ -7,15 +7,15 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from support import assert_user_error, tconv
 
 from tconv.cli.files import write_network
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import load_module, module_text
 from tconv.ir.params import init_params, load_store, store_path_for
-from tconv.runtime import reference
+from tconv.semantics import reference
 
 
-from support import assert_user_error, tconv
 def small_network():
     b = NetworkBuilder("small", (2, 3, 8, 8))
     x = b.relu6(b.batch_norm(b.conv2d(b.input, 8, 3, name="conv1"), name="bn1"))

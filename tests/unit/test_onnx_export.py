@@ -5,15 +5,15 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
+from support import relative_error, trained_like_params
 
 from tconv.frontends.onnx import export_model, import_model
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import module_text
 from tconv.ir.params import ParamError
-from tconv.runtime import reference
+from tconv.semantics import reference
 
 
-from support import relative_error, trained_like_params
 def every_op_network(batch: int = 2):
     """One network that uses each tconv op, with the attribute forms that are
     easy to get wrong: asymmetric padding, dilation, groups, both average

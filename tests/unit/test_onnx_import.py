@@ -11,12 +11,12 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+from support import relative_error
 
 from tconv.frontends.onnx import OnnxImportError, import_model
 from tconv.ir.loader import module_text, parse_module, verify_module
-from tconv.runtime import reference
+from tconv.semantics import reference
 
-from support import relative_error
 INT64_MAX = np.iinfo(np.int64).max
 
 

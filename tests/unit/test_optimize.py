@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import small_resnet
 
 from tconv.ir.loader import verify_module
 from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.params import init_params
 from tconv.passes.analyses.summary import summarize
 from tconv.passes.select import layer_name
-from tconv.runtime.reference import run
 from tconv.search.latency import LayerLatencies
 from tconv.search.optimize import OptimizeOptions, Search
 from tconv.search.pruning import (
@@ -30,17 +30,9 @@ from tconv.search.pruning import (
     uniform_count,
 )
 from tconv.search.report import build_report, layer_rows, markdown
-from tconv.search.space import (
-    DEFAULT_REWRITES,
-    Rewrite,
-    apply_assignment,
-    conv_layers,
-    eligible_layers,
-    origin_of,
-)
+from tconv.search.space import DEFAULT_REWRITES, Rewrite, apply_assignment, conv_layers, eligible_layers, origin_of
 from tconv.search.tuning import CONFIRM, CONFIRM_PASSES, TuningDatabase, Workload, candidates
-
-from support import small_resnet
+from tconv.semantics.reference import run
 
 
 class FakeDevice:
@@ -448,7 +440,7 @@ def test_with_data_no_finalist_within_the_drop_leaves_the_original(tmp_path, tra
 
 def test_with_data_and_distillation_the_finalists_learn_from_the_original(tmp_path, trained_small, monkeypatch):
     from tconv.search import accuracy
-    from tconv.train.distill import DistillConfig, Distillation
+    from tconv.train.distill import Distillation, DistillConfig
 
     objectives = []
     real = accuracy.objective_for

@@ -4,20 +4,20 @@ reference executor, and the diagnostics of layouts that cannot be honoured."""
 
 import numpy as np
 import pytest
+from support import relative_error, trained_like_params
 from xdsl.dialects.builtin import DictionaryAttr, StringAttr
 from xdsl.passes import PassPipeline
 from xdsl.utils.exceptions import PassFailedException
 
-from support import relative_error, trained_like_params
 from tconv.frontends import zoo
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import TconvError, make_context, module_text, parse_module, verify_module
 from tconv.ir.ops import Conv2dOp
 from tconv.ir.schedule import ActivationLayouts, ConvSchedule, ScheduleError, conv_layouts, layout_block, parse_schedule
+from tconv.kernels.packing import pack_conv2d_weight
 from tconv.lowering.tvm.build import TvmNetwork, lower_kernels, run_tvm
-from tconv.lowering.tvm.packing import pack_conv2d_weight
 from tconv.passes.registry import PASSES
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 
 def apply(module, pipeline: str):

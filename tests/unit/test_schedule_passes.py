@@ -15,7 +15,7 @@ from tconv.ir.params import init_params
 from tconv.ir.schedule import parse_schedule
 from tconv.lowering.tvm.build import lower_kernels, run_tvm
 from tconv.passes.registry import PASSES
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 
 def network():

@@ -10,10 +10,10 @@ from support import assert_user_error, small_resnet, tconv, trained_like_params
 from tconv.cli.files import write_network
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.params import init_params, load_provenance, load_store
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 from tconv.train.data import DataError, load_dataset
 from tconv.train.engine import train_network
-from tconv.train.loop import Trainer, TrainConfig, augment, cross_entropy, evaluate
+from tconv.train.loop import TrainConfig, Trainer, augment, cross_entropy, evaluate
 from tconv.train.network import TrainableNetwork
 
 

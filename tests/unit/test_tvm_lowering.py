@@ -8,22 +8,22 @@ import pytest
 from tconv.frontends import zoo
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.params import init_params
-from tconv.lowering.tvm.folding import batch_norm_affine, fold_batch_norm
-from tconv.lowering.tvm.fusion import kernel_groups
+from tconv.kernels.folding import batch_norm_affine, fold_batch_norm
+from tconv.kernels.fusion import kernel_groups
+from tconv.kernels.packing import pack_conv2d_weight, pack_dense_weight, pack_depthwise_weight
+from tconv.kernels.program import KernelProgram, Recipe, Tensor, derive
 from tconv.lowering.tvm.ops import ConvBlocking
-from tconv.lowering.tvm.packing import pack_conv2d_weight, pack_dense_weight, pack_depthwise_weight
-from tconv.lowering.tvm.program import KernelProgram, Recipe, Tensor, derive
 from tconv.lowering.tvm.schedule_cpu import (
     accumulator_budget,
     conv2d_blocking,
     depthwise_blocking,
-    skews_planes,
     pointwise_blocking,
     runs_rows_first,
+    skews_planes,
     tiles_positions,
 )
 from tconv.lowering.tvm.target import VectorUnit, cpu_target, cuda_target, make_target, vector_unit
-from tconv.runtime.reference import run, single_function
+from tconv.semantics.reference import run, single_function
 
 
 def random_params(module, seed=0):

@@ -11,7 +11,7 @@ from tconv.frontends import zoo
 from tconv.ir.loader import TconvError, module_text, parse_module, verify_module
 from tconv.ir.ops import shape_of
 from tconv.ir.params import init_params, param_ops, parameter_count
-from tconv.runtime.reference import run
+from tconv.semantics.reference import run
 
 # (network, dataset, image size, classes, learnable parameters)
 NETWORKS = [

@@ -17,14 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from xdsl.dialects import arith, func, tensor
-from xdsl.dialects.builtin import (
-    ArrayAttr,
-    DenseArrayBase,
-    DictionaryAttr,
-    ModuleOp,
-    StringAttr,
-    i64,
-)
+from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, DictionaryAttr, ModuleOp, StringAttr, i64
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
@@ -48,7 +41,7 @@ from tconv.ir.ops import (
     tensor_type,
 )
 from tconv.ir.shapes import Shape
-from tconv.runtime.reference import avg_pool_divisor, single_function
+from tconv.semantics.reference import avg_pool_divisor, single_function
 
 
 class LinalgEmitter:

@@ -33,14 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects import arith, func, tensor
-from xdsl.dialects.builtin import (
-    DenseIntOrFPElementsAttr,
-    FloatAttr,
-    ModuleOp,
-    StringAttr,
-    TensorType,
-    f32,
-)
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, FloatAttr, ModuleOp, StringAttr, TensorType, f32
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.dialects.linalg.abstract_ops import ConvOperation, PoolingOperation
 from xdsl.ir import Attribute, Block, BlockArgument, Operation, Region, SSAValue
@@ -67,8 +60,7 @@ from tconv.ir.ops import (
     shape_of,
 )
 from tconv.ir.shapes import Shape, ShapeError, format_shape
-from tconv.runtime.reference import avg_pool_divisor
-
+from tconv.semantics.reference import avg_pool_divisor
 
 # Pending values -------------------------------------------------------------
 

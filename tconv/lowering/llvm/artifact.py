@@ -30,9 +30,9 @@ from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.loader import TconvError
 from tconv.ir.params import bind_params
+from tconv.kernels.artifact import ArtifactReport, plan_program, write_program_artifact
+from tconv.kernels.target import VectorUnit
 from tconv.lowering.llvm.build import compile_library, lower_program
-from tconv.lowering.llvm.schedules import VectorUnit
-from tconv.lowering.tvm.artifact import ArtifactReport, plan_program, write_program_artifact
 from tconv.runtime import plan as plan_format
 from tconv.runtime.cuda_driver import BUNDLE_FILE
 

@@ -4,7 +4,7 @@
     compile_library(kernels, "kernels.so")
 
 `lower_program` groups the network's ops into kernels exactly as the TVM
-backend does (`tconv.lowering.tvm.fusion.kernel_groups`: conv + batch-norm +
+backend does (`tconv.kernels.fusion.kernel_groups`: conv + batch-norm +
 add + ReLU as one kernel), records their calls in a backend-neutral
 `KernelProgram` (the same parameter recipes: packed, batch-norm-folded
 weights and biases), and gives each distinct kernel its scheduled loop nests
@@ -48,15 +48,15 @@ from tconv.ir.ops import (
     shape_of,
 )
 from tconv.ir.schedule import parse_schedule
+from tconv.kernels.fusion import KernelGroup, kernel_groups
+from tconv.kernels.packing import blocks
+from tconv.kernels.program import KernelCall, KernelProgram, Recipe
+from tconv.kernels.program_builder import ProgramBuilder
+from tconv.kernels.target import VectorUnit, host_vector_unit
 from tconv.lowering.llvm import ops, schedules
-from tconv.lowering.program_builder import ProgramBuilder
 from tconv.lowering.llvm.codegen import KernelSource, ModuleBuilder
 from tconv.lowering.llvm.loops import Nest, NestSchedule, UnsupportedSchedule, schedule_nest
-from tconv.lowering.llvm.schedules import VectorUnit, host_vector_unit
-from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
-from tconv.lowering.tvm.packing import blocks
-from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe
-from tconv.runtime.reference import single_function
+from tconv.semantics.reference import single_function
 
 
 class LoweringError(TconvError):

@@ -1,7 +1,7 @@
 """Scheduled loop nests → LLVM IR, built with llvmlite.
 
 Each `KernelSource` becomes one function with the tvm-ffi calling convention
-the C runtime calls (`tconv.lowering.tvm.program`):
+the C runtime calls (`tconv.kernels.program`):
 
     int32 __tvm_ffi_<symbol>(void *self, const TVMFFIAny *args, int32 num_args, TVMFFIAny *result)
 
@@ -57,9 +57,9 @@ from tconv.lowering.llvm.loops import (
     Expr,
     Load,
     ScheduledLoop,
-    loads,
     ScheduledNest,
     WindowCount,
+    loads,
 )
 
 REGISTER_TILE_LIMIT = 4096

@@ -2,8 +2,8 @@
 
 Each function returns the `Nest`s of one kernel over its arguments, numbered
 in the kernel's parameter order (the tensors read, then the one written,
-last), with the meaning of `tconv.runtime.reference`. Weighted kernels read
-the packed layouts of `tconv.lowering.tvm.packing`, so they share the
+last), with the meaning of `tconv.semantics.reference`. Weighted kernels read
+the packed layouts of `tconv.kernels.packing`, so they share the
 parameter recipes (and the artifact's plan shape) with the TVM backend:
 
 - conv2d: `G x OB x C/G x KH x KW x block`, the block being the innermost

@@ -25,10 +25,9 @@ repay a launch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cache
 
 from tconv.ir.schedule import ConvSchedule
+from tconv.kernels.target import VectorUnit
 from tconv.lowering.llvm.loops import Nest, NestSchedule
 
 TEMPLATE_ORDER = ("n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "oc.1")
@@ -36,26 +35,6 @@ TEMPLATE_PARALLEL = ("n", "g", "oc.0", "oh")
 TEMPLATE_UNROLL = frozenset({"kh", "kw", "ow.1"})
 PARALLEL_MIN_ELEMENTS = 1 << 14
 """Outputs below this size run on the calling thread alone."""
-
-
-@dataclass(frozen=True)
-class VectorUnit:
-    lanes: int
-    """float32 lanes of one vector register."""
-    registers: int
-
-
-@cache
-def host_vector_unit() -> VectorUnit:
-    """The host CPU's vector unit, from LLVM's view of its features."""
-    import llvmlite.binding as llvm
-
-    features = llvm.get_host_cpu_features()
-    if features.get("avx512f"):
-        return VectorUnit(16, 32)
-    if features.get("avx"):
-        return VectorUnit(8, 16)
-    return VectorUnit(4, 16)
 
 
 def channel_blocks(out_group: int, unit: VectorUnit) -> list[int]:

@@ -1,140 +1,28 @@
-"""A tconv network → an artifact directory the C runtime runs without TVM.
+"""A tconv network → an artifact directory, with TVM's kernels.
 
     report = compile_artifact(module, params, "out/resnet18")
     with Runtime("out/resnet18") as runtime:
         logits, = runtime.run(image)
 
 `compile_artifact` builds the network's kernels for this CPU
-(`build.build_kernels`), exports them as one shared library, lays out every
-parameter the calls read (raw store entries and derived ones: packed,
-batch-norm-folded weights and biases) in one parameter blob, each 64-byte
-aligned, places the network's inputs and every activation in one arena with
-the liveness-based planner of `tconv.runtime.memory_plan`, and writes the
-plan, the blob and the library with `tconv.runtime.plan.write_artifact`
-(atomically: a failure leaves no partial artifact). A cuda artifact is the
-same plan over device memory, its library compiled by nvcc
+(`build.build_kernels`), exports them as one shared library, and writes it
+with the plan and parameters (`tconv.kernels.artifact`). A cuda artifact is
+the same plan over device memory, its library compiled by nvcc
 (`cuda_library`) and run by `tconv.runtime.cuda`.
-
-`write_program_artifact` is the backend-neutral half: any backend's
-`KernelProgram` and a function that writes its kernel library (the LLVM
-backend uses it too).
-
-Plan tensor ids are the program's tensor ids (`program.Tensor.id`), so a
-plan line can be traced back to the `KernelProgram`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.loader import TconvError
-from tconv.lowering.tvm.program import KernelProgram
+from tconv.kernels.artifact import ArtifactReport, write_program_artifact
 from tconv.runtime import plan as plan_format
-from tconv.runtime.memory_plan import ALIGNMENT, align_up, buffers_for_steps, plan_arena
-
-LIBRARY_FILE = "kernels.so"
-PARAMS_FILE = "params.bin"
-
-
-@dataclass(frozen=True)
-class ArtifactReport:
-    """What `compile_artifact` wrote."""
-
-    directory: Path
-    arena_bytes: int
-    """The planned arena: the activations' peak with reuse."""
-    activation_bytes: int
-    """The sum of every arena tensor's bytes (inputs included): the arena without reuse."""
-    params_bytes: int
-    calls: int
-    kernels: int
-    """Distinct kernel symbols (calls may share one)."""
-
-    def format(self) -> str:
-        return (
-            f"wrote {self.directory}\n"
-            f"  calls    {self.calls} ({self.kernels} distinct kernels)\n"
-            f"  arena    {self.arena_bytes:,} bytes (activations without reuse: "
-            f"{self.activation_bytes:,} bytes)\n"
-            f"  params   {self.params_bytes:,} bytes"
-        )
-
-
-def _tensor_name(name: str) -> str:
-    """A plan-legal name: no whitespace or control characters, at most 255 bytes."""
-    name = re.sub(r"[\x00-\x20\x7f]", "_", name) or "_"
-    return name.encode()[: plan_format.MAX_NAME].decode(errors="ignore") or "_"
-
-
-def plan_program(
-    program: KernelProgram, params: Mapping[str, np.ndarray], target: str = "cpu", arch: str = ""
-) -> tuple[plan_format.Plan, bytearray]:
-    """The plan of `program` for `target` (and CUDA `arch`), and its parameter
-    blob, from the bound store `params`."""
-    arrays = program.materialize(params)
-    tensors = program.tensors
-    for index in program.outputs:
-        if tensors[index].kind not in ("activation",):
-            raise TconvError(
-                f"error: output {index} ({tensors[index].name}) is a network {tensors[index].kind}, "
-                "not a computed value; the artifact writer cannot write such a network"
-            )
-    if not program.calls:
-        raise TconvError("error: the network has no kernel calls; nothing to compile")
-
-    # Parameters: one blob, each tensor at an aligned offset, in id order.
-    param_offsets: dict[int, int] = {}
-    size = 0
-    for tensor in tensors:
-        if tensor.kind in ("param", "derived"):
-            param_offsets[tensor.id] = size
-            size = align_up(size + tensor.nbytes, ALIGNMENT)
-    blob = bytearray(size)
-    for index, offset in param_offsets.items():
-        data = np.ascontiguousarray(arrays[index], np.float32).tobytes()
-        blob[offset : offset + len(data)] = data
-
-    # Arena: inputs and activations, placed by liveness over the call order.
-    arena_ids = [t.id for t in tensors if t.kind in ("input", "activation")]
-    slot = {tensor_id: i for i, tensor_id in enumerate(arena_ids)}
-    steps = [[slot[a] for a in call.args if a in slot] for call in program.calls]
-    buffers = buffers_for_steps(
-        [tensors[i].nbytes for i in arena_ids],
-        steps,
-        inputs=[slot[t.id] for t in program.inputs],
-        outputs=[slot[i] for i in program.outputs],
-    )
-    arena = plan_arena(buffers, ALIGNMENT)
-
-    plan_tensors = []
-    for tensor in tensors:
-        if tensor.id in slot:
-            location, offset = "arena", arena.offsets[slot[tensor.id]]
-        else:
-            location, offset = "param", param_offsets[tensor.id]
-        plan_tensors.append(plan_format.Tensor(_tensor_name(tensor.name), location, offset, tensor.shape))
-    plan = plan_format.Plan(
-        library=LIBRARY_FILE,
-        params=PARAMS_FILE,
-        params_bytes=len(blob),
-        arena_bytes=arena.peak_bytes,
-        tensors=tuple(plan_tensors),
-        inputs=tuple(t.id for t in program.inputs),
-        outputs=tuple(program.outputs),
-        calls=tuple(plan_format.Call(c.symbol, c.args) for c in program.calls),
-        target=target,
-        arch=arch,
-    )
-    plan.check()
-    return plan, blob
 
 
 def compile_artifact(
@@ -166,31 +54,3 @@ def compile_artifact(
             executable.export_library(str(library))
 
     return write_program_artifact(program, bound, out_dir, write_library, target, arch if target == "cuda" else "")
-
-
-def write_program_artifact(
-    program: KernelProgram,
-    params: Mapping[str, np.ndarray],
-    out_dir: str | os.PathLike[str],
-    write_library: Callable[[Path], None],
-    target: str = "cpu",
-    arch: str = "",
-) -> ArtifactReport:
-    """Write the artifact of `program` (any backend's) into `out_dir`: its
-    plan and parameter blob from the bound store `params`, and the kernel
-    library that `write_library(path)` writes at the path it is given."""
-    plan, blob = plan_program(program, params, target, arch)
-    out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="tconv-artifact-") as scratch:
-        library = Path(scratch) / LIBRARY_FILE
-        write_library(library)
-        plan_format.write_artifact(out_dir, plan, blob, library)
-    activation_bytes = sum(t.nbytes for t in plan.tensors if t.location == "arena")
-    return ArtifactReport(
-        directory=out_dir,
-        arena_bytes=plan.arena_bytes,
-        activation_bytes=activation_bytes,
-        params_bytes=plan.params_bytes,
-        calls=len(plan.calls),
-        kernels=len(program.symbols),
-    )

@@ -54,25 +54,18 @@ from tconv.ir.ops import (
 )
 from tconv.ir.params import bind_params
 from tconv.ir.schedule import NCHW, ActivationLayouts, ScheduleError, parse_schedule
-from tconv.lowering.program_builder import ProgramBuilder
-from tconv.lowering.tvm import (
-    ops,
-    schedule_cpu,
-    schedule_gpu,
-    schedule_winograd,
-    schedule_winograd_cpu,
-    winograd,
-    winograd_ops,
-)
+from tconv.kernels import winograd
+from tconv.kernels.fusion import KernelGroup, kernel_groups
+from tconv.kernels.packing import blocks
+from tconv.kernels.program import KernelCall, KernelProgram, Recipe
+from tconv.kernels.program_builder import ProgramBuilder
+from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu, schedule_winograd, schedule_winograd_cpu, winograd_ops
 from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, gpu_tile, template_blocking
-from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
 from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
-from tconv.lowering.tvm.packing import blocks
-from tconv.lowering.tvm.program import KernelCall, KernelProgram, Recipe
 from tconv.lowering.tvm.schedule_winograd import MatmulTile
 from tconv.lowering.tvm.schedule_winograd_cpu import RegisterTile
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
-from tconv.runtime.reference import single_function
+from tconv.semantics.reference import single_function
 
 
 class LoweringError(TconvError):

@@ -2,7 +2,7 @@
 
 Each function takes `te.Tensor` operands (placeholders, usually) and the op's
 attributes as plain Python values, and returns the result tensor; what it
-computes is what `tconv.runtime.reference` computes for the op (see the op
+computes is what `tconv.semantics.reference` computes for the op (see the op
 docstrings in `tconv.ir.ops`). Activations are NCHW (NC after `flatten`),
 except where a convolution's schedule stores them in channel blocks
 (`tconv.ir.schedule`, NCHW[b]c: N x C/b x H x W x b): `conv2d` and
@@ -11,7 +11,7 @@ output (`output_block`), the residual of their epilogue in the output's
 layout.
 
 The computes of the weighted ops read their weights *packed*, in the layouts
-of `tconv.lowering.tvm.packing`, and finish with an `Epilogue` (bias, then a
+of `tconv.kernels.packing`, and finish with an `Epilogue` (bias, then a
 residual add, then an activation) so that a convolution followed by
 batch-norm, an add and a ReLU is one loop nest writing one tensor.
 

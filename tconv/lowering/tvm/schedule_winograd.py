@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from tvm import s_tir, tirx
 
-from tconv.lowering.tvm.packing import blocks
+from tconv.kernels.packing import blocks
+from tconv.kernels.winograd import OUT_TILE, POSITIONS, tile_grid
 from tconv.lowering.tvm.schedule_gpu import bind_threads, loops_under, unroll_all
-from tconv.lowering.tvm.winograd import OUT_TILE, POSITIONS, tile_grid
 
 Schedule = s_tir.Schedule
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 from tvm import s_tir, tirx
 
+from tconv.kernels.winograd import OUT_TILE, tile_grid
 from tconv.lowering.tvm.schedule_gpu import loops_under, unroll_all
 from tconv.lowering.tvm.target import VectorUnit
-from tconv.lowering.tvm.winograd import OUT_TILE, tile_grid
 
 Schedule = s_tir.Schedule
 

@@ -1,5 +1,5 @@
-"""The TVM targets tconv compiles for, and the facts of a CPU target that
-the schedules read (vector lanes, vector registers).
+"""The TVM targets tconv compiles for, and the vector unit of a CPU target
+(`tconv.kernels.target`).
 
 TVM 0.27 takes targets as dicts (`{"kind": "llvm", ...}`); the string forms
 raise. `cpu` is the host: LLVM's name for this CPU and its core count, so that
@@ -11,9 +11,10 @@ compiles with the kernels into one library (`cuda_library`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from tvm.target import Target, codegen
+
+from tconv.kernels.target import VectorUnit, vector_unit_from_features
 
 TARGET_NAMES = ("cpu", "cuda")
 
@@ -55,22 +56,9 @@ def is_gpu(target: Target) -> bool:
     return target.kind.name in ("cuda", "rocm", "vulkan", "metal", "opencl")
 
 
-@dataclass(frozen=True)
-class VectorUnit:
-    """The f32 lanes of one vector register and the number of such registers."""
-
-    lanes: int
-    registers: int
-
-
 def vector_unit(target: Target) -> VectorUnit:
-    """AVX-512: 16 lanes in 32 registers; AVX/AVX2: 8 in 16; otherwise (SSE,
-    or a CPU LLVM does not describe): 4 in 16. (`llvm_get_vector_width`
-    answers 512 for AVX2-only CPUs, so the features are asked instead.)"""
+    """The vector unit of an llvm `target`. (`llvm_get_vector_width` answers
+    512 for AVX2-only CPUs, so the features are asked instead.)"""
     if target.kind.name != "llvm":
         raise ValueError(f"vector_unit: expected an llvm target, got '{target.kind.name}'")
-    if codegen.llvm_cpu_has_features("avx512f", target):
-        return VectorUnit(16, 32)
-    if codegen.llvm_cpu_has_features("avx", target):
-        return VectorUnit(8, 16)
-    return VectorUnit(4, 16)
+    return vector_unit_from_features(lambda name: bool(codegen.llvm_cpu_has_features(name, target)))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx
 
+from tconv.kernels.packing import blocks
+from tconv.kernels.winograd import A_T, B_T, OUT_TILE, POSITIONS, WINDOW, padded_tiles, tile_grid
 from tconv.lowering.tvm.ops import F32, Epilogue
-from tconv.lowering.tvm.packing import blocks
-from tconv.lowering.tvm.winograd import A_T, B_T, OUT_TILE, POSITIONS, WINDOW, padded_tiles, tile_grid
 
 
 def _matrix(values: np.ndarray, row: tirx.PrimExpr, column: tirx.PrimExpr) -> tirx.PrimExpr:

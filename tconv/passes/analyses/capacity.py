@@ -63,13 +63,13 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 
 from tconv.ir.loader import TconvError
-from tconv.ir.params import init_params
 from tconv.ir.ops import BatchNormOp, Conv2dOp, DenseOp, ParamOp, Relu6Op, ReluOp, TconvOp, shape_of
+from tconv.ir.params import init_params
 from tconv.passes.analyses import capacity_data
 from tconv.passes.analyses.capacity_data import DEFAULT_SOURCE
 from tconv.passes.analyses.summary import summarize
-from tconv.runtime.backward import check_labels, forward_backward, forward_values, parameter_gradients
-from tconv.runtime.reference import single_function
+from tconv.semantics.backward import check_labels, forward_backward, forward_values, parameter_gradients
+from tconv.semantics.reference import single_function
 
 METRICS = ("fisher", "naswot", "synflow")
 

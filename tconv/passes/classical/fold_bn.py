@@ -38,7 +38,7 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
 from tconv.ir.ops import BatchNormOp, Conv2dOp, DenseOp, ParamOp, shape_of
-from tconv.lowering.tvm.folding import fold_batch_norm
+from tconv.kernels.folding import fold_batch_norm
 from tconv.passes.nas.params import ParamMaker, tagged
 from tconv.passes.nas.store import ParamStore, active_store
 from tconv.passes.select import parse_layers, select_convs

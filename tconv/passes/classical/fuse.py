@@ -6,7 +6,7 @@ read, tested and changed before a network is compiled.
 Every op that runs in a kernel gets the fusion mark `tconv.kernel = N`: the
 index, in execution order, of the kernel it runs in. Ops with the same index
 run as one kernel, built around the first of them by the rules of
-`tconv.lowering.tvm.fusion` (`conv2d → batch_norm → add → relu` in ResNet).
+`tconv.kernels.fusion` (`conv2d → batch_norm → add → relu` in ResNet).
 The TVM lowering follows the marks of a function that has any, runs an op
 without a mark (one a later pass inserted) alone, and reports marks that
 break the rules at the op; a function without marks it fuses by itself,
@@ -32,7 +32,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.passes import ModulePass
 
-from tconv.lowering.tvm.fusion import FUSION_MARK, FusionRules, fused_groups
+from tconv.kernels.fusion import FUSION_MARK, FusionRules, fused_groups
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ blocks (NCHW[b]c), so that no kernel converts them.
 
 A convolution's kernel reads its input and writes its output in the layouts
 of its schedule's `layout` entry (`tconv.ir.schedule`); the weights are
-packed at compile time anyway (OIHW[x]i[y]o-style, `lowering.tvm.packing`).
+packed at compile time anyway (OIHW[x]i[y]o-style, `kernels.packing`).
 A tensor stored as N x C/b x H x W x b lets a convolution keep its output
 tile as it accumulates it (b channels, one vector) and read its input's
 channels of a block from one cache line. The pass decides the layouts so
@@ -50,7 +50,7 @@ from xdsl.utils.exceptions import PassFailedException
 
 from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.schedule import ActivationLayouts, ConvSchedule, packed_layout, parse_schedule
-from tconv.lowering.tvm.fusion import KernelGroup, kernel_groups
+from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.passes.select import select_convs
 
 
