@@ -56,9 +56,7 @@ def compile_network(
         raise TconvError(f"error: unknown compile backend '{backend}' (expected one of: {', '.join(BACKENDS)})")
     if target not in TARGETS:
         raise TconvError(f"error: unknown target '{target}' (expected one of: {', '.join(TARGETS)})")
-    module = module.clone()
-    if batch is not None:
-        _set_batch(module, batch)
+    module = module.clone() if batch is None else rebatched(module, batch)
     if backend == "llvm":
         from tconv.lowering.llvm.artifact import compile_artifact as compile_llvm_artifact
 
@@ -76,10 +74,13 @@ def compile_network(
     return CompiledNetwork(compile_artifact(module, params, output, target=target, arch=arch), tuned)
 
 
-def _set_batch(module: ModuleOp, batch: int) -> None:
+def rebatched(module: ModuleOp, batch: int) -> ModuleOp:
+    """A copy of `module` at batch size `batch`, as `tconv-set-batch` makes it."""
     from tconv.passes.set_batch import set_module_batch
 
+    module = module.clone()
     try:
         set_module_batch(module, batch)
     except ValueError as err:  # a ShapeError, or a batch below 1
         raise TconvError(f"error: {err}") from None
+    return module

@@ -16,10 +16,11 @@ compiled for.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import statistics
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,47 +37,49 @@ from tconv.passes.analyses.summary import summarize
 
 PLAN_FILE = "plan.txt"
 
-Backend = Callable[[ModuleOp, Mapping[str, np.ndarray], Sequence[np.ndarray]], list[np.ndarray]]
+Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+Backend = Callable[[ModuleOp, Mapping[str, np.ndarray], int], AbstractContextManager[Runner]]
+"""A backend prepares the network for a batch (compiling it, where it
+compiles) and yields what runs it: preparing and running are timed apart."""
 
 
-def _reference(
-    module: ModuleOp, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]
-) -> list[np.ndarray]:
+@contextmanager
+def _reference(module: ModuleOp, params: Mapping[str, np.ndarray], batch: int) -> Iterator[Runner]:
     # Imported on use: each backend loads only when it runs.
-    from tconv.semantics import reference
+    from tconv.runtime import reference
 
-    return reference.run(module, params, *inputs)
-
-
-def _at_batch(module: ModuleOp, inputs: Sequence[np.ndarray]) -> ModuleOp:
-    """The module with its batch set to the inputs' (compiled kernels have fixed shapes)."""
-    from tconv.passes.set_batch import set_batch
-
-    module = module.clone()
-    if inputs:
-        set_batch(_network(module, "<module>"), inputs[0].shape[0])
-    return module
+    yield lambda inputs: reference.run(module, params, *inputs)
 
 
-def _tvm(module: ModuleOp, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    from tconv.lowering.tvm.build import run_tvm
+@contextmanager
+def _tvm(module: ModuleOp, params: Mapping[str, np.ndarray], batch: int) -> Iterator[Runner]:
+    from tconv.compile import rebatched
+    from tconv.lowering.tvm.build import TvmNetwork
 
-    return run_tvm(_at_batch(module, inputs), params, *inputs)
+    network = TvmNetwork(rebatched(module, batch))
+    network.load_params(params)
+    yield lambda inputs: network.run(*inputs)
 
 
-def _llvm(module: ModuleOp, params: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    from tconv.lowering.llvm.artifact import compile_artifact
+@contextmanager
+def _llvm(module: ModuleOp, params: Mapping[str, np.ndarray], batch: int) -> Iterator[Runner]:
+    from tconv.compile import compile_network
     from tconv.runtime.driver import Runtime
 
     with tempfile.TemporaryDirectory(prefix="tconv-run-") as scratch:
-        compile_artifact(_at_batch(module, inputs), params, Path(scratch) / "net")
+        compile_network(module, params, Path(scratch) / "net", backend="llvm", batch=batch)
         with Runtime(Path(scratch) / "net") as runtime:
-            return runtime.run(*inputs)
+            yield lambda inputs: runtime.run(*inputs)
 
 
 BACKENDS: dict[str, Backend] = {"reference": _reference, "tvm": _tvm, "llvm": _llvm}
 """Every backend by name. The compiling ones build for the inputs' batch on
-every run (time includes compiling); `tconv compile` builds once."""
+every run, then time the run alone; `tconv compile` builds once."""
+
+COMPILING = ("tvm", "llvm")
+TIMED_RUNS = 3
+"""A compiled network runs once to warm up, then this many times, timed (the
+median is reported, as for an artifact); the reference executor runs once."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -309,9 +312,16 @@ def execute(args: argparse.Namespace) -> None:
     inputs = _inputs(args, expected)
     batch = inputs[0][0].shape[0] if inputs else 1
 
+    arrays = [array for array, _ in inputs]
     start = time.perf_counter()
-    outputs = backend(module, params, [array for array, _ in inputs])
-    seconds = time.perf_counter() - start
+    with backend(module, params, batch) as run:
+        compile_seconds = time.perf_counter() - start
+        times = []  # the first run is the warm-up of the others, if any
+        for _ in range(1 + (TIMED_RUNS if args.backend in COMPILING else 0)):
+            start = time.perf_counter()
+            outputs = run(arrays)
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times[1:]) if len(times) > 1 else times[0]
 
     if args.output:
         write_array(args.output, outputs[0])
@@ -320,10 +330,13 @@ def execute(args: argparse.Namespace) -> None:
     flops = summarize(module).flops * batch / ir_batch
     print(f"{network.sym_name.data} on the {args.backend} backend, batch {batch}")
     _print_inputs_and_outputs(inputs, outputs)
+    how = f"median of {TIMED_RUNS} runs after a warm-up" if len(times) > 1 else "one run"
     print(
-        f"  time    {seconds:.3f} s  ({1e3 * seconds / batch:.2f} ms per sample, "
+        f"  time    {seconds * 1e3:.3f} ms  ({how}; {1e3 * seconds / batch:.3f} ms per sample, "
         f"{flops / max(seconds, 1e-9) / 1e9:.2f} GFLOP/s)"
     )
+    if args.backend in COMPILING:
+        print(f"  compile {compile_seconds:.1f} s  (building the kernels for batch {batch}; not in the time)")
     if args.output:
         print(f"  wrote   {args.output}")
 

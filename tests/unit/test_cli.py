@@ -193,6 +193,27 @@ def test_run_on_a_compiling_backend_at_another_batch(capsys, network, tmp_path, 
     assert f"on the {backend} backend, batch 3" in out
     expected, actual = np.load(tmp_path / "ref.npy"), np.load(tmp_path / "out.npy")
     assert actual.shape == expected.shape and relative_error(actual, expected) < 1e-5
+    # The time is the run's, after a warm-up; building the kernels is reported apart.
+    assert "ms  (median of 3 runs after a warm-up;" in out
+    assert "compile " in out and "not in the time" in out
+
+
+def test_run_times_the_run_without_compiling(capsys, network, monkeypatch):
+    """A slow build shows in the compile line, never in the time."""
+    import contextlib
+    import time
+
+    @contextlib.contextmanager
+    def slow_build(module, params, batch):
+        time.sleep(0.5)
+        yield lambda inputs: [np.zeros((batch, 10), np.float32)]
+
+    monkeypatch.setitem(run_command.BACKENDS, "tvm", slow_build)
+    status, out, err = tconv(capsys, "run", network, "--backend", "tvm")
+    assert status == 0, err
+    time_ms = float(next(line for line in out.splitlines() if line.startswith("  time")).split()[1])
+    compile_s = float(next(line for line in out.splitlines() if line.startswith("  compile")).split()[1])
+    assert time_ms < 100 and compile_s >= 0.5
 
 
 def test_run_usage_error(capsys, network, tmp_path):
