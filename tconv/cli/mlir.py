@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tconv.cli.command import Command, note
 from tconv.cli.files import write_network
-from tconv.ir.loader import TconvError, load_module, write_text_atomic
+from tconv.ir.loader import TconvError, load_module, read_text, write_text_atomic
 from tconv.ir.params import bind_params, init_params, load_store, param_ops, store_path_for
 
 
@@ -27,15 +27,6 @@ def _refuse_overwriting(output: str, *inputs: str | Path) -> None:
     for path in inputs:
         if Path(output).resolve() == Path(path).resolve():
             raise TconvError(f"{output}: error: is an input of this command; choose another output file")
-
-
-def _read_text(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as err:
-        raise TconvError(f"{path}: error: cannot read: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise TconvError(f"{path}: error: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def configure_export(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +86,7 @@ def execute_import(args: argparse.Namespace) -> None:
 
     _refuse_overwriting(args.output, args.file, *([args.params] if args.params else []))
     _refuse_overwriting(str(store_path_for(args.output)), args.file)
-    module = from_linalg(parse_linalg(_read_text(args.file), args.file))
+    module = from_linalg(parse_linalg(read_text(args.file), args.file))
     if args.params is not None:
         params = bind_params(module, load_store(args.params), source=args.params)
         origin = f"from {args.params}"

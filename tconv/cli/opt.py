@@ -61,7 +61,7 @@ from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from tconv.cli.command import did_you_mean
-from tconv.ir.loader import TconvError, parse_module, verify_module, write_atomic, write_text_atomic
+from tconv.ir.loader import TconvError, decode_text, parse_module, verify_module, write_atomic, write_text_atomic
 from tconv.ir.ops import shape_of
 from tconv.ir.params import complete_params, load_provenance, load_store, param_ops, save_store, store_path_for
 from tconv.passes.describe import PassOption, format_option, options, own_options, shared_base, summary
@@ -223,14 +223,7 @@ class TconvOptMain(xDSLOptMain):
         if file_extension != "mlir":
             return super().parse_chunk(chunk, file_extension, start_offset)
         name = self.get_input_name()
-        data = chunk.read()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            line = data.count(b"\n", 0, err.start) + 1 + start_offset
-            raise TconvError(
-                f"{name}:{line}: error: not UTF-8 text ({err.reason} at byte {err.start})"
-            ) from None
+        text = decode_text(chunk.read(), name, start_offset)
         # Line numbers count from the start of the file: the chunk is parsed
         # after as many empty lines as precede it there.
         return parse_module(

@@ -161,16 +161,56 @@ def verify_module(module: ModuleOp) -> None:
     check_param_names(module)
 
 
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The text of an IR file (see `decode_text`)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise TconvError(f"{path}: error: cannot read: {err.strerror}") from None
+    return decode_text(data, str(path))
+
+
+def decode_text(data: bytes, name: str, line_offset: int = 0) -> str:
+    """`data` as UTF-8 text. Every command that reads IR reads it through
+    here, so a binary file (an ONNX model, a parameter store) gets one
+    message everywhere, saying what to run instead. `line_offset`: lines
+    before `data` in its file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1 + line_offset
+        raise TconvError(
+            f"{name}:{line}: error: not UTF-8 text ({err.reason} at byte {err.start}){_binary_hint(data, name)}"
+        ) from None
+    if "\0" in text:
+        at = text.index("\0")
+        line = text.count("\n", 0, at) + 1 + line_offset
+        raise TconvError(f"{name}:{line}: error: a binary file, not IR text (a NUL byte){_binary_hint(data, name)}")
+    return text
+
+
+ONNX_SUFFIX = ".onnx"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _binary_hint(data: bytes, name: str) -> str:
+    """What a binary file given as IR most likely is, and what to run instead."""
+    if data.startswith(ZIP_MAGIC):
+        return (
+            "; it is a zip archive (a parameter store?): give the IR file, whose store "
+            "is the .npz beside it"
+        )
+    path = Path(name)
+    if path.suffix.lower() == ONNX_SUFFIX or data[:1] == b"\x08":  # ONNX's first field: ir_version
+        model = name if path.suffix.lower() == ONNX_SUFFIX else "MODEL.onnx"
+        return f"; an ONNX model is imported first: tconv import {model} -o {Path(model).stem}.mlir"
+    return "; tconv reads MLIR text (an ONNX model is imported first: tconv import MODEL.onnx -o NET.mlir)"
+
+
 def load_module(path: str | os.PathLike[str]) -> ModuleOp:
     """Read, parse and verify an IR file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise TconvError(f"{path}: error: cannot read: {err.strerror}") from None
-    except UnicodeDecodeError as err:
-        raise TconvError(f"{path}: error: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    module = parse_module(text, str(path))
+    module = parse_module(read_text(path), str(path))
     verify_module(module)
     return module
 

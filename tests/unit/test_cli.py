@@ -111,6 +111,24 @@ def test_summary_of_a_missing_file(capsys, tmp_path):
     assert_user_error(tconv(capsys, "summary", tmp_path / "none.mlir"), "none.mlir: error: cannot read")
 
 
+def test_binary_input_says_what_to_run_instead(capsys, tmp_path, network):
+    """An ONNX model (or a store) given where IR text goes: the message names `tconv import`."""
+    pytest.importorskip("onnx")
+    model = tmp_path / "model.onnx"
+    assert tconv(capsys, "export", network, "-o", model)[0] == 0
+    capsys.readouterr()
+    for command in ("summary", "run", "compile"):
+        args = [command, model] + (["-o", tmp_path / "art"] if command == "compile" else [])
+        assert_user_error(tconv(capsys, *args), f"{model}:", "not UTF-8 text",
+                          f"an ONNX model is imported first: tconv import {model} -o model.mlir")
+    store = tmp_path / "small.npz"
+    assert_user_error(tconv(capsys, "summary", store), "a zip archive (a parameter store?)")
+    from tconv.cli.opt import main as opt_main
+
+    assert opt_main([str(model)]) == 1
+    assert "tconv import" in capsys.readouterr().err
+
+
 # tconv run --------------------------------------------------------------------
 
 
