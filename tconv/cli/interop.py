@@ -3,7 +3,9 @@
 `tconv import model.onnx -o net.mlir` writes the IR and, beside it, the
 parameter store made from the model's initializers (`net.npz`).
 `tconv export net.mlir -o model.onnx` writes one ONNX file holding the
-network and the weights of the store beside the IR. A missing store is an
+network and the weights of the store beside the IR, its batch dimension
+symbolic (`N`, as PyTorch exports) unless `--static-batch` keeps the IR's;
+`tconv import` binds a symbolic batch to `--batch N`, else to 1. A missing store is an
 error (exporting random weights by accident is worse than a message), unless
 `--init-params` asks for freshly initialised ones.
 """
@@ -31,7 +33,7 @@ def configure_import(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch", type=positive_int, metavar="N",
-        help="bind a symbolic batch dimension of the model's inputs to N",
+        help="bind a symbolic batch dimension of the model's inputs to N (default: 1)",
     )
 
 
@@ -45,11 +47,16 @@ def _refuse_overwriting(output: str, *inputs: str | Path) -> None:
 def execute_import(args: argparse.Namespace) -> None:
     # Imported on use, so other commands do not load onnx.
     from tconv.frontends.onnx import import_model, read_model
+    from tconv.frontends.onnx.importer import DEFAULT_BATCH, symbolic_batch
 
     _refuse_overwriting(args.output, args.model)
     _refuse_overwriting(str(store_path_for(args.output)), args.model)
     model = read_model(args.model)
     module, params = import_model(model, batch=args.batch, source=args.model)
+    symbol = symbolic_batch(model)
+    if symbol is not None and args.batch is None:
+        note(f"the model's batch dimension is symbolic ('{symbol}'): imported at batch {DEFAULT_BATCH}; "
+             "--batch N imports at another (tconv compile --batch N re-batches later)")
     # An imported model brings its own weights: NAS rewrites of it inherit them.
     store = write_network(args.output, module, params, {"weights": "trained", "source": str(args.model)})
     function = next(op for op in module.ops if isinstance(op, func.FuncOp))
@@ -77,10 +84,16 @@ def configure_export(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, metavar="S",
         help="with --init-params: seed of the initialisation (default: 0)",
     )
+    parser.add_argument(
+        "--static-batch", action="store_true",
+        help="keep the IR's batch size in the model (default: a symbolic batch dimension 'N', "
+        "so the model runs at any batch)",
+    )
 
 
 def execute_export(args: argparse.Namespace) -> None:
     from tconv.frontends.onnx import export_model
+    from tconv.frontends.onnx.exporter import BATCH_NAME
 
     store = store_path_for(args.file)
     _refuse_overwriting(args.output, args.file, store)
@@ -97,7 +110,7 @@ def execute_export(args: argparse.Namespace) -> None:
         )
     else:
         params = bind_params(module, load_store(store), source=str(store))
-    model = export_model(module, params)
+    model = export_model(module, params, None if args.static_batch else BATCH_NAME)
     if any(isinstance(op, Conv2dOp) and op.schedule is not None for op in module.walk()):
         note("convolution schedules (how to run, not what to compute) are not exported")
     try:
@@ -123,7 +136,7 @@ EXPORT = Command(
     name="export",
     help="export tconv IR as an ONNX model",
     description="Export tconv IR, with the weights of its parameter store, as one ONNX model "
-    "(opset 17).",
+    "(opset 17), for any batch size (a symbolic batch dimension 'N') unless --static-batch.",
     configure=configure_export,
     execute=execute_export,
 )

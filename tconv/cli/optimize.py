@@ -165,7 +165,7 @@ def execute(args: argparse.Namespace) -> None:
     # Imported on use: TVM loads only when something is measured.
     from tconv.cli.files import write_network
     from tconv.compile import compile_network
-    from tconv.frontends.onnx.exporter import export_model
+    from tconv.frontends.onnx.exporter import BATCH_NAME, export_model
     from tconv.search import report as reports
     from tconv.search.latency import LayerLatencies
     from tconv.search.network_timer import NetworkTimer
@@ -226,7 +226,7 @@ def execute(args: argparse.Namespace) -> None:
                             threads=threads)
         shutil.rmtree(staging / "builds", ignore_errors=True)
         (staging / "optimized.onnx").write_bytes(
-            export_model(best.realised.module, best.realised.params).SerializeToString()
+            export_model(best.realised.module, best.realised.params, BATCH_NAME).SerializeToString()
         )
         (staging / REPORT_FILE).write_text(reports.write_json(report))
         text = reports.markdown(report)

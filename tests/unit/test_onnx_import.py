@@ -14,6 +14,7 @@ from onnx.reference import ReferenceEvaluator
 from support import relative_error
 
 from tconv.frontends.onnx import OnnxImportError, import_model
+from tconv.frontends.onnx.importer import symbolic_batch
 from tconv.ir.loader import module_text, parse_module, verify_module
 from tconv.semantics import reference
 
@@ -599,9 +600,11 @@ def test_node_of_another_domain():
     assert "node 'fused' (FusedConv): op 'FusedConv' of domain 'com.microsoft' is not supported" in import_error(model)
 
 
-def test_symbolic_batch_needs_binding():
+def test_symbolic_batch_is_1_unless_bound():
     model = make_model([one_node("Relu", ["x"])], {"x": ("N", 4, 6, 6)}, ["y"])
-    assert "symbolic batch dimension ('N'): bind it with --batch N" in import_error(model)
+    assert symbolic_batch(model) == "N"
+    module, _ = import_model(model)
+    assert "tensor<1x4x6x6xf32>" in module_text(module)
     module, _ = import_model(model, batch=5)
     assert "tensor<5x4x6x6xf32>" in module_text(module)
 

@@ -5,7 +5,9 @@
 Each tconv op becomes the ONNX node (or, for a channel shuffle, the three
 nodes) that computes the same thing; parameters become initializers under
 their own names. The model uses the default domain at `OPSET` and keeps the
-IR's shapes, batch included. A convolution's `schedule` says how to run it,
+IR's shapes; the batch (the first dimension of the graph's inputs and
+outputs) is the IR's, or, given `batch_name`, symbolic, as PyTorch exports
+it: every node holds for any batch. A convolution's `schedule` says how to run it,
 not what it computes, and is not exported.
 """
 
@@ -184,13 +186,21 @@ def _function(module: ModuleOp) -> func.FuncOp:
     return functions[0]
 
 
-def _tensor_info(name: str, value: SSAValue) -> ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape_of(value)))
+def _tensor_info(name: str, value: SSAValue, batch_name: str | None) -> ValueInfoProto:
+    shape: list[int | str] = list(shape_of(value))
+    if batch_name is not None and shape:
+        shape[0] = batch_name
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
-def export_model(module: ModuleOp, params: Mapping[str, np.ndarray]) -> ModelProto:
+BATCH_NAME = "N"
+"""The symbolic batch dimension `tconv export` writes."""
+
+
+def export_model(module: ModuleOp, params: Mapping[str, np.ndarray], batch_name: str | None = None) -> ModelProto:
     """The ONNX model of the module's one function, with `params` (which must
-    hold every parameter, as `bind_params` checks) as initializers."""
+    hold every parameter, as `bind_params` checks) as initializers; with a
+    `batch_name`, its batch dimension is symbolic, by that name."""
     function = _function(module)
     bound = bind_params(module, params)
     size = sum(array.nbytes for array in bound.values())
@@ -210,16 +220,18 @@ def export_model(module: ModuleOp, params: Mapping[str, np.ndarray]) -> ModelPro
     for argument in block.args:
         name = exporter.names.take("input")
         exporter.onnx_names[argument] = name
-        model.graph.input.append(_tensor_info(name, argument))
+        model.graph.input.append(_tensor_info(name, argument, batch_name))
     for op in block.ops:
         if isinstance(op, func.ReturnOp):
-            model.graph.output.extend(_graph_outputs(exporter, op.operands))
+            model.graph.output.extend(_graph_outputs(exporter, op.operands, batch_name))
             break
         exporter.export(op)
     return model
 
 
-def _graph_outputs(exporter: GraphExporter, values: Sequence[SSAValue]) -> list[ValueInfoProto]:
+def _graph_outputs(
+    exporter: GraphExporter, values: Sequence[SSAValue], batch_name: str | None
+) -> list[ValueInfoProto]:
     """The returned values, named `output` (`output_1`, ...): a value a node
     computes is renamed; an input, a parameter or a value returned twice
     passes through an Identity node."""
@@ -234,7 +246,7 @@ def _graph_outputs(exporter: GraphExporter, values: Sequence[SSAValue]) -> list[
             renamed[name] = output
         else:
             nodes.append(helper.make_node("Identity", [renamed.get(name, name)], [output], name=output))
-        infos.append(_tensor_info(output, value))
+        infos.append(_tensor_info(output, value, batch_name))
     for node in nodes:
         node.input[:] = [renamed.get(name, name) for name in node.input]
         node.output[:] = [renamed.get(name, name) for name in node.output]

@@ -100,10 +100,27 @@ def import_model(
 ) -> tuple[ModuleOp, dict[str, np.ndarray]]:
     """The verified tconv module of `model` and its parameters.
 
-    `batch` binds a symbolic batch (first) dimension of the graph inputs; a
-    symbolic dimension without it, or any other, is an error. `source` names
-    the model in messages."""
+    `batch` binds a symbolic batch (first) dimension of the graph inputs
+    (default: `DEFAULT_BATCH`, as exported networks are most often run one
+    image at a time; `tconv-set-batch` changes it later); a static batch must
+    equal it where given, and any other symbolic dimension is an error.
+    `source` names the model in messages."""
     return GraphImporter(model, batch, source).run()
+
+
+DEFAULT_BATCH = 1
+
+
+def symbolic_batch(model: ModelProto) -> str | None:
+    """The name of the first graph input's symbolic batch dimension ('?' where
+    it has none), or None where that batch is static."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    for info in model.graph.input:
+        if info.name in initializers or not info.type.tensor_type.shape.dim:
+            continue
+        dim = info.type.tensor_type.shape.dim[0]
+        return None if dim.HasField("dim_value") and dim.dim_value > 0 else (dim.dim_param or "?")
+    return None
 
 
 class GraphImporter:
@@ -193,12 +210,7 @@ class GraphImporter:
             static = dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
             symbol = f"'{dim.dim_param}'" if dim.dim_param else "unknown"
             if axis == 0 and static is None:
-                if self.batch is None:
-                    raise self.fail(
-                        f"graph input '{info.name}' has a symbolic batch dimension ({symbol}): "
-                        "bind it with --batch N"
-                    )
-                static = self.batch
+                static = DEFAULT_BATCH if self.batch is None else self.batch
             elif axis == 0 and self.batch is not None and static != self.batch:
                 raise self.fail(
                     f"graph input '{info.name}' has the static batch size {static}; "
