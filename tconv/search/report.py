@@ -183,7 +183,7 @@ def markdown(report: dict) -> str:
     original, best = report["original"], report["optimized"]
     metric = original["capacity"]["metric"]
     lines = [
-        f"# tconv optimize: {report['network']} on {report['target']}",
+        f"# tconv optimize: {report['network']} on {target_title(report['target'])}",
         "",
         f"Search: {report['search_seconds']:.0f} s of a {report['budget_seconds']:.0f} s budget, "
         f"{report['measurements']} layer measurements, {len(report['candidates'])} candidate networks; "
@@ -285,38 +285,89 @@ def _pruning_markdown(pruning: dict) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class ParetoPoint:
+    label: str
+    latency_ms: float
+    """The whole network's measured time where it was measured, else the layers' estimate."""
+    measured: bool
+    capacity_ratio: float
+    verdict: str
+
+
+@dataclass(frozen=True)
+class ParetoPlot:
+    """What `pareto_png` draws: kept apart from the drawing, so it can be checked."""
+
+    points: list[ParetoPoint]
+    front: list[ParetoPoint]
+    """Legal points no other legal point beats on both latency and capacity, fastest first."""
+    chosen: ParetoPoint | None
+    """The answer of the search."""
+    title: str
+
+
+def target_title(target: str) -> str:
+    """A target key as a reader names the machine: `llvm -mcpu=znver3 threads=16
+    kernels=3` is `znver3, 16 threads` (the key's version fields are internal)."""
+    words = target.split()
+    cpu = next((w.split("=", 1)[1] for w in words if w.startswith("-mcpu=")), None)
+    threads = next((w.split("=", 1)[1] for w in words if w.startswith("threads=")), None)
+    rest = [w for w in words if not w.startswith(("-mcpu=", "threads=", "kernels=")) and not (cpu and w == "llvm")]
+    parts = [" ".join(rest), cpu or "", f"{threads} threads" if threads else ""]
+    return ", ".join(part for part in parts if part) or target
+
+
+def pareto_plot(report: dict) -> ParetoPlot:
+    """The points of every candidate whose capacity was measured, its front and the answer."""
+    points = []
+    for c in report["candidates"]:
+        if c["verdict"] != "original" and c["capacity_ratio"] is None:
+            continue  # never checked (slower than a legal one): no capacity to plot
+        measured = c["measured_ms"] is not None
+        points.append(ParetoPoint(
+            c["label"], c["measured_ms"] if measured else c["estimated_ms"], measured,
+            1.0 if c["verdict"] == "original" else c["capacity_ratio"], c["verdict"],
+        ))
+    front, best = [], -math.inf
+    for point in sorted(points, key=lambda p: (p.latency_ms, -p.capacity_ratio)):
+        if point.verdict != "illegal" and point.capacity_ratio > best:
+            front.append(point)
+            best = point.capacity_ratio
+    chosen = next((p for p in points if p.label == report["optimized"]["label"]), None)
+    return ParetoPlot(points, front, chosen, f"{report['network']} on {target_title(report['target'])}")
+
+
 def pareto_png(report: dict, path: Path) -> None:
-    """Estimated latency against capacity ratio of every candidate whose
-    capacity was measured; the Pareto front (faster and at least as capable)
-    joined by a line."""
+    """Latency (log axis; measured where the search timed the whole network,
+    else estimated) against capacity ratio: the candidates, the Pareto front
+    joined by a line, the answer marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # Candidates the search never checked (slower than a legal one) have no capacity to plot.
-    points = [(c["estimated_ms"], 1.0 if c["verdict"] == "original" else c["capacity_ratio"], c)
-              for c in report["candidates"] if c["verdict"] == "original" or c["capacity_ratio"] is not None]
+    plot = pareto_plot(report)
     colours = {"original": "black", "legal": "tab:green", "within noise": "tab:blue", "illegal": "tab:red"}
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
     for verdict, colour in colours.items():
-        chosen = [(x, y) for x, y, c in points if c["verdict"] == verdict]
-        if chosen:
-            axes.scatter(*zip(*chosen), c=colour, label=verdict, s=28)
-    front, best_y = [], -math.inf
-    for x, y, c in sorted(points, key=lambda p: (p[0], -p[1])):
-        if c["verdict"] != "illegal" and y > best_y:
-            front.append((x, y))
-            best_y = y
-    if len(front) > 1:
-        axes.plot(*zip(*front), c="grey", lw=1, ls="--", label="Pareto front")
-    optimized = report["optimized"]
-    axes.annotate("optimized", (optimized["estimated_ms"], optimized["capacity_ratio"] or 1.0),
-                  textcoords="offset points", xytext=(6, 6))
+        for measured in (True, False):
+            chosen = [p for p in plot.points if p.verdict == verdict and p.measured == measured]
+            if chosen:
+                axes.scatter([p.latency_ms for p in chosen], [p.capacity_ratio for p in chosen], s=28,
+                             label=f"{verdict}{'' if measured else ' (estimated)'}",
+                             c=colour if measured else "none", edgecolors=colour)
+    if len(plot.front) > 1:
+        axes.plot([p.latency_ms for p in plot.front], [p.capacity_ratio for p in plot.front], c="grey", lw=1,
+                  ls="--", label="Pareto front")
+    if plot.chosen is not None:
+        axes.scatter([plot.chosen.latency_ms], [plot.chosen.capacity_ratio], marker="*", s=220, c="gold",
+                     edgecolors="black", zorder=3, label="chosen")
     axes.axhline(report["min_capacity"], c="grey", lw=0.5)
-    axes.set_xlabel("estimated latency (ms)")
+    axes.set_xscale("log")
+    axes.set_xlabel("latency (ms, log scale): filled measured, hollow estimated from layers")
     axes.set_ylabel(f"capacity / original ({report['original']['capacity']['metric']})")
-    axes.set_title(f"{report['network']} on {report['target']}")
+    axes.set_title(plot.title)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, format="png")
