@@ -32,7 +32,7 @@ vocabulary of loop transformations:
 
 This module checks what holds for any backend (`parse_schedule`, called by
 the verifier); what a backend can honour beyond that is the backend's to
-say, with a diagnostic (see `tconv.lowering.tvm.conv_schedule`).
+say, with a diagnostic (see `tconv.kernels.templates`).
 """
 
 from __future__ import annotations

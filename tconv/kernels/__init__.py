@@ -8,5 +8,8 @@ imported.
 - `packing`, `folding`: the parameter layouts and batch-norm folding (numpy);
 - `winograd`: F(4×4, 3×3)'s transforms (numpy) and tile grid;
 - `artifact`: a program's plan and parameter blob, written as an artifact;
-- `target`: the CPU vector unit kernels size themselves by.
+- `target`: the CPU vector unit kernels size themselves by;
+- `blocking`: a convolution's register-tile blocking (`ConvBlocking`) and
+  the issue-rate models that choose it, for the direct template and GSPC;
+- `templates`: those templates as schedules of the IR, both ways.
 """

@@ -10,8 +10,8 @@ The model predicts log(seconds) as an analytic *baseline* plus a learned
 
 - the baseline is log(FLOPs / efficiency): the work, divided by the
   fraction of issued FMA slots that do useful work in the templates'
-  register-tile models (`register_tile`: `schedule_cpu.tile_efficiency`,
-  `schedule_gspc.column_efficiency`). It ranks candidates with no
+  register-tile models (`register_tile`: `blocking.tile_efficiency`,
+  `blocking.column_efficiency`). It ranks candidates with no
   measurement at all;
 - the residual, log(measured seconds) − baseline, is a Gaussian process
   (scikit-learn's `GaussianProcessRegressor`) over `workload_features`:
@@ -49,6 +49,7 @@ from functools import lru_cache
 import numpy as np
 
 from tconv.errors import TconvError
+from tconv.kernels.blocking import column_efficiency, tile_efficiency
 from tconv.search.tuning import Knobs, TuningDatabase, Workload
 
 Sample = tuple[Workload, Knobs, float]
@@ -121,9 +122,9 @@ def register_tile(workload: Workload, knobs: Knobs, lanes: int) -> RegisterTile:
     """The register tile of `workload` with `knobs`, laid out as `tuning.Knobs`
     (block, width_tile, rows, columns, unroll_kw; the later ones may be left
     out). Direct template (columns 0): `block` channels in vectors × `width_tile`
-    columns, efficiency by `schedule_cpu.tile_efficiency`. GSPC (columns 1):
+    columns, efficiency by `blocking.tile_efficiency`. GSPC (columns 1):
     `block` channels × `rows` rows × `width_tile` columns in vectors, by
-    `schedule_gspc.column_efficiency`. Knobs naming no tile (fewer than two,
+    `blocking.column_efficiency`. Knobs naming no tile (fewer than two,
     or zeros): efficiency 1, one accumulator, full lanes."""
     if len(knobs) < 2 or min(knobs[:2]) < 1:
         return RegisterTile(1.0, 1, 1.0)
@@ -131,8 +132,6 @@ def register_tile(workload: Workload, knobs: Knobs, lanes: int) -> RegisterTile:
     rows = max(1, knobs[2]) if len(knobs) > 2 else 1
     columns = len(knobs) > 3 and knobs[3] == 1
     if columns:
-        from tconv.lowering.tvm.schedule_gspc import column_efficiency
-
         vectors = -(-width_tile // lanes)
         efficiency = column_efficiency(
             block, rows, width_tile, workload.out_group, workload.out_height, workload.out_width,
@@ -140,8 +139,6 @@ def register_tile(workload: Workload, knobs: Knobs, lanes: int) -> RegisterTile:
         )
         tile = RegisterTile(efficiency, block * rows * vectors, width_tile / (vectors * lanes))
     else:
-        from tconv.lowering.tvm.schedule_cpu import tile_efficiency
-
         vectors = -(-block // lanes)
         channels = block if workload.depthwise else workload.out_group
         efficiency = tile_efficiency(block, width_tile, channels, workload.out_width, lanes)

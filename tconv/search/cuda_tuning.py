@@ -8,7 +8,7 @@
 
 The knob of a direct convolution's CUDA kernel is the tile a thread
 accumulates: output channels × output columns (`schedule_gpu`), in the IR a
-schedule `tile = {oc = [c], ow = [w]}` (`conv_schedule.gpu_tile`), as knobs
+schedule `tile = {oc = [c], ow = [w]}` (`tconv.kernels.templates.gpu_tile`), as knobs
 (c, w). The candidates are the tile `schedule_gpu.conv_tile` would choose,
 then every tile of GPU_TILES whose channels divide a group's; where the
 lowering runs the convolution as a Winograd convolution by default (a dense
@@ -65,7 +65,7 @@ a thread per output."""
 def gpu_schedule(channels: int, columns: int) -> ConvSchedule:
     """The schedule that asks the CUDA kernel of a direct convolution for a
     thread tile of `channels` output channels × `columns` output columns
-    (1 × 1: a thread per output; the lowering reads it with `conv_schedule.gpu_tile`)."""
+    (1 × 1: a thread per output; the lowering reads it with `tconv.kernels.templates.gpu_tile`)."""
     return ConvSchedule({"oc": (channels,), "ow": (columns,)})
 
 

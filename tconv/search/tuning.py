@@ -7,16 +7,16 @@ that keeps the results.
 
 A *workload* is a convolution's shape and attributes (`workload_key`):
 identical layers of a network are one workload, tuned once. For each, the
-search space is the TVM templates' knobs (`tconv.lowering.tvm.conv_schedule`,
+search space is the TVM templates' knobs (`tconv.kernels.templates`,
 `Knobs`): for the direct template, channel blocks (whole vectors, or
 divisors of a group's channels) × column tiles; for grouped and depthwise
 convolutions also GSPC's channel blocks × row tiles × column tiles
-(`schedule_gspc`), for kernels 5 wide and more, both with the
+(`tconv.kernels.blocking`), for kernels 5 wide and more, both with the
 kernel-column loop rolled, and, for 1×1 convolutions on small images and
 3×3 convolutions the backend runs as Winograd convolutions, no schedule
 at all (`UNSCHEDULED`). Candidates are measured best-first by the
-templates' issue-rate models (`schedule_cpu.tile_efficiency`,
-`schedule_gspc.column_efficiency`), the backend's own default first, the
+templates' issue-rate models (`blocking.tile_efficiency`,
+`blocking.column_efficiency`), the backend's own default first, the
 workloads in turns, until the budget is spent; so any
 budget gives an answer no worse than the default, and more budget a better
 one.
@@ -68,6 +68,9 @@ from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.schedule import ConvSchedule, parse_schedule
 from tconv.ir.shapes import window_output
+from tconv.kernels import blocking as kernel_blocking
+from tconv.kernels.blocking import ConvBlocking
+from tconv.kernels.templates import template_schedule
 from tconv.passes.classical.pack import layout_fits
 from tconv.search.progress import bar
 from tconv.search.progress import done as end_progress
@@ -115,9 +118,7 @@ def full_knobs(knobs: Knobs) -> Knobs:
 
 
 def blocking_of(knobs: Knobs):
-    """The `ops.ConvBlocking` that `knobs` name."""
-    from tconv.lowering.tvm.ops import ConvBlocking
-
+    """The `ConvBlocking` that `knobs` name."""
     block, width_tile, rows, columns, unroll_kw, rows_first = full_knobs(knobs)
     return ConvBlocking(
         block, width_tile, vector="ow" if columns else "oc", rows=rows, unroll_kw=bool(unroll_kw),
@@ -126,7 +127,7 @@ def blocking_of(knobs: Knobs):
 
 
 def knobs_of(blocking) -> Knobs:
-    """The knobs of an `ops.ConvBlocking` (the inverse of `blocking_of`)."""
+    """The knobs of a `ConvBlocking` (the inverse of `blocking_of`)."""
     return (
         blocking.block, blocking.width_tile, blocking.rows, int(blocking.vector == "ow"), int(blocking.unroll_kw),
         int(blocking.rows_first),
@@ -138,8 +139,6 @@ def schedule_of(workload: Workload, knobs: Knobs) -> ConvSchedule | None:
     form); None for UNSCHEDULED."""
     if full_knobs(knobs) == UNSCHEDULED:
         return None
-    from tconv.lowering.tvm.conv_schedule import template_schedule
-
     return template_schedule(blocking_of(knobs), workload.groups, workload.depthwise)
 
 
@@ -147,16 +146,15 @@ def unscheduled_differs(workload: Workload) -> bool:
     """Whether the backend runs `workload` without a schedule in a way no
     schedule can ask for: as a Winograd convolution (`runs_winograd`), or,
     a pointwise convolution on an image small enough that it tiles the
-    flattened positions (`schedule_cpu.tiles_positions`; a schedule tiles
+    flattened positions (`blocking.runs_pointwise`; a schedule tiles
     rows), 12% faster than any row tiling on 256 channels at 14×14."""
-    from tconv.lowering.tvm import ops, schedule_cpu
     from tconv.lowering.tvm.target import cpu_target, vector_unit
 
     return runs_winograd(workload) or (
         not workload.depthwise
-        and ops.is_pointwise(workload.kernel, workload.strides, workload.padding)
-        and schedule_cpu.tiles_positions(
-            workload.groups, workload.out_group, workload.out_height, workload.out_width, vector_unit(cpu_target())
+        and kernel_blocking.runs_pointwise(
+            workload.kernel, workload.strides, workload.padding, workload.groups, workload.out_group,
+            workload.out_height, workload.out_width, vector_unit(cpu_target()),
         )
     )
 
@@ -472,14 +470,13 @@ class TuningDatabase:
 
 def default_blocking(workload: Workload):
     """The blocking the backend gives `workload` without a schedule."""
-    from tconv.lowering.tvm import schedule_cpu
     from tconv.lowering.tvm.target import cpu_target, vector_unit
 
     unit = vector_unit(cpu_target())
     shape = dict(out_height=workload.out_height, kernel=workload.kernel)
     if workload.depthwise:
-        return schedule_cpu.depthwise_blocking(workload.out_channels, workload.out_width, unit, **shape)
-    return schedule_cpu.conv2d_blocking(
+        return kernel_blocking.depthwise_blocking(workload.out_channels, workload.out_width, unit, **shape)
+    return kernel_blocking.conv2d_blocking(
         workload.groups, workload.out_group, workload.out_width, unit, **shape, in_shape=workload.input[1:]
     )
 
@@ -491,14 +488,10 @@ def candidates(workload: Workload) -> list[Knobs]:
     Direct template: channel blocks (whole vectors with one group, divisors
     of a group's channels with several, a vector of channels for depthwise)
     × column tiles up to 16. GSPC, for grouped and depthwise convolutions:
-    `schedule_gspc.gspc_candidates`. Kernels 5 or more columns wide also
+    `blocking.gspc_candidates`. Kernels 5 or more columns wide also
     try each with the kernel-column loop rolled; ungrouped convolutions try
     each direct tiling with both orders of the parallel loops, the backend's
-    (`schedule_cpu.runs_rows_first`) first."""
-    from dataclasses import replace
-
-    from tconv.lowering.tvm import schedule_cpu, schedule_gspc
-    from tconv.lowering.tvm.ops import ConvBlocking
+    (`blocking.runs_rows_first`) first."""
     from tconv.lowering.tvm.target import cpu_target, vector_unit
 
     unit = vector_unit(cpu_target())
@@ -512,7 +505,7 @@ def candidates(workload: Workload) -> list[Knobs]:
         blocks = {b for b in range(1, min(out_group, 4 * lanes) + 1) if out_group % b == 0}
     space = [ConvBlocking(b, t) for b in sorted(blocks) for t in range(1, min(out_width, 16) + 1)]
     if workload.groups > 1:
-        space += schedule_gspc.gspc_candidates(out_group, out_height, out_width, unit)
+        space += kernel_blocking.gspc_candidates(out_group, out_height, out_width, unit)
     if workload.kernel[1] >= 5:
         space += [replace(b, unroll_kw=False) for b in space]
     default = default_blocking(workload)
@@ -522,12 +515,12 @@ def candidates(workload: Workload) -> list[Knobs]:
 
     def model(b: ConvBlocking) -> float:
         if b.vector == "ow":
-            return schedule_gspc.column_efficiency(
+            return kernel_blocking.column_efficiency(
                 b.block, b.rows, b.width_tile, out_group, out_height, out_width, workload.kernel, lanes,
                 in_group=workload.input[1] // workload.groups,
             )
         channels = b.block if workload.depthwise else out_group
-        return schedule_cpu.tile_efficiency(b.block, b.width_tile, channels, out_width, lanes)
+        return kernel_blocking.tile_efficiency(b.block, b.width_tile, channels, out_width, lanes)
 
     ranked = sorted(space, key=lambda b: (
         -round(model(b), 3), -b.block * b.rows * b.width_tile, not b.unroll_kw, b.rows_first != default.rows_first,

@@ -23,11 +23,12 @@ from tconv.ir.loader import TconvError
 from tconv.ir.ops import Conv2dOp
 from tconv.ir.params import init_params
 from tconv.ir.schedule import ConvSchedule, parse_schedule
+from tconv.kernels import blocking as kernel_blocking
+from tconv.kernels.blocking import ConvBlocking
 from tconv.kernels.packing import blocks, pack_conv2d_weight, pack_depthwise_weight
-from tconv.lowering.tvm import ops, schedule_cpu, schedule_gspc
+from tconv.kernels.templates import UnsupportedSchedule, template_blocking, template_schedule
+from tconv.lowering.tvm import ops, schedule_cpu
 from tconv.lowering.tvm.build import run_tvm
-from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, template_blocking, template_schedule
-from tconv.lowering.tvm.ops import ConvBlocking
 from tconv.lowering.tvm.target import VectorUnit, cpu_target
 from tconv.semantics.reference import run
 
@@ -319,39 +320,39 @@ def test_a_schedule_outside_the_templates_is_refused_by_the_lowering():
 @pytest.mark.parametrize("unit", [AVX2, AVX512])
 @pytest.mark.parametrize(("groups", "out_group"), [(2, 32), (8, 8), (16, 4), (32, 2), (4, 12), (3, 5)])
 def test_narrow_groups_vectorise_columns(unit, groups, out_group):
-    blocking = schedule_cpu.conv2d_blocking(groups, out_group, 56, unit, out_height=56)
+    blocking = kernel_blocking.conv2d_blocking(groups, out_group, 56, unit, out_height=56)
     narrow = out_group <= unit.lanes or out_group % unit.lanes != 0
     assert (blocking.vector == "ow") == narrow
     assert out_group % blocking.block == 0
     if narrow:
         vectors = -(-blocking.width_tile // unit.lanes)
-        assert blocking.block * blocking.rows * vectors <= schedule_cpu.accumulator_budget(unit)
-        assert not schedule_cpu.tiles_positions(groups, out_group, 7, 7, unit)
+        assert blocking.block * blocking.rows * vectors <= kernel_blocking.accumulator_budget(unit)
+        assert not kernel_blocking.tiles_positions(groups, out_group, 7, 7, unit)
 
 
 def test_dense_convolutions_keep_the_direct_template():
-    assert schedule_cpu.conv2d_blocking(1, 4, 56, AVX2).vector == "oc"
+    assert kernel_blocking.conv2d_blocking(1, 4, 56, AVX2).vector == "oc"
 
 
 def test_depthwise_convolutions_vectorise_columns_on_wide_images_only():
-    wide = schedule_cpu.depthwise_blocking(64, 56, AVX2, out_height=56)
+    wide = kernel_blocking.depthwise_blocking(64, 56, AVX2, out_height=56)
     assert wide.vector == "ow" and wide.block == 1
-    assert schedule_cpu.depthwise_blocking(960, 7, AVX2, out_height=7).vector == "oc"
+    assert kernel_blocking.depthwise_blocking(960, 7, AVX2, out_height=7).vector == "oc"
 
 
 def test_the_gspc_model_prefers_full_vectors_and_shared_loads():
     lanes = AVX2.lanes
-    full = schedule_gspc.column_efficiency(1, 8, 8, 1, 56, 56, (3, 3), lanes)
-    ragged = schedule_gspc.column_efficiency(1, 8, 12, 1, 56, 56, (3, 3), lanes)  # 12 columns in 2 vectors
-    short = schedule_gspc.column_efficiency(1, 1, 8, 1, 56, 56, (3, 3), lanes)  # one accumulator: latency-bound
+    full = kernel_blocking.column_efficiency(1, 8, 8, 1, 56, 56, (3, 3), lanes)
+    ragged = kernel_blocking.column_efficiency(1, 8, 12, 1, 56, 56, (3, 3), lanes)  # 12 columns in 2 vectors
+    short = kernel_blocking.column_efficiency(1, 1, 8, 1, 56, 56, (3, 3), lanes)  # one accumulator: latency-bound
     assert full == pytest.approx(1.0) and ragged < full and short < 0.2
-    assert schedule_gspc.gspc_blocking(4, 56, 56, (3, 3), AVX2) in schedule_gspc.gspc_candidates(4, 56, 56, AVX2)
+    assert kernel_blocking.gspc_blocking(4, 56, 56, (3, 3), AVX2) in kernel_blocking.gspc_candidates(4, 56, 56, AVX2)
 
 
 def test_gspc_candidates_fit_the_registers():
-    for b in schedule_gspc.gspc_candidates(6, 9, 30, AVX2):
+    for b in kernel_blocking.gspc_candidates(6, 9, 30, AVX2):
         assert 6 % b.block == 0 and b.rows <= 8 and b.width_tile <= 30
-        assert b.block * b.rows * blocks(b.width_tile, AVX2.lanes) <= schedule_cpu.accumulator_budget(AVX2)
+        assert b.block * b.rows * blocks(b.width_tile, AVX2.lanes) <= kernel_blocking.accumulator_budget(AVX2)
 
 
 def test_the_depthwise_tile_lives_on_the_stack():

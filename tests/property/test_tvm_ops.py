@@ -23,14 +23,14 @@ from tconv.ir.loader import TconvError
 from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.params import init_params
 from tconv.ir.schedule import ConvSchedule
-from tconv.lowering.tvm.build import lower_kernels, run_tvm
-from tconv.lowering.tvm.conv_schedule import (
+from tconv.kernels.templates import (
     ROWS_FIRST_ORDER,
     ROWS_FIRST_PARALLEL,
     TEMPLATE_ORDER,
     TEMPLATE_PARALLEL,
     TEMPLATE_UNROLL,
 )
+from tconv.lowering.tvm.build import lower_kernels, run_tvm
 from tconv.semantics.reference import run
 
 FEW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,12 +8,8 @@ import pytest
 from tconv.frontends import zoo
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.params import init_params
-from tconv.kernels.folding import batch_norm_affine, fold_batch_norm
-from tconv.kernels.fusion import kernel_groups
-from tconv.kernels.packing import pack_conv2d_weight, pack_dense_weight, pack_depthwise_weight
-from tconv.kernels.program import KernelProgram, Recipe, Tensor, derive
-from tconv.lowering.tvm.ops import ConvBlocking
-from tconv.lowering.tvm.schedule_cpu import (
+from tconv.kernels.blocking import (
+    ConvBlocking,
     accumulator_budget,
     conv2d_blocking,
     depthwise_blocking,
@@ -22,6 +18,10 @@ from tconv.lowering.tvm.schedule_cpu import (
     skews_planes,
     tiles_positions,
 )
+from tconv.kernels.folding import batch_norm_affine, fold_batch_norm
+from tconv.kernels.fusion import kernel_groups
+from tconv.kernels.packing import pack_conv2d_weight, pack_dense_weight, pack_depthwise_weight
+from tconv.kernels.program import KernelProgram, Recipe, Tensor, derive
 from tconv.lowering.tvm.target import VectorUnit, cpu_target, cuda_target, make_target, vector_unit
 from tconv.semantics.reference import run, single_function
 

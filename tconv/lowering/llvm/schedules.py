@@ -28,11 +28,9 @@ from collections.abc import Sequence
 
 from tconv.ir.schedule import ConvSchedule
 from tconv.kernels.target import VectorUnit
+from tconv.kernels.templates import TEMPLATE_ORDER, TEMPLATE_PARALLEL, TEMPLATE_UNROLL
 from tconv.lowering.llvm.loops import Nest, NestSchedule
 
-TEMPLATE_ORDER = ("n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "oc.1")
-TEMPLATE_PARALLEL = ("n", "g", "oc.0", "oh")
-TEMPLATE_UNROLL = frozenset({"kh", "kw", "ow.1"})
 PARALLEL_MIN_ELEMENTS = 1 << 14
 """Outputs below this size run on the calling thread alone."""
 

@@ -54,14 +54,16 @@ from tconv.ir.ops import (
 )
 from tconv.ir.params import bind_params
 from tconv.ir.schedule import NCHW, ActivationLayouts, ScheduleError, parse_schedule
+from tconv.kernels import blocking as kernel_blocking
 from tconv.kernels import winograd
+from tconv.kernels.blocking import ConvBlocking
 from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.kernels.packing import blocks
 from tconv.kernels.program import KernelCall, KernelProgram, Recipe
 from tconv.kernels.program_builder import ProgramBuilder
+from tconv.kernels.templates import UnsupportedSchedule, gpu_tile, template_blocking
 from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu, schedule_winograd, schedule_winograd_cpu, winograd_ops
-from tconv.lowering.tvm.conv_schedule import UnsupportedSchedule, gpu_tile, template_blocking
-from tconv.lowering.tvm.ops import ConvBlocking, Epilogue
+from tconv.lowering.tvm.ops import Epilogue
 from tconv.lowering.tvm.schedule_winograd import MatmulTile
 from tconv.lowering.tvm.schedule_winograd_cpu import RegisterTile
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
@@ -240,7 +242,7 @@ class _Lowering(ProgramBuilder):
         `depthwise_conv2d` (one input channel per output channel),
         `pointwise_conv2d` (1×1, unit strides, no padding, on images whose
         positions tile better than their rows) or the general `conv2d`. A
-        schedule in the IR picks the general kernel's knobs (`conv_schedule`);
+        schedule in the IR picks the general kernel's knobs (`tconv.kernels.templates`);
         an output stored in channel blocks fixes the channel block."""
         out_height, out_width = out_size
         schedule = parse_schedule(op.schedule) if op.schedule is not None else None
@@ -254,23 +256,24 @@ class _Lowering(ProgramBuilder):
             return self.packed_variant(op, loops, layouts, out_group, kernel, strides, padding, out_size)
         schedule = loops
         if depthwise:
-            blocking = schedule_cpu.depthwise_blocking(out_group * groups, out_width, self.unit, **shape)
+            blocking = kernel_blocking.depthwise_blocking(out_group * groups, out_width, self.unit, **shape)
             return "depthwise_conv2d", self.honour(op, schedule, groups, out_group, blocking, depthwise=True)
-        if schedule is None and ops.is_pointwise(kernel, strides, padding) and schedule_cpu.tiles_positions(
-            groups, out_group, out_height, out_width, self.unit
+        if schedule is None and kernel_blocking.runs_pointwise(
+            kernel, strides, padding, groups, out_group, out_height, out_width, self.unit
         ):
-            return "pointwise_conv2d", schedule_cpu.pointwise_blocking(groups, out_group, out_height * out_width, self.unit)
-        blocking = schedule_cpu.conv2d_blocking(
+            positions = out_height * out_width
+            return "pointwise_conv2d", kernel_blocking.pointwise_blocking(groups, out_group, positions, self.unit)
+        blocking = kernel_blocking.conv2d_blocking(
             groups, out_group, out_width, self.unit, **shape, in_shape=(groups * group_channels, *in_size)
         )
         blocking = self.honour(op, schedule, groups, out_group, blocking)
-        return "conv2d", replace(blocking, skew_planes=schedule_cpu.skews_planes(*in_size, padding))
+        return "conv2d", replace(blocking, skew_planes=kernel_blocking.skews_planes(*in_size, padding))
 
     @staticmethod
     def gpu_variant(op: Conv2dOp, schedule, depthwise: bool, out_group: int, out_size) -> tuple[str, ConvBlocking]:
         """`conv2d_variant` on cuda: a depthwise convolution a thread per
         output, any other the direct kernel with the thread tile the schedule
-        asks for (`conv_schedule.gpu_tile`), else `schedule_gpu.conv_tile`'s.
+        asks for (`templates.gpu_tile`), else `schedule_gpu.conv_tile`'s.
         Activations in channel blocks are refused."""
         if schedule is not None and schedule.layouts.packed:
             raise LoweringError(located(op, (
@@ -321,12 +324,12 @@ class _Lowering(ProgramBuilder):
                 f"block that is a multiple of {block} and divides the {out_channels} channels, the schedule tiles "
                 f"oc by {tile}"
             )))
-        if schedule is None and ops.is_pointwise(kernel, strides, padding) and schedule_cpu.tiles_positions(
-            1, out_channels, out_height, out_width, self.unit, block
+        if schedule is None and kernel_blocking.runs_pointwise(
+            kernel, strides, padding, 1, out_channels, out_height, out_width, self.unit, block
         ):
             positions = out_height * out_width
-            return "pointwise_conv2d", schedule_cpu.pointwise_blocking(1, out_channels, positions, self.unit, block)
-        blocking = schedule_cpu.conv2d_blocking(
+            return "pointwise_conv2d", kernel_blocking.pointwise_blocking(1, out_channels, positions, self.unit, block)
+        blocking = kernel_blocking.conv2d_blocking(
             1, out_channels, out_width, self.unit, out_height=out_height, kernel=tuple(kernel), layout_block=block,
             in_shape=tuple(shape_of(op.input)[1:]),
         )
@@ -341,7 +344,7 @@ class _Lowering(ProgramBuilder):
     @staticmethod
     def honour(op: Conv2dOp, schedule, groups: int, out_group: int, blocking: ConvBlocking,
                depthwise: bool = False) -> ConvBlocking:
-        """`blocking` with the knobs `schedule` (if any) sets (`conv_schedule.template_blocking`)."""
+        """`blocking` with the knobs `schedule` (if any) sets (`templates.template_blocking`)."""
         if schedule is None:
             return blocking
         try:
@@ -513,7 +516,7 @@ class _Lowering(ProgramBuilder):
         op = group.anchor
         assert isinstance(op, DenseOp)
         out_features, features = shape_of(op.weight)
-        block = 1 if self.gpu else schedule_cpu.dense_block(out_features, self.unit)
+        block = 1 if self.gpu else kernel_blocking.dense_block(out_features, self.unit)
         packed_shape = (blocks(out_features, block), features, block)
         weight_id, bias_id = self.weight_and_bias(
             group, op.weight, op.bias, "dense_weight", {"block": block}, packed_shape, f"MBxKx{block}"

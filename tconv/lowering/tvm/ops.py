@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from tvm import te, tirx
 
 from tconv.ir.shapes import ShapeError, window_output
+from tconv.kernels.blocking import ConvBlocking
 
 F32 = "float32"
 
@@ -79,64 +80,6 @@ def activate(value: tirx.PrimExpr, activation: str | None) -> tirx.PrimExpr:
 
 
 # Convolution ----------------------------------------------------------------
-
-
-VECTOR_LOOPS = ("oc", "ow")
-"""What a convolution's register tile vectorises: a block of output channels
-(the classic direct convolution) or a run of output columns (GSPC, for
-groups too narrow to fill a vector of channels; see `schedule_gspc`)."""
-
-
-@dataclass(frozen=True)
-class ConvBlocking:
-    """How a convolution's accumulation is blocked, which shapes its compute.
-
-    `block`: output channels per packed weight block. With one group the
-    channels are padded with zero weights up to a multiple of it; with
-    several it must divide a group's channels. For depthwise convolutions
-    vectorised over channels it is the vector of channels (1 when vectorised
-    over columns).
-    `width_tile`: output columns accumulated together; the accumulation runs
-    over the output width rounded up to a multiple (the extra columns read
-    zero padding and are never stored).
-    `vector`: the loop of the register tile held in vector lanes, one of
-    VECTOR_LOOPS: "oc", the `block` channels (one broadcast input value times
-    a vector of weights), or "ow", the `width_tile` columns (a vector of
-    inputs times one broadcast weight), which needs no channels to fill it.
-    `rows`: output rows accumulated together ("ow" only); the accumulation
-    runs over the output height rounded up to a multiple.
-    `unroll_kw`: whether the loop over the kernel's columns is unrolled.
-    `rows_first`: whether the parallel loops take output rows before channel
-    blocks (direct template, one group; see `schedule_cpu.runs_rows_first`)."""
-
-    block: int
-    width_tile: int
-    skew_planes: bool = False
-    """Copy the input with one more column, so that its channel planes are
-    not a whole number of 4 KiB apart (see `schedule_cpu.skews_planes`)."""
-    vector: str = "oc"
-    rows: int = 1
-    unroll_kw: bool = True
-    rows_first: bool = False
-
-    def __post_init__(self) -> None:
-        if self.vector not in VECTOR_LOOPS:
-            raise ValueError(f"conv blocking: vector must be one of {VECTOR_LOOPS}, got {self.vector!r}")
-        if min(self.block, self.width_tile, self.rows) < 1:
-            raise ValueError(
-                f"conv blocking: block, width tile and rows must be at least 1, got "
-                f"{self.block}, {self.width_tile}, {self.rows}"
-            )
-        if self.rows > 1 and self.vector != "ow":
-            raise ValueError("conv blocking: row tiles need the columns vectorised (vector 'ow')")
-        if self.rows_first and self.vector != "oc":
-            raise ValueError("conv blocking: rows before channel blocks is a choice of the direct template (vector 'oc')")
-
-    def padded_width(self, width: int) -> int:
-        return -(-width // self.width_tile) * self.width_tile
-
-    def padded_height(self, height: int) -> int:
-        return -(-height // self.rows) * self.rows
 
 
 def pad_input(
@@ -381,12 +324,6 @@ def conv2d(
         return epilogue.apply(acc[b, g, og // block, y, x, og % block], (b, o, y, x), o)
 
     return te.compute((n, out_channels, p, q), store, name="output")
-
-
-def is_pointwise(kernel: Sequence[int], strides: Sequence[int], padding: Sequence[int]) -> bool:
-    """A 1×1 convolution with unit strides and no padding: a matrix product
-    over the H·W positions, which `pointwise_conv2d` computes."""
-    return tuple(kernel) == (1, 1) and tuple(strides) == (1, 1) and not any(padding)
 
 
 def pointwise_conv2d(

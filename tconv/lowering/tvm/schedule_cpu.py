@@ -8,8 +8,9 @@ input channels and kernel taps of its group, the inner loop a vector FMA of
 through the epilogue to the NCHW output, stored as vectors along the width.
 Batch, groups, channel blocks and output rows are fused and run in parallel
 (rows before channel blocks where that moves less data, `runs_rows_first`);
-kernel taps and tile columns are unrolled. The blocking is chosen per shape from the target's vector unit by
-`conv2d_blocking` and shapes the compute (the weight's packing, the padded
+kernel taps and tile columns are unrolled. The blocking is chosen per shape
+from the target's vector unit by `tconv.kernels.blocking` (`conv2d_blocking`,
+`depthwise_blocking`, ...) and shapes the compute (the weight's packing, the padded
 width), so it is fixed before the compute is built.
 
 An activation stored in channel blocks (NCHW[b]c, the `layout` of a
@@ -32,13 +33,12 @@ returns the scheduled PrimFunc.
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule.schedule import ScheduleError
 
-from tconv.lowering.tvm.ops import ConvBlocking
-from tconv.lowering.tvm.target import VectorUnit
+from tconv.kernels.blocking import ConvBlocking
+from tconv.kernels.target import VectorUnit
 
 Schedule = s_tir.Schedule
 PrimFunc = tirx.PrimFunc
@@ -49,246 +49,6 @@ costs more than the work."""
 
 MAX_UNROLLED_TAPS = 25
 """Kernels up to 5×5 unroll both tap loops; larger ones only the inner one."""
-
-
-# Blocking choices ------------------------------------------------------------
-
-FMA_LATENCY = 4
-"""Cycles from one FMA to the next on the same accumulator (AVX2 and AVX-512 cores)."""
-
-FMA_PORTS = 2
-"""Vector FMAs issued per cycle."""
-
-LOAD_PORTS = 2.5
-"""Vector loads and broadcasts issued per cycle (2 or 3 on current x86 cores)."""
-
-
-def accumulator_budget(unit: VectorUnit) -> int:
-    """Vector accumulators one register tile may use: the registers less one
-    per weight vector, one for the broadcast input and a few for addresses
-    the compiler keeps in vector registers (measured on AVX2: 2×5
-    accumulators still fit, 2×6 spill)."""
-    return unit.registers - 6
-
-
-def _channel_blocks(groups: int, out_group: int, lanes: int) -> list[int]:
-    """The output-channel blocks a group of `out_group` channels allows: whole
-    vectors (zero-padded past the channels with one group; dividing the group
-    with several, so that no block straddles two), else the group itself."""
-    if out_group <= lanes:
-        return [out_group]
-    vectors = [b for b in (lanes, 2 * lanes) if groups == 1 or out_group % b == 0]
-    if vectors:
-        return vectors
-    return [max(d for d in range(1, 2 * lanes + 1) if out_group % d == 0)]
-
-
-def tile_efficiency(
-    block: int, width_tile: int, out_group: int, out_width: int, lanes: int, latency: int = FMA_LATENCY,
-) -> float:
-    """Useful FMAs per issued FMA slot of one accumulation step (a `block` ×
-    `width_tile` tile updated by one input channel and tap), in a model of
-    the core: a step takes as long as the FMAs, the loads (one per weight
-    vector and per broadcast column) or the `latency` of its chain of FMAs,
-    whichever is longest; work on padded channels, lanes and columns is wasted."""
-    vectors = -(-block // lanes)
-    accumulators = vectors * width_tile
-    cycles = max(accumulators / FMA_PORTS, (vectors + width_tile) / LOAD_PORTS, latency)
-    useful = (
-        out_group / (-(-out_group // block) * block)
-        * block / (vectors * lanes)
-        * out_width / (-(-out_width // width_tile) * width_tile)
-    )
-    return useful * accumulators / (FMA_PORTS * cycles)
-
-
-def packed_channel_blocks(out_channels: int, layout_block: int, lanes: int) -> list[int]:
-    """The channel blocks of a convolution whose output is stored in blocks
-    of `layout_block`: those of `_channel_blocks` that are multiples of it
-    and divide the channels (a tile stores whole layout blocks, no tail),
-    else the layout block itself."""
-    fits = [b for b in _channel_blocks(1, out_channels, lanes) if b % layout_block == 0 and out_channels % b == 0]
-    return fits or [layout_block]
-
-
-def channel_blocking(
-    groups: int, out_group: int, out_width: int, unit: VectorUnit, layout_block: int | None = None,
-    *, budget: int | None = None, latency: int = FMA_LATENCY,
-) -> ConvBlocking:
-    """The direct template's blocking of a convolution with `groups` groups
-    of `out_group` output channels and `out_width` output columns: of the
-    channel blocks the groups allow (one or two vectors, see
-    `_channel_blocks`) and the column tiles that fit the accumulator
-    `budget` (default `accumulator_budget`), the most efficient by
-    `tile_efficiency` (with `latency`); on a tie, the one wasting the
-    fewest columns, then the larger tile (fewer reloads of inputs and
-    weights). With `layout_block` (an ungrouped convolution whose output is
-    stored in blocks of it), the blocks of `packed_channel_blocks`."""
-    lanes = unit.lanes
-    budget = budget or accumulator_budget(unit)
-    candidates = []
-    if layout_block is None:
-        choices = _channel_blocks(groups, out_group, lanes)
-    else:
-        choices = packed_channel_blocks(out_group, layout_block, lanes)
-    for block in choices:
-        vectors = -(-block // lanes)
-        for width_tile in range(1, min(out_width, max(1, budget // vectors)) + 1):
-            efficiency = tile_efficiency(block, width_tile, out_group, out_width, lanes, latency)
-            waste = -(-out_width // width_tile) * width_tile - out_width
-            candidates.append(((round(efficiency, 3), -waste, vectors * width_tile, block), block, width_tile))
-    _, block, width_tile = max(candidates)
-    return ConvBlocking(block, width_tile)
-
-
-def vectorizes_columns(groups: int, out_group: int, unit: VectorUnit) -> bool:
-    """Whether a grouped convolution runs GSPC (`schedule_gspc`) rather than
-    the direct template: where a group has no more channels than a vector,
-    or a count no whole vectors divide, so that the direct template's
-    channel vectors would be partly idle, or its tiles too short in
-    channels to amortise their broadcasts. (Measured on AVX2, 2 threads, 64
-    channels at 56²: groups of 8, 4 and 2 channels run 1.3×, 2× and 4×
-    faster by GSPC; groups of 16 and 32, 0.9× and 0.9×.)"""
-    if groups == 1:
-        return False
-    lanes = unit.lanes
-    if out_group <= lanes:
-        return True
-    return not any(b % lanes == 0 and out_group % b == 0 for b in _channel_blocks(groups, out_group, lanes))
-
-
-L2_BYTES = 512 * 1024
-"""A core's private L2 (Zen 2 to 4; Intel's are larger): what `runs_rows_first`
-assumes stays cached from one pass over a tensor to the next."""
-
-
-def runs_rows_first(
-    in_shape: tuple[int, int, int], out_channels: int, out_height: int, kernel: tuple[int, int], block: int,
-) -> bool:
-    """Whether the direct template of an ungrouped convolution (input
-    C × H × W) should run its output rows before its channel blocks. Channel
-    blocks first, each block's weights stay in L2 over all rows, but every
-    block reads the whole input again, from L3 where it does not fit; rows
-    first, each row's input stays in L2 over all blocks, but every row reads
-    all the weights. The order that moves fewer bytes into L2 wins; a tie
-    keeps channel blocks first. Measured on Zen 3, 2 threads, 64 channels at
-    56² (an 800 KB input, 147 KB of weights), over 40 alternating rounds:
-    rows first 1.65 ms median (ONNX Runtime 1.62), channel blocks first 1.92
-    with rounds up to 2.7; 256 channels at 14² (2.4 MB of weights) lose a
-    third by rows first."""
-    input_bytes = 4 * in_shape[0] * in_shape[1] * in_shape[2]
-    weight_bytes = 4 * out_channels * in_shape[0] * kernel[0] * kernel[1]
-    blocks = -(-out_channels // block)
-    channels_first = weight_bytes + input_bytes * (1 if input_bytes <= L2_BYTES else blocks)
-    rows_first = input_bytes + weight_bytes * (1 if weight_bytes <= L2_BYTES else out_height)
-    return rows_first < channels_first
-
-
-def conv2d_blocking(
-    groups: int, out_group: int, out_width: int, unit: VectorUnit,
-    *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3), layout_block: int | None = None,
-    in_shape: tuple[int, int, int] | None = None,
-) -> ConvBlocking:
-    """The blocking of a convolution with `groups` groups of `out_group`
-    output channels, `out_height` × `out_width` outputs (square where the
-    height is not given) and a `kernel` window: GSPC's where
-    `vectorizes_columns` (`schedule_gspc.gspc_blocking`), else the direct
-    template's (`channel_blocking`, for an output stored in blocks of
-    `layout_block` where given), with rows first where `runs_rows_first`
-    for an ungrouped one whose `in_shape` (C, H, W) is given."""
-    if layout_block is None and vectorizes_columns(groups, out_group, unit):
-        return _gspc().gspc_blocking(out_group, out_height or out_width, out_width, kernel, unit)
-    blocking = channel_blocking(groups, out_group, out_width, unit, layout_block)
-    if groups == 1 and in_shape is not None:
-        rows_first = runs_rows_first(in_shape, out_group, out_height or out_width, kernel, blocking.block)
-        blocking = replace(blocking, rows_first=rows_first)
-    return blocking
-
-
-L1_WAY_BYTES = 4096
-"""Bytes between addresses that share an L1 set (32 KiB 8-way, 48 KiB 12-way)."""
-
-
-def skews_planes(height: int, width: int, padding) -> bool:
-    """Whether a convolution should copy its unpadded input with one more
-    column: where the channel planes are a whole number of L1 ways apart
-    (32×32 floats), the tile's loads from successive channels all fall in
-    one L1 set and evict each other (measured: 256→256 1×1 at 32² gains 15%
-    from the copy; 16² and 56² lose from it)."""
-    return not any(padding) and (height * width * 4) % L1_WAY_BYTES == 0
-
-
-def pointwise_blocking(
-    groups: int, out_group: int, positions: int, unit: VectorUnit, layout_block: int | None = None,
-) -> ConvBlocking:
-    """The blocking of the pointwise kernel (`ops.pointwise_conv2d`, over
-    `positions` flattened positions): `channel_blocking`'s, with two more
-    accumulators (its loop addresses one input row and one weight block,
-    where the direct template also keeps taps and rows) and an FMA chain a
-    cycle longer (a broadcast load feeds each step; with just enough
-    accumulators for the FMA latency it falls behind). Measured, 256
-    channels at 14², 1 thread: 16×4 (the latency bound exactly) 60
-    GFLOP/s, 16×6 70, 16×7 (spills) 40."""
-    return channel_blocking(
-        groups, out_group, positions, unit, layout_block, budget=accumulator_budget(unit) + 2, latency=FMA_LATENCY + 1
-    )
-
-
-def tiles_positions(
-    groups: int, out_group: int, out_height: int, out_width: int, unit: VectorUnit,
-    layout_block: int | None = None,
-) -> bool:
-    """Whether a pointwise convolution (`ops.is_pointwise`) should tile its
-    flattened H·W positions rather than its rows: where that tiles better by
-    `tile_efficiency`, which is on small images (7×7, 14×14), whose rows fit
-    no register tile well. (On wide rows it is slower: the epilogue's vector
-    stores cannot tell that a tile stays within one row.)"""
-
-    if vectorizes_columns(groups, out_group, unit):
-        return False  # GSPC tiles rows and columns; the pointwise kernel has no column vectors
-
-    def efficiency(columns: int) -> float:
-        blocking = channel_blocking(groups, out_group, columns, unit, layout_block)
-        return tile_efficiency(blocking.block, blocking.width_tile, out_group, columns, unit.lanes)
-
-    return efficiency(out_height * out_width) > efficiency(out_width) + 1e-3
-
-
-def depthwise_channel_blocking(channels: int, out_width: int, unit: VectorUnit) -> ConvBlocking:
-    """The direct depthwise blocking: one vector of channels (fewer for
-    narrow layers) by the column tile that fits the accumulator budget best
-    by `tile_efficiency`."""
-    block = min(unit.lanes, channels)
-    candidates = [
-        (round(tile_efficiency(block, t, block, out_width, unit.lanes), 3), -(-(-out_width // t) * t), t)
-        for t in range(1, min(out_width, accumulator_budget(unit)) + 1)
-    ]
-    return ConvBlocking(block, max(candidates)[2])
-
-
-def depthwise_blocking(
-    channels: int, out_width: int, unit: VectorUnit,
-    *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3),
-) -> ConvBlocking:
-    """The blocking of a depthwise convolution: GSPC's (one channel, a tile
-    of rows × vectors of columns, `schedule_gspc.gspc_blocking`) unless a
-    vector of channels tiles clearly better by the issue-rate models, which
-    is where the image is narrower than a vector. GSPC reads and writes
-    NCHW as it is, where the channel-vector kernel transposes the input to
-    NCHW[8]c and its tile back (measured on AVX2, 2 threads, 64 channels,
-    56², 3×3: 1.9×)."""
-    columns = _gspc().gspc_blocking(1, out_height or out_width, out_width, kernel, unit, in_group=1)
-    by_channels = depthwise_channel_blocking(channels, out_width, unit)
-    gspc = _gspc().column_efficiency(
-        1, columns.rows, columns.width_tile, 1, out_height or out_width, out_width, kernel, unit.lanes, in_group=1
-    )
-    direct = tile_efficiency(by_channels.block, by_channels.width_tile, by_channels.block, out_width, unit.lanes)
-    return columns if gspc >= direct - 0.05 else by_channels
-
-
-def dense_block(out_features: int, unit: VectorUnit) -> int:
-    """Output features per packed dense block: two vectors, or one for narrow layers."""
-    return 2 * unit.lanes if out_features > unit.lanes else unit.lanes
 
 
 # Convolutions -----------------------------------------------------------------

@@ -10,7 +10,7 @@ convolution) and updates the schedule of each selected convolution; a
 result that breaks a rule every backend shares (an unknown loop, a
 vectorised reduction loop, an inner parallel loop...) fails the pass with
 the layer and the rule. What a given backend can honour is checked when it
-compiles (`tconv.lowering.tvm.conv_schedule` for TVM).
+compiles (`tconv.kernels.templates` for TVM).
 """
 
 from __future__ import annotations

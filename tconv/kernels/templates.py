@@ -1,9 +1,13 @@
-"""What the TVM backend makes of a convolution's schedule (`tconv.ir.schedule`).
+"""The convolution templates as schedules (`tconv.ir.schedule`): what a
+backend makes of a convolution's schedule, and the schedule of a blocking.
 
-The CPU backend runs convolutions by two templates, each a loop nest of the
-schedule language with its knobs as tile factors (`ops.ConvBlocking`):
+The CPU backends run convolutions by two templates, each a loop nest of the
+schedule language with its knobs as tile factors
+(`tconv.kernels.blocking.ConvBlocking`); the TVM backend runs both, the
+LLVM backend the direct one (`TEMPLATE_ORDER`, `TEMPLATE_PARALLEL`,
+`TEMPLATE_UNROLL`, defined here for both):
 
-- the direct convolution (`schedule_cpu`), a block of output channels in
+- the direct convolution (TVM: `schedule_cpu`), a block of output channels in
   the vector lanes:
 
       n, g, oc.0, oh, ow.0, ic, kh, kw, ow.1, oc.1
@@ -16,7 +20,7 @@ schedule language with its knobs as tile factors (`ops.ConvBlocking`):
   ow = [t]}`, order n, g.0, oc, oh, ow.0, ic, kh, kw, ow.1, g.1, `g.1`
   vectorised;
 
-- GSPC (`schedule_gspc`), a run of output columns in the lanes:
+- GSPC (TVM: `schedule_gspc`), a run of output columns in the lanes:
 
       n, g, oc.0, oh.0, ow.0, ic, kh, kw, oc.1, oh.1, ow.1
 
@@ -29,7 +33,7 @@ schedule language with its knobs as tile factors (`ops.ConvBlocking`):
 In both, leaving `kw` out of `unroll` keeps the kernel-column loop rolled
 (the kernel-width unroll knob). A schedule within a template is honoured;
 any other is refused with a diagnostic, never silently run another way. A
-missing entry leaves the template's own choice (`schedule_cpu`'s blocking).
+missing entry leaves the template's own choice (`tconv.kernels.blocking`).
 """
 
 from __future__ import annotations
@@ -37,8 +41,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tconv.ir.schedule import ConvSchedule
-from tconv.lowering.tvm.ops import ConvBlocking
-from tconv.lowering.tvm.schedule_gspc import runs_groups_in_parallel
+from tconv.kernels.blocking import ConvBlocking, runs_groups_in_parallel
 
 TEMPLATE_ORDER = ("n", "g", "oc.0", "oh", "ow.0", "ic", "kh", "kw", "ow.1", "oc.1")
 TEMPLATE_PARALLEL = ("n", "g", "oc.0", "oh")
@@ -65,7 +68,7 @@ def template_schedule(
     """The complete schedule of the template that runs `blocking` on a
     convolution of `groups` groups: its tiles, order, vectorised loop,
     unrolled and parallel loops (GSPC's depend on the groups:
-    `schedule_gspc.runs_groups_in_parallel`).
+    `blocking.runs_groups_in_parallel`).
 
     `tiles`: which loops carry a tile entry; by default every loop a knob
     sets (a GSPC schedule leaves `oh` untiled where the tile has one row)."""
