@@ -21,6 +21,13 @@ NPY_MAGIC = b"\x93NUMPY"
 """The first bytes of every .npy file."""
 
 
+def refuse_overwriting(output: str, *inputs: str | Path) -> None:
+    """An output path that names an input would destroy it."""
+    for path in inputs:
+        if Path(output).resolve() == Path(path).resolve():
+            raise TconvError(f"{output}: error: is an input of this command; choose another output file")
+
+
 def _cannot_write(path: str | os.PathLike[str], err: OSError) -> TconvError:
     return TconvError(f"{path}: error: cannot write: {err.strerror or err}")
 

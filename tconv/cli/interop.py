@@ -18,7 +18,7 @@ from pathlib import Path
 from xdsl.dialects import func
 
 from tconv.cli.command import Command, note, positive_int
-from tconv.cli.files import write_network
+from tconv.cli.files import refuse_overwriting, write_network
 from tconv.ir.loader import TconvError, load_module, write_atomic
 from tconv.ir.ops import Conv2dOp, ParamOp, shape_of
 from tconv.ir.params import bind_params, init_params, load_store, parameter_count, store_path_for
@@ -37,20 +37,13 @@ def configure_import(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _refuse_overwriting(output: str, *inputs: str | Path) -> None:
-    """An output path that names an input would destroy it."""
-    for path in inputs:
-        if Path(output).resolve() == Path(path).resolve():
-            raise TconvError(f"{output}: error: is an input of this command; choose another output file")
-
-
 def execute_import(args: argparse.Namespace) -> None:
     # Imported on use, so other commands do not load onnx.
     from tconv.frontends.onnx import import_model, read_model
     from tconv.frontends.onnx.importer import DEFAULT_BATCH, symbolic_batch
 
-    _refuse_overwriting(args.output, args.model)
-    _refuse_overwriting(str(store_path_for(args.output)), args.model)
+    refuse_overwriting(args.output, args.model)
+    refuse_overwriting(str(store_path_for(args.output)), args.model)
     model = read_model(args.model)
     module, params = import_model(model, batch=args.batch, source=args.model)
     symbol = symbolic_batch(model)
@@ -96,7 +89,7 @@ def execute_export(args: argparse.Namespace) -> None:
     from tconv.frontends.onnx.exporter import BATCH_NAME
 
     store = store_path_for(args.file)
-    _refuse_overwriting(args.output, args.file, store)
+    refuse_overwriting(args.output, args.file, store)
     module = load_module(args.file)
     if args.seed != 0 and not args.init_params:
         note("--seed applies with --init-params only; ignored")

@@ -14,19 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from tconv.cli.command import Command, note
-from tconv.cli.files import write_network
+from tconv.cli.files import refuse_overwriting, write_network
 from tconv.ir.loader import TconvError, load_module, read_text, write_text_atomic
 from tconv.ir.params import bind_params, init_params, load_store, param_ops, store_path_for
-
-
-def _refuse_overwriting(output: str, *inputs: str | Path) -> None:
-    """An output path that names an input would destroy it."""
-    for path in inputs:
-        if Path(output).resolve() == Path(path).resolve():
-            raise TconvError(f"{output}: error: is an input of this command; choose another output file")
 
 
 def configure_export(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +44,7 @@ def execute_export(args: argparse.Namespace) -> None:
     if args.output is None:
         sys.stdout.write(text)
         return
-    _refuse_overwriting(args.output, args.file, store_path_for(args.file))
+    refuse_overwriting(args.output, args.file, store_path_for(args.file))
     try:
         write_text_atomic(args.output, text)
     except OSError as err:
@@ -84,8 +76,8 @@ def configure_import(parser: argparse.ArgumentParser) -> None:
 def execute_import(args: argparse.Namespace) -> None:
     from tconv.frontends.mlir import from_linalg, parse_linalg
 
-    _refuse_overwriting(args.output, args.file, *([args.params] if args.params else []))
-    _refuse_overwriting(str(store_path_for(args.output)), args.file)
+    refuse_overwriting(args.output, args.file, *([args.params] if args.params else []))
+    refuse_overwriting(str(store_path_for(args.output)), args.file)
     module = from_linalg(parse_linalg(read_text(args.file), args.file))
     if args.params is not None:
         params = bind_params(module, load_store(args.params), source=args.params)
