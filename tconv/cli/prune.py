@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 from tconv.cli import train
 from tconv.cli.command import Command, UsageError, positive_int

@@ -46,7 +46,7 @@ compiles) and yields what runs it: preparing and running are timed apart."""
 @contextmanager
 def _reference(module: ModuleOp, params: Mapping[str, np.ndarray], batch: int) -> Iterator[Runner]:
     # Imported on use: each backend loads only when it runs.
-    from tconv.runtime import reference
+    from tconv.semantics import reference
 
     yield lambda inputs: reference.run(module, params, *inputs)
 
