@@ -71,6 +71,25 @@ def conv_network(case) -> ModuleOp:
 
 
 @st.composite
+def slice_cases(draw):
+    """A `tconv.slice` of an NCHW (or NC) tensor along any axis but the batch."""
+    rank = draw(st.sampled_from([4, 4, 4, 2]))
+    shape = tuple(draw(st.integers(1, 2)) if d == 0 else draw(st.integers(1, 7)) for d in range(rank))
+    axis = draw(st.integers(1, rank - 1))
+    start = draw(st.integers(0, shape[axis] - 1))
+    return dict(
+        shape=shape, axis=axis, start=start, size=draw(st.integers(1, shape[axis] - start)),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def slice_network(case) -> ModuleOp:
+    """The slice of `case`, then a relu (so the slice's kernel feeds another)."""
+    b = NetworkBuilder("slice", case["shape"])
+    return b.finish(b.relu(b.slice(b.input, case["axis"], case["start"], case["size"])))
+
+
+@st.composite
 def pool_cases(draw):
     kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     padding = tuple(draw(st.integers(0, k - 1)) for k in (kernel[0], kernel[1], kernel[0], kernel[1]))

@@ -33,6 +33,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
     shape_of,
     tensor_type,
 )
@@ -142,6 +143,10 @@ class NetworkBuilder:
 
     def slice_channels(self, x: SSAValue, start: int, size: int) -> SSAValue:
         return self._add(SliceChannelsOp(x, start=start, size=size))
+
+    def slice(self, x: SSAValue, axis: int, start: int, size: int) -> SSAValue:
+        """[start, start + size) along `axis` (2: rows, 3: columns, 1: channels)."""
+        return self._add(SliceOp(x, axis=axis, start=start, size=size))
 
     def channel_shuffle(self, x: SSAValue, groups: int) -> SSAValue:
         return self._add(ChannelShuffleOp(x, groups=groups))

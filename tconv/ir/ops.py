@@ -586,6 +586,42 @@ class SliceChannelsOp(TconvOp):
 
 
 @irdl_op_definition
+class SliceOp(TconvOp):
+    """The range [start, start + size) of axis `axis` of an NCHW (or NC)
+    tensor, every other axis whole: a row strip is `axis 2`. Axis 0 (the
+    batch) is not sliced. `tconv.slice_channels` is the axis-1 case, kept as
+    its own op for the channel rewrites that build it."""
+
+    name = "tconv.slice"
+    KEYWORDS: ClassVar[tuple[Keyword, ...]] = (
+        Keyword("axis", "int"),
+        Keyword("start", "int"),
+        Keyword("size", "int"),
+    )
+
+    input = operand_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    start = prop_def(IntegerAttr[I64])
+    size = prop_def(IntegerAttr[I64])
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+
+    def __init__(self, input: SSAValue, *, axis: int, start: int, size: int) -> None:
+        self._init_op([input], {"axis": int_attr(axis), "start": int_attr(start), "size": int_attr(size)})
+
+    @property
+    def bounds(self) -> tuple[int, int, int]:
+        """(axis, start, size)."""
+        return self.axis.value.data, self.start.value.data, self.size.value.data
+
+    @classmethod
+    def infer_shape(cls, operand_shapes, properties):
+        return shapes.slice_(
+            operand_shapes[0], _int(properties, "axis"), _int(properties, "start"), _int(properties, "size")
+        )
+
+
+@irdl_op_definition
 class ChannelShuffleOp(TconvOp):
     """ShuffleNet's shuffle: view C as (groups, C/groups), transpose, flatten."""
 
@@ -620,5 +656,6 @@ TCONV_OPS: tuple[type[IRDLOperation], ...] = (
     DenseOp,
     ConcatOp,
     SliceChannelsOp,
+    SliceOp,
     ChannelShuffleOp,
 )

@@ -206,6 +206,32 @@ def concat(xs: Sequence[Shape], axis: int) -> Shape:
     return tuple(result)
 
 
+def slice_(x: Shape, axis: int, start: int, size: int) -> Shape:
+    """The range [start, start + size) of one axis of an NCHW (or NC) tensor,
+    every other axis whole. The batch axis is not sliced: a network's batch is
+    nominal (it runs at any batch), so no op may depend on its extent."""
+    op = "slice"
+    if len(x) not in (2, 4):
+        raise ShapeError(f"{op}: input must have rank 4 (NCHW) or 2 (NC), got rank {len(x)} ({format_shape(x)})")
+    rank = len(x)
+    if not 0 <= axis < rank:
+        raise ShapeError(f"{op}: axis {axis} out of range for rank {rank} (axes 1 to {rank - 1} may be sliced)")
+    if axis == 0:
+        raise ShapeError(f"{op}: axis 0 is the batch, which may not be sliced (a network runs at any batch)")
+    if size < 1:
+        raise ShapeError(f"{op}: size must be positive, got {size} (a tensor has no empty extent)")
+    if start < 0:
+        raise ShapeError(f"{op}: start must be non-negative, got {start}")
+    if start + size > x[axis]:
+        raise ShapeError(
+            f"{op}: [{start}, {start + size}) out of range for extent {x[axis]} of axis {axis} "
+            f"(input {format_shape(x)})"
+        )
+    result = list(x)
+    result[axis] = size
+    return tuple(result)
+
+
 def slice_channels(x: Shape, start: int, size: int) -> Shape:
     op = "slice_channels"
     _require_rank(op, "input", x, 4)

@@ -54,6 +54,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
 )
 from tconv.ir.params import bind_params
 from tconv.ir.shapes import format_shape
@@ -61,6 +62,7 @@ from tconv.semantics.reference import (
     COLUMNS_BUDGET,
     FORWARD,
     avg_pool_divisor,
+    axis_range,
     check_inputs,
     im2col,
     pad_spatial,
@@ -334,6 +336,14 @@ def slice_channels(op: SliceChannelsOp, grad_out, x, *, needs=ALL) -> Gradients:
     start = op.start.value.data
     grad_x = np.zeros(x.shape, grad_out.dtype)
     grad_x[:, start : start + op.size.value.data] = grad_out
+    return (grad_x,)
+
+
+@backward(SliceOp)
+def slice_(op: SliceOp, grad_out, x, *, needs=ALL) -> Gradients:
+    """The gradient in the range, zeros outside it."""
+    grad_x = np.zeros(x.shape, grad_out.dtype)
+    grad_x[axis_range(op, x.ndim)] = grad_out
     return (grad_x,)
 
 

@@ -38,6 +38,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
     shape_of,
 )
 from tconv.ir.params import bind_params
@@ -275,6 +276,17 @@ def concat(op: ConcatOp, *xs: np.ndarray) -> np.ndarray:
 def slice_channels(op: SliceChannelsOp, x: np.ndarray) -> np.ndarray:
     start = op.start.value.data
     return x[:, start : start + op.size.value.data]
+
+
+def axis_range(op: SliceOp, rank: int) -> tuple[slice, ...]:
+    """The index that selects a `tconv.slice`'s range from an array of `rank` axes."""
+    axis, start, size = op.bounds
+    return tuple(slice(start, start + size) if d == axis else slice(None) for d in range(rank))
+
+
+@forward(SliceOp)
+def slice_(op: SliceOp, x: np.ndarray) -> np.ndarray:
+    return x[axis_range(op, x.ndim)]
 
 
 @forward(ChannelShuffleOp)

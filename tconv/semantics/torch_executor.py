@@ -38,6 +38,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
 )
 from tconv.semantics.reference import single_function
 
@@ -86,6 +87,7 @@ TORCH = {
     DenseOp: lambda op, x, w, b=None: F.linear(x, w, b),
     ConcatOp: lambda op, *xs: torch.cat(xs, dim=op.axis.value.data),
     SliceChannelsOp: lambda op, x: x[:, op.start.value.data : op.start.value.data + op.size.value.data],
+    SliceOp: lambda op, x: torch.narrow(x, op.axis.value.data, op.start.value.data, op.size.value.data),
     ChannelShuffleOp: lambda op, x: F.channel_shuffle(x, op.groups.value.data),
 }
 """What each op computes, in torch."""

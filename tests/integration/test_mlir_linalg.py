@@ -234,6 +234,8 @@ SEMANTICS_CASES = {
     "dense-without-bias": lambda b: b.dense(b.flatten(b.input), 5, bias=False, name="fc"),
     "concat-slice_channels": lambda b: b.concat([b.slice_channels(b.input, 1, 2), b.input]),
     "channel_shuffle": lambda b: b.channel_shuffle(b.input, 2),
+    "slice-rows-columns": lambda b: b.concat([b.slice(b.input, 2, 0, 4), b.slice(b.slice(b.input, 2, 2, 5), 3, 0, 7)], axis=2),
+    "slice-features": lambda b: b.slice(b.flatten(b.input), 1, 3, 20),
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from op_cases import slice_cases
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, Region, SSAValue
@@ -34,6 +35,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
     tensor_type,
 )
 from tconv.ir.params import init_params
@@ -380,6 +382,14 @@ def test_slice_channels(shape, data):
     seed = data.draw(st.integers(0, 2**16))
     op = single_op([shape], lambda args: SliceChannelsOp(args[0], start=start, size=size))
     check_gradients(op, [normal(np.random.default_rng(seed), shape)], seed)
+
+
+@EXAMPLES
+@given(slice_cases())
+def test_slice(case):
+    axis, start, size = case["axis"], case["start"], case["size"]
+    op = single_op([case["shape"]], lambda args: SliceOp(args[0], axis=axis, start=start, size=size))
+    check_gradients(op, [normal(np.random.default_rng(case["seed"]), case["shape"])], case["seed"])
 
 
 @EXAMPLES

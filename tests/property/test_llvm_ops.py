@@ -14,7 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from op_cases import EPILOGUES, conv_cases, conv_network, epilogue, pool_cases, with_second_input
+from op_cases import (
+    EPILOGUES, conv_cases, conv_network, epilogue, pool_cases, slice_cases, slice_network, with_second_input,
+)
 from support import relative_error
 from xdsl.dialects.builtin import ModuleOp
 
@@ -207,6 +209,13 @@ def test_concat(shape, axis, extents, seed):
     b = NetworkBuilder("concat", shapes[0])
     parts = [b.input] + [with_second_input(b, s) for s in shapes[1:]]
     assert_matches_reference(b.finish(b.concat(parts, axis=axis)), {}, seed)
+
+
+@FEW
+@given(slice_cases())
+def test_slice(case):
+    """A slice along any axis but the batch: a copy kernel."""
+    assert_matches_reference(slice_network(case), {}, case["seed"])
 
 
 @FEW

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from op_cases import slice_cases
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Region, SSAValue
@@ -32,6 +33,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
     tensor_type,
 )
 from tconv.ir.params import ParamError
@@ -363,6 +365,18 @@ def test_slice_channels(channels, data):
     x = random_arrays(start, (2, channels, 3, 3))[0]
     (actual,) = run(module, {}, x)
     assert_close(actual, as_torch(x)[:, start : start + size])
+
+
+@EXAMPLES
+@given(slice_cases())
+def test_slice(case):
+    axis, start, size = case["axis"], case["start"], case["size"]
+    module = single_op_network(
+        [case["shape"]], [], lambda xs, ps: SliceOp(xs[0], axis=axis, start=start, size=size)
+    )
+    x = random_arrays(case["seed"], case["shape"])[0]
+    (actual,) = run(module, {}, x)
+    assert_close(actual, torch.narrow(as_torch(x), axis, start, size))
 
 
 @EXAMPLES

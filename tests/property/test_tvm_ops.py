@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from op_cases import EPILOGUES, conv_cases, conv_network, epilogue, pool_cases, with_second_input
+from op_cases import (
+    EPILOGUES,
+    conv_cases,
+    conv_network,
+    epilogue,
+    pool_cases,
+    slice_cases,
+    slice_network,
+    with_second_input,
+)
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.builder import NetworkBuilder
@@ -264,6 +273,13 @@ def test_concat(shape, axis, extents, seed):
     parts = [b.input] + [with_second_input(b, s) for s in shapes[1:]]
     module = b.finish(b.concat(parts, axis=axis))
     assert_matches_reference(module, {}, seed)
+
+
+@FEW
+@given(slice_cases())
+def test_slice(case):
+    """A slice along any axis but the batch: a copy kernel."""
+    assert_matches_reference(slice_network(case), {}, case["seed"])
 
 
 @FEW

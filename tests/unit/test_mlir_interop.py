@@ -184,10 +184,16 @@ ERROR_CASES = {
                  f"  func.return %y : {X}"),
         "linalg.min: tconv imports it only as relu6, the min of a relu with a tensor filled with 6",
     ),
-    "slice-height": (
-        function(f"  %y = tensor.extract_slice %x[0, 0, 1, 0] [1, 4, 4, 6] [1, 1, 1, 1] : {X} to tensor<1x4x4x6xf32>\n"
-                 "  func.return %y : tensor<1x4x4x6xf32>", result="tensor<1x4x4x6xf32>"),
-        "tensor.extract_slice: tconv imports a unit-stride slice of the channels of an NCHW tensor only",
+    "slice-two-axes": (
+        function(f"  %y = tensor.extract_slice %x[0, 0, 1, 1] [1, 4, 4, 4] [1, 1, 1, 1] : {X} to tensor<1x4x4x4xf32>\n"
+                 "  func.return %y : tensor<1x4x4x4xf32>", result="tensor<1x4x4x4xf32>"),
+        "tensor.extract_slice: tconv imports a slice of one axis (not the batch), every other axis whole; "
+        "this one cuts axes [2, 3]",
+    ),
+    "slice-stride": (
+        function(f"  %y = tensor.extract_slice %x[0, 0, 0, 0] [1, 4, 3, 6] [1, 1, 2, 1] : {X} to tensor<1x4x3x6xf32>\n"
+                 "  func.return %y : tensor<1x4x3x6xf32>", result="tensor<1x4x3x6xf32>"),
+        "tensor.extract_slice: tconv imports unit-stride, rank-preserving slices only",
     ),
     "collapse-shape": (
         function(f"  %y = tensor.collapse_shape %x [[0, 1], [2], [3]] : {X} into tensor<4x6x6xf32>\n"
@@ -362,3 +368,16 @@ def test_export_notes_the_schedules_it_leaves_out(capsys, tmp_path):
 def test_exported_text_names_no_tconv_op(network):
     text = linalg_text(to_linalg(load_module(network)))
     assert "tconv." not in text.replace("tconv.param", "").replace("tconv.init", "")
+
+
+def test_slices_of_any_axis_round_trip_through_extract_slice():
+    """A slice of rows, of columns, of channels (`slice_channels`) and of flat
+    features each export as one tensor.extract_slice and import back as they were."""
+    b = NetworkBuilder("slices", (1, 4, 6, 6))
+    rows = b.slice(b.input, 2, 1, 4)
+    columns = b.slice(rows, 3, 2, 3)
+    channels = b.slice_channels(columns, 1, 2)
+    module = b.finish(b.slice(b.flatten(channels), 1, 5, 7))
+    exported = linalg_text(to_linalg(module))
+    assert exported.count("tensor.extract_slice") == 4
+    assert module_text(from_linalg(parse_linalg(exported))) == module_text(module)

@@ -17,7 +17,7 @@ from tconv.semantics import reference
 def every_op_network(batch: int = 2):
     """One network that uses each tconv op, with the attribute forms that are
     easy to get wrong: asymmetric padding, dilation, groups, both average
-    divisors, a height concat."""
+    divisors, a height concat, row and column slices."""
     b = NetworkBuilder("every_op", (batch, 4, 12, 12))
     x = b.conv2d(b.input, 8, 3, padding=(0, 1, 2, 1), dilation=(1, 2), bias=True, name="conv1")
     x = b.relu6(b.batch_norm(x, name="bn1"))
@@ -29,6 +29,7 @@ def every_op_network(batch: int = 2):
     included = b.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True)
     excluded = b.avg_pool2d(x, 2, stride=1, padding=(0, 0, 1, 1))
     x = b.concat([included, excluded], axis=2)
+    x = b.slice(b.slice(x, 2, 1, 9), 3, 1, 3)
     return b.finish(b.dense(b.flatten(b.global_avg_pool(x)), 10, name="fc"))
 
 
@@ -60,7 +61,7 @@ def test_exported_node_types():
         "Conv", "BatchNormalization", "Clip", "Conv", "Add", "Relu",
         "Reshape", "Transpose", "Reshape",
         "Slice", "Slice", "Concat", "MaxPool", "AveragePool", "AveragePool", "Concat",
-        "GlobalAveragePool", "Flatten", "Gemm",
+        "Slice", "Slice", "GlobalAveragePool", "Flatten", "Gemm",
     ]
     pools = [node for node in model.graph.node if node.op_type == "AveragePool"]
     count_include_pad = [

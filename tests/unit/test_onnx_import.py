@@ -385,6 +385,28 @@ def test_slice_on_channels(opset, inputs, attributes, initializers):
     assert op_names(module) == ["tconv.slice_channels"]
 
 
+@pytest.mark.parametrize(
+    "opset, inputs, attributes, initializers, expected",
+    [
+        pytest.param(
+            13, ["x", "s", "e", "a"], {}, dict(s=np.array([1]), e=np.array([4]), a=np.array([2])),
+            ["tconv.slice"], id="rows",
+        ),
+        pytest.param(
+            13, ["x", "s", "e", "a", "st"], {},
+            dict(s=np.array([-2, 0, 2]), e=np.array([INT64_MAX, 2, 7]), a=np.array([-1, 2, 1]), st=np.array([1, 1, 1])),
+            ["tconv.slice_channels", "tconv.slice", "tconv.slice"], id="three-axes",
+        ),
+        pytest.param(9, ["x"], dict(starts=[0, 1], ends=[100, 3], axes=[1, 3]), {}, ["tconv.slice"], id="attributes"),
+    ],
+)
+def test_slice_on_any_axis_but_the_batch(opset, inputs, attributes, initializers, expected):
+    """One slice per cut axis, in axis order: channels as `slice_channels`, the rest as `slice`."""
+    model = make_model([one_node("Slice", inputs, **attributes)], {"x": (2, 8, 5, 6)}, ["y"], initializers, opset=opset)
+    module = check_against_onnxruntime(model, random(2, 8, 5, 6))
+    assert op_names(module) == expected
+
+
 def test_channel_shuffle_pattern():
     nodes = [
         helper.make_node("Reshape", ["x", "grouped"], ["g"]),
@@ -521,9 +543,15 @@ X = {"x": (1, 4, 6, 6)}
         ),
         pytest.param(
             one_node("Slice", ["x", "s", "e", "a"]),
-            dict(s=np.array([1]), e=np.array([3]), a=np.array([2])),
-            "slices axis 2",
-            id="slice-height",
+            dict(s=np.array([1]), e=np.array([3]), a=np.array([0])),
+            "the batch axis cannot be sliced",
+            id="slice-batch",
+        ),
+        pytest.param(
+            one_node("Slice", ["x", "s", "e", "a"]),
+            dict(s=np.array([3]), e=np.array([1]), a=np.array([-1])),
+            "the range [3, 1) of axis 3 is empty",
+            id="slice-empty",
         ),
         pytest.param(
             helper.make_node("Split", ["x"], ["y", "z"], name="the_split", axis=2),

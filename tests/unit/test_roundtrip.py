@@ -29,6 +29,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
 )
 
 CASES: dict[type, list[str]] = {
@@ -152,6 +153,16 @@ func.func @f(%a: tensor<1x4x2x2xf32>, %b: tensor<1x2x2x2xf32>) -> (tensor<1x6x2x
 func.func @f(%x: tensor<1x8x2x2xf32>) -> tensor<1x3x2x2xf32> {
   %y = tconv.slice_channels %x start 5 size 3 : (tensor<1x8x2x2xf32>) -> tensor<1x3x2x2xf32>
   func.return %y : tensor<1x3x2x2xf32>
+}
+""",
+    ],
+    SliceOp: [
+        """
+func.func @f(%x: tensor<1x8x6x5xf32>, %v: tensor<2x10xf32>) -> (tensor<1x8x3x5xf32>, tensor<1x8x6x1xf32>, tensor<2x4xf32>) {
+  %rows = tconv.slice %x axis 2 start 2 size 3 : (tensor<1x8x6x5xf32>) -> tensor<1x8x3x5xf32>
+  %col = tconv.slice %x axis 3 start 4 size 1 : (tensor<1x8x6x5xf32>) -> tensor<1x8x6x1xf32>
+  %feat = tconv.slice %v axis 1 start 6 size 4 : (tensor<2x10xf32>) -> tensor<2x4xf32>
+  func.return %rows, %col, %feat : tensor<1x8x3x5xf32>, tensor<1x8x6x1xf32>, tensor<2x4xf32>
 }
 """,
     ],

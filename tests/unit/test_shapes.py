@@ -1,5 +1,7 @@
 """The shape rules: results, and messages that name the rule and the numbers."""
 
+import re
+
 import pytest
 
 from tconv.ir import shapes
@@ -66,6 +68,19 @@ def test_other_rules():
     assert shapes.slice_channels((1, 8, 2, 2), 3, 5) == (1, 5, 2, 2)
     with pytest.raises(ShapeError, match=r"slice_channels: channels \[4, 9\) out of range for 8 input channels"):
         shapes.slice_channels((1, 8, 2, 2), 4, 5)
+    assert shapes.slice_((2, 8, 6, 5), 2, 1, 4) == (2, 8, 4, 5)
+    assert shapes.slice_((2, 8, 6, 5), 3, 4, 1) == (2, 8, 6, 1)
+    assert shapes.slice_((2, 10), 1, 3, 7) == (2, 7)
+    for args, message in [
+        (((2, 8, 6, 5), 4, 0, 1), "slice: axis 4 out of range for rank 4 (axes 1 to 3 may be sliced)"),
+        (((2, 8, 6, 5), 0, 0, 1), "slice: axis 0 is the batch, which may not be sliced"),
+        (((2, 8, 6, 5), 2, 4, 3), "slice: [4, 7) out of range for extent 6 of axis 2 (input 2x8x6x5)"),
+        (((2, 8, 6, 5), 2, -1, 2), "slice: start must be non-negative, got -1"),
+        (((2, 8, 6, 5), 2, 0, 0), "slice: size must be positive, got 0"),
+        (((2, 8, 6), 2, 0, 1), "slice: input must have rank 4 (NCHW) or 2 (NC), got rank 3"),
+    ]:
+        with pytest.raises(ShapeError, match=re.escape(message)):
+            shapes.slice_(*args)
     with pytest.raises(ShapeError, match="channel_shuffle: channels 10 not divisible by groups 4"):
         shapes.channel_shuffle((1, 10, 2, 2), 4)
     assert shapes.flatten((2, 3, 4, 5)) == (2, 60)

@@ -37,6 +37,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
     shape_of,
     tensor_type,
 )
@@ -313,6 +314,15 @@ def export_slice_channels(e: LinalgEmitter, op: SliceChannelsOp) -> SSAValue:
     shape = shape_of(op.output)
     offsets = [0] * len(shape)
     offsets[1] = op.start.value.data
+    return e.add(tensor.ExtractSliceOp.from_static_parameters(e[op.input], offsets, list(shape)))
+
+
+@exports(SliceOp)
+def export_slice(e: LinalgEmitter, op: SliceOp) -> SSAValue:
+    axis, start, _ = op.bounds
+    shape = shape_of(op.output)
+    offsets = [0] * len(shape)
+    offsets[axis] = start
     return e.add(tensor.ExtractSliceOp.from_static_parameters(e[op.input], offsets, list(shape)))
 
 

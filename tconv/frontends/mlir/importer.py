@@ -57,6 +57,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
     shape_of,
 )
 from tconv.ir.shapes import Shape, ShapeError, format_shape
@@ -837,17 +838,20 @@ def import_extract_slice(im: LinalgImporter, op: tensor.ExtractSliceOp) -> None:
     offsets = op.static_offsets.get_values()
     sizes = op.static_sizes.get_values()
     strides = op.static_strides.get_values()
-    channels_only = (
-        len(shape) == 4 and len(offsets) == 4 and len(sizes) == 4
-        and all(offsets[d] == 0 and sizes[d] == shape[d] for d in (0, 2, 3))
-        and all(s == 1 for s in strides)
-    )
-    if not channels_only:
+    if not len(offsets) == len(sizes) == len(strides) == len(shape) or any(s != 1 for s in strides):
+        raise located(op, "tensor.extract_slice: tconv imports unit-stride, rank-preserving slices only")
+    cut = [d for d in range(len(shape)) if (offsets[d], sizes[d]) != (0, shape[d])]
+    if len(cut) > 1 or 0 in cut:
         raise located(
-            op, "tensor.extract_slice: tconv imports a unit-stride slice of the channels of an NCHW tensor only"
+            op, "tensor.extract_slice: tconv imports a slice of one axis (not the batch), every other axis whole; "
+            f"this one cuts axes {cut}"
         )
-    start, size = offsets[1], sizes[1]
-    im.add(op, lambda: SliceChannelsOp(x, start=start, size=size), op.result)
+    axis = cut[0] if cut else 1
+    start, size = offsets[axis], sizes[axis]
+    if axis == 1 and len(shape) == 4:
+        im.add(op, lambda: SliceChannelsOp(x, start=start, size=size), op.result)
+    else:
+        im.add(op, lambda: SliceOp(x, axis=axis, start=start, size=size), op.result)
 
 
 @imports(func.ReturnOp)

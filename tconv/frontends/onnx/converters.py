@@ -32,6 +32,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
     shape_of,
 )
 
@@ -457,7 +458,9 @@ def split(ctx: NodeContext):
 
 @converts("Slice")
 def slice_(ctx: NodeContext):
-    """A channel range [start, end) with step 1, every other axis whole."""
+    """Constant ranges [start, end) with step 1 on any axes but the batch: one
+    `tconv.slice` per cut axis (`tconv.slice_channels` for the channels), in
+    axis order; an axis left whole needs none."""
     x = ctx.activation(0)
     shape = shape_of(x)
     if ctx.opset < 10:
@@ -481,15 +484,18 @@ def slice_(ctx: NodeContext):
             ctx.fail(f"step {step} on axis {axis} is not supported (only 1)")
         size = shape[axis]
         ranges[axis] = tuple(min(max(v + size if v < 0 else v, 0), size) for v in (start, end))
-    for axis, (start, end) in ranges.items():
-        if axis != 1 and (start, end) != (0, shape[axis]):
-            ctx.fail(
-                f"slices axis {axis} to [{start}, {end}) of {shape[axis]}; only channel slices are supported"
-            )
-    start, end = ranges[1]
-    if end <= start:
-        ctx.fail(f"the channel range [{start}, {end}) is empty")
-    return [_channel_slice(ctx, x, start, end)]
+    for axis, (start, end) in sorted(ranges.items()):
+        if (start, end) == (0, shape[axis]):
+            continue
+        if axis == 0:
+            ctx.fail(f"slices the batch axis to [{start}, {end}) of {shape[0]}; the batch axis cannot be sliced")
+        if end <= start:
+            ctx.fail(f"the range [{start}, {end}) of axis {axis} is empty")
+        if axis == 1:
+            x = _channel_slice(ctx, x, start, end)
+        else:
+            x = ctx.emit(SliceOp, x, axis=axis, start=start, size=end - start)
+    return [x]
 
 
 @converts("Shape")

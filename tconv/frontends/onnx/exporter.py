@@ -39,6 +39,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
     shape_of,
 )
 from tconv.ir.params import bind_params
@@ -138,13 +139,16 @@ def _pool(op_type: str) -> Rule:
     return rule
 
 
-def _slice_channels(g: GraphExporter, op: SliceChannelsOp, inputs: list[str]) -> str:
-    start, size = op.start.value.data, op.size.value.data
+def _slice(g: GraphExporter, inputs: list[str], axis: int, start: int, size: int, name: str) -> str:
     bounds = [
         g.constant(base, np.array([value], np.int64))
-        for base, value in (("slice_start", start), ("slice_end", start + size), ("slice_axis", 1))
+        for base, value in (("slice_start", start), ("slice_end", start + size), ("slice_axis", axis))
     ]
-    return g.node("Slice", [*inputs, *bounds], "slice_channels")
+    return g.node("Slice", [*inputs, *bounds], name)
+
+
+def _slice_channels(g: GraphExporter, op: SliceChannelsOp, inputs: list[str]) -> str:
+    return _slice(g, inputs, 1, op.start.value.data, op.size.value.data, "slice_channels")
 
 
 def _channel_shuffle(g: GraphExporter, op: ChannelShuffleOp, inputs: list[str]) -> str:
@@ -174,6 +178,7 @@ EXPORTERS: dict[type[Operation], Rule] = {
     DenseOp: lambda g, op, inputs: g.node("Gemm", inputs, "dense", transB=1),
     ConcatOp: lambda g, op, inputs: g.node("Concat", inputs, "concat", axis=op.axis.value.data),
     SliceChannelsOp: _slice_channels,
+    SliceOp: lambda g, op, inputs: _slice(g, inputs, *op.bounds, "slice"),
     ChannelShuffleOp: _channel_shuffle,
 }
 """How each tconv op (but `tconv.param`) is written in ONNX."""

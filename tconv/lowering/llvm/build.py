@@ -45,6 +45,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
     shape_of,
 )
 from tconv.ir.schedule import parse_schedule
@@ -154,6 +155,10 @@ class _Lowering(ProgramBuilder):
         if isinstance(anchor, SliceChannelsOp):
             start = anchor.start.value.data
             return self.pointwise("slice_channels", [anchor.input], ops.slice_channels(shape_of(anchor.output), start), (start,))
+        if isinstance(anchor, SliceOp):
+            axis, start, _ = anchor.bounds
+            nest = ops.slice_axis(shape_of(anchor.output), axis, start)
+            return self.pointwise("slice", [anchor.input], nest, (axis, start))
         if isinstance(anchor, ChannelShuffleOp):
             groups = anchor.groups.value.data
             return self.pointwise("channel_shuffle", [anchor.input], ops.channel_shuffle(shape_of(anchor.input), groups), (groups,))

@@ -186,12 +186,18 @@ def concat_part(shape: Sequence[int], axis: int, offset: int, arg: int, output_a
     return Nest(loops, Load(arg, index), Load(output_arg, placed))
 
 
-def slice_channels(out_shape: Sequence[int], start: int) -> Nest:
-    """Channels start, start + 1, ... of the input. Arguments: input, output."""
+def slice_axis(out_shape: Sequence[int], axis: int, start: int) -> Nest:
+    """Positions start, start + 1, ... of the input along `axis`, every other
+    axis whole. Arguments: input, output."""
     loops = tuple(dimension_loops(out_shape))
     index = _vars(loops)
-    source = (index[0], index[1] + start, *index[2:])
+    source = tuple(i + start if d == axis else i for d, i in enumerate(index))
     return Nest(loops, Load(0, source), Load(1, index))
+
+
+def slice_channels(out_shape: Sequence[int], start: int) -> Nest:
+    """Channels start, start + 1, ... of the input. Arguments: input, output."""
+    return slice_axis(out_shape, 1, start)
 
 
 def channel_shuffle(shape: Sequence[int], groups: int) -> Nest:

@@ -50,6 +50,7 @@ from tconv.ir.ops import (
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
+    SliceOp,
     shape_of,
 )
 from tconv.ir.params import bind_params
@@ -204,6 +205,11 @@ class _Lowering(ProgramBuilder):
             start, size = anchor.start.value.data, anchor.size.value.data
             return self.memory_bound(
                 "slice_channels", [anchor.input], lambda t: ops.slice_channels(t[0], start, size), (start, size)
+            )
+        if isinstance(anchor, SliceOp):
+            axis, start, size = anchor.bounds
+            return self.memory_bound(
+                "slice", [anchor.input], lambda t: ops.slice_axis(t[0], axis, start, size), (axis, start, size)
             )
         if isinstance(anchor, ChannelShuffleOp):
             groups = anchor.groups.value.data

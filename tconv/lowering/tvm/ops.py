@@ -627,10 +627,20 @@ def concat(inputs: Sequence[te.Tensor], axis: int) -> te.Tensor:
     return te.compute(tuple(out_shape), select, name="output")
 
 
+def slice_axis(data: te.Tensor, axis: int, start: int, size: int) -> te.Tensor:
+    """[start, start + size) along `axis`, every other axis whole (a copy)."""
+    out_shape = list(_dims(data))
+    out_shape[axis] = size
+
+    def load(*index):
+        return data[tuple(i + start if d == axis else i for d, i in enumerate(index))]
+
+    return te.compute(tuple(out_shape), load, name="output")
+
+
 def slice_channels(data: te.Tensor, start: int, size: int) -> te.Tensor:
     """Channels [start, start + size)."""
-    n, _, height, width = _dims(data)
-    return te.compute((n, size, height, width), lambda b, c, y, x: data[b, c + start, y, x], name="output")
+    return slice_axis(data, 1, start, size)
 
 
 def channel_shuffle(data: te.Tensor, groups: int) -> te.Tensor:

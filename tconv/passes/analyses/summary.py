@@ -13,7 +13,7 @@ program order. Counting conventions, chosen to match what papers report:
   folded into the scale and shift); 1 for `relu`, `relu6` and `add`; one per
   window element for the pools (KH·KW for `max_pool2d` and `avg_pool2d`, H·W
   for `global_avg_pool`). Data movement (`flatten`, `concat`,
-  `slice_channels`, `channel_shuffle`) costs 0.
+  `slice`, `slice_channels`, `channel_shuffle`) costs 0.
 - **activation bytes**: the op's result tensor as f32 (4 bytes per element).
 
 All counts are for the batch the IR declares.

@@ -1,10 +1,11 @@
 """Narrowing a value's channels, and every consumer with it.
 
 When a rewrite leaves a convolution with fewer output channels (bottleneck,
-pruning), its consumers must follow: batch-norm parameters shrink, ReLUs and
-pools pass the change on, the next convolution's weight loses input channels,
-the classifier's weight loses input features after `flatten`, and a channel
-`concat` passes the change on at its offset. `plan_narrowing` finds them all
+pruning), its consumers must follow: batch-norm parameters shrink, ReLUs,
+pools and slices of rows or columns pass the change on, the next
+convolution's weight loses input channels, the classifier's weight loses
+input features after `flatten`, and a channel `concat` passes the change on
+at its offset. `plan_narrowing` finds them all
 (or says why it cannot), `apply_narrowing` rewrites their parameters; result
 types are re-inferred afterwards with `refresh_result_types`.
 
@@ -39,6 +40,7 @@ from tconv.ir.ops import (
     ParamOp,
     Relu6Op,
     ReluOp,
+    SliceOp,
     shape_of,
 )
 from tconv.passes.nas.inherit import take_channels
@@ -98,7 +100,8 @@ def _plan(value: SSAValue, kept: tuple[int, ...], exact: bool, plan: NarrowingPl
                 _param_operand(op, index, f"batch_norm {what}")
                 plan.resizes.append(Resize(op, index, 0, kept))
             _plan(op.output, kept, exact, plan, seen)
-        elif isinstance(op, PASS_THROUGH):
+        elif isinstance(op, PASS_THROUGH) or (isinstance(op, SliceOp) and op.axis.value.data >= 2):
+            # A slice of rows or columns keeps every channel.
             _plan(op.results[0], kept, exact, plan, seen)
         elif isinstance(op, Conv2dOp) and use.index == 0:
             groups = op.groups.value.data

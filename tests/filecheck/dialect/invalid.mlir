@@ -198,6 +198,62 @@ func.func @slice_range(%x: tensor<1x8x4x4xf32>) -> tensor<1x4x4x4xf32> {
 
 // -----
 
+func.func @slice_axis_range(%x: tensor<1x8x6x4xf32>) -> tensor<1x8x6x4xf32> {
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: slice: axis 4 out of range for rank 4 (axes 1 to 3 may be sliced)
+  %y = tconv.slice %x axis 4 start 0 size 1 : (tensor<1x8x6x4xf32>) -> tensor<1x8x6x4xf32>
+  func.return %y : tensor<1x8x6x4xf32>
+}
+
+// -----
+
+func.func @slice_batch(%x: tensor<2x8x6x4xf32>) -> tensor<1x8x6x4xf32> {
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: slice: axis 0 is the batch, which may not be sliced (a network runs at any batch)
+  %y = tconv.slice %x axis 0 start 0 size 1 : (tensor<2x8x6x4xf32>) -> tensor<1x8x6x4xf32>
+  func.return %y : tensor<1x8x6x4xf32>
+}
+
+// -----
+
+func.func @slice_past_end(%x: tensor<1x8x6x4xf32>) -> tensor<1x8x3x4xf32> {
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: slice: [4, 7) out of range for extent 6 of axis 2 (input 1x8x6x4)
+  %y = tconv.slice %x axis 2 start 4 size 3 : (tensor<1x8x6x4xf32>) -> tensor<1x8x3x4xf32>
+  func.return %y : tensor<1x8x3x4xf32>
+}
+
+// -----
+
+func.func @slice_negative_start(%x: tensor<1x8x6x4xf32>) -> tensor<1x8x2x4xf32> {
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: slice: start must be non-negative, got -1
+  %y = tconv.slice %x axis 2 start -1 size 2 : (tensor<1x8x6x4xf32>) -> tensor<1x8x2x4xf32>
+  func.return %y : tensor<1x8x2x4xf32>
+}
+
+// -----
+
+func.func @slice_negative_size(%x: tensor<1x8x6x4xf32>) -> tensor<1x8x6x1xf32> {
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: slice: size must be positive, got -1 (a tensor has no empty extent)
+  %y = tconv.slice %x axis 3 start 2 size -1 : (tensor<1x8x6x4xf32>) -> tensor<1x8x6x1xf32>
+  func.return %y : tensor<1x8x6x1xf32>
+}
+
+// -----
+
+func.func @slice_empty(%x: tensor<1x8x6x4xf32>) -> tensor<1x8x1x4xf32> {
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: slice: size must be positive, got 0 (a tensor has no empty extent)
+  %y = tconv.slice %x axis 2 start 2 size 0 : (tensor<1x8x6x4xf32>) -> tensor<1x8x1x4xf32>
+  func.return %y : tensor<1x8x1x4xf32>
+}
+
+// -----
+
+func.func @slice_result(%x: tensor<1x8x6x4xf32>) -> tensor<1x8x3x4xf32> {
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: slice: result shape 1x8x3x4 does not match the inferred shape 1x8x2x4
+  %y = tconv.slice %x axis 2 start 2 size 2 : (tensor<1x8x6x4xf32>) -> tensor<1x8x3x4xf32>
+  func.return %y : tensor<1x8x3x4xf32>
+}
+
+// -----
+
 func.func @shuffle_groups(%x: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
   // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: channel_shuffle: channels 8 not divisible by groups 3
   %y = tconv.channel_shuffle %x groups 3 : tensor<1x8x4x4xf32>

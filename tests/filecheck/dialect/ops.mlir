@@ -49,6 +49,7 @@ func.func @convolutions(%x: tensor<1x8x16x16xf32>) -> tensor<1x8x8x17xf32> {
 // GENERIC:      %bn = "tconv.batch_norm"(%x, %scale, %shift, %mean, %var) <{epsilon = 1.000000e-03 : f64}>
 // GENERIC:      %avg_pad = "tconv.avg_pool2d"(%x) <{kernel = array<i64: 3, 3>, strides = array<i64: 1, 1>, padding = array<i64: 1, 1, 1, 1>, count_include_pad}>
 // GENERIC:      %cat = "tconv.concat"(%x, %y) <{axis = 1 : i64}>
+// GENERIC:      %top = "tconv.slice"(%x) <{axis = 2 : i64, start = 0 : i64, size = 3 : i64}> : (tensor<1x8x6x5xf32>) -> tensor<1x8x3x5xf32>
 
 func.func @normalisation(%x: tensor<1x8x4x4xf32>, %y: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
   %scale = tconv.param "bn.weight" init ones : tensor<8xf32>
@@ -128,4 +129,24 @@ func.func @channels(%x: tensor<1x8x4x4xf32>, %y: tensor<1x4x4x4xf32>) -> (tensor
 // CHECK-NEXT:   %rows = tconv.slice_channels %tall start 0 size 8 : (tensor<1x8x12x4xf32>) -> tensor<1x8x12x4xf32>
 // CHECK-NEXT:   %short = tconv.max_pool2d %rows kernel [2, 1] strides [2, 1] padding [0, 0, 0, 0] : (tensor<1x8x12x4xf32>) -> tensor<1x8x6x4xf32>
 // CHECK-NEXT:   func.return %short, %shuffled : tensor<1x8x6x4xf32>, tensor<1x6x4x4xf32>
+// CHECK-NEXT: }
+
+func.func @slices(%x: tensor<1x8x6x5xf32>, %v: tensor<2x10xf32>) -> (tensor<1x8x6x5xf32>, tensor<1x2x6x2xf32>, tensor<2x4xf32>) {
+  %top = tconv.slice %x axis 2 start 0 size 3 : (tensor<1x8x6x5xf32>) -> tensor<1x8x3x5xf32>
+  %bottom = tconv.slice %x axis 2 start 3 size 3 : (tensor<1x8x6x5xf32>) -> tensor<1x8x3x5xf32>
+  %rows = tconv.concat %top, %bottom axis 2 : (tensor<1x8x3x5xf32>, tensor<1x8x3x5xf32>) -> tensor<1x8x6x5xf32>
+  %cols = tconv.slice %x axis 3 start 3 size 2 : (tensor<1x8x6x5xf32>) -> tensor<1x8x6x2xf32>
+  %chans = tconv.slice %cols axis 1 start 6 size 2 : (tensor<1x8x6x2xf32>) -> tensor<1x2x6x2xf32>
+  %feat = tconv.slice %v axis 1 start 6 size 4 : (tensor<2x10xf32>) -> tensor<2x4xf32>
+  func.return %rows, %chans, %feat : tensor<1x8x6x5xf32>, tensor<1x2x6x2xf32>, tensor<2x4xf32>
+}
+
+// CHECK:      func.func @slices(%x: tensor<1x8x6x5xf32>, %v: tensor<2x10xf32>) -> (tensor<1x8x6x5xf32>, tensor<1x2x6x2xf32>, tensor<2x4xf32>) {
+// CHECK-NEXT:   %top = tconv.slice %x axis 2 start 0 size 3 : (tensor<1x8x6x5xf32>) -> tensor<1x8x3x5xf32>
+// CHECK-NEXT:   %bottom = tconv.slice %x axis 2 start 3 size 3 : (tensor<1x8x6x5xf32>) -> tensor<1x8x3x5xf32>
+// CHECK-NEXT:   %rows = tconv.concat %top, %bottom axis 2 : (tensor<1x8x3x5xf32>, tensor<1x8x3x5xf32>) -> tensor<1x8x6x5xf32>
+// CHECK-NEXT:   %cols = tconv.slice %x axis 3 start 3 size 2 : (tensor<1x8x6x5xf32>) -> tensor<1x8x6x2xf32>
+// CHECK-NEXT:   %chans = tconv.slice %cols axis 1 start 6 size 2 : (tensor<1x8x6x2xf32>) -> tensor<1x2x6x2xf32>
+// CHECK-NEXT:   %feat = tconv.slice %v axis 1 start 6 size 4 : (tensor<2x10xf32>) -> tensor<2x4xf32>
+// CHECK-NEXT:   func.return %rows, %chans, %feat : tensor<1x8x6x5xf32>, tensor<1x2x6x2xf32>, tensor<2x4xf32>
 // CHECK-NEXT: }

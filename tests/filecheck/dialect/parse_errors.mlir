@@ -31,6 +31,14 @@ func.func @huge_padding(%x: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
 
 // -----
 
+func.func @huge_slice(%x: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
+  // CHECK: {{.*}}parse_errors.mlir:[[# @LINE + 1]]:43: error: integer 9223372036854775808 out of range for i64 after 'size'
+  %y = tconv.slice %x axis 2 start 0 size 9223372036854775808 : (tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32>
+  func.return %y : tensor<1x8x4x4xf32>
+}
+
+// -----
+
 func.func @missing_keyword(%x: tensor<1x8x4x4xf32>) -> tensor<1x4x4x4xf32> {
   // CHECK: {{.*}}parse_errors.mlir:[[# @LINE + 1]]:40: error: Expected 'size' (property of this op)
   %y = tconv.slice_channels %x start 0 : (tensor<1x8x4x4xf32>) -> tensor<1x4x4x4xf32>
