@@ -322,8 +322,13 @@ class Conv2dOp(TconvOp):
     def verify_(self) -> None:
         super().verify_()
         if self.schedule is not None:
+            # The algorithms' rules are the kernels' (imported here: the kernels build on the IR).
+            from tconv.kernels.algorithm import check_algorithm, conv_shape
+
             try:
-                parse_schedule(self.schedule).layouts.check_channels(shape_of(self.input)[1], shape_of(self.output)[1])
+                schedule = parse_schedule(self.schedule)
+                schedule.layouts.check_channels(shape_of(self.input)[1], shape_of(self.output)[1])
+                check_algorithm(schedule, conv_shape(self))
             except ScheduleError as err:
                 raise VerifyException(f"conv2d: {err}") from None
 

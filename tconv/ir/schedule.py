@@ -29,6 +29,15 @@ vocabulary of loop transformations:
   transformation: the producer of a tensor and every reader must agree on
   its layout, which `tconv-pack` arranges (`tconv.passes.classical.pack`) and
   the backends check.
+- `algorithm`: how the convolution is computed, `"direct"` (a loop nest
+  of the convolution, with the entries above), `"winograd"` (F(4×4, 3×3):
+  3×3 convolutions of stride 1, dilation 1 and padding 1 on every side,
+  in three kernels of their own: no loop entries, NCHW activations) or
+  `"gspc"` (the direct nest with a run of output columns in the vector
+  lanes, `vectorize = "ow.1"` where it says; NCHW activations). No entry:
+  the backend's default for the convolution and target
+  (`tconv.kernels.algorithm.default_algorithm`). A backend that lacks an
+  algorithm refuses it with a located error; it never runs another.
 
 This module checks what holds for any backend (`parse_schedule`, called by
 the verifier); what a backend can honour beyond that is the backend's to
@@ -39,7 +48,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, StringAttr
 
@@ -48,7 +57,11 @@ LOOPS = ("n", "g", "oc", "oh", "ow", "ic", "kh", "kw")
 
 REDUCTION_LOOPS = frozenset({"ic", "kh", "kw"})
 
-KEYS = ("tile", "order", "vectorize", "unroll", "parallel", "layout")
+KEYS = ("tile", "order", "vectorize", "unroll", "parallel", "layout", "algorithm")
+
+DIRECT, WINOGRAD, GSPC = "direct", "winograd", "gspc"
+ALGORITHMS = (DIRECT, WINOGRAD, GSPC)
+"""The values of a schedule's `algorithm` entry."""
 
 NCHW = "NCHW"
 """The plain activation layout."""
@@ -117,6 +130,8 @@ class ConvSchedule:
     parallel: tuple[str, ...] = ()
     layout: ActivationLayouts | None = None
     """None: no `layout` entry, both activations NCHW."""
+    algorithm: str | None = None
+    """One of ALGORITHMS; None: no `algorithm` entry, the backend's default."""
 
     @property
     def layouts(self) -> ActivationLayouts:
@@ -125,8 +140,9 @@ class ConvSchedule:
 
     @property
     def transforms_loops(self) -> bool:
-        """Whether any entry other than `layout` is set (a schedule that only
-        places the activations leaves the loops to the backend's template)."""
+        """Whether any loop entry is set (tile, order, vectorize, unroll,
+        parallel): a schedule that only places the activations or names the
+        algorithm leaves the loops to the backend's template."""
         return bool(self.tiles or self.order or self.vectorize or self.unroll or self.parallel)
 
     def loops(self) -> list[str]:
@@ -161,6 +177,8 @@ class ConvSchedule:
             entries["layout"] = DictionaryAttr(
                 {"input": StringAttr(self.layout.input), "output": StringAttr(self.layout.output)}
             )
+        if self.algorithm is not None:
+            entries["algorithm"] = StringAttr(self.algorithm)
         return DictionaryAttr(entries)  # type: ignore[arg-type]
 
 
@@ -256,7 +274,38 @@ def parse_schedule(attr: DictionaryAttr) -> ConvSchedule:
             f"schedule: parallel loops must be the outermost ones, in order ({', '.join(effective[: len(parallel)])})"
         )
     layout = _layouts(entries["layout"]) if "layout" in entries else None
-    return ConvSchedule(tiles, order, vectorize, unroll, parallel, layout)
+    schedule = ConvSchedule(tiles, order, vectorize, unroll, parallel, layout)
+    if "algorithm" in entries:
+        schedule = replace(schedule, algorithm=_algorithm(entries["algorithm"], schedule))
+    return schedule
+
+
+def _algorithm(value, schedule: ConvSchedule) -> str:
+    """The `algorithm` entry, checked against the schedule's other entries."""
+    if not isinstance(value, StringAttr) or value.data not in ALGORITHMS:
+        shown = f"'{value.data}'" if isinstance(value, StringAttr) else "a non-string"
+        names = ", ".join(f'"{name}"' for name in ALGORITHMS)
+        raise ScheduleError(f"schedule: `algorithm` must be one of {names}, got {shown}")
+    algorithm = value.data
+    if algorithm in (WINOGRAD, GSPC) and schedule.layouts.packed:
+        raise ScheduleError(
+            f"schedule: algorithm {algorithm} reads and writes NCHW activations, the layout asks for "
+            f"{schedule.layouts.input} / {schedule.layouts.output}"
+        )
+    if algorithm == WINOGRAD and schedule.transforms_loops:
+        entries = [key for key, set_ in (
+            ("tile", schedule.tiles), ("order", schedule.order), ("vectorize", schedule.vectorize),
+            ("unroll", schedule.unroll), ("parallel", schedule.parallel),
+        ) if set_]
+        raise ScheduleError(
+            f"schedule: algorithm winograd runs kernels of its own and takes no loop entries, "
+            f"this schedule sets {', '.join(entries)}"
+        )
+    if algorithm == GSPC and schedule.vectorize not in (None, "ow.1"):
+        raise ScheduleError(
+            f"schedule: algorithm gspc vectorizes the output columns (ow.1), not '{schedule.vectorize}'"
+        )
+    return algorithm
 
 
 def conv_layouts(attr: DictionaryAttr | None) -> ActivationLayouts:

@@ -11,5 +11,7 @@ imported.
 - `target`: the CPU vector unit kernels size themselves by;
 - `blocking`: a convolution's register-tile blocking (`ConvBlocking`) and
   the issue-rate models that choose it, for the direct template and GSPC;
-- `templates`: those templates as schedules of the IR, both ways.
+- `templates`: those templates as schedules of the IR, both ways;
+- `algorithm`: which algorithm (direct, Winograd, GSPC) computes a
+  convolution by default on a target, the one place that decides it.
 """

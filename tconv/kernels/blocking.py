@@ -227,7 +227,7 @@ def runs_rows_first(
 def conv2d_blocking(
     groups: int, out_group: int, out_width: int, unit: VectorUnit,
     *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3), layout_block: int | None = None,
-    in_shape: tuple[int, int, int] | None = None,
+    in_shape: tuple[int, int, int] | None = None, columns: bool | None = None,
 ) -> ConvBlocking:
     """The blocking of a convolution with `groups` groups of `out_group`
     output channels, `out_height` × `out_width` outputs (square where the
@@ -235,8 +235,12 @@ def conv2d_blocking(
     `vectorizes_columns` (`gspc_blocking`), else the direct
     template's (`channel_blocking`, for an output stored in blocks of
     `layout_block` where given), with rows first where `runs_rows_first`
-    for an ungrouped one whose `in_shape` (C, H, W) is given."""
-    if layout_block is None and vectorizes_columns(groups, out_group, unit):
+    for an ungrouped one whose `in_shape` (C, H, W) is given. `columns`
+    True or False asks for GSPC or the direct template whatever the models
+    say (an `algorithm` of the schedule)."""
+    if columns is None:
+        columns = layout_block is None and vectorizes_columns(groups, out_group, unit)
+    if columns:
         return gspc_blocking(out_group, out_height or out_width, out_width, kernel, unit)
     blocking = channel_blocking(groups, out_group, out_width, unit, layout_block)
     if groups == 1 and in_shape is not None:
@@ -322,7 +326,7 @@ def depthwise_channel_blocking(channels: int, out_width: int, unit: VectorUnit) 
 
 def depthwise_blocking(
     channels: int, out_width: int, unit: VectorUnit,
-    *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3),
+    *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3), columns: bool | None = None,
 ) -> ConvBlocking:
     """The blocking of a depthwise convolution: GSPC's (one channel, a tile
     of rows × vectors of columns, `gspc_blocking`) unless a
@@ -330,14 +334,20 @@ def depthwise_blocking(
     is where the image is narrower than a vector. GSPC reads and writes
     NCHW as it is, where the channel-vector kernel transposes the input to
     NCHW[8]c and its tile back (measured on AVX2, 2 threads, 64 channels,
-    56², 3×3: 1.9×)."""
-    columns = gspc_blocking(1, out_height or out_width, out_width, kernel, unit, in_group=1)
+    56², 3×3: 1.9×). `columns` True or False asks for GSPC or the vector of
+    channels whatever the models say."""
+    if columns is False:
+        return depthwise_channel_blocking(channels, out_width, unit)
+    by_columns = gspc_blocking(1, out_height or out_width, out_width, kernel, unit, in_group=1)
+    if columns:
+        return by_columns
     by_channels = depthwise_channel_blocking(channels, out_width, unit)
     gspc = column_efficiency(
-        1, columns.rows, columns.width_tile, 1, out_height or out_width, out_width, kernel, unit.lanes, in_group=1
+        1, by_columns.rows, by_columns.width_tile, 1, out_height or out_width, out_width, kernel, unit.lanes,
+        in_group=1,
     )
     direct = tile_efficiency(by_channels.block, by_channels.width_tile, by_channels.block, out_width, unit.lanes)
-    return columns if gspc >= direct - 0.05 else by_channels
+    return by_columns if gspc >= direct - 0.05 else by_channels
 
 
 def dense_block(out_features: int, unit: VectorUnit) -> int:

@@ -49,6 +49,7 @@ import numpy as np
 
 from tconv.errors import TconvError
 from tconv.ir.schedule import ConvSchedule
+from tconv.kernels.algorithm import WINOGRAD, default_algorithm
 from tconv.runtime.plan import PLAN_FILE, read_plan, write_plan
 from tconv.search.cuda_measure import fastest_round
 from tconv.search.tuning import UNSCHEDULED, Knobs, Workload, conv_network, full_knobs
@@ -105,18 +106,10 @@ class CudaSchedules:
 
 
 def runs_winograd(workload: Workload) -> bool:
-    """Whether the lowering runs `workload` as a Winograd convolution where
-    it has no schedule (`_Lowering.winograd_tile`): then no schedule can ask
-    for that, and `UNSCHEDULED` is its first candidate."""
-    from tconv.kernels import winograd
-    from tconv.lowering.tvm.schedule_winograd import default_tile
-
-    n, channels, height, width = workload.input
-    return (
-        workload.groups == 1
-        and winograd.applies(workload.kernel, workload.strides, workload.padding, workload.dilations)
-        and default_tile(n, channels, workload.out_channels, workload.out_height, workload.out_width) is not None
-    )
+    """Whether the lowering runs `workload` as a Winograd convolution on a
+    GPU where it has no schedule (`algorithm.default_algorithm`): then
+    `UNSCHEDULED` is its first candidate."""
+    return default_algorithm(workload, None) == WINOGRAD
 
 
 INDEX_FILE = "index.json"

@@ -65,10 +65,11 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.errors import TconvError
-from tconv.ir.ops import Conv2dOp, shape_of
+from tconv.ir.ops import Conv2dOp
 from tconv.ir.schedule import ConvSchedule, parse_schedule
-from tconv.ir.shapes import window_output
 from tconv.kernels import blocking as kernel_blocking
+from tconv.kernels.algorithm import WINOGRAD, ConvShape, conv_shape, default_algorithm
+from tconv.kernels.algorithm import default_blocking as algorithm_default_blocking
 from tconv.kernels.blocking import ConvBlocking
 from tconv.kernels.templates import template_schedule
 from tconv.passes.classical.pack import layout_fits
@@ -161,16 +162,10 @@ def unscheduled_differs(workload: Workload) -> bool:
 
 def runs_winograd(workload: Workload) -> bool:
     """Whether this CPU's lowering runs `workload` as a Winograd convolution
-    where it has no schedule (`_Lowering.winograd_tile`)."""
-    from tconv.kernels import winograd
-    from tconv.lowering.tvm.schedule_winograd_cpu import default_tile
+    where it has no schedule (`algorithm.default_algorithm`)."""
     from tconv.lowering.tvm.target import cpu_target, vector_unit
 
-    n, channels, _, _ = workload.input
-    return winograd.applies(workload.kernel, workload.strides, workload.padding, workload.dilations) and default_tile(
-        n, channels, workload.out_channels, workload.groups, workload.out_height, workload.out_width,
-        vector_unit(cpu_target()),
-    ) is not None
+    return default_algorithm(workload, vector_unit(cpu_target())) == WINOGRAD
 
 
 def default_database_path() -> Path:
@@ -183,16 +178,9 @@ def default_database_path() -> Path:
 
 
 @dataclass(frozen=True)
-class Workload:
-    """What a convolution kernel computes, as far as its speed goes."""
-
-    input: tuple[int, ...]
-    out_channels: int
-    kernel: tuple[int, int]
-    strides: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilations: tuple[int, ...]
-    groups: int
+class Workload(ConvShape):
+    """What a convolution kernel computes, as far as its speed goes: its
+    shape, named by `key` in the tuning database."""
 
     @property
     def key(self) -> str:
@@ -204,40 +192,13 @@ class Workload:
         )
 
     @property
-    def out_group(self) -> int:
-        return self.out_channels // self.groups
-
-    def _out(self, axis: int) -> int:
-        """The output extent along spatial axis 0 (rows) or 1 (columns)."""
-        return window_output(
-            self.input[2 + axis], self.kernel[axis], self.strides[axis],
-            self.padding[axis] + self.padding[2 + axis], self.dilations[axis],
-        )
-
-    @property
-    def out_width(self) -> int:
-        return self._out(1)
-
-    @property
-    def out_height(self) -> int:
-        return self._out(0)
-
-    @property
-    def depthwise(self) -> bool:
-        return self.input[1] == self.groups and self.out_group == 1
-
-    @property
     def flops(self) -> int:
         n, c, _, _ = self.input
-        return 2 * n * self.out_channels * self._out(0) * self._out(1) * (c // self.groups) * self.kernel[0] * self.kernel[1]
+        return 2 * n * self.out_channels * self.out_height * self.out_width * (c // self.groups) * self.kernel[0] * self.kernel[1]
 
 
 def workload_of(conv: Conv2dOp) -> Workload:
-    out_channels, _, kh, kw = shape_of(conv.weight)
-    return Workload(
-        tuple(shape_of(conv.input)), out_channels, (kh, kw), tuple(conv.strides.get_values()),
-        tuple(conv.padding.get_values()), tuple(conv.dilations.get_values()), conv.groups.value.data,
-    )
+    return Workload(**vars(conv_shape(conv)))
 
 
 def default_threads() -> int:
@@ -468,17 +429,11 @@ class TuningDatabase:
             file.write("".join(lines))  # one write: a round's lines stay together
 
 
-def default_blocking(workload: Workload):
-    """The blocking the backend gives `workload` without a schedule."""
+def default_blocking(workload: Workload) -> ConvBlocking:
+    """The blocking the backend gives `workload` without a schedule (where it runs direct or GSPC)."""
     from tconv.lowering.tvm.target import cpu_target, vector_unit
 
-    unit = vector_unit(cpu_target())
-    shape = dict(out_height=workload.out_height, kernel=workload.kernel)
-    if workload.depthwise:
-        return kernel_blocking.depthwise_blocking(workload.out_channels, workload.out_width, unit, **shape)
-    return kernel_blocking.conv2d_blocking(
-        workload.groups, workload.out_group, workload.out_width, unit, **shape, in_shape=workload.input[1:]
-    )
+    return algorithm_default_blocking(workload, vector_unit(cpu_target()))
 
 
 def candidates(workload: Workload) -> list[Knobs]:

@@ -13,11 +13,26 @@ from hypothesis import strategies as st
 from op_cases import EPILOGUES, conv_network
 from test_tvm_ops import random_params
 
-from tconv.ir.ops import shape_of
-from tconv.kernels.winograd import A_T, B_T, G, applies, padded_tiles, tile_grid, transform_weight
-from tconv.lowering.tvm.build import TvmNetwork, lower_kernels
-from tconv.lowering.tvm.schedule_winograd import MatmulTile, default_tile, matmul_tile
-from tconv.lowering.tvm.schedule_winograd_cpu import RegisterTile, register_tile
+from tconv.ir.loader import TconvError, parse_module
+from tconv.ir.ops import Conv2dOp, shape_of
+from tconv.ir.schedule import ConvSchedule
+from tconv.kernels.algorithm import DIRECT, GSPC, WINOGRAD, conv_shape, default_algorithm
+from tconv.kernels.winograd import (
+    A_T,
+    B_T,
+    G,
+    MatmulTile,
+    RegisterTile,
+    applies,
+    matmul_tile,
+    padded_tiles,
+    register_tile,
+    tile_grid,
+    transform_weight,
+)
+from tconv.kernels.winograd import gpu_default_tile as default_tile
+from tconv.lowering.llvm.build import lower_program
+from tconv.lowering.tvm.build import LoweringError, TvmNetwork, lower_kernels
 from tconv.lowering.tvm.target import VectorUnit, cpu_target, vector_unit
 from tconv.semantics.reference import run, single_function
 
@@ -179,3 +194,118 @@ def test_cpu_register_tiles():
     assert register_tile(64, 8, avx512) is None
     assert register_tile(196, 64, avx2) == RegisterTile(4, 2, 8)
     assert register_tile(196, 8, avx2) == RegisterTile(7, 1, 8)
+
+
+# The schedule's `algorithm` ---------------------------------------------------------
+
+
+def with_algorithm(module, algorithm: str):
+    """`module` with its convolution's schedule `{algorithm = ...}`."""
+    (conv,) = [op for op in module.walk() if isinstance(op, Conv2dOp)]
+    conv.properties["schedule"] = ConvSchedule(algorithm=algorithm).to_attr()
+    module.verify()
+    return module
+
+
+def kinds(module, target="cpu"):
+    return [call.symbol.split("_", 1)[1] for call in lower_kernels(module, target)[1].calls]
+
+
+@given(winograd_cases(groups=st.sampled_from([1, 1, 2]), out_group=st.sampled_from([8, LANES, 2 * LANES])))
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_schedule_asking_for_winograd_matches_the_reference(case):
+    """`algorithm = "winograd"` in the IR: the TVM backend computes the
+    convolution as Winograd's (the CPU's kernels, or the GPU's computes
+    where a vector does not divide a group's channels), as the reference
+    executor does; the LLVM backend, which has no Winograd kernel, refuses
+    it at the op."""
+    if case["groups"] > 1 and (case["out_channels"] // case["groups"]) % LANES:
+        case = {**case, "groups": 1}
+    module = with_algorithm(conv_network(case), WINOGRAD)
+    params = random_params(module, case["seed"])
+    network = TvmNetwork(module)
+    assert [call.symbol.split("_", 1)[1] for call in network.program.calls] == WINOGRAD_KINDS
+    network.load_params(params)
+    rng = np.random.default_rng(case["seed"])
+    inputs = [rng.standard_normal(shape_of(a)).astype(np.float32) for a in single_function(module).body.block.args]
+    (actual,) = network.run(*inputs)
+    (expected,) = run(module, params, *inputs)
+    error = np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30)
+    assert error < 1e-5, f"relative error {error:.2e}"
+    with pytest.raises(TconvError, match="llvm backend: has no Winograd kernel"):
+        lower_program(module)
+
+
+ASKS_FOR_WINOGRAD = """func.func @f(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> {
+  %w = tconv.param "w" init kaiming_normal : tensor<8x8x3x3xf32>
+  %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {algorithm = "ALGORITHM"} : (tensor<1x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x8x8xf32>
+  func.return %y : tensor<1x8x8x8xf32>
+}
+"""
+
+
+@pytest.mark.parametrize("algorithm, kernel", [("winograd", "Winograd"), ("gspc", "GSPC")])
+def test_the_llvm_backend_refuses_an_algorithm_it_lacks_at_the_op(algorithm, kernel):
+    module = parse_module(ASKS_FOR_WINOGRAD.replace("ALGORITHM", algorithm), "net.mlir")
+    with pytest.raises(TconvError) as refusal:
+        lower_program(module)
+    assert str(refusal.value).startswith(
+        f"net.mlir:3:3: error: llvm backend: has no {kernel} kernel (algorithm {algorithm})"
+    )
+    direct = parse_module(ASKS_FOR_WINOGRAD.replace("ALGORITHM", "direct"), "net.mlir")
+    assert len(lower_program(direct)[1].calls) == 1
+
+
+def test_an_explicit_algorithm_overrides_the_default():
+    """A 3×3 the CPU runs as Winograd by default runs direct where its
+    schedule says so, and a grouped convolution GSPC or the direct template
+    as asked; on cuda, GSPC is refused at the op."""
+    from tconv.ir.builder import NetworkBuilder
+
+    def conv(channels, size, groups=1):
+        b = NetworkBuilder("c", (1, channels, size, size))
+        return b.finish(b.conv2d(b.input, channels, 3, padding=1, groups=groups))
+
+    dense = conv(4 * LANES, 16)
+    assert default_algorithm(conv_shape(next(iter(_convs(dense)))), vector_unit(cpu_target())) == WINOGRAD
+    assert kinds(dense) == WINOGRAD_KINDS
+    assert kinds(with_algorithm(conv(4 * LANES, 16), DIRECT)) == ["conv2d"]
+    grouped = conv(32, 28, groups=8)  # 4 channels a group: GSPC by default
+    unit = vector_unit(cpu_target())
+    assert default_algorithm(conv_shape(next(iter(_convs(grouped)))), unit) == GSPC
+    for algorithm in (GSPC, DIRECT):
+        module = with_algorithm(conv(32, 28, groups=8), algorithm)
+        network = TvmNetwork(module)
+        params = random_params(module, 0)
+        network.load_params(params)
+        x = np.random.default_rng(0).standard_normal((1, 32, 28, 28)).astype(np.float32)
+        np.testing.assert_allclose(network.run(x)[0], run(module, params, x)[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(LoweringError, match="tvm backend: cuda has no GSPC kernel"):
+        lower_kernels(with_algorithm(conv(32, 28, groups=8), GSPC), "cuda")
+
+
+def _convs(module):
+    return [op for op in module.walk() if isinstance(op, Conv2dOp)]
+
+
+def test_one_decision_of_winograd_on_a_gpu(monkeypatch):
+    """The lowering and the CUDA tuner ask the same function, which honours
+    `$TCONV_GPU_WINOGRAD` (0: never by default; 1: every convolution it
+    computes with one group)."""
+    from tconv.search.cuda_tuning import runs_winograd
+    from tconv.search.tuning import workload_of
+
+    def module(batch, channels, size):
+        from tconv.ir.builder import NetworkBuilder
+
+        b = NetworkBuilder("c", (batch, channels, size, size))
+        return b.finish(b.conv2d(b.input, channels, 3, padding=1))
+
+    big, small = module(1, 64, 28), module(1, 12, 4)
+    assert runs_winograd(workload_of(_convs(big)[0])) and kinds(big, "cuda") == WINOGRAD_KINDS
+    assert not runs_winograd(workload_of(_convs(small)[0])) and kinds(small, "cuda") == ["conv2d"]
+    monkeypatch.setenv("TCONV_GPU_WINOGRAD", "0")
+    assert not runs_winograd(workload_of(_convs(big)[0])) and kinds(big, "cuda") == ["conv2d"]
+    monkeypatch.setenv("TCONV_GPU_WINOGRAD", "1")
+    small = module(1, 16, 4)
+    assert runs_winograd(workload_of(_convs(small)[0])) and kinds(small, "cuda") == WINOGRAD_KINDS

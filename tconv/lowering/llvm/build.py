@@ -14,7 +14,8 @@ links it into a shared library with the system C compiler: the kernel
 library of an artifact, which the C runtime runs like the TVM backend's.
 
 A convolution's schedule that this backend cannot honour is refused with a
-`LoweringError` located at the op, naming the schedule entry.
+`LoweringError` located at the op, naming the schedule entry; so is an
+`algorithm` it has no kernel for (Winograd, GSPC: it runs direct loop nests).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from tconv.ir.ops import (
     SliceOp,
     shape_of,
 )
-from tconv.ir.schedule import parse_schedule
+from tconv.ir.schedule import GSPC, WINOGRAD, parse_schedule
 from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.kernels.packing import blocks
 from tconv.kernels.program import KernelCall, KernelProgram, Recipe
@@ -175,9 +176,14 @@ class _Lowering(ProgramBuilder):
         strides, padding, dilations = _ints(op.strides), _ints(op.padding), _ints(op.dilations)
         groups = op.groups.value.data
         out_group = out_channels // groups
-        schedule = schedules.conv2d_schedule(
-            parse_schedule(op.schedule) if op.schedule is not None else None, in_group, out_group, out_shape[3], self.unit
-        )
+        conv_schedule = parse_schedule(op.schedule) if op.schedule is not None else None
+        if conv_schedule is not None and conv_schedule.algorithm in (WINOGRAD, GSPC):
+            kernel = "Winograd" if conv_schedule.algorithm == WINOGRAD else "GSPC"
+            raise LoweringError(located(op, (
+                f"llvm backend: has no {kernel} kernel (algorithm {conv_schedule.algorithm}); compile with "
+                '--backend tvm, or ask for algorithm "direct"'
+            )))
+        schedule = schedules.conv2d_schedule(conv_schedule, in_group, out_group, out_shape[3], self.unit)
         tiles = schedules.oc_tiles(schedule)
         block = tiles[-1] if tiles else 1
         packed_shape = (groups, blocks(out_group, block), in_group, kh, kw, block)

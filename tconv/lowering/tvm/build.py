@@ -25,7 +25,6 @@ built for (`tconv-set-batch` changes it).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -54,19 +53,19 @@ from tconv.ir.ops import (
     shape_of,
 )
 from tconv.ir.params import bind_params
-from tconv.ir.schedule import NCHW, ActivationLayouts, ScheduleError, parse_schedule
+from tconv.ir.schedule import NCHW, ActivationLayouts, ConvSchedule, ScheduleError, parse_schedule
 from tconv.kernels import blocking as kernel_blocking
 from tconv.kernels import winograd
+from tconv.kernels.algorithm import GSPC, WINOGRAD, conv_shape, default_algorithm, winograd_tile
 from tconv.kernels.blocking import ConvBlocking
 from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.kernels.packing import blocks
 from tconv.kernels.program import KernelCall, KernelProgram, Recipe
 from tconv.kernels.program_builder import ProgramBuilder
 from tconv.kernels.templates import UnsupportedSchedule, gpu_tile, template_blocking
+from tconv.kernels.winograd import MatmulTile, RegisterTile
 from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu, schedule_winograd, schedule_winograd_cpu, winograd_ops
 from tconv.lowering.tvm.ops import Epilogue
-from tconv.lowering.tvm.schedule_winograd import MatmulTile
-from tconv.lowering.tvm.schedule_winograd_cpu import RegisterTile
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
 from tconv.semantics.reference import single_function
 
@@ -252,6 +251,7 @@ class _Lowering(ProgramBuilder):
         an output stored in channel blocks fixes the channel block."""
         out_height, out_width = out_size
         schedule = parse_schedule(op.schedule) if op.schedule is not None else None
+        algorithm = self.conv_algorithm(op, schedule)
         depthwise = group_channels == 1 and out_group == 1
         if self.gpu:
             return self.gpu_variant(op, schedule, depthwise, out_group, out_size)
@@ -261,18 +261,23 @@ class _Lowering(ProgramBuilder):
         if layouts.packed:
             return self.packed_variant(op, loops, layouts, out_group, kernel, strides, padding, out_size)
         schedule = loops
+        columns = None if algorithm is None else algorithm == GSPC
         if depthwise:
-            blocking = kernel_blocking.depthwise_blocking(out_group * groups, out_width, self.unit, **shape)
-            return "depthwise_conv2d", self.honour(op, schedule, groups, out_group, blocking, depthwise=True)
-        if schedule is None and kernel_blocking.runs_pointwise(
+            blocking = kernel_blocking.depthwise_blocking(
+                out_group * groups, out_width, self.unit, **shape, columns=columns
+            )
+            blocking = self.honour(op, schedule, groups, out_group, blocking, depthwise=True)
+            return "depthwise_conv2d", self.agrees(op, algorithm, blocking)
+        if schedule is None and algorithm != GSPC and kernel_blocking.runs_pointwise(
             kernel, strides, padding, groups, out_group, out_height, out_width, self.unit
         ):
             positions = out_height * out_width
             return "pointwise_conv2d", kernel_blocking.pointwise_blocking(groups, out_group, positions, self.unit)
         blocking = kernel_blocking.conv2d_blocking(
-            groups, out_group, out_width, self.unit, **shape, in_shape=(groups * group_channels, *in_size)
+            groups, out_group, out_width, self.unit, **shape, in_shape=(groups * group_channels, *in_size),
+            columns=columns,
         )
-        blocking = self.honour(op, schedule, groups, out_group, blocking)
+        blocking = self.agrees(op, algorithm, self.honour(op, schedule, groups, out_group, blocking))
         return "conv2d", replace(blocking, skew_planes=kernel_blocking.skews_planes(*in_size, padding))
 
     @staticmethod
@@ -280,7 +285,12 @@ class _Lowering(ProgramBuilder):
         """`conv2d_variant` on cuda: a depthwise convolution a thread per
         output, any other the direct kernel with the thread tile the schedule
         asks for (`templates.gpu_tile`), else `schedule_gpu.conv_tile`'s.
-        Activations in channel blocks are refused."""
+        Activations in channel blocks, and GSPC, are refused."""
+        if schedule is not None and schedule.algorithm == GSPC:
+            raise LoweringError(located(op, (
+                "tvm backend: cuda has no GSPC kernel (algorithm gspc); ask for direct or winograd, "
+                "or compile for cpu"
+            )))
         if schedule is not None and schedule.layouts.packed:
             raise LoweringError(located(op, (
                 f"tvm backend: cuda kernels read and write NCHW activations, this schedule asks for "
@@ -358,40 +368,53 @@ class _Lowering(ProgramBuilder):
         except UnsupportedSchedule as reason:
             raise LoweringError(located(op, f"tvm backend: cannot honour this schedule: {reason}")) from None
 
+    @staticmethod
+    def agrees(op: Conv2dOp, algorithm: str | None, blocking: ConvBlocking) -> ConvBlocking:
+        """`blocking`, unless the schedule's loop entries ask for the other
+        template than its `algorithm` (a located error)."""
+        if algorithm is None or (blocking.vector == "ow") == (algorithm == GSPC):
+            return blocking
+        asked = "GSPC (a vector of output columns)" if blocking.vector == "ow" else "the direct template"
+        raise LoweringError(located(op, (
+            f"tvm backend: cannot honour this schedule: its loop entries ask for {asked}, its algorithm is "
+            f"{algorithm}"
+        )))
+
+    def conv_algorithm(self, op: Conv2dOp, schedule: ConvSchedule | None) -> str | None:
+        """The algorithm `op` runs by: its schedule's `algorithm`; else, with
+        the lowering's `winograd` True, Winograd wherever this target has
+        kernels for it; else, for a convolution without a schedule (and
+        `winograd` not False), the default (`algorithm.default_algorithm`).
+        None: direct or GSPC, as the loop schedule's entries say."""
+        if schedule is not None and schedule.algorithm is not None:
+            return schedule.algorithm
+        shape = conv_shape(op)
+        if self.winograd is True and winograd_tile(shape, self.unit, default=False) is not None:
+            return WINOGRAD
+        if schedule is not None or self.winograd is not None:
+            return None
+        return default_algorithm(shape, self.unit)
+
     def winograd_tile(self, op: Conv2dOp) -> MatmulTile | RegisterTile | None:
         """The product tile of `op` computed as a Winograd convolution (a
         thread block's on a GPU, the register tile on a CPU), or None:
-        computed direct. With `winograd` None, that is a convolution Winograd
-        computes (`winograd.applies`), without a schedule in the IR, where
-        the target's `default_tile` gives it one (`schedule_winograd` on a
-        GPU, `schedule_winograd_cpu` on a CPU); `$TCONV_GPU_WINOGRAD` 0 turns
-        that off on a GPU, 1 makes it every such convolution (bench/gpu),
-        `$TCONV_CPU_WINOGRAD` 0 turns it off on a CPU. With True, every
-        convolution Winograd computes whose output channels 8 divides (a CPU
-        runs the GPU's computes unscheduled where a vector does not divide a
-        group's output channels: tests)."""
-        forced = os.environ.get("TCONV_GPU_WINOGRAD") if self.gpu else None
-        if self.winograd is False or (self.winograd is None and (op.schedule is not None or forced == "0")):
+        computed direct (`conv_algorithm`; the tile of `algorithm.winograd_tile`).
+        A schedule's `algorithm = "winograd"` this target has no kernel for
+        is a located error."""
+        schedule = parse_schedule(op.schedule) if op.schedule is not None else None
+        if self.conv_algorithm(op, schedule) != WINOGRAD:
             return None
-        out_channels, channels, kh, kw = shape_of(op.weight)
-        batch, in_channels, height, width = shape_of(op.input)
-        groups = op.groups.value.data
-        if not winograd.applies((kh, kw), _ints(op.strides), _ints(op.padding), _ints(op.dilations)):
-            return None
-        if not self.gpu:
-            if self.winograd is None:
-                return schedule_winograd_cpu.default_tile(
-                    batch, in_channels, out_channels, groups, height, width, self.unit
-                )
-            rows, columns = winograd.tile_grid(height, width)
-            tile = schedule_winograd_cpu.register_tile(batch * rows * columns, out_channels // groups, self.unit)
-            if tile is not None:
-                return tile
-        if groups != 1:
-            return None
-        if self.winograd is None and forced != "1":
-            return schedule_winograd.default_tile(batch, channels, out_channels, height, width)
-        return schedule_winograd.matmul_tile(out_channels, channels)
+        shape = conv_shape(op)
+        explicit = self.winograd is True or (schedule is not None and schedule.algorithm == WINOGRAD)
+        tile = winograd_tile(shape, self.unit, default=not explicit)
+        if tile is None:
+            where = (
+                f"on cuda its kernels take one group, this convolution has {shape.groups}" if self.gpu else
+                f"on a CPU with groups its kernels need a group's output channels ({shape.out_group}) a multiple "
+                f"of {self.unit.lanes}"
+            )
+            raise LoweringError(located(op, f"tvm backend: cannot run this convolution as Winograd's: {where}"))
+        return tile
 
     def lower_winograd(self, group: KernelGroup, tile: MatmulTile | RegisterTile, names: tuple[str, ...]) -> int:
         """Append the three calls of `group`'s convolution as a Winograd
@@ -561,9 +584,11 @@ def lower_kernels(
 ) -> tuple[tvm.IRModule, KernelProgram]:
     """The scheduled kernels of the module's function (one PrimFunc per
     distinct kernel, keyed by symbol) and the program that calls them.
-    `winograd`: which 3×3 convolutions run as Winograd convolutions (None:
-    where it pays, on a GPU; True: wherever it applies; False: none; see
-    `_Lowering.winograd_tile`)."""
+    `winograd`: which convolutions without an `algorithm` in their schedule
+    run as Winograd convolutions (None: the default's,
+    `tconv.kernels.algorithm.default_algorithm`; True: wherever it applies
+    and the target has kernels for it; False: none; see
+    `_Lowering.conv_algorithm`)."""
     target = make_target(target, arch)
     function = single_function(module)
     lowering = _Lowering(target, winograd)

@@ -33,7 +33,6 @@ returns the scheduled PrimFunc.
 
 from __future__ import annotations
 
-
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule.schedule import ScheduleError
 

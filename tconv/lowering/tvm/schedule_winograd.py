@@ -9,95 +9,20 @@ The batched matrix product is the classic shared-memory GEMM: a thread
 block computes `MatmulTile.rows` output channels × `MatmulTile.columns`
 tiles of one position, a thread `thread_rows` × `thread_columns` of them in
 registers; each step stages `depth` input channels of U and V in shared
-memory, which every thread of the block then reads. `default_tile` sizes it
+memory, which every thread of the block then reads.
+`tconv.kernels.winograd.gpu_default_tile` sizes it
 by how many blocks the product makes: 64 × 128 (8 × 8 a thread) where they
 fill the GPU (batch 64), 32 × 32 (4 × 4) where they would not (batch 1).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 from tvm import s_tir, tirx
 
-from tconv.kernels.packing import blocks
-from tconv.kernels.winograd import OUT_TILE, POSITIONS, tile_grid
+from tconv.kernels.winograd import OUT_TILE, MatmulTile
 from tconv.lowering.tvm.schedule_gpu import bind_threads, loops_under, unroll_all
 
 Schedule = s_tir.Schedule
-
-
-@dataclass(frozen=True)
-class MatmulTile:
-    """A thread block's tile of the batched product (see the module docstring)."""
-
-    rows: int = 64
-    columns: int = 128
-    thread_rows: int = 8
-    thread_columns: int = 8
-    depth: int = 8
-
-    @property
-    def threads(self) -> int:
-        return (self.rows // self.thread_rows) * (self.columns // self.thread_columns)
-
-    @classmethod
-    def parse(cls, text: str) -> MatmulTile:
-        """'64x128x8x8x8': rows, columns, thread rows, thread columns, depth."""
-        return cls(*map(int, text.split("x")))
-
-
-def matmul_tile(out_channels: int, in_channels: int) -> MatmulTile | None:
-    """The tile of a product over `in_channels` into `out_channels`: the
-    most output channels of 64, 32, 16 and 8 that divide them (8 × 8 of
-    them a thread at 64, 4 × 8 below), 128 tiles, and the most of 8, 4, 2
-    and 1 input channels a step that divide them. None where 8 does not
-    divide the output channels. `$TCONV_GPU_WINOGRAD_TILE`, "RxCxTRxTCxD"
-    (bench/gpu), sets it, where it divides them. (Every convolution
-    Winograd computes, for tests; `default_tile` picks the GPU's.)"""
-    override = os.environ.get("TCONV_GPU_WINOGRAD_TILE")
-    if override:
-        tile = MatmulTile.parse(override)
-        if out_channels % tile.rows == 0 and in_channels % tile.depth == 0:
-            return tile
-    rows = next((r for r in (64, 32, 16, 8) if out_channels % r == 0), None)
-    if rows is None:
-        return None
-    depth = next(d for d in (8, 4, 2, 1) if in_channels % d == 0)
-    return MatmulTile(rows, 128, 8 if rows == 64 else 4, 8, depth)
-
-
-FILL_BLOCKS = 512
-"""Thread blocks of 64 × 128 products that fill an H100 (132 SMs) well
-enough; with fewer, 32 × 32 blocks are more and keep more SMs busy."""
-
-MIN_TILES = 4
-"""The fewest tiles a Winograd convolution computes by default (512
-channels at 7², batch 1: 4 tiles, 0.06 ms against 0.13 direct)."""
-
-
-def default_tile(batch: int, in_channels: int, out_channels: int, height: int, width: int) -> MatmulTile | None:
-    """The product tile of a convolution Winograd computes (`winograd.applies`)
-    that a GPU runs as one by default, or None where it runs direct: one
-    with 32 output channels or a multiple, input channels a multiple of 8,
-    and MIN_TILES tiles. The tile: 64 (or 32) output channels × 128 tiles a
-    block, 8 × 8 a thread, where that makes FILL_BLOCKS blocks; else 32 × 32
-    a block, 4 × 4 a thread. `$TCONV_GPU_WINOGRAD_TILE` sets it (bench/gpu).
-
-    On an H100 (`bench/gpu/winograd.sh`), at batch 64 the large tile ran
-    64 to 512 channels in 0.18–0.27 ms; at batch 1, the small one ran them
-    in 0.015–0.058 ms (the large 0.018–0.094; direct 0.046–0.126)."""
-    rows, columns = tile_grid(height, width)
-    tiles = batch * rows * columns
-    if out_channels % 32 or in_channels % 8 or tiles < MIN_TILES:
-        return None
-    if os.environ.get("TCONV_GPU_WINOGRAD_TILE"):
-        return matmul_tile(out_channels, in_channels)
-    block = 64 if out_channels % 64 == 0 else 32
-    large = MatmulTile(block, 128, block // 8, 8, 8)
-    thread_blocks = POSITIONS * (out_channels // large.rows) * blocks(tiles, large.columns)
-    return large if thread_blocks >= FILL_BLOCKS else MatmulTile(32, 32, 4, 4, 8)
 
 
 def schedule_input_transform(function: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -18,83 +18,18 @@ On this Zen 5 (AVX-512, 2 threads) against the direct convolution's
 tuned kernel: 64 channels at 56² 0.22 ms against 0.49, 128 at 28² 0.19
 against 0.51, 256 at 14² 0.24 against 0.49, 64 at 32² 0.10 against
 0.17, groups 2 at 56² 0.17 against 0.26; 512 at 7² (4 tiles, U 38 MB
-read once) 0.74 against 0.48, hence MIN_TILES.
+read once) 0.74 against 0.48, hence `winograd.CPU_MIN_TILES` (the register
+tile and that threshold: `tconv.kernels.winograd`).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 from tvm import s_tir, tirx
 
-from tconv.kernels.winograd import OUT_TILE, tile_grid
+from tconv.kernels.winograd import OUT_TILE, RegisterTile
 from tconv.lowering.tvm.schedule_gpu import loops_under, unroll_all
-from tconv.lowering.tvm.target import VectorUnit
 
 Schedule = s_tir.Schedule
-
-SPARE_REGISTERS = 4
-"""Vector registers a product tile leaves free of accumulators: its step's
-two loads of output channels, the broadcast tile value, one more. On
-AVX-512 that is 28 accumulators: 14 × 2 ran 64 channels at 56² in 0.14 ms;
-7 × 4 (28 accumulators with 4 loads, 33 live) ran 128 channels at 28²
-2.8× slower than 7 × 2: spills."""
-
-MIN_TILES = 16
-"""The fewest tiles (batch × tile rows × tile columns) a CPU computes as a
-Winograd convolution by default: below, U (36 × C × K) is read for too few
-products (512 channels at 7², 4 tiles: 0.74 ms against 0.48 direct; 256
-at 14², 16 tiles: 0.24 against 0.49)."""
-
-
-MIN_GROUP_CHANNELS = 16
-MIN_OUT_CHANNELS = 32
-"""The fewest input channels a group and output channels a CPU computes as
-a Winograd convolution by default: with fewer, the transforms (a pass over
-the input and one over the output) outweigh the product's savings. Side by
-side, Winograd against the best of five direct tilings at 32² (2 threads):
-3 → 64 channels 0.69×, 16 → 16 0.76×, 64 → 16 0.87×; 16 → 64 1.38×, 32 → 32
-1.19×. (Groups 4 of 64 channels at 56², 16 a group, run as Winograd by
-default, faster than the untuned direct kernel; GSPC's tuned kernel is
-faster still, 0.17 ms against 0.22 in the benchmark's tuning round.)"""
-
-
-@dataclass(frozen=True)
-class RegisterTile:
-    """The product's register tile: `tiles` rows of V × `vectors` vectors of `lanes` output channels."""
-
-    tiles: int
-    vectors: int
-    lanes: int
-
-
-def register_tile(tiles: int, out_group: int, unit: VectorUnit) -> RegisterTile | None:
-    """The register tile of a product over `tiles` tiles into groups of
-    `out_group` output channels: two vectors of channels where they divide
-    a group, else one, and the most tiles that divide `tiles` and leave
-    SPARE_REGISTERS. None where a vector does not divide a group's channels."""
-    lanes = unit.lanes
-    if out_group % lanes:
-        return None
-    vectors = 2 if out_group % (2 * lanes) == 0 else 1
-    rows = max(d for d in range(1, (unit.registers - SPARE_REGISTERS) // vectors + 1) if tiles % d == 0)
-    return RegisterTile(rows, vectors, lanes)
-
-
-def default_tile(batch: int, channels: int, out_channels: int, groups: int, height: int, width: int,
-                 unit: VectorUnit) -> RegisterTile | None:
-    """The register tile of a convolution Winograd computes (`winograd.applies`)
-    that a CPU runs as one by default, or None where it runs direct: MIN_TILES
-    tiles, MIN_GROUP_CHANNELS input channels a group, MIN_OUT_CHANNELS output
-    channels, and a group's output channels a multiple of the vector.
-    `$TCONV_CPU_WINOGRAD` 0 makes it none."""
-    rows, columns = tile_grid(height, width)
-    tiles = batch * rows * columns
-    if (os.environ.get("TCONV_CPU_WINOGRAD") == "0" or tiles < MIN_TILES
-            or channels // groups < MIN_GROUP_CHANNELS or out_channels < MIN_OUT_CHANNELS):
-        return None
-    return register_tile(tiles, out_channels // groups, unit)
 
 
 def _vectorize_innermost(sch: Schedule, block, under) -> None:

@@ -376,7 +376,7 @@ func.func @schedule_zero_factor(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> 
 
 func.func @schedule_unknown_key(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> {
   %w = tconv.param "w" init kaiming_normal : tensor<8x8x3x3xf32>
-  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: unknown key 'split' (expected tile, order, vectorize, unroll, parallel, layout)
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: unknown key 'split' (expected tile, order, vectorize, unroll, parallel, layout, algorithm)
   %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {split = 2 : i64} : (tensor<1x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x8x8xf32>
   func.return %y : tensor<1x8x8x8xf32>
 }
