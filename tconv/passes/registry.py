@@ -31,6 +31,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "tconv-depthwise-separable": _loader("nas.depthwise_separable", "DepthwiseSeparablePass"),
     "tconv-split-output": _loader("nas.split_output", "SplitOutputPass"),
     "tconv-unroll-conv": _loader("nas.unroll_conv", "UnrollConvPass"),
+    "tconv-spatial-strip": _loader("nas.spatial_strip", "SpatialStripPass"),
     "tconv-prune-channels": _loader("nas.prune_channels", "PruneChannelsPass"),
     "tconv-blockswap": _loader("nas.blockswap", "BlockSwapPass"),
 }

@@ -75,12 +75,18 @@ DEFAULT_REWRITES: tuple[Rewrite, ...] = (
     _rewrite("tconv-bottleneck-block", _rewrite("tconv-group", groups=4), factor=2),
     _rewrite("tconv-bottleneck-block", _rewrite("tconv-group", groups=8), factor=2),
     _rewrite("tconv-bottleneck-block", _rewrite("tconv-group", groups=4), factor=4),
+    _rewrite("tconv-spatial-strip", strips=2),
+    _rewrite("tconv-spatial-strip", strips=4),
 )
 """What the search tries on each convolution: grouping (a restricted
 input-channel loop), depthwise-separable (a depthwise loop nest and a 1x1
-one), bottleneck blocks (1x1 down, KxK narrow, 1x1 up), and bottlenecks
-with a grouped middle. The bottlenecks add a ReLU'd layer, so they can keep
-a network's capacity where grouping alone loses a little."""
+one), bottleneck blocks (1x1 down, KxK narrow, 1x1 up), bottlenecks
+with a grouped middle, and spatial strips (the output rows in 2 or 4 strips,
+each a convolution with its own weights over the rows it reads). The
+bottlenecks add a ReLU'd layer, so they can keep a network's capacity where
+grouping alone loses a little. Strips keep the work and add parameters: what
+they offer is smaller images per kernel (better cache reuse) and weights
+free to differ per region, starting exact."""
 
 Assignment = Mapping[str, Rewrite]
 

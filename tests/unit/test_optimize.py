@@ -300,7 +300,12 @@ def test_every_default_rewrite_applies_to_the_small_network(rewrite):
     assert layers
     realised = apply_assignment(module, {}, dict.fromkeys(layers, rewrite))
     verify_module(realised.module)
-    assert summarize(realised.module).flops < summarize(module).flops
+    if rewrite.pass_name == "tconv-spatial-strip":
+        # Strips keep the work (each output row is computed once) and add weights.
+        assert summarize(realised.module).flops == summarize(module).flops
+        assert summarize(realised.module).parameters > summarize(module).parameters
+    else:
+        assert summarize(realised.module).flops < summarize(module).flops
 
 
 class VectorFriendlyDevice(FakeDevice):

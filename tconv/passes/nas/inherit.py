@@ -13,6 +13,7 @@ x KH x KW as in the IR.
 | `tconv-depthwise-separable` | per input channel, the best rank-1 fit | each kernel[:, c] has rank 1 |
 | `tconv-bottleneck` | the channels of largest L2 norm, as slices | the dropped channels output zeros |
 | `tconv-split-output`, `tconv-unroll-conv` | row slices (their block-diagonal part) | the slice is block-diagonal |
+| `tconv-spatial-strip` | the whole kernel, copied for every strip | always |
 
 `tconv-prune-channels` always keeps its Fisher-ranked slices (unless
 `init=random`); `tconv-blockswap` starts its candidates at initial values.

@@ -33,6 +33,7 @@ from xdsl.rewriter import Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
 from tconv.ir.infer import refresh_result_types
+from tconv.ir.loader import location_of
 from tconv.ir.ops import Conv2dOp, ParamOp, shape_of
 from tconv.ir.shapes import ShapeError
 from tconv.passes.nas.legality import CapacityCheck
@@ -163,7 +164,9 @@ class NasPass(ModulePass):
             reason = self.ineligible(choice.conv, state)
             if reason is not None:
                 if choice.explicit:
-                    raise self.fail(f"cannot rewrite {choice.name}: {reason}")
+                    where = location_of(choice.conv)
+                    at = f" (the convolution at {where})" if where else ""
+                    raise self.fail(f"cannot rewrite {choice.name}: {reason}{at}")
                 skipped.setdefault(reason, []).append(choice.name)
                 continue
             self.rewrite(choice.conv, state)
