@@ -43,6 +43,7 @@ def grouped_and_depthwise():
     depthwise = b.relu6(b.conv2d(x, 32, 3, padding=2, groups=32, dilation=2, name="dw"))
     x = b.concat([b.slice_channels(depthwise, 0, 16), b.channel_shuffle(x, 4)])
     x = b.max_pool2d(x, 3, stride=2, padding=1)
+    x = b.concat([b.slice(x, 2, 0, 2), b.slice(x, 2, 1, 3)], axis=2)  # overlapping row strips
     x = b.avg_pool2d(b.batch_norm(x, name="bn2"), 2, stride=1)
     return b.finish(b.dense(b.flatten(b.global_avg_pool(x)), 10, name="fc"))
 
