@@ -115,6 +115,7 @@ def mixed_network():
     x = b.batch_norm(b.conv2d(x, 12, 1, groups=3, name="pointwise"), name="bn1")
     x = b.relu(b.add(x, b.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True)))
     x = b.avg_pool2d(x, 3, stride=2, padding=1)
+    x = b.concat([b.slice(x, 2, 0, 2), b.slice(x, 2, 1, 2)], axis=2)  # overlapping row strips
     x = b.concat([b.global_avg_pool(x), b.global_avg_pool(b.relu(x))], axis=1)
     return b.finish(b.dense(b.flatten(x), 7, name="fc"))
 
