@@ -142,9 +142,10 @@ def winograd_tile(shape: ConvShape, unit: VectorUnit | None, default: bool = Tru
     forced = _gpu_winograd()
     if default and forced == "0":
         return None
+    tile = winograd.gpu_default_tile(batch, in_channels, shape.out_channels, height, width) if forced != "1" else None
     if default and forced != "1":
-        return winograd.gpu_default_tile(batch, in_channels, shape.out_channels, height, width)
-    return winograd.matmul_tile(shape.out_channels, in_channels)
+        return tile
+    return tile or winograd.matmul_tile(shape.out_channels, in_channels)
 
 
 def default_algorithm(shape: ConvShape, unit: VectorUnit | None) -> str:

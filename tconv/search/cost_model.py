@@ -49,6 +49,7 @@ from functools import lru_cache
 import numpy as np
 
 from tconv.errors import TconvError
+from tconv.ir.schedule import GSPC
 from tconv.kernels.blocking import column_efficiency, tile_efficiency
 from tconv.search.tuning import Knobs, TuningDatabase, Workload
 
@@ -56,7 +57,7 @@ Sample = tuple[Workload, Knobs, float]
 """One measurement: a workload, the knobs it ran with, its seconds."""
 
 MAX_KNOBS = 6
-"""Knob slots in the feature vector (tuning.Knobs has six); knobs past the sixth are not seen."""
+"""Knob slots in the feature vector (`tuning.Knobs.slots`)."""
 
 MISSING_KNOB = -1.0
 """The feature of an absent knob (a present knob k ≥ 0 is log2(1 + k) ≥ 0)."""
@@ -119,19 +120,15 @@ class RegisterTile:
 
 
 def register_tile(workload: Workload, knobs: Knobs, lanes: int) -> RegisterTile:
-    """The register tile of `workload` with `knobs`, laid out as `tuning.Knobs`
-    (block, width_tile, rows, columns, unroll_kw; the later ones may be left
-    out). Direct template (columns 0): `block` channels in vectors × `width_tile`
-    columns, efficiency by `blocking.tile_efficiency`. GSPC (columns 1):
-    `block` channels × `rows` rows × `width_tile` columns in vectors, by
-    `blocking.column_efficiency`. Knobs naming no tile (fewer than two,
-    or zeros): efficiency 1, one accumulator, full lanes."""
-    if len(knobs) < 2 or min(knobs[:2]) < 1:
+    """The register tile of `workload` with `knobs`. Direct template:
+    `channels` in vectors × `columns`, efficiency by
+    `blocking.tile_efficiency`. GSPC: `channels` × `rows` × `columns` in
+    vectors, by `blocking.column_efficiency`. Knobs naming no tile
+    (Winograd, none): efficiency 1, one accumulator, full lanes."""
+    if not knobs.tiled or min(knobs.channels, knobs.columns) < 1:
         return RegisterTile(1.0, 1, 1.0)
-    block, width_tile = knobs[0], knobs[1]
-    rows = max(1, knobs[2]) if len(knobs) > 2 else 1
-    columns = len(knobs) > 3 and knobs[3] == 1
-    if columns:
+    block, width_tile, rows = knobs.channels, knobs.columns, max(1, knobs.rows)
+    if knobs.algorithm == GSPC:
         vectors = -(-width_tile // lanes)
         efficiency = column_efficiency(
             block, rows, width_tile, workload.out_group, workload.out_height, workload.out_width,
@@ -157,7 +154,7 @@ def workload_features(workload: Workload, knobs: Knobs, lanes: int | None = None
     lanes = host_lanes() if lanes is None else lanes
     n, c, _, _ = workload.input
     groups = workload.groups
-    knob_slots = [_log2(1 + k) for k in knobs[:MAX_KNOBS]]
+    knob_slots = [_log2(1 + k) for k in knobs.slots()[:MAX_KNOBS]]
     knob_slots += [MISSING_KNOB] * (MAX_KNOBS - len(knob_slots))
     tile = register_tile(workload, knobs, lanes)
     features = [

@@ -9,12 +9,13 @@
 The knob of a direct convolution's CUDA kernel is the tile a thread
 accumulates: output channels × output columns (`schedule_gpu`), in the IR a
 schedule `tile = {oc = [c], ow = [w]}` (`tconv.kernels.templates.gpu_tile`), as knobs
-(c, w). The candidates are the tile `schedule_gpu.conv_tile` would choose,
-then every tile of GPU_TILES whose channels divide a group's; where the
-lowering runs the convolution as a Winograd convolution by default (a dense
-3×3 of stride 1, `runs_winograd`), no schedule first (`UNSCHEDULED`):
-Winograd against the direct tiles. A depthwise convolution runs a thread
-per output and has no knob: it is not tuned.
+`Knobs("direct", channels=c, columns=w)`. The candidates are the tile
+`schedule_gpu.conv_tile` would choose, then every tile of GPU_TILES whose
+channels divide a group's; and Winograd (`{algorithm = "winograd"}`,
+`tuning.WINOGRAD_KNOBS`) wherever the GPU computes it (one group, 8
+output channels dividing): first where the lowering runs it by default
+(`runs_winograd`, `algorithm.default_algorithm`), else second. A depthwise
+convolution runs a thread per output and has no knob: it is not tuned.
 
 A measurement compiles the workload's convolution alone with its tile (TVM,
 then nvcc for the GPU's architecture) into an artifact, runs it with
@@ -49,10 +50,10 @@ import numpy as np
 
 from tconv.errors import TconvError
 from tconv.ir.schedule import ConvSchedule
-from tconv.kernels.algorithm import WINOGRAD, default_algorithm
+from tconv.kernels.algorithm import DIRECT, WINOGRAD, default_algorithm, winograd_tile
 from tconv.runtime.plan import PLAN_FILE, read_plan, write_plan
 from tconv.search.cuda_measure import fastest_round
-from tconv.search.tuning import UNSCHEDULED, Knobs, Workload, conv_network, full_knobs
+from tconv.search.tuning import WINOGRAD_KNOBS, Knobs, Workload, conv_network
 
 GPU_KERNELS = 2
 """The version of the CUDA kernels a thread tile builds, part of the target key (as `tuning.KERNELS`)."""
@@ -95,21 +96,34 @@ class CudaSchedules:
         outputs = workload.input[0] * workload.out_channels * workload.out_height * workload.out_width
         tiles = [conv_tile(outputs, workload.out_group)]
         tiles += [t for t in GPU_TILES if workload.out_group % t[0] == 0 and t not in tiles]
-        unscheduled = [UNSCHEDULED] if runs_winograd(workload) else []
-        return unscheduled + [full_knobs(t) for t in tiles]
+        direct = [Knobs(DIRECT, channels, columns) for channels, columns in tiles]
+        if runs_winograd(workload):
+            return [WINOGRAD_KNOBS, *direct]
+        if winograd_tile(workload, None, default=False) is not None:
+            return [direct[0], WINOGRAD_KNOBS, *direct[1:]]
+        return direct
 
     def schedule(self, workload: Workload, knobs: Knobs) -> ConvSchedule | None:
-        if full_knobs(knobs) == UNSCHEDULED:
+        """`{algorithm = "winograd"}`, the thread tile of direct knobs
+        (`gpu_schedule`), or None where the knobs are none."""
+        if knobs.algorithm == WINOGRAD:
+            return ConvSchedule(algorithm=WINOGRAD)
+        if knobs.algorithm != DIRECT:
             return None
-        channels, columns = full_knobs(knobs)[:2]
-        return gpu_schedule(channels, columns)
+        return gpu_schedule(knobs.channels, knobs.columns)
 
 
 def runs_winograd(workload: Workload) -> bool:
     """Whether the lowering runs `workload` as a Winograd convolution on a
     GPU where it has no schedule (`algorithm.default_algorithm`): then
-    `UNSCHEDULED` is its first candidate."""
+    Winograd is its first candidate."""
     return default_algorithm(workload, None) == WINOGRAD
+
+
+def _stored_knobs(stored) -> Knobs:
+    """Knobs as an index holds them: a database record's fields, or (a store
+    prepared before `Knobs` named them) a list of positional values."""
+    return Knobs.from_record(stored) if isinstance(stored, dict) else Knobs.from_legacy(stored)
 
 
 INDEX_FILE = "index.json"
@@ -129,7 +143,7 @@ class KernelStore:
         if index.exists():
             try:
                 stored = json.loads(index.read_text())
-                self.prepared = {w: [tuple(k) for k in knobs] for w, knobs in stored["candidates"].items()}
+                self.prepared = {w: [_stored_knobs(k) for k in knobs] for w, knobs in stored["candidates"].items()}
                 self.entries: dict[str, str] = dict(stored["entries"])
                 stored_arch = str(stored["arch"])
             except (OSError, ValueError, KeyError, TypeError):
@@ -143,10 +157,11 @@ class KernelStore:
 
     @staticmethod
     def _key(workload: Workload, knobs: Knobs) -> str:
-        return f"{workload.key} | {' '.join(map(str, full_knobs(knobs)))}"
+        return f"{workload.key} | {json.dumps(knobs.record(), sort_keys=True)}"
 
     def _save(self) -> None:
-        index = {"arch": self.arch, "candidates": self.prepared, "entries": self.entries}
+        candidates = {w: [k.record() for k in knobs] for w, knobs in self.prepared.items()}
+        index = {"arch": self.arch, "candidates": candidates, "entries": self.entries}
         staging = self.directory / f".{INDEX_FILE}.tmp"
         staging.write_text(json.dumps(index, indent=1) + "\n")
         staging.replace(self.directory / INDEX_FILE)
@@ -156,7 +171,7 @@ class KernelStore:
         yet (needs TVM, not a GPU), and record them as the workload's
         candidates; how many were written."""
         written = sum(self._write(workload, knobs, schedules) for knobs in candidates)
-        self.prepared[workload.key] = [full_knobs(k) for k in candidates]
+        self.prepared[workload.key] = list(candidates)
         self._save()
         return written
 

@@ -28,7 +28,7 @@ from tconv.search.latency import LayerLatencies
 from tconv.search.optimize import Candidate, SearchResult
 from tconv.search.pruning import PruningChoice, PruningStudy
 from tconv.search.space import origin_of
-from tconv.search.tuning import Knobs, full_knobs
+from tconv.search.tuning import Knobs
 from tconv.search.tuning import describe_knobs as tuning_description
 
 FISHER_BATCH = 16
@@ -54,7 +54,7 @@ def describe_knobs(knobs: Knobs) -> str:
     `gspc 4x2x8` (channel block x rows x columns, columns in the vector), and
     the rest as `tuning.describe_knobs` says it."""
     text = tuning_description(knobs)
-    return text if full_knobs(knobs)[3] or text == "unscheduled" else f"direct {text}"
+    return f"direct {text}" if knobs.algorithm == "direct" else text
 
 
 def _fisher_by_layer(module: ModuleOp, params: Mapping[str, np.ndarray], layers: list[str]) -> dict[str, float]:

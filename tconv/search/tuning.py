@@ -5,16 +5,18 @@ that keeps the results.
     tune(module, database, budget_s=60)          # measures, appends to the file
     apply_tuning(module, database)               # writes the best schedules into the IR
 
-A *workload* is a convolution's shape and attributes (`workload_key`):
+A *workload* is a convolution's shape and attributes (`Workload.key`):
 identical layers of a network are one workload, tuned once. For each, the
-search space is the TVM templates' knobs (`tconv.kernels.templates`,
-`Knobs`): for the direct template, channel blocks (whole vectors, or
-divisors of a group's channels) × column tiles; for grouped and depthwise
-convolutions also GSPC's channel blocks × row tiles × column tiles
-(`tconv.kernels.blocking`), for kernels 5 wide and more, both with the
-kernel-column loop rolled, and, for 1×1 convolutions on small images and
-3×3 convolutions the backend runs as Winograd convolutions, no schedule
-at all (`UNSCHEDULED`). Candidates are measured best-first by the
+search space is `Knobs`, one named candidate schedule (the TVM templates'
+knobs, `tconv.kernels.templates`): for the direct template, channel
+blocks (whole vectors, or divisors of a group's channels) × column tiles;
+for grouped and depthwise convolutions also GSPC's channel blocks × row
+tiles × column tiles (`tconv.kernels.blocking`), for kernels 5 wide and
+more, both with the kernel-column loop rolled; Winograd (the schedule
+`{algorithm = "winograd"}`, `WINOGRAD_KNOBS`) wherever this CPU has
+Winograd kernels for the convolution; and, for 1×1 convolutions on small
+images, no schedule at all (`UNSCHEDULED`: the positions kernel, which no
+schedule asks for). Candidates are measured best-first by the
 templates' issue-rate models (`blocking.tile_efficiency`,
 `blocking.column_efficiency`), the backend's own default first, the
 workloads in turns, until the budget is spent; so any
@@ -23,10 +25,12 @@ one.
 
 The database is a JSON-lines file, one measurement a line, keyed by workload
 and target (`target_key`: the CPU, the thread count and the kernels'
-version); the knobs are the
-fields `block` and `width_tile`, and, where they are not the direct
-template's defaults, `rows`, `columns`, `unroll_kw` and `rows_first`
-(records without them are the direct template's, as written before GSPC).
+version); the knobs are the fields `algorithm` ("direct", "gspc",
+"winograd", "unscheduled"), `block` and `width_tile` (the tile's channels
+and columns, 0 where there is none) and, where they are not the defaults,
+`rows`, `unroll_kw` and `rows_first` (`Knobs.record`). Lines without an
+`algorithm`, written before it, still read: `columns` 1 is GSPC, block and
+width_tile 0 no schedule, else the direct template (`Knobs.from_legacy`).
 Each line is appended as soon as it is measured, so a tuning run that stops
 (budget, Ctrl-C) resumes where it was: measured candidates are not measured
 again.
@@ -56,7 +60,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -68,35 +72,164 @@ from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp
 from tconv.ir.schedule import ConvSchedule, parse_schedule
 from tconv.kernels import blocking as kernel_blocking
-from tconv.kernels.algorithm import WINOGRAD, ConvShape, conv_shape, default_algorithm
+from tconv.kernels.algorithm import (
+    ALGORITHMS,
+    DIRECT,
+    GSPC,
+    WINOGRAD,
+    ConvShape,
+    conv_shape,
+    default_algorithm,
+    winograd_tile,
+)
 from tconv.kernels.algorithm import default_blocking as algorithm_default_blocking
 from tconv.kernels.blocking import ConvBlocking
-from tconv.kernels.templates import template_schedule
+from tconv.kernels.templates import template_blocking, template_schedule
+from tconv.kernels.winograd import RegisterTile
 from tconv.passes.classical.pack import layout_fits
 from tconv.search.progress import bar
 from tconv.search.progress import done as end_progress
 from tconv.search.progress import show as show_progress
 
-Knobs = tuple[int, ...]
-"""A schedule's knobs as integers, in the order of KNOB_NAMES:
-(block, width_tile, rows, columns, unroll_kw, rows_first) — channels per
-block, columns per register tile, rows per register tile (1 in the direct
-template), whether columns are the vector (1: GSPC; 0: the direct
-template's channel vector), whether the kernel-column loop is unrolled (1)
-or not (0) and whether the parallel loops run output rows before channel
-blocks (1; direct template, one group). A shorter tuple (an old record's
-(block, width_tile)) means the defaults of the rest: `full_knobs` fills
-them in."""
+UNSCHEDULED_ALGORITHM = "unscheduled"
+"""`Knobs.algorithm` of no schedule at all: the backend's own default."""
 
-KNOB_NAMES = ("block", "width_tile", "rows", "columns", "unroll_kw", "rows_first")
-KNOB_DEFAULTS = (1, 1, 1, 0, 1, 0)
-"""The value of each knob where a record or a tuple leaves it out."""
+LEGACY_NAMES = ("block", "width_tile", "rows", "columns", "unroll_kw", "rows_first")
+LEGACY_DEFAULTS = (1, 1, 1, 0, 1, 0)
+"""The positional knobs of records written before `Knobs` named them: an
+old database line's fields and an old kernel store's lists (see
+`Knobs.from_legacy`)."""
 
-UNSCHEDULED: Knobs = (0, 0) + KNOB_DEFAULTS[2:]
-"""Not knobs but their absence (recorded as block 0, width_tile 0): the
-convolution left without a schedule, as the backend runs it by default. A
-candidate only where that default is one no schedule can ask for
-(`unscheduled_differs`)."""
+
+@dataclass(frozen=True, order=True)
+class Knobs:
+    """One candidate schedule of a convolution, as the tuners measure and
+    record it, for a CPU's templates and a GPU's direct kernel alike.
+
+    `algorithm`: "direct", "gspc", "winograd" (its kernels take no other
+    knob: the tile fields are 0), or UNSCHEDULED_ALGORITHM (no schedule:
+    the backend's default, a candidate where no schedule can ask for it).
+    `channels` × `columns`: the output channels and columns of the tile
+    one set of accumulators covers: a CPU's register tile (the direct
+    template's channel block and column tile, GSPC's channel block and
+    column tile) or a GPU thread's tile. `rows`: output rows of a GSPC
+    register tile. `unroll_kw`: whether the kernel-column loop is unrolled
+    (CPU). `rows_first`: whether the direct template's parallel loops run
+    output rows before channel blocks (CPU, one group).
+
+    `schedule_of` and `CudaSchedules.schedule` map knobs to the IR's
+    `ConvSchedule`, `knobs_of_schedule` back; `record` and `from_record`
+    to and from a line of the tuning database."""
+
+    algorithm: str = DIRECT
+    channels: int = 1
+    columns: int = 1
+    rows: int = 1
+    unroll_kw: bool = True
+    rows_first: bool = False
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in (*ALGORITHMS, UNSCHEDULED_ALGORITHM):
+            raise ValueError(f"knobs: unknown algorithm {self.algorithm!r}")
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the knobs name a tile (direct or GSPC)."""
+        return self.algorithm in (DIRECT, GSPC)
+
+    def blocking(self) -> ConvBlocking:
+        """The `ConvBlocking` of direct or GSPC knobs."""
+        if not self.tiled:
+            raise ValueError(f"knobs: {self.algorithm} has no blocking")
+        return ConvBlocking(
+            self.channels, self.columns, vector="ow" if self.algorithm == GSPC else "oc", rows=self.rows,
+            unroll_kw=self.unroll_kw, rows_first=self.rows_first,
+        )
+
+    @classmethod
+    def of_blocking(cls, blocking: ConvBlocking) -> Knobs:
+        """The knobs of a `ConvBlocking` (the inverse of `blocking`)."""
+        return cls(
+            GSPC if blocking.vector == "ow" else DIRECT, blocking.block, blocking.width_tile, blocking.rows,
+            blocking.unroll_kw, blocking.rows_first,
+        )
+
+    def record(self) -> dict[str, object]:
+        """The knobs as fields of a database line: the algorithm, `block`
+        and `width_tile` (channels and columns, 0 where there is no tile),
+        and the other knobs where they are not the defaults."""
+        fields: dict[str, object] = {"algorithm": self.algorithm, "block": self.channels, "width_tile": self.columns}
+        if self.rows != 1:
+            fields["rows"] = self.rows
+        if not self.unroll_kw:
+            fields["unroll_kw"] = 0
+        if self.rows_first:
+            fields["rows_first"] = 1
+        return fields
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> Knobs:
+        """The knobs of a database line (`record`'s fields, or, without an
+        `algorithm`, a line written before it: `from_legacy`)."""
+        if "algorithm" not in record:
+            return cls.from_legacy([
+                record[name] if index < 2 else record.get(name, default)
+                for index, (name, default) in enumerate(zip(LEGACY_NAMES, LEGACY_DEFAULTS))
+            ])
+        return cls(
+            str(record["algorithm"]), int(record["block"]), int(record["width_tile"]),  # type: ignore[arg-type]
+            int(record.get("rows", 1)), bool(int(record.get("unroll_kw", 1))),  # type: ignore[arg-type]
+            bool(int(record.get("rows_first", 0))),  # type: ignore[arg-type]
+        )
+
+    @classmethod
+    def from_legacy(cls, values) -> Knobs:
+        """The knobs of positional values (block, width_tile, rows, columns,
+        unroll_kw, rows_first), 2 to 6 of them, the rest at LEGACY_DEFAULTS:
+        what databases and kernel stores held before `Knobs` (block and
+        width_tile 0: no schedule; columns 1: GSPC)."""
+        if not 2 <= len(values) <= len(LEGACY_NAMES):
+            raise ValueError(f"knobs: expected 2 to {len(LEGACY_NAMES)} integers {LEGACY_NAMES}, got {values}")
+        block, width_tile, rows, columns, unroll_kw, rows_first = (
+            *(int(v) for v in values), *LEGACY_DEFAULTS[len(values):]
+        )
+        if block == 0 and width_tile == 0:
+            return UNSCHEDULED
+        return cls(GSPC if columns else DIRECT, block, width_tile, rows, bool(unroll_kw), bool(rows_first))
+
+    def slots(self) -> tuple[int, ...]:
+        """The knobs as six integers, for models: channels, columns, rows,
+        the algorithm (0 direct or none, 1 GSPC, 2 Winograd), unroll_kw,
+        rows_first."""
+        code = {GSPC: 1, WINOGRAD: 2}.get(self.algorithm, 0)
+        return (self.channels, self.columns, self.rows, code, int(self.unroll_kw), int(self.rows_first))
+
+    def describe(self) -> str:
+        """In short: channels x columns for the direct template, "gspc"
+        channels x rows x columns for GSPC, "winograd", "unscheduled"; "kw
+        rolled" where the kernel-column loop is, "rows first" where the
+        parallel loops take rows first."""
+        if not self.tiled:
+            return self.algorithm
+        text = f"gspc {self.channels}x{self.rows}x{self.columns}" if self.algorithm == GSPC else (
+            f"{self.channels}x{self.columns}"
+        )
+        return text + ("" if self.unroll_kw else " kw rolled") + (" rows first" if self.rows_first else "")
+
+
+UNSCHEDULED = Knobs(UNSCHEDULED_ALGORITHM, 0, 0)
+"""Not knobs but their absence: the convolution left without a schedule,
+as the backend runs it by default. A candidate only where that default is
+one no schedule can ask for (`unscheduled_differs`)."""
+
+WINOGRAD_KNOBS = Knobs(WINOGRAD, 0, 0)
+"""Winograd's kernels, which take no other knob: the schedule `{algorithm = "winograd"}`."""
+
+
+def direct(channels: int, columns: int, **knobs) -> Knobs:
+    """Direct-template knobs of a `channels` × `columns` tile."""
+    return Knobs(DIRECT, channels, columns, **knobs)
+
 
 CONFIRM = 4
 """How many of a workload's fastest recorded knobs a tuning run re-measures (see `tune`)."""
@@ -111,61 +244,47 @@ CONFIRM_PASSES = 5
 an odd number: the round keeps their median."""
 
 
-def full_knobs(knobs: Knobs) -> Knobs:
-    """`knobs` with every knob of KNOB_NAMES, the missing ones at their defaults."""
-    if not 2 <= len(knobs) <= len(KNOB_NAMES):
-        raise ValueError(f"knobs: expected 2 to {len(KNOB_NAMES)} integers {KNOB_NAMES}, got {knobs}")
-    return tuple(int(k) for k in knobs) + KNOB_DEFAULTS[len(knobs):]
-
-
-def blocking_of(knobs: Knobs):
-    """The `ConvBlocking` that `knobs` name."""
-    block, width_tile, rows, columns, unroll_kw, rows_first = full_knobs(knobs)
-    return ConvBlocking(
-        block, width_tile, vector="ow" if columns else "oc", rows=rows, unroll_kw=bool(unroll_kw),
-        rows_first=bool(rows_first),
-    )
-
-
-def knobs_of(blocking) -> Knobs:
-    """The knobs of a `ConvBlocking` (the inverse of `blocking_of`)."""
-    return (
-        blocking.block, blocking.width_tile, blocking.rows, int(blocking.vector == "ow"), int(blocking.unroll_kw),
-        int(blocking.rows_first),
-    )
-
-
 def schedule_of(workload: Workload, knobs: Knobs) -> ConvSchedule | None:
-    """The IR schedule that runs `workload` with `knobs` (the template's full
-    form); None for UNSCHEDULED."""
-    if full_knobs(knobs) == UNSCHEDULED:
+    """The IR schedule that runs `workload` with `knobs` on a CPU: the
+    template's full form for direct and GSPC knobs, `{algorithm =
+    "winograd"}`, or None for UNSCHEDULED."""
+    if knobs.algorithm == UNSCHEDULED_ALGORITHM:
         return None
-    return template_schedule(blocking_of(knobs), workload.groups, workload.depthwise)
+    if knobs.algorithm == WINOGRAD:
+        return ConvSchedule(algorithm=WINOGRAD)
+    return template_schedule(knobs.blocking(), workload.groups, workload.depthwise)
+
+
+def knobs_of_schedule(workload: Workload, schedule: ConvSchedule | None) -> Knobs:
+    """The CPU knobs a schedule asks for (the inverse of `schedule_of`; a
+    loop schedule's open knobs at the backend's defaults)."""
+    if schedule is None or (schedule.algorithm is None and not schedule.transforms_loops):
+        return UNSCHEDULED
+    if schedule.algorithm == WINOGRAD:
+        return WINOGRAD_KNOBS
+    default = default_blocking(workload, schedule.algorithm)
+    return Knobs.of_blocking(template_blocking(
+        schedule, workload.groups, workload.out_group, default, workload.depthwise
+    ))
 
 
 def unscheduled_differs(workload: Workload) -> bool:
     """Whether the backend runs `workload` without a schedule in a way no
-    schedule can ask for: as a Winograd convolution (`runs_winograd`), or,
-    a pointwise convolution on an image small enough that it tiles the
-    flattened positions (`blocking.runs_pointwise`; a schedule tiles
-    rows), 12% faster than any row tiling on 256 channels at 14×14."""
-    from tconv.lowering.tvm.target import cpu_target, vector_unit
-
-    return runs_winograd(workload) or (
-        not workload.depthwise
-        and kernel_blocking.runs_pointwise(
-            workload.kernel, workload.strides, workload.padding, workload.groups, workload.out_group,
-            workload.out_height, workload.out_width, vector_unit(cpu_target()),
-        )
+    schedule can ask for: a pointwise convolution on an image small enough
+    that it tiles the flattened positions (`blocking.runs_pointwise`; a
+    schedule tiles rows), 12% faster than any row tiling on 256 channels at
+    14×14. (Winograd, the other default of its own, a schedule asks for:
+    `WINOGRAD_KNOBS`.)"""
+    return not workload.depthwise and kernel_blocking.runs_pointwise(
+        workload.kernel, workload.strides, workload.padding, workload.groups, workload.out_group,
+        workload.out_height, workload.out_width, cpu_unit(),
     )
 
 
 def runs_winograd(workload: Workload) -> bool:
     """Whether this CPU's lowering runs `workload` as a Winograd convolution
     where it has no schedule (`algorithm.default_algorithm`)."""
-    from tconv.lowering.tvm.target import cpu_target, vector_unit
-
-    return default_algorithm(workload, vector_unit(cpu_target())) == WINOGRAD
+    return default_algorithm(workload, cpu_unit()) == WINOGRAD
 
 
 def default_database_path() -> Path:
@@ -274,12 +393,16 @@ def tunable_workloads(module: ModuleOp, schedules: Schedules) -> list[Workload]:
 
 
 def tunable_convs(module: ModuleOp) -> list[Conv2dOp]:
-    """Convolutions the templates tune: those without a loop schedule of
-    their own (a `layout` alone, from `tconv-pack`, leaves the loops open)."""
-    return [
-        op for op in module.walk()
-        if isinstance(op, Conv2dOp) and (op.schedule is None or not parse_schedule(op.schedule).transforms_loops)
-    ]
+    """Convolutions the templates tune: those without a loop schedule or an
+    algorithm of their own (a `layout` alone, from `tconv-pack`, leaves the
+    loops open)."""
+    def open_(op: Conv2dOp) -> bool:
+        if op.schedule is None:
+            return True
+        schedule = parse_schedule(op.schedule)
+        return not schedule.transforms_loops and schedule.algorithm is None
+
+    return [op for op in module.walk() if isinstance(op, Conv2dOp) and open_(op)]
 
 
 @dataclass
@@ -317,11 +440,7 @@ class TuningDatabase:
             try:
                 record = json.loads(line)
                 key = (str(record["workload"]), str(record["target"]))
-                # block and width_tile are required; the later knobs default.
-                knobs = tuple(
-                    int(record[name] if index < 2 else record.get(name, default))
-                    for index, (name, default) in enumerate(zip(KNOB_NAMES, KNOB_DEFAULTS))
-                )
+                knobs = Knobs.from_record(record)
                 seconds = float(record["seconds"])
                 round_id = None if record.get("round") is None else int(record["round"])
             except (ValueError, KeyError, TypeError):
@@ -345,7 +464,7 @@ class TuningDatabase:
                 latest.seconds[knobs] = min(seconds, latest.seconds.get(knobs, seconds))
 
     def measured(self, workload: Workload, target: str) -> dict[Knobs, float]:
-        """Seconds by knobs (full, see `full_knobs`) measured for `workload` on
+        """Seconds by knobs measured for `workload` on
         `target`, the fastest measurement of each."""
         return self.records.get((workload.key, target), {})
 
@@ -402,24 +521,19 @@ class TuningDatabase:
         return [knobs for knobs, _ in self.ranking(workload, target)[:CONFIRM]]
 
     def add(self, workload: Workload, target: str, knobs: Knobs, seconds: float) -> None:
-        self._append(workload, target, [(full_knobs(knobs), seconds)])
+        self._append(workload, target, [(knobs, seconds)])
 
     def add_round(self, workload: Workload, target: str, seconds: dict[Knobs, float]) -> None:
         """Record knobs measured side by side (`measure_side_by_side`) as the workload's latest round."""
         latest = self.rounds.get((workload.key, target))
         round_id = max(time.time_ns(), latest.id + 1 if latest else 0)
-        self._append(workload, target, [(full_knobs(k), s) for k, s in seconds.items()], round_id)
+        self._append(workload, target, list(seconds.items()), round_id)
 
     def _append(self, workload: Workload, target: str, measurements, round_id: int | None = None) -> None:
         lines = []
         for knobs, seconds in measurements:
             self._keep((workload.key, target), knobs, seconds, round_id)
-            record: dict[str, object] = {"workload": workload.key, "target": target}
-            # The direct template's defaults stay implicit: its records read as before GSPC.
-            record.update(
-                (name, value) for index, (name, value, default) in enumerate(zip(KNOB_NAMES, knobs, KNOB_DEFAULTS))
-                if index < 2 or value != default
-            )
+            record: dict[str, object] = {"workload": workload.key, "target": target, **knobs.record()}
             record["seconds"] = seconds
             if round_id is not None:
                 record["round"] = round_id
@@ -429,11 +543,23 @@ class TuningDatabase:
             file.write("".join(lines))  # one write: a round's lines stay together
 
 
-def default_blocking(workload: Workload) -> ConvBlocking:
-    """The blocking the backend gives `workload` without a schedule (where it runs direct or GSPC)."""
+def cpu_unit():
+    """This CPU's vector unit, as the TVM backend sees it."""
     from tconv.lowering.tvm.target import cpu_target, vector_unit
 
-    return algorithm_default_blocking(workload, vector_unit(cpu_target()))
+    return vector_unit(cpu_target())
+
+
+def default_blocking(workload: Workload, algorithm: str | None = None) -> ConvBlocking:
+    """The blocking the backend gives `workload` without a loop schedule
+    (where it runs direct or GSPC; `algorithm`: where it is asked for one)."""
+    return algorithm_default_blocking(workload, cpu_unit(), algorithm)
+
+
+def runs_winograd_kernels(workload: Workload) -> bool:
+    """Whether this CPU has Winograd kernels for `workload` (it applies, and
+    a vector divides a group's output channels): where the tuner tries it."""
+    return isinstance(winograd_tile(workload, cpu_unit(), default=False), RegisterTile)
 
 
 def candidates(workload: Workload) -> list[Knobs]:
@@ -480,9 +606,12 @@ def candidates(workload: Workload) -> list[Knobs]:
     ranked = sorted(space, key=lambda b: (
         -round(model(b), 3), -b.block * b.rows * b.width_tile, not b.unroll_kw, b.rows_first != default.rows_first,
     ))
-    first = knobs_of(default)
+    first = Knobs.of_blocking(default)
+    winograd = [WINOGRAD_KNOBS] if runs_winograd_kernels(workload) else []
     unscheduled = [UNSCHEDULED] if unscheduled_differs(workload) else []
-    return [first, *unscheduled] + [k for k in dict.fromkeys(knobs_of(b) for b in ranked) if k != first]
+    return [first, *winograd, *unscheduled] + [
+        k for k in dict.fromkeys(Knobs.of_blocking(b) for b in ranked) if k != first
+    ]
 
 
 def conv_network(workload: Workload, knobs: Knobs, schedules: Schedules | None = None) -> ModuleOp:
@@ -536,7 +665,7 @@ def measure(workload: Workload, knobs: Knobs, repeat: int = 5) -> float:
     calls (about a microsecond each) count against them."""
     import tvm
 
-    runtime, calls = _timed_kernels(workload, full_knobs(knobs))
+    runtime, calls = _timed_kernels(workload, knobs)
     kernels = [(runtime[symbol], args) for symbol, args in calls]
 
     def run() -> None:
@@ -738,6 +867,8 @@ def apply_tuning(
             if schedule is None:  # the backend's default is best: the conv stays as it is
                 applied += 1
                 continue
+            if layout is not None and schedule.algorithm is not None:
+                continue  # Winograd reads and writes NCHW: the packed layout stays, with the template's default
             conv.properties["schedule"] = replace(schedule, layout=layout).to_attr()
             if layout is not None and not layout_fits(conv, layout):
                 conv.properties["schedule"] = previous
@@ -747,14 +878,8 @@ def apply_tuning(
 
 
 def describe_knobs(knobs: Knobs) -> str:
-    """Knobs in short: block x column tile for the direct template, "gspc"
-    block x rows x column tile for GSPC; "kw rolled" where the kernel-column
-    loop is, "rows first" where the parallel loops take rows first."""
-    if full_knobs(knobs) == UNSCHEDULED:
-        return "unscheduled"
-    block, width_tile, rows, columns, unroll_kw, rows_first = full_knobs(knobs)
-    text = f"gspc {block}x{rows}x{width_tile}" if columns else f"{block}x{width_tile}"
-    return text + ("" if unroll_kw else " kw rolled") + (" rows first" if rows_first else "")
+    """Knobs in short (`Knobs.describe`)."""
+    return knobs.describe()
 
 
 def format_reports(reports: list[TuningReport]) -> str:

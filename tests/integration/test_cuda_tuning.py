@@ -14,6 +14,7 @@ from support import assert_user_error, relative_error, tconv
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import TconvError, module_text, parse_module
 from tconv.ir.params import init_params, save_store, store_path_for
+from tconv.ir.schedule import ConvSchedule
 from tconv.lowering.tvm.artifact import compile_artifact
 from tconv.lowering.tvm.build import LoweringError, build_kernels, lower_kernels
 from tconv.lowering.tvm.cuda_library import cuda_source
@@ -23,17 +24,16 @@ from tconv.search.cuda_tuning import (
     GPU_TILES,
     CudaSchedules,
     KernelStore,
-    TvmCudaMeasurer,
     gpu_architecture,
     gpu_schedule,
     time_torch_launches,
 )
 from tconv.search.tuning import (
-    UNSCHEDULED,
+    WINOGRAD_KNOBS,
     CpuSchedules,
     TuningDatabase,
     apply_tuning,
-    full_knobs,
+    direct,
     tunable_convs,
     tunable_workloads,
     tune,
@@ -108,32 +108,32 @@ def test_the_knob_space_is_the_tiles_that_divide_a_group():
     dense, grouped, depthwise = (workload_of(c) for c in tunable_convs(convs(batch=8)))
     schedules = CudaSchedules("sm_90")
     assert schedules.target == "tvm cuda sm_90 kernels=2"
-    # The backend's default first (a Winograd convolution: no schedule), then its own tile (batch 8,
+    # The backend's default first (a Winograd convolution), then its own tile (batch 8,
     # 12²: too few outputs to tile), then the others.
-    assert schedules.candidates(dense)[:2] == [UNSCHEDULED, full_knobs((1, 1))]
-    assert sorted(k[:2] for k in schedules.candidates(dense)[1:]) == sorted(GPU_TILES)
-    assert {k[:2] for k in schedules.candidates(grouped)} == {t for t in GPU_TILES if 8 % t[0] == 0}
-    assert (16, 2) not in {k[:2] for k in schedules.candidates(grouped)}
+    assert schedules.candidates(dense)[:2] == [WINOGRAD_KNOBS, direct(1, 1)]
+    assert sorted((k.channels, k.columns) for k in schedules.candidates(dense)[1:]) == sorted(GPU_TILES)
+    tiles = {(k.channels, k.columns) for k in schedules.candidates(grouped)}
+    assert tiles == {t for t in GPU_TILES if 8 % t[0] == 0} and (16, 2) not in tiles  # no Winograd with groups
     assert schedules.tunes(dense) and not schedules.tunes(depthwise)
     assert tunable_workloads(convs(batch=8), schedules) == [dense, grouped]
-    assert schedules.schedule(dense, (8, 4)) == gpu_schedule(8, 4)
+    assert schedules.schedule(dense, direct(8, 4)) == gpu_schedule(8, 4)
+    assert schedules.schedule(dense, WINOGRAD_KNOBS) == ConvSchedule(algorithm="winograd")
 
 
 def test_winograd_is_tuned_against_the_direct_tiles(tmp_path):
     """Where the lowering runs a convolution as a Winograd convolution by
-    default (3×3, batch 64), that default (no schedule) is the first
-    candidate; when it measures fastest, the convolution keeps no schedule
-    and compiles to Winograd's kernels; when a tile does, to that tile."""
+    default (3×3, batch 64), Winograd is the first candidate; when it
+    measures fastest, the convolution's schedule names it and compiles to
+    Winograd's kernels; when a tile does, to that tile."""
     b = NetworkBuilder("large", (64, 64, 28, 28))
     module = b.finish(b.conv2d(b.input, 64, 3, padding=1, name="conv"))
     (dense,) = [workload_of(c) for c in tunable_convs(module)]
     schedules = CudaSchedules("sm_90")
     candidates = schedules.candidates(dense)
-    assert candidates[0] == UNSCHEDULED and schedules.schedule(dense, UNSCHEDULED) is None
-    assert full_knobs((16, 2)) in candidates
-    for fastest, kinds in [(UNSCHEDULED, ["winograd_input", "winograd_matmul", "winograd_output"]),
-                           (full_knobs((8, 2)), ["conv2d"])]:
-        database = TuningDatabase(tmp_path / f"{fastest[0]}.jsonl")
+    assert candidates[0] == WINOGRAD_KNOBS and direct(16, 2) in candidates
+    for fastest, kinds in [(WINOGRAD_KNOBS, ["winograd_input", "winograd_matmul", "winograd_output"]),
+                           (direct(8, 2), ["conv2d"])]:
+        database = TuningDatabase(tmp_path / f"{fastest.algorithm}.jsonl")
         tune(module, database, 60, None, progress=None, schedules=schedules,
              measure_fn=lambda workload, knobs: 1e-3 if knobs == fastest else 2e-3)
         tuned = module.clone()
@@ -156,11 +156,11 @@ def test_tiles_tuned_for_an_architecture_are_what_compile_applies(tmp_path, caps
     measured = []
 
     def measure(workload, knobs):
-        measured.append((workload.groups, knobs[:2]))
-        return 1e-3 * (1 + abs(knobs[0] - 4) + abs(knobs[1] - 2))
+        measured.append((workload.groups, knobs))
+        return 1e-3 * (1 + abs(knobs.channels - 4) + abs(knobs.columns - 2))
 
     reports = tune(module, database, 60, None, progress=None, measure_fn=measure, schedules=schedules)
-    assert [r.knobs[:2] for r in reports] == [(4, 2), (4, 2)]
+    assert [r.knobs for r in reports] == [direct(4, 2), direct(4, 2)]
     assert {groups for groups, _ in measured} == {1, 4}  # the depthwise layer has no knob
     records = [json.loads(line) for line in (tmp_path / "db.jsonl").read_text().splitlines()]
     assert {r["target"] for r in records} == {schedules.target}
@@ -179,16 +179,16 @@ def test_the_store_compiles_each_tile_once(tmp_path):
     dense = workload_of(tunable_convs(convs())[0])
     schedules = CudaSchedules("sm_90")
     store = KernelStore(tmp_path / "kernels", "sm_90")
-    first = store.artifact(dense, (16, 2), schedules)
+    first = store.artifact(dense, direct(16, 2), schedules)
     built = (first / read_plan(first).library).stat().st_mtime_ns
-    assert store.artifact(dense, (16, 2, 1, 0, 1, 0), schedules) == first
+    assert store.artifact(dense, direct(16, 2), schedules) == first
     assert (first / read_plan(first).library).stat().st_mtime_ns == built
-    other = store.artifact(dense, (1, 1), schedules)
+    other = store.artifact(dense, direct(1, 1), schedules)
     assert other != first and (other / read_plan(other).library).exists()
     assert store.prepared == {}  # built on demand, not prepared: the candidates stay the backend's
     # The index survives: a new store on the directory holds both, for sm_90.
     again = KernelStore(tmp_path / "kernels")
-    assert again.arch == "sm_90" and again.artifact(dense, (1, 1), schedules) == other
+    assert again.arch == "sm_90" and again.artifact(dense, direct(1, 1), schedules) == other
     (tmp_path / "kernels" / "index.json").write_text("{")
     with pytest.raises(TconvError, match="not a tconv kernel store"):
         KernelStore(tmp_path / "kernels")
@@ -211,7 +211,7 @@ store = KernelStore(sys.argv[1])
 schedules = CudaSchedules(store.arch, store.prepared)
 workload = workload_of(tunable_convs(load_module(sys.argv[2]))[0])
 knobs = schedules.candidates(workload)
-print(store.arch, len(knobs), knobs[0][:2])
+print(store.arch, len(knobs), knobs[0].describe())
 store.prepared[workload.key] = knobs[:2]  # two of them, nvcc being slow here
 print(store.build_prepared([workload], jobs=2), store.build_prepared([workload], jobs=2))
 print(store.artifact(workload, knobs[1], schedules))
@@ -249,8 +249,8 @@ def test_kernels_prepared_here_are_built_where_there_is_no_tvm(tmp_path, capsys)
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     header, compiled, built = result.stdout.splitlines()
-    # The Winograd convolution (no schedule) first: built here from its source too.
-    assert header == f"sm_90 {len(GPU_TILES) + 1} (0, 0)" and compiled == "2 0"
+    # The Winograd convolution first: built here from its source too.
+    assert header == f"sm_90 {len(GPU_TILES) + 1} winograd" and compiled == "2 0"
     from pathlib import Path
 
     plan = read_plan(Path(built))

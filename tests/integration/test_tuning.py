@@ -2,6 +2,7 @@
 once), applying the results, and `tconv tune` / `tconv compile` end to end."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,19 +16,20 @@ from tconv.ir.schedule import parse_schedule
 from tconv.search.tuning import (
     CONFIRM,
     CONFIRM_PASSES,
-    KNOB_NAMES,
     UNSCHEDULED,
+    WINOGRAD_KNOBS,
     CpuSchedules,
+    Knobs,
     TuningDatabase,
     Workload,
     apply_tuning,
-    blocking_of,
     candidates,
     default_blocking,
     describe_knobs,
-    full_knobs,
-    knobs_of,
+    direct,
+    knobs_of_schedule,
     measure_side_by_side,
+    schedule_of,
     target_key,
     tunable_convs,
     tune,
@@ -55,7 +57,9 @@ def network():
     return b.finish(b.conv2d(x, 16, 3, padding=1, groups=16, name="dw"))
 
 
-OPTIMA = {1: (16, 5, 1, 0, 1, 1), 4: (2, 8, 2, 1, 1, 0), 16: (1, 8, 5, 1, 1, 0)}
+OPTIMA = {
+    1: direct(16, 5, rows_first=True), 4: Knobs("gspc", 2, 8, rows=2), 16: Knobs("gspc", 1, 8, rows=5),
+}
 """Made-up best knobs by groups: the dense layers' in the direct template
 (rows first), the grouped and depthwise layers' in GSPC."""
 
@@ -63,7 +67,7 @@ OPTIMA = {1: (16, 5, 1, 0, 1, 1), 4: (2, 8, 2, 1, 1, 0), 16: (1, 8, 5, 1, 1, 0)}
 def fake_seconds(workload, knobs):
     """A made-up cost, least at the workload's OPTIMA."""
     best = OPTIMA[workload.groups]
-    return 1e-3 * (1 + sum(abs(k - b) for k, b in zip(full_knobs(knobs), best)))
+    return 1e-3 * (1 + sum(abs(k - b) for k, b in zip(knobs.slots(), best.slots())))
 
 
 def test_identical_workloads_are_tuned_once_and_runs_resume(tmp_path):
@@ -110,11 +114,11 @@ def test_the_fastest_measurement_of_the_same_knobs_counts(tmp_path):
     workload = workload_of(tunable_convs(network())[0])
     database = TuningDatabase(tmp_path / "db.jsonl")
     for seconds in (3e-3, 1e-3, 2e-3):
-        database.add(workload, "cpu", (8, 4), seconds)
-    database.add(workload, "cpu", (16, 2), 1.5e-3)
+        database.add(workload, "cpu", direct(8, 4), seconds)
+    database.add(workload, "cpu", direct(16, 2), 1.5e-3)
     for db in (database, TuningDatabase(tmp_path / "db.jsonl")):
-        assert db.measured(workload, "cpu") == {full_knobs((8, 4)): 1e-3, full_knobs((16, 2)): 1.5e-3}
-        assert db.best(workload, "cpu") == (full_knobs((8, 4)), 1e-3)
+        assert db.measured(workload, "cpu") == {direct(8, 4): 1e-3, direct(16, 2): 1.5e-3}
+        assert db.best(workload, "cpu") == (direct(8, 4), 1e-3)
 
 
 def test_the_latest_round_ranks_its_knobs_by_its_own_times(tmp_path):
@@ -123,7 +127,7 @@ def test_the_latest_round_ranks_its_knobs_by_its_own_times(tmp_path):
     records say; knobs measured after it compete with it; knobs it left
     out are out of the running."""
     workload = workload_of(tunable_convs(network())[0])
-    a, b, c, d, e = (full_knobs((8, t)) for t in range(1, 6))
+    a, b, c, d, e = (direct(8, t) for t in range(1, 6))
     database = TuningDatabase(tmp_path / "db.jsonl")
     database.add(workload, "cpu", d, 0.9e-3)  # before the round, left out of it
     database.add(workload, "cpu", a, 1.0e-3)  # a quiet moment
@@ -173,7 +177,7 @@ def test_knobs_measured_within_noise_of_the_fastest_go_by_the_model(tmp_path):
     workload = workload_of(tunable_convs(network())[0])
     schedules = CpuSchedules(2)
     default = candidates(workload)[0]
-    flipped = default[:5] + (1 - default[5],)
+    flipped = replace(default, rows_first=not default.rows_first)
     database = TuningDatabase(tmp_path / "db.jsonl")
     database.add_round(workload, schedules.target, {flipped: 1.00e-3, default: 1.03e-3})
     assert database.best(workload, schedules.target)[0] == flipped
@@ -181,7 +185,7 @@ def test_knobs_measured_within_noise_of_the_fastest_go_by_the_model(tmp_path):
     database.add_round(workload, schedules.target, {flipped: 1.00e-3, default: 1.10e-3})
     assert database.chosen(workload, schedules) == (flipped, 1.00e-3)
     # A knob left out of the latest round does not compete, however fast its old record.
-    database.add(workload, schedules.target, (8, 1), 0.5e-3)
+    database.add(workload, schedules.target, direct(8, 1), 0.5e-3)
     database.add_round(workload, schedules.target, {flipped: 1.00e-3, default: 1.10e-3})
     assert database.chosen(workload, schedules) == (flipped, 1.00e-3)
 
@@ -260,40 +264,68 @@ def test_corrupt_database_lines_are_errors_but_a_cut_last_line_is_not(tmp_path):
     path = tmp_path / "db.jsonl"
     good = json.dumps({"workload": "w", "target": "t", "block": 8, "width_tile": 2, "seconds": 0.1})
     path.write_text(good + "\n" + '{"workload": "w", "tar')
-    assert TuningDatabase(path).records == {("w", "t"): {(8, 2, 1, 0, 1, 0): 0.1}}
+    assert TuningDatabase(path).records == {("w", "t"): {direct(8, 2): 0.1}}
     path.write_text("not json\n" + good + "\n")
     with pytest.raises(TconvError, match=r"db.jsonl:1: not a tuning record"):
         TuningDatabase(path)
 
 
-def test_records_of_the_direct_template_read_as_before_and_gspc_knobs_are_extra_fields(tmp_path):
+def test_records_name_their_algorithm_and_records_written_before_it_still_read(tmp_path):
+    """A line names the knobs' algorithm, `block` and `width_tile` (the
+    tile's channels and columns) and the other knobs where they are not
+    the defaults; lines written before `algorithm` (the direct template's
+    two fields, GSPC's `columns` 1, no schedule as block 0) read as they
+    meant."""
     path = tmp_path / "db.jsonl"
-    old = {"workload": "w", "target": "t", "block": 8, "width_tile": 4, "seconds": 0.2}
-    path.write_text(json.dumps(old) + "\n")
+    old = [
+        {"workload": "w", "target": "t", "block": 8, "width_tile": 4, "seconds": 0.2},
+        {"workload": "w", "target": "t", "block": 2, "width_tile": 8, "rows": 4, "columns": 1, "unroll_kw": 0,
+         "seconds": 0.3},
+        {"workload": "w", "target": "t", "block": 0, "width_tile": 0, "seconds": 0.4},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in old))
     database = TuningDatabase(path)
+    gspc = Knobs("gspc", 2, 8, rows=4, unroll_kw=False)
+    assert database.records[("w", "t")] == {direct(8, 4): 0.2, gspc: 0.3, UNSCHEDULED: 0.4}
     module = network()
     grouped = workload_of([op for op in module.walk() if isinstance(op, Conv2dOp)][2])
-    database.add(grouped, "t", (2, 8, 4, 1, 0), 0.1)
-    database.add(grouped, "t", (4, 3), 0.3)
+    database.add(grouped, "t", gspc, 0.1)
+    database.add(grouped, "t", direct(4, 3), 0.3)
+    database.add(grouped, "t", WINOGRAD_KNOBS, 0.2)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines[0] == old
-    gspc = {"block": 2, "width_tile": 8, "rows": 4, "columns": 1, "unroll_kw": 0}
-    assert {k: lines[1][k] for k in KNOB_NAMES if k in lines[1]} == gspc
-    assert set(lines[2]) == {"workload", "target", "block", "width_tile", "seconds"}  # direct defaults implicit
+    assert lines[:3] == old
+    assert {k: v for k, v in lines[3].items() if k not in ("workload", "target", "seconds")} == {
+        "algorithm": "gspc", "block": 2, "width_tile": 8, "rows": 4, "unroll_kw": 0,
+    }
+    assert set(lines[4]) == {"workload", "target", "algorithm", "block", "width_tile", "seconds"}  # defaults implicit
+    assert lines[5]["algorithm"] == "winograd"
     again = TuningDatabase(path)
-    assert again.records[("w", "t")] == {(8, 4, 1, 0, 1, 0): 0.2}
-    assert again.best(grouped, "t") == ((2, 8, 4, 1, 0, 0), 0.1)
-    assert again.measured(grouped, "t")[(4, 3, 1, 0, 1, 0)] == 0.3
+    assert again.records[("w", "t")] == database.records[("w", "t")]
+    assert again.best(grouped, "t") == (gspc, 0.1)
+    assert again.measured(grouped, "t") == {gspc: 0.1, direct(4, 3): 0.3, WINOGRAD_KNOBS: 0.2}
 
 
-def test_knobs_name_blockings_both_ways():
-    for knobs in [(16, 5, 1, 0, 1, 0), (8, 7, 1, 0, 0, 0), (2, 8, 4, 1, 1, 0), (1, 16, 2, 1, 0, 0), (16, 4, 1, 0, 1, 1)]:
-        assert knobs_of(blocking_of(knobs)) == knobs
-    assert full_knobs((8, 4)) == (8, 4, 1, 0, 1, 0)
-    assert describe_knobs((2, 8, 4, 1, 0)) == "gspc 2x4x8 kw rolled" and describe_knobs((16, 5)) == "16x5"
-    assert describe_knobs((16, 4, 1, 0, 1, 1)) == "16x4 rows first"
+def test_knobs_name_blockings_and_schedules_both_ways():
+    workload = Workload((1, 16, 10, 10), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 4)
+    dense = Workload((1, 16, 10, 10), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    for knobs in [direct(16, 5), direct(8, 7, unroll_kw=False), Knobs("gspc", 2, 8, rows=4),
+                  Knobs("gspc", 1, 16, rows=2, unroll_kw=False)]:
+        assert Knobs.of_blocking(knobs.blocking()) == knobs
+        on = workload if knobs.algorithm == "gspc" else dense
+        assert knobs_of_schedule(on, schedule_of(on, knobs)) == knobs
+        assert Knobs.from_record(knobs.record()) == knobs
+    rows_first = direct(16, 4, rows_first=True)
+    assert knobs_of_schedule(dense, schedule_of(dense, rows_first)) == rows_first
+    assert schedule_of(dense, WINOGRAD_KNOBS).algorithm == "winograd" and schedule_of(dense, UNSCHEDULED) is None
+    assert knobs_of_schedule(dense, schedule_of(dense, WINOGRAD_KNOBS)) == WINOGRAD_KNOBS
+    assert Knobs.from_legacy((8, 4)) == direct(8, 4) and Knobs.from_legacy((0, 0)) == UNSCHEDULED
+    assert describe_knobs(Knobs("gspc", 2, 8, rows=4, unroll_kw=False)) == "gspc 2x4x8 kw rolled"
+    assert describe_knobs(direct(16, 5)) == "16x5" and describe_knobs(WINOGRAD_KNOBS) == "winograd"
+    assert describe_knobs(rows_first) == "16x4 rows first"
     with pytest.raises(ValueError, match="expected 2 to 6 integers"):
-        full_knobs((1,))
+        Knobs.from_legacy((1,))
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        Knobs("fft")
 
 
 def test_grouped_and_depthwise_workloads_search_gspc_from_the_default():
@@ -301,21 +333,23 @@ def test_grouped_and_depthwise_workloads_search_gspc_from_the_default():
     dense, grouped, depthwise = (workload_of(convs[i]) for i in (0, 2, 3))
     for workload in (grouped, depthwise):
         space = candidates(workload)
-        assert space[0] == knobs_of(default_blocking(workload)) and len(set(space)) == len(space)
-        assert any(k[3] == 1 for k in space) and any(k[3] == 0 for k in space)  # both templates
-        for block, width_tile, rows, columns, _, rows_first in space:
-            assert workload.out_group % block == 0 or (workload.depthwise and not columns)
-            assert rows == 1 or columns
-            assert not rows_first  # a choice of ungrouped convolutions
-    assert depthwise.depthwise and all(k[0] == 1 for k in candidates(depthwise) if k[3])
+        assert space[0] == Knobs.of_blocking(default_blocking(workload)) and len(set(space)) == len(space)
+        assert {k.algorithm for k in space} == {"gspc", "direct"}  # both templates
+        for k in space:
+            assert workload.out_group % k.channels == 0 or (workload.depthwise and k.algorithm == "direct")
+            assert k.rows == 1 or k.algorithm == "gspc"
+            assert not k.rows_first  # a choice of ungrouped convolutions
+    assert depthwise.depthwise and all(k.channels == 1 for k in candidates(depthwise) if k.algorithm == "gspc")
     dense_space = candidates(dense)
-    assert not any(k[3] for k in dense_space)  # dense layers: the direct template only
-    # ... in both orders of the parallel loops
-    assert {k[:5] for k in dense_space if k[5]} == {k[:5] for k in dense_space if not k[5]}
+    # dense layers: the direct template, and Winograd (second, after the backend's default)
+    assert {k.algorithm for k in dense_space} == {"direct", "winograd"} and dense_space[1] == WINOGRAD_KNOBS
+    # ... the direct template in both orders of the parallel loops
+    tiles = [k for k in dense_space if k.tiled]
+    assert {replace(k, rows_first=False) for k in tiles if k.rows_first} == {k for k in tiles if not k.rows_first}
     wide = NetworkBuilder("wide", (1, 8, 12, 12))
     five = workload_of(next(op for op in wide.finish(
         wide.conv2d(wide.input, 8, 5, padding=2, groups=8, name="dw")).walk() if isinstance(op, Conv2dOp)))
-    assert any(k[4] == 0 for k in candidates(five))  # 5 wide: the kernel-column loop rolled too
+    assert any(not k.unroll_kw for k in candidates(five))  # 5 wide: the kernel-column loop rolled too
 
 
 @pytest.mark.slow
@@ -386,9 +420,10 @@ def test_a_pointwise_default_no_schedule_can_name_is_a_candidate(tmp_path):
     module = pointwise_network(7)
     workload = workload_of(tunable_convs(module)[0])
     db = TuningDatabase(tmp_path / "db.jsonl")
-    db.add(workload, target_key(2), (8, 4), 2e-3)
+    db.add(workload, target_key(2), direct(8, 4), 2e-3)
     db.add(workload, target_key(2), UNSCHEDULED, 1e-3)
-    assert json.loads((tmp_path / "db.jsonl").read_text().splitlines()[-1])["block"] == 0
+    last = json.loads((tmp_path / "db.jsonl").read_text().splitlines()[-1])
+    assert last["block"] == 0 and last["algorithm"] == "unscheduled"
     assert TuningDatabase(tmp_path / "db.jsonl").best(workload, target_key(2)) == (UNSCHEDULED, 1e-3)
     assert apply_tuning(module, db, threads=2) == 1
     (conv,) = tunable_convs(module)
@@ -420,19 +455,16 @@ def test_tuning_measures_the_unscheduled_pointwise_kernel(tmp_path):
     np.testing.assert_allclose(network.run(x)[0], run(timed, params, x)[0], rtol=1e-4, atol=1e-4)
 
 
-def test_unscheduled_counts_only_where_it_is_a_candidate(tmp_path, monkeypatch):
-    """`UNSCHEDULED` recorded while the backend ran a 3×3 as Winograd names
-    the direct kernel once Winograd no longer applies there
-    (`$TCONV_CPU_WINOGRAD=0`): its record stops counting."""
+def test_unscheduled_counts_only_where_it_is_a_candidate(tmp_path):
+    """`UNSCHEDULED` recorded for a 3×3 the backend ran as Winograd, before
+    a schedule could ask for Winograd by name, is no candidate now (Winograd
+    is `WINOGRAD_KNOBS`): its record stops counting."""
     workload = Workload((1, 64, 28, 28), 64, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
     schedules = CpuSchedules(2)
     default = candidates(workload)[0]
     database = TuningDatabase(tmp_path / "db.jsonl")
     database.add_round(workload, schedules.target, {UNSCHEDULED: 0.5e-3, default: 1.0e-3})
-    assert UNSCHEDULED in candidates(workload)
-    assert database.chosen(workload, schedules) == (UNSCHEDULED, 0.5e-3)
-    monkeypatch.setenv("TCONV_CPU_WINOGRAD", "0")
-    assert UNSCHEDULED not in candidates(workload)
+    assert UNSCHEDULED not in candidates(workload) and WINOGRAD_KNOBS in candidates(workload)
     assert database.chosen(workload, schedules) == (default, 1.0e-3)
 
 
@@ -446,13 +478,13 @@ def test_a_resumed_run_measures_winograd_before_the_recorded_leaders(tmp_path):
     database = TuningDatabase(tmp_path / "db.jsonl")
     for knobs in candidates(workload)[:1] + candidates(workload)[2:6]:
         database.add(workload, target_key(2), knobs, 1e-3)
-    assert candidates(workload)[1] == UNSCHEDULED
+    assert candidates(workload)[1] == WINOGRAD_KNOBS
     calls = []
     ticks = iter(range(10**6))
 
     def measure(workload, knobs):
         calls.append(knobs)
-        return 0.5e-3 if knobs == UNSCHEDULED else 1e-3
+        return 0.5e-3 if knobs == WINOGRAD_KNOBS else 1e-3
 
     import tconv.search.tuning as tuning
 
@@ -462,5 +494,13 @@ def test_a_resumed_run_measures_winograd_before_the_recorded_leaders(tmp_path):
         tune(module, database, 2, threads=2, progress=None, measure_fn=measure)
     finally:
         tuning.time.monotonic = clock
-    assert calls[0] == UNSCHEDULED
-    assert database.chosen(workload, CpuSchedules(2))[0] == UNSCHEDULED
+    assert calls[0] == WINOGRAD_KNOBS
+    assert database.chosen(workload, CpuSchedules(2))[0] == WINOGRAD_KNOBS
+    # `tconv compile` reproduces it: the schedule names the algorithm, the backend runs Winograd's kernels.
+    from tconv.lowering.tvm.build import lower_kernels
+
+    assert apply_tuning(module, database, threads=2) == 1
+    (conv,) = [op for op in module.walk() if isinstance(op, Conv2dOp)]
+    assert parse_schedule(conv.schedule).algorithm == "winograd"
+    kinds = [call.symbol.split("_", 1)[1] for call in lower_kernels(module)[1].calls]
+    assert kinds == ["winograd_input", "winograd_matmul", "winograd_output"]

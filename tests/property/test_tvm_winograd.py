@@ -153,14 +153,14 @@ def test_winograd_where_it_pays_on_a_gpu(monkeypatch):
 
 def kinds_on_cpu(batch, channels, size, groups=1, schedule=False, **options):
     from tconv.ir.builder import NetworkBuilder
-    from tconv.search.tuning import Workload, schedule_of
+    from tconv.search.tuning import Workload, direct, schedule_of
 
     b = NetworkBuilder("c", (batch, channels, size, size))
     module = b.finish(b.conv2d(b.input, channels, 3, padding=1, groups=groups))
     if schedule:
         (conv,) = [op for op in module.walk() if op.name == "tconv.conv2d"]
         workload = Workload((batch, channels, size, size), channels, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), groups)
-        conv.properties["schedule"] = schedule_of(workload, (LANES, 4)).to_attr()
+        conv.properties["schedule"] = schedule_of(workload, direct(LANES, 4)).to_attr()
     return [call.symbol.split("_", 1)[1] for call in lower_kernels(module, "cpu", **options)[1].calls]
 
 

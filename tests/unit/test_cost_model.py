@@ -12,17 +12,17 @@ from tconv.search.cost_model import (
     FEATURE_NAMES,
     MAX_KNOBS,
     MISSING_KNOB,
+    LatencyModel,
     RegisterTile,
     baseline_log_seconds,
-    LatencyModel,
     database_samples,
     parse_workload_key,
     rank_correlation,
-    split_samples,
     register_tile,
+    split_samples,
     workload_features,
 )
-from tconv.search.tuning import TuningDatabase, Workload
+from tconv.search.tuning import UNSCHEDULED, WINOGRAD_KNOBS, Knobs, TuningDatabase, Workload, direct
 
 LANES = 16
 
@@ -41,14 +41,14 @@ WORKLOADS = [
 
 def knob_grid(workload):
     blocks = [b for b in (4, 8, 16, 32, 48, 64) if b <= workload.out_group and workload.out_group % b == 0]
-    return [(b, t) for b in blocks for t in (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16)]
+    return [direct(b, t) for b in blocks for t in (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16)]
 
 
 def synthetic_seconds(workload, knobs, noise, rng):
     """FLOPs / efficiency at 50 GFLOP/s, but column tiles past 6 spill
     registers (12 % slower per column), which the issue-rate model does not
     know; plus log-normal timing noise."""
-    spill = 1 + 0.12 * max(0, knobs[1] - 6)
+    spill = 1 + 0.12 * max(0, knobs.columns - 6)
     return (workload.flops / 50e9 / register_tile(workload, knobs, LANES).efficiency * spill
             * math.exp(rng.normal(0, noise)))
 
@@ -61,23 +61,27 @@ def synthetic_samples(noise=0.03, seed=0):
 def test_features_are_finite_and_fixed_length_whatever_the_knobs():
     grouped = conv(128, 28, 128, groups=8)
     for workload in [*WORKLOADS, conv(32, 112, 32, groups=32), conv(3, 224, 64, kernel=7, stride=2)]:
-        for knobs in [(), (16,), (16, 5), (16, 5, 1, 0, 1), (0, 0), (8, 4, 2, 1, 3, 9, 7)]:
+        for knobs in [UNSCHEDULED, WINOGRAD_KNOBS, direct(16, 5), direct(16, 5, unroll_kw=False),
+                      Knobs("gspc", 8, 4, rows=2, unroll_kw=False), direct(8, 4, rows_first=True)]:
             features = workload_features(workload, knobs, LANES)
             assert features.shape == (len(FEATURE_NAMES),) and np.isfinite(features).all()
     first, last = FEATURE_NAMES.index("log2(1 + knob 0)"), FEATURE_NAMES.index(f"log2(1 + knob {MAX_KNOBS - 1})")
-    assert list(workload_features(WORKLOADS[0], (16,), LANES)[first:last + 1]) == (
-        [math.log2(17)] + [MISSING_KNOB] * (MAX_KNOBS - 1)
-    )
+    assert list(workload_features(WORKLOADS[0], direct(16, 5), LANES)[first:last + 1]) == [
+        math.log2(1 + k) for k in (16, 5, 1, 0, 1, 0)
+    ]
+    assert MISSING_KNOB not in workload_features(WORKLOADS[0], WINOGRAD_KNOBS, LANES)[first:last + 1]
+    assert workload_features(WORKLOADS[0], WINOGRAD_KNOBS, LANES)[first + 3] == math.log2(3)  # the algorithm
     depthwise = FEATURE_NAMES.index("depthwise")
-    assert workload_features(conv(32, 112, 32, groups=32), (16, 4), LANES)[depthwise] == 1
-    assert workload_features(WORKLOADS[0], (16, 4), LANES)[depthwise] == 0
+    assert workload_features(conv(32, 112, 32, groups=32), direct(16, 4), LANES)[depthwise] == 1
+    assert workload_features(WORKLOADS[0], direct(16, 4), LANES)[depthwise] == 0
     # The register tile follows the template the knobs name: channels in vectors, or columns.
-    assert register_tile(WORKLOADS[0], (24, 4), LANES) == RegisterTile(
-        register_tile(WORKLOADS[0], (24, 4), LANES).efficiency, 8, 0.75
+    assert register_tile(WORKLOADS[0], direct(24, 4), LANES) == RegisterTile(
+        register_tile(WORKLOADS[0], direct(24, 4), LANES).efficiency, 8, 0.75
     )
-    columns = register_tile(grouped, (4, 16, 2, 1, 1), LANES)
+    columns = register_tile(grouped, Knobs("gspc", 4, 16, rows=2), LANES)
     assert (columns.accumulators, columns.lane_use) == (8, 1.0) and 0 < columns.efficiency <= 1
-    assert register_tile(grouped, (4, 16, 2, 1, 1), LANES) != register_tile(grouped, (4, 16, 2, 0, 1), LANES)
+    assert columns != register_tile(grouped, direct(4, 16), LANES)
+    assert register_tile(grouped, WINOGRAD_KNOBS, LANES) == RegisterTile(1.0, 1, 1.0)
 
 
 def test_workload_keys_parse_back():
@@ -98,9 +102,9 @@ def test_the_model_learns_what_the_issue_rate_model_misses():
     # The best predicted schedule of a layer avoids the spilling tiles.
     workload = WORKLOADS[1]
     best_workload, best_knobs = model.rank([(workload, k) for k in knob_grid(workload)])[0]
-    assert best_workload == workload and best_knobs[1] <= 7
-    seconds, std = model.predict(workload, (16, 4))
-    measured = synthetic_seconds(workload, (16, 4), 0, np.random.default_rng(0))
+    assert best_workload == workload and best_knobs.columns <= 7
+    seconds, std = model.predict(workload, direct(16, 4))
+    measured = synthetic_seconds(workload, direct(16, 4), 0, np.random.default_rng(0))
     assert abs(math.log(seconds / measured)) < 0.3 and 0 < std < LatencyModel.PRIOR_STD
 
 
@@ -134,9 +138,9 @@ def test_no_one_or_two_samples_rank_by_the_issue_rate_model():
 def test_lower_confidence_bound_prefers_the_unknown():
     samples = synthetic_samples()
     workload = WORKLOADS[0]
-    measured = [s for s in samples if s[0] == workload and s[1][0] == 16]
+    measured = [s for s in samples if s[0] == workload and s[1].channels == 16]
     model = LatencyModel(lanes=LANES).fit(measured)
-    near, far = (workload, (16, 4)), (WORKLOADS[2], (4, 4))
+    near, far = (workload, direct(16, 4)), (WORKLOADS[2], direct(4, 4))
     (_, near_std), (_, far_std) = model.predict(*near), model.predict(*far)
     assert far_std > near_std
     with pytest.raises(TconvError, match="unknown ranking strategy 'ucb'"):
@@ -148,10 +152,9 @@ def test_models_come_from_a_tuning_database(tmp_path):
     samples = synthetic_samples()[:12]
     for workload, knobs, seconds in samples:
         database.add(workload, "cpu-a", knobs, seconds)
-    database.add(WORKLOADS[3], "cpu-b", (16, 2), 1.0)
+    database.add(WORKLOADS[3], "cpu-b", direct(16, 2), 1.0)
     reread = database_samples(TuningDatabase(tmp_path / "db.jsonl"), "cpu-a")
-    # The database may complete the knobs with the defaults of later ones.
-    assert sorted(((w, k[:2], s) for w, k, s in reread), key=repr) == sorted(samples, key=repr)
+    assert sorted(reread, key=repr) == sorted(samples, key=repr)
     model = LatencyModel.from_database(database, "cpu-a", lanes=LANES)
     assert len(model.samples) == 12
 

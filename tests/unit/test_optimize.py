@@ -48,7 +48,7 @@ class FakeDevice:
     def measure(self, workload, knobs) -> float:
         self.seen.append((workload, knobs))
         speed = 1e11 / (1 + 0.15 * math.log2(workload.groups))
-        block, tile = knobs[0], knobs[1]
+        block, tile = knobs.channels, knobs.columns
         return workload.flops / speed * (1 + 0.05 * abs(block - 8) + 0.02 * abs(tile - 4))
 
 
