@@ -11,7 +11,16 @@ import tconv.search.tuning as tuning
 from tconv.errors import TconvError
 from tconv.ir.builder import NetworkBuilder
 from tconv.search.rpc import LocalTracker, RpcMeasurer, RpcTarget, TrackerClient, parse_rpc_target
-from tconv.search.tuning import NOISE, CpuSchedules, TuningDatabase, target_key, tunable_convs, tune, workload_of
+from tconv.search.tuning import (
+    NOISE,
+    CpuSchedules,
+    TuningDatabase,
+    direct,
+    target_key,
+    tunable_convs,
+    tune,
+    workload_of,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +84,7 @@ def test_a_short_search_measures_through_both_servers(local, tmp_path, monkeypat
 def test_a_key_no_server_has_is_an_error_naming_the_keys(local):
     workload = workload_of(tunable_convs(two_convs())[0])
     with pytest.raises(TconvError, match=r"has no device with key 'jetson' \(registered keys: local\)"):
-        RpcMeasurer(RpcTarget("jetson", "127.0.0.1", local.port)).measure(workload, (16, 4))
+        RpcMeasurer(RpcTarget("jetson", "127.0.0.1", local.port)).measure(workload, direct(16, 4))
 
 
 def test_a_busy_key_times_out(local):
@@ -87,7 +96,7 @@ def test_a_busy_key_times_out(local):
             holder.request(local.key, timeout_s=10)
         busy = r"no device with key 'local' came free .* within 1 s \(2 registered, all busy\)"
         with pytest.raises(TconvError, match=busy):
-            RpcMeasurer(local.target, timeout_s=1).measure(workload, (16, 4))
+            RpcMeasurer(local.target, timeout_s=1).measure(workload, direct(16, 4))
     finally:
         for holder in holders:
             holder.close()
