@@ -106,8 +106,9 @@ LOAD_PORTS = 2.5
 def accumulator_budget(unit: VectorUnit) -> int:
     """Vector accumulators one register tile may use: the registers less one
     per weight vector, one for the broadcast input and a few for addresses
-    the compiler keeps in vector registers (measured on AVX2: 2×5
-    accumulators still fit, 2×6 spill)."""
+    the compiler keeps in vector registers (on AVX2 the largest tile that
+    compiled without spills: docs/benchmarks.md, Measurements behind the
+    schedules)."""
     return unit.registers - 6
 
 
@@ -186,9 +187,9 @@ def vectorizes_columns(groups: int, out_group: int, unit: VectorUnit) -> bool:
     the direct template: where a group has no more channels than a vector,
     or a count no whole vectors divide, so that the direct template's
     channel vectors would be partly idle, or its tiles too short in
-    channels to amortise their broadcasts. (Measured on AVX2, 2 threads, 64
-    channels at 56²: groups of 8, 4 and 2 channels run 1.3×, 2× and 4×
-    faster by GSPC; groups of 16 and 32, 0.9× and 0.9×.)"""
+    channels to amortise their broadcasts. (Groups of 2 to 8 channels run
+    faster by GSPC, groups of 16 and 32 slightly slower: docs/benchmarks.md,
+    Measurements behind the schedules.)"""
     if groups == 1:
         return False
     lanes = unit.lanes
@@ -211,11 +212,10 @@ def runs_rows_first(
     block reads the whole input again, from L3 where it does not fit; rows
     first, each row's input stays in L2 over all blocks, but every row reads
     all the weights. The order that moves fewer bytes into L2 wins; a tie
-    keeps channel blocks first. Measured on Zen 3, 2 threads, 64 channels at
-    56² (an 800 KB input, 147 KB of weights), over 40 alternating rounds:
-    rows first 1.65 ms median (ONNX Runtime 1.62), channel blocks first 1.92
-    with rounds up to 2.7; 256 channels at 14² (2.4 MB of weights) lose a
-    third by rows first."""
+    keeps channel blocks first. So 64 channels at 56² (an 800 KB input,
+    147 KB of weights) run faster and steadier rows first, and 256 channels
+    at 14² (2.4 MB of weights) slower rows first (docs/benchmarks.md,
+    Measurements behind the schedules)."""
     input_bytes = 4 * in_shape[0] * in_shape[1] * in_shape[2]
     weight_bytes = 4 * out_channels * in_shape[0] * kernel[0] * kernel[1]
     blocks = -(-out_channels // block)
@@ -257,8 +257,9 @@ def skews_planes(height: int, width: int, padding) -> bool:
     """Whether a convolution should copy its unpadded input with one more
     column: where the channel planes are a whole number of L1 ways apart
     (32×32 floats), the tile's loads from successive channels all fall in
-    one L1 set and evict each other (measured: 256→256 1×1 at 32² gains 15%
-    from the copy; 16² and 56² lose from it)."""
+    one L1 set and evict each other (256→256 1×1 at 32² gains from the
+    copy, 16² and 56² lose from it: docs/benchmarks.md, Measurements behind
+    the schedules)."""
     return not any(padding) and (height * width * 4) % L1_WAY_BYTES == 0
 
 
@@ -270,9 +271,9 @@ def pointwise_blocking(
     accumulators (its loop addresses one input row and one weight block,
     where the direct template also keeps taps and rows) and an FMA chain a
     cycle longer (a broadcast load feeds each step; with just enough
-    accumulators for the FMA latency it falls behind). Measured, 256
-    channels at 14², 1 thread: 16×4 (the latency bound exactly) 60
-    GFLOP/s, 16×6 70, 16×7 (spills) 40."""
+    accumulators for the FMA latency it falls behind). On 256 channels at
+    14², 16×6 runs faster than 16×4 (the latency bound exactly) and 16×7
+    spills (docs/benchmarks.md, Measurements behind the schedules)."""
     return channel_blocking(
         groups, out_group, positions, unit, layout_block, budget=accumulator_budget(unit) + 2, latency=FMA_LATENCY + 1
     )
@@ -333,9 +334,9 @@ def depthwise_blocking(
     vector of channels tiles clearly better by the issue-rate models, which
     is where the image is narrower than a vector. GSPC reads and writes
     NCHW as it is, where the channel-vector kernel transposes the input to
-    NCHW[8]c and its tile back (measured on AVX2, 2 threads, 64 channels,
-    56², 3×3: 1.9×). `columns` True or False asks for GSPC or the vector of
-    channels whatever the models say."""
+    NCHW[8]c and its tile back, so GSPC runs faster (docs/benchmarks.md,
+    Measurements behind the schedules). `columns` True or False asks for
+    GSPC or the vector of channels whatever the models say."""
     if columns is False:
         return depthwise_channel_blocking(channels, out_width, unit)
     by_columns = gspc_blocking(1, out_height or out_width, out_width, kernel, unit, in_group=1)
@@ -402,9 +403,10 @@ def column_efficiency(
 def depthwise_accumulators(kernel: tuple[int, int], unit: VectorUnit) -> int:
     """Accumulators a depthwise GSPC tile should keep to: the registers
     that the kernel's weights (one broadcast each, kept across tiles) and
-    two temporaries leave, where at least two are left (measured on AVX2,
-    64 channels, 56², 3×3: 4 accumulators 1.2× faster than 8, which push
-    the weights out of registers); else the accumulator budget."""
+    two temporaries leave, where at least two are left (on AVX2 with 3×3,
+    4 accumulators run faster than 8, which push the weights out of
+    registers: docs/benchmarks.md, Measurements behind the schedules); else
+    the accumulator budget."""
     left = unit.registers - 2 - kernel[0] * kernel[1]
     return left if left >= 2 else accumulator_budget(unit)
 
@@ -436,9 +438,9 @@ def gspc_blocking(
     """The GSPC blocking `column_efficiency` rates best (depthwise, with
     `in_group` 1: of those within `depthwise_accumulators`); on a tie, the
     one wasting the fewest columns and rows, then the one with the widest
-    channel block up to 4 (measured on AVX2, 2 threads: 4 channels × 2 rows
-    run 5–10% faster than 2 × 4 with 8 and 4 channels per group, though
-    they load more), then the fewest loads per FMA."""
+    channel block up to 4 (4 channels × 2 rows run faster than 2 × 4 with
+    8 and 4 channels per group, though they load more: docs/benchmarks.md,
+    Measurements behind the schedules), then the fewest loads per FMA."""
     depthwise = in_group == 1 and out_group == 1
     budget = depthwise_accumulators(kernel, unit) if depthwise else None
 

@@ -111,27 +111,28 @@ def transform_weight(weight: np.ndarray) -> np.ndarray:
 SPARE_REGISTERS = 4
 """Vector registers a product tile leaves free of accumulators: its step's
 two loads of output channels, the broadcast tile value, one more. On
-AVX-512 that is 28 accumulators: 14 × 2 ran 64 channels at 56² in 0.14 ms;
-7 × 4 (28 accumulators with 4 loads, 33 live) ran 128 channels at 28²
-2.8× slower than 7 × 2: spills."""
+AVX-512 that is 28 accumulators (14 × 2); 7 × 4 (28 accumulators with 4
+loads, 33 live) spills and runs far slower than 7 × 2 (docs/benchmarks.md,
+Measurements behind the schedules)."""
 
 CPU_MIN_TILES = 16
 """The fewest tiles (batch × tile rows × tile columns) a CPU computes as a
 Winograd convolution by default: below, U (36 × C × K) is read for too few
-products (512 channels at 7², 4 tiles: 0.74 ms against 0.48 direct; 256
-at 14², 16 tiles: 0.24 against 0.49)."""
+products: 512 channels at 7² (4 tiles) runs slower than direct, 256 at
+14² (16 tiles) about twice as fast (docs/benchmarks.md, Measurements
+behind the schedules, Winograd on the CPU)."""
 
 
 MIN_GROUP_CHANNELS = 16
 MIN_OUT_CHANNELS = 32
 """The fewest input channels a group and output channels a CPU computes as
 a Winograd convolution by default: with fewer, the transforms (a pass over
-the input and one over the output) outweigh the product's savings. Side by
-side, Winograd against the best of five direct tilings at 32² (2 threads):
-3 → 64 channels 0.69×, 16 → 16 0.76×, 64 → 16 0.87×; 16 → 64 1.38×, 32 → 32
-1.19×. (Groups 4 of 64 channels at 56², 16 a group, run as Winograd by
-default, faster than the untuned direct kernel; GSPC's tuned kernel is
-faster still, 0.17 ms against 0.22 in the benchmark's tuning round.)"""
+the input and one over the output) outweigh the product's savings: at
+32², 3 → 64, 16 → 16 and 64 → 16 channels run slower than the best of five
+direct tilings, 16 → 64 and 32 → 32 faster. (Groups 4 of 64 channels at
+56², 16 a group, run as Winograd by default, faster than the untuned direct
+kernel; GSPC's tuned kernel can be faster still.) The figures:
+docs/benchmarks.md, Measurements behind the schedules, Winograd on the CPU."""
 
 
 @dataclass(frozen=True)
@@ -223,8 +224,10 @@ FILL_BLOCKS = 512
 enough; with fewer, 32 × 32 blocks are more and keep more SMs busy."""
 
 GPU_MIN_TILES = 4
-"""The fewest tiles a Winograd convolution computes by default (512
-channels at 7², batch 1: 4 tiles, 0.06 ms against 0.13 direct)."""
+"""The fewest tiles a Winograd convolution computes by default: 512
+channels at 7² at batch 1 (4 tiles) still runs about twice as fast as
+direct (docs/benchmarks.md, Measurements behind the schedules, CUDA
+Winograd tiles)."""
 
 
 def gpu_default_tile(batch: int, in_channels: int, out_channels: int, height: int, width: int) -> MatmulTile | None:
@@ -235,9 +238,10 @@ def gpu_default_tile(batch: int, in_channels: int, out_channels: int, height: in
     block, 8 × 8 a thread, where that makes FILL_BLOCKS blocks; else 32 × 32
     a block, 4 × 4 a thread. `$TCONV_GPU_WINOGRAD_TILE` sets it (bench/gpu).
 
-    On an H100 (`bench/gpu/winograd.sh`), at batch 64 the large tile ran
-    64 to 512 channels in 0.18–0.27 ms; at batch 1, the small one ran them
-    in 0.015–0.058 ms (the large 0.018–0.094; direct 0.046–0.126)."""
+    At batch 1 the small tile runs 64 to 512 channels faster than the
+    large one and the direct kernels (`bench/gpu/winograd.sh`;
+    docs/benchmarks.md, Measurements behind the schedules, CUDA Winograd
+    tiles)."""
     rows, columns = tile_grid(height, width)
     tiles = batch * rows * columns
     if out_channels % 32 or in_channels % 8 or tiles < GPU_MIN_TILES:

@@ -54,9 +54,9 @@ class OrtRunner:
         self.session.run_with_iobinding(self.binding)
 
 
-# The first milliseconds after an idle pause run slower (measured on the
-# 2-vCPU VMs: a 0.06 ms kernel took 0.07-0.08 ms for its first ~1.5 ms of
-# calls, whichever library ran it), which weighs most on short kernels.
+# The first milliseconds of calls after an idle pause run slower, whichever
+# library runs them, which weighs most on short kernels (docs/benchmarks.md,
+# How it is timed, and why).
 WARMUP_S = 0.005
 
 
@@ -68,8 +68,9 @@ def interleaved_rounds(
     of runner i) in turn and keeping their median, with a pause between
     runners so that the idle threads of one pool stop spinning before the
     other runs (TVM's spin for tens of milliseconds, enough to slow ORT
-    threefold), and WARMUP_S of untimed calls after it. Alternating keeps
-    load from other processes on the machine from favouring either side."""
+    several times over: docs/benchmarks.md, How it is timed, and why), and
+    WARMUP_S of untimed calls after it. Alternating keeps load from other
+    processes on the machine from favouring either side."""
     for runner in runners:
         for _ in range(3):
             runner()

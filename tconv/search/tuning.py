@@ -272,9 +272,9 @@ def unscheduled_differs(workload: Workload) -> bool:
     """Whether the backend runs `workload` without a schedule in a way no
     schedule can ask for: a pointwise convolution on an image small enough
     that it tiles the flattened positions (`blocking.runs_pointwise`; a
-    schedule tiles rows), 12% faster than any row tiling on 256 channels at
-    14×14. (Winograd, the other default of its own, a schedule asks for:
-    `WINOGRAD_KNOBS`.)"""
+    schedule tiles rows), faster than any row tiling on 256 channels at
+    14×14 (docs/benchmarks.md, Measurements behind the schedules). (Winograd,
+    the other default of its own, a schedule asks for: `WINOGRAD_KNOBS`.)"""
     return not workload.depthwise and kernel_blocking.runs_pointwise(
         workload.kernel, workload.strides, workload.padding, workload.groups, workload.out_group,
         workload.out_height, workload.out_width, cpu_unit(),
@@ -498,12 +498,13 @@ class TuningDatabase:
         NOISE of the fastest, the first in the candidates' order (the
         backend's default, then by its models). Measurement decides where it
         can tell knobs apart, the model where it cannot: 512 channels at 7²
-        ran 8×7 rows first and channel blocks first within 1% of each other
-        in TVM's runtime, rows first 12% slower in the C runtime's; the
-        model puts channel blocks first there, as rows first reads the 9 MB
-        of weights once per row. `UNSCHEDULED` counts only where it is a
-        candidate: measured where the backend ran the workload as Winograd,
-        it names the direct default once the backend no longer does."""
+        ran 8×7 rows first and channel blocks first level in TVM's runtime,
+        rows first slower in the C runtime's (docs/benchmarks.md,
+        Measurements behind the schedules); the model puts channel blocks
+        first there, as rows first reads the 9 MB of weights once per row.
+        `UNSCHEDULED` counts only where it is a candidate: measured where
+        the backend ran the workload as Winograd, it names the direct
+        default once the backend no longer does."""
         candidates = schedules.candidates(workload)
         running = {
             k: s for k, s in self._running(workload, schedules.target)[0].items()
@@ -704,8 +705,9 @@ def measure_side_by_side(
     measurement is already the fastest of its rounds, so one loaded moment
     does not move it, and the median over passes tells a kernel that is
     fast only while the shared caches are quiet from one that stays fast
-    (64ch 56² on 2 threads, channel blocks first or rows first: fastest
-    passes 1.45 against 1.39 ms, medians 1.66 against 1.49)."""
+    (64ch 56² on 2 threads: channel blocks first is nearly as fast as rows
+    first in its fastest passes, clearly slower in its median;
+    docs/benchmarks.md, Measurements behind the schedules)."""
     seconds: dict[Knobs, list[float]] = {k: [] for k in knobs}
     for _ in range(passes):
         timed = {}

@@ -118,7 +118,8 @@ def im2col(
         writeable=False,
     )
     # Copied in the columns' order: np.ascontiguousarray would walk the windows
-    # in the input's memory order and scatter its writes (5x slower).
+    # in the input's memory order and scatter its writes, several times slower
+    # (docs/benchmarks.md, Costs of the analyses).
     columns = np.empty(windows.shape, x.dtype)
     np.copyto(columns, windows)
     return columns

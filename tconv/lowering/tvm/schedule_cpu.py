@@ -158,9 +158,10 @@ def _store_tile(sch: Schedule, packed_output: bool, channel_parts, column, chann
     """The epilogue's store of a register tile. Packed, the tile as it is:
     each column's channels of a layout block one vector store (the other
     parts of the channel block and the columns unrolled). NCHW, rows of the
-    tile as vectors along the width (the tile transposed in registers): a
-    third faster where few input channels leave the epilogue a large share
-    of the work, the same elsewhere."""
+    tile as vectors along the width (the tile transposed in registers):
+    faster where few input channels leave the epilogue a large share of the
+    work, the same elsewhere (docs/benchmarks.md, Measurements behind the
+    schedules)."""
     if packed_output:
         for loop in (*channel_parts, column):
             sch.unroll(loop)
@@ -211,7 +212,8 @@ def schedule_conv2d(
         sch.reorder(rc, ry, rx, rci, column, channel)
         if sch.get(rci).extent.value % 2 == 0:
             # Two channels of a block per iteration: half the loop overhead inside the
-            # unrolled taps (measured on AVX2, 1 thread: 3-5% on ResNet's 3×3 layers).
+            # unrolled taps, a few percent on ResNet's 3×3 layers (docs/benchmarks.md,
+            # Measurements behind the schedules).
             sch.unroll(sch.split(rci, [None, 2])[1])
     else:
         rc, ry, rx = reductions

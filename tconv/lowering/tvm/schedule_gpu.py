@@ -13,9 +13,10 @@ A direct convolution with many outputs (a large batch) is tiled instead
 channels × 2 columns, and a thread block (32 output channels × some
 rows × the whole width) copies its input window and weights into shared
 memory, 8 input channels at a time, so that each value comes from global
-memory once per block and each staged input value feeds 32 FMAs. On an
-H100 at batch 64 this took 64ch 56² 3×3 from 2.28 ms (a thread per output)
-to 0.51 ms and ResNet-34 CIFAR from 24.8 to 6.7 ms (`bench/gpu`).
+memory once per block and each staged input value feeds 32 FMAs. At batch
+64 this runs the dense 3×3 layers and ResNet-34 CIFAR several times
+faster than a thread per output (`bench/gpu`; docs/benchmarks.md,
+Measurements behind the schedules, CUDA direct convolution's tiles).
 
 Not tuned per shape: the tiles' sizes belong to the schedule space.
 """
@@ -39,10 +40,10 @@ output keeps the SMs fuller than tiles would."""
 
 TILES = ((16, 2), (8, 2), (4, 2), (2, 2), (2, 1))
 """(output channels, columns) one thread of a direct convolution
-accumulates, most reuse first. `bench/gpu/tiles.sh` on an H100, batch 64,
-staged: 16×2 ran 64ch 56² 3×3 in 0.51 ms (8×4 0.56, 4×2 0.68, 8×2 0.79,
-16×1 0.94) and 128ch 28² in 0.63 (8×2 0.84); groups 8 ran best at 4×2 or
-8×2 (0.096, 0.104 ms; 8×4 0.137), so 8×4 is left out."""
+accumulates, most reuse first. In `bench/gpu/tiles.sh` at batch 64, staged,
+16×2 ran 64ch 56² 3×3 fastest and 128ch 28² faster than 8×2; groups 8 ran
+best at 4×2 or 8×2, 8×4 slower, so 8×4 is left out (docs/benchmarks.md,
+Measurements behind the schedules, CUDA direct convolution's tiles)."""
 
 _REDUCE = 2
 """`IterVar.iter_type` of a reduction axis (`kCommReduce`)."""

@@ -75,8 +75,9 @@ def _schedule_phases(sch: Schedule, planes) -> None:
     `planes` (over batch and groups) where there is one, just before the
     tiles that read it: each task copies its group's channels, which then
     stay in cache for the tiles, and the kernel is one parallel region, not
-    two (measured on depthwise 64 channels, 56²: 1.4× faster than a
-    separate copy). Otherwise parallel over batch and channels, first."""
+    two (faster than a separate copy: docs/benchmarks.md, Measurements
+    behind the schedules). Otherwise parallel over batch and channels,
+    first."""
     pad = sch.get_sblock("pad")
     if planes is not None:
         sch.compute_at(pad, planes, preserve_unit_loops=True)
@@ -133,9 +134,10 @@ def schedule_depthwise_columns(function: PrimFunc, blocking: ConvBlocking) -> Pr
     sch.reorder(n, c, po, qo, pi, qi)
     # The tile's buffer keeps the "global" scope: TVM gives a CPU function's
     # "local" buffers heap memory (TVMBackendAllocWorkspace), a global one
-    # under 1 KB the stack, which LLVM keeps in registers. 64 channels at
-    # 56²: 0.0217 → 0.0181 ms (the GSPC grouped kernel ran 17% slower so,
-    # the direct template the same).
+    # under 1 KB the stack, which LLVM keeps in registers. The depthwise
+    # kernel runs faster so; the GSPC grouped kernel ran slower with a global
+    # tile, the direct template the same (docs/benchmarks.md, CPU kernels and
+    # networks against the peers).
     sch.compute_at(conv, qo, preserve_unit_loops=True)
     planes = _parallel_tiles(sch, sch.get(c).extent.value, [n, c], [po])
 

@@ -14,12 +14,11 @@ channels-innermost computes of `winograd_ops` (V[e, p, c], M[e, p, k]).
   row): the tile row's 4 output rows into a buffer, channels innermost,
   then stored as NCHW rows along the width, through the epilogue.
 
-On this Zen 5 (AVX-512, 2 threads) against the direct convolution's
-tuned kernel: 64 channels at 56² 0.22 ms against 0.49, 128 at 28² 0.19
-against 0.51, 256 at 14² 0.24 against 0.49, 64 at 32² 0.10 against
-0.17, groups 2 at 56² 0.17 against 0.26; 512 at 7² (4 tiles, U 38 MB
-read once) 0.74 against 0.48, hence `winograd.CPU_MIN_TILES` (the register
-tile and that threshold: `tconv.kernels.winograd`).
+Against the direct convolution's tuned kernel this runs ResNet's dense
+3×3 layers of 64 to 256 channels at least twice as fast, but 512 channels at
+7² (4 tiles, U's 38 MB read once) slower, hence `winograd.CPU_MIN_TILES`
+(the register tile and that threshold: `tconv.kernels.winograd`; the
+figures: docs/benchmarks.md, Measurements behind the schedules).
 """
 
 from __future__ import annotations
