@@ -178,15 +178,24 @@ def decode_text(data: bytes, name: str, line_offset: int = 0) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1 + line_offset
         raise TconvError(
-            f"{name}:{line}: error: not UTF-8 text ({err.reason} at byte {err.start}){_binary_hint(data, name)}"
+            f"{_byte_location(data, err.start, name, line_offset)}: error: not UTF-8 text "
+            f"({err.reason} at byte {err.start}){_binary_hint(data, name)}"
         ) from None
     if "\0" in text:
-        at = text.index("\0")
-        line = text.count("\n", 0, at) + 1 + line_offset
-        raise TconvError(f"{name}:{line}: error: a binary file, not IR text (a NUL byte){_binary_hint(data, name)}")
+        at = data.index(b"\0")
+        raise TconvError(
+            f"{_byte_location(data, at, name, line_offset)}: error: a binary file, not IR text (a NUL byte)"
+            f"{_binary_hint(data, name)}"
+        )
     return text
+
+
+def _byte_location(data: bytes, at: int, name: str, line_offset: int) -> str:
+    """FILE:LINE:COL of byte `at` (the column counts bytes)."""
+    line = data.count(b"\n", 0, at) + 1 + line_offset
+    column = at - data.rfind(b"\n", 0, at)
+    return f"{name}:{line}:{column}"
 
 
 ONNX_SUFFIX = ".onnx"

@@ -361,10 +361,10 @@ def test_the_depthwise_tile_lives_on_the_stack():
     as a "local" buffer of a CPU function gets: one workspace call per
     channel, for its padded copy, none for the tile."""
     from tconv.lowering.tvm.build import build_kernels
-    from tconv.search.tuning import Workload, conv_network
+    from tconv.search.tuning import GSPC, Knobs, Workload, conv_network
 
     workload = Workload((1, 16, 20, 20), 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16)
-    module = conv_network(workload, (1, 16, 8, 1, 1, 0))
+    module = conv_network(workload, Knobs(GSPC, channels=1, columns=16, rows=8))
     executable, program = build_kernels(module, "cpu")
     assert [call.symbol for call in program.calls] == ["k0_depthwise_conv2d"]
     ir = executable.jit().inspect_source("ll")

@@ -316,15 +316,15 @@ def test_llvm_backend_refuses_packed_layouts():
 
 
 def test_tuned_schedules_keep_the_layout_where_they_can(tmp_path):
-    from tconv.search.tuning import TuningDatabase, apply_tuning, target_key, workload_of
+    from tconv.search.tuning import Knobs, TuningDatabase, apply_tuning, target_key, workload_of
 
     module = apply(odd_network(), "tconv-pack")
     convs = {op.weight.owner.param_name.removesuffix(".weight"): op for op in module.walk() if isinstance(op, Conv2dOp)}
     database = TuningDatabase(tmp_path / "db.jsonl")
     # conv2 and conv3 (one workload, 24 -> 24): a channel block of 8 keeps
     # NCHW8c; conv5's tuned block of 4 cannot write it, so conv5 keeps its schedule.
-    database.add(workload_of(convs["conv2"]), target_key(2), (8, 4), 1e-3)
-    database.add(workload_of(convs["conv5"]), target_key(2), (4, 4), 1e-3)
+    database.add(workload_of(convs["conv2"]), target_key(2), Knobs(channels=8, columns=4), 1e-3)
+    database.add(workload_of(convs["conv5"]), target_key(2), Knobs(channels=4, columns=4), 1e-3)
     before = convs["conv5"].schedule
     assert apply_tuning(module, database, 2) == 2
     conv2 = parse_schedule(convs["conv2"].schedule)
