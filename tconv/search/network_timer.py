@@ -20,10 +20,10 @@ import numpy as np
 
 from tconv.compile import compile_network
 from tconv.ir.ops import shape_of
-from tconv.semantics.reference import single_function
 from tconv.search.optimize import Candidate
 from tconv.search.timing import OrtRunner, interleaved_medians
 from tconv.search.tuning import TuningDatabase
+from tconv.semantics.reference import single_function
 
 
 class NetworkTimer:

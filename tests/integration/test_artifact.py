@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from support import relative_error
 
 from tconv.cli.files import write_network
 from tconv.cli.main import main
@@ -22,7 +23,6 @@ from tconv.runtime.plan import read_plan
 from tconv.semantics.reference import run
 
 
-from support import relative_error
 def random_params(module, seed=0):
     """init_params, with non-trivial biases and batch-norm statistics so that
     folding is exercised."""

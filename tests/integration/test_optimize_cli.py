@@ -11,6 +11,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from support import assert_usage_error, assert_user_error, relative_error, small_resnet, tconv
 
 from tconv.cli.files import write_network
 from tconv.cli.main import main
@@ -18,8 +19,6 @@ from tconv.ir.loader import load_module
 from tconv.ir.params import init_params, load_store
 from tconv.runtime.driver import Runtime
 from tconv.semantics.reference import run
-
-from support import assert_usage_error, assert_user_error, relative_error, small_resnet, tconv
 
 
 @pytest.fixture(scope="module")

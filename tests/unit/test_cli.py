@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import assert_usage_error, assert_user_error, relative_error, tconv
 
 from tconv.cli import run as run_command
 from tconv.cli.files import write_network
@@ -15,10 +16,9 @@ from tconv.cli.main import main
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import load_module
 from tconv.ir.params import init_params, load_store, parameter_count, save_store, store_path_for
-from tconv.runtime import reference
+from tconv.semantics import reference
 
 
-from support import assert_usage_error, assert_user_error, relative_error, tconv
 def small_network():
     b = NetworkBuilder("small", (2, 3, 8, 8))
     x = b.relu(b.batch_norm(b.conv2d(b.input, 8, 3, name="conv1"), name="bn1"))
@@ -288,7 +288,7 @@ def test_console_script_user_error_has_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-# A zoo network, as the README's "Using it" starts --------------------------------
+# A zoo network: zoo, summary and a reference run --------------------------------------
 
 
 @pytest.mark.slow

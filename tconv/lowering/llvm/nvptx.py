@@ -38,15 +38,7 @@ from pathlib import Path
 
 import llvmlite.ir as ir
 
-from tconv.lowering.llvm.codegen import (
-    I64,
-    PTR,
-    FunctionState,
-    KernelEmitter,
-    KernelSource,
-    ModuleBuilder,
-    NestEmitter,
-)
+from tconv.lowering.llvm.codegen import I64, PTR, FunctionState, KernelEmitter, KernelSource, ModuleBuilder, NestEmitter
 from tconv.lowering.llvm.loops import NestSchedule, ScheduledLoop, ScheduledNest, loads, schedule_nest
 from tconv.runtime.cuda_driver import KernelBundle, KernelLaunches, Launch
 
