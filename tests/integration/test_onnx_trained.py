@@ -61,7 +61,7 @@ def test_a_trained_pytorch_model_comes_out_faster_with_the_accuracy_its_report_s
     # Any drop allowed: what is tested is that the answer's stated accuracy is the one it has
     # (whether a tiny network keeps its accuracy after seconds of fine-tuning is not).
     status, out, err = tconv(capsys, "optimize", tmp_path / "net.mlir", "--data", "digits", "--max-accuracy-drop", "100",
-                             "--budget", "45", "--train-budget", "5", "--seeds", "2", "-o", tmp_path / "opt")
+                             "--budget", "90", "--train-budget", "5", "--seeds", "2", "-o", tmp_path / "opt")
     assert status == 0, err
     report = json.loads((tmp_path / "opt" / "report.json").read_text())
     # The original's accuracy in the report is the PyTorch model's, measured by tconv on the same split.

@@ -149,7 +149,7 @@ def test_not_utf8(capsys, tmp_path: Path):
     path.write_bytes(b"func.func @f() {\n  \xff\xfe\n}\n")
     status, _, err = run(capsys, str(path))
     assert status == 1
-    assert err.startswith(f"{path}:2: error: not UTF-8 text")
+    assert err.startswith(f"{path}:2:3: error: not UTF-8 text")
 
 
 def test_usage_error(capsys):
