@@ -29,7 +29,7 @@ $(DEMO_DIR)/resnet18_trained.npz: $(STAMP)
 	$(BIN)/tconv train $(DEMO_DIR)/resnet18.mlir --data digits --epochs 8 --augment -o $@
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 	$(BIN)/lit -v tests/filecheck
 
 # Not part of CI: timings need a quiet machine (see bench/suite.py).
