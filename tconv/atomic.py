@@ -1,4 +1,5 @@
-"""Writing files atomically: a failed command never leaves a half-written file."""
+"""Writing files atomically: a failed or interrupted command never leaves a
+half-written file, nor the temporary one it was written to."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=path.suffix)
-    # mkstemp makes the file private (0600); give it the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    os.close(fd)
     tmp = Path(tmp_name)
+    # Everything after the temporary exists is inside the try: an interruption
+    # (KeyboardInterrupt, or SIGTERM as `tconv.cli.interrupt` raises it) removes it too.
     try:
+        try:
+            # mkstemp makes the file private (0600); give it the mode a plain open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
+        finally:
+            os.close(fd)
         write(tmp)
         os.replace(tmp, path)
     except BaseException:

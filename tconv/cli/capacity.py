@@ -22,7 +22,7 @@ from xdsl.dialects.builtin import ModuleOp
 from tconv.cli.command import Command, UsageError, note, positive_int
 from tconv.cli.files import read_array, read_npy
 from tconv.ir.loader import TconvError, load_module
-from tconv.ir.params import bind_params, load_store, store_path_for
+from tconv.ir.params import bind_params, load_store, store_exists, store_path_for
 from tconv.ir.shapes import format_shape
 from tconv.passes.analyses import capacity
 from tconv.passes.analyses.capacity import CapacityReport, SeededCapacity
@@ -75,7 +75,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _load_params(module: ModuleOp, path: str, seeds: list[int]) -> dict[str, np.ndarray] | None:
     """The store's parameters, or None (initialise at each seed) where there is none."""
     store = store_path_for(path)
-    if not store.exists():
+    if not store_exists(store):
         note(
             f"no parameter store {store}: initialising the parameters from the IR "
             f"(seed {', '.join(map(str, seeds))})"

@@ -15,7 +15,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.loader import TconvError, module_text, write_atomic, write_text_atomic
-from tconv.ir.params import save_store, store_path_for
+from tconv.ir.params import check_store_names, save_store, store_path_for
 
 NPY_MAGIC = b"\x93NUMPY"
 """The first bytes of every .npy file."""
@@ -24,7 +24,8 @@ NPY_MAGIC = b"\x93NUMPY"
 def refuse_overwriting(output: str, *inputs: str | Path) -> None:
     """An output path that names an input would destroy it."""
     for path in inputs:
-        if Path(output).resolve() == Path(path).resolve():
+        # realpath, not Path.resolve: a link loop is no error here (reading it reports one).
+        if os.path.realpath(output) == os.path.realpath(path):
             raise TconvError(f"{output}: error: is an input of this command; choose another output file")
 
 
@@ -88,6 +89,7 @@ def write_network(
         raise TconvError(
             f"{path}: error: the IR file may not end in .npz: its parameter store goes there"
         )
+    check_store_names(module)
     text = module_text(module)
 
     def write_both(store_tmp: Path) -> None:

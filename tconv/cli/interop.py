@@ -21,7 +21,7 @@ from tconv.cli.command import Command, note, positive_int
 from tconv.cli.files import refuse_overwriting, write_network
 from tconv.ir.loader import TconvError, load_module, write_atomic
 from tconv.ir.ops import Conv2dOp, ParamOp, shape_of
-from tconv.ir.params import bind_params, init_params, load_store, parameter_count, store_path_for
+from tconv.ir.params import bind_params, init_params, load_store, parameter_count, store_exists, store_path_for
 from tconv.ir.shapes import format_shape
 
 
@@ -96,7 +96,7 @@ def execute_export(args: argparse.Namespace) -> None:
     if args.init_params:
         params = init_params(module, args.seed)
         note(f"exporting freshly initialised parameters (seed {args.seed}), not {store}")
-    elif not store.exists():
+    elif not store_exists(store):
         raise TconvError(
             f"{store}: error: parameter store not found; export writes the weights into the model "
             "(pass --init-params to export freshly initialised ones)"

@@ -3,7 +3,9 @@
 Exit status: 0 on success; 1 on a user error, reported as one message on
 stderr (located `FILE:LINE:COL: error: ...` where the input gives a place);
 2 on a usage error; 3 on an internal error, i.e. a bug in tconv. Set
-TCONV_DEBUG=1 to see the traceback of an internal error.
+TCONV_DEBUG=1 to see the traceback of an internal error. SIGINT and SIGTERM
+end a command cleanly (no temporary file left, `tconv: interrupted`) with
+status 130 and 143 (see `tconv.cli.interrupt`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tconv.cli.compile import COMPILE
 from tconv.cli.distill import DISTILL
 from tconv.cli.explain import EXPLAIN
 from tconv.cli.interop import EXPORT, IMPORT
+from tconv.cli.interrupt import Terminated, interrupted_status, interrupts_unwind
 from tconv.cli.mlir import EXPORT_MLIR, IMPORT_MLIR
 from tconv.cli.optimize import OPTIMIZE
 from tconv.cli.prune import PRUNE
@@ -79,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse exits after --help (0) and after a usage error (2), having printed why.
         return exit.code if isinstance(exit.code, int) else 2
     try:
-        args.execute(args)
+        with interrupts_unwind():
+            args.execute(args)
     except TconvError as err:
         print(error_message(err), file=sys.stderr)
         return 1
@@ -96,9 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Point stdout at /dev/null, so the flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as err:
+        # Ctrl-C or SIGTERM: the writes under way removed their temporary files on the way out.
         print("tconv: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_status(err)
     except Exception as err:
         if os.environ.get("TCONV_DEBUG"):
             raise

@@ -27,7 +27,10 @@ compiles like its input. A pipeline with a pass that rewrites parameters (NAS
 passes, `tconv-fold-bn`) reads the store's values (see
 `tconv.passes.nas.store`): entries whose name and shape survive are kept,
 values a pass wrote (pruned slices) are used, and every other new parameter
-is initialised from its `init` (seed 0). Any other pipeline (`tconv-set-batch`,
+is initialised from its `init` (seed 0). Before such a pipeline runs, the
+store is checked against the input as `tconv run` checks it: an entry of
+the wrong shape or dtype, or a missing one, is an error at its `tconv.param`.
+Any other pipeline (`tconv-set-batch`,
 schedules) carries the store over unchanged, as long as every parameter of
 OUT is in it with its shape; where a pass changed one, no store is written
 and a note says why.
@@ -36,7 +39,9 @@ and a note says why.
 diagnostic to stdout and exit 0, as xdsl-opt does, for filecheck tests.
 
 A crash (a bug in xDSL or tconv) is reported as an internal error, exit
-status 3; set `TCONV_DEBUG=1` to see its traceback.
+status 3; set `TCONV_DEBUG=1` to see its traceback. SIGINT and SIGTERM end
+the run cleanly: no temporary file is left, one line `tconv-opt: interrupted`,
+exit status 130 or 143 (see `tconv.cli.interrupt`).
 """
 
 from __future__ import annotations
@@ -61,11 +66,14 @@ from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from tconv.cli.command import did_you_mean
+from tconv.cli.interrupt import Terminated, interrupted_status, interrupts_unwind
 from tconv.ir.loader import TconvError, decode_text, parse_module, verify_module, write_atomic, write_text_atomic
 from tconv.ir.ops import shape_of
-from tconv.ir.params import complete_params, load_provenance, load_store, param_ops, save_store, store_path_for
+from tconv.ir.params import (
+    check_store_names, complete_params, load_provenance, load_store, param_ops, save_store, store_exists, store_path_for,
+)
 from tconv.passes.describe import PassOption, format_option, options, own_options, shared_base, summary
-from tconv.passes.nas.store import ParamStore, using_store
+from tconv.passes.nas.store import ParamStore, active_store, using_store
 from tconv.universe import TCONV_UNIVERSE
 
 STDIN_NAME = "<stdin>"
@@ -238,6 +246,9 @@ class TconvOptMain(xDSLOptMain):
         if not self.args.disable_verify:
             verify_module(module)
         self._modules.append(module)
+        if getattr(self, "_rewrites_params", False) and not self.args.split_input_file:
+            # The store as read must fit the input, before any pass reads it.
+            active_store().check(module)
         try:
             self.apply_passes(module)
         except DiagnosticException as err:
@@ -251,7 +262,10 @@ class TconvOptMain(xDSLOptMain):
         output_file = self.args.output_file
         output: IO[str] = StringIO() if output_file is not None else sys.stdout
         rewrites_params = any(getattr(p, "uses_param_store", False) for p in self.pipeline.passes)
+        self._rewrites_params = rewrites_params
         input_store = self._input_store() if output_file is not None or rewrites_params else None
+        if input_store is not None and self.args.split_input_file:
+            input_store.checked = True  # one store, many modules: it fits at most one of them
         self._modules: list[ModuleOp] = []
         try:
             with using_store(input_store or ParamStore()) as store:
@@ -265,6 +279,8 @@ class TconvOptMain(xDSLOptMain):
             params = None
             if input_store is not None and len(self._modules) == 1:
                 params = self._output_params(self._modules[0], store, rewrites_params, output_file)
+            if params is not None:
+                check_store_names(self._modules[0])
             try:
                 if params is not None:
                     self._write_with_store(output_file, text, params, store.provenance)
@@ -278,9 +294,9 @@ class TconvOptMain(xDSLOptMain):
         if self.args.input_file in (None, "-"):
             return None
         path = store_path_for(self.args.input_file)
-        if path == Path(self.args.input_file) or not path.exists():
+        if path == Path(self.args.input_file) or not store_exists(path):
             return None
-        return ParamStore(load_store(path), provenance=load_provenance(path))
+        return ParamStore(load_store(path), provenance=load_provenance(path), source=str(path))
 
     @staticmethod
     def _output_params(
@@ -413,7 +429,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     This is also the in-process entry point the tests call."""
     try:
-        TconvOptMain(args=argv).run()
+        with interrupts_unwind():
+            TconvOptMain(args=argv).run()
+    except (KeyboardInterrupt, Terminated) as err:
+        print("tconv-opt: interrupted", file=sys.stderr)
+        return interrupted_status(err)
     except TconvError as err:
         print(str(err).rstrip("\n"), file=sys.stderr)
         return 1

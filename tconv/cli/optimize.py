@@ -128,6 +128,20 @@ def _accuracy_check(args: argparse.Namespace, module, provenance: dict, network:
 def _check_output(output: Path) -> None:
     if output.exists() and not (output.is_dir() and ((output / REPORT_FILE).exists() or not any(output.iterdir()))):
         raise TconvError(f"error: {output} exists and is not a tconv optimize output; not replacing it")
+    _check_creatable(output, "cannot create the output directory")
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """A file or directory can be made at `path`: its nearest existing ancestor
+    is a writable directory. Checked before the search, which would otherwise
+    run for its whole budget and fail at the end."""
+    ancestor = path.absolute().parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise TconvError(f"{path}: error: {what}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise TconvError(f"{path}: error: {what}: {ancestor} is not writable")
 
 
 def _measurer(target: str, threads: int):
@@ -157,6 +171,12 @@ def execute(args: argparse.Namespace) -> None:
         raise UsageError(f"--min-capacity must be at least 0, got {args.min_capacity}")
     output = Path(args.output)
     _check_output(output)
+    from tconv.search.tuning import TuningDatabase, default_database_path
+
+    # Read (and its place checked) before the search, so a bad one costs no search time.
+    db_path = Path(args.db) if args.db else default_database_path()
+    _check_creatable(db_path, "cannot write the tuning database")
+    database = TuningDatabase(db_path)
     if args.threads:
         os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM starts its thread pool
     module, params, provenance, name = _load(args)
@@ -171,10 +191,9 @@ def execute(args: argparse.Namespace) -> None:
     from tconv.search.network_timer import NetworkTimer
     from tconv.search.optimize import OptimizeOptions, Search, stderr_progress
     from tconv.search.space import conv_layers
-    from tconv.search.tuning import TuningDatabase, default_database_path, default_threads
+    from tconv.search.tuning import default_threads
 
     threads = default_threads()
-    database = TuningDatabase(args.db or default_database_path())
     measurer = _measurer(args.target, threads)
     latencies = LayerLatencies(database, measurer)
     cuda = args.target == "cuda"
@@ -184,7 +203,10 @@ def execute(args: argparse.Namespace) -> None:
         seeds=tuple(range(args.seeds)), threads=threads, measure_networks=local, strict=not args.accept_within_noise,
         accuracy=accuracy,
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TconvError(f"{output}: error: cannot create the output directory: {err.strerror or err}") from None
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
     try:
         if cuda:

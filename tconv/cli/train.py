@@ -75,11 +75,11 @@ def load_network(path: str, seed: int = 0):
     """(module, parameters, provenance) of an IR file and the store beside it;
     without a store, initial values drawn with `seed`."""
     from tconv.ir.loader import load_module
-    from tconv.ir.params import bind_params, init_params, load_provenance, load_store, store_path_for
+    from tconv.ir.params import bind_params, init_params, load_provenance, load_store, store_exists, store_path_for
 
     module = load_module(path)
     store = store_path_for(path)
-    if store.exists():
+    if store_exists(store):
         return module, bind_params(module, load_store(store), source=str(store)), load_provenance(store)
     note(f"no parameter store {store}: weights initialised from the IR (seed {seed})")
     return module, init_params(module, seed), {"weights": "initial"}

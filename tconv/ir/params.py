@@ -111,14 +111,119 @@ def is_trained(provenance: Mapping[str, object]) -> bool:
     return provenance.get("weights") in ("trained", "inherited")
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        raise ParamError(f"{path}: error: parameter store not found")
+STORE_MAGIC = b"PK"
+"""The first bytes of an .npz parameter store (a zip archive)."""
+
+NPY_MAGIC = b"\x93NUMPY"
+"""The first bytes of a .npy array."""
+
+MAX_NAME_BYTES = 4096
+"""The longest parameter name a store holds, in UTF-8 bytes. The zip format
+limits a member's name to 65535 bytes; a name this long is no name a network
+gives its weights, so the limit is far below that."""
+
+NUMERIC_KINDS = "biuf"
+"""The dtype kinds a store's entries may have: bool, integers and floats
+(`bind_params` then asks for floats where a network reads them)."""
+
+DEFLATE_RATIO = 1100
+"""Deflate cannot expand data by more than about 1032:1: a member claiming more
+than this many bytes per stored byte is corrupt, whatever its header says."""
+
+
+def _corrupt(path: Path, message: str) -> ParamError:
+    return ParamError(f"{path}: error: corrupt parameter store: {message}")
+
+
+def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> np.ndarray:
+    """One entry: its .npy header checked against its size before anything is allocated."""
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > DEFLATE_RATIO * info.compress_size + 4096:
+        raise _corrupt(path, f"entry '{name}' claims {info.file_size} bytes, more than {info.compress_size} "
+                             "compressed bytes can hold")
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+        except ValueError:
+            raise _corrupt(path, f"entry '{name}' is not a .npy array (no NumPy header)") from None
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise _corrupt(path, f"entry '{name}' is a .npy array of format version {version[0]}.{version[1]}, "
+                                 "which a parameter store does not use")
+        if dtype.hasobject:
+            raise ParamError(f"{path}: error: entry '{name}' holds Python objects (a pickle); a parameter store "
+                             "holds numbers only, and pickles are never loaded")
+        if dtype.kind not in NUMERIC_KINDS or dtype.subdtype is not None:
+            raise ParamError(f"{path}: error: entry '{name}' holds {dtype} values; a parameter store holds numbers")
+        count = 1
+        for extent in shape:
+            count *= extent
+        expected = count * dtype.itemsize
+        available = info.file_size - member.tell()
+        if expected != available:
+            shown = format_shape(shape) or "scalar"
+            raise _corrupt(path, f"entry '{name}' claims shape {shown} of {dtype} ({expected} bytes) but holds "
+                                 f"{max(available, 0)} bytes: the store is damaged or truncated")
+        data = bytearray(expected)
+        if member.readinto(data) != expected or member.read(1):
+            raise _corrupt(path, f"entry '{name}' is shorter or longer than its zip header says")
+    array = np.frombuffer(data, dtype)
+    return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+def _read_archive(path: Path, file) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ParamError(f"{path}: error: not a readable .npz parameter store ({err})") from None
+        archive = zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as err:
+        raise _corrupt(path, f"not a readable zip archive ({err})") from None
+    arrays: dict[str, np.ndarray] = {}
+    with archive:
+        for info in archive.infolist():
+            member = info.filename
+            if not member.endswith(".npy") or info.is_dir():
+                raise _corrupt(path, f"member '{member}' is not a .npy array (every entry of a store is one)")
+            name = member[: -len(".npy")]
+            if name in arrays:
+                raise _corrupt(path, f"entry '{name}' appears twice")
+            try:
+                arrays[name] = _read_member(path, archive, info, name)
+            except ParamError:
+                raise
+            except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, SyntaxError, NotImplementedError,
+                    RuntimeError, OverflowError) as err:
+                # zlib: a damaged deflate stream; BadZipFile: a bad checksum; NotImplementedError,
+                # RuntimeError: a compression method or encryption the zipfile module does not read.
+                raise _corrupt(path, f"entry '{name}' cannot be read ({err})") from None
+    return arrays
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every entry of the store, checked: a damaged or hostile file is a
+    located `ParamError`, never an exception from the zip or .npy readers."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(len(NPY_MAGIC))
+            if magic == NPY_MAGIC:
+                raise ParamError(f"{path}: error: is a single .npy array; a parameter store is an .npz archive "
+                                 "of named arrays")
+            if not magic.startswith(STORE_MAGIC):
+                raise ParamError(f"{path}: error: not a readable .npz parameter store (not a zip archive)")
+            file.seek(0)
+            return _read_archive(path, file)
+    except FileNotFoundError:
+        raise ParamError(f"{path}: error: parameter store not found") from None
+    except IsADirectoryError:
+        raise ParamError(f"{path}: error: is a directory, not a parameter store") from None
+    except OSError as err:
+        raise ParamError(f"{path}: error: cannot read the parameter store: {err.strerror or err}") from None
+
+
+def store_exists(path: str | os.PathLike[str]) -> bool:
+    """Whether there is something at the store's path: a dangling link or a
+    link loop counts, so reading it reports why it cannot be read."""
+    return os.path.lexists(path)
 
 
 def load_store(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -134,9 +239,12 @@ def load_provenance(path: str | os.PathLike[str]) -> dict[str, object]:
     raw = _read_npz(path).get(PROVENANCE_KEY)
     if raw is None:
         return {"weights": "initial"}
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ParamError(f"{path}: error: its provenance entry '{PROVENANCE_KEY}' must be UTF-8 JSON bytes "
+                         f"(a 1-d uint8 array), not {raw.dtype} of shape {format_shape(raw.shape) or 'scalar'}")
     try:
-        provenance = json.loads(np.asarray(raw, np.uint8).tobytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
+        provenance = json.loads(raw.tobytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise ParamError(f"{path}: error: its provenance entry '{PROVENANCE_KEY}' is not JSON ({err})") from None
     if not isinstance(provenance, dict) or provenance.get("weights") not in WEIGHTS:
         raise ParamError(
@@ -146,12 +254,40 @@ def load_provenance(path: str | os.PathLike[str]) -> dict[str, object]:
     return provenance
 
 
+def _name_error(name: str) -> str | None:
+    """Why a store cannot hold an entry of this name, or None."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a store names its entries in UTF-8)"
+    if size > MAX_NAME_BYTES:
+        return f"is {size} bytes long; a parameter store holds names of at most {MAX_NAME_BYTES} bytes (UTF-8)"
+    return None
+
+
+def check_store_names(module: ModuleOp) -> None:
+    """Every `tconv.param` name fits in a store: refused at the op, before
+    anything is written."""
+    for op in param_ops(module):
+        why = _name_error(op.param_name)
+        if why is not None:
+            where = location_of(op)
+            prefix = f"{where}: error: " if where else "error: "
+            raise ParamError(f"{prefix}param: the name '{op.param_name[:40]}...' {why}")
+
+
 def save_store(
     path: str | os.PathLike[str],
     arrays: Mapping[str, np.ndarray],
     provenance: Mapping[str, object] | None = None,
 ) -> None:
-    """Write `arrays` (as float32) and, if given, the provenance, atomically."""
+    """Write `arrays` (as float32) and, if given, the provenance, atomically.
+    A name the store cannot hold is a `ParamError` (callers with the module
+    check its names with `check_store_names` first, to point at the op)."""
+    for name in arrays:
+        why = _name_error(name)
+        if why is not None:
+            raise ParamError(f"{path}: error: cannot write parameter '{name[:40]}...': its name {why}")
     entries = {name: np.ascontiguousarray(a, np.float32) for name, a in arrays.items()}
     if provenance is not None:
         assert provenance.get("weights") in WEIGHTS, provenance
@@ -164,29 +300,46 @@ def save_store(
     write_atomic(path, write)
 
 
+def check_entry(op: ParamOp, value: np.ndarray, source: str = "the parameter store") -> None:
+    """One store entry against the `tconv.param` op that names it: the shape the
+    IR gives it, and floating-point values. The check `tconv run` makes, and NAS
+    passes make before they read a store."""
+    name = op.param_name
+    expected = shape_of(op.result)
+    if tuple(value.shape) == expected and np.issubdtype(value.dtype, np.floating):
+        return
+    where = location_of(op)
+    prefix = f"{where}: error: " if where else "error: "
+    if tuple(value.shape) != expected:
+        raise ParamError(
+            f"{prefix}parameter '{name}': {source} has shape {format_shape(value.shape) or 'scalar'}, "
+            f"the IR expects {format_shape(expected)}"
+        )
+    raise ParamError(f"{prefix}parameter '{name}': {source} holds {value.dtype}, expected float32")
+
+
+def check_store(
+    module: ModuleOp, arrays: Mapping[str, np.ndarray], source: str = "the parameter store", complete: bool = True
+) -> None:
+    """Every entry of `arrays` that a parameter of the module names fits it
+    (`check_entry`); with `complete`, every parameter has an entry."""
+    for op in param_ops(module):
+        value = arrays.get(op.param_name)
+        if value is not None:
+            check_entry(op, value, source)
+        elif complete:
+            where = location_of(op)
+            prefix = f"{where}: error: " if where else "error: "
+            raise ParamError(f"{prefix}parameter '{op.param_name}' is missing from {source}")
+
+
 def bind_params(
     module: ModuleOp, arrays: Mapping[str, np.ndarray], source: str = "the parameter store"
 ) -> dict[str, np.ndarray]:
     """Check that `arrays` holds every parameter of the module with the shape the
     IR gives it; return them as float32, keyed by name."""
-    bound: dict[str, np.ndarray] = {}
-    for op in param_ops(module):
-        name = op.param_name
-        expected = shape_of(op.result)
-        where = location_of(op)
-        prefix = f"{where}: error: " if where else "error: "
-        if name not in arrays:
-            raise ParamError(f"{prefix}parameter '{name}' is missing from {source}")
-        value = arrays[name]
-        if tuple(value.shape) != expected:
-            raise ParamError(
-                f"{prefix}parameter '{name}': {source} has shape {format_shape(value.shape) or 'scalar'}, "
-                f"the IR expects {format_shape(expected)}"
-            )
-        if not np.issubdtype(value.dtype, np.floating):
-            raise ParamError(f"{prefix}parameter '{name}': {source} holds {value.dtype}, expected float32")
-        bound[name] = np.asarray(value, np.float32)
-    return bound
+    check_store(module, arrays, source)
+    return {op.param_name: np.asarray(arrays[op.param_name], np.float32) for op in param_ops(module)}
 
 
 def parameter_count(module: ModuleOp) -> int:

@@ -431,12 +431,21 @@ class TuningDatabase:
 
     def _read(self) -> None:
         try:
-            lines = self.path.read_text().splitlines()
+            lines = self.path.read_bytes().splitlines()
         except OSError as err:
             raise TconvError(f"error: cannot read the tuning database {self.path}: {err.strerror}") from None
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
                 continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                if number == len(lines):
+                    continue  # a line cut short, maybe inside a character
+                raise TconvError(
+                    f"{self.path}:{number}:{err.start + 1}: error: the tuning database is not UTF-8 text "
+                    f"(byte 0x{raw[err.start]:02x})"
+                ) from None
             try:
                 record = json.loads(line)
                 key = (str(record["workload"]), str(record["target"]))

@@ -79,6 +79,7 @@ def test_verify_diagnostics_prints_to_stdout(capsys, invalid: Path):
         ("tconv-set-batch", "tconv-set-batch needs option 'batch' (int): tconv-set-batch{batch=...}"),
         ("tconv-set-batch{batch=0}", "tconv-set-batch: batch must be a positive integer, got 0"),
         ("tconv-group{groups=2 init=copy}", "tconv-group: init must be one of auto, inherit, random, got 'copy'"),
+        ("tconv-group{groups=2 seed=-1}", "tconv-group: seed must be at least 0, got -1"),
     ],
 )
 def test_bad_pipeline_is_a_usage_error(capsys, valid: Path, pipeline: str, message: str):

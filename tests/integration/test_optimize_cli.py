@@ -133,3 +133,25 @@ def test_bad_inputs(capsys, tmp_path):
     assert_user_error(tconv(capsys, "optimize", "resnet18", "--target", "rpc:nobody@127.0.0.1:9", "-o",
                             tmp_path / "z"), "tracker")
     assert not (tmp_path / "z").exists()
+
+
+def test_a_bad_database_or_output_place_fails_before_the_search(capsys, tmp_path, monkeypatch):
+    """A tuning database that is not UTF-8, an output (or a database) under a
+    regular file: located user errors, before any search time is spent."""
+    import tconv.search.optimize as search
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the search started")
+
+    monkeypatch.setattr(search.Search, "run", no_search)
+    database = tmp_path / "db.jsonl"
+    database.write_bytes(b"\n\xff\xfe\n\n")
+    assert_user_error(tconv(capsys, "optimize", "resnet18", "--db", database, "-o", tmp_path / "a"),
+                      f"{database}:2:1: error: the tuning database is not UTF-8 text (byte 0xff)")
+    regular = tmp_path / "regular"
+    regular.write_text("")
+    assert_user_error(tconv(capsys, "optimize", "resnet18", "--db", tmp_path / "new.jsonl", "-o", regular / "sub" / "o"),
+                      f"{regular / 'sub' / 'o'}: error: cannot create the output directory: {regular} is not a directory")
+    assert_user_error(tconv(capsys, "optimize", "resnet18", "--db", regular / "db.jsonl", "-o", tmp_path / "b"),
+                      f"{regular / 'db.jsonl'}: error: cannot write the tuning database: {regular} is not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db.jsonl", "regular"]

@@ -38,6 +38,8 @@ class CapacityCheck:
             raise PassFailedException(f"{pass_name}: min-capacity must be >= 0, got {self.min_capacity}")
         if self.batch < 2:
             raise PassFailedException(f"{pass_name}: batch must be at least 2, got {self.batch}")
+        if self.seed < 0:
+            raise PassFailedException(f"{pass_name}: seed must be at least 0, got {self.seed}")
 
     def data(self, module: ModuleOp, pass_name: str) -> tuple[np.ndarray, np.ndarray]:
         """The seeded minibatch both measurements run on."""

@@ -124,6 +124,7 @@ class NasPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         check = self.capacity_check()
         store = active_store()
+        store.check(op)
         target = op.clone() if self.check_capacity else op
         rewritten = self.rewrite_module(target, store)
         if self.check_capacity:

@@ -22,7 +22,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.ops import ParamOp, shape_of
-from tconv.ir.params import complete_params, initial_value, is_trained
+from tconv.ir.params import check_store, complete_params, initial_value, is_trained
 
 
 @dataclass
@@ -35,6 +35,20 @@ class ParamStore:
     provenance: dict[str, object] = field(default_factory=lambda: {"weights": "initial"})
     """Where the arrays come from (see `tconv.ir.params`); a rewrite of trained
     weights makes them `inherited`."""
+    source: str | None = None
+    """The file the arrays were read from; None for a store made in memory."""
+    checked: bool = False
+    """Whether `check` has run: it checks the store as read, before any rewrite."""
+
+    def check(self, module: ModuleOp) -> None:
+        """Refuse entries that do not fit the parameters of `module` that name
+        them (shape, float values), with the check `tconv run` makes; a store
+        read from a file must also hold every parameter. Done once, before the
+        first pass reads the store: later passes find what earlier ones wrote."""
+        if self.checked:
+            return
+        check_store(module, self.arrays, self.source or "the parameter store", complete=self.source is not None)
+        self.checked = True
 
     @property
     def trained(self) -> bool:
