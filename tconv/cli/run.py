@@ -10,7 +10,10 @@ directory holding plan.txt), runs it with the C runtime
 (`tconv.runtime.cuda.CudaRuntime` for the TVM backend's,
 `tconv.runtime.cuda_driver.DriverRuntime` for the LLVM backend's): no IR, no parameter store and no TVM are
 involved, and the input must have exactly the shape the artifact was
-compiled for.
+compiled for. The artifact's files are checked against its manifest (sizes
+and SHA-256) before anything of it is loaded: a damaged artifact, or one
+written before artifacts had manifests, is refused with a message saying to
+compile it again.
 """
 
 from __future__ import annotations
@@ -215,10 +218,11 @@ def _print_inputs_and_outputs(
 
 
 def _artifact_runtime(args: argparse.Namespace):
-    """The runtime of the artifact `args.file`, and what it runs on."""
-    from tconv.runtime.plan import read_plan
+    """The runtime of the artifact `args.file`, and what it runs on. Its
+    files are checked against its manifest before any is loaded."""
+    from tconv.runtime.plan import check_artifact
 
-    plan = read_plan(args.file)
+    plan = check_artifact(args.file)
     if plan.target == "cuda":
         from tconv.runtime.cuda import CudaRuntime
         from tconv.runtime.cuda_driver import DriverRuntime, is_bundle_artifact
@@ -232,7 +236,7 @@ def _artifact_runtime(args: argparse.Namespace):
         return CudaRuntime(args.file), "the GPU (cuda artifact)"
     from tconv.runtime.driver import Runtime
 
-    return Runtime(args.file, threads=args.threads), "the C runtime (artifact)"
+    return Runtime(args.file, threads=args.threads, verify=False), "the C runtime (artifact)"
 
 
 def execute_artifact(args: argparse.Namespace) -> None:

@@ -9,6 +9,13 @@ blob and the kernel library a backend provides with
 `tconv.runtime.plan.write_artifact` (atomically: a failure leaves no partial
 artifact).
 
+A cpu kernel library is linked with `fingerprint_object`: it exports
+`tconv_plan_fingerprint`, the fingerprint of the plan it is written with
+(`tconv.runtime.plan.plan_fingerprint`), which the C runtime compares with
+the plan beside it, so that a library from another compile (another batch,
+another network) is refused rather than called with tensors it was not
+built for.
+
 Plan tensor ids are the program's tensor ids (`program.Tensor.id`), so a
 plan line can be traced back to the `KernelProgram`.
 """
@@ -17,6 +24,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -126,22 +135,48 @@ def plan_program(
     return plan, blob
 
 
+def fingerprint_object(plan: plan_format.Plan, directory: Path) -> Path:
+    """An ELF object in `directory` that exports `plan`'s fingerprint as
+    `const uint64_t tconv_plan_fingerprint`, to link into its kernel library;
+    compiled by the system C compiler (`$CC`, default cc)."""
+    fingerprint = plan_format.plan_fingerprint(plan_format.format_plan(plan))
+    source = directory / "tconv_fingerprint.c"
+    source.write_text(
+        "#include <stdint.h>\n"
+        f"__attribute__((visibility(\"default\"), used)) const uint64_t "
+        f"{plan_format.FINGERPRINT_SYMBOL} = 0x{fingerprint:016x}ull;\n"
+    )
+    obj = directory / "tconv_fingerprint.o"
+    compiler = os.environ.get("CC") or "cc"
+    if shutil.which(compiler) is None:
+        raise TconvError(f"error: no C compiler `{compiler}` to build the kernel library (set CC)")
+    result = subprocess.run(
+        [compiler, "-c", "-fPIC", "-o", str(obj), str(source)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise TconvError(f"error: compiling the plan's fingerprint failed:\n{result.stderr.strip()}")
+    return obj
+
+
 def write_program_artifact(
     program: KernelProgram,
     params: Mapping[str, np.ndarray],
     out_dir: str | os.PathLike[str],
-    write_library: Callable[[Path], None],
+    write_library: Callable[[Path, Path | None], None],
     target: str = "cpu",
     arch: str = "",
 ) -> ArtifactReport:
     """Write the artifact of `program` (any backend's) into `out_dir`: its
     plan and parameter blob from the bound store `params`, and the kernel
-    library that `write_library(path)` writes at the path it is given."""
+    library that `write_library(path, fingerprint)` writes at the path it is
+    given, linking in the object `fingerprint` (`fingerprint_object`; None
+    for a cuda artifact)."""
     plan, blob = plan_program(program, params, target, arch)
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="tconv-artifact-") as scratch:
         library = Path(scratch) / LIBRARY_FILE
-        write_library(library)
+        fingerprint = fingerprint_object(plan, Path(scratch)) if target == "cpu" else None
+        write_library(library, fingerprint)
         plan_format.write_artifact(out_dir, plan, blob, library)
     activation_bytes = sum(t.nbytes for t in plan.tensors if t.location == "arena")
     return ArtifactReport(

@@ -7,8 +7,9 @@ its sources, the compiler and the flags, so a changed source is rebuilt and
 an unchanged one is not. `$CC` picks the compiler (default `cc`) and
 `$TCONV_RUNTIME_CFLAGS` adds flags.
 
-`Runtime(directory)` loads an artifact (see `tconv.runtime.plan`) and runs it
-on numpy arrays. This module does not import TVM: an artifact runs with the
+`Runtime(directory)` checks an artifact against its manifest
+(`tconv.runtime.plan.check_artifact`: every file's size and SHA-256), then
+loads it (see `tconv.runtime.plan`) and runs it on numpy arrays. This module does not import TVM: an artifact runs with the
 runtime alone.
 """
 
@@ -242,11 +243,25 @@ def call_layer(plan, call) -> str:
 class Runtime:
     """A loaded artifact. Use it as a context manager, or call `close()`."""
 
-    def __init__(self, artifact_dir: str | os.PathLike[str], threads: int | None = None) -> None:
+    def __init__(
+        self, artifact_dir: str | os.PathLike[str], threads: int | None = None, verify: bool = True
+    ) -> None:
+        """Load the artifact `artifact_dir`, checked first against its manifest
+        unless `verify` is false (the caller has checked it, or tests the C
+        runtime's own checks of a damaged artifact)."""
+        from tconv.runtime.plan import check_artifact
+
         self.directory = Path(artifact_dir)
+        if verify:
+            check_artifact(self.directory)
         self._lib = load_runtime()
         handle = ctypes.c_void_p()
-        self._check(self._lib.tconv_open(os.fsencode(artifact_dir), ctypes.byref(handle)))
+        status = self._lib.tconv_open(os.fsencode(artifact_dir), ctypes.byref(handle))
+        if status != 0:
+            message = self._lib.tconv_last_error().decode(errors="replace")
+            if ": error: " not in message.split("\n", 1)[0]:
+                message = f"{self.directory}: error: {message}"
+            raise TconvError(message)
         self._handle = handle
         self._close = weakref.finalize(self, self._lib.tconv_close, handle)
         self._lock = threading.Lock()  # the C runtime runs one call per handle at a time
@@ -262,7 +277,9 @@ class Runtime:
 
     def _check(self, status: int) -> None:
         if status != 0:
-            raise TconvError(f"error: {self._lib.tconv_last_error().decode(errors='replace')}")
+            message = self._lib.tconv_last_error().decode(errors="replace")
+            located = ": error: " in message.split("\n", 1)[0]
+            raise TconvError(message if located else f"error: {message}")
 
     def _infos(self, count_function, info_function) -> tuple[TensorInfo, ...]:
         count = ctypes.c_size_t()

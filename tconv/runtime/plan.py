@@ -1,10 +1,22 @@
 """The plan of a compiled network, and the artifact directory that holds it.
 
-An artifact is a directory of three files: `plan.txt`, the kernel library it
-names (a shared library built by TVM, one exported `__tvm_ffi_<symbol>` per
-kernel) and the parameter file it names (raw float32). The C runtime
+An artifact is a directory of four files: `plan.txt`, the kernel library it
+names (a shared library, one exported `__tvm_ffi_<symbol>` per kernel), the
+parameter file it names (raw float32) and `MANIFEST`. The C runtime
 (`tconv/runtime/c`) reads the plan and runs it; this module writes it, and
 reads it back with the same rules.
+
+`MANIFEST` lists every other file with its size and SHA-256::
+
+    tconv-manifest 1
+    file <name> <bytes> <sha256-hex>         once per file
+    end
+
+`check_artifact` checks the files against it before anything is loaded; an
+artifact without one was written before manifests and is refused (compile
+it again). A cpu kernel library also exports `tconv_plan_fingerprint`
+(`plan_fingerprint` of the plan text it was compiled with), which the C
+runtime compares with the plan it reads.
 
 `plan.txt`, version 1: one statement per line, tokens separated by spaces or
 tabs, blank lines and lines starting with `#` ignored, numbers unsigned
@@ -41,11 +53,13 @@ decimal integers::
   the library; `<symbol>` is letters, digits and `_`; 1 ≤ nargs ≤ 64.
 - `end` makes a truncated plan an error.
 
-A malformed plan is an error naming its line, here and in the C runtime.
+A malformed plan is an error located at its line and column
+(`plan.txt:LINE:COL: error: ...`), here and in the C runtime.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -60,6 +74,12 @@ from tconv.errors import TconvError
 
 PLAN_VERSION = 1
 PLAN_FILE = "plan.txt"
+MANIFEST_FILE = "MANIFEST"
+MANIFEST_VERSION = 1
+MAX_MANIFEST_BYTES = 1 << 16
+FINGERPRINT_SYMBOL = "tconv_plan_fingerprint"
+"""The exported `const uint64_t` of a cpu kernel library: `plan_fingerprint`
+of the plan it was compiled with."""
 ALIGNMENT = 64
 MAX_NDIM = 8
 MAX_ARGS = 64
@@ -73,10 +93,23 @@ _SYMBOL = re.compile(r"[A-Za-z0-9_]+")
 _ARCH = re.compile(r"sm_[0-9]+[a-z]?")
 _NUMBER = re.compile(r"[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(r"[^ \t]+")
 
 
 class PlanError(TconvError):
     """A plan or artifact that breaks the rules of the format."""
+
+
+def plan_fingerprint(text: str | bytes) -> int:
+    """The 64-bit FNV-1a hash of the plan text: what a cpu kernel library
+    exports as `tconv_plan_fingerprint`, so that the runtime refuses a
+    library compiled with another plan. It tells compiles apart; it is no
+    integrity check (the manifest's SHA-256 is)."""
+    data = text.encode() if isinstance(text, str) else text
+    value = 0xCBF29CE484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
 
 
 class _BrokenRule(ValueError):
@@ -260,22 +293,30 @@ class _Reader:
         self.inputs: list[int] = []
         self.outputs: list[int] = []
         self.calls: list[Call] = []
+        self.columns: list[int] = []
+        """The 1-based column of each token of the current line."""
 
-    def error(self, message: str) -> PlanError:
-        return PlanError(f"error: {self.path}:{self.line}: {message}")
+    def error(self, message: str, token: int = 0, column: int | None = None) -> PlanError:
+        """The error `message` at the current line, located at its `token`'th
+        token (or at `column`)."""
+        if column is None:
+            column = self.columns[token] if token < len(self.columns) else 1
+        return PlanError(f"{self.path}:{self.line}:{column}: error: {message}")
 
-    def number(self, token: str, what: str, limit: int) -> int:
+    def number(self, tokens: list[str], index: int, what: str, limit: int) -> int:
+        token = tokens[index]
         if not _NUMBER.fullmatch(token):
-            raise self.error(f"{what}: expected an unsigned integer, found `{token}`")
+            raise self.error(f"{what}: expected an unsigned integer, found `{token}`", index)
         if len(token) > 20 or int(token) > limit:
-            raise self.error(f"{what} {token} is larger than {limit}")
+            raise self.error(f"{what} {token} is larger than {limit}", index)
         return int(token)
 
-    def tensor_id(self, token: str, what: str) -> int:
-        id = self.number(token, what, MAX_TENSORS)
+    def tensor_id(self, tokens: list[str], index: int, what: str) -> int:
+        id = self.number(tokens, index, what, MAX_TENSORS)
         if id >= len(self.tensors):
             raise self.error(
-                f"{what}: unknown tensor id {id} ({len(self.tensors)} tensors declared so far)"
+                f"{what}: unknown tensor id {id} ({len(self.tensors)} tensors declared so far)",
+                index,
             )
         return id
 
@@ -294,11 +335,12 @@ class _Reader:
                     f"found `{keyword}`"
                 )
             self.fields(tokens, 2, "tconv-plan <version>")
-            version = self.number(tokens[1], "plan version", 2**32 - 1)
+            version = self.number(tokens, 1, "plan version", 2**32 - 1)
             if version != PLAN_VERSION:
                 raise self.error(
                     f"plan version {version} is not supported "
-                    f"(this reader reads version {PLAN_VERSION})"
+                    f"(this reader reads version {PLAN_VERSION})",
+                    1,
                 )
             self.header = True
         elif keyword in ("target", "library", "params", "arena"):
@@ -333,7 +375,7 @@ class _Reader:
             try:
                 _check_target(tokens[1], tokens[2] if len(tokens) == 3 else "")
             except _BrokenRule as error:
-                raise self.error(str(error)) from None
+                raise self.error(str(error), 1) from None
             self.values[keyword] = tuple(tokens[1:])
             return
         usage = {
@@ -346,11 +388,11 @@ class _Reader:
             try:
                 _check_file_name(tokens[1])
             except _BrokenRule as error:
-                raise self.error(str(error)) from None
+                raise self.error(str(error), 1) from None
         if keyword == "params":
-            self.number(tokens[2], "parameter bytes", MAX_BYTES)
+            self.number(tokens, 2, "parameter bytes", MAX_BYTES)
         if keyword == "arena":
-            self.number(tokens[1], "arena bytes", MAX_BYTES)
+            self.number(tokens, 1, "arena bytes", MAX_BYTES)
         self.values[keyword] = tuple(tokens[1:])
 
     def tensor(self, tokens: list[str]) -> None:
@@ -361,41 +403,55 @@ class _Reader:
                 "expected `tensor <id> <name> f32 arena|param <offset> <ndim> <dim>...`, "
                 f"found {len(tokens)} fields"
             )
-        id = self.number(tokens[1], "tensor id", MAX_TENSORS)
+        id = self.number(tokens, 1, "tensor id", MAX_TENSORS)
         if id < len(self.tensors):
-            raise self.error(f"duplicate tensor id {id} (declared on line {self.tensor_lines[id]})")
+            raise self.error(
+                f"duplicate tensor id {id} (declared on line {self.tensor_lines[id]})", 1
+            )
         if id > len(self.tensors):
-            raise self.error(f"tensor id {id} is out of order: expected {len(self.tensors)}")
+            raise self.error(f"tensor id {id} is out of order: expected {len(self.tensors)}", 1)
+        if len(tokens[2].encode()) > MAX_NAME:
+            raise self.error(f"tensor name is longer than {MAX_NAME} bytes", 2)
         if tokens[3] != "f32":
-            raise self.error(f"tensor {id}: dtype `{tokens[3]}` is not supported (expected f32)")
+            raise self.error(
+                f"tensor {id}: dtype `{tokens[3]}` is not supported (expected f32)", 3
+            )
         if tokens[4] not in ("arena", "param"):
-            raise self.error(f"tensor {id}: expected `arena` or `param`, found `{tokens[4]}`")
-        offset = self.number(tokens[5], "tensor offset", MAX_BYTES)
-        ndim = self.number(tokens[6], "tensor ndim", MAX_NDIM)
+            raise self.error(f"tensor {id}: expected `arena` or `param`, found `{tokens[4]}`", 4)
+        offset = self.number(tokens, 5, "tensor offset", MAX_BYTES)
+        ndim = self.number(tokens, 6, "tensor ndim", MAX_NDIM)
         if ndim == 0:
-            raise self.error(f"tensor {id}: ndim must be at least 1")
+            raise self.error(f"tensor {id}: ndim must be at least 1", 6)
         if len(tokens) != 7 + ndim:
-            raise self.error(f"tensor {id}: ndim {ndim} needs {ndim} dims, found {len(tokens) - 7}")
-        shape = tuple(self.number(token, "tensor dim", MAX_BYTES) for token in tokens[7:])
+            raise self.error(
+                f"tensor {id}: ndim {ndim} needs {ndim} dims, found {len(tokens) - 7}", 6
+            )
+        dims = []
+        for axis in range(ndim):
+            dims.append(self.number(tokens, 7 + axis, "tensor dim", MAX_BYTES))
+            if dims[-1] == 0:
+                raise self.error(f"tensor {id}: dim {axis} is 0", 7 + axis)
+        shape = tuple(dims)
         tensor = Tensor(tokens[2], tokens[4], offset, shape)  # type: ignore[arg-type]
         try:
             _check_tensor(id, tensor, int(self.values["arena"][0]), int(self.values["params"][1]))
         except _BrokenRule as error:
-            raise self.error(str(error)) from None
+            raise self.error(str(error), 5) from None
         self.tensors.append(tensor)
         self.tensor_lines.append(self.line)
 
     def port(self, kind: str, tokens: list[str]) -> None:
         self.fields(tokens, 2, f"{kind} <tensor-id>")
-        id = self.tensor_id(tokens[1], kind)
+        id = self.tensor_id(tokens, 1, kind)
         ids = self.inputs if kind == "input" else self.outputs
         if self.tensors[id].location != "arena":
             raise self.error(
                 f"{kind} {id} ({self.tensors[id].name}) is a parameter; "
-                "inputs and outputs live in the arena"
+                "inputs and outputs live in the arena",
+                1,
             )
         if id in ids:
-            raise self.error(f"tensor {id} ({self.tensors[id].name}) is already an {kind}")
+            raise self.error(f"tensor {id} ({self.tensors[id].name}) is already an {kind}", 1)
         ids.append(id)
 
     def call(self, tokens: list[str]) -> None:
@@ -406,18 +462,20 @@ class _Reader:
         symbol = tokens[1]
         if not _SYMBOL.fullmatch(symbol) or len(symbol) > MAX_SYMBOL:
             raise self.error(
-                f"`{symbol}` is not a kernel symbol (letters, digits and _, at most {MAX_SYMBOL})"
+                f"`{symbol}` is not a kernel symbol (letters, digits and _, at most {MAX_SYMBOL})",
+                1,
             )
-        nargs = self.number(tokens[2], "call nargs", MAX_ARGS)
+        nargs = self.number(tokens, 2, "call nargs", MAX_ARGS)
         if nargs == 0:
-            raise self.error(f"call {symbol}: nargs must be at least 1")
+            raise self.error(f"call {symbol}: nargs must be at least 1", 2)
         if len(tokens) != 3 + nargs:
             raise self.error(
-                f"call {symbol}: nargs {nargs} needs {nargs} tensor ids, found {len(tokens) - 3}"
+                f"call {symbol}: nargs {nargs} needs {nargs} tensor ids, found {len(tokens) - 3}",
+                2,
             )
-        self.calls.append(
-            Call(symbol, tuple(self.tensor_id(token, "call argument") for token in tokens[3:]))
-        )
+        self.calls.append(Call(symbol, tuple(
+            self.tensor_id(tokens, 3 + i, "call argument") for i in range(nargs)
+        )))
 
     def plan(self) -> Plan:
         for keyword, present in (
@@ -429,10 +487,10 @@ class _Reader:
         ):
             if not present:
                 truncated = " (the plan is truncated)" if keyword == "end" else ""
-                raise PlanError(f"error: {self.path}: no `{keyword}` line{truncated}")
+                raise PlanError(f"{self.path}: error: no `{keyword}` line{truncated}")
         if not (self.inputs and self.outputs and self.calls):
             raise PlanError(
-                f"error: {self.path}: a plan needs at least one input, output and call"
+                f"{self.path}: error: a plan needs at least one input, output and call"
             )
         target, arch = (*self.values.get("target", ("cpu",)), "")[:2]
         return Plan(
@@ -455,8 +513,13 @@ def parse_plan(text: str, path: str = PLAN_FILE) -> Plan:
     for reader.line, line in enumerate(text.split("\n"), start=1):
         control = _CONTROL.search(line)
         if control:
-            raise reader.error(f"unexpected control character 0x{ord(control.group()):02x}")
-        tokens = [token for token in re.split(r"[ \t]+", line) if token]
+            raise reader.error(
+                f"unexpected control character 0x{ord(control.group()):02x}",
+                column=control.start() + 1,
+            )
+        matches = list(_TOKEN.finditer(line))
+        tokens = [match.group() for match in matches]
+        reader.columns = [match.start() + 1 for match in matches]
         if tokens and not tokens[0].startswith("#"):
             reader.statement(tokens)
     return reader.plan()
@@ -470,10 +533,10 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
     try:
         text = path.read_bytes().decode()
     except OSError as error:
-        raise PlanError(f"error: cannot read {path}: {error.strerror}") from None
+        raise PlanError(f"{path}: error: cannot read the plan: {error.strerror}") from None
     except UnicodeDecodeError as error:
         raise PlanError(
-            f"error: {path}: not UTF-8 text ({error.reason} at byte {error.start})"
+            f"{path}: error: not UTF-8 text ({error.reason} at byte {error.start})"
         ) from None
     return parse_plan(text, str(path))
 
@@ -513,6 +576,9 @@ def write_artifact(
         shutil.copyfile(library_path, staging / plan.library)
         (staging / plan.params).write_bytes(blob)
         (staging / PLAN_FILE).write_text(text)
+        (staging / MANIFEST_FILE).write_text(
+            format_manifest(staging, (PLAN_FILE, plan.library, plan.params))
+        )
         if target.exists():
             retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
             os.replace(target, retired)
@@ -526,3 +592,143 @@ def write_artifact(
         if isinstance(error, OSError):
             raise PlanError(f"error: cannot write the artifact {target}: {error}") from None
         raise
+
+
+# The manifest ---------------------------------------------------------------
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def format_manifest(directory: str | os.PathLike[str], names: tuple[str, ...]) -> str:
+    """The text of the `MANIFEST` of the files `names` in `directory`: each
+    one's size and SHA-256."""
+    lines = [f"tconv-manifest {MANIFEST_VERSION}"]
+    for name in dict.fromkeys(names):
+        path = Path(directory) / name
+        lines.append(f"file {name} {path.stat().st_size} {_sha256(path)}")
+    lines.append("end")
+    return "\n".join(lines) + "\n"
+
+
+def _parse_manifest(text: str, path: Path) -> dict[str, tuple[int, str]]:
+    """Each file of the manifest `text` by name: its size and SHA-256."""
+    files: dict[str, tuple[int, str]] = {}
+    header = end = False
+    for number, line in enumerate(text.split("\n"), start=1):
+        matches = list(_TOKEN.finditer(line))
+        tokens = [match.group() for match in matches]
+
+        def error(message: str, token: int = 0) -> PlanError:
+            column = matches[token].start() + 1 if token < len(matches) else 1
+            return PlanError(f"{path}:{number}:{column}: error: {message}")
+
+        control = _CONTROL.search(line)
+        if control:
+            raise PlanError(
+                f"{path}:{number}:{control.start() + 1}: error: unexpected control character "
+                f"0x{ord(control.group()):02x}"
+            )
+        if not tokens or tokens[0].startswith("#"):
+            continue
+        if end:
+            raise error("a statement after `end`")
+        if not header:
+            if tokens != ["tconv-manifest", str(MANIFEST_VERSION)]:
+                raise error(f"expected `tconv-manifest {MANIFEST_VERSION}` as the first statement")
+            header = True
+        elif tokens[0] == "end" and len(tokens) == 1:
+            end = True
+        elif tokens[0] == "file" and len(tokens) == 4:
+            try:
+                _check_file_name(tokens[1])
+            except _BrokenRule as broken:
+                raise error(str(broken), 1) from None
+            if tokens[1] in files:
+                raise error(f"`{tokens[1]}` is listed twice", 1)
+            if not _NUMBER.fullmatch(tokens[2]) or len(tokens[2]) > 20:
+                raise error(f"expected a size in bytes, found `{tokens[2]}`", 2)
+            if not _SHA256.fullmatch(tokens[3]):
+                raise error(f"expected a SHA-256 in hex, found `{tokens[3]}`", 3)
+            files[tokens[1]] = (int(tokens[2]), tokens[3])
+        else:
+            raise error("expected `file <name> <bytes> <sha256>` or `end`")
+    if not end:
+        raise PlanError(f"{path}: error: no `end` line (the manifest is truncated)")
+    return files
+
+
+def _damaged(path: Path, why: str) -> PlanError:
+    return PlanError(
+        f"{path}: error: does not match the artifact's manifest ({why}) — "
+        "the artifact is damaged; compile it again"
+    )
+
+
+def check_artifact(directory: str | os.PathLike[str]) -> Plan:
+    """The plan of the artifact `directory`, once every file its `MANIFEST`
+    lists has the size and SHA-256 listed there, and the manifest lists the
+    plan, its kernel library and its parameter file. Nothing of the artifact
+    is loaded before. An artifact without a manifest (written before tconv
+    had them) is refused: it must be compiled again."""
+    directory = Path(directory)
+    manifest = directory / MANIFEST_FILE
+    if not manifest.exists() and not manifest.is_symlink():
+        if (directory / PLAN_FILE).exists():
+            raise PlanError(
+                f"{directory}: error: the artifact has no {MANIFEST_FILE}: it was compiled by an "
+                "older tconv (or copied incompletely); compile it again"
+            )
+        raise PlanError(f"{directory}: error: not a tconv artifact (no {PLAN_FILE})")
+    try:
+        with manifest.open("rb") as file:
+            data = file.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as error:
+        raise PlanError(f"{manifest}: error: cannot read the manifest: {error.strerror}") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise PlanError(f"{manifest}: error: larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as error:
+        raise PlanError(
+            f"{manifest}: error: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    files = _parse_manifest(text, manifest)
+    if PLAN_FILE not in files:
+        raise PlanError(f"{manifest}: error: does not list {PLAN_FILE}")
+    for name, (size, _) in files.items():
+        path = directory / name
+        try:
+            actual = path.stat().st_size if path.is_file() else None
+        except OSError:
+            actual = None
+        if actual is None:
+            raise PlanError(
+                f"{path}: error: missing or not a regular file, but the artifact's manifest "
+                "lists it — the artifact is damaged; compile it again"
+            )
+        if actual != size:
+            raise _damaged(path, f"size {actual}, expected {size}")
+    for name, (_, sha256) in files.items():
+        path = directory / name
+        try:
+            actual_sha256 = _sha256(path)
+        except OSError as error:
+            raise PlanError(f"{path}: error: cannot read the file: {error.strerror}") from None
+        if actual_sha256 != sha256:
+            raise _damaged(path, "its SHA-256 differs from the one listed")
+    plan = read_plan(directory)
+    for name in (plan.library, plan.params):
+        if name not in files:
+            raise PlanError(
+                f"{manifest}: error: does not list `{name}`, which {PLAN_FILE} names; "
+                "compile the artifact again"
+            )
+    return plan

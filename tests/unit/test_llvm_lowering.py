@@ -308,7 +308,7 @@ def test_the_gpu_schedule_computes_the_reference_numbers(tmp_path):
     kernels, program = lower_program(module)
     gpu_kernels = [replace(k, nests=tuple(gpu_nest(n) for n in k.nests)) for k in kernels]
     assert all(loop.kind in ("parallel", "serial") for k in gpu_kernels for n in k.nests for loop in n.loops)
-    write_program_artifact(program, bind_params(module, params), tmp_path / "a", lambda p: compile_library(gpu_kernels, p))
+    write_program_artifact(program, bind_params(module, params), tmp_path / "a", lambda p, _: compile_library(gpu_kernels, p))
     shapes = [shape_of(a) for a in single_function(module).body.block.args]
     inputs = [np.random.default_rng(3).standard_normal(s).astype(np.float32) for s in shapes]
     with Runtime(tmp_path / "a", threads=2) as runtime:

@@ -58,8 +58,8 @@ def compile_artifact(
         return _compile_cuda_artifact(module, bound, Path(out_dir), arch)
     kernels, program = lower_program(module)
 
-    def write_library(path: Path) -> None:
-        compile_library(kernels, path)
+    def write_library(path: Path, fingerprint: Path | None) -> None:
+        compile_library(kernels, path, extra_objects=[fingerprint] if fingerprint else [])
 
     return write_program_artifact(program, bound, out_dir, write_library, target)
 

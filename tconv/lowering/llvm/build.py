@@ -286,21 +286,29 @@ def compile_ir_object(text: str) -> bytes:
     return machine.emit_object(module)
 
 
-def compile_library(kernels: Sequence[KernelSource], path: str | os.PathLike[str]) -> None:
+def compile_library(
+    kernels: Sequence[KernelSource], path: str | os.PathLike[str],
+    extra_objects: Sequence[str | os.PathLike[str]] = (),
+) -> None:
     """The kernels as a shared library at `path`, linked by the system C
-    compiler (`$CC`, default cc)."""
-    link_library(compile_object(kernels), path)
+    compiler (`$CC`, default cc) with the objects `extra_objects`."""
+    link_library(compile_object(kernels), path, extra_objects)
 
 
-def link_library(obj: bytes, path: str | os.PathLike[str]) -> None:
+def link_library(
+    obj: bytes, path: str | os.PathLike[str], extra_objects: Sequence[str | os.PathLike[str]] = ()
+) -> None:
     """The ELF object `obj` linked into a shared library at `path` by the
-    system C compiler (`$CC`, default cc)."""
+    system C compiler (`$CC`, default cc), with the objects `extra_objects`."""
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
         raise LoweringError(f"error: no C compiler `{compiler}` to link the kernel library (set CC)")
     with tempfile.TemporaryDirectory(prefix="tconv-llvm-") as scratch:
         object_path = Path(scratch) / "kernels.o"
         object_path.write_bytes(obj)
-        result = subprocess.run([compiler, "-shared", "-o", str(path), str(object_path)], capture_output=True, text=True)
+        result = subprocess.run(
+            [compiler, "-shared", "-o", str(path), str(object_path), *map(str, extra_objects)],
+            capture_output=True, text=True,
+        )
         if result.returncode != 0:
             raise LoweringError(f"error: linking the kernel library failed:\n{result.stderr.strip()}")

@@ -47,10 +47,10 @@ def compile_artifact(
     bound = bind_params(module, params)
     executable, program = build_kernels(module, target, arch)
 
-    def write_library(library: Path) -> None:
+    def write_library(library: Path, fingerprint: Path | None) -> None:
         if target == "cuda":
             compile_cuda_library(executable, library, arch)
         else:
-            executable.export_library(str(library))
+            executable.export_library(str(library), addons=[str(fingerprint)])
 
     return write_program_artifact(program, bound, out_dir, write_library, target, arch if target == "cuda" else "")

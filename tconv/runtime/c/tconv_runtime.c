@@ -8,6 +8,7 @@
 #include "tconv_backend.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -26,6 +27,7 @@
 #define MAX_SYMBOL 200
 #define MAX_TOKENS (3 + TCONV_MAX_ARGS + 1)
 #define SYMBOL_PREFIX "__tvm_ffi_"
+#define FINGERPRINT_SYMBOL "tconv_plan_fingerprint"
 
 typedef struct {
     char *name;
@@ -56,6 +58,7 @@ static pthread_mutex_t loaded_libraries_lock = PTHREAD_MUTEX_INITIALIZER;
 typedef struct {
     char *symbol;
     int line;
+    int column; /* of the symbol */
     int32_t num_args;
     size_t *args; /* tensor ids */
     TVMFFIAny *packed;
@@ -71,6 +74,7 @@ struct tconv_runtime {
     uint64_t params_bytes;
     int params_line;
     uint64_t arena_bytes;
+    uint64_t fingerprint; /* FNV-1a of the plan's bytes */
     tensor *tensors;
     size_t num_tensors, tensors_capacity;
     size_t *inputs;
@@ -167,15 +171,15 @@ static int open_regular(const char *path, int *fd, uint64_t *size)
     struct stat info;
     *fd = open(path, O_RDONLY | O_CLOEXEC);
     if (*fd < 0)
-        return fail(TCONV_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+        return fail(TCONV_ERR_IO, "%s: error: cannot read the file: %s", path, strerror(errno));
     if (fstat(*fd, &info) != 0) {
         int error = errno;
         close(*fd);
-        return fail(TCONV_ERR_IO, "cannot read %s: %s", path, strerror(error));
+        return fail(TCONV_ERR_IO, "%s: error: cannot read the file: %s", path, strerror(error));
     }
     if (!S_ISREG(info.st_mode)) {
         close(*fd);
-        return fail(TCONV_ERR_IO, "cannot read %s: not a regular file", path);
+        return fail(TCONV_ERR_IO, "%s: error: cannot read the file: not a regular file", path);
     }
     *size = (uint64_t)info.st_size;
     return TCONV_OK;
@@ -189,7 +193,7 @@ static int read_all(int fd, const char *path, void *buffer, uint64_t size)
         if (count < 0 && errno == EINTR)
             continue;
         if (count <= 0)
-            return fail(TCONV_ERR_IO, "cannot read %s: %s", path,
+            return fail(TCONV_ERR_IO, "%s: error: cannot read the file: %s", path,
                         count < 0 ? strerror(errno) : "the file ended early");
         at += count;
         size -= (uint64_t)count;
@@ -203,18 +207,47 @@ typedef struct {
     tconv_runtime *runtime;
     const char *path;
     int line;
+    const char *line_start;
     char *token[MAX_TOKENS];
     int num_tokens;
     int statements;
     int target_line, library_line, params_line, arena_line, end_line;
 } parser;
 
-static int plan_error(const parser *p, const char *format, ...)
+/* The 1-based byte column of token `index` of the current line (1 if there is none). */
+static int token_column(const parser *p, int index)
 {
-    int length = snprintf(last_error, sizeof last_error, "%s:%d: ", p->path, p->line);
+    if (index < 0 || index >= p->num_tokens)
+        return 1;
+    return (int)(p->token[index] - p->line_start) + 1;
+}
+
+static int vplan_error(const parser *p, int column, const char *format, va_list arguments)
+{
+    int length = snprintf(last_error, sizeof last_error, "%s:%d:%d: error: ", p->path, p->line,
+                          column);
+    if (length < 0 || (size_t)length >= sizeof last_error)
+        return TCONV_ERR_PLAN;
+    vsnprintf(last_error + length, sizeof last_error - (size_t)length, format, arguments);
+    return TCONV_ERR_PLAN;
+}
+
+/* An error at the current line, located at its token `index`. */
+static int plan_error_at(const parser *p, int index, const char *format, ...)
+{
     va_list arguments;
     va_start(arguments, format);
-    vsnprintf(last_error + length, sizeof last_error - (size_t)length, format, arguments);
+    vplan_error(p, token_column(p, index), format, arguments);
+    va_end(arguments);
+    return TCONV_ERR_PLAN;
+}
+
+/* An error at the current line, located at its first token. */
+static int plan_error(const parser *p, const char *format, ...)
+{
+    va_list arguments;
+    va_start(arguments, format);
+    vplan_error(p, token_column(p, 0), format, arguments);
     va_end(arguments);
     return TCONV_ERR_PLAN;
 }
@@ -235,11 +268,12 @@ static int parse_number(const parser *p, int index, const char *what, uint64_t l
     uint64_t result = 0;
     for (const char *c = text; *c != '\0'; c++) {
         if (*c < '0' || *c > '9')
-            return plan_error(p, "%s: expected an unsigned integer, found `%s`", what, text);
+            return plan_error_at(p, index, "%s: expected an unsigned integer, found `%s`", what,
+                                 text);
         unsigned digit = (unsigned)(*c - '0');
         if (digit > limit || result > (limit - digit) / 10)
-            return plan_error(p, "%s %s is larger than %llu", what, text,
-                              (unsigned long long)limit);
+            return plan_error_at(p, index, "%s %s is larger than %llu", what, text,
+                                 (unsigned long long)limit);
         result = result * 10 + digit;
     }
     *value = result;
@@ -254,8 +288,8 @@ static int parse_tensor_id(const parser *p, int index, const char *what, size_t 
     if (status != TCONV_OK)
         return status;
     if (value >= p->runtime->num_tensors)
-        return plan_error(p, "%s: unknown tensor id %llu (%zu tensors declared so far)", what,
-                          (unsigned long long)value, p->runtime->num_tensors);
+        return plan_error_at(p, index, "%s: unknown tensor id %llu (%zu tensors declared so far)",
+                             what, (unsigned long long)value, p->runtime->num_tensors);
     *id = (size_t)value;
     return TCONV_OK;
 }
@@ -264,7 +298,8 @@ static int check_file_name(const parser *p, const char *name)
 {
     if (strlen(name) > MAX_NAME || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
         strcmp(name, "..") == 0)
-        return plan_error(p, "`%s` is not a plain file name in the artifact directory", name);
+        return plan_error_at(p, 1, "`%s` is not a plain file name in the artifact directory",
+                             name);
     return TCONV_OK;
 }
 
@@ -287,8 +322,9 @@ static int parse_header(parser *p)
     if (status != TCONV_OK)
         return status;
     if (version != TCONV_PLAN_VERSION)
-        return plan_error(p, "plan version %llu is not supported (this runtime reads version %d)",
-                          (unsigned long long)version, TCONV_PLAN_VERSION);
+        return plan_error_at(p, 1,
+                             "plan version %llu is not supported (this runtime reads version %d)",
+                             (unsigned long long)version, TCONV_PLAN_VERSION);
     return TCONV_OK;
 }
 
@@ -301,10 +337,11 @@ static int parse_target(parser *p)
     if (p->num_tokens == 2 && strcmp(p->token[1], "cpu") == 0)
         return TCONV_OK;
     if (p->num_tokens == 3 && strcmp(p->token[1], "cuda") == 0)
-        return plan_error(p, "this artifact is compiled for cuda (%s); the C runtime runs cpu "
-                          "artifacts (run cuda ones with tconv.runtime.cuda on a GPU machine)",
-                          p->token[2]);
-    return plan_error(p, "expected `target cpu` or `target cuda <arch>`");
+        return plan_error_at(p, 1, "this artifact is compiled for cuda (%s); the C runtime runs "
+                             "cpu artifacts (run cuda ones with tconv.runtime.cuda on a GPU "
+                             "machine)",
+                             p->token[2]);
+    return plan_error_at(p, 1, "expected `target cpu` or `target cuda <arch>`");
 }
 
 static int parse_library(parser *p)
@@ -364,34 +401,34 @@ static int parse_tensor(parser *p)
     if ((status = parse_number(p, 1, "tensor id", MAX_TENSORS, &id)) != TCONV_OK)
         return status;
     if (id < rt->num_tensors)
-        return plan_error(p, "duplicate tensor id %llu (declared on line %d)",
-                          (unsigned long long)id, rt->tensors[id].line);
+        return plan_error_at(p, 1, "duplicate tensor id %llu (declared on line %d)",
+                             (unsigned long long)id, rt->tensors[id].line);
     if (id > rt->num_tensors)
-        return plan_error(p, "tensor id %llu is out of order: expected %zu",
-                          (unsigned long long)id, rt->num_tensors);
+        return plan_error_at(p, 1, "tensor id %llu is out of order: expected %zu",
+                             (unsigned long long)id, rt->num_tensors);
     if (strlen(p->token[2]) > MAX_NAME)
-        return plan_error(p, "tensor name is longer than %d bytes", MAX_NAME);
+        return plan_error_at(p, 2, "tensor name is longer than %d bytes", MAX_NAME);
     if (strcmp(p->token[3], "f32") != 0)
-        return plan_error(p, "tensor %llu: dtype `%s` is not supported (expected f32)",
-                          (unsigned long long)id, p->token[3]);
+        return plan_error_at(p, 3, "tensor %llu: dtype `%s` is not supported (expected f32)",
+                             (unsigned long long)id, p->token[3]);
     if (strcmp(p->token[4], "arena") == 0) {
         region = rt->arena_bytes;
     } else if (strcmp(p->token[4], "param") == 0) {
         t.in_params = 1;
         region = rt->params_bytes;
     } else {
-        return plan_error(p, "tensor %llu: expected `arena` or `param`, found `%s`",
-                          (unsigned long long)id, p->token[4]);
+        return plan_error_at(p, 4, "tensor %llu: expected `arena` or `param`, found `%s`",
+                             (unsigned long long)id, p->token[4]);
     }
     if ((status = parse_number(p, 5, "tensor offset", MAX_BYTES, &t.offset)) != TCONV_OK ||
         (status = parse_number(p, 6, "tensor ndim", TCONV_MAX_NDIM, &ndim)) != TCONV_OK)
         return status;
     if (ndim == 0)
-        return plan_error(p, "tensor %llu: ndim must be at least 1", (unsigned long long)id);
+        return plan_error_at(p, 6, "tensor %llu: ndim must be at least 1", (unsigned long long)id);
     if (p->num_tokens != 7 + (int)ndim)
-        return plan_error(p, "tensor %llu: ndim %llu needs %llu dims, found %d",
-                          (unsigned long long)id, (unsigned long long)ndim,
-                          (unsigned long long)ndim, p->num_tokens - 7);
+        return plan_error_at(p, 6, "tensor %llu: ndim %llu needs %llu dims, found %d",
+                             (unsigned long long)id, (unsigned long long)ndim,
+                             (unsigned long long)ndim, p->num_tokens - 7);
     t.ndim = (int32_t)ndim;
     t.bytes = sizeof(float);
     for (int32_t i = 0; i < t.ndim; i++) {
@@ -399,21 +436,22 @@ static int parse_tensor(parser *p)
         if ((status = parse_number(p, 7 + i, "tensor dim", MAX_BYTES, &dim)) != TCONV_OK)
             return status;
         if (dim == 0)
-            return plan_error(p, "tensor %llu: dim %d is 0", (unsigned long long)id, i);
+            return plan_error_at(p, 7 + i, "tensor %llu: dim %d is 0", (unsigned long long)id, i);
         if (dim > MAX_BYTES / t.bytes)
-            return plan_error(p, "tensor %llu: larger than %llu bytes", (unsigned long long)id,
-                              (unsigned long long)MAX_BYTES);
+            return plan_error_at(p, 5, "tensor %llu: larger than %llu bytes",
+                                 (unsigned long long)id, (unsigned long long)MAX_BYTES);
         t.bytes *= dim;
         t.shape[i] = (int64_t)dim;
     }
     if (t.offset % TCONV_ALIGNMENT != 0)
-        return plan_error(p, "tensor %llu: offset %llu is not a multiple of %d",
-                          (unsigned long long)id, (unsigned long long)t.offset, TCONV_ALIGNMENT);
+        return plan_error_at(p, 5, "tensor %llu: offset %llu is not a multiple of %d",
+                             (unsigned long long)id, (unsigned long long)t.offset,
+                             TCONV_ALIGNMENT);
     if (t.offset > region || t.bytes > region - t.offset)
-        return plan_error(p, "tensor %llu: bytes [%llu, %llu) lie outside the %s (%llu bytes)",
-                          (unsigned long long)id, (unsigned long long)t.offset,
-                          (unsigned long long)(t.offset + t.bytes),
-                          t.in_params ? "parameters" : "arena", (unsigned long long)region);
+        return plan_error_at(p, 5, "tensor %llu: bytes [%llu, %llu) lie outside the %s (%llu bytes)",
+                             (unsigned long long)id, (unsigned long long)t.offset,
+                             (unsigned long long)(t.offset + t.bytes),
+                             t.in_params ? "parameters" : "arena", (unsigned long long)region);
     tensor *tensors = reserve(rt->tensors, &rt->tensors_capacity, rt->num_tensors, sizeof t);
     if (tensors == NULL)
         return out_of_memory("the plan");
@@ -437,12 +475,13 @@ static int parse_port(parser *p, const char *keyword, size_t **ids, size_t *coun
     if (status != TCONV_OK)
         return status;
     if (rt->tensors[id].in_params)
-        return plan_error(p, "%s %zu (%s) is a parameter; inputs and outputs live in the arena",
-                          keyword, id, rt->tensors[id].name);
+        return plan_error_at(p, 1,
+                             "%s %zu (%s) is a parameter; inputs and outputs live in the arena",
+                             keyword, id, rt->tensors[id].name);
     for (size_t i = 0; i < *count; i++) {
         if ((*ids)[i] == id)
-            return plan_error(p, "tensor %zu (%s) is already an %s", id, rt->tensors[id].name,
-                              keyword);
+            return plan_error_at(p, 1, "tensor %zu (%s) is already an %s", id,
+                                 rt->tensors[id].name, keyword);
     }
     size_t *grown = reserve(*ids, capacity, *count, sizeof id);
     if (grown == NULL)
@@ -456,7 +495,7 @@ static int parse_port(parser *p, const char *keyword, size_t **ids, size_t *coun
 static int parse_call(parser *p)
 {
     tconv_runtime *rt = p->runtime;
-    call c = {.line = p->line};
+    call c = {.line = p->line, .column = token_column(p, 1)};
     uint64_t num_args;
     int status;
 
@@ -467,16 +506,17 @@ static int parse_call(parser *p)
     size_t length = strlen(symbol);
     if (length > MAX_SYMBOL || strspn(symbol, "abcdefghijklmnopqrstuvwxyz"
                                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != length)
-        return plan_error(p, "`%s` is not a kernel symbol (letters, digits and _, at most %d)",
-                          symbol, MAX_SYMBOL);
+        return plan_error_at(p, 1,
+                             "`%s` is not a kernel symbol (letters, digits and _, at most %d)",
+                             symbol, MAX_SYMBOL);
     if ((status = parse_number(p, 2, "call nargs", TCONV_MAX_ARGS, &num_args)) != TCONV_OK)
         return status;
     if (num_args == 0)
-        return plan_error(p, "call %s: nargs must be at least 1", symbol);
+        return plan_error_at(p, 2, "call %s: nargs must be at least 1", symbol);
     if (p->num_tokens != 3 + (int)num_args)
-        return plan_error(p, "call %s: nargs %llu needs %llu tensor ids, found %d", symbol,
-                          (unsigned long long)num_args, (unsigned long long)num_args,
-                          p->num_tokens - 3);
+        return plan_error_at(p, 2, "call %s: nargs %llu needs %llu tensor ids, found %d", symbol,
+                             (unsigned long long)num_args, (unsigned long long)num_args,
+                             p->num_tokens - 3);
     c.num_args = (int32_t)num_args;
     size_t args[TCONV_MAX_ARGS];
     for (int32_t i = 0; i < c.num_args; i++) {
@@ -563,10 +603,15 @@ static int parse_plan(tconv_runtime *rt, char *text, size_t size)
         if (end == NULL)
             end = text + size;
         p.line++;
+        p.line_start = line;
+        p.num_tokens = 0;
         for (const char *at = line; at < end; at++) {
             unsigned char c = (unsigned char)*at;
-            if ((c < 0x20 && c != '\t') || c == 0x7f)
+            if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                p.token[0] = (char *)at;
+                p.num_tokens = 1;
                 return plan_error(&p, "unexpected control character 0x%02x", c);
+            }
         }
         *end = '\0';
         int status = tokenize(&p, line);
@@ -580,11 +625,11 @@ static int parse_plan(tconv_runtime *rt, char *text, size_t size)
     int lines[] = {p.statements, p.library_line, p.params_line, p.arena_line, p.end_line};
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         if (lines[i] == 0)
-            return fail(TCONV_ERR_PLAN, "%s: no `%s` line%s", rt->plan_path, required[i],
+            return fail(TCONV_ERR_PLAN, "%s: error: no `%s` line%s", rt->plan_path, required[i],
                         i == 4 ? " (the plan is truncated)" : "");
     }
     if (rt->num_inputs == 0 || rt->num_outputs == 0 || rt->num_calls == 0)
-        return fail(TCONV_ERR_PLAN, "%s: a plan needs at least one input, output and call",
+        return fail(TCONV_ERR_PLAN, "%s: error: a plan needs at least one input, output and call",
                     rt->plan_path);
     return TCONV_OK;
 }
@@ -598,7 +643,7 @@ static int read_plan(tconv_runtime *rt)
         return status;
     if (size > MAX_PLAN_BYTES) {
         close(fd);
-        return fail(TCONV_ERR_PLAN, "%s: larger than %llu bytes", rt->plan_path,
+        return fail(TCONV_ERR_PLAN, "%s: error: larger than %llu bytes", rt->plan_path,
                     (unsigned long long)MAX_PLAN_BYTES);
     }
     char *text = malloc((size_t)size + 1);
@@ -610,6 +655,9 @@ static int read_plan(tconv_runtime *rt)
     close(fd);
     if (status == TCONV_OK) {
         text[size] = '\0';
+        rt->fingerprint = 0xcbf29ce484222325u;
+        for (uint64_t i = 0; i < size; i++)
+            rt->fingerprint = (rt->fingerprint ^ (unsigned char)text[i]) * 0x100000001b3u;
         status = parse_plan(rt, text, (size_t)size);
     }
     free(text);
@@ -628,7 +676,7 @@ static int load_params(tconv_runtime *rt)
     int status = open_regular(path, &fd, &size);
     if (status == TCONV_OK) {
         if (size != rt->params_bytes)
-            status = fail(TCONV_ERR_IO, "%s has %llu bytes, but %s:%d declares %llu", path,
+            status = fail(TCONV_ERR_IO, "%s: error: has %llu bytes, but %s:%d declares %llu", path,
                           (unsigned long long)size, rt->plan_path, rt->params_line,
                           (unsigned long long)rt->params_bytes);
         else if ((rt->params = aligned_buffer(size)) == NULL)
@@ -641,20 +689,83 @@ static int load_params(tconv_runtime *rt)
     return status;
 }
 
+static int truncated_library(const char *path, uint64_t size, uint64_t needed)
+{
+    return fail(TCONV_ERR_LIBRARY,
+                "%s: error: the kernel library is truncated (%llu bytes; its ELF headers need "
+                "%llu) — the artifact is damaged; compile it again",
+                path, (unsigned long long)size, (unsigned long long)needed);
+}
+
+/* The loader maps a shared library's segments as its ELF headers say: where
+ * they reach past the end of the file, touching them raises SIGBUS. Check
+ * that the headers of an ELF-64 library lie inside the file, and so do the
+ * segments they map. Anything else that is not a library, dlopen refuses. */
+static int check_elf_extent(const char *path)
+{
+    int fd;
+    uint64_t size;
+    Elf64_Ehdr header;
+    int status = open_regular(path, &fd, &size);
+    if (status != TCONV_OK)
+        return status;
+    memset(&header, 0, sizeof header);
+    ssize_t count = pread(fd, &header, sizeof header, 0);
+    if (count < (ssize_t)SELFMAG || memcmp(header.e_ident, ELFMAG, SELFMAG) != 0) {
+        close(fd); /* not ELF: dlopen says so */
+        return TCONV_OK;
+    }
+    if (count != (ssize_t)sizeof header) {
+        close(fd);
+        return truncated_library(path, size, sizeof header);
+    }
+    if (header.e_ident[EI_CLASS] != ELFCLASS64) {
+        close(fd);
+        return TCONV_OK;
+    }
+    uint64_t tables[][2] = {
+        {header.e_phoff, (uint64_t)header.e_phnum * header.e_phentsize},
+        {header.e_shoff, (uint64_t)header.e_shnum * header.e_shentsize},
+    };
+    for (size_t i = 0; status == TCONV_OK && i < 2; i++) {
+        if (tables[i][0] > size || tables[i][1] > size - tables[i][0])
+            status = truncated_library(path, size, tables[i][0] + tables[i][1]);
+    }
+    if (status == TCONV_OK && header.e_phentsize != sizeof(Elf64_Phdr) && header.e_phnum != 0)
+        status = fail(TCONV_ERR_LIBRARY,
+                      "%s: error: not a kernel library (ELF program headers of %u bytes) — the "
+                      "artifact is damaged; compile it again",
+                      path, (unsigned)header.e_phentsize);
+    for (uint16_t i = 0; status == TCONV_OK && i < header.e_phnum; i++) {
+        Elf64_Phdr segment;
+        if (pread(fd, &segment, sizeof segment, (off_t)(header.e_phoff + i * sizeof segment)) !=
+            (ssize_t)sizeof segment)
+            status = fail(TCONV_ERR_IO, "%s: error: cannot read the file: %s", path,
+                          strerror(errno));
+        else if (segment.p_type == PT_LOAD &&
+                 (segment.p_offset > size || segment.p_filesz > size - segment.p_offset))
+            status = truncated_library(path, size, segment.p_offset + segment.p_filesz);
+    }
+    close(fd);
+    return status;
+}
+
 /* dlopen `path`, unless this process has it open already as another file. */
 static int open_library(tconv_runtime *rt, const char *path)
 {
     struct stat info;
     if (stat(path, &info) != 0)
-        return fail(TCONV_ERR_IO, "cannot read %s: %s", path, strerror(errno));
-    int status = TCONV_OK;
+        return fail(TCONV_ERR_IO, "%s: error: cannot read the file: %s", path, strerror(errno));
+    int status = check_elf_extent(path);
+    if (status != TCONV_OK)
+        return status;
     pthread_mutex_lock(&loaded_libraries_lock);
     loaded_library *entry = loaded_libraries;
     while (entry != NULL && strcmp(entry->path, path) != 0)
         entry = entry->next;
     if (entry != NULL && (entry->device != info.st_dev || entry->inode != info.st_ino)) {
         status = fail(TCONV_ERR_LIBRARY,
-                      "%s was replaced while an open runtime still uses the library loaded "
+                      "%s: error: replaced while an open runtime still uses the library loaded "
                       "from that path; close that runtime first (the dynamic loader would "
                       "give this one the old kernels)",
                       path);
@@ -663,7 +774,8 @@ static int open_library(tconv_runtime *rt, const char *path)
         free(entry);
         status = out_of_memory("a path");
     } else if ((rt->library = dlopen(path, RTLD_NOW | RTLD_LOCAL)) == NULL) {
-        status = fail(TCONV_ERR_LIBRARY, "cannot load the kernel library: %s", dlerror());
+        status = fail(TCONV_ERR_LIBRARY, "%s: error: cannot load the kernel library: %s", path,
+                      dlerror());
         if (entry->handles == 0) {
             free(entry->path);
             free(entry);
@@ -706,16 +818,34 @@ static int load_library(tconv_runtime *rt)
     if (path == NULL)
         return out_of_memory("a path");
     int status = open_library(rt, path);
+    if (status == TCONV_OK) {
+        /* A library tconv compiled says which plan it was compiled with: one
+         * from another compile (another batch, another network) would be
+         * called with tensors it was not built for. */
+        void *address = dlsym(rt->library, FINGERPRINT_SYMBOL);
+        uint64_t fingerprint;
+        if (address != NULL) {
+            memcpy(&fingerprint, address, sizeof fingerprint);
+            if (fingerprint != rt->fingerprint)
+                status = fail(TCONV_ERR_LIBRARY,
+                              "%s: error: the kernel library was compiled with another plan than "
+                              "%s (its fingerprint is %016llx, the plan's %016llx): the files "
+                              "come from different compiles; compile the artifact again",
+                              path, rt->plan_path, (unsigned long long)fingerprint,
+                              (unsigned long long)rt->fingerprint);
+        }
+    }
     if (status == TCONV_OK && tconv_backend_install(rt->library, message, sizeof message) != 0)
-        status = fail(TCONV_ERR_LIBRARY, "%s: %s", path, message);
+        status = fail(TCONV_ERR_LIBRARY, "%s: error: %s", path, message);
     for (size_t i = 0; status == TCONV_OK && i < rt->num_calls; i++) {
         call *c = &rt->calls[i];
         char symbol[sizeof SYMBOL_PREFIX + MAX_SYMBOL];
         snprintf(symbol, sizeof symbol, SYMBOL_PREFIX "%s", c->symbol);
         void *address = dlsym(rt->library, symbol);
         if (address == NULL)
-            status = fail(TCONV_ERR_LIBRARY, "%s:%d: kernel `%s` is not in %s (no symbol `%s`)",
-                          rt->plan_path, c->line, c->symbol, rt->library_name, symbol);
+            status = fail(TCONV_ERR_LIBRARY,
+                          "%s:%d:%d: error: kernel `%s` is not in %s (no symbol `%s`)",
+                          rt->plan_path, c->line, c->column, c->symbol, rt->library_name, symbol);
         else
             memcpy(&c->kernel, &address, sizeof c->kernel);
     }
@@ -917,8 +1047,8 @@ int tconv_execute(tconv_runtime *rt)
         char message[ERROR_SIZE / 2];
         if (tconv_backend_call(c->kernel, c->packed, c->num_args, rt->pool, message,
                                sizeof message) != 0)
-            return fail(TCONV_ERR_KERNEL, "%s:%d: kernel `%s` (call %zu) failed: %s",
-                        rt->plan_path, c->line, c->symbol, i, message);
+            return fail(TCONV_ERR_KERNEL, "%s:%d:%d: error: kernel `%s` (call %zu) failed: %s",
+                        rt->plan_path, c->line, c->column, c->symbol, i, message);
         if (rt->profiling) {
             uint64_t after = tconv_now_ns();
             c->profiled_ns += after - before;

@@ -54,8 +54,17 @@
  * - A call passes its tensors, in order, to `__tvm_ffi_<symbol>`; <symbol> is
  *   letters, digits and '_'; 1 <= nargs <= TCONV_MAX_ARGS.
  * - `end` makes a truncated plan an error.
- * A malformed plan fails tconv_open with TCONV_ERR_PLAN and a message that
- * names the file and line.
+ * A malformed plan fails tconv_open with TCONV_ERR_PLAN and a message located
+ * at its line and column: "PATH:LINE:COL: error: ...". Errors about a file of
+ * the artifact start "PATH: error: ".
+ *
+ * Before dlopen, the library's ELF headers and the segments they map must lie
+ * inside the file (a truncated library is refused, not mapped). A library
+ * that exports `const uint64_t tconv_plan_fingerprint` (both tconv backends'
+ * cpu libraries do) must carry the 64-bit FNV-1a hash of plan.txt's bytes: a
+ * library compiled with another plan is refused (TCONV_ERR_LIBRARY). The
+ * artifact's MANIFEST (sizes and SHA-256 of its files) is checked by the
+ * Python driver before tconv_open, not here.
  *
  * Errors: every function returns TCONV_OK or an error code and never aborts
  * or exits; tconv_last_error() gives the message of the calling thread's last
