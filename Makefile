@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := build/demo
 
-.PHONY: demo test lit bench clean
+.PHONY: demo test fuzz lit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ $(DEMO_DIR)/resnet18_trained.npz: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 	$(BIN)/lit -v tests/filecheck
+
+# The fuzz tests (tests/property/test_fuzz*.py) with the long profile: `make test`
+# runs them with a short one. Any count can be given: make fuzz TCONV_FUZZ_CASES=500.
+TCONV_FUZZ_CASES ?= 10000
+fuzz: $(STAMP)
+	TCONV_FUZZ_CASES=$(TCONV_FUZZ_CASES) $(BIN)/python -m pytest -q -n auto --dist loadfile tests/property/test_fuzz*.py
 
 # Not part of CI: timings need a quiet machine (see bench/suite.py).
 bench: $(STAMP)

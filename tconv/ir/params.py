@@ -145,13 +145,18 @@ def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, na
             version = np.lib.format.read_magic(member)
         except ValueError:
             raise _corrupt(path, f"entry '{name}' is not a .npy array (no NumPy header)") from None
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
+        if version not in ((1, 0), (2, 0)):
             raise _corrupt(path, f"entry '{name}' is a .npy array of format version {version[0]}.{version[1]}, "
                                  "which a parameter store does not use")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        try:
+            shape, fortran_order, dtype = read_header(member)
+        except (zipfile.BadZipFile, zlib.error, EOFError):
+            raise
+        except Exception as err:
+            # NumPy parses the header's Python literal and checks it; damaged text can
+            # fail anywhere in that (ValueError, SyntaxError, tokenize's TokenError, ...).
+            raise _corrupt(path, f"entry '{name}' has an unreadable .npy header ({type(err).__name__})") from None
         if dtype.hasobject:
             raise ParamError(f"{path}: error: entry '{name}' holds Python objects (a pickle); a parameter store "
                              "holds numbers only, and pickles are never loaded")

@@ -9,13 +9,15 @@ as a real subprocess). Every run must either succeed and write valid IR, or
 fail as a diagnostic: exit status 1, a `FILE:LINE:COL: error:` message, no
 traceback, no output file.
 
-`FUZZ_CASES` counts the cases the hypothesis tests run.
+`FUZZ_CASES` counts the cases the hypothesis tests run; `TCONV_FUZZ_CASES`
+replaces each count (`make fuzz` runs the long profile).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import random
 import re
 import signal
@@ -126,6 +128,7 @@ FUZZ_CASES: dict[str, int] = {}
 
 
 def fuzz_settings(name: str, cases: int) -> Callable:
+    cases = int(os.environ.get("TCONV_FUZZ_CASES") or cases)
     FUZZ_CASES[name] = cases
     return settings(
         max_examples=cases,
