@@ -676,3 +676,43 @@ def test_attribute_the_converter_does_not_know():
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert "node 'act' (Relu): unsupported attribute 'alpha'" in import_error(model)
+
+
+# Damaged initializers and strings ------------------------------------------------
+
+
+def conv_model() -> onnx.ModelProto:
+    return make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+        X, ["y"], {"w": random(4, 4, 3, 3)},
+    )
+
+
+def test_initializer_whose_data_does_not_match_its_dims():
+    model = conv_model()
+    weight = model.graph.initializer[0]
+    weight.ClearField("raw_data")
+    weight.dims[:] = [2]
+    weight.float_data[:] = [1, 2, 3, 4, 5]
+    assert "initializer 'w': dims [2] (2 elements of FLOAT) but 5 values in float_data" in import_error(model)
+    weight.ClearField("float_data")
+    weight.raw_data = np.ones(5, np.float32).tobytes()
+    assert "initializer 'w': dims [2] (2 elements of FLOAT) need 8 bytes of raw data, it has 20" in import_error(model)
+
+
+def test_initializer_of_an_unknown_data_type():
+    model = conv_model()
+    model.graph.initializer[0].data_type = 99
+    assert "initializer 'w': unknown data type 99" in import_error(model)
+
+
+def test_string_field_that_is_not_utf8(tmp_path):
+    data = conv_model().SerializeToString()
+    damaged = tmp_path / "m.onnx"
+    damaged.write_bytes(data.replace(b"\x1a\x04conv", b"\x1a\x04co\xffv", 1))  # the node's name
+    model = onnx.load(damaged)
+    assert "node #0: field name is not UTF-8 text (b'co\\xffv')" in import_error(model)
+    from tconv.frontends.onnx.importer import read_model
+
+    with pytest.raises(OnnxImportError, match="node #0: field name is not UTF-8 text"):
+        read_model(damaged)

@@ -18,15 +18,18 @@ padding (they drop it, as PyTorch does; it keeps it).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
-from onnx import ModelProto, TensorProto, ValueInfoProto, numpy_helper
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
+from onnx import ModelProto, TensorProto, ValueInfoProto, helper, numpy_helper
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, Region, SSAValue
@@ -68,12 +71,116 @@ def read_model(path: str | os.PathLike[str]) -> ModelProto:
     if not model.graph.node and not model.graph.output:
         # Protobuf reads many byte strings (an empty file, some text) as an empty message.
         raise TconvError(f"{path}: error: not an ONNX model (no graph)")
+    # Before the checker, whose messages would quote a broken string.
+    check_strings(model, str(path))
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as err:
         first_line = str(err).strip().splitlines()[0]
         raise TconvError(f"{path}: error: not a valid ONNX model: {first_line}") from None
     return model
+
+
+def check_strings(model: ModelProto, source: str) -> None:
+    """Every string field of the model (names, attribute strings, ...) is UTF-8
+    text. Protobuf hands back a string that is not as bytes, which neither
+    the checker nor a message can quote; the error names the field's path."""
+    stack: list[tuple[Message, str]] = [(model, "model")]
+    while stack:
+        message, path = stack.pop()
+        for field, value in message.ListFields():
+            where = f"{path}.{field.name}"
+            repeated = field.is_repeated
+            items = list(value) if repeated else [value]
+            for position, item in enumerate(items):
+                at = f"{where}[{position}]" if repeated else where
+                if field.type == FieldDescriptor.TYPE_STRING and isinstance(item, bytes):
+                    raise OnnxImportError(
+                        f"{source}: error: {_describe_path(model, at)} is not UTF-8 text "
+                        f"({item[:40]!r})"
+                    )
+                if field.type == FieldDescriptor.TYPE_MESSAGE:
+                    stack.append((item, at))
+
+
+def _describe_path(model: ModelProto, path: str) -> str:
+    """`node 'conv1' (Conv): field input[1]` for a field of a graph node, else the path."""
+    match = re.match(r"model\.graph\.(node|initializer)\[(\d+)\]\.(.*)", path)
+    if match is None:
+        return f"field {path}"
+    kind, index, rest = match.group(1), int(match.group(2)), match.group(3)
+    if kind == "node":
+        node = model.graph.node[index]
+        if isinstance(node.name, str) and isinstance(node.op_type, str) and node.name:
+            return f"node '{node.name}' ({node.op_type}): field {rest}"
+        return f"node #{index}: field {rest}"
+    tensor = model.graph.initializer[index]
+    name = f"'{tensor.name}'" if isinstance(tensor.name, str) else f"#{index}"
+    return f"initializer {name}: field {rest}"
+
+
+_TENSOR_FIELDS = {
+    TensorProto.FLOAT: "float_data",
+    TensorProto.COMPLEX64: "float_data",
+    TensorProto.DOUBLE: "double_data",
+    TensorProto.COMPLEX128: "double_data",
+    TensorProto.INT64: "int64_data",
+    TensorProto.UINT32: "uint64_data",
+    TensorProto.UINT64: "uint64_data",
+    TensorProto.STRING: "string_data",
+}
+"""Where a tensor of each type keeps typed (not raw) data; every other type
+uses int32_data."""
+
+_VALUES_PER_ELEMENT = {TensorProto.COMPLEX64: 2, TensorProto.COMPLEX128: 2}
+
+
+def initializer_array(tensor: TensorProto, source: str) -> np.ndarray:
+    """The value of an initializer, after checking that its data type is one
+    numpy can hold and that its data has as many elements as its dims say."""
+
+    def fail(message: str) -> OnnxImportError:
+        return OnnxImportError(f"{source}: error: initializer '{tensor.name}': {message}")
+
+    if tensor.data_location == TensorProto.EXTERNAL:
+        raise fail("its data is in an external file; load the model with onnx.load to read it")
+    dtype_number = tensor.data_type
+    if dtype_number not in TensorProto.DataType.values() or dtype_number == TensorProto.UNDEFINED:
+        raise fail(f"unknown data type {dtype_number}")
+    dtype_name = TensorProto.DataType.Name(dtype_number)
+    try:
+        np_dtype = helper.tensor_dtype_to_np_dtype(dtype_number)
+    except (KeyError, ValueError, TypeError):
+        raise fail(f"data type {dtype_name} is not supported") from None
+    dims = list(tensor.dims)
+    if any(d < 0 for d in dims):
+        raise fail(f"negative dimension in dims {dims}")
+    elements = math.prod(dims)
+    if tensor.HasField("raw_data"):
+        if dtype_number == TensorProto.STRING:
+            raise fail("a STRING tensor cannot have raw data")
+        itemsize = np.dtype(np_dtype).itemsize
+        bits = {TensorProto.INT4: 4, TensorProto.UINT4: 4}.get(dtype_number)
+        expected = (elements * bits + 7) // 8 if bits else elements * itemsize
+        if len(tensor.raw_data) != expected:
+            raise fail(
+                f"dims {dims} ({elements} elements of {dtype_name}) need {expected} bytes of raw data, "
+                f"it has {len(tensor.raw_data)}"
+            )
+    else:
+        field = _TENSOR_FIELDS.get(dtype_number, "int32_data")
+        count = len(getattr(tensor, field))
+        per_element = _VALUES_PER_ELEMENT.get(dtype_number, 1)
+        if dtype_number in (TensorProto.INT4, TensorProto.UINT4):
+            expected = (elements + 1) // 2
+        else:
+            expected = elements * per_element
+        if count != expected:
+            raise fail(f"dims {dims} ({elements} elements of {dtype_name}) but {count} values in {field}")
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise fail(f"cannot read its data ({type(err).__name__}: {err})") from None
 
 
 def default_opset(model: ModelProto, source: str) -> int:
@@ -172,10 +279,11 @@ class GraphImporter:
 
     def run(self) -> tuple[ModuleOp, dict[str, np.ndarray]]:
         graph = self.model.graph
+        check_strings(self.model, self.source)
         if graph.sparse_initializer:
             raise self.fail(f"sparse initializer '{graph.sparse_initializer[0].values.name}' is not supported")
         for initializer in graph.initializer:
-            self.values[initializer.name] = numpy_helper.to_array(initializer)
+            self.values[initializer.name] = initializer_array(initializer, self.source)
         inputs = [i for i in graph.input if i.name not in self.values]
         self.block = Block(arg_types=[tensor_type(self._input_shape(i)) for i in inputs])
         for info, argument in zip(inputs, self.block.args):

@@ -20,12 +20,12 @@ along with their consumers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Operation, SSAValue, Use
 
 from tconv.ir.ops import (
     AddOp,
@@ -84,62 +84,81 @@ def plan_narrowing(value: SSAValue, kept: Sequence[int], exact: bool) -> Narrowi
     other operand keeps its channels), a function result, a depthwise or
     (when the kept slices must be exact) grouped convolution, or any other op."""
     plan = NarrowingPlan()
-    _plan(value, tuple(kept), exact, plan, set())
+    seen: set[SSAValue] = set()
+    # Depth first, in the order of each value's uses, with an explicit stack:
+    # a chain of a thousand pass-through ops would exhaust Python's recursion.
+    stack: list[tuple[SSAValue, tuple[int, ...], Iterator]] = []
+
+    def visit(value: SSAValue, kept: tuple[int, ...]) -> None:
+        if value in seen:
+            raise NotNarrowable("its channels reach one op along two paths")
+        seen.add(value)
+        stack.append((value, kept, iter(list(value.uses))))
+
+    visit(value, tuple(kept))
+    while stack:
+        current, current_kept, uses = stack[-1]
+        use = next(uses, None)
+        if use is None:
+            stack.pop()
+            continue
+        following = _plan_use(current, use, current_kept, exact, plan)
+        if following is not None:
+            visit(*following)
     return plan
 
 
-def _plan(value: SSAValue, kept: tuple[int, ...], exact: bool, plan: NarrowingPlan, seen: set) -> None:
-    if value in seen:
-        raise NotNarrowable("its channels reach one op along two paths")
-    seen.add(value)
+def _plan_use(
+    value: SSAValue, use: Use, kept: tuple[int, ...], exact: bool, plan: NarrowingPlan
+) -> tuple[SSAValue, tuple[int, ...]] | None:
+    """Plan the resizes of one use of `value`; the value that passes the
+    narrowing on (with its kept channels), if any."""
     channels = len(kept)
-    for use in list(value.uses):
-        op = use.operation
-        if isinstance(op, BatchNormOp) and use.index == 0:
-            for index, what in ((1, "scale"), (2, "shift"), (3, "mean"), (4, "var")):
-                _param_operand(op, index, f"batch_norm {what}")
-                plan.resizes.append(Resize(op, index, 0, kept))
-            _plan(op.output, kept, exact, plan, seen)
-        elif isinstance(op, PASS_THROUGH) or (isinstance(op, SliceOp) and op.axis.value.data >= 2):
-            # A slice of rows or columns keeps every channel.
-            _plan(op.results[0], kept, exact, plan, seen)
-        elif isinstance(op, Conv2dOp) and use.index == 0:
-            groups = op.groups.value.data
-            old_channels = shape_of(op.input)[1]
-            if groups > 1 and groups == old_channels:
-                raise NotNarrowable(f"it feeds a depthwise convolution ({groups} groups)")
-            if groups > 1 and exact:
-                raise NotNarrowable(f"it feeds a grouped convolution ({groups} groups)")
-            if channels % groups:
-                raise NotNarrowable(
-                    f"it feeds a convolution with {groups} groups, which do not divide {channels} channels"
-                )
-            _param_operand(op, 1, "consumer's weight")
-            plan.resizes.append(Resize(op, 1, 1, kept, groups))
-        elif isinstance(op, FlattenOp):
-            _, _, height, width = shape_of(op.input)
-            area = height * width
-            features = tuple(c * area + i for c in kept for i in range(area))
-            for flat_use in op.output.uses:
-                dense = flat_use.operation
-                if not isinstance(dense, DenseOp) or flat_use.index != 0:
-                    raise NotNarrowable(f"its flattened channels feed {dense.name}, which cannot be resized")
-                _param_operand(dense, 1, "dense weight")
-                plan.resizes.append(Resize(dense, 1, 1, features))
-        elif isinstance(op, ConcatOp) and op.axis.value.data == 1:
-            offset = sum(shape_of(v)[1] for v in op.inputs[: use.index])
-            total = shape_of(op.output)[1]
-            own = shape_of(value)[1]
-            joined = (
-                tuple(range(offset)) + tuple(offset + c for c in kept) + tuple(range(offset + own, total))
+    op = use.operation
+    if isinstance(op, BatchNormOp) and use.index == 0:
+        for index, what in ((1, "scale"), (2, "shift"), (3, "mean"), (4, "var")):
+            _param_operand(op, index, f"batch_norm {what}")
+            plan.resizes.append(Resize(op, index, 0, kept))
+        return op.output, kept
+    if isinstance(op, PASS_THROUGH) or (isinstance(op, SliceOp) and op.axis.value.data >= 2):
+        # A slice of rows or columns keeps every channel.
+        return op.results[0], kept
+    if isinstance(op, Conv2dOp) and use.index == 0:
+        groups = op.groups.value.data
+        old_channels = shape_of(op.input)[1]
+        if groups > 1 and groups == old_channels:
+            raise NotNarrowable(f"it feeds a depthwise convolution ({groups} groups)")
+        if groups > 1 and exact:
+            raise NotNarrowable(f"it feeds a grouped convolution ({groups} groups)")
+        if channels % groups:
+            raise NotNarrowable(
+                f"it feeds a convolution with {groups} groups, which do not divide {channels} channels"
             )
-            _plan(op.output, joined, exact, plan, seen)
-        elif isinstance(op, AddOp):
-            raise NotNarrowable("it feeds a residual add whose other operand keeps its channels")
-        elif isinstance(op, func.ReturnOp):
-            raise NotNarrowable("it is a result of the function")
-        else:
-            raise NotNarrowable(f"it feeds {op.name}, which cannot be resized")
+        _param_operand(op, 1, "consumer's weight")
+        plan.resizes.append(Resize(op, 1, 1, kept, groups))
+        return None
+    if isinstance(op, FlattenOp):
+        _, _, height, width = shape_of(op.input)
+        area = height * width
+        features = tuple(c * area + i for c in kept for i in range(area))
+        for flat_use in op.output.uses:
+            dense = flat_use.operation
+            if not isinstance(dense, DenseOp) or flat_use.index != 0:
+                raise NotNarrowable(f"its flattened channels feed {dense.name}, which cannot be resized")
+            _param_operand(dense, 1, "dense weight")
+            plan.resizes.append(Resize(dense, 1, 1, features))
+        return None
+    if isinstance(op, ConcatOp) and op.axis.value.data == 1:
+        offset = sum(shape_of(v)[1] for v in op.inputs[: use.index])
+        total = shape_of(op.output)[1]
+        own = shape_of(value)[1]
+        joined = tuple(range(offset)) + tuple(offset + c for c in kept) + tuple(range(offset + own, total))
+        return op.output, joined
+    if isinstance(op, AddOp):
+        raise NotNarrowable("it feeds a residual add whose other operand keeps its channels")
+    if isinstance(op, func.ReturnOp):
+        raise NotNarrowable("it is a result of the function")
+    raise NotNarrowable(f"it feeds {op.name}, which cannot be resized")
 
 
 def apply_narrowing(plan: NarrowingPlan, maker: ParamMaker, tag: str, carry_values: bool) -> None:

@@ -380,3 +380,54 @@ func.func @schedule_unknown_key(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> 
   %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {split = 2 : i64} : (tensor<1x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x8x8xf32>
   func.return %y : tensor<1x8x8x8xf32>
 }
+
+// -----
+
+func.func @use_before_def(%x: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: operand 0 (%b) is used before its definition at {{.*}}invalid.mlir:[[# @LINE + 2]]:3
+  %a = tconv.relu %b : tensor<1x8x4x4xf32>
+  %b = tconv.relu %x : tensor<1x8x4x4xf32>
+  func.return %a : tensor<1x8x4x4xf32>
+}
+
+// -----
+
+func.func @self_use(%x: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: operand 1 (%a) is a result of this op itself
+  %a = tconv.add %x, %a : tensor<1x8x4x4xf32>
+  func.return %a : tensor<1x8x4x4xf32>
+}
+
+// -----
+
+func.func @redefined(%x: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
+  func.return %x : tensor<1x8x4x4xf32>
+}
+// CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:1: error: redefinition of symbol '@redefined' (first defined at {{.*}}invalid.mlir:[[# @LINE - 3]]:1)
+func.func @redefined(%x: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
+  func.return %x : tensor<1x8x4x4xf32>
+}
+
+// -----
+
+// CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:1: error: argument 0 (tensor<1x2147483648xf32>): dimension 2147483648 exceeds the limit of 2147483647
+func.func @dimension_limit(%x: tensor<1x2147483648xf32>) -> tensor<1x2147483648xf32> {
+  func.return %x : tensor<1x2147483648xf32>
+}
+
+// -----
+
+func.func @tensor_limit(%x: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: result 0 (tensor<65536x65536xf32>): 4294967296 elements exceed the limit of 2147483647 per tensor (set TCONV_MAX_TENSOR_ELEMENTS to raise it)
+  %w = tconv.param "w" init zeros : tensor<65536x65536xf32>
+  func.return %x : tensor<1x8x4x4xf32>
+}
+
+// -----
+
+func.func @parameter_limit(%x: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
+  %w = tconv.param "w" init zeros : tensor<16384x16384xf32>
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: the parameters total 268435457 elements, over the limit of 268435456 (set TCONV_MAX_PARAMS to raise it)
+  %b = tconv.param "b" init zeros : tensor<1xf32>
+  func.return %x : tensor<1x8x4x4xf32>
+}
