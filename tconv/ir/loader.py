@@ -31,7 +31,6 @@ from tconv.errors import TconvError
 from tconv.ir import limits
 from tconv.ir.dialect import Tconv
 
-
 MAX_INTEGER_DIGITS = 400
 """The longest integer literal the parser reads (any i64 or f64 has far fewer digits)."""
 

@@ -79,7 +79,7 @@ def mutate_dims(model: onnx.ModelProto, rng: random.Random) -> None:
 
 def mutate_data_type(model: onnx.ModelProto, rng: random.Random) -> None:
     tensor = rng.choice(model.graph.initializer)
-    tensor.data_type = rng.choice([*range(0, 26), 99, 1000, -1])
+    tensor.data_type = rng.choice([*range(26), 99, 1000, -1])
 
 
 def mutate_raw_data(model: onnx.ModelProto, rng: random.Random) -> None:

@@ -37,12 +37,7 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 from tconv.frontends.onnx.converters import CONVERTERS
 from tconv.frontends.onnx.folding import fold, foldable
 from tconv.frontends.onnx.names import UniqueNames, function_name, param_name
-from tconv.frontends.onnx.node import (
-    GroupedChannels,
-    NodeContext,
-    OnnxImportError,
-    Value,
-)
+from tconv.frontends.onnx.node import GroupedChannels, NodeContext, OnnxImportError, Value
 from tconv.ir.loader import TconvError, verify_module
 from tconv.ir.ops import ParamOp, tensor_type
 from tconv.ir.shapes import Shape

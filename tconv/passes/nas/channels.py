@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from xdsl.dialects import func
 from xdsl.ir import Operation, SSAValue, Use
 
