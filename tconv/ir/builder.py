@@ -26,10 +26,12 @@ from tconv.ir.ops import (
     ConcatOp,
     Conv2dOp,
     DenseOp,
+    DequantizeOp,
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
     ParamOp,
+    QuantizeOp,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
@@ -150,6 +152,18 @@ class NetworkBuilder:
 
     def channel_shuffle(self, x: SSAValue, groups: int) -> SSAValue:
         return self._add(ChannelShuffleOp(x, groups=groups))
+
+    def quantize(
+        self, x: SSAValue, scale: Sequence[float], zero_point: Sequence[int],
+        axis: int | None = None, element_type: str = "ui8",
+    ) -> SSAValue:
+        """f32 → i8/ui8 (`element_type`), per tensor or per channel along `axis`."""
+        return self._add(QuantizeOp(x, scale=scale, zero_point=zero_point, axis=axis, element_type=element_type))
+
+    def dequantize(
+        self, q: SSAValue, scale: Sequence[float], zero_point: Sequence[int], axis: int | None = None
+    ) -> SSAValue:
+        return self._add(DequantizeOp(q, scale=scale, zero_point=zero_point, axis=axis))
 
     def finish(self, *outputs: SSAValue) -> ModuleOp:
         """Close the function with `func.return` and wrap it in a module."""

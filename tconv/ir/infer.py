@@ -12,7 +12,9 @@ from __future__ import annotations
 from xdsl.dialects import func
 from xdsl.rewriter import Rewriter
 
-from tconv.ir.ops import TconvOp, shape_of, tensor_type
+from xdsl.dialects.builtin import TensorType
+
+from tconv.ir.ops import TconvOp, shape_of
 
 
 def refresh_result_types(func_op: func.FuncOp, rewriter: Rewriter | None = None) -> bool:
@@ -30,7 +32,8 @@ def refresh_result_types(func_op: func.FuncOp, rewriter: Rewriter | None = None)
             continue
         result = op.results[0]
         inferred = op.infer_shape([shape_of(operand) for operand in op.operands], op.properties)
-        new_type = tensor_type(inferred)
+        # The element type stays: f32, or i8/ui8 for a `tconv.quantize`.
+        new_type = TensorType(result.type.element_type, list(inferred))
         if new_type != result.type:
             rewriter.replace_value_with_new_type(result, new_type)
             changed = True

@@ -1,6 +1,7 @@
 """The tconv ops (see the contract table in ARCHITECTURE.md).
 
-Every op computes one f32 tensor in NCHW layout (NC after `flatten`). Its
+Every op computes one f32 tensor in NCHW layout (NC after `flatten`) but
+`tconv.quantize`, whose result is i8 or ui8 (see QUANT_OPS). Its
 result shape is inferred by `infer_shape`, which reads the operand shapes and
 the op's properties and calls the matching rule in `tconv.ir.shapes`; the
 verifier and the builders (`__init__`) both go through it.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+import numpy as np
 from xdsl.dialects.builtin import (
     DenseArrayBase,
     DictionaryAttr,
@@ -18,9 +20,12 @@ from xdsl.dialects.builtin import (
     I64,
     IntegerAttr,
     StringAttr,
+    IntegerType,
+    Signedness,
     TensorType,
     UnitAttr,
     f32,
+    f64,
 )
 from xdsl.ir import Attribute, SSAValue
 from xdsl.irdl import (
@@ -44,7 +49,9 @@ from tconv.ir.schedule import ScheduleError, parse_schedule
 from tconv.ir.shapes import Shape, ShapeError
 from tconv.ir.syntax import (
     Keyword,
+    exact_float,
     float_attr,
+    floats_attr,
     int_attr,
     ints_attr,
     parse_keywords,
@@ -196,6 +203,11 @@ def _checked_shape(op: str, what: str, typ: Attribute) -> Shape:
     if not isinstance(typ, TensorType):
         raise VerifyException(f"{op}: {what} must be a tensor, got {typ}")
     if typ.element_type != f32:
+        if isinstance(typ.element_type, IntegerType):
+            raise VerifyException(
+                f"{op}: {what} has element type {typ.element_type}, but {op} computes on f32 only: "
+                "a quantized tensor must pass through tconv.dequantize first"
+            )
         raise VerifyException(f"{op}: {what} must have element type f32, got {typ.element_type}")
     shape = tuple(typ.get_shape())
     if any(d < 1 for d in shape):
@@ -647,6 +659,203 @@ class ChannelShuffleOp(TconvOp):
         return shapes.channel_shuffle(operand_shapes[0], _int(properties, "groups"))
 
 
+# Quantization ----------------------------------------------------------------
+
+QUANT_TYPES: dict[str, tuple[IntegerType, int, int]] = {
+    "i8": (IntegerType(8), -128, 127),
+    "ui8": (IntegerType(8, Signedness.UNSIGNED), 0, 255),
+}
+"""The element types a quantized tensor may have (ONNX's int8 and uint8; the
+signless `i8` holds signed values) and the range each saturates to."""
+
+
+def quant_range(element_type: Attribute) -> tuple[int, int] | None:
+    """(lowest, highest) of a quantized element type; None for any other type."""
+    for typ, low, high in QUANT_TYPES.values():
+        if element_type == typ:
+            return low, high
+    return None
+
+
+class _QuantOp(TconvOp):
+    """`tconv.quantize` and `tconv.dequantize`: ONNX's QuantizeLinear and
+    DequantizeLinear. `scale` and `zero_point` hold one value (per tensor,
+    no `axis`) or one per index of axis `axis` (per channel); the quantized
+    side's element type (i8 or ui8) is the zero point's type."""
+
+    KEYWORDS: ClassVar[tuple[Keyword, ...]] = (
+        Keyword("scale", "floats"),
+        Keyword("zero_point", "ints"),
+        Keyword("axis", "opt_int"),
+    )
+
+    input = operand_def(TensorType)
+    scale = prop_def(DenseArrayBase[f64])
+    zero_point = prop_def(DenseArrayBase[I64])
+    axis = opt_prop_def(IntegerAttr[I64])
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+
+    @staticmethod
+    def _properties(scale, zero_point, axis: int | None) -> dict[str, Attribute]:
+        properties: dict[str, Attribute] = {
+            "scale": floats_attr(scale),
+            "zero_point": ints_attr(zero_point),
+        }
+        if axis is not None:
+            properties["axis"] = int_attr(axis)
+        return properties
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        return tuple(self.scale.get_values())
+
+    @property
+    def zero_points(self) -> tuple[int, ...]:
+        return tuple(self.zero_point.get_values())
+
+    @property
+    def channel_axis(self) -> int | None:
+        """The per-channel axis; None for per-tensor parameters."""
+        return None if self.axis is None else self.axis.value.data
+
+    @property
+    def quantized_type(self) -> Attribute:
+        """The element type of the quantized side (i8 or ui8)."""
+        raise NotImplementedError
+
+    @classmethod
+    def infer_shape(cls, operand_shapes, properties):
+        if len(operand_shapes) != 1:
+            raise ShapeError(f"{cls.short_name()}: expects one operand, got {len(operand_shapes)}")
+        return tuple(operand_shapes[0])
+
+    def _init_quant(self, input: SSAValue, properties: dict[str, Attribute], element_type: Attribute) -> None:
+        shape = self.infer_shape([tuple(input.type.get_shape())], properties)  # type: ignore[attr-defined]
+        IRDLOperation.__init__(
+            self, operands=[input], properties=properties, result_types=[TensorType(element_type, list(shape))]
+        )
+
+    def _verify_side(self, what: str, typ: Attribute, quantized: bool) -> Shape:
+        op = self.short_name()
+        if not isinstance(typ, TensorType):
+            raise VerifyException(f"{op}: {what} must be a tensor, got {typ}")
+        if quantized:
+            if quant_range(typ.element_type) is None:
+                raise VerifyException(
+                    f"{op}: {what} must have element type i8 or ui8, got {typ.element_type}"
+                )
+        elif typ.element_type != f32:
+            raise VerifyException(f"{op}: {what} must have element type f32, got {typ.element_type}")
+        shape = tuple(typ.get_shape())
+        if any(d < 1 for d in shape):
+            raise VerifyException(f"{op}: {what} must have a static positive shape, got {typ}")
+        return shape
+
+    def _verify_quant(self, input_quantized: bool) -> None:
+        op = self.short_name()
+        shape = self._verify_side("operand 0", self.input.type, input_quantized)
+        result_shape = self._verify_side("result", self.output.type, not input_quantized)
+        if shape != result_shape:
+            raise VerifyException(
+                f"{op}: result shape {shapes.format_shape(result_shape)} does not match "
+                f"the operand's shape {shapes.format_shape(shape)}"
+            )
+        scales, zero_points, axis = self.scales, self.zero_points, self.channel_axis
+        if not scales:
+            raise VerifyException(f"{op}: scale needs at least one value")
+        if len(scales) != len(zero_points):
+            raise VerifyException(
+                f"{op}: scale has {len(scales)} values but zero_point has {len(zero_points)}"
+            )
+        if axis is None:
+            if len(scales) != 1:
+                raise VerifyException(
+                    f"{op}: {len(scales)} scales need an axis (per-channel); per-tensor takes one"
+                )
+        else:
+            if not 0 <= axis < len(shape):
+                raise VerifyException(
+                    f"{op}: axis {axis} out of range for a rank-{len(shape)} tensor "
+                    f"({shapes.format_shape(shape)}); expected 0 to {len(shape) - 1}"
+                )
+            if len(scales) != shape[axis]:
+                raise VerifyException(
+                    f"{op}: {len(scales)} scales for axis {axis} of size {shape[axis]} "
+                    f"({shapes.format_shape(shape)}); per-channel needs one per index"
+                )
+        for index, scale in enumerate(scales):
+            if not (np.isfinite(scale) and np.float32(scale) > 0 and np.isfinite(np.float32(scale))):
+                raise VerifyException(
+                    f"{op}: scale {exact_float(scale)} (index {index}) must be a positive, finite float32"
+                )
+        quantized = self.quantized_type
+        low, high = quant_range(quantized)  # type: ignore[misc]
+        for index, zero_point in enumerate(zero_points):
+            if not low <= zero_point <= high:
+                raise VerifyException(
+                    f"{op}: zero_point {zero_point} (index {index}) out of range "
+                    f"[{low}, {high}] of {quantized}"
+                )
+
+
+@irdl_op_definition
+class QuantizeOp(_QuantOp):
+    """f32 → i8/ui8: saturate(round_half_even(x / scale) + zero_point), as
+    ONNX's QuantizeLinear; per channel along `axis` when it is given.
+
+        %q = tconv.quantize %x scale [0.05] zero_point [128]
+               : (tensor<1x8x6x6xf32>) -> tensor<1x8x6x6xui8>
+    """
+
+    name = "tconv.quantize"
+
+    def __init__(
+        self,
+        input: SSAValue,
+        *,
+        scale: Sequence[float],
+        zero_point: Sequence[int],
+        axis: int | None = None,
+        element_type: str = "ui8",
+    ) -> None:
+        self._init_quant(input, self._properties(scale, zero_point, axis), QUANT_TYPES[element_type][0])
+
+    @property
+    def quantized_type(self) -> Attribute:
+        return self.output.type.element_type  # type: ignore[attr-defined]
+
+    def verify_(self) -> None:
+        self._verify_quant(input_quantized=False)
+
+
+@irdl_op_definition
+class DequantizeOp(_QuantOp):
+    """i8/ui8 → f32: (q - zero_point) · scale, as ONNX's DequantizeLinear.
+
+        %y = tconv.dequantize %q scale [0.05] zero_point [128]
+               : (tensor<1x8x6x6xui8>) -> tensor<1x8x6x6xf32>
+    """
+
+    name = "tconv.dequantize"
+
+    def __init__(
+        self, input: SSAValue, *, scale: Sequence[float], zero_point: Sequence[int], axis: int | None = None
+    ) -> None:
+        self._init_quant(input, self._properties(scale, zero_point, axis), f32)
+
+    @property
+    def quantized_type(self) -> Attribute:
+        return self.input.type.element_type  # type: ignore[attr-defined]
+
+    def verify_(self) -> None:
+        self._verify_quant(input_quantized=True)
+
+
+QUANT_OPS: tuple[type[IRDLOperation], ...] = (QuantizeOp, DequantizeOp)
+"""The ops with integer tensors on one side; every other tconv op is f32-only."""
+
+
 TCONV_OPS: tuple[type[IRDLOperation], ...] = (
     ParamOp,
     Conv2dOp,
@@ -663,4 +872,6 @@ TCONV_OPS: tuple[type[IRDLOperation], ...] = (
     SliceChannelsOp,
     SliceOp,
     ChannelShuffleOp,
+    QuantizeOp,
+    DequantizeOp,
 )

@@ -31,14 +31,15 @@ from xdsl.ir import Attribute
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 
-Kind = Literal["ints", "int", "float", "flag", "attr"]
+Kind = Literal["ints", "int", "float", "floats", "opt_int", "flag", "attr"]
 
 
 @dataclass(frozen=True)
 class Keyword:
     """A property printed as `name value`.
 
-    kinds: `ints` (i64 array, `[1, 2]`), `int` (i64), `float` (f64), `flag`
+    kinds: `ints` (i64 array, `[1, 2]`), `int` (i64), `float` (f64),
+    `floats` (f64 array, `[0.5, 0.25]`), `opt_int` (optional i64), `flag`
     (optional unit attribute, printed as the bare keyword when set), `attr`
     (optional attribute of any kind, printed in MLIR attribute syntax).
     """
@@ -48,11 +49,15 @@ class Keyword:
 
     @property
     def optional(self) -> bool:
-        return self.kind in ("flag", "attr")
+        return self.kind in ("flag", "attr", "opt_int")
 
 
 def ints_attr(values: Sequence[int]) -> DenseArrayBase:
     return DenseArrayBase.from_list(i64, [int(v) for v in values])
+
+
+def floats_attr(values: Sequence[float]) -> DenseArrayBase:
+    return DenseArrayBase.from_list(f64, [float(v) for v in values])
 
 
 def int_attr(value: int) -> IntegerAttr:
@@ -78,7 +83,11 @@ def print_keywords(
             assert isinstance(value, DenseArrayBase)
             with printer.in_square_brackets():
                 printer.print_list(value.get_values(), lambda v: printer.print_string(str(v)))
-        elif keyword.kind == "int":
+        elif keyword.kind == "floats":
+            assert isinstance(value, DenseArrayBase)
+            with printer.in_square_brackets():
+                printer.print_list(value.get_values(), lambda v: printer.print_string(exact_float(v)))
+        elif keyword.kind in ("int", "opt_int"):
             assert isinstance(value, IntegerAttr)
             printer.print_string(str(value.value.data))
         elif keyword.kind == "float":
@@ -86,6 +95,16 @@ def print_keywords(
             printer.print_float(value.value.data, f64)
         else:
             printer.print_attribute(value)
+
+
+def exact_float(value: float) -> str:
+    """The shortest literal that reads back as exactly `value` (Python's repr),
+    with the decimal point an MLIR float literal needs: `1e-05` is `1.0e-05`."""
+    text = repr(float(value))
+    if "." in text or not text.lstrip("-").replace("e", "").replace("+", "").replace("-", "").isdigit():
+        return text
+    mantissa, _, exponent = text.partition("e")
+    return f"{mantissa}.0" + (f"e{exponent}" if exponent else "")
 
 
 def parse_keywords(parser: Parser, keywords: Sequence[Keyword]) -> dict[str, Attribute]:
@@ -103,7 +122,14 @@ def parse_keywords(parser: Parser, keywords: Sequence[Keyword]) -> dict[str, Att
                 f" in '{keyword.name}'",
             )
             properties[keyword.name] = ints_attr(values)
-        elif keyword.kind == "int":
+        elif keyword.kind == "floats":
+            values = parser.parse_comma_separated_list(
+                parser.Delimiter.SQUARE,
+                lambda: _parse_f64(parser, f" in '{keyword.name}'"),
+                f" in '{keyword.name}'",
+            )
+            properties[keyword.name] = floats_attr(values)
+        elif keyword.kind in ("int", "opt_int"):
             properties[keyword.name] = int_attr(_parse_i64(parser, f" after '{keyword.name}'"))
         elif keyword.kind == "float":
             properties[keyword.name] = float_attr(_parse_f64(parser, f" after '{keyword.name}'"))

@@ -51,6 +51,7 @@ from tconv.ir.ops import (
     GlobalAvgPoolOp,
     MaxPool2dOp,
     ParamOp,
+    QUANT_OPS,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
@@ -102,6 +103,18 @@ def backward(op_type: type[Operation]) -> Callable[[Backward], Backward]:
         return function
 
     return register
+
+
+def _no_quantized_backward(op: Operation, grad_out: np.ndarray, *operands: np.ndarray, needs=ALL) -> Gradients:
+    """Quantization has no gradient here: a network is trained in f32 and
+    quantised afterwards (`tconv-quantize`), not trained through its QDQ pairs."""
+    raise TconvError(
+        f"cannot train through '{op.name}': train the f32 network, then quantise it (tconv-quantize)"
+    )
+
+
+for _quant_op in QUANT_OPS:
+    BACKWARD[_quant_op] = _no_quantized_backward
 
 
 # Sliding windows ------------------------------------------------------------

@@ -31,14 +31,17 @@ from tconv.ir.ops import (
     ConcatOp,
     Conv2dOp,
     DenseOp,
+    DequantizeOp,
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
     ParamOp,
+    QuantizeOp,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
     SliceOp,
+    quant_range,
     shape_of,
 )
 from tconv.ir.params import bind_params
@@ -296,6 +299,56 @@ def channel_shuffle(op: ChannelShuffleOp, x: np.ndarray) -> np.ndarray:
     groups = op.groups.value.data
     n, c, h, w = x.shape
     return x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w)
+
+
+# Quantization ---------------------------------------------------------------
+
+
+QUANT_DTYPES = {(-128, 127): np.int8, (0, 255): np.uint8}
+"""The numpy type of each quantized element type, by its range."""
+
+
+def quant_params(op: QuantizeOp | DequantizeOp, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """The op's scale (float32) and zero point (int32), shaped to broadcast
+    over a rank-`rank` tensor: scalars, or vectors along the op's axis."""
+    scale = np.asarray(op.scales, np.float32)
+    zero_point = np.asarray(op.zero_points, np.int32)
+    axis = op.channel_axis
+    if axis is None:
+        return scale.reshape(()), zero_point.reshape(())
+    shape = tuple(-1 if d == axis else 1 for d in range(rank))
+    return scale.reshape(shape), zero_point.reshape(shape)
+
+
+def quantize_array(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, low: int, high: int) -> np.ndarray:
+    """ONNX's QuantizeLinear: saturate(round_half_even(x / scale) + zero_point),
+    the division in float32 (as ONNX Runtime), as an int8 or uint8 array."""
+    x = np.asarray(x, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = np.rint(np.divide(x, scale, dtype=np.float32))
+        # Clipped before the zero point is added, so no value leaves the
+        # range where float32 holds integers exactly.
+        rounded = np.clip(rounded, np.float32(low - 256), np.float32(high + 256))
+    values = rounded.astype(np.int32) + zero_point
+    return np.clip(values, low, high).astype(QUANT_DTYPES[(low, high)])
+
+
+def dequantize_array(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+    """ONNX's DequantizeLinear: (q - zero_point) · scale, in float32."""
+    return (q.astype(np.int32) - zero_point).astype(np.float32) * scale
+
+
+@forward(QuantizeOp)
+def quantize(op: QuantizeOp, x: np.ndarray) -> np.ndarray:
+    scale, zero_point = quant_params(op, x.ndim)
+    low, high = quant_range(op.quantized_type)  # type: ignore[misc]
+    return quantize_array(x, scale, zero_point, low, high)
+
+
+@forward(DequantizeOp)
+def dequantize(op: DequantizeOp, q: np.ndarray) -> np.ndarray:
+    scale, zero_point = quant_params(op, q.ndim)
+    return dequantize_array(q, scale, zero_point)
 
 
 # The interpreter ------------------------------------------------------------

@@ -34,7 +34,10 @@ from tconv.ir.ops import (
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
+    DequantizeOp,
     ParamOp,
+    QuantizeOp,
+    quant_range,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
@@ -70,7 +73,35 @@ def _avg_pool2d(op: AvgPool2dOp, x: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _quant_params(op, rank: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale (float32) and zero point (int32), broadcastable over a rank-`rank` tensor."""
+    scale = torch.tensor(op.scales, dtype=torch.float32, device=device)
+    zero_point = torch.tensor(op.zero_points, dtype=torch.int32, device=device)
+    axis = op.channel_axis
+    if axis is None:
+        return scale.reshape(()), zero_point.reshape(())
+    shape = tuple(-1 if d == axis else 1 for d in range(rank))
+    return scale.reshape(shape), zero_point.reshape(shape)
+
+
+def _quantize(op: QuantizeOp, x: torch.Tensor) -> torch.Tensor:
+    """QuantizeLinear in integers, as the reference executor: torch.round
+    rounds half to even. No gradient flows through it (quantise after training)."""
+    scale, zero_point = _quant_params(op, x.dim(), x.device)
+    low, high = quant_range(op.quantized_type)  # type: ignore[misc]
+    rounded = torch.round(x.detach().float() / scale).clamp(low - 256, high + 256)
+    values = (rounded.to(torch.int32) + zero_point).clamp(low, high)
+    return values.to(torch.int8 if low < 0 else torch.uint8)
+
+
+def _dequantize(op: DequantizeOp, q: torch.Tensor) -> torch.Tensor:
+    scale, zero_point = _quant_params(op, q.dim(), q.device)
+    return (q.to(torch.int32) - zero_point).to(torch.float32) * scale
+
+
 TORCH = {
+    QuantizeOp: _quantize,
+    DequantizeOp: _dequantize,
     Conv2dOp: _conv2d,
     BatchNormOp: lambda op, x, scale, shift, mean, var: F.batch_norm(
         x, mean, var, scale, shift, training=False, eps=op.epsilon.value.data

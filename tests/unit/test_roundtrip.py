@@ -22,10 +22,12 @@ from tconv.ir.ops import (
     ConcatOp,
     Conv2dOp,
     DenseOp,
+    DequantizeOp,
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
     ParamOp,
+    QuantizeOp,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
@@ -171,6 +173,23 @@ func.func @f(%x: tensor<1x8x6x5xf32>, %v: tensor<2x10xf32>) -> (tensor<1x8x3x5xf
 func.func @f(%x: tensor<1x8x2x2xf32>) -> tensor<1x8x2x2xf32> {
   %y = tconv.channel_shuffle %x groups 4 : tensor<1x8x2x2xf32>
   func.return %y : tensor<1x8x2x2xf32>
+}
+""",
+    ],
+    QuantizeOp: [
+        """
+func.func @f(%x: tensor<1x3x2x2xf32>) -> (tensor<1x3x2x2xui8>, tensor<1x3x2x2xi8>) {
+  %q = tconv.quantize %x scale [0.003921568859368563] zero_point [128] : (tensor<1x3x2x2xf32>) -> tensor<1x3x2x2xui8>
+  %p = tconv.quantize %x scale [0.5, 1.0e-05, 3.0] zero_point [0, -128, 127] axis 1 : (tensor<1x3x2x2xf32>) -> tensor<1x3x2x2xi8>
+  func.return %q, %p : tensor<1x3x2x2xui8>, tensor<1x3x2x2xi8>
+}
+""",
+    ],
+    DequantizeOp: [
+        """
+func.func @f(%q: tensor<4x3x1x1xi8>) -> tensor<4x3x1x1xf32> {
+  %y = tconv.dequantize %q scale [0.1, 0.2, 0.3, 0.4] zero_point [0, 0, 0, 0] axis 0 : (tensor<4x3x1x1xi8>) -> tensor<4x3x1x1xf32>
+  func.return %y : tensor<4x3x1x1xf32>
 }
 """,
     ],

@@ -41,6 +41,8 @@ from tconv.ir.ops import (
     shape_of,
     tensor_type,
 )
+from tconv.ir.loader import TconvError, located
+from tconv.ir.ops import QUANT_OPS
 from tconv.ir.shapes import Shape
 from tconv.semantics.reference import avg_pool_divisor, single_function
 
@@ -361,6 +363,8 @@ def to_linalg(module: ModuleOp) -> ModuleOp:
             block.add_op(func.ReturnOp(*(values[v] for v in op.arguments)))
             break
         export = EXPORTERS.get(type(op))
+        if export is None and type(op) in QUANT_OPS:
+            raise TconvError(located(op, f"export-mlir: no upstream MLIR form for '{op.name}' yet (int8 is not exported)"))
         if export is None:
             raise NotImplementedError(f"no upstream MLIR form for {op.name}")
         result = export(emitter, op)
