@@ -34,4 +34,5 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "tconv-spatial-strip": _loader("nas.spatial_strip", "SpatialStripPass"),
     "tconv-prune-channels": _loader("nas.prune_channels", "PruneChannelsPass"),
     "tconv-blockswap": _loader("nas.blockswap", "BlockSwapPass"),
+    "tconv-quantize": _loader("quant.quantize", "QuantizePass"),
 }
