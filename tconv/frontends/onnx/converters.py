@@ -16,7 +16,14 @@ from dataclasses import replace
 import numpy as np
 from xdsl.ir import SSAValue
 
-from tconv.frontends.onnx.node import GroupedChannels, NodeContext, Value, format_dims, shape_of_value
+from tconv.frontends.onnx.node import (
+    GroupedChannels,
+    NodeContext,
+    OnnxImportError,
+    Value,
+    format_dims,
+    shape_of_value,
+)
 from tconv.frontends.onnx.windows import ceil_mode_extra, check_pair, window_padding
 from tconv.ir.ops import (
     AddOp,
@@ -26,9 +33,11 @@ from tconv.ir.ops import (
     ConcatOp,
     Conv2dOp,
     DenseOp,
+    DequantizeOp,
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
+    QuantizeOp,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
@@ -576,3 +585,97 @@ def transpose(ctx: NodeContext):
         f"transposes axes {list(perm)} of {format_dims(shape_of_value(value))}; tconv supports "
         "Transpose only in a channel shuffle (Reshape to NxGx(C/G)xHxW, Transpose 0,2,1,3,4, Reshape back)"
     )
+
+
+# Quantization (QDQ) ---------------------------------------------------------
+
+QUANT_ELEMENT_TYPES = {np.dtype(np.int8): "i8", np.dtype(np.uint8): "ui8"}
+"""The ONNX zero-point types tconv's quantized tensors hold."""
+
+
+def quant_params(ctx: NodeContext, rank: int) -> tuple[list[float], list[int], int | None, str]:
+    """(scales, zero points, axis or None for per tensor, element type) of a
+    QuantizeLinear or DequantizeLinear node whose data has rank `rank`."""
+    scale = ctx.constant(1, "scale")
+    zero_point = ctx.optional_constant(2, "zero_point")
+    axis = ctx.attr("axis", 1)
+    if ctx.attr("block_size", 0) != 0:
+        ctx.fail("blocked quantization (block_size) is not supported")
+    ctx.ignore("saturate")  # float8 only
+    output_dtype = ctx.attr("output_dtype", 0)
+    if not np.issubdtype(scale.dtype, np.floating):
+        ctx.fail(f"scale holds {scale.dtype} values; expected floats")
+    if zero_point is None:
+        dtype = {0: np.dtype(np.uint8), 2: np.dtype(np.uint8), 3: np.dtype(np.int8)}.get(output_dtype)
+        if dtype is None:
+            ctx.fail(f"output_dtype {output_dtype} is not supported (int8 or uint8)")
+        zero_point = np.zeros(scale.shape, dtype)
+    element_type = QUANT_ELEMENT_TYPES.get(zero_point.dtype)
+    if element_type is None:
+        ctx.fail(f"zero_point holds {zero_point.dtype} values; tconv quantizes to int8 or uint8")
+    if scale.ndim > 1 or zero_point.shape != scale.shape:
+        ctx.fail(
+            f"scale {format_dims(scale.shape)} and zero_point {format_dims(zero_point.shape)} must be "
+            "one scalar each (per tensor) or two vectors of one length (per axis)"
+        )
+    scales = [float(s) for s in scale.astype(np.float32).ravel()]
+    zero_points = [int(z) for z in zero_point.ravel()]
+    if scale.ndim == 0 or scale.size == 1:
+        return scales, zero_points, None, element_type
+    return scales, zero_points, _axis(ctx, axis, rank), element_type
+
+
+@converts("QuantizeLinear")
+def quantize_linear(ctx: NodeContext):
+    x = ctx.activation(0)
+    scales, zero_points, axis, element_type = quant_params(ctx, len(shape_of(x)))
+    return [ctx.emit(QuantizeOp, x, scale=scales, zero_point=zero_points, axis=axis, element_type=element_type)]
+
+
+@converts("DequantizeLinear")
+def dequantize_linear(ctx: NodeContext):
+    """Of a computed tensor (a QuantizeLinear's). On a constant (the int8
+    weights `quantize_static` writes) the node is folded like any other, and
+    the layer reading it gets a QDQ pair on its weight (`NodeContext.param`)."""
+    q = ctx.activation(0)
+    scales, zero_points, axis, element_type = quant_params(ctx, len(shape_of(q)))
+    have = str(q.type.element_type)  # type: ignore[attr-defined]
+    if have != element_type:
+        ctx.fail(f"its input holds {have} values but its zero_point is {element_type}")
+    return [ctx.emit(DequantizeOp, q, scale=scales, zero_point=zero_points, axis=axis)]
+
+
+def fold_dequantize(ctx: NodeContext) -> np.ndarray:
+    """DequantizeLinear of constants, (data - zero_point) · scale in float32
+    as ONNX Runtime computes it (ONNX's reference evaluator lacks the op
+    before opset 19): a quantized weight, or `quantize_static`'s int32 bias."""
+    data = ctx.constant(0)
+    scale = ctx.constant(1, "scale").astype(np.float32)
+    zero_point = ctx.optional_constant(2, "zero_point")
+    if not np.issubdtype(data.dtype, np.integer) or data.dtype.itemsize > 4:
+        ctx.fail(f"dequantizes {data.dtype} values; expected int8, uint8 or int32")
+    if zero_point is None:
+        zero_point = np.zeros(scale.shape, data.dtype)
+    if scale.ndim > 1 or zero_point.shape != scale.shape:
+        ctx.fail(f"scale {format_dims(scale.shape)} and zero_point {format_dims(zero_point.shape)} do not match")
+    if scale.size > 1:
+        axis = _axis(ctx, ctx.attr("axis", 1), data.ndim)
+        if data.shape[axis] != scale.size:
+            ctx.fail(f"{scale.size} scales for axis {axis} of size {data.shape[axis]}")
+        shape = tuple(-1 if d == axis else 1 for d in range(data.ndim))
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    else:
+        scale, zero_point = scale.reshape(()), zero_point.reshape(())
+    return (data.astype(np.int64) - zero_point.astype(np.int64)).astype(np.float32) * scale
+
+
+def dequantized_constant(ctx: NodeContext) -> tuple[list[float], list[int], int | None, str] | None:
+    """The quantization parameters of a DequantizeLinear node on constants
+    (a quantized weight), or None where they are not ones tconv holds."""
+    data = ctx.constant(0)
+    if data.dtype not in QUANT_ELEMENT_TYPES:
+        return None  # an int32 bias: folded to floats, no QDQ pair
+    try:
+        return quant_params(ctx, data.ndim)
+    except OnnxImportError:  # anything unusual: the folded floats alone
+        return None

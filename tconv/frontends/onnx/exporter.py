@@ -32,14 +32,17 @@ from tconv.ir.ops import (
     ConcatOp,
     Conv2dOp,
     DenseOp,
+    DequantizeOp,
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
     ParamOp,
+    QuantizeOp,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
     SliceOp,
+    quant_range,
     shape_of,
 )
 from tconv.ir.params import bind_params
@@ -163,7 +166,32 @@ def _channel_shuffle(g: GraphExporter, op: ChannelShuffleOp, inputs: list[str]) 
     return g.node("Reshape", [x, whole], "channel_shuffle")
 
 
+def _quant(op_type: str, base: str) -> Rule:
+    """QuantizeLinear or DequantizeLinear: scale and zero point as
+    initializers, scalars per tensor or vectors with `axis` per channel."""
+
+    def rule(g: GraphExporter, op: QuantizeOp | DequantizeOp, inputs: list[str]) -> str:
+        dtype = np.int8 if quant_range(op.quantized_type) == (-128, 127) else np.uint8
+        scale = np.asarray(op.scales, np.float32)
+        zero_point = np.asarray(op.zero_points, dtype)
+        axis = op.channel_axis
+        attributes = {}
+        if axis is None:
+            scale, zero_point = scale.reshape(()), zero_point.reshape(())
+        else:
+            attributes["axis"] = axis
+        return g.node(
+            op_type,
+            [*inputs, g.constant(f"{base}_scale", scale), g.constant(f"{base}_zero_point", zero_point)],
+            base, **attributes,
+        )
+
+    return rule
+
+
 EXPORTERS: dict[type[Operation], Rule] = {
+    QuantizeOp: _quant("QuantizeLinear", "quantize"),
+    DequantizeOp: _quant("DequantizeLinear", "dequantize"),
     Conv2dOp: _conv2d,
     BatchNormOp: lambda g, op, inputs: g.node(
         "BatchNormalization", inputs, "batch_norm", epsilon=op.epsilon.value.data
@@ -195,7 +223,9 @@ def _tensor_info(name: str, value: SSAValue, batch_name: str | None) -> ValueInf
     shape: list[int | str] = list(shape_of(value))
     if batch_name is not None and shape:
         shape[0] = batch_name
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+    elements = {(-128, 127): TensorProto.INT8, (0, 255): TensorProto.UINT8}
+    element = elements.get(quant_range(value.type.element_type), TensorProto.FLOAT)  # type: ignore[attr-defined, arg-type]
+    return helper.make_tensor_value_info(name, element, shape)
 
 
 BATCH_NAME = "N"

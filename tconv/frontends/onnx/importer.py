@@ -34,7 +34,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 
-from tconv.frontends.onnx.converters import CONVERTERS
+from tconv.frontends.onnx.converters import CONVERTERS, dequantized_constant, fold_dequantize
 from tconv.frontends.onnx.folding import fold, foldable
 from tconv.frontends.onnx.names import UniqueNames, function_name, param_name
 from tconv.frontends.onnx.node import GroupedChannels, NodeContext, OnnxImportError, Value
@@ -243,6 +243,9 @@ class GraphImporter:
         self.consumers: Counter[str] = Counter()
         self._param_names = UniqueNames()
         self._live_nodes: set[int] = set()
+        self.dequantized: dict[str, tuple[list[float], list[int], int | None, str]] = {}
+        """For a constant a DequantizeLinear computed from int8/uint8 values (a
+        quantized weight): its scales, zero points, axis and element type."""
 
     def fail(self, message: str) -> OnnxImportError:
         return OnnxImportError(f"{self.source}: error: {message}")
@@ -345,8 +348,13 @@ class GraphImporter:
         ctx = NodeContext(self, node, index)
         if node.domain not in DEFAULT_DOMAINS:
             ctx.fail(f"op '{node.op_type}' of domain '{node.domain}' is not supported")
-        if foldable(ctx):
-            outputs: Sequence[Value | None] = fold(ctx)
+        if foldable(ctx) and node.op_type == "DequantizeLinear":
+            outputs: Sequence[Value | None] = [fold_dequantize(ctx)]
+            quantized = dequantized_constant(ctx)
+            if quantized is not None:
+                self.dequantized[node.output[0]] = quantized
+        elif foldable(ctx):
+            outputs = fold(ctx)
             if node.op_type == "Identity":
                 self.origins[node.output[0]] = self.origins.get(node.input[0], node.input[0])
         else:

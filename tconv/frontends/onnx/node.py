@@ -134,7 +134,24 @@ class NodeContext:
         source = self.constant(index, "weight")
         if not np.issubdtype(source.dtype, np.floating):
             self.fail(f"weight '{self.node.input[index]}' holds {source.dtype} values; expected floats")
-        return self.graph.param(self.node.input[index], source if array is None else array, init)
+        param = self.graph.param(self.node.input[index], source if array is None else array, init)
+        quantized = getattr(self.graph, "dequantized", {}).get(self.node.input[index])
+        if quantized is None:
+            return param
+        # A quantized weight (DequantizeLinear of int8 values) keeps its QDQ
+        # pair where the layer holds its values as they are or transposed (a
+        # Gemm's); scaled values are exact floats without one.
+        scales, zero_points, axis, element_type = quantized
+        if array is not None and not np.array_equal(array, source):
+            transposed = array.ndim == 2 and array.shape == source.T.shape and np.array_equal(array, source.T)
+            if not transposed:
+                return param
+            axis = None if axis is None else 1 - axis
+        from tconv.ir.ops import DequantizeOp, QuantizeOp
+
+        q = self.emit(QuantizeOp, param, scale=scales, zero_point=zero_points, axis=axis, element_type=element_type)
+        param = self.emit(DequantizeOp, q, scale=scales, zero_point=zero_points, axis=axis)
+        return param
 
     def only_reader(self, index: int) -> bool:
         """Whether this node is the one reader of input `index`, under any of
