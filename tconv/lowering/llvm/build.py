@@ -58,6 +58,7 @@ from tconv.kernels.target import VectorUnit, host_vector_unit
 from tconv.lowering.llvm import ops, schedules
 from tconv.lowering.llvm.codegen import KernelSource, ModuleBuilder
 from tconv.lowering.llvm.loops import Nest, NestSchedule, UnsupportedSchedule, schedule_nest
+from tconv.lowering.quantized import refuse_quantized
 from tconv.semantics.reference import single_function
 
 
@@ -235,6 +236,7 @@ class _Lowering(ProgramBuilder):
 def lower_program(module: ModuleOp, unit: VectorUnit | None = None) -> tuple[list[KernelSource], KernelProgram]:
     """The distinct kernels of the module's function and the program that calls them."""
     function = single_function(module)
+    refuse_quantized(function, "llvm", LoweringError)
     lowering = _Lowering(unit or host_vector_unit())
     lowering.bind_inputs(function)
     for group in kernel_groups(function):

@@ -67,6 +67,7 @@ from tconv.kernels.winograd import MatmulTile, RegisterTile
 from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu, schedule_winograd, schedule_winograd_cpu, winograd_ops
 from tconv.lowering.tvm.ops import Epilogue
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
+from tconv.lowering.quantized import refuse_quantized
 from tconv.semantics.reference import single_function
 
 
@@ -591,6 +592,7 @@ def lower_kernels(
     `_Lowering.conv_algorithm`)."""
     target = make_target(target, arch)
     function = single_function(module)
+    refuse_quantized(function, "tvm", LoweringError)
     lowering = _Lowering(target, winograd)
     lowering.bind_inputs(function)
     for group in kernel_groups(function):

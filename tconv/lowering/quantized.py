@@ -1,0 +1,25 @@
+"""What the backends say about quantized networks: no int8 kernels yet.
+
+A network with `tconv.quantize` / `tconv.dequantize` ops (`tconv-quantize`,
+or an imported QDQ model) runs in the reference executor and the torch
+interpreter; both backends refuse it, at the first quantized op, before
+lowering anything.
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects import func
+
+from tconv.errors import TconvError
+from tconv.ir.loader import located
+from tconv.ir.ops import QUANT_OPS
+
+
+def refuse_quantized(function: func.FuncOp, backend: str, error: type[TconvError]) -> None:
+    """Raise `error`, located at the first quantized op of `function`, if it has one."""
+    for op in function.walk():
+        if isinstance(op, QUANT_OPS):
+            raise error(located(op, (
+                f"{backend} backend: int8 kernels are not implemented in this backend yet ('{op.name}'); "
+                "run the quantised network with `tconv run` (--backend reference), or compile the f32 network"
+            )))
