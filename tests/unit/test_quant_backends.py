@@ -1,5 +1,6 @@
-"""Both backends refuse a quantised network at its first quantized op, with
-its position, before lowering anything (there are no int8 kernels yet)."""
+"""Both backends, and export to upstream MLIR, refuse a quantised network at
+its first quantized op, with its position, before lowering anything (there
+are no int8 kernels yet)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,10 @@ def test_compile_refuses_quantized_ops_with_their_position(capsys, network, back
         f"net.mlir:2:3: error: {backend} backend: int8 kernels are not implemented in this backend yet ('tconv.quantize')",
     )
     assert not (network.parent / "out").exists()
+
+
+def test_export_mlir_refuses_quantized_ops_with_their_position(capsys, network):
+    assert_user_error(
+        tconv(capsys, "export-mlir", network, "-o", network.parent / "out.mlir"),
+        "net.mlir:2:3: error: export-mlir: no upstream MLIR form for 'tconv.quantize' yet",
+    )
