@@ -10,9 +10,8 @@ the function and into its signature.
 from __future__ import annotations
 
 from xdsl.dialects import func
-from xdsl.rewriter import Rewriter
-
 from xdsl.dialects.builtin import TensorType
+from xdsl.rewriter import Rewriter
 
 from tconv.ir.ops import TconvOp, shape_of
 

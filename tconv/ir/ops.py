@@ -14,14 +14,14 @@ from typing import ClassVar
 
 import numpy as np
 from xdsl.dialects.builtin import (
+    I64,
     DenseArrayBase,
     DictionaryAttr,
     FloatAttr,
-    I64,
     IntegerAttr,
-    StringAttr,
     IntegerType,
     Signedness,
+    StringAttr,
     TensorType,
     UnitAttr,
     f32,
@@ -203,7 +203,7 @@ def _checked_shape(op: str, what: str, typ: Attribute) -> Shape:
     if not isinstance(typ, TensorType):
         raise VerifyException(f"{op}: {what} must be a tensor, got {typ}")
     if typ.element_type != f32:
-        if isinstance(typ.element_type, IntegerType):
+        if isinstance(typ.element_type, IntegerType) and what.startswith("operand"):
             raise VerifyException(
                 f"{op}: {what} has element type {typ.element_type}, but {op} computes on f32 only: "
                 "a quantized tensor must pass through tconv.dequantize first"

@@ -40,6 +40,7 @@ from xdsl.ir import Operation, SSAValue
 
 from tconv.ir.loader import TconvError
 from tconv.ir.ops import (
+    QUANT_OPS,
     AddOp,
     AvgPool2dOp,
     BatchNormOp,
@@ -51,7 +52,6 @@ from tconv.ir.ops import (
     GlobalAvgPoolOp,
     MaxPool2dOp,
     ParamOp,
-    QUANT_OPS,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,

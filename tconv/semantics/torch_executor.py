@@ -31,17 +31,17 @@ from tconv.ir.ops import (
     ConcatOp,
     Conv2dOp,
     DenseOp,
+    DequantizeOp,
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
-    DequantizeOp,
     ParamOp,
     QuantizeOp,
-    quant_range,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
     SliceOp,
+    quant_range,
 )
 from tconv.semantics.reference import single_function
 

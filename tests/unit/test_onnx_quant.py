@@ -16,7 +16,7 @@ from xdsl.context import Context
 from tconv.frontends.onnx import OnnxImportError, import_model
 from tconv.frontends.onnx.exporter import export_model
 from tconv.ir.builder import NetworkBuilder
-from tconv.ir.loader import module_text, verify_module
+from tconv.ir.loader import verify_module
 from tconv.ir.ops import Conv2dOp, DenseOp, DequantizeOp, QuantizeOp
 from tconv.ir.params import init_params
 from tconv.passes.nas.store import ParamStore, using_store

@@ -22,7 +22,9 @@ from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from tconv.frontends.mlir import forms
+from tconv.ir.loader import TconvError, located
 from tconv.ir.ops import (
+    QUANT_OPS,
     AddOp,
     AvgPool2dOp,
     BatchNormOp,
@@ -41,8 +43,6 @@ from tconv.ir.ops import (
     shape_of,
     tensor_type,
 )
-from tconv.ir.loader import TconvError, located
-from tconv.ir.ops import QUANT_OPS
 from tconv.ir.shapes import Shape
 from tconv.semantics.reference import avg_pool_divisor, single_function
 

@@ -16,14 +16,7 @@ from dataclasses import replace
 import numpy as np
 from xdsl.ir import SSAValue
 
-from tconv.frontends.onnx.node import (
-    GroupedChannels,
-    NodeContext,
-    OnnxImportError,
-    Value,
-    format_dims,
-    shape_of_value,
-)
+from tconv.frontends.onnx.node import GroupedChannels, NodeContext, OnnxImportError, Value, format_dims, shape_of_value
 from tconv.frontends.onnx.windows import ceil_mode_extra, check_pair, window_padding
 from tconv.ir.ops import (
     AddOp,

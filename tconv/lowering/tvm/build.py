@@ -64,10 +64,10 @@ from tconv.kernels.program import KernelCall, KernelProgram, Recipe
 from tconv.kernels.program_builder import ProgramBuilder
 from tconv.kernels.templates import UnsupportedSchedule, gpu_tile, template_blocking
 from tconv.kernels.winograd import MatmulTile, RegisterTile
+from tconv.lowering.quantized import refuse_quantized
 from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu, schedule_winograd, schedule_winograd_cpu, winograd_ops
 from tconv.lowering.tvm.ops import Epilogue
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
-from tconv.lowering.quantized import refuse_quantized
 from tconv.semantics.reference import single_function
 
 

@@ -46,7 +46,7 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
 from tconv.errors import TconvError
-from tconv.ir.ops import Conv2dOp, DenseOp, DequantizeOp, QuantizeOp, shape_of
+from tconv.ir.ops import DequantizeOp, QuantizeOp, shape_of
 from tconv.passes.classical.fold_bn import select_layers
 from tconv.passes.nas.store import active_store
 
