@@ -149,7 +149,7 @@ def test_tconv_optimize_measures_through_the_tracker(local, tmp_path, capsys, mo
     monkeypatch.setenv("TCONV_TUNING_DB", str(tmp_path / "db.jsonl"))
     target = f"rpc:{local.key}@127.0.0.1:{local.port}"
     status, out, err = tconv(capsys, "optimize", tmp_path / "small.mlir", "--target", target,
-                             "--budget", "45", "--seeds", "2", "-o", tmp_path / "out")
+                             "--budget", "20", "--seeds", "2", "-o", tmp_path / "out")
     assert status == 0, err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["target"].startswith(f"rpc:{local.key} ")
