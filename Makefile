@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := build/demo
 
-.PHONY: demo test fuzz lit bench clean
+.PHONY: demo test fuzz fuzz-parser lit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ test: $(STAMP)
 TCONV_FUZZ_CASES ?= 10000
 fuzz: $(STAMP)
 	TCONV_FUZZ_CASES=$(TCONV_FUZZ_CASES) $(BIN)/python -m pytest -q -n auto --dist loadfile tests/property/test_fuzz*.py
+
+# Coverage-guided fuzzing of the IR parser and verifier (atheris, installed on
+# first use); stops at the first input that is neither IR nor a diagnostic.
+FUZZ_PARSER_RUNS ?= 100000
+fuzz-parser: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'atheris==3.0.0'
+	$(BIN)/python tests/fuzz/atheris_parser.py -runs=$(FUZZ_PARSER_RUNS) -artifact_prefix=build/
 
 # Not part of CI: timings need a quiet machine (see bench/suite.py).
 bench: $(STAMP)
