@@ -137,16 +137,17 @@ def _corrupt(path: Path, message: str) -> ParamError:
 
 def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> np.ndarray:
     """One entry: its .npy header checked against its size before anything is allocated."""
+    entry = printable(name)
     if info.compress_type != zipfile.ZIP_STORED and info.file_size > DEFLATE_RATIO * info.compress_size + 4096:
-        raise _corrupt(path, f"entry '{name}' claims {info.file_size} bytes, more than {info.compress_size} "
+        raise _corrupt(path, f"entry '{entry}' claims {info.file_size} bytes, more than {info.compress_size} "
                              "compressed bytes can hold")
     with archive.open(info) as member:
         try:
             version = np.lib.format.read_magic(member)
         except ValueError:
-            raise _corrupt(path, f"entry '{name}' is not a .npy array (no NumPy header)") from None
+            raise _corrupt(path, f"entry '{entry}' is not a .npy array (no NumPy header)") from None
         if version not in ((1, 0), (2, 0)):
-            raise _corrupt(path, f"entry '{name}' is a .npy array of format version {version[0]}.{version[1]}, "
+            raise _corrupt(path, f"entry '{entry}' is a .npy array of format version {version[0]}.{version[1]}, "
                                  "which a parameter store does not use")
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         try:
@@ -156,12 +157,12 @@ def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, na
         except Exception as err:
             # NumPy parses the header's Python literal and checks it; damaged text can
             # fail anywhere in that (ValueError, SyntaxError, tokenize's TokenError, ...).
-            raise _corrupt(path, f"entry '{name}' has an unreadable .npy header ({type(err).__name__})") from None
+            raise _corrupt(path, f"entry '{entry}' has an unreadable .npy header ({type(err).__name__})") from None
         if dtype.hasobject:
-            raise ParamError(f"{path}: error: entry '{name}' holds Python objects (a pickle); a parameter store "
+            raise ParamError(f"{path}: error: entry '{entry}' holds Python objects (a pickle); a parameter store "
                              "holds numbers only, and pickles are never loaded")
         if dtype.kind not in NUMERIC_KINDS or dtype.subdtype is not None:
-            raise ParamError(f"{path}: error: entry '{name}' holds {dtype} values; a parameter store holds numbers")
+            raise ParamError(f"{path}: error: entry '{entry}' holds {dtype} values; a parameter store holds numbers")
         count = 1
         for extent in shape:
             count *= extent
@@ -169,13 +170,19 @@ def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, na
         available = info.file_size - member.tell()
         if expected != available:
             shown = format_shape(shape) or "scalar"
-            raise _corrupt(path, f"entry '{name}' claims shape {shown} of {dtype} ({expected} bytes) but holds "
+            raise _corrupt(path, f"entry '{entry}' claims shape {shown} of {dtype} ({expected} bytes) but holds "
                                  f"{max(available, 0)} bytes: the store is damaged or truncated")
         data = bytearray(expected)
         if member.readinto(data) != expected or member.read(1):
-            raise _corrupt(path, f"entry '{name}' is shorter or longer than its zip header says")
+            raise _corrupt(path, f"entry '{entry}' is shorter or longer than its zip header says")
     array = np.frombuffer(data, dtype)
     return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+def printable(name: str) -> str:
+    """A name read from a file as a message may print it: control and other
+    unprintable characters escaped, so the message stays one line."""
+    return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
 
 
 def _read_archive(path: Path, file) -> dict[str, np.ndarray]:
@@ -188,10 +195,12 @@ def _read_archive(path: Path, file) -> dict[str, np.ndarray]:
         for info in archive.infolist():
             member = info.filename
             if not member.endswith(".npy") or info.is_dir():
-                raise _corrupt(path, f"member '{member}' is not a .npy array (every entry of a store is one)")
+                shown = printable(member)
+                raise _corrupt(path, f"member '{shown}' is not a .npy array (every entry of a store is one)")
             name = member[: -len(".npy")]
+            entry = printable(name)
             if name in arrays:
-                raise _corrupt(path, f"entry '{name}' appears twice")
+                raise _corrupt(path, f"entry '{entry}' appears twice")
             try:
                 arrays[name] = _read_member(path, archive, info, name)
             except ParamError:
@@ -200,7 +209,7 @@ def _read_archive(path: Path, file) -> dict[str, np.ndarray]:
                     RuntimeError, OverflowError) as err:
                 # zlib: a damaged deflate stream; BadZipFile: a bad checksum; NotImplementedError,
                 # RuntimeError: a compression method or encryption the zipfile module does not read.
-                raise _corrupt(path, f"entry '{name}' cannot be read ({err})") from None
+                raise _corrupt(path, f"entry '{entry}' cannot be read ({err})") from None
     return arrays
 
 

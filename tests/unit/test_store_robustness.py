@@ -83,6 +83,13 @@ def raw_member(network: Path) -> None:
     _rewrite(network.with_suffix(".npz"), members)
 
 
+def control_character_name(network: Path) -> None:
+    """A member name with a record separator, which splits a message printed raw into two lines."""
+    members = _members(network)
+    members["conv2.weight\x1enpy"] = members.pop("conv2.weight.npy")
+    _rewrite(network.with_suffix(".npz"), members)
+
+
 def npy_as_store(network: Path) -> None:
     network.with_suffix(".npz").write_bytes(_npy(np.zeros(3, np.float32)))
 
@@ -131,6 +138,7 @@ def truncated(network: Path) -> None:
 
 BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "raw member": (raw_member, "member 'conv2.weight' is not a .npy array"),
+    "control character in a name": (control_character_name, "member 'conv2.weight\\x1enpy' is not a .npy array"),
     "npy as store": (npy_as_store, "is a single .npy array; a parameter store is an .npz archive"),
     "corrupt deflate": (corrupt_deflate, "corrupt parameter store: entry 'conv1.weight' cannot be read"),
     "symlink loop": (symlink_loop, "cannot read the parameter store: Too many levels of symbolic links"),
