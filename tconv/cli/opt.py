@@ -47,7 +47,9 @@ exit status 130 or 143 (see `tconv.cli.interrupt`).
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 import textwrap
 import time
@@ -200,7 +202,7 @@ class TconvOptMain(xDSLOptMain):
             if option.default is None and name not in given:
                 self._usage_error(f"{spec.name} needs option '{name}' ({option.type}): {spec.name}{{{name}=...}}")
         try:
-            return pass_class.from_pass_spec(spec)
+            return pass_class.from_pass_spec(_numbers_as_floats(spec, known))
         except (ValueError, TypeError, DiagnosticException) as err:
             message = _option_value_error(str(err), given, known)
             self._usage_error(message if message.startswith(f"{spec.name}:") else f"{spec.name}: {message}")
@@ -361,6 +363,41 @@ class TconvOptMain(xDSLOptMain):
                     raise
                 print(err)
             output.flush()
+
+
+FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _numbers_as_floats(spec: ArgSpec, known: dict[str, PassOption]) -> ArgSpec:
+    """`spec` with the values of float options read as numbers: an integer
+    where the option takes only a float (`tolerance=1`), and an exponent
+    without a decimal point (`min-capacity=1e-3`, which xDSL's pipeline
+    lexer leaves a string); finite values only, so `nan`, `inf` and `1e999`
+    stay strings and are refused as not a number. An integer beyond any
+    float (`budget=1` and 400 zeros) is a ValueError."""
+    parameters = {}
+    for name, values in spec.parameters.items():
+        option = known.get(name.replace("_", "-"))
+        if option is not None and "float" in option.type.split(" | "):
+            values = tuple(_as_float(option, value) for value in values)
+        parameters[name] = values
+    return ArgSpec(spec.name, parameters)
+
+
+def _as_float(option: PassOption, value: object) -> object:
+    if isinstance(value, str) and FLOAT_LITERAL.fullmatch(value):
+        number = float(value)
+        return number if math.isfinite(number) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            digits = str(value)
+            raise ValueError(
+                f"option '{option.name}' is out of range: {digits[:12]}... ({len(digits.lstrip('-'))} digits)"
+            ) from None
+        return number if option.type == "float" else value
+    return value
 
 
 def _option_value_error(message: str, given: dict, known: dict[str, PassOption]) -> str:

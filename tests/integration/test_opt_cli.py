@@ -80,6 +80,16 @@ def test_verify_diagnostics_prints_to_stdout(capsys, invalid: Path):
         ("tconv-set-batch{batch=0}", "tconv-set-batch: batch must be a positive integer, got 0"),
         ("tconv-group{groups=2 init=copy}", "tconv-group: init must be one of auto, inherit, random, got 'copy'"),
         ("tconv-group{groups=2 seed=-1}", "tconv-group: seed must be at least 0, got -1"),
+        # A float option reads an integer and an exponent without a point as numbers ...
+        ("tconv-blockswap{budget=0.5 tolerance=2}", "tconv-blockswap: tolerance must be in (0, 1), got 2"),
+        ("tconv-blockswap{budget=0.5 tolerance=1e-9 samples=0}", "tconv-blockswap: samples must be"),
+        ("tconv-blockswap{budget=1.5e0}", "tconv-blockswap: budget 1.5 is above 1, so it is a parameter count"),
+        # ... but not nan, inf or what overflows to inf.
+        ("tconv-group{groups=2 min-capacity=nan}", "option 'min-capacity' takes float | int, got 'nan'"),
+        ("tconv-group{groups=2 min-capacity=1e999}", "option 'min-capacity' takes float | int, got '1e999'"),
+        # An integer beyond any float was an internal OverflowError.
+        ("tconv-blockswap{budget=1" + "0" * 400 + "}", "option 'budget' is out of range: 100000000000..."),
+        ("tconv-prune-channels{keep=-1" + "0" * 400 + "}", "option 'keep' is out of range: -10000000000... (401"),
     ],
 )
 def test_bad_pipeline_is_a_usage_error(capsys, valid: Path, pipeline: str, message: str):
