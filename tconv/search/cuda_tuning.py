@@ -53,7 +53,7 @@ from tconv.ir.schedule import ConvSchedule
 from tconv.kernels.algorithm import DIRECT, WINOGRAD, default_algorithm, winograd_tile
 from tconv.runtime.plan import PLAN_FILE, read_plan, write_plan
 from tconv.search.cuda_measure import fastest_round
-from tconv.search.tuning import WINOGRAD_KNOBS, Knobs, Workload, conv_network
+from tconv.search.tuning import UNSCHEDULED, WINOGRAD_KNOBS, Knobs, Workload, conv_network
 
 GPU_KERNELS = 2
 """The version of the CUDA kernels a thread tile builds, part of the target key (as `tuning.KERNELS`)."""
@@ -111,6 +111,16 @@ class CudaSchedules:
         if knobs.algorithm != DIRECT:
             return None
         return gpu_schedule(knobs.channels, knobs.columns)
+
+    def runs(self, workload: Workload, knobs: Knobs) -> bool:
+        """Whether the CUDA kernels run `workload` with `knobs`: Winograd's
+        where they have a tile for it, a thread tile that divides a group's
+        output channels (`templates.gpu_tile`), no schedule."""
+        if knobs.algorithm == WINOGRAD:
+            return winograd_tile(workload, None, default=False) is not None
+        if knobs.algorithm == DIRECT:
+            return workload.out_group % knobs.channels == 0
+        return knobs == UNSCHEDULED
 
 
 def runs_winograd(workload: Workload) -> bool:

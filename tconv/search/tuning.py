@@ -30,7 +30,13 @@ version); the knobs are the fields `algorithm` ("direct", "gspc",
 and columns, 0 where there is none) and, where they are not the defaults,
 `rows`, `unroll_kw` and `rows_first` (`Knobs.record`). Lines without an
 `algorithm`, written before it, still read: `columns` 1 is GSPC, block and
-width_tile 0 no schedule, else the direct template (`Knobs.from_legacy`).
+width_tile 0 no schedule, else the direct template (`Knobs.from_legacy`). A line that is not a record (not JSON, a field
+missing, of the wrong type or out of range, knobs no template has) is an
+error located at its line and field, `db.jsonl:LINE:COL: error: ...`;
+only a last line that is not JSON, a write cut short, is skipped. Knobs a
+template cannot run for the workload their record names (a channel block
+that does not divide a group's output channels, Winograd where this CPU has
+no kernels for it) are never chosen (`Schedules.runs`).
 Each line is appended as soon as it is measured, so a tuning run that stops
 (budget, Ctrl-C) resumes where it was: measured candidates are not measured
 again.
@@ -57,6 +63,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import statistics
 import time
@@ -170,17 +177,33 @@ class Knobs:
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> Knobs:
         """The knobs of a database line (`record`'s fields, or, without an
-        `algorithm`, a line written before it: `from_legacy`)."""
+        `algorithm`, a line written before it: `from_legacy`). A field of the
+        wrong type or out of range is a `RecordError` naming it."""
         if "algorithm" not in record:
             return cls.from_legacy([
-                record[name] if index < 2 else record.get(name, default)
+                _knob(record, name, None if index < 2 else default, low=0)
                 for index, (name, default) in enumerate(zip(LEGACY_NAMES, LEGACY_DEFAULTS))
             ])
-        return cls(
-            str(record["algorithm"]), int(record["block"]), int(record["width_tile"]),  # type: ignore[arg-type]
-            int(record.get("rows", 1)), bool(int(record.get("unroll_kw", 1))),  # type: ignore[arg-type]
-            bool(int(record.get("rows_first", 0))),  # type: ignore[arg-type]
+        algorithm = record["algorithm"]
+        if algorithm not in (*ALGORITHMS, UNSCHEDULED_ALGORITHM):
+            raise RecordError(
+                f"unknown algorithm {json.dumps(algorithm)} (expected one of "
+                f"{', '.join((*ALGORITHMS, UNSCHEDULED_ALGORITHM))})", "algorithm",
+            )
+        if algorithm not in (DIRECT, GSPC):  # no other knob: the record's tile fields say nothing
+            for name in ("block", "width_tile"):
+                _knob(record, name, None, low=0)
+            return UNSCHEDULED if algorithm == UNSCHEDULED_ALGORITHM else WINOGRAD_KNOBS
+        knobs = cls(
+            str(algorithm), _knob(record, "block", None), _knob(record, "width_tile", None),
+            _knob(record, "rows", 1), bool(_knob(record, "unroll_kw", 1, low=0, high=1)),
+            bool(_knob(record, "rows_first", 0, low=0, high=1)),
         )
+        if algorithm == DIRECT and knobs.rows != 1:
+            raise RecordError("'rows' is a knob of gspc: the direct template's must be 1", "rows")
+        if algorithm == GSPC and knobs.rows_first:
+            raise RecordError("'rows_first' is a knob of the direct template: gspc's must be 0", "rows_first")
+        return knobs
 
     @classmethod
     def from_legacy(cls, values) -> Knobs:
@@ -195,6 +218,9 @@ class Knobs:
         )
         if block == 0 and width_tile == 0:
             return UNSCHEDULED
+        for name, value in zip(LEGACY_NAMES, (block, width_tile, rows)):
+            if not 1 <= value <= MAX_KNOB:
+                raise RecordError(f"'{name}' must be an integer from 1 to {MAX_KNOB}, got {value}", name)
         return cls(GSPC if columns else DIRECT, block, width_tile, rows, bool(unroll_kw), bool(rows_first))
 
     def slots(self) -> tuple[int, ...]:
@@ -215,6 +241,64 @@ class Knobs:
             f"{self.channels}x{self.columns}"
         )
         return text + ("" if self.unroll_kw else " kw rolled") + (" rows first" if self.rows_first else "")
+
+
+MAX_KNOB = 2**16
+"""The largest tile size a record may name (channels, columns or rows of a
+register tile; real ones are below 100)."""
+
+
+class RecordError(ValueError):
+    """A line of the tuning database that is not a record; `key` names the
+    field at fault (None: the line as a whole)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+_MISSING = object()
+
+
+def _knob(record: Mapping[str, object], name: str, default: int | None, low: int = 1, high: int = MAX_KNOB) -> int:
+    """The integer field `name` of a record, `default` where it is absent
+    (None: required), from `low` to `high` (false and true read as 0 and 1)."""
+    value = record.get(name, _MISSING)
+    if value is _MISSING:
+        if default is None:
+            raise RecordError(f"no '{name}'")
+        return default
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int):
+        raise RecordError(f"'{name}' must be an integer, got {json.dumps(value)[:40]}", name)
+    if not low <= value <= high:
+        raise RecordError(f"'{name}' must be an integer from {low} to {high}, got {str(value)[:40]}", name)
+    return value
+
+
+def _record_fields(record: object) -> tuple[tuple[str, str], Knobs, float, int | None]:
+    """The (workload, target) key, knobs, seconds and round of a database
+    line's JSON value; a `RecordError` where it is not a record."""
+    if not isinstance(record, dict):
+        raise RecordError(f"expected a JSON object, got {type(record).__name__ if record is not None else 'null'}")
+    key = []
+    for name in ("workload", "target"):
+        if name not in record:
+            raise RecordError(f"no '{name}'")
+        if not isinstance(record[name], str) or not record[name]:
+            raise RecordError(f"'{name}' must be a non-empty string, got {json.dumps(record[name])[:40]}", name)
+        key.append(record[name])
+    knobs = Knobs.from_record(record)
+    if "seconds" not in record:
+        raise RecordError("no 'seconds'")
+    seconds = record["seconds"]
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+        raise RecordError(f"'seconds' must be a positive number, got {json.dumps(seconds)[:40]}", "seconds")
+    round_id = record.get("round")
+    if round_id is not None and (isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 0):
+        raise RecordError(f"'round' must be a non-negative integer, got {json.dumps(round_id)[:40]}", "round")
+    return (key[0], key[1]), knobs, float(seconds), round_id
 
 
 UNSCHEDULED = Knobs(UNSCHEDULED_ALGORITHM, 0, 0)
@@ -361,6 +445,11 @@ class Schedules(Protocol):
         """The IR schedule that asks for `knobs` (None: no schedule)."""
         ...
 
+    def runs(self, workload: Workload, knobs: Knobs) -> bool:
+        """Whether the backend can run `workload` with `knobs` (a database
+        record may name knobs of another workload's shape, or of none)."""
+        ...
+
 
 @dataclass(frozen=True)
 class CpuSchedules:
@@ -383,6 +472,20 @@ class CpuSchedules:
 
     def schedule(self, workload: Workload, knobs: Knobs) -> ConvSchedule | None:
         return schedule_of(workload, knobs)
+
+    def runs(self, workload: Workload, knobs: Knobs) -> bool:
+        if knobs.algorithm == UNSCHEDULED_ALGORITHM:
+            return True
+        if knobs.algorithm == WINOGRAD:
+            return runs_winograd_kernels(workload)
+        try:
+            template_blocking(
+                schedule_of(workload, knobs), workload.groups, workload.out_group, default_blocking(workload),
+                workload.depthwise,
+            )
+        except ValueError:  # an UnsupportedSchedule, or knobs no blocking has
+            return False
+        return True
 
 
 def tunable_workloads(module: ModuleOp, schedules: Schedules) -> list[Workload]:
@@ -431,7 +534,9 @@ class TuningDatabase:
 
     def _read(self) -> None:
         try:
-            lines = self.path.read_bytes().splitlines()
+            lines = self.path.read_bytes().split(b"\n")  # lines as editors count them: \r is no line end
+            if lines[-1] == b"":
+                lines.pop()
         except OSError as err:
             raise TconvError(f"error: cannot read the tuning database {self.path}: {err.strerror}") from None
         for number, raw in enumerate(lines, start=1):
@@ -448,14 +553,19 @@ class TuningDatabase:
                 ) from None
             try:
                 record = json.loads(line)
-                key = (str(record["workload"]), str(record["target"]))
-                knobs = Knobs.from_record(record)
-                seconds = float(record["seconds"])
-                round_id = None if record.get("round") is None else int(record["round"])
-            except (ValueError, KeyError, TypeError):
+            except ValueError as err:
                 if number == len(lines):
                     continue  # a line cut short by an interrupted run
-                raise TconvError(f"error: {self.path}:{number}: not a tuning record") from None
+                column = err.colno if isinstance(err, json.JSONDecodeError) else 1
+                raise TconvError(
+                    f"{self.path}:{number}:{column}: error: not a tuning record: {getattr(err, 'msg', err)}"
+                ) from None
+            try:
+                key, knobs, seconds, round_id = _record_fields(record)
+            except RecordError as err:
+                at = line.find(json.dumps(err.key)) if err.key is not None else -1
+                column = at + 1 if at >= 0 else 1
+                raise TconvError(f"{self.path}:{number}:{column}: error: not a tuning record: {err}") from None
             self._keep(key, knobs, seconds, round_id)
 
     def _keep(self, key: tuple[str, str], knobs: Knobs, seconds: float, round_id: int | None = None) -> None:
@@ -517,7 +627,7 @@ class TuningDatabase:
         candidates = schedules.candidates(workload)
         running = {
             k: s for k, s in self._running(workload, schedules.target)[0].items()
-            if k != UNSCHEDULED or k in candidates
+            if (k != UNSCHEDULED or k in candidates) and schedules.runs(workload, k)
         }
         if not running:
             return None

@@ -2,6 +2,7 @@
 once), applying the results, and `tconv tune` / `tconv compile` end to end."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -266,8 +267,80 @@ def test_corrupt_database_lines_are_errors_but_a_cut_last_line_is_not(tmp_path):
     path.write_text(good + "\n" + '{"workload": "w", "tar')
     assert TuningDatabase(path).records == {("w", "t"): {direct(8, 2): 0.1}}
     path.write_text("not json\n" + good + "\n")
-    with pytest.raises(TconvError, match=r"db.jsonl:1: not a tuning record"):
+    with pytest.raises(TconvError, match=r"db.jsonl:1:1: error: not a tuning record: Expecting value"):
         TuningDatabase(path)
+
+
+GOOD = {"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "width_tile": 2, "seconds": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # JSON's Infinity and huge numbers as knobs were an internal OverflowError.
+        ('{"workload": "w", "target": "t", "algorithm": "direct", "block": Infinity, "width_tile": 2, "seconds": 0.1}',
+         r":1:57: error: not a tuning record: 'block' must be an integer, got Infinity"),
+        ('{"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "width_tile": 1' + "0" * 400
+         + ', "seconds": 0.1}',
+         r":1:69: error: not a tuning record: 'width_tile' must be an integer from 1 to 65536"),
+        ('{"workload": "w", "target": "t", "algorithm": "direct", "block": 0, "width_tile": 2, "seconds": 0.1}',
+         r":1:57: error: not a tuning record: 'block' must be an integer from 1 to 65536, got 0"),
+        ('{"workload": "w", "target": "t", "algorithm": "im2col", "block": 8, "width_tile": 2, "seconds": 0.1}',
+         r":1:34: error: not a tuning record: unknown algorithm \"im2col\""),
+        ('{"workload": ["w"], "target": "t", "algorithm": "direct", "block": 8, "width_tile": 2, "seconds": 0.1}',
+         r":1:2: error: not a tuning record: 'workload' must be a non-empty string"),
+        ('{"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "width_tile": 2, "seconds": NaN}',
+         r":1:86: error: not a tuning record: 'seconds' must be a positive number, got NaN"),
+        ('{"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "width_tile": 2}',
+         r":1:1: error: not a tuning record: no 'seconds'"),
+        ('[1, 2]', r":1:1: error: not a tuning record: expected a JSON object, got list"),
+        ('{"workload": "w", "target": "t", "algorithm": "direct" "block": 8}',
+         r":1:56: error: not a tuning record: Expecting ',' delimiter"),
+        # Knobs no template has were an internal ValueError when compile applied them.
+        (('{"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "width_tile": 2, "rows": 2, '
+          '"seconds": 1}'),
+         r":1:86: error: not a tuning record: 'rows' is a knob of gspc"),
+        (('{"workload": "w", "target": "t", "algorithm": "gspc", "block": 8, "width_tile": 2, "rows_first": 1, '
+          '"seconds": 1}'),
+         r":1:84: error: not a tuning record: 'rows_first' is a knob of the direct template"),
+    ],
+    ids=["infinity", "huge", "zero", "algorithm", "workload-type", "nan-seconds", "no-seconds", "not-an-object",
+         "syntax", "direct-rows", "gspc-rows-first"],
+)
+def test_a_bad_record_is_an_error_at_its_line_and_field(tmp_path, line: str, message: str):
+    """Also on the last line: only a line that is not JSON there is an interrupted write."""
+    path = tmp_path / "db.jsonl"
+    for text in (json.dumps(GOOD) + "\n" + line + "\n" + json.dumps(GOOD) + "\n", json.dumps(GOOD) + "\n" + line):
+        path.write_text(text)
+        if "Expecting" in message and not text.endswith("\n"):
+            assert TuningDatabase(path).records == {("w", "t"): {direct(8, 2): 0.1}}
+            continue
+        with pytest.raises(TconvError, match="^" + re.escape(str(path)) + message.replace(":1:", ":2:", 1)):
+            TuningDatabase(path)
+
+
+def test_a_carriage_return_is_no_line_end(tmp_path):
+    path = tmp_path / "db.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\r\n" + b'{"workload": "w",\r "target": 1}\n' + b"\n")
+    with pytest.raises(TconvError, match=r"db.jsonl:2:\d+: error: not a tuning record: 'target' must be"):
+        TuningDatabase(path)
+
+
+def test_knobs_a_workload_cannot_run_are_not_chosen(tmp_path):
+    """A record names knobs by workload key; knobs the templates cannot run
+    for that shape (a channel block that does not divide a group's output
+    channels, Winograd where this CPU has no kernels for it) were applied,
+    and compile failed at the convolution: they are out of the running."""
+    module = network()
+    grouped = workload_of([op for op in module.walk() if isinstance(op, Conv2dOp)][2])  # 4 channels a group
+    schedules = CpuSchedules(2)
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    database.add(grouped, schedules.target, direct(3, 2), 1e-9)
+    database.add(grouped, schedules.target, WINOGRAD_KNOBS, 1e-9)
+    database.add(grouped, schedules.target, Knobs("gspc", 2, 2), 1e-3)
+    assert not schedules.runs(grouped, direct(3, 2)) and not schedules.runs(grouped, WINOGRAD_KNOBS)
+    assert database.chosen(grouped, schedules) == (Knobs("gspc", 2, 2), 1e-3)
+    assert all(schedules.runs(grouped, knobs) for knobs in candidates(grouped))
 
 
 def test_records_name_their_algorithm_and_records_written_before_it_still_read(tmp_path):
