@@ -188,7 +188,8 @@ def printable(name: str) -> str:
 def _read_archive(path: Path, file) -> dict[str, np.ndarray]:
     try:
         archive = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError) as err:
+        # NotImplementedError: a central directory that asks for a zip version the module does not read.
         raise _corrupt(path, f"not a readable zip archive ({err})") from None
     arrays: dict[str, np.ndarray] = {}
     with archive:

@@ -90,6 +90,15 @@ def control_character_name(network: Path) -> None:
     _rewrite(network.with_suffix(".npz"), members)
 
 
+def unreadable_zip_version(network: Path) -> None:
+    """A central directory entry asking for zip version 8.4 (byte 6 of the entry: version needed)."""
+    store = network.with_suffix(".npz")
+    data = bytearray(store.read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    data[entry + 6] = 84
+    store.write_bytes(bytes(data))
+
+
 def npy_as_store(network: Path) -> None:
     network.with_suffix(".npz").write_bytes(_npy(np.zeros(3, np.float32)))
 
@@ -139,6 +148,7 @@ def truncated(network: Path) -> None:
 BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "raw member": (raw_member, "member 'conv2.weight' is not a .npy array"),
     "control character in a name": (control_character_name, "member 'conv2.weight\\x1enpy' is not a .npy array"),
+    "unreadable zip version": (unreadable_zip_version, "not a readable zip archive (zip file version 8.4)"),
     "npy as store": (npy_as_store, "is a single .npy array; a parameter store is an .npz archive"),
     "corrupt deflate": (corrupt_deflate, "corrupt parameter store: entry 'conv1.weight' cannot be read"),
     "symlink loop": (symlink_loop, "cannot read the parameter store: Too many levels of symbolic links"),
