@@ -63,9 +63,9 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -293,7 +293,8 @@ def _record_fields(record: object) -> tuple[tuple[str, str], Knobs, float, int |
     if "seconds" not in record:
         raise RecordError("no 'seconds'")
     seconds = record["seconds"]
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+    # An integer too large for a float compares below infinity yet cannot be converted.
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < sys.float_info.max:
         raise RecordError(f"'seconds' must be a positive number, got {json.dumps(seconds)[:40]}", "seconds")
     round_id = record.get("round")
     if round_id is not None and (isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 0):

@@ -291,6 +291,10 @@ GOOD = {"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "widt
          r":1:2: error: not a tuning record: 'workload' must be a non-empty string"),
         ('{"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "width_tile": 2, "seconds": NaN}',
          r":1:86: error: not a tuning record: 'seconds' must be a positive number, got NaN"),
+        # An integer too large for a float passed the range check, then failed to convert.
+        ('{"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "width_tile": 2, "seconds": 1'
+         + "0" * 400 + "}",
+         r":1:86: error: not a tuning record: 'seconds' must be a positive number, got 1000"),
         ('{"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "width_tile": 2}',
          r":1:1: error: not a tuning record: no 'seconds'"),
         ('[1, 2]', r":1:1: error: not a tuning record: expected a JSON object, got list"),
@@ -304,7 +308,7 @@ GOOD = {"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "widt
           '"seconds": 1}'),
          r":1:84: error: not a tuning record: 'rows_first' is a knob of the direct template"),
     ],
-    ids=["infinity", "huge", "zero", "algorithm", "workload-type", "nan-seconds", "no-seconds", "not-an-object",
+    ids=["infinity", "huge", "zero", "algorithm", "workload-type", "nan-seconds", "huge-seconds", "no-seconds", "not-an-object",
          "syntax", "direct-rows", "gspc-rows-first"],
 )
 def test_a_bad_record_is_an_error_at_its_line_and_field(tmp_path, line: str, message: str):
