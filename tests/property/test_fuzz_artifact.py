@@ -73,14 +73,17 @@ def damage(data: st.DataObject, directory: Path, other: Path) -> bool:
         path.write_bytes(content[: data.draw(st.integers(0, max(len(content) - 1, 0)), label="keep")])
     elif kind == "flip":
         flipped = bytearray(content)
-        for _ in range(data.draw(st.integers(1, 4), label="flips")):
+        # (A file an earlier damage truncated to nothing has no byte to flip.)
+        for _ in range(data.draw(st.integers(1, 4), label="flips") if flipped else 0):
             at = data.draw(st.integers(0, len(flipped) - 1), label="at")
             flipped[at] ^= data.draw(st.integers(1, 255), label="mask")
         path.write_bytes(bytes(flipped))
     elif kind == "swap":
         shutil.copyfile(other / name, path)
     else:
-        path.write_text(plan_line_edit(data, content.decode()))
+        # (surrogateescape: an earlier damage may have left bytes that are not UTF-8.)
+        edited = plan_line_edit(data, content.decode(errors="surrogateescape"))
+        path.write_bytes(edited.encode(errors="surrogateescape"))
     return not (name == "kernels.so" and kind == "flip")
 
 
