@@ -18,8 +18,7 @@ import io
 import os
 import random
 import re
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from test_fuzz import time_limit
 
 from tconv.cli.main import main
 
@@ -156,24 +156,6 @@ def damage_bytes(data: bytes, rng: random.Random) -> bytes:
         at = rng.randrange(len(damaged))
         damaged[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 6)))
     return bytes(damaged)
-
-
-class CaseTimeout(BaseException):
-    """A case ran past its time limit (not an Exception, so no handler turns it into a message)."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def expire(signum: int, frame: object) -> None:
-        raise CaseTimeout(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")
