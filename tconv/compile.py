@@ -21,9 +21,9 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.errors import TconvError
+from tconv.runtime.plan import TARGETS
 
 BACKENDS = ("tvm", "llvm")
-TARGETS = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
