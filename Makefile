@@ -29,7 +29,7 @@ $(DEMO_DIR)/resnet18_trained.npz: $(STAMP)
 	$(BIN)/tconv train $(DEMO_DIR)/resnet18.mlir --data digits --epochs 8 --augment -o $@
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 	$(BIN)/lit -v tests/filecheck
 
 # The fuzz tests (tests/property/test_fuzz*.py) with the long profile: `make test`

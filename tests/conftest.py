@@ -24,13 +24,21 @@ SPREAD = {"test_llvm_zoo.py", "test_tvm_zoo.py", "test_onnx_zoo.py"}
 """Files of long, independent cases (a zoo network each, no shared fixture)."""
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under `pytest -n N --dist loadgroup` (make test), a file's tests run
-    on one worker, so its module fixtures are built once; the cases of the
-    SPREAD files are each a unit of their own, so that the zoo networks do
-    not queue on one worker while the other idles. (Runs before xdist's own
-    hook, which reads these marks.)"""
-    for item in items:
-        group = item.nodeid if item.path.name in SPREAD else str(item.path)
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config, log):
+    """Under `pytest -n N --dist loadfile` (make test), a file's tests run on
+    one worker, in a row, so its module fixtures are built once; the cases of
+    the SPREAD files are each a unit of their own, so that the zoo networks do
+    not queue on one worker while the other idles. (xdist's own `loadgroup`
+    cannot say this under pytest 9: the group it appends to a test's node id
+    no longer reaches the scheduler, so every test became its own unit and a
+    module fixture was built once per worker that ran one of its tests.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path.rsplit("/", 1)[-1] in SPREAD else path
+
+    return FileScheduling(config, log)
