@@ -467,3 +467,22 @@ def runs_groups_in_parallel(groups: int) -> bool:
     tasks after a parallel copy of the whole input (`["n", "g", "oc.0",
     "oh.0"]`): where there are MIN_PARALLEL_GROUPS groups."""
     return groups >= MIN_PARALLEL_GROUPS
+
+
+INT8_MAX_COLUMNS = 14
+"""Most output columns of one int8 register tile (one int32 accumulator
+vector each); 16 or more ran slower (docs/benchmarks.md, int8 convolutions)."""
+INT8_LATENCY_COLUMNS = 12
+"""Columns (independent `vpdpbusd` chains) a tile needs to hide the
+instruction's latency: a tile of fewer runs proportionally slower."""
+
+
+def int8_column_tile(out_width: int) -> int:
+    """The int8 kernel's column tile for an output `out_width` columns wide:
+    the best of padded-column waste × latency hiding, the wider on ties."""
+
+    def score(tile: int) -> tuple[float, int]:
+        used = out_width / (-(-out_width // tile) * tile)
+        return used * min(1.0, tile / INT8_LATENCY_COLUMNS), tile
+
+    return max(range(1, min(out_width, INT8_MAX_COLUMNS) + 1), key=score)

@@ -81,3 +81,26 @@ def pack_dense_weight(weight: np.ndarray, block: int) -> np.ndarray:
     padded = np.zeros((out_blocks * block, features), np.float32)
     padded[:rows] = weight
     return np.ascontiguousarray(padded.reshape(out_blocks, block, features).transpose(0, 2, 1))
+
+
+INT8_LANES = 16
+"""Output channels of one int8 accumulator vector (16 int32 lanes of AVX-512)."""
+INT8_DEPTH = 4
+"""Input channels one int8 dot-product instruction sums per lane (`vpdpbusd`)."""
+
+
+def pack_int8_conv2d_weight(weight: np.ndarray, in_channels: int) -> np.ndarray:
+    """An OIHW int8 weight (one group) in the int8 kernels' layout
+    `O16/16 x C4/4 x KH x KW x 16 x 4`: element (ob, cb, y, x, i, j) is the
+    weight of output channel ob·16 + i, input channel cb·4 + j at tap (y, x),
+    zero past the O output and the C input channels. `in_channels` is C4, the
+    input's channels as stored (a multiple of 4). One tap's 16 × 4 block is
+    what one `vpdpbusd` multiplies by 4 input channels."""
+    out_channels, channels, kh, kw = weight.shape
+    if in_channels % INT8_DEPTH or in_channels < channels:
+        raise ValueError(f"int8 weight: {in_channels} stored input channels cannot hold {channels} in fours")
+    padded = np.zeros((blocks(out_channels, INT8_LANES) * INT8_LANES, in_channels, kh, kw), np.int8)
+    padded[:out_channels, :channels] = weight
+    o16 = padded.shape[0]
+    packed = padded.reshape(o16 // INT8_LANES, INT8_LANES, in_channels // INT8_DEPTH, INT8_DEPTH, kh, kw)
+    return np.ascontiguousarray(packed.transpose(0, 2, 4, 5, 1, 3))

@@ -1,0 +1,250 @@
+"""The int8 convolution kernel: uint8 activations, int8 weights, int32
+accumulation, the requantisation fused (`tconv.semantics.int8`).
+
+Layouts. Activations are NHWC uint8 with the channels padded to a multiple
+of 4 (C4; the padding channels meet zero weights, so their values do not
+matter); the weight is packed by `packing.pack_int8_conv2d_weight`
+(`O16/16 x C4/4 x KH x KW x 16 x 4`); the output is NHWC with O16 channels
+(the output channels rounded up to 16): uint8 where it is quantised again,
+so that the next int8 convolution reads it as it is, else float32.
+
+Stages: `pad` (the input padded with its zero point: a zero after the
+offset), `conv` (N x O16/16 x P x Qp x 16 int32: Σ x_q · w_q, Qp the width
+rounded up to whole column tiles) and `output` (the requantisation: the
+zero-point correction `acc - zero_point · Σ w_q` first, then the float part).
+
+Schedule. Parallel over (batch, row, block of 16 output channels) → column
+tile → [for input channels in fours, tap row, tap column: for each column of
+the tile, one dot-product instruction adds 4 input channels × 16 output
+channels into the column's accumulator vector] → the tile's epilogue. With
+AVX-512 VNNI (`vpdpbusd`: `VectorUnit.int8_dot`) the inner 16 × 4 block is
+that instruction (TVM's `dot_16x4_vnni` tensor intrinsic); without it the
+same loops, vectorised over the 16 channels by LLVM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+
+from tvm import te, tirx
+
+from tconv.ir.shapes import ShapeError, window_output
+from tconv.kernels.blocking import int8_column_tile
+from tconv.kernels.packing import INT8_DEPTH, INT8_LANES, blocks
+
+U8, I8, I32, F32 = "uint8", "int8", "int32", "float32"
+
+VNNI_DOT = "tconv_vnni_dot_16x4"
+"""The tensor intrinsic of one `vpdpbusd`: 16 int32 lanes += 4 uint8 · (16 × 4) int8.
+(TVM's own `dot_16x4_vnni` calls it with the operand types of LLVM before 20,
+which the LLVM that TVM 0.27 links rejects.)"""
+
+
+@cache
+def _register_vnni_dot() -> None:
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def description(
+        a: T.Buffer((4,), "uint8", offset_factor=1),
+        b: T.Buffer((16, 4), "int8", offset_factor=1),
+        c: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def implementation(
+        a: T.Buffer((4,), "uint8", offset_factor=1),
+        b: T.Buffer((16, 4), "int8", offset_factor=1),
+        c: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            four = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+            c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                c.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(four, 16), dtype="uint8x64"),
+                b.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    TensorIntrin.register(VNNI_DOT, description, implementation)
+
+
+@dataclass(frozen=True)
+class Int8Conv:
+    """One int8 convolution's shape and quantisation (one group)."""
+
+    batch: int
+    height: int
+    width: int
+    channels: int
+    """C4: the input's channels as stored, a multiple of 4."""
+    out_channels: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    zero_point: int = 0
+    """The input's zero point (uint8): what the padding reads."""
+    activation: str | None = None
+    """Of a float32 output (a uint8 one has it in `low` and `high`)."""
+    out_zero_point: int | None = None
+    """The uint8 output's zero point, or None for a float32 output."""
+    low: int = 0
+    high: int = 255
+    """The uint8 output's clamp (`semantics.int8.Requantization`)."""
+    column_tile: int | None = None
+    """Output columns of a register tile; None: `blocking.int8_column_tile`."""
+
+    def __post_init__(self):
+        if self.channels % INT8_DEPTH:
+            raise ShapeError(f"int8 conv2d: stored input channels {self.channels} are not a multiple of {INT8_DEPTH}")
+        if not 0 <= self.zero_point <= 255:
+            raise ShapeError(f"int8 conv2d: input zero point {self.zero_point} is not a uint8")
+        if min(self.output_size) < 1:
+            raise ShapeError(f"int8 conv2d: the window does not fit the {self.height}x{self.width} input")
+
+    @property
+    def out_channels_stored(self) -> int:
+        return blocks(self.out_channels, INT8_LANES) * INT8_LANES
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        top, left, bottom, right = self.padding
+        return window_output(self.height, kh, sh, top + bottom, dh), window_output(self.width, kw, sw, left + right, dw)
+
+    @property
+    def tile(self) -> int:
+        return self.column_tile or int8_column_tile(self.output_size[1])
+
+    @property
+    def output_dtype(self) -> str:
+        return F32 if self.out_zero_point is None else U8
+
+
+def placeholders(conv: Int8Conv) -> list[te.Tensor]:
+    """The kernel's operands: input, packed weight, and per stored output
+    channel the requantisation's offset (int32) and scale (float32)."""
+    kh, kw = conv.kernel
+    o16 = conv.out_channels_stored
+    return [
+        te.placeholder((conv.batch, conv.height, conv.width, conv.channels), U8, name="data"),
+        te.placeholder((o16 // INT8_LANES, conv.channels // INT8_DEPTH, kh, kw, INT8_LANES, INT8_DEPTH), I8,
+                       name="weight"),
+        te.placeholder((o16,), I32, name="offset"),
+        te.placeholder((o16,), F32, name="scale"),
+    ]
+
+
+def int8_conv2d(conv: Int8Conv, data, weight, offset, scale) -> te.Tensor:
+    """The `output` tensor (N x P x Q x O16) of `conv` (module docstring)."""
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel, conv.strides, conv.dilations
+    top, left, bottom, right = conv.padding
+    p, q = conv.output_size
+    qp = blocks(q, conv.tile) * conv.tile
+    height = max(conv.height + top + bottom, (p - 1) * sh + (kh - 1) * dh + 1)
+    width = max(conv.width + left + right, (qp - 1) * sw + (kw - 1) * dw + 1)
+    zero = tirx.const(conv.zero_point, U8)
+
+    def padded_value(b, y, x, c):
+        inside = tirx.all(y >= top, y < top + conv.height, x >= left, x < left + conv.width)
+        return tirx.if_then_else(inside, data[b, y - top, x - left, c], zero)
+
+    padded = te.compute((conv.batch, height, width, conv.channels), padded_value, name="pad")
+    rc = te.reduce_axis((0, conv.channels // INT8_DEPTH), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    rci = te.reduce_axis((0, INT8_DEPTH), name="rci")
+    acc = te.compute(
+        (conv.batch, conv.out_channels_stored // INT8_LANES, p, qp, INT8_LANES),
+        lambda b, ob, y, x, oi: te.sum(
+            padded[b, y * sh + ry * dh, x * sw + rx * dw, rc * INT8_DEPTH + rci].astype(I32)
+            * weight[ob, rc, ry, rx, oi, rci].astype(I32),
+            axis=[rc, ry, rx, rci],
+        ),
+        name="conv",
+    )
+
+    def requantize(b, y, x, o):
+        value = (acc[b, o // INT8_LANES, y, x, o % INT8_LANES] + offset[o]).astype(F32) * scale[o]
+        if conv.out_zero_point is None:
+            if conv.activation is not None:
+                value = tirx.max(value, tirx.const(0.0, F32))
+            if conv.activation == "relu6":
+                value = tirx.min(value, tirx.const(6.0, F32))
+            return value
+        level = tirx.nearbyint(value) + tirx.const(conv.out_zero_point, F32)
+        return tirx.max(tirx.min(level, tirx.const(conv.high, F32)), tirx.const(conv.low, F32)).astype(U8)
+
+    return te.compute((conv.batch, p, q, conv.out_channels_stored), requantize, name="output")
+
+
+def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) -> tirx.PrimFunc:
+    """The schedule of the module docstring; `vnni` tensorizes the inner
+    16 × 4 block with `vpdpbusd`."""
+    from tvm import s_tir
+
+    from tconv.lowering.tvm.schedule_cpu import relayout_output
+
+    sch = relayout_output(
+        s_tir.Schedule(function), lambda b, y, x, o: (b, y, o // INT8_LANES, x, o % INT8_LANES)
+    )
+    b, y, ob, x, oi = sch.get_loops(sch.get_sblock("output"))
+    xo, xi = sch.split(x, [None, conv.tile])
+    sch.parallel(sch.fuse(b, y, ob))
+    accumulate = sch.get_sblock("conv")
+    sch.set_scope(accumulate, 0, "local")  # one tile, kept in registers by LLVM
+    sch.compute_at(accumulate, xo, preserve_unit_loops=True)
+    loops = sch.get_loops(accumulate)
+    column, channel, rc, ry, rx, rci = loops[-6:]
+    if vnni:
+        sch.reorder(rc, ry, rx, column, channel, rci)
+    else:  # vectorised before the init is split off: a block without its init cannot be
+        sch.reorder(rc, ry, rx, rci, column, channel)
+        sch.unroll(rci)
+        sch.vectorize(channel)
+    init = sch.decompose_reduction(accumulate, rc)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if vnni:
+        _register_vnni_dot()
+        sch.tensorize(channel, VNNI_DOT)
+    sch.unroll(column)
+    sch.unroll(rx)
+    sch.unroll(xi)
+    sch.vectorize(oi)
+    pad = sch.get_sblock("pad")
+    pad_loops = sch.get_loops(pad)
+    sch.parallel(sch.fuse(*pad_loops[:2]))
+    sch.vectorize(pad_loops[-1])
+    return sch.mod["main"]
+
+
+def build_int8_conv2d(conv: Int8Conv, target, vnni: bool):
+    """The compiled kernel of `conv` for `target` (a tvm runtime function of
+    data, weight, offset, scale, output)."""
+    import tvm
+
+    tensors = placeholders(conv)
+    output = int8_conv2d(conv, *tensors)
+    function = te.create_prim_func([*tensors, output])
+    scheduled = schedule_int8_conv2d(function, conv, vnni)
+    return tvm.compile(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target=target)["main"]
+
+
+def int8_dims(shape: Sequence[int]) -> int:
+    """C4 for `shape`'s channels (NCHW): rounded up to a multiple of 4."""
+    return blocks(shape[1], INT8_DEPTH) * INT8_DEPTH

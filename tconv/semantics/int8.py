@@ -1,0 +1,118 @@
+"""What an int8 convolution kernel computes, exactly, in numpy: ONNX's
+`QLinearConv`, with a fused activation.
+
+A quantised convolution in QDQ form (`tconv.dequantize` of a uint8 input and
+of a per-channel int8 weight, `tconv.conv2d` with a float32 bias, an
+activation and, where the result is quantised again, `tconv.quantize`) runs
+as one integer kernel:
+
+    acc    = Σ x_q · w_q  +  offset[o]                       int32, exact
+    offset = round(bias / (x_scale · w_scale[o])) - x_zero_point · Σ w_q[o]
+    float32 output:  activation(float32(acc) · x_scale · w_scale[o])
+    uint8 output:    clamp(round_half_even(float32(acc) · x_scale · w_scale[o] / y_scale) + y_zero_point)
+
+The sum is exact (int32 holds it: `int8_accumulator_bound`) and the float
+part is one float32 multiply by a per-channel factor, so kernel and
+reference agree bit for bit (there is no add that a compiler could fuse
+into it). With a uint8 output the activation is the clamp's bounds: relu
+clamps below at the zero point, relu6 also above at the level of 6 — the
+same levels as clipping first and quantising after, as rounding is monotonic.
+
+Against the f32 QDQ form the reference executor runs (a float32 convolution
+of the dequantised values plus the float32 bias), the kernel differs by
+float rounding and by the bias rounded to the accumulator's step (half a
+step at most, as in ONNX Runtime); where a value falls on a rounding
+boundary of the output's quantisation, by one level.
+
+An int8 input (symmetric, zero point 0) is the uint8 input `x_q + 128` with
+zero point 128: the same products, so the kernels read uint8 only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ACTIVATIONS = (None, "relu", "relu6")
+
+
+@dataclass(frozen=True)
+class Requantization:
+    """acc (int32) → output, per output channel `o` (module docstring):
+    `scale[o]` is x_scale · w_scale[o] for a float32 output, that over
+    y_scale for a uint8 one; `low` and `high` are the uint8 output's clamp
+    (the activation folded in)."""
+
+    offset: np.ndarray
+    scale: np.ndarray
+    activation: str | None = None
+    out_zero_point: int | None = None
+    """None: a float32 output."""
+    low: int = 0
+    high: int = 255
+
+    @staticmethod
+    def of(x_scale: float, x_zero_point: int, w_q: np.ndarray, w_scale: np.ndarray, bias: np.ndarray | None,
+           activation: str | None = None, out_scale: float | None = None, out_zero_point: int = 0) -> Requantization:
+        """The requantisation of a convolution whose OIHW int8 weight is `w_q`."""
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"requantization: unknown activation {activation!r}")
+        if out_scale is not None and not (out_scale > 0 and 0 <= out_zero_point <= 255):
+            raise ValueError("requantization: the output scale must be positive and its zero point in [0, 255]")
+        step = np.float32(x_scale) * np.asarray(w_scale, np.float32)
+        offset = -np.int64(x_zero_point) * w_q.astype(np.int64).reshape(len(w_q), -1).sum(axis=1)
+        if bias is not None:
+            offset = offset + np.rint(np.asarray(bias, np.float32) / step).astype(np.int64)
+        if out_scale is None:
+            return Requantization(offset.astype(np.int32), step, activation)
+        low, high = (out_zero_point if activation else 0), 255
+        if activation == "relu6":
+            high = int(min(255, out_zero_point + np.rint(np.float32(6) / np.float32(out_scale))))
+        return Requantization(offset.astype(np.int32), (step / np.float32(out_scale)).astype(np.float32),
+                              activation, out_zero_point, low, high)
+
+    def apply(self, acc: np.ndarray, channel_axis: int = -1) -> np.ndarray:
+        """The output of `acc` (Σ x_q · w_q, before the offset), channels along `channel_axis`."""
+        shape = [1] * acc.ndim
+        shape[channel_axis] = -1
+        total = (acc.astype(np.int64) + self.offset.reshape(shape)).astype(np.int32)
+        value = total.astype(np.float32) * self.scale.reshape(shape)
+        if self.out_zero_point is None:
+            if self.activation is not None:
+                value = np.maximum(value, np.float32(0))
+            if self.activation == "relu6":
+                value = np.minimum(value, np.float32(6))
+            return value
+        return np.clip(np.rint(value) + self.out_zero_point, self.low, self.high).astype(np.uint8)
+
+
+def int8_accumulator_bound(in_channels: int, kernel: Sequence[int]) -> int:
+    """The largest |acc| a convolution over `in_channels` × `kernel` taps can
+    reach: 255 · 128 per product."""
+    return 255 * 128 * in_channels * int(np.prod(kernel))
+
+
+def int8_conv2d_accumulate(
+    x_q: np.ndarray, zero_point: int, w_q: np.ndarray, strides: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0, 0, 0), dilations: Sequence[int] = (1, 1),
+) -> np.ndarray:
+    """Σ x_q · w_q (N x O x P x Q, int64 here; int32 in the kernels) of an
+    NCHW uint8 input `x_q` and an OIHW int8 weight `w_q` (one group); padding
+    (top, left, bottom, right) reads `zero_point`, as the kernels' does, so
+    that the offset's zero-point term cancels it."""
+    x = x_q.astype(np.int64)
+    top, left, bottom, right = padding
+    x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=zero_point)
+    (sh, sw), (dh, dw) = strides, dilations
+    out_channels, _, kh, kw = w_q.shape
+    p = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    q = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    acc = np.zeros((x.shape[0], out_channels, p, q), np.int64)
+    w = w_q.astype(np.int64)
+    for ry in range(kh):
+        for rx in range(kw):
+            window = x[:, :, ry * dh: ry * dh + (p - 1) * sh + 1: sh, rx * dw: rx * dw + (q - 1) * sw + 1: sw]
+            acc += np.einsum("ncpq,oc->nopq", window, w[:, :, ry, rx])
+    return acc

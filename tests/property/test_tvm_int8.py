@@ -1,0 +1,164 @@
+"""The int8 convolution kernel (`tconv.lowering.tvm.int8_conv`) on this CPU,
+against what it must compute (`tconv.semantics.int8`, bit for bit) and
+against the reference executor running the same convolution in QDQ form
+(within one quantisation step), on hypothesis-generated shapes: channels
+that fill no 4 or 16, odd images, strides, dilations, asymmetric padding,
+every zero point; with `vpdpbusd` where this CPU has it and without."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tconv.ir.builder import NetworkBuilder
+from tconv.ir.shapes import ShapeError
+from tconv.kernels.packing import INT8_LANES, pack_int8_conv2d_weight
+from tconv.lowering.tvm.int8_conv import Int8Conv, build_int8_conv2d
+from tconv.lowering.tvm.target import cpu_target, vector_unit
+from tconv.semantics.int8 import Requantization, int8_accumulator_bound, int8_conv2d_accumulate
+from tconv.semantics.reference import run
+
+TARGET = cpu_target()
+VNNI = [False, True] if vector_unit(TARGET).int8_dot else [False]
+
+
+@st.composite
+def int8_cases(draw):
+    kh, kw = draw(st.sampled_from([(1, 1), (3, 3), (1, 3), (5, 5)]))
+    padding = tuple(draw(st.integers(0, k - 1)) if k > 1 else 0 for k in (kh, kw, kh, kw))
+    dilations = (1, draw(st.integers(1, 2))) if kw > 1 else (1, 1)
+    out_quantized = draw(st.booleans())
+    return {
+        "batch": draw(st.integers(1, 2)),
+        "channels": draw(st.integers(1, 21)),
+        "out_channels": draw(st.integers(1, 40)),
+        "height": draw(st.integers(max(1, kh - padding[0] - padding[2]), 11)),
+        "width": draw(st.integers(max(1, dilations[1] * (kw - 1) + 1 - padding[1] - padding[3]), 11)),
+        "kernel": (kh, kw),
+        "strides": (draw(st.integers(1, 2)), draw(st.integers(1, 2))),
+        "padding": (padding[0], padding[1], padding[2], padding[3]),
+        "dilations": dilations,
+        "zero_point": draw(st.integers(0, 255)),
+        "activation": draw(st.sampled_from([None, "relu", "relu6"])),
+        "out_scale": draw(st.sampled_from([0.01, 0.05, 0.3])) if out_quantized else None,
+        "out_zero_point": draw(st.integers(0, 255)) if out_quantized else 0,
+        "column_tile": draw(st.sampled_from([1, 3, 4, 6])),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+def operands(case):
+    """Random uint8 input (NCHW), int8 weight (OIHW, in [-127, 127]) and the
+    float parameters of the case."""
+    rng = np.random.default_rng(case["seed"])
+    x_q = rng.integers(0, 256, (case["batch"], case["channels"], case["height"], case["width"]), dtype=np.uint8)
+    w_q = rng.integers(-127, 128, (case["out_channels"], case["channels"], *case["kernel"]), dtype=np.int8)
+    x_scale = np.float32(rng.uniform(0.005, 0.05))
+    w_scale = rng.uniform(0.001, 0.02, case["out_channels"]).astype(np.float32)
+    bias = rng.normal(0, 0.5, case["out_channels"]).astype(np.float32)
+    return x_q, w_q, x_scale, w_scale, bias
+
+
+def run_kernel(case, vnni):
+    """The kernel's output in NCHW over the real output channels."""
+    x_q, w_q, *_ = operands(case)
+    c4 = -(-case["channels"] // 4) * 4
+    requantization = requantization_of(case)
+    shape = {k: v for k, v in case.items() if k not in ("seed", "channels", "out_scale", "out_zero_point")}
+    conv = Int8Conv(channels=c4, out_zero_point=requantization.out_zero_point, low=requantization.low,
+                    high=requantization.high, **shape)
+    kernel = build_int8_conv2d(conv, TARGET, vnni)
+    o16 = conv.out_channels_stored
+    data = np.zeros((case["batch"], case["height"], case["width"], c4), np.uint8)
+    data[..., : case["channels"]] = x_q.transpose(0, 2, 3, 1)
+    requantization = requantization_of(case)
+    offset = np.zeros(o16, np.int32)
+    offset[: case["out_channels"]] = requantization.offset
+    scale = np.zeros(o16, np.float32)
+    scale[: case["out_channels"]] = requantization.scale
+    p, q = conv.output_size
+    out = np.empty((case["batch"], p, q, o16), np.dtype(conv.output_dtype))
+    import tvm
+
+    arrays = [tvm.runtime.tensor(a) for a in (data, pack_int8_conv2d_weight(w_q, c4), offset, scale, out)]
+    kernel(*arrays)
+    return arrays[-1].numpy().transpose(0, 3, 1, 2)[:, : case["out_channels"]]
+
+
+def requantization_of(case) -> Requantization:
+    _, w_q, x_scale, w_scale, bias = operands(case)
+    return Requantization.of(x_scale, case["zero_point"], w_q, w_scale, bias, case["activation"], case["out_scale"],
+                             case["out_zero_point"])
+
+
+def expected(case):
+    x_q, w_q, *_ = operands(case)
+    acc = int8_conv2d_accumulate(x_q, case["zero_point"], w_q, case["strides"], case["padding"], case["dilations"])
+    return requantization_of(case).apply(acc, channel_axis=1)
+
+
+@pytest.mark.parametrize("vnni", VNNI, ids=lambda v: "vnni" if v else "plain")
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=int8_cases())
+def test_the_kernel_computes_its_semantics_bit_for_bit(vnni, case):
+    np.testing.assert_array_equal(run_kernel(case, vnni), expected(case))
+
+
+def qdq_network(case, x_scale, w_q, w_scale, bias):
+    """The case as a tconv network in QDQ form, as `tconv-quantize` writes it
+    (the weight's QDQ pair left out: its dequantised values are the stored
+    float32 weight, w_q · w_scale, exactly)."""
+    b = NetworkBuilder("int8", (case["batch"], case["channels"], case["height"], case["width"]))
+    x = b.dequantize(b.quantize(b.input, [float(x_scale)], [case["zero_point"]]), [float(x_scale)],
+                     [case["zero_point"]])
+    y = b.conv2d(x, case["out_channels"], case["kernel"], stride=case["strides"], padding=case["padding"],
+                 dilation=case["dilations"], bias=True, name="conv")
+    if case["activation"] is not None:
+        y = b.relu(y) if case["activation"] == "relu" else b.relu6(y)
+    if case["out_scale"] is not None:
+        y = b.dequantize(b.quantize(y, [case["out_scale"]], [case["out_zero_point"]]),
+                         [case["out_scale"]], [case["out_zero_point"]])
+    module = b.finish(y)
+    params = {"conv.weight": (w_q.astype(np.float32) * w_scale[:, None, None, None]), "conv.bias": bias}
+    return module, params
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=int8_cases())
+def test_the_kernel_is_the_qdq_network_within_one_step(case):
+    """The reference executor runs the QDQ form in float32 (a float32
+    convolution of the dequantised values): the kernel agrees with it to
+    float rounding, i.e. within one quantisation step where it quantises."""
+    x_q, w_q, x_scale, w_scale, bias = operands(case)
+    module, params = qdq_network(case, x_scale, w_q, w_scale, bias)
+    x = (x_q.astype(np.float32) - case["zero_point"]) * x_scale
+    (reference,) = run(module, params, x)
+    actual = run_kernel(case, VNNI[-1])
+    if case["out_scale"] is None:
+        # Float rounding, and the bias rounded to the accumulator's step (half a step).
+        step = (x_scale * w_scale)[None, :, None, None]
+        bound = 0.5 * step + 1e-4 * max(1.0, np.abs(reference).max())
+        assert np.all(np.abs(actual - reference) <= bound), np.abs(actual - reference).max()
+    else:
+        steps = np.abs(actual.astype(np.float32) - (reference / case["out_scale"] + case["out_zero_point"]))
+        assert steps.max() <= 1.0 + 1e-3
+
+
+def test_the_weight_layout():
+    w = np.arange(2 * 5 * 3 * 3, dtype=np.int64).reshape(2, 5, 3, 3).astype(np.int8)
+    packed = pack_int8_conv2d_weight(w, 8)
+    assert packed.shape == (1, 2, 3, 3, INT8_LANES, 4)
+    assert packed[0, 1, 2, 0, 1, 0] == w[1, 4, 2, 0]
+    assert packed[0, 1, 2, 0, 1, 1] == 0  # input channel 5: padding
+    assert not packed[0, :, :, :, 2:].any()  # output channels 2..15: padding
+    with pytest.raises(ValueError, match="in fours"):
+        pack_int8_conv2d_weight(w, 6)
+
+
+def test_a_window_larger_than_the_input_is_refused():
+    with pytest.raises(ShapeError, match="does not fit"):
+        Int8Conv(1, 1, 3, 4, 8, (1, 3), dilations=(1, 2))
+
+
+def test_the_accumulator_bound():
+    assert int8_accumulator_bound(512, (3, 3)) < 2**31
