@@ -18,7 +18,7 @@ from pathlib import Path
 from xdsl.context import Context
 from xdsl.dialects import builtin, func
 from xdsl.dialects.builtin import FileLineColLoc, IntAttr, ModuleOp, StringAttr, UnknownLoc
-from xdsl.ir import BlockArgument, Operation, OpResult, SSAValue, TypeAttribute
+from xdsl.ir import Block, BlockArgument, Operation, OpResult, SSAValue, TypeAttribute
 from xdsl.parser import Parser
 from xdsl.parser.generic_parser import ParserState
 from xdsl.printer import Printer
@@ -96,6 +96,46 @@ class LocatingParser(Parser):
         """(line, column) of the character at `offset`, both from 1."""
         line = bisect.bisect_right(self._line_starts, offset)
         return line, offset - self._line_starts[line - 1] + 1
+
+    def _check_block_name(self) -> None:
+        # MLIR allows `^2`; xDSL's blocks cannot be named so, and its block
+        # parser raises a bare ValueError on it (its successor parser does not
+        # look): refuse the name at the label, located.
+        token = self._current_token
+        if token.kind == MLIRTokenKind.CARET_IDENT:
+            name = token.text[1:]
+            if not Block.is_default_block_name(name) and not Block.is_valid_name(name):
+                self.raise_error(
+                    f"block name '{token.text}' is not supported: a block name must start with a letter, "
+                    "'_', '$', '.' or '-' (for example ^bb2)", token.span,
+                )
+
+    def _parse_block(self) -> Block:
+        self._check_block_name()
+        return super()._parse_block()
+
+    def parse_optional_successor(self) -> Block | None:
+        self._check_block_name()
+        return super().parse_optional_successor()
+
+    def _dense_elements(self, parse):
+        # xDSL stores the elements of `array<...>` and `dense<...>` with
+        # Python's struct module: an element type of width 0 divides by zero
+        # and one wider than 64 bits has no format. Refuse it at the attribute.
+        start = self._current_token.span
+        try:
+            return parse()
+        except (ZeroDivisionError, NotImplementedError):
+            self.raise_error(
+                "array and dense attributes hold elements of 1 to 64 bits (and f16, f32, f64)",
+                Span(start.start, self._current_token.span.start, start.input),
+            )
+
+    def _parse_builtin_densearray_attr(self):
+        return self._dense_elements(super()._parse_builtin_densearray_attr)
+
+    def _parse_builtin_dense_attr(self):
+        return self._dense_elements(super()._parse_builtin_dense_attr)
 
     def _parse_optional_integer_or_float_type(self) -> TypeAttribute | None:
         # xDSL computes the value range of `iN` as `1 << N`: a width like
@@ -186,8 +226,8 @@ def parse_module(
         # it: point at the token the parser had reached.
         raise TconvError(_syntax_error(parser.current_span, str(err))) from None
     except Exception as err:
-        # xDSL's parser raises plain exceptions on some malformed input (a block
-        # named `^2` is a ValueError): report them where the parser stopped.
+        # xDSL's parser may raise plain exceptions on malformed input that no
+        # check above catches: report them where the parser stopped.
         message = f"internal parser error ({type(err).__name__}): {err}"
         if parser is None:
             raise TconvError(f"{filename}: error: {message}") from err

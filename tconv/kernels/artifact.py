@@ -9,8 +9,9 @@ blob and the kernel library a backend provides with
 `tconv.runtime.plan.write_artifact` (atomically: a failure leaves no partial
 artifact).
 
-A cpu kernel library is linked with `fingerprint_object`: it exports
-`tconv_plan_fingerprint`, the fingerprint of the plan it is written with
+A kernel library exports `tconv_plan_fingerprint` (a cpu one linked with
+`fingerprint_object`, a cuda one compiled from a source that ends with
+`fingerprint_definition`): the fingerprint of the plan it is written with
 (`tconv.runtime.plan.plan_fingerprint`), which the C runtime compares with
 the plan beside it, so that a library from another compile (another batch,
 another network) is refused rather than called with tensors it was not
@@ -135,17 +136,23 @@ def plan_program(
     return plan, blob
 
 
-def fingerprint_object(plan: plan_format.Plan, directory: Path) -> Path:
-    """An ELF object in `directory` that exports `plan`'s fingerprint as
-    `const uint64_t tconv_plan_fingerprint`, to link into its kernel library;
-    compiled by the system C compiler (`$CC`, default cc)."""
+def fingerprint_definition(plan: plan_format.Plan) -> str:
+    """C and C++ source that defines `plan`'s fingerprint as the exported
+    `const uint64_t tconv_plan_fingerprint`."""
     fingerprint = plan_format.plan_fingerprint(plan_format.format_plan(plan))
-    source = directory / "tconv_fingerprint.c"
-    source.write_text(
-        "#include <stdint.h>\n"
+    return (
+        "#include <stdint.h>\n#ifdef __cplusplus\nextern \"C\"\n#endif\n"
         f"__attribute__((visibility(\"default\"), used)) const uint64_t "
         f"{plan_format.FINGERPRINT_SYMBOL} = 0x{fingerprint:016x}ull;\n"
     )
+
+
+def fingerprint_object(plan: plan_format.Plan, directory: Path) -> Path:
+    """An ELF object in `directory` that exports `plan`'s fingerprint
+    (`fingerprint_definition`), to link into its cpu kernel library;
+    compiled by the system C compiler (`$CC`, default cc)."""
+    source = directory / "tconv_fingerprint.c"
+    source.write_text(fingerprint_definition(plan))
     obj = directory / "tconv_fingerprint.o"
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
@@ -162,21 +169,21 @@ def write_program_artifact(
     program: KernelProgram,
     params: Mapping[str, np.ndarray],
     out_dir: str | os.PathLike[str],
-    write_library: Callable[[Path, Path | None], None],
+    write_library: Callable[[Path, plan_format.Plan], None],
     target: str = "cpu",
     arch: str = "",
 ) -> ArtifactReport:
     """Write the artifact of `program` (any backend's) into `out_dir`: its
     plan and parameter blob from the bound store `params`, and the kernel
-    library that `write_library(path, fingerprint)` writes at the path it is
-    given, linking in the object `fingerprint` (`fingerprint_object`; None
-    for a cuda artifact)."""
+    library that `write_library(path, plan)` writes at the path it is given
+    (in a scratch directory of its own), exporting the plan's fingerprint
+    (`fingerprint_object` for a cpu library, `fingerprint_definition` in a
+    cuda library's source)."""
     plan, blob = plan_program(program, params, target, arch)
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="tconv-artifact-") as scratch:
         library = Path(scratch) / LIBRARY_FILE
-        fingerprint = fingerprint_object(plan, Path(scratch)) if target == "cpu" else None
-        write_library(library, fingerprint)
+        write_library(library, plan)
         plan_format.write_artifact(out_dir, plan, blob, library)
     activation_bytes = sum(t.nbytes for t in plan.tensors if t.location == "arena")
     return ArtifactReport(

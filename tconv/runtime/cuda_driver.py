@@ -8,11 +8,16 @@ of every other artifact (`target cuda <arch>`, the parameter file, one arena)
 with, as its kernel library, a *kernel bundle*: `kernels.cuda.json`, one
 JSON object
 
-    {"format": "tconv-cuda-kernels", "version": 1, "arch": "sm_90",
+    {"format": "tconv-cuda-kernels", "version": 2, "arch": "sm_90",
+     "plan_fingerprint": "<16 hex digits: plan_fingerprint of the plan it was compiled with>",
      "image_kind": "cubin" | "ptx", "image": "<base64 of the cubin or PTX>",
      "ptx": "<base64 of the PTX, beside a cubin>",
      "kernels": [{"symbol": "k0_conv2d", "args": 5,
                   "launches": [{"function": "k0_conv2d_0", "grid": 98, "block": 256}]}, ...]}
+
+A bundle from another compile (another batch: the same symbols and
+argument counts, other shapes) is refused by its `plan_fingerprint`, as the
+C runtime refuses a cpu library by its `tconv_plan_fingerprint`.
 
 A plan call `call <symbol> <n> <ids...>` runs the kernel's launches in
 order, each a one-dimensional launch of `grid` blocks of `block` threads of
@@ -48,11 +53,12 @@ import numpy as np
 
 from tconv.errors import TconvError
 from tconv.runtime.driver import TensorInfo, check_inputs
-from tconv.runtime.plan import Plan, read_plan
+from tconv.runtime.plan import PLAN_FILE, Plan, plan_fingerprint, read_plan
 
 BUNDLE_FILE = "kernels.cuda.json"
 BUNDLE_FORMAT = "tconv-cuda-kernels"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+"""2: with `plan_fingerprint`."""
 IMAGE_KINDS = ("cubin", "ptx")
 
 CUDA_ERROR_NO_BINARY_FOR_GPU = 209
@@ -91,6 +97,8 @@ class KernelBundle:
     kernels: tuple[KernelLaunches, ...]
     ptx: bytes | None = None
     """The PTX a cubin was assembled from, for GPUs the cubin does not run on."""
+    plan_fingerprint: int = 0
+    """`plan.plan_fingerprint` of the plan the kernels were compiled with."""
 
     def to_bytes(self) -> bytes:
         """The bundle file's contents."""
@@ -98,6 +106,7 @@ class KernelBundle:
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
             "arch": self.arch,
+            "plan_fingerprint": f"{self.plan_fingerprint:016x}",
             "image_kind": self.image_kind,
             "kernels": [
                 {"symbol": k.symbol, "args": k.args,
@@ -111,9 +120,16 @@ class KernelBundle:
     def kernel(self, symbol: str) -> KernelLaunches | None:
         return next((k for k in self.kernels if k.symbol == symbol), None)
 
-    def check_plan(self, plan: Plan, where: str) -> None:
-        """Raise a TconvError unless the bundle suits `plan`: the same
-        architecture, and every call's symbol present with its argument count."""
+    def check_plan(self, plan: Plan, fingerprint: int, where: str) -> None:
+        """Raise a TconvError unless the bundle suits `plan` (whose text has
+        `fingerprint`): compiled with it, for the same architecture, every
+        call's symbol present with its argument count."""
+        if fingerprint != self.plan_fingerprint:
+            raise TconvError(
+                f"error: {where}: the kernels were compiled with another plan (fingerprint "
+                f"{self.plan_fingerprint:016x}, the plan's {fingerprint:016x}): the files come from different "
+                "compiles; compile the artifact again"
+            )
         if plan.arch != self.arch:
             raise TconvError(f"error: {where}: the plan is for {plan.arch}, its kernels for {self.arch}")
         for call in plan.calls:
@@ -154,6 +170,10 @@ def parse_bundle(data: bytes, where: str) -> KernelBundle:
         ptx = base64.b64decode(_field(table, "ptx", str, where), validate=True) if "ptx" in table else None
     except ValueError:
         raise TconvError(f"error: {where}: `image` or `ptx` is not base64") from None
+    fingerprint = table.get("plan_fingerprint")
+    if not (isinstance(fingerprint, str) and len(fingerprint) == 16
+            and all(c in "0123456789abcdef" for c in fingerprint)):
+        raise TconvError(f"error: {where}: `plan_fingerprint` must be 16 hex digits, found {fingerprint!r}")
     kernels = []
     for position, entry in enumerate(_field(table, "kernels", list, where)):
         at = f"{where}: kernel {position}"
@@ -166,7 +186,8 @@ def parse_bundle(data: bytes, where: str) -> KernelBundle:
             launches.append(Launch(_field(launch, "function", str, at), _field(launch, "grid", int, at),
                                    _field(launch, "block", int, at)))
         kernels.append(KernelLaunches(_field(entry, "symbol", str, at), _field(entry, "args", int, at), tuple(launches)))
-    return KernelBundle(_field(table, "arch", str, where), table["image_kind"], image, tuple(kernels), ptx)
+    return KernelBundle(_field(table, "arch", str, where), table["image_kind"], image, tuple(kernels), ptx,
+                        int(fingerprint, 16))
 
 
 def read_bundle(path: str | os.PathLike[str]) -> KernelBundle:
@@ -433,7 +454,8 @@ class DriverRuntime:
                 f"expected target cuda and library {BUNDLE_FILE})"
             )
         bundle = read_bundle(directory / plan.library)
-        bundle.check_plan(plan, str(directory / plan.library))
+        bundle.check_plan(plan, plan_fingerprint((directory / PLAN_FILE).read_bytes()),
+                          str(directory / plan.library))
         params = _read_params(directory, plan)
         if device is None:
             device = CudaDevice()

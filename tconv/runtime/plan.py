@@ -14,9 +14,10 @@ reads it back with the same rules.
 
 `check_artifact` checks the files against it before anything is loaded; an
 artifact without one was written before manifests and is refused (compile
-it again). A cpu kernel library also exports `tconv_plan_fingerprint`
+it again). A kernel library also exports `tconv_plan_fingerprint`
 (`plan_fingerprint` of the plan text it was compiled with), which the C
-runtime compares with the plan it reads.
+runtime compares with the plan it reads; an LLVM cuda kernel bundle holds
+the same number (`cuda_driver.KernelBundle.plan_fingerprint`).
 
 `plan.txt`, version 1: one statement per line, tokens separated by spaces or
 tabs, blank lines and lines starting with `#` ignored, numbers unsigned
@@ -78,7 +79,7 @@ MANIFEST_FILE = "MANIFEST"
 MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 1 << 16
 FINGERPRINT_SYMBOL = "tconv_plan_fingerprint"
-"""The exported `const uint64_t` of a cpu kernel library: `plan_fingerprint`
+"""The exported `const uint64_t` of a kernel library: `plan_fingerprint`
 of the plan it was compiled with."""
 ALIGNMENT = 64
 MAX_NDIM = 8
@@ -618,9 +619,19 @@ def format_manifest(directory: str | os.PathLike[str], names: tuple[str, ...]) -
     return "\n".join(lines) + "\n"
 
 
-def _parse_manifest(text: str, path: Path) -> dict[str, tuple[int, str]]:
-    """Each file of the manifest `text` by name: its size and SHA-256."""
-    files: dict[str, tuple[int, str]] = {}
+@dataclass(frozen=True)
+class _Listed:
+    """A manifest's line for one file: its size, its SHA-256 and where the
+    line names it (`MANIFEST:LINE:COL`)."""
+
+    size: int
+    sha256: str
+    where: str
+
+
+def _parse_manifest(text: str, path: Path) -> dict[str, _Listed]:
+    """Each file of the manifest `text` by name."""
+    files: dict[str, _Listed] = {}
     header = end = False
     for number, line in enumerate(text.split("\n"), start=1):
         matches = list(_TOKEN.finditer(line))
@@ -657,7 +668,7 @@ def _parse_manifest(text: str, path: Path) -> dict[str, tuple[int, str]]:
                 raise error(f"expected a size in bytes, found `{tokens[2]}`", 2)
             if not _SHA256.fullmatch(tokens[3]):
                 raise error(f"expected a SHA-256 in hex, found `{tokens[3]}`", 3)
-            files[tokens[1]] = (int(tokens[2]), tokens[3])
+            files[tokens[1]] = _Listed(int(tokens[2]), tokens[3], f"{path}:{number}:{matches[1].start() + 1}")
         else:
             raise error("expected `file <name> <bytes> <sha256>` or `end`")
     if not end:
@@ -703,26 +714,27 @@ def check_artifact(directory: str | os.PathLike[str]) -> Plan:
     files = _parse_manifest(text, manifest)
     if PLAN_FILE not in files:
         raise PlanError(f"{manifest}: error: does not list {PLAN_FILE}")
-    for name, (size, _) in files.items():
+    for name, listed in files.items():
         path = directory / name
         try:
             actual = path.stat().st_size if path.is_file() else None
         except OSError:
             actual = None
         if actual is None:
+            # Located at the manifest's line: the name may be the damage.
             raise PlanError(
-                f"{path}: error: missing or not a regular file, but the artifact's manifest "
-                "lists it — the artifact is damaged; compile it again"
+                f"{listed.where}: error: lists `{name}`, which is missing from {directory} or not a regular "
+                "file — the artifact is damaged; compile it again"
             )
-        if actual != size:
-            raise _damaged(path, f"size {actual}, expected {size}")
-    for name, (_, sha256) in files.items():
+        if actual != listed.size:
+            raise _damaged(path, f"size {actual}, expected {listed.size}")
+    for name, listed in files.items():
         path = directory / name
         try:
             actual_sha256 = _sha256(path)
         except OSError as error:
             raise PlanError(f"{path}: error: cannot read the file: {error.strerror}") from None
-        if actual_sha256 != sha256:
+        if actual_sha256 != listed.sha256:
             raise _damaged(path, "its SHA-256 differs from the one listed")
     plan = read_plan(directory)
     for name in (plan.library, plan.params):

@@ -191,7 +191,7 @@ class KernelStore:
         if key in self.entries:
             return False
         from tconv.ir.params import bind_params, init_params
-        from tconv.kernels.artifact import plan_program
+        from tconv.kernels.artifact import fingerprint_definition, plan_program
         from tconv.lowering.tvm.build import build_kernels
         from tconv.lowering.tvm.cuda_library import cuda_source
 
@@ -202,7 +202,7 @@ class KernelStore:
         name = f"k{len(self.entries)}"
         (self.directory / name).mkdir(parents=True, exist_ok=True)
         write_plan(self.directory / name / PLAN_FILE, plan)
-        (self.directory / name / SOURCE_FILE).write_text(cuda_source(executable))
+        (self.directory / name / SOURCE_FILE).write_text(cuda_source(executable) + fingerprint_definition(plan))
         self.entries[key] = name
         self._save()
         return True

@@ -101,6 +101,18 @@ def test_library_of_another_batch_is_refused_by_the_c_runtime(broken, artifacts)
         Runtime(broken, verify=False)
 
 
+def test_a_damaged_name_in_the_manifest_is_located_there(broken):
+    """One flipped bit turned `params.bin` into `qarams.bin` (found by the
+    artifact fuzzer): the error is at the manifest's line, not at a file
+    the artifact never had."""
+    manifest = broken / MANIFEST_FILE
+    text = manifest.read_text()
+    manifest.write_text(text.replace("file params.bin", "file qarams.bin"))
+    line = next(n for n, row in enumerate(text.splitlines(), start=1) if "params.bin" in row)
+    refused(broken, f"{manifest}:{line}:6: error: lists `qarams.bin`, which is missing from {broken}",
+            "compile it again")
+
+
 def test_artifact_without_manifest_is_refused(broken):
     (broken / MANIFEST_FILE).unlink()
     refused(broken, f"{broken}: error: the artifact has no MANIFEST", "compile it again")
@@ -226,3 +238,24 @@ def test_damaged_artifacts_under_address_sanitizer(asan_program, artifacts, tmp_
             name, result.stderr[-4000:])
         assert result.returncode == 1, (name, result.stderr[-4000:])
         assert f"{directory}/" in result.stderr and ": error: " in result.stderr, (name, result.stderr)
+
+
+@pytest.mark.parametrize("language", ["c", "c++"])
+def test_the_fingerprint_definition_exports_the_plan_fingerprint(artifacts, tmp_path, language):
+    """What a cuda library's source ends with (nvcc compiles it as C++) and a
+    cpu library links (as C): the exported constant the runtimes compare."""
+    import ctypes
+
+    from tconv.kernels.artifact import fingerprint_definition
+    from tconv.runtime.plan import FINGERPRINT_SYMBOL, PLAN_FILE, plan_fingerprint, read_plan
+
+    compiler = shutil.which("c++" if language == "c++" else "cc")
+    if compiler is None:
+        pytest.skip(f"no {language} compiler")
+    plan = read_plan(artifacts[1])
+    source = tmp_path / f"fingerprint.{'cpp' if language == 'c++' else 'c'}"
+    source.write_text(fingerprint_definition(plan))
+    library = tmp_path / "libfingerprint.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    value = ctypes.c_uint64.in_dll(ctypes.CDLL(str(library)), FINGERPRINT_SYMBOL).value
+    assert value == plan_fingerprint((artifacts[1] / PLAN_FILE).read_bytes())

@@ -19,6 +19,7 @@ from cuda_standin import FakeDriver, HostEmulation
 from support import assert_user_error, relative_error, tconv, trained_like_params
 
 from tconv.cli.files import write_network
+from tconv.cli.main import main as tconv_main
 from tconv.errors import TconvError
 from tconv.frontends.zoo import build
 from tconv.ir.builder import NetworkBuilder
@@ -27,7 +28,7 @@ from tconv.lowering.llvm.artifact import CUDA_PACKING, compile_artifact
 from tconv.lowering.llvm.build import lower_program
 from tconv.lowering.llvm.nvptx import BLOCK, emit_ptx, gpu_nest, threads
 from tconv.runtime.cuda_driver import BUNDLE_FILE, DriverRuntime, launch_steps, parse_bundle, read_bundle
-from tconv.runtime.plan import read_plan
+from tconv.runtime.plan import PLAN_FILE, plan_fingerprint, read_plan
 from tconv.semantics.reference import run, single_function
 
 needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
@@ -73,7 +74,7 @@ def test_resnet18_cifar_becomes_a_cubin_with_every_kernel_of_its_plan(tmp_path, 
     plan = read_plan(report.directory)
     assert (plan.target, plan.arch, plan.library) == ("cuda", arch, BUNDLE_FILE)
     bundle = read_bundle(report.directory / BUNDLE_FILE)
-    bundle.check_plan(plan, "r18")
+    bundle.check_plan(plan, plan_fingerprint((report.directory / PLAN_FILE).read_bytes()), "r18")
     assert (bundle.arch, bundle.image_kind, bundle.image[:4]) == (arch, "cubin", b"\x7fELF")
     assert {k.symbol for k in bundle.kernels} == {c.symbol for c in plan.calls}
 
@@ -203,6 +204,24 @@ def test_a_broken_or_mismatched_bundle_is_a_clear_error(tmp_path):
     with pytest.raises(TconvError, match=rf"kernel `{first['symbol']}` takes {first['args']} arguments, "
                                          rf"the plan passes {first['args'] - 1}"):
         DriverRuntime(tmp_path / "net")  # refused before any device is opened
+
+
+def test_a_bundle_of_another_compile_is_refused(tmp_path):
+    """Another batch: the same kernel symbols and argument counts, other shapes."""
+    module = grouped_and_depthwise()
+    params = trained_like_params(module)
+    compile_artifact(module, params, tmp_path / "b2", "cuda", "sm_90")
+    other = tmp_path / "b1"
+    write_network(tmp_path / "gdw.mlir", module, params)
+    assert tconv_main(["compile", str(tmp_path / "gdw.mlir"), "--backend", "llvm", "--target", "cuda",
+                       "--batch", "1", "-o", str(other)]) == 0
+    shutil.copyfile(other / BUNDLE_FILE, tmp_path / "b2" / BUNDLE_FILE)
+    with pytest.raises(TconvError, match="the kernels were compiled with another plan .*compile the artifact again"):
+        DriverRuntime(tmp_path / "b2")
+    with pytest.raises(TconvError, match="`plan_fingerprint` must be 16 hex digits"):
+        table = json.loads((other / BUNDLE_FILE).read_bytes())
+        del table["plan_fingerprint"]
+        parse_bundle(json.dumps(table).encode(), "x")
 
 
 def test_the_driver_runtime_refuses_other_artifacts(tmp_path):

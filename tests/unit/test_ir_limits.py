@@ -48,6 +48,22 @@ def test_integer_literal_too_long_to_convert():
     )
 
 
+def test_a_block_named_by_a_number():
+    """MLIR allows `^2`; xDSL cannot name a block so (it raised a bare ValueError)."""
+    text = function(f"  func.return %x : {T}\n^2:\n  func.return %x : {T}")
+    assert error_of(text) == (
+        "f.mlir:3:1: error: block name '^2' is not supported: a block name must start with a letter, "
+        "'_', '$', '.' or '-' (for example ^bb2)"
+    )
+
+
+@pytest.mark.parametrize("attribute", ["array<i0: 0>", "array<i0>", "array<i128: 1>", "dense<1> : tensor<1xi128>"])
+def test_array_elements_xdsl_cannot_store(attribute):
+    """Widths 0 and above 64 (a ZeroDivisionError and a NotImplementedError in xDSL)."""
+    text = f"func.func @f(%x: {T}) -> {T} attributes {{a = {attribute}}} {{\n  func.return %x : {T}\n}}\n"
+    assert "array and dense attributes hold elements of 1 to 64 bits" in error_of(text)
+
+
 @pytest.mark.parametrize("extent", [2**31, 2**63 - 1, 2**64])
 def test_dimensions_beyond_the_limit(extent):
     typ = f"tensor<1x{extent}xf32>"

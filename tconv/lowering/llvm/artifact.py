@@ -30,7 +30,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.loader import TconvError
 from tconv.ir.params import bind_params
-from tconv.kernels.artifact import ArtifactReport, plan_program, write_program_artifact
+from tconv.kernels.artifact import ArtifactReport, fingerprint_object, plan_program, write_program_artifact
 from tconv.kernels.target import VectorUnit
 from tconv.lowering.llvm.build import compile_library, lower_program
 from tconv.runtime import plan as plan_format
@@ -58,8 +58,8 @@ def compile_artifact(
         return _compile_cuda_artifact(module, bound, Path(out_dir), arch)
     kernels, program = lower_program(module)
 
-    def write_library(path: Path, fingerprint: Path | None) -> None:
-        compile_library(kernels, path, extra_objects=[fingerprint] if fingerprint else [])
+    def write_library(path: Path, plan: plan_format.Plan) -> None:
+        compile_library(kernels, path, extra_objects=[fingerprint_object(plan, path.parent)])
 
     return write_program_artifact(program, bound, out_dir, write_library, target)
 
@@ -78,6 +78,7 @@ def _compile_cuda_artifact(module: ModuleOp, bound: Mapping[str, np.ndarray], ou
         bundle = kernel_bundle(kernels, arch)
     except PtxError as error:
         raise TconvError(f"error: {error}") from None
+    bundle = replace(bundle, plan_fingerprint=plan_format.plan_fingerprint(plan_format.format_plan(plan)))
     with tempfile.TemporaryDirectory(prefix="tconv-llvm-cuda-") as scratch:
         library = Path(scratch) / BUNDLE_FILE
         library.write_bytes(bundle.to_bytes())

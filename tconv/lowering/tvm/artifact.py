@@ -21,7 +21,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.ir.loader import TconvError
-from tconv.kernels.artifact import ArtifactReport, write_program_artifact
+from tconv.kernels.artifact import ArtifactReport, fingerprint_definition, fingerprint_object, write_program_artifact
 from tconv.runtime import plan as plan_format
 
 
@@ -42,15 +42,15 @@ def compile_artifact(
     # Imported on use: TVM is heavy, and only compiling needs it.
     from tconv.ir.params import bind_params
     from tconv.lowering.tvm.build import build_kernels
-    from tconv.lowering.tvm.cuda_library import compile_cuda_library
+    from tconv.lowering.tvm.cuda_library import compile_cuda_source, cuda_source
 
     bound = bind_params(module, params)
     executable, program = build_kernels(module, target, arch)
 
-    def write_library(library: Path, fingerprint: Path | None) -> None:
+    def write_library(library: Path, plan: plan_format.Plan) -> None:
         if target == "cuda":
-            compile_cuda_library(executable, library, arch)
+            compile_cuda_source(cuda_source(executable) + fingerprint_definition(plan), library, arch)
         else:
-            executable.export_library(str(library), addons=[str(fingerprint)])
+            executable.export_library(str(library), addons=[str(fingerprint_object(plan, library.parent))])
 
     return write_program_artifact(program, bound, out_dir, write_library, target, arch if target == "cuda" else "")

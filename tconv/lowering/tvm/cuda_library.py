@@ -62,11 +62,6 @@ def nvcc_command(source: Path, library: Path, arch: str) -> list[str]:
     ]
 
 
-def compile_cuda_library(executable: tvm.runtime.Executable, library: str | os.PathLike[str], arch: str) -> None:
-    """Compile the CUDA kernels of `executable` for `arch` into the shared library `library`."""
-    compile_cuda_source(cuda_source(executable), library, arch)
-
-
 def compile_cuda_source(text: str, library: str | os.PathLike[str], arch: str) -> None:
     """Compile `text` (a `cuda_source`) for `arch` into the shared library `library`."""
     library = Path(library)

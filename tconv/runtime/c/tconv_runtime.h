@@ -60,8 +60,8 @@
  *
  * Before dlopen, the library's ELF headers and the segments they map must lie
  * inside the file (a truncated library is refused, not mapped). A library
- * that exports `const uint64_t tconv_plan_fingerprint` (both tconv backends'
- * cpu libraries do) must carry the 64-bit FNV-1a hash of plan.txt's bytes: a
+ * that exports `const uint64_t tconv_plan_fingerprint` (every library tconv
+ * compiles does) must carry the 64-bit FNV-1a hash of plan.txt's bytes: a
  * library compiled with another plan is refused (TCONV_ERR_LIBRARY). The
  * artifact's MANIFEST (sizes and SHA-256 of its files) is checked by the
  * Python driver before tconv_open, not here.
