@@ -28,20 +28,25 @@ sys.path.insert(0, os.path.dirname(__file__))
 from tvm_conv import SHAPES as CONV_SHAPES
 from tvm_conv import conv_network, flops
 
-SHAPES = {name: CONV_SHAPES[name] for name in (
-    "64ch 56² 3×3", "128ch 28² 3×3", "256ch 14² 3×3", "512ch 7² 3×3", "64→128 56² 3×3 s2", "256→64 56² 1×1",
-    "256→256 32² 1×1",
-)}
-"""ResNet's dense layers from bench/tvm_conv.py (int8 groups and depthwise are not there yet)."""
+SHAPES = {
+    **{name: CONV_SHAPES[name] for name in (
+        "64ch 56² 3×3", "128ch 28² 3×3", "256ch 14² 3×3", "512ch 7² 3×3", "64→128 56² 3×3 s2", "256→64 56² 1×1",
+        "256→256 32² 1×1",
+    )},
+    "512ch 32² 3×3 g8": (512, 32, 512, 3, 1, 8),  # ResNeXt-29 8×64d, first stage
+    "1024ch 16² 3×3 g8": (1024, 16, 1024, 3, 1, 8),  # its second stage
+}
+"""ResNet's dense layers from bench/tvm_conv.py and ResNeXt's grouped ones
+(depthwise layers have no int8 kernel yet)."""
 
 X_SCALE, X_ZERO, Y_SCALE, Y_ZERO = 0.02, 128, 0.05, 0
 
 
 def quantized_operands(shape, seed=0):
-    channels, size, out_channels, kernel, _, _ = shape
+    channels, size, out_channels, kernel, _, groups = shape
     rng = np.random.default_rng(seed)
     x_q = rng.integers(0, 256, (1, channels, size, size), dtype=np.uint8)
-    w_q = rng.integers(-127, 128, (out_channels, channels, kernel, kernel), dtype=np.int8)
+    w_q = rng.integers(-127, 128, (out_channels, channels // groups, kernel, kernel), dtype=np.int8)
     w_scale = rng.uniform(0.001, 0.004, out_channels).astype(np.float32)
     bias = rng.normal(0, 0.5, out_channels).astype(np.float32)
     return x_q, w_q, w_scale, bias
@@ -55,17 +60,18 @@ def tconv_int8(shape, threads):
     from tconv.lowering.tvm.target import cpu_target, vector_unit
     from tconv.semantics.int8 import Requantization
 
-    channels, size, out_channels, kernel, stride, _ = shape
+    channels, size, out_channels, kernel, stride, groups = shape
     x_q, w_q, w_scale, bias = quantized_operands(shape)
     requantization = Requantization.of(X_SCALE, X_ZERO, w_q, w_scale, bias, "relu", Y_SCALE, Y_ZERO)
     pad = kernel // 2
-    conv = Int8Conv(1, size, size, channels, out_channels, (kernel, kernel), (stride, stride), (pad,) * 4,
-                    zero_point=X_ZERO, out_zero_point=Y_ZERO, low=requantization.low, high=requantization.high)
+    conv = Int8Conv(1, size, size, channels, out_channels, (kernel, kernel), groups, strides=(stride, stride),
+                    padding=(pad,) * 4, zero_point=X_ZERO, out_zero_point=Y_ZERO, low=requantization.low,
+                    high=requantization.high)
     target = cpu_target(num_cores=threads)
     kernel_fn = build_int8_conv2d(conv, target, vector_unit(target).int8_dot)
     p, q = conv.output_size
     arrays = [tvm.runtime.tensor(a) for a in (
-        np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), pack_int8_conv2d_weight(w_q, channels),
+        np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), pack_int8_conv2d_weight(w_q, channels, groups),
         requantization.offset, requantization.scale, np.empty((1, p, q, conv.out_channels_stored), np.uint8))]
     return lambda: kernel_fn(*arrays)
 
@@ -75,7 +81,7 @@ def ort_int8(shape, threads):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    _, size, out_channels, kernel, stride, _ = shape
+    _, size, out_channels, kernel, stride, groups = shape
     x_q, w_q, w_scale, bias = quantized_operands(shape)
     bias_q = np.rint(bias / (X_SCALE * w_scale)).astype(np.int32)
     pad = kernel // 2
@@ -84,7 +90,7 @@ def ort_int8(shape, threads):
         (np.zeros(out_channels, np.int8), "wz"), (np.float32(Y_SCALE), "ys"), (np.uint8(Y_ZERO), "yz"),
         (bias_q, "b"))]
     node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
-                            kernel_shape=[kernel, kernel], pads=[pad] * 4, strides=[stride, stride])
+                            kernel_shape=[kernel, kernel], pads=[pad] * 4, strides=[stride, stride], group=groups)
     p = (size + 2 * pad - kernel) // stride + 1
     graph = helper.make_graph(
         [node], "qconv", [helper.make_tensor_value_info("x", TensorProto.UINT8, x_q.shape)],

@@ -89,18 +89,25 @@ INT8_DEPTH = 4
 """Input channels one int8 dot-product instruction sums per lane (`vpdpbusd`)."""
 
 
-def pack_int8_conv2d_weight(weight: np.ndarray, in_channels: int) -> np.ndarray:
-    """An OIHW int8 weight (one group) in the int8 kernels' layout
-    `O16/16 x C4/4 x KH x KW x 16 x 4`: element (ob, cb, y, x, i, j) is the
-    weight of output channel ob·16 + i, input channel cb·4 + j at tap (y, x),
-    zero past the O output and the C input channels. `in_channels` is C4, the
-    input's channels as stored (a multiple of 4). One tap's 16 × 4 block is
-    what one `vpdpbusd` multiplies by 4 input channels."""
-    out_channels, channels, kh, kw = weight.shape
-    if in_channels % INT8_DEPTH or in_channels < channels:
-        raise ValueError(f"int8 weight: {in_channels} stored input channels cannot hold {channels} in fours")
-    padded = np.zeros((blocks(out_channels, INT8_LANES) * INT8_LANES, in_channels, kh, kw), np.int8)
-    padded[:out_channels, :channels] = weight
-    o16 = padded.shape[0]
-    packed = padded.reshape(o16 // INT8_LANES, INT8_LANES, in_channels // INT8_DEPTH, INT8_DEPTH, kh, kw)
-    return np.ascontiguousarray(packed.transpose(0, 2, 4, 5, 1, 3))
+def pack_int8_conv2d_weight(weight: np.ndarray, in_channels: int, groups: int = 1) -> np.ndarray:
+    """An OIHW int8 weight in the int8 kernels' layout
+    `G x O16/16G x C4/4G x KH x KW x 16 x 4`: element (g, ob, cb, y, x, i, j)
+    is the weight of output channel g·O/G + ob·16 + i, input channel cb·4 + j
+    of group g at tap (y, x); with one group, zero past the O output and the
+    C input channels. `in_channels` is C4, the input's channels as stored (a
+    multiple of 4; with groups, C itself, each group's a multiple of 4, and
+    each group's output channels a multiple of 16). One tap's 16 × 4 block
+    is what one `vpdpbusd` multiplies by 4 input channels."""
+    out_channels, group_channels, kh, kw = weight.shape
+    if in_channels % (INT8_DEPTH * groups) or in_channels < group_channels * groups:
+        raise ValueError(f"int8 weight: {in_channels} stored input channels cannot hold {groups} groups of "
+                         f"{group_channels} in fours")
+    if groups > 1 and (out_channels // groups) % INT8_LANES:
+        raise ValueError(f"int8 weight: a group's {out_channels // groups} output channels are not a multiple of "
+                         f"{INT8_LANES}")
+    o16 = blocks(out_channels, INT8_LANES) * INT8_LANES
+    stored = in_channels // groups
+    padded = np.zeros((o16, stored, kh, kw), np.int8)
+    padded[:out_channels, :group_channels] = weight
+    packed = padded.reshape(groups, o16 // INT8_LANES // groups, INT8_LANES, stored // INT8_DEPTH, INT8_DEPTH, kh, kw)
+    return np.ascontiguousarray(packed.transpose(0, 1, 3, 5, 6, 2, 4))

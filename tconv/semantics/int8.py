@@ -96,17 +96,18 @@ def int8_accumulator_bound(in_channels: int, kernel: Sequence[int]) -> int:
 
 def int8_conv2d_accumulate(
     x_q: np.ndarray, zero_point: int, w_q: np.ndarray, strides: Sequence[int] = (1, 1),
-    padding: Sequence[int] = (0, 0, 0, 0), dilations: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0, 0, 0), dilations: Sequence[int] = (1, 1), groups: int = 1,
 ) -> np.ndarray:
     """Σ x_q · w_q (N x O x P x Q, int64 here; int32 in the kernels) of an
-    NCHW uint8 input `x_q` and an OIHW int8 weight `w_q` (one group); padding
+    NCHW uint8 input `x_q` and an OIHW int8 weight `w_q` of `groups`; padding
     (top, left, bottom, right) reads `zero_point`, as the kernels' does, so
     that the offset's zero-point term cancels it."""
     x = x_q.astype(np.int64)
     top, left, bottom, right = padding
     x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=zero_point)
     (sh, sw), (dh, dw) = strides, dilations
-    out_channels, _, kh, kw = w_q.shape
+    out_channels, group_channels, kh, kw = w_q.shape
+    out_group = out_channels // groups
     p = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
     q = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
     acc = np.zeros((x.shape[0], out_channels, p, q), np.int64)
@@ -114,5 +115,9 @@ def int8_conv2d_accumulate(
     for ry in range(kh):
         for rx in range(kw):
             window = x[:, :, ry * dh: ry * dh + (p - 1) * sh + 1: sh, rx * dw: rx * dw + (q - 1) * sw + 1: sw]
-            acc += np.einsum("ncpq,oc->nopq", window, w[:, :, ry, rx])
+            for g in range(groups):
+                acc[:, g * out_group:(g + 1) * out_group] += np.einsum(
+                    "ncpq,oc->nopq", window[:, g * group_channels:(g + 1) * group_channels],
+                    w[g * out_group:(g + 1) * out_group, :, ry, rx],
+                )
     return acc

@@ -28,10 +28,12 @@ def int8_cases(draw):
     padding = tuple(draw(st.integers(0, k - 1)) if k > 1 else 0 for k in (kh, kw, kh, kw))
     dilations = (1, draw(st.integers(1, 2))) if kw > 1 else (1, 1)
     out_quantized = draw(st.booleans())
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
     return {
         "batch": draw(st.integers(1, 2)),
-        "channels": draw(st.integers(1, 21)),
-        "out_channels": draw(st.integers(1, 40)),
+        "groups": groups,
+        "channels": draw(st.integers(1, 21)) if groups == 1 else groups * 4 * draw(st.integers(1, 3)),
+        "out_channels": draw(st.integers(1, 40)) if groups == 1 else groups * 16 * draw(st.integers(1, 2)),
         "height": draw(st.integers(max(1, kh - padding[0] - padding[2]), 11)),
         "width": draw(st.integers(max(1, dilations[1] * (kw - 1) + 1 - padding[1] - padding[3]), 11)),
         "kernel": (kh, kw),
@@ -52,7 +54,8 @@ def operands(case):
     float parameters of the case."""
     rng = np.random.default_rng(case["seed"])
     x_q = rng.integers(0, 256, (case["batch"], case["channels"], case["height"], case["width"]), dtype=np.uint8)
-    w_q = rng.integers(-127, 128, (case["out_channels"], case["channels"], *case["kernel"]), dtype=np.int8)
+    group_channels = case["channels"] // case["groups"]
+    w_q = rng.integers(-127, 128, (case["out_channels"], group_channels, *case["kernel"]), dtype=np.int8)
     x_scale = np.float32(rng.uniform(0.005, 0.05))
     w_scale = rng.uniform(0.001, 0.02, case["out_channels"]).astype(np.float32)
     bias = rng.normal(0, 0.5, case["out_channels"]).astype(np.float32)
@@ -62,7 +65,7 @@ def operands(case):
 def run_kernel(case, vnni):
     """The kernel's output in NCHW over the real output channels."""
     x_q, w_q, *_ = operands(case)
-    c4 = -(-case["channels"] // 4) * 4
+    c4 = -(-case["channels"] // 4) * 4  # groups: a multiple of 4 already
     requantization = requantization_of(case)
     shape = {k: v for k, v in case.items() if k not in ("seed", "channels", "out_scale", "out_zero_point")}
     conv = Int8Conv(channels=c4, out_zero_point=requantization.out_zero_point, low=requantization.low,
@@ -80,7 +83,8 @@ def run_kernel(case, vnni):
     out = np.empty((case["batch"], p, q, o16), np.dtype(conv.output_dtype))
     import tvm
 
-    arrays = [tvm.runtime.tensor(a) for a in (data, pack_int8_conv2d_weight(w_q, c4), offset, scale, out)]
+    arrays = [tvm.runtime.tensor(a) for a in (data, pack_int8_conv2d_weight(w_q, c4, case["groups"]), offset, scale,
+                                                  out)]
     kernel(*arrays)
     return arrays[-1].numpy().transpose(0, 3, 1, 2)[:, : case["out_channels"]]
 
@@ -93,7 +97,8 @@ def requantization_of(case) -> Requantization:
 
 def expected(case):
     x_q, w_q, *_ = operands(case)
-    acc = int8_conv2d_accumulate(x_q, case["zero_point"], w_q, case["strides"], case["padding"], case["dilations"])
+    acc = int8_conv2d_accumulate(x_q, case["zero_point"], w_q, case["strides"], case["padding"], case["dilations"],
+                                 case["groups"])
     return requantization_of(case).apply(acc, channel_axis=1)
 
 
@@ -112,7 +117,7 @@ def qdq_network(case, x_scale, w_q, w_scale, bias):
     x = b.dequantize(b.quantize(b.input, [float(x_scale)], [case["zero_point"]]), [float(x_scale)],
                      [case["zero_point"]])
     y = b.conv2d(x, case["out_channels"], case["kernel"], stride=case["strides"], padding=case["padding"],
-                 dilation=case["dilations"], bias=True, name="conv")
+                 dilation=case["dilations"], groups=case["groups"], bias=True, name="conv")
     if case["activation"] is not None:
         y = b.relu(y) if case["activation"] == "relu" else b.relu6(y)
     if case["out_scale"] is not None:
@@ -147,12 +152,23 @@ def test_the_kernel_is_the_qdq_network_within_one_step(case):
 def test_the_weight_layout():
     w = np.arange(2 * 5 * 3 * 3, dtype=np.int64).reshape(2, 5, 3, 3).astype(np.int8)
     packed = pack_int8_conv2d_weight(w, 8)
-    assert packed.shape == (1, 2, 3, 3, INT8_LANES, 4)
-    assert packed[0, 1, 2, 0, 1, 0] == w[1, 4, 2, 0]
-    assert packed[0, 1, 2, 0, 1, 1] == 0  # input channel 5: padding
-    assert not packed[0, :, :, :, 2:].any()  # output channels 2..15: padding
+    assert packed.shape == (1, 1, 2, 3, 3, INT8_LANES, 4)
+    assert packed[0, 0, 1, 2, 0, 1, 0] == w[1, 4, 2, 0]
+    assert packed[0, 0, 1, 2, 0, 1, 1] == 0  # input channel 5: padding
+    assert not packed[0, 0, :, :, :, 2:].any()  # output channels 2..15: padding
     with pytest.raises(ValueError, match="in fours"):
         pack_int8_conv2d_weight(w, 6)
+    grouped = np.arange(32 * 4 * 1 * 1).reshape(32, 4, 1, 1).astype(np.int8)
+    packed = pack_int8_conv2d_weight(grouped, 8, groups=2)
+    assert packed.shape == (2, 1, 1, 1, 1, INT8_LANES, 4)
+    assert packed[1, 0, 0, 0, 0, 3, 2] == grouped[16 + 3, 2, 0, 0]
+    with pytest.raises(ValueError, match="not a multiple of 16"):
+        pack_int8_conv2d_weight(grouped[:24], 8, groups=2)
+
+
+def test_groups_that_do_not_fit_the_blocks_are_refused():
+    with pytest.raises(ShapeError, match="multiple of 4 and its output channels of 16"):
+        Int8Conv(1, 4, 4, 12, 24, (3, 3), groups=3)
 
 
 def test_a_window_larger_than_the_input_is_refused():

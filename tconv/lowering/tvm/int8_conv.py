@@ -4,21 +4,26 @@ accumulation, the requantisation fused (`tconv.semantics.int8`).
 Layouts. Activations are NHWC uint8 with the channels padded to a multiple
 of 4 (C4; the padding channels meet zero weights, so their values do not
 matter); the weight is packed by `packing.pack_int8_conv2d_weight`
-(`O16/16 x C4/4 x KH x KW x 16 x 4`); the output is NHWC with O16 channels
+(`G x O16/16G x C4/4G x KH x KW x 16 x 4`); the output is NHWC with O16 channels
 (the output channels rounded up to 16): uint8 where it is quantised again,
 so that the next int8 convolution reads it as it is, else float32.
 
-Stages: `pad` (the input padded with its zero point: a zero after the
-offset), `conv` (N x O16/16 x P x Qp x 16 int32: Σ x_q · w_q, Qp the width
-rounded up to whole column tiles) and `output` (the requantisation: the
-zero-point correction `acc - zero_point · Σ w_q` first, then the float part).
+Grouped convolutions read each group's channels of the same NHWC input, and
+need a group's input channels to be a multiple of 4 and its output channels
+of 16 (ResNeXt's are; depthwise ones are not: they have no int8 kernel yet).
 
-Schedule. Parallel over (batch, row, block of 16 output channels) → column
-tile → [for input channels in fours, tap row, tap column: for each column of
+Stages: `pad` (the input padded with its zero point: a zero after the
+offset), `conv` (N x G x O16/16G x P x Qp x 16 int32: Σ x_q · w_q, Qp the width
+rounded up to whole column tiles) and `output` (the requantisation: the
+per-channel int32 offset, one float multiply, then the activation or the
+uint8 clamp).
+
+Schedule. Parallel over (batch, row, block of 16 output channels; a block
+lies in one group) → column tile → [for input channels in fours, tap row, tap column: for each column of
 the tile, one dot-product instruction adds 4 input channels × 16 output
 channels into the column's accumulator vector] → the tile's epilogue. With
 AVX-512 VNNI (`vpdpbusd`: `VectorUnit.int8_dot`) the inner 16 × 4 block is
-that instruction (TVM's `dot_16x4_vnni` tensor intrinsic); without it the
+that instruction (the tensor intrinsic `VNNI_DOT`); without it the
 same loops, vectorised over the 16 channels by LLVM.
 """
 
@@ -94,6 +99,9 @@ class Int8Conv:
     """C4: the input's channels as stored, a multiple of 4."""
     out_channels: int
     kernel: tuple[int, int]
+    groups: int = 1
+    """With several, each group's input channels a multiple of 4 and its
+    output channels a multiple of 16 (`int8_groups_fit`)."""
     strides: tuple[int, int] = (1, 1)
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilations: tuple[int, int] = (1, 1)
@@ -116,10 +124,21 @@ class Int8Conv:
             raise ShapeError(f"int8 conv2d: input zero point {self.zero_point} is not a uint8")
         if min(self.output_size) < 1:
             raise ShapeError(f"int8 conv2d: the window does not fit the {self.height}x{self.width} input")
+        if self.groups > 1 and not int8_groups_fit(self.channels, self.out_channels, self.groups):
+            raise ShapeError(
+                f"int8 conv2d: {self.groups} groups of {self.channels} input and {self.out_channels} output channels: "
+                f"a group's input channels must be a multiple of {INT8_DEPTH} and its output channels of {INT8_LANES}"
+            )
 
     @property
     def out_channels_stored(self) -> int:
+        """O16: the output channels rounded up to 16 (one group), or as they are (groups)."""
         return blocks(self.out_channels, INT8_LANES) * INT8_LANES
+
+    @property
+    def group_blocks(self) -> int:
+        """Blocks of 16 output channels per group."""
+        return self.out_channels_stored // INT8_LANES // self.groups
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -136,6 +155,12 @@ class Int8Conv:
         return F32 if self.out_zero_point is None else U8
 
 
+def int8_groups_fit(channels: int, out_channels: int, groups: int) -> bool:
+    """Whether a grouped convolution's groups fit the int8 kernel's blocks."""
+    return (channels % groups == 0 and (channels // groups) % INT8_DEPTH == 0
+            and out_channels % groups == 0 and (out_channels // groups) % INT8_LANES == 0)
+
+
 def placeholders(conv: Int8Conv) -> list[te.Tensor]:
     """The kernel's operands: input, packed weight, and per stored output
     channel the requantisation's offset (int32) and scale (float32)."""
@@ -143,8 +168,8 @@ def placeholders(conv: Int8Conv) -> list[te.Tensor]:
     o16 = conv.out_channels_stored
     return [
         te.placeholder((conv.batch, conv.height, conv.width, conv.channels), U8, name="data"),
-        te.placeholder((o16 // INT8_LANES, conv.channels // INT8_DEPTH, kh, kw, INT8_LANES, INT8_DEPTH), I8,
-                       name="weight"),
+        te.placeholder((conv.groups, conv.group_blocks, conv.channels // conv.groups // INT8_DEPTH, kh, kw, INT8_LANES,
+                        INT8_DEPTH), I8, name="weight"),
         te.placeholder((o16,), I32, name="offset"),
         te.placeholder((o16,), F32, name="scale"),
     ]
@@ -165,22 +190,25 @@ def int8_conv2d(conv: Int8Conv, data, weight, offset, scale) -> te.Tensor:
         return tirx.if_then_else(inside, data[b, y - top, x - left, c], zero)
 
     padded = te.compute((conv.batch, height, width, conv.channels), padded_value, name="pad")
-    rc = te.reduce_axis((0, conv.channels // INT8_DEPTH), name="rc")
+    group_channels = conv.channels // conv.groups
+    rc = te.reduce_axis((0, group_channels // INT8_DEPTH), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
     rci = te.reduce_axis((0, INT8_DEPTH), name="rci")
     acc = te.compute(
-        (conv.batch, conv.out_channels_stored // INT8_LANES, p, qp, INT8_LANES),
-        lambda b, ob, y, x, oi: te.sum(
-            padded[b, y * sh + ry * dh, x * sw + rx * dw, rc * INT8_DEPTH + rci].astype(I32)
-            * weight[ob, rc, ry, rx, oi, rci].astype(I32),
+        (conv.batch, conv.groups, conv.group_blocks, p, qp, INT8_LANES),
+        lambda b, g, ob, y, x, oi: te.sum(
+            padded[b, y * sh + ry * dh, x * sw + rx * dw, g * group_channels + rc * INT8_DEPTH + rci].astype(I32)
+            * weight[g, ob, rc, ry, rx, oi, rci].astype(I32),
             axis=[rc, ry, rx, rci],
         ),
         name="conv",
     )
+    group_out = conv.group_blocks * INT8_LANES
 
     def requantize(b, y, x, o):
-        value = (acc[b, o // INT8_LANES, y, x, o % INT8_LANES] + offset[o]).astype(F32) * scale[o]
+        channel = acc[b, o // group_out, o % group_out // INT8_LANES, y, x, o % INT8_LANES]
+        value = (channel + offset[o]).astype(F32) * scale[o]
         if conv.out_zero_point is None:
             if conv.activation is not None:
                 value = tirx.max(value, tirx.const(0.0, F32))
@@ -200,12 +228,13 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
 
     from tconv.lowering.tvm.schedule_cpu import relayout_output
 
+    # Blocks of 16 output channels across the groups: a block lies in one group.
     sch = relayout_output(
         s_tir.Schedule(function), lambda b, y, x, o: (b, y, o // INT8_LANES, x, o % INT8_LANES)
     )
-    b, y, ob, x, oi = sch.get_loops(sch.get_sblock("output"))
+    b, y, block, x, oi = sch.get_loops(sch.get_sblock("output"))
     xo, xi = sch.split(x, [None, conv.tile])
-    sch.parallel(sch.fuse(b, y, ob))
+    sch.parallel(sch.fuse(b, y, block))
     accumulate = sch.get_sblock("conv")
     sch.set_scope(accumulate, 0, "local")  # one tile, kept in registers by LLVM
     sch.compute_at(accumulate, xo, preserve_unit_loops=True)
