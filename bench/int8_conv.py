@@ -35,9 +35,11 @@ SHAPES = {
     )},
     "512ch 32² 3×3 g8": (512, 32, 512, 3, 1, 8),  # ResNeXt-29 8×64d, first stage
     "1024ch 16² 3×3 g8": (1024, 16, 1024, 3, 1, 8),  # its second stage
+    **{name: CONV_SHAPES[name] for name in ("144ch 56² 3×3 depthwise", "96ch 112² 3×3 depthwise s2")},
 }
-"""ResNet's dense layers from bench/tvm_conv.py and ResNeXt's grouped ones
-(depthwise layers have no int8 kernel yet)."""
+"""ResNet's dense layers and MobileNetV2's depthwise ones from bench/tvm_conv.py,
+and ResNeXt's grouped ones. (The channels of these layers fill whole blocks
+of 16, so the stored input is the input.)"""
 
 X_SCALE, X_ZERO, Y_SCALE, Y_ZERO = 0.02, 128, 0.05, 0
 
@@ -55,7 +57,7 @@ def quantized_operands(shape, seed=0):
 def tconv_int8(shape, threads):
     import tvm
 
-    from tconv.kernels.packing import pack_int8_conv2d_weight
+    from tconv.kernels.packing import pack_int8_conv2d_weight, pack_int8_depthwise_weight
     from tconv.lowering.tvm.int8_conv import Int8Conv, build_int8_conv2d
     from tconv.lowering.tvm.target import cpu_target, vector_unit
     from tconv.semantics.int8 import Requantization
@@ -70,9 +72,10 @@ def tconv_int8(shape, threads):
     target = cpu_target(num_cores=threads)
     kernel_fn = build_int8_conv2d(conv, target, vector_unit(target).int8_dot)
     p, q = conv.output_size
+    weight = pack_int8_depthwise_weight(w_q) if conv.depthwise else pack_int8_conv2d_weight(w_q, channels, groups)
     arrays = [tvm.runtime.tensor(a) for a in (
-        np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), pack_int8_conv2d_weight(w_q, channels, groups),
-        requantization.offset, requantization.scale, np.empty((1, p, q, conv.out_channels_stored), np.uint8))]
+        np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), weight, requantization.offset, requantization.scale,
+        np.empty((1, p, q, conv.out_channels_stored), np.uint8))]
     return lambda: kernel_fn(*arrays)
 
 

@@ -91,9 +91,9 @@ INT8_DEPTH = 4
 
 def pack_int8_conv2d_weight(weight: np.ndarray, in_channels: int, groups: int = 1) -> np.ndarray:
     """An OIHW int8 weight in the int8 kernels' layout
-    `G x O16/16G x C4/4G x KH x KW x 16 x 4`: element (g, ob, cb, y, x, i, j)
-    is the weight of output channel g·O/G + ob·16 + i, input channel cb·4 + j
-    of group g at tap (y, x); with one group, zero past the O output and the
+    `O16/16 x C4/4G x KH x KW x 16 x 4`: element (ob, cb, y, x, i, j) is the
+    weight of output channel ob·16 + i, input channel cb·4 + j of its group
+    (a block of 16 lies in one group) at tap (y, x); with one group, zero past the O output and the
     C input channels. `in_channels` is C4, the input's channels as stored (a
     multiple of 4; with groups, C itself, each group's a multiple of 4, and
     each group's output channels a multiple of 16). One tap's 16 × 4 block
@@ -109,5 +109,16 @@ def pack_int8_conv2d_weight(weight: np.ndarray, in_channels: int, groups: int = 
     stored = in_channels // groups
     padded = np.zeros((o16, stored, kh, kw), np.int8)
     padded[:out_channels, :group_channels] = weight
-    packed = padded.reshape(groups, o16 // INT8_LANES // groups, INT8_LANES, stored // INT8_DEPTH, INT8_DEPTH, kh, kw)
-    return np.ascontiguousarray(packed.transpose(0, 1, 3, 5, 6, 2, 4))
+    packed = padded.reshape(o16 // INT8_LANES, INT8_LANES, stored // INT8_DEPTH, INT8_DEPTH, kh, kw)
+    return np.ascontiguousarray(packed.transpose(0, 2, 4, 5, 1, 3))
+
+
+def pack_int8_depthwise_weight(weight: np.ndarray) -> np.ndarray:
+    """A depthwise int8 weight (C x 1 x KH x KW) in the int8 kernels' layout
+    `C16/16 x KH x KW x 16`: element (cb, y, x, i) is channel cb·16 + i's
+    weight at tap (y, x), zero past the C channels; a tap's 16 channels are
+    one vector."""
+    channels, _, kh, kw = weight.shape
+    padded = np.zeros((blocks(channels, INT8_LANES) * INT8_LANES, kh, kw), np.int8)
+    padded[:channels] = weight[:, 0]
+    return np.ascontiguousarray(padded.reshape(-1, INT8_LANES, kh, kw).transpose(0, 2, 3, 1))

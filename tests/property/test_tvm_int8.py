@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.shapes import ShapeError
-from tconv.kernels.packing import INT8_LANES, pack_int8_conv2d_weight
+from tconv.kernels.packing import INT8_LANES, pack_int8_conv2d_weight, pack_int8_depthwise_weight
 from tconv.lowering.tvm.int8_conv import Int8Conv, build_int8_conv2d
 from tconv.lowering.tvm.target import cpu_target, vector_unit
 from tconv.semantics.int8 import Requantization, int8_accumulator_bound, int8_conv2d_accumulate
@@ -28,12 +28,19 @@ def int8_cases(draw):
     padding = tuple(draw(st.integers(0, k - 1)) if k > 1 else 0 for k in (kh, kw, kh, kw))
     dilations = (1, draw(st.integers(1, 2))) if kw > 1 else (1, 1)
     out_quantized = draw(st.booleans())
-    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    kind = draw(st.sampled_from(["dense", "dense", "grouped", "depthwise"]))
+    if kind == "dense":
+        groups, channels, out_channels = 1, draw(st.integers(1, 21)), draw(st.integers(1, 40))
+    elif kind == "grouped":
+        groups = draw(st.integers(2, 3))
+        channels, out_channels = groups * 4 * draw(st.integers(1, 3)), groups * 16 * draw(st.integers(1, 2))
+    else:
+        groups = channels = out_channels = draw(st.integers(2, 40))
     return {
         "batch": draw(st.integers(1, 2)),
         "groups": groups,
-        "channels": draw(st.integers(1, 21)) if groups == 1 else groups * 4 * draw(st.integers(1, 3)),
-        "out_channels": draw(st.integers(1, 40)) if groups == 1 else groups * 16 * draw(st.integers(1, 2)),
+        "channels": channels,
+        "out_channels": out_channels,
         "height": draw(st.integers(max(1, kh - padding[0] - padding[2]), 11)),
         "width": draw(st.integers(max(1, dilations[1] * (kw - 1) + 1 - padding[1] - padding[3]), 11)),
         "kernel": (kh, kw),
@@ -65,7 +72,9 @@ def operands(case):
 def run_kernel(case, vnni):
     """The kernel's output in NCHW over the real output channels."""
     x_q, w_q, *_ = operands(case)
-    c4 = -(-case["channels"] // 4) * 4  # groups: a multiple of 4 already
+    depthwise = case["groups"] == case["out_channels"] > 1
+    # Stored channels: a multiple of 4 (groups: already), of 16 for a depthwise input.
+    c4 = -(-case["channels"] // 16) * 16 if depthwise else -(-case["channels"] // 4) * 4
     requantization = requantization_of(case)
     shape = {k: v for k, v in case.items() if k not in ("seed", "channels", "out_scale", "out_zero_point")}
     conv = Int8Conv(channels=c4, out_zero_point=requantization.out_zero_point, low=requantization.low,
@@ -83,8 +92,8 @@ def run_kernel(case, vnni):
     out = np.empty((case["batch"], p, q, o16), np.dtype(conv.output_dtype))
     import tvm
 
-    arrays = [tvm.runtime.tensor(a) for a in (data, pack_int8_conv2d_weight(w_q, c4, case["groups"]), offset, scale,
-                                                  out)]
+    packed = pack_int8_depthwise_weight(w_q) if depthwise else pack_int8_conv2d_weight(w_q, c4, case["groups"])
+    arrays = [tvm.runtime.tensor(a) for a in (data, packed, offset, scale, out)]
     kernel(*arrays)
     return arrays[-1].numpy().transpose(0, 3, 1, 2)[:, : case["out_channels"]]
 
@@ -152,16 +161,16 @@ def test_the_kernel_is_the_qdq_network_within_one_step(case):
 def test_the_weight_layout():
     w = np.arange(2 * 5 * 3 * 3, dtype=np.int64).reshape(2, 5, 3, 3).astype(np.int8)
     packed = pack_int8_conv2d_weight(w, 8)
-    assert packed.shape == (1, 1, 2, 3, 3, INT8_LANES, 4)
-    assert packed[0, 0, 1, 2, 0, 1, 0] == w[1, 4, 2, 0]
-    assert packed[0, 0, 1, 2, 0, 1, 1] == 0  # input channel 5: padding
-    assert not packed[0, 0, :, :, :, 2:].any()  # output channels 2..15: padding
+    assert packed.shape == (1, 2, 3, 3, INT8_LANES, 4)
+    assert packed[0, 1, 2, 0, 1, 0] == w[1, 4, 2, 0]
+    assert packed[0, 1, 2, 0, 1, 1] == 0  # input channel 5: padding
+    assert not packed[0, :, :, :, 2:].any()  # output channels 2..15: padding
     with pytest.raises(ValueError, match="in fours"):
         pack_int8_conv2d_weight(w, 6)
     grouped = np.arange(32 * 4 * 1 * 1).reshape(32, 4, 1, 1).astype(np.int8)
     packed = pack_int8_conv2d_weight(grouped, 8, groups=2)
-    assert packed.shape == (2, 1, 1, 1, 1, INT8_LANES, 4)
-    assert packed[1, 0, 0, 0, 0, 3, 2] == grouped[16 + 3, 2, 0, 0]
+    assert packed.shape == (2, 1, 1, 1, INT8_LANES, 4)
+    assert packed[1, 0, 0, 0, 3, 2] == grouped[16 + 3, 2, 0, 0]
     with pytest.raises(ValueError, match="not a multiple of 16"):
         pack_int8_conv2d_weight(grouped[:24], 8, groups=2)
 
@@ -169,6 +178,16 @@ def test_the_weight_layout():
 def test_groups_that_do_not_fit_the_blocks_are_refused():
     with pytest.raises(ShapeError, match="multiple of 4 and its output channels of 16"):
         Int8Conv(1, 4, 4, 12, 24, (3, 3), groups=3)
+    with pytest.raises(ShapeError, match=r"depthwise conv2d: the input's stored channels \(20\) must be"):
+        Int8Conv(1, 4, 4, 20, 20, (3, 3), groups=20)
+
+
+def test_the_depthwise_weight_layout():
+    w = np.arange(20 * 9).reshape(20, 1, 3, 3).astype(np.int8)
+    packed = pack_int8_depthwise_weight(w)
+    assert packed.shape == (2, 3, 3, INT8_LANES)
+    assert packed[1, 2, 0, 3] == w[19, 0, 2, 0]
+    assert not packed[1, :, :, 4:].any()
 
 
 def test_a_window_larger_than_the_input_is_refused():

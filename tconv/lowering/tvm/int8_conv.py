@@ -4,7 +4,8 @@ accumulation, the requantisation fused (`tconv.semantics.int8`).
 Layouts. Activations are NHWC uint8 with the channels padded to a multiple
 of 4 (C4; the padding channels meet zero weights, so their values do not
 matter); the weight is packed by `packing.pack_int8_conv2d_weight`
-(`G x O16/16G x C4/4G x KH x KW x 16 x 4`); the output is NHWC with O16 channels
+(`O16/16 x C4/4G x KH x KW x 16 x 4`, the blocks of 16 output channels
+numbered across the groups); the output is NHWC with O16 channels
 (the output channels rounded up to 16): uint8 where it is quantised again,
 so that the next int8 convolution reads it as it is, else float32.
 
@@ -13,7 +14,7 @@ need a group's input channels to be a multiple of 4 and its output channels
 of 16 (ResNeXt's are; depthwise ones are not: they have no int8 kernel yet).
 
 Stages: `pad` (the input padded with its zero point: a zero after the
-offset), `conv` (N x G x O16/16G x P x Qp x 16 int32: Σ x_q · w_q, Qp the width
+offset), `conv` (N x O16/16 x P x Qp x 16 int32: Σ x_q · w_q, Qp the width
 rounded up to whole column tiles) and `output` (the requantisation: the
 per-channel int32 offset, one float multiply, then the activation or the
 uint8 clamp).
@@ -29,7 +30,6 @@ same loops, vectorised over the 16 channels by LLVM.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -124,7 +124,13 @@ class Int8Conv:
             raise ShapeError(f"int8 conv2d: input zero point {self.zero_point} is not a uint8")
         if min(self.output_size) < 1:
             raise ShapeError(f"int8 conv2d: the window does not fit the {self.height}x{self.width} input")
-        if self.groups > 1 and not int8_groups_fit(self.channels, self.out_channels, self.groups):
+        if self.depthwise:
+            if self.channels != self.out_channels_stored:
+                raise ShapeError(
+                    f"int8 depthwise conv2d: the input's stored channels ({self.channels}) must be its "
+                    f"{self.out_channels} channels rounded up to {INT8_LANES} ({self.out_channels_stored})"
+                )
+        elif self.groups > 1 and not int8_groups_fit(self.channels, self.out_channels, self.groups):
             raise ShapeError(
                 f"int8 conv2d: {self.groups} groups of {self.channels} input and {self.out_channels} output channels: "
                 f"a group's input channels must be a multiple of {INT8_DEPTH} and its output channels of {INT8_LANES}"
@@ -134,6 +140,11 @@ class Int8Conv:
     def out_channels_stored(self) -> int:
         """O16: the output channels rounded up to 16 (one group), or as they are (groups)."""
         return blocks(self.out_channels, INT8_LANES) * INT8_LANES
+
+    @property
+    def depthwise(self) -> bool:
+        """One input and one output channel per group."""
+        return self.groups > 1 and self.groups == self.out_channels
 
     @property
     def group_blocks(self) -> int:
@@ -166,10 +177,13 @@ def placeholders(conv: Int8Conv) -> list[te.Tensor]:
     channel the requantisation's offset (int32) and scale (float32)."""
     kh, kw = conv.kernel
     o16 = conv.out_channels_stored
+    if conv.depthwise:
+        weight_shape = (o16 // INT8_LANES, kh, kw, INT8_LANES)
+    else:
+        weight_shape = (o16 // INT8_LANES, conv.channels // conv.groups // INT8_DEPTH, kh, kw, INT8_LANES, INT8_DEPTH)
     return [
         te.placeholder((conv.batch, conv.height, conv.width, conv.channels), U8, name="data"),
-        te.placeholder((conv.groups, conv.group_blocks, conv.channels // conv.groups // INT8_DEPTH, kh, kw, INT8_LANES,
-                        INT8_DEPTH), I8, name="weight"),
+        te.placeholder(weight_shape, I8, name="weight"),
         te.placeholder((o16,), I32, name="offset"),
         te.placeholder((o16,), F32, name="scale"),
     ]
@@ -190,25 +204,42 @@ def int8_conv2d(conv: Int8Conv, data, weight, offset, scale) -> te.Tensor:
         return tirx.if_then_else(inside, data[b, y - top, x - left, c], zero)
 
     padded = te.compute((conv.batch, height, width, conv.channels), padded_value, name="pad")
-    group_channels = conv.channels // conv.groups
-    rc = te.reduce_axis((0, group_channels // INT8_DEPTH), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
-    rci = te.reduce_axis((0, INT8_DEPTH), name="rci")
-    acc = te.compute(
-        (conv.batch, conv.groups, conv.group_blocks, p, qp, INT8_LANES),
-        lambda b, g, ob, y, x, oi: te.sum(
-            padded[b, y * sh + ry * dh, x * sw + rx * dw, g * group_channels + rc * INT8_DEPTH + rci].astype(I32)
-            * weight[g, ob, rc, ry, rx, oi, rci].astype(I32),
-            axis=[rc, ry, rx, rci],
-        ),
-        name="conv",
-    )
-    group_out = conv.group_blocks * INT8_LANES
+    blocks16 = conv.out_channels_stored // INT8_LANES
+    if conv.depthwise:
+        # Each channel its own taps: 16 channels a vector, no dot product to form.
+        acc = te.compute(
+            (conv.batch, blocks16, p, qp, INT8_LANES),
+            lambda b, cb, y, x, ci: te.sum(
+                padded[b, y * sh + ry * dh, x * sw + rx * dw, cb * INT8_LANES + ci].astype(I32)
+                * weight[cb, ry, rx, ci].astype(I32),
+                axis=[ry, rx],
+            ),
+            name="conv",
+        )
+    else:
+        # Blocks of 16 output channels numbered across the groups (a block lies in
+        # one group), so that the output reads its accumulator tile without divisions.
+        group_channels = conv.channels // conv.groups
+        rc = te.reduce_axis((0, group_channels // INT8_DEPTH), name="rc")
+        rci = te.reduce_axis((0, INT8_DEPTH), name="rci")
+
+        def first_channel(ob):
+            return 0 if conv.groups == 1 else ob // conv.group_blocks * group_channels
+
+        acc = te.compute(
+            (conv.batch, blocks16, p, qp, INT8_LANES),
+            lambda b, ob, y, x, oi: te.sum(
+                padded[b, y * sh + ry * dh, x * sw + rx * dw, first_channel(ob) + rc * INT8_DEPTH + rci].astype(I32)
+                * weight[ob, rc, ry, rx, oi, rci].astype(I32),
+                axis=[rc, ry, rx, rci],
+            ),
+            name="conv",
+        )
 
     def requantize(b, y, x, o):
-        channel = acc[b, o // group_out, o % group_out // INT8_LANES, y, x, o % INT8_LANES]
-        value = (channel + offset[o]).astype(F32) * scale[o]
+        value = (acc[b, o // INT8_LANES, y, x, o % INT8_LANES] + offset[o]).astype(F32) * scale[o]
         if conv.out_zero_point is None:
             if conv.activation is not None:
                 value = tirx.max(value, tirx.const(0.0, F32))
@@ -228,7 +259,6 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
 
     from tconv.lowering.tvm.schedule_cpu import relayout_output
 
-    # Blocks of 16 output channels across the groups: a block lies in one group.
     sch = relayout_output(
         s_tir.Schedule(function), lambda b, y, x, o: (b, y, o // INT8_LANES, x, o % INT8_LANES)
     )
@@ -238,19 +268,24 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
     accumulate = sch.get_sblock("conv")
     sch.set_scope(accumulate, 0, "local")  # one tile, kept in registers by LLVM
     sch.compute_at(accumulate, xo, preserve_unit_loops=True)
-    loops = sch.get_loops(accumulate)
-    column, channel, rc, ry, rx, rci = loops[-6:]
-    if vnni:
-        sch.reorder(rc, ry, rx, column, channel, rci)
-    else:  # vectorised before the init is split off: a block without its init cannot be
-        sch.reorder(rc, ry, rx, rci, column, channel)
-        sch.unroll(rci)
-        sch.vectorize(channel)
-    init = sch.decompose_reduction(accumulate, rc)
+    if conv.depthwise:
+        column, channel, ry, rx = sch.get_loops(accumulate)[-4:]
+        sch.reorder(ry, rx, column, channel)
+        sch.vectorize(channel)  # before the init is split off: a block without its init cannot be
+        init = sch.decompose_reduction(accumulate, ry)
+    else:
+        column, channel, rc, ry, rx, rci = sch.get_loops(accumulate)[-6:]
+        if vnni:
+            sch.reorder(rc, ry, rx, column, channel, rci)
+        else:
+            sch.reorder(rc, ry, rx, rci, column, channel)
+            sch.unroll(rci)
+            sch.vectorize(channel)
+        init = sch.decompose_reduction(accumulate, rc)
+        if vnni:
+            _register_vnni_dot()
+            sch.tensorize(channel, VNNI_DOT)
     sch.vectorize(sch.get_loops(init)[-1])
-    if vnni:
-        _register_vnni_dot()
-        sch.tensorize(channel, VNNI_DOT)
     sch.unroll(column)
     sch.unroll(rx)
     sch.unroll(xi)
@@ -273,7 +308,3 @@ def build_int8_conv2d(conv: Int8Conv, target, vnni: bool):
     scheduled = schedule_int8_conv2d(function, conv, vnni)
     return tvm.compile(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target=target)["main"]
 
-
-def int8_dims(shape: Sequence[int]) -> int:
-    """C4 for `shape`'s channels (NCHW): rounded up to a multiple of 4."""
-    return blocks(shape[1], INT8_DEPTH) * INT8_DEPTH
