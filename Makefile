@@ -47,7 +47,8 @@ fuzz-parser: $(STAMP)
 
 # Not part of CI: timings need a quiet machine (see bench/suite.py).
 bench: $(STAMP)
-	$(BIN)/python bench/suite.py --tune 20 -o build/bench.md
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python bench/suite.py --tune 20 --torch-compile -o build/bench.md
 
 clean:
 	rm -rf $(VENV) build

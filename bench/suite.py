@@ -25,8 +25,9 @@ the rounds beside it. The
 peak is an FMA loop on the CPU's widest vectors (`fma_peak.py`), measured in
 the same run at each thread count; a 4096² sgemm in torch is printed beside
 it (on Zen 5 it reaches only 40% of the FMA loop). Rates are GFLOP/s
-(2 × MACs per second); "vs best" is tconv's speed over the faster peer's,
-"% peak" its share of the FMA loop's rate.
+(2 × MACs per second); "fastest peer" names the fastest of PyTorch, ONNX
+Runtime, OpenVINO and torch.compile on the row, "tconv vs it" is tconv's
+speed over its, "% peak" tconv's share of the FMA loop's rate.
 """
 
 from __future__ import annotations
@@ -110,23 +111,30 @@ class Row:
         low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
         return f"{low:.2f}–{high:.2f}"
 
+    def fastest_peer(self) -> str:
+        return min((who for who in PEERS if who in self.seconds), key=lambda who: self.seconds[who])
+
     def markdown(self) -> str:
-        tvm = f"{self.rate('TVM default'):.2f}" if "TVM default" in self.seconds else "-"
+        def rate(who: str) -> str:
+            return f"{self.rate(who):.1f}" if who in self.seconds else "-"
+
         versus_tvm = f"{self.ratio('TVM default'):.2f}" if "TVM default" in self.seconds else "-"
+        peers = [who for who in PEERS if who in self.seconds]
         return (
             f"| {self.name} | {self.threads} | {1e3 * self.seconds['tconv']:.3f} | "
-            f"{self.rate('tconv'):.1f} | {self.rate('PyTorch'):.1f} | {self.rate('ORT'):.1f} | {tvm} | "
-            f"{self.ratio('PyTorch', 'ORT'):.2f} | {self.spread('PyTorch', 'ORT')} | {versus_tvm} | "
+            f"{self.rate('tconv'):.1f} | {' | '.join(rate(who) for who in PEERS)} | {rate('TVM default')} | "
+            f"{self.fastest_peer()} | {self.ratio(*peers):.2f} | {self.spread(*peers)} | {versus_tvm} | "
             f"{100 * self.rate('tconv') / self.peak:.0f}% |"
         )
 
 
-# The issue's targets compare tconv with the faster of PyTorch and ONNX
-# Runtime; TVM's unscheduled kernels get their own ratio.
+PEERS = ("PyTorch", "ORT", "OpenVINO", "torch.compile")
+"""What a user would otherwise run; TVM's unscheduled kernels get their own ratio."""
 HEADER = (
-    "| case | threads | tconv ms | tconv GFLOP/s | PyTorch GFLOP/s | ORT GFLOP/s | TVM default GFLOP/s | "
-    "tconv vs faster of PyTorch, ORT | its quartiles over rounds | tconv vs TVM default | tconv % peak |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
+    "| case | threads | tconv ms | tconv GFLOP/s | PyTorch GFLOP/s | ORT GFLOP/s | OpenVINO GFLOP/s | "
+    "torch.compile GFLOP/s | TVM default GFLOP/s | fastest peer | tconv vs it | its quartiles over rounds | "
+    "tconv vs TVM default | tconv % peak |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -184,6 +192,57 @@ class TvmDefaultRunner:
 
     def __call__(self):
         self.vm["main"](self.x)
+
+
+class OpenVinoRunner:
+    """The network's ONNX export compiled by OpenVINO for this CPU, for
+    latency, in float32, on `threads` threads; its input set once."""
+
+    def __init__(self, module, params, x, threads: int, scratch: str):
+        import openvino as ov
+
+        from tconv.frontends.onnx.exporter import export_model
+
+        path = Path(scratch) / "openvino.onnx"
+        path.write_bytes(export_model(module, params).SerializeToString())
+        compiled = ov.Core().compile_model(
+            str(path), "CPU",
+            # float32 as every other runner: OpenVINO may otherwise compute in a lower precision.
+            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
+        )
+        self.request = compiled.create_infer_request()
+        self.request.set_input_tensor(ov.Tensor(x))
+        self.request.infer()
+        self.output = self.request.get_output_tensor().data.copy()
+
+    def __call__(self):
+        self.request.infer()
+
+
+def openvino_installed() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TorchCompileRunner:
+    """A torch runner (`TorchConvRunner`, `TorchNetworkRunner`) under
+    `torch.compile` (inductor, CPU), compiled on its first call."""
+
+    def __init__(self, runner):
+        import torch
+
+        self.compiled = torch.compile(runner)
+        with torch.no_grad():
+            self.compiled()
+
+    def __call__(self):
+        import torch
+
+        with torch.no_grad():
+            self.compiled()
 
 
 class TorchConvRunner:
@@ -254,7 +313,8 @@ def runs_for(runner) -> int:
     return max(3, min(50, int(0.02 / max(time.perf_counter() - start, 1e-6))))
 
 
-def measure(name, module, params, torch_runner, thread_counts, peaks, rounds, with_tvm=True) -> list[Row]:
+def measure(name, module, params, torch_runner, thread_counts, peaks, rounds, with_tvm=True,
+            with_torch_compile=False) -> list[Row]:
     import torch
 
     from tconv.ir.ops import shape_of
@@ -269,15 +329,20 @@ def measure(name, module, params, torch_runner, thread_counts, peaks, rounds, wi
     with tempfile.TemporaryDirectory(prefix="tconv-bench-") as scratch:
         ours = TconvRunner(module, params, x, scratch)
         theirs = torch_runner(module, params, x)
+        compiled = TorchCompileRunner(theirs) if with_torch_compile else None
         for threads in thread_counts:
             ours.runtime.set_threads(threads)
             torch.set_num_threads(threads)
             ort = OrtRunner(module, params, x, threads)
             ort()
             runners = {"tconv": ours, "PyTorch": theirs, "ORT": ort}
+            if openvino_installed():
+                runners["OpenVINO"] = OpenVinoRunner(module, params, x, threads, scratch)
+            if compiled is not None:
+                runners["torch.compile"] = compiled
             if with_tvm:
                 runners["TVM default"] = TvmDefaultRunner(module, params, x)
-            for who in [who for who in ("ORT", "TVM default") if who in runners]:
+            for who in [who for who in ("ORT", "OpenVINO", "TVM default") if who in runners]:
                 error = np.linalg.norm(ours.output - runners[who].output) / np.linalg.norm(runners[who].output)
                 if error > 1e-4:
                     raise SystemExit(f"{name}: tconv and {who} differ (relative error {error:.1e})")
@@ -297,6 +362,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
     parser.add_argument("--peak-size", type=int, default=4096, help="the sgemm's matrix size (default: 4096)")
     parser.add_argument("--no-tvm", action="store_true", help="leave out the TVM default column (slow: unscheduled)")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="add torch.compile (inductor) as a peer (compiling takes tens of seconds per case)")
     parser.add_argument("--tuning", metavar="PATH", help="tuning database (default: the cache's tuning.jsonl)")
     parser.add_argument("--tune", type=float, default=0.0, metavar="SECONDS",
                         help="tune each case's convolutions this long before measuring it (default: 0)")
@@ -327,7 +394,7 @@ def main() -> int:
             module = conv_network(*shape)
             apply_database(module, database, threads, args.tune)
             rows += measure(name, module, init_params(module), TorchConvRunner, args.threads, peaks, args.rounds,
-                            not args.no_tvm)
+                            not args.no_tvm, args.torch_compile)
     if not args.kernels:
         for name, (network, dataset) in NETWORKS.items():
             if args.only and name not in args.only:
@@ -335,7 +402,7 @@ def main() -> int:
             module = build(network, dataset)
             apply_database(module, database, threads, args.tune)
             rows += measure(name, module, init_params(module), TorchNetworkRunner, args.threads, peaks, args.rounds,
-                            not args.no_tvm)
+                            not args.no_tvm, args.torch_compile)
     report = "\n".join([*lines, HEADER, *(row.markdown() for row in rows)]) + "\n"
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
