@@ -197,3 +197,15 @@ def test_a_window_larger_than_the_input_is_refused():
 
 def test_the_accumulator_bound():
     assert int8_accumulator_bound(512, (3, 3)) < 2**31
+
+
+def test_the_column_tile():
+    """Up to 14 columns, none padded where a tile of 12 to 14 fits the row,
+    and never a narrow tile where a wide one wastes little."""
+    from tconv.kernels.blocking import INT8_MAX_COLUMNS, int8_column_tile
+
+    assert [int8_column_tile(q) for q in (7, 14, 28, 56, 112)] == [7, 14, 14, 14, 14]
+    assert int8_column_tile(32) == 12  # three tiles (36 columns) rather than four tiles of 8
+    for width in range(1, 300):
+        tile = int8_column_tile(width)
+        assert 1 <= tile <= min(width, INT8_MAX_COLUMNS)
