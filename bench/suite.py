@@ -234,15 +234,17 @@ class TorchCompileRunner:
     def __init__(self, runner):
         import torch
 
-        self.compiled = torch.compile(runner)
+        # Static shapes: each case its own compile (on the second case dynamo would
+        # otherwise trace shapes symbolically, which aten.convolution.out does not survive).
+        self.compiled = torch.compile(runner, dynamic=False)
         with torch.no_grad():
-            self.compiled()
+            self.output = self.compiled().numpy().copy()
 
     def __call__(self):
         import torch
 
         with torch.no_grad():
-            self.compiled()
+            return self.compiled()  # returned: a result nobody reads is compiled away
 
 
 class TorchConvRunner:
@@ -268,7 +270,7 @@ class TorchConvRunner:
         import torch
 
         a = self.args
-        torch.ops.aten.convolution.out(
+        return torch.ops.aten.convolution.out(
             self.x, self.w, None, a["stride"], a["padding"], a["dilation"], False, [0, 0], a["groups"],
             out=self.out,
         )
@@ -284,7 +286,7 @@ class TorchNetworkRunner:
         self.x = torch.from_numpy(x)
 
     def __call__(self):
-        self.network(self.x)
+        return self.network(self.x)[0]
 
 
 def conv_network(channels, size, out_channels, kernel, stride, groups):
@@ -342,7 +344,7 @@ def measure(name, module, params, torch_runner, thread_counts, peaks, rounds, wi
                 runners["torch.compile"] = compiled
             if with_tvm:
                 runners["TVM default"] = TvmDefaultRunner(module, params, x)
-            for who in [who for who in ("ORT", "OpenVINO", "TVM default") if who in runners]:
+            for who in [who for who in ("ORT", "OpenVINO", "torch.compile", "TVM default") if who in runners]:
                 error = np.linalg.norm(ours.output - runners[who].output) / np.linalg.norm(runners[who].output)
                 if error > 1e-4:
                     raise SystemExit(f"{name}: tconv and {who} differ (relative error {error:.1e})")
