@@ -9,8 +9,8 @@ as a real subprocess). Every run must either succeed and write valid IR, or
 fail as a diagnostic: exit status 1, a `FILE:LINE:COL: error:` message, no
 traceback, no output file.
 
-`FUZZ_CASES` counts the cases the hypothesis tests run; `TCONV_FUZZ_CASES`
-replaces each count (`make fuzz` runs the long profile).
+`TCONV_FUZZ_CASES` replaces each test's count of cases (`make fuzz` runs the
+long profile); `fuzz_settings` says so for every fuzz test of the project.
 """
 
 from __future__ import annotations
@@ -123,17 +123,16 @@ def random_number(choices: Choices) -> str:
 
 CASE_SECONDS = 10
 
-FUZZ_CASES: dict[str, int] = {}
-"""Cases per hypothesis test, as their `max_examples` say."""
 
-
-def fuzz_settings(name: str, cases: int) -> Callable:
-    cases = int(os.environ.get("TCONV_FUZZ_CASES") or cases)
-    FUZZ_CASES[name] = cases
+def fuzz_settings(cases: int) -> Callable:
+    """The hypothesis settings of a fuzz test: `cases` examples (the short
+    profile of `make test`), or `$TCONV_FUZZ_CASES` (`make fuzz`); no
+    deadline (each case has its own time limit); its fixtures built once."""
     return settings(
-        max_examples=cases,
+        max_examples=int(os.environ.get("TCONV_FUZZ_CASES") or cases),
         deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                               HealthCheck.data_too_large],
     )
 
 
@@ -274,43 +273,43 @@ def mutated(choices: Choices, mutations: Sequence[Mutation], count: int = 1) -> 
     return text
 
 
-@fuzz_settings("truncated", 300)
+@fuzz_settings(300)
 @given(st.data())
 def test_truncated(workdir: Path, data: st.DataObject):
     run_in_process(workdir, mutated(HypothesisChoices(data), [truncate]))
 
 
-@fuzz_settings("token_edits", 450)
+@fuzz_settings(450)
 @given(st.data())
 def test_token_edits(workdir: Path, data: st.DataObject):
     run_in_process(workdir, mutated(HypothesisChoices(data), [edit_token]))
 
 
-@fuzz_settings("character_flips", 350)
+@fuzz_settings(350)
 @given(st.data())
 def test_character_flips(workdir: Path, data: st.DataObject):
     run_in_process(workdir, mutated(HypothesisChoices(data), [flip_character]))
 
 
-@fuzz_settings("numbers", 450)
+@fuzz_settings(450)
 @given(st.data())
 def test_numbers(workdir: Path, data: st.DataObject):
     run_in_process(workdir, mutated(HypothesisChoices(data), [replace_number]))
 
 
-@fuzz_settings("types", 250)
+@fuzz_settings(250)
 @given(st.data())
 def test_types(workdir: Path, data: st.DataObject):
     run_in_process(workdir, mutated(HypothesisChoices(data), [swap_type]))
 
 
-@fuzz_settings("attributes", 450)
+@fuzz_settings(450)
 @given(st.data())
 def test_attributes(workdir: Path, data: st.DataObject):
     run_in_process(workdir, mutated(HypothesisChoices(data), [redraw_attribute], count=data.draw(st.integers(1, 3))))
 
 
-@fuzz_settings("mixed", 350)
+@fuzz_settings(350)
 @given(st.data())
 def test_mixed(workdir: Path, data: st.DataObject):
     run_in_process(workdir, mutated(HypothesisChoices(data), MUTATIONS, count=data.draw(st.integers(2, 4))))

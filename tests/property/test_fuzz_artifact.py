@@ -20,19 +20,17 @@ in the artifact (`FILE[:LINE:COL]: error: ...`), within a timeout.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from artifact_damage import FILES, assert_clean, reseal, tconv_run, tiny_artifact
-from tconv.runtime.plan import MANIFEST_FILE
+from hypothesis import given
+from hypothesis import strategies as st
+from test_fuzz import fuzz_settings
 
-CASES = int(os.environ.get("TCONV_FUZZ_CASES") or 30)
+from tconv.runtime.plan import MANIFEST_FILE
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +85,7 @@ def damage(data: st.DataObject, directory: Path, other: Path) -> bool:
     return not (name == "kernels.so" and kind == "flip")
 
 
-@settings(
-    max_examples=CASES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@fuzz_settings(30)
 @given(data=st.data())
 def test_damaged_artifacts_run_or_fail_cleanly(artifacts, data):
     with tempfile.TemporaryDirectory(prefix="tconv-fuzz-artifact-") as scratch:

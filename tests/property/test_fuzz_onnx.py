@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import random
 import re
 from collections.abc import Callable
@@ -24,14 +23,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from test_fuzz import time_limit
+from test_fuzz import fuzz_settings, time_limit
 
 from tconv.cli.main import main
 
-CASES = int(os.environ.get("TCONV_FUZZ_CASES") or 50)
 CASE_SECONDS = 20
 
 INTS = (-(2**63), -(2**31), -1, 0, 1, 2, 3, 4, 7, 2**31 - 1, 2**31, 2**62)
@@ -188,8 +186,7 @@ def test_the_seed_model_imports(workdir: Path):
     assert import_outcome(workdir, SEED.SerializeToString())[0] == 0
 
 
-@settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-          HealthCheck.function_scoped_fixture])
+@fuzz_settings(50)
 @given(seed=st.integers(0, 2**32 - 1), mutations=st.integers(1, 3), raw=st.booleans())
 def test_damaged_models_fail_cleanly(workdir: Path, seed: int, mutations: int, raw: bool):
     rng = random.Random(seed)

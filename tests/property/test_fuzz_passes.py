@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from test_fuzz import MUTATIONS, RandomChoices, time_limit
+from test_fuzz import MUTATIONS, RandomChoices, fuzz_settings, time_limit
 
 from tconv.cli.files import write_network
 from tconv.cli.main import main as tconv_main
@@ -187,15 +187,6 @@ def run_case(network: Path, pipeline_text: str) -> None:
     check_outcome(network, output, status, stderr.getvalue())
     leftovers = sorted(set(os.listdir(network.parent)) - {"net.mlir", "net.npz", "case.mlir", "case.npz"})
     assert not leftovers, f"a run left {leftovers} behind"
-
-
-def fuzz_settings(cases: int):
-    return settings(
-        max_examples=int(os.environ.get("TCONV_FUZZ_CASES") or cases),
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                               HealthCheck.data_too_large],
-    )
 
 
 @fuzz_settings(25)

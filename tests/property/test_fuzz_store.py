@@ -22,18 +22,16 @@ import re
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from test_fuzz import fuzz_settings
 
 from tconv.cli.files import write_network
 from tconv.cli.main import main as tconv_main
 from tconv.cli.opt import main as opt_main
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.params import init_params
-
-CASES = int(os.environ.get("TCONV_FUZZ_CASES") or 50)
 
 DESCRS = ["'<f4'", "'<f8'", "'>f4'", "'<f2'", "'<i4'", "'|u1'", "'|b1'", "'<c8'", "'<U3'", "'|S2'", "'|O'",
           "'|V4'", "[('a', '<f4')]", "('<f4', (2,))", "'xyz'", "''", "1", "None"]
@@ -145,8 +143,7 @@ def run_case(directory: Path, store: bytes) -> None:
         check_outcome(directory, status, stderr.getvalue(), outputs)
 
 
-@settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@fuzz_settings(50)
 @given(data=st.data())
 def test_damaged_stores(workdir: tuple[Path, dict[str, bytes]], data: st.DataObject):
     directory, members = workdir

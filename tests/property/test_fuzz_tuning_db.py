@@ -29,8 +29,9 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from test_fuzz import fuzz_settings
 
 from tconv.cli.files import write_network
 from tconv.cli.main import main as tconv_main
@@ -38,8 +39,6 @@ from tconv.ir.builder import NetworkBuilder
 from tconv.ir.ops import Conv2dOp
 from tconv.ir.params import init_params
 from tconv.search.tuning import TuningDatabase, candidates, default_threads, target_key, workload_of
-
-CASES = int(os.environ.get("TCONV_FUZZ_CASES") or 30)
 
 VALUES = [
     0, 1, 2, 3, 4, 7, 8, 16, 64, 1000, 2**16, 2**16 + 1, -1, -8, 2**31, 2**63, 10**30, 10**400, 1.5, -0.0, 1e308,
@@ -220,9 +219,7 @@ def run_case(directory: Path, data: bytes, monkeypatch: pytest.MonkeyPatch) -> s
     return compiled
 
 
-@settings(max_examples=CASES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                 HealthCheck.data_too_large])
+@fuzz_settings(30)
 @given(data=st.data())
 def test_damaged_databases(workdir: tuple[Path, list[bytes]], monkeypatch: pytest.MonkeyPatch,
                            data: st.DataObject):
