@@ -11,7 +11,8 @@ as one integer kernel:
     float32 output:  activation(float32(acc) · x_scale · w_scale[o])
     uint8 output:    clamp(round_half_even(float32(acc) · x_scale · w_scale[o] / y_scale) + y_zero_point)
 
-The sum is exact (int32 holds it: `int8_accumulator_bound`) and the float
+The sum is exact (int32 holds it: `Requantization.of` and the kernel refuse
+a layer where `int8_accumulator_bound` and the offset could reach 2³¹) and the float
 part is one float32 multiply by a per-channel factor, so kernel and
 reference agree bit for bit (there is no add that a compiler could fuse
 into it). With a uint8 output the activation is the clamp's bounds: relu
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ACTIVATIONS = (None, "relu", "relu6")
+INT32_LIMIT = 2**31
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,16 @@ class Requantization:
         step = np.float32(x_scale) * np.asarray(w_scale, np.float32)
         offset = -np.int64(x_zero_point) * w_q.astype(np.int64).reshape(len(w_q), -1).sum(axis=1)
         if bias is not None:
-            offset = offset + np.rint(np.asarray(bias, np.float32) / step).astype(np.int64)
+            steps = np.rint(np.asarray(bias, np.float32) / step)
+            if not np.all(np.abs(steps) < INT32_LIMIT):  # NaN and inf fail too
+                raise ValueError("requantization: a bias is not an int32 number of accumulator steps")
+            offset = offset + steps.astype(np.int64)
+        bound = int8_accumulator_bound(w_q.shape[1], w_q.shape[2:])
+        if np.abs(offset).max(initial=0) + bound >= INT32_LIMIT:
+            raise ValueError(
+                f"requantization: the int32 accumulator could overflow (products up to {bound}, "
+                f"offsets up to {int(np.abs(offset).max())})"
+            )
         if out_scale is None:
             return Requantization(offset.astype(np.int32), step, activation)
         low, high = (out_zero_point if activation else 0), 255

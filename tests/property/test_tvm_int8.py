@@ -197,6 +197,18 @@ def test_a_window_larger_than_the_input_is_refused():
 
 def test_the_accumulator_bound():
     assert int8_accumulator_bound(512, (3, 3)) < 2**31
+    with pytest.raises(ShapeError, match="could overflow the int32 accumulator"):
+        Int8Conv(1, 3, 3, 8192, 16, (3, 3), padding=(1, 1, 1, 1))
+    w_q = np.ones((16, 8192, 3, 3), np.int8)
+    with pytest.raises(ValueError, match="the int32 accumulator could overflow"):
+        Requantization.of(0.01, 0, w_q, np.full(16, 0.01, np.float32), None)
+
+
+def test_a_bias_beyond_int32_steps_is_refused():
+    w_q = np.ones((2, 4, 1, 1), np.int8)
+    for bias in ([1e9, 0.0], [np.nan, 0.0]):
+        with pytest.raises(ValueError, match="not an int32 number of accumulator steps"):
+            Requantization.of(1e-3, 0, w_q, np.full(2, 1e-3, np.float32), np.asarray(bias, np.float32))
 
 
 def test_the_column_tile():

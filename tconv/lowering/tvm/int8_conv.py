@@ -38,6 +38,7 @@ from tvm import te, tirx
 from tconv.ir.shapes import ShapeError, window_output
 from tconv.kernels.blocking import int8_column_tile
 from tconv.kernels.packing import INT8_DEPTH, INT8_LANES, blocks
+from tconv.semantics.int8 import INT32_LIMIT, int8_accumulator_bound
 
 U8, I8, I32, F32 = "uint8", "int8", "int32", "float32"
 
@@ -124,6 +125,11 @@ class Int8Conv:
             raise ShapeError(f"int8 conv2d: input zero point {self.zero_point} is not a uint8")
         if min(self.output_size) < 1:
             raise ShapeError(f"int8 conv2d: the window does not fit the {self.height}x{self.width} input")
+        if int8_accumulator_bound(self.channels // self.groups, self.kernel) >= INT32_LIMIT:
+            raise ShapeError(
+                f"int8 conv2d: {self.channels // self.groups} input channels x {self.kernel[0]}x{self.kernel[1]} "
+                "taps could overflow the int32 accumulator"
+            )
         if self.depthwise:
             if self.channels != self.out_channels_stored:
                 raise ShapeError(
