@@ -90,15 +90,21 @@ class NetworkBuilder:
         groups: int = 1,
         bias: bool = False,
         name: str = "conv",
+        weight_scales: Sequence[float] | None = None,
     ) -> SSAValue:
         """A convolution with its weight (and bias) parameters. The default
-        padding keeps the spatial size at stride 1 for odd kernels."""
+        padding keeps the spatial size at stride 1 for odd kernels. With
+        `weight_scales` (one, or one per output channel) it reads its weight
+        as a QDQ weight: symmetric int8 with those scales."""
         kh, kw = _pair(kernel)
         dh, dw = _pair(dilation)
         if padding is None:
             padding = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
         in_channels = shape_of(x)[1]
         weight = self.param(f"{name}.weight", (out_channels, in_channels // groups, kh, kw), "kaiming_normal")
+        if weight_scales is not None:
+            axis = 0 if len(weight_scales) > 1 else None
+            weight = self.qdq(weight, weight_scales, [0] * len(weight_scales), axis, "i8")
         bias_value = self.param(f"{name}.bias", (out_channels,), "zeros") if bias else None
         return self._add(
             Conv2dOp(x, weight, bias_value, strides=stride, padding=padding, dilations=dilation, groups=groups)
@@ -164,6 +170,13 @@ class NetworkBuilder:
         self, q: SSAValue, scale: Sequence[float], zero_point: Sequence[int], axis: int | None = None
     ) -> SSAValue:
         return self._add(DequantizeOp(q, scale=scale, zero_point=zero_point, axis=axis))
+
+    def qdq(
+        self, x: SSAValue, scale: Sequence[float], zero_point: Sequence[int],
+        axis: int | None = None, element_type: str = "ui8",
+    ) -> SSAValue:
+        """`x` through a quantize → dequantize pair with the same numbers."""
+        return self.dequantize(self.quantize(x, scale, zero_point, axis, element_type), scale, zero_point, axis)
 
     def finish(self, *outputs: SSAValue) -> ModuleOp:
         """Close the function with `func.return` and wrap it in a module."""

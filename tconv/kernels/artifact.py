@@ -2,9 +2,9 @@
 
 `plan_program` lays out every parameter the calls read (raw store entries
 and derived ones: packed, batch-norm-folded weights and biases) in one
-parameter blob, each 64-byte aligned, and places the network's inputs and
-every activation in one arena with the liveness-based planner of
-`tconv.runtime.memory_plan`. `write_program_artifact` writes the plan, the
+parameter blob, each in its tensor's dtype and 64-byte aligned, and places
+the network's inputs and every activation in one arena with the
+liveness-based planner of `tconv.runtime.memory_plan`. `write_program_artifact` writes the plan, the
 blob and the kernel library a backend provides with
 `tconv.runtime.plan.write_artifact` (atomically: a failure leaves no partial
 artifact).
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from tconv.ir.loader import TconvError
-from tconv.kernels.program import KernelProgram
+from tconv.kernels.program import DTYPES, KernelProgram
 from tconv.runtime import plan as plan_format
 from tconv.runtime.memory_plan import ALIGNMENT, align_up, buffers_for_steps, plan_arena
 
@@ -98,7 +98,8 @@ def plan_program(
             size = align_up(size + tensor.nbytes, ALIGNMENT)
     blob = bytearray(size)
     for index, offset in param_offsets.items():
-        data = np.ascontiguousarray(arrays[index], np.float32).tobytes()
+        # Each in its own dtype (materialize has checked it against the tensor's).
+        data = np.ascontiguousarray(arrays[index], DTYPES[tensors[index].dtype]).tobytes()
         blob[offset : offset + len(data)] = data
 
     # Arena: inputs and activations, placed by liveness over the call order.
@@ -119,7 +120,9 @@ def plan_program(
             location, offset = "arena", arena.offsets[slot[tensor.id]]
         else:
             location, offset = "param", param_offsets[tensor.id]
-        plan_tensors.append(plan_format.Tensor(_tensor_name(tensor.name), location, offset, tensor.shape))
+        plan_tensors.append(
+            plan_format.Tensor(_tensor_name(tensor.name), location, offset, tensor.shape, tensor.dtype)
+        )
     plan = plan_format.Plan(
         library=LIBRARY_FILE,
         params=PARAMS_FILE,

@@ -486,3 +486,14 @@ def int8_column_tile(out_width: int) -> int:
         return used * min(1.0, tile / INT8_LATENCY_COLUMNS), tile
 
     return max(range(1, min(out_width, INT8_MAX_COLUMNS) + 1), key=score)
+
+
+def int8_block_tile(group_blocks: int, column_tile: int) -> int:
+    """Blocks of 16 output channels one int8 register tile computes, for a
+    tile of `column_tile` columns and `group_blocks` blocks per group: the
+    fewest that give INT8_LATENCY_COLUMNS accumulators, at most
+    INT8_MAX_COLUMNS of them (narrow images, whose rows fill no tile), and a
+    divisor of the group's blocks (a tile lies in one group)."""
+    fitting = [d for d in range(1, group_blocks + 1) if group_blocks % d == 0 and d * column_tile <= INT8_MAX_COLUMNS]
+    enough = [d for d in fitting if d * column_tile >= INT8_LATENCY_COLUMNS]
+    return min(enough) if enough else max(fitting, default=1)

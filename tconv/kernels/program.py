@@ -7,7 +7,9 @@ runtime shim through an artifact. It imports neither TVM nor xDSL.
 A `KernelProgram` holds
 
 - `tensors`: every tensor a call touches, numbered 0, 1, ... (`Tensor.id` is
-  its index). Each is dense, row-major float32 of `shape`, and is one of
+  its index). Each is dense, row-major, of `shape` and `dtype` (`f32`, or in
+  a quantised network's integer kernels `u8`, `i8`, `i32`: DTYPES), and is
+  one of
     - `input`: argument `index` of the network's function (NCHW);
     - `param`: parameter store entry `name`, used as stored;
     - `derived`: an array computed once, at compile time, from store entries
@@ -30,7 +32,7 @@ In the runtime's text form (`format_calls`) a call is one line
 
 A kernel symbol names a function with the tvm-ffi calling convention: every
 argument a DLTensor (`DLTensor*` in the packed-args array) of the tensor's
-shape, float32, on the kernel's device, contiguous, its data 64-byte aligned
+shape and dtype, on the kernel's device, contiguous, its data 64-byte aligned
 (the kernels use aligned vector loads: misaligned data crashes them).
 """
 
@@ -42,11 +44,25 @@ from typing import Literal
 
 import numpy as np
 
+from tconv.errors import TconvError
 from tconv.kernels.folding import batch_norm_affine, fold_batch_norm
-from tconv.kernels.packing import pack_conv2d_weight, pack_dense_weight, pack_depthwise_weight
+from tconv.kernels.packing import (
+    INT8_LANES,
+    blocks,
+    pack_conv2d_weight,
+    pack_dense_weight,
+    pack_depthwise_weight,
+    pack_int8_conv2d_weight,
+    pack_int8_depthwise_weight,
+)
 from tconv.kernels.winograd import transform_weight
+from tconv.semantics.int8 import Requantization, dequantize_array, quantize_array
 
 TensorKind = Literal["input", "param", "derived", "activation"]
+
+DTYPES = {"f32": np.dtype(np.float32), "u8": np.dtype(np.uint8), "i8": np.dtype(np.int8), "i32": np.dtype(np.int32)}
+"""Every tensor element type, by the token the plan writes, and its numpy type.
+Network inputs, outputs and parameters used as stored are `f32`."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +75,12 @@ class Recipe:
 
     transform: str
     sources: tuple[tuple[str, str], ...]
-    attributes: tuple[tuple[str, float | int], ...] = ()
+    attributes: tuple[tuple[str, float | int | tuple[float, ...]], ...] = ()
 
     def source(self, role: str) -> str | None:
         return dict(self.sources).get(role)
 
-    def attribute(self, name: str) -> float | int:
+    def attribute(self, name: str) -> float | int | tuple[float, ...]:
         return dict(self.attributes)[name]
 
 
@@ -83,10 +99,12 @@ class Tensor:
     """input: the argument index."""
     recipe: Recipe | None = None
     """derived: how to compute it."""
+    dtype: str = "f32"
+    """A key of DTYPES."""
 
     @property
     def nbytes(self) -> int:
-        return 4 * int(np.prod(self.shape, dtype=np.int64))
+        return DTYPES[self.dtype].itemsize * int(np.prod(self.shape, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -129,19 +147,23 @@ class KernelProgram:
 
     def materialize(self, params: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
         """The arrays of every `param` and `derived` tensor, by id, from the
-        parameter store `params` (float32, C-contiguous, of the tensor's shape)."""
+        parameter store `params` (C-contiguous, of the tensor's shape and dtype)."""
         arrays: dict[int, np.ndarray] = {}
         for tensor in self.tensors:
             if tensor.kind == "param":
                 value = np.ascontiguousarray(params[tensor.name], np.float32)
             elif tensor.kind == "derived":
                 assert tensor.recipe is not None
-                value = derive(tensor.recipe, params)
+                try:
+                    value = derive(tensor.recipe, params)
+                except ValueError as err:
+                    raise TconvError(f"error: tensor {tensor.id} ({tensor.name}): {err}") from None
             else:
                 continue
-            if value.shape != tensor.shape:
+            if value.shape != tensor.shape or value.dtype != DTYPES[tensor.dtype]:
                 raise ValueError(
-                    f"tensor {tensor.id} ({tensor.name}): expected shape {tensor.shape}, got {value.shape}"
+                    f"tensor {tensor.id} ({tensor.name}): expected {tensor.dtype} {tensor.shape}, "
+                    f"got {value.dtype} {value.shape}"
                 )
             arrays[tensor.id] = value
         return arrays
@@ -161,9 +183,27 @@ def _batch_norm_sources(recipe: Recipe, params: Mapping[str, np.ndarray]) -> tup
     return tuple(np.asarray(params[name], np.float32) for name in names)  # type: ignore[index]
 
 
+def _weight_scales(recipe: Recipe, rank: int) -> np.ndarray:
+    """The recipe's `weight_scales`, shaped to broadcast over its weight: one
+    per output channel, or one for the whole tensor."""
+    scales = np.asarray(recipe.attribute("weight_scales"), np.float32)
+    return scales.reshape((-1,) + (1,) * (rank - 1)) if len(scales) > 1 else scales.reshape(())
+
+
+def _weight(recipe: Recipe, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The recipe's weight as a float32 layer computes with it: the store
+    entry, or where the recipe has `weight_scales` the entry quantised to
+    symmetric int8 and dequantised (a QDQ weight computed in float32)."""
+    weight = np.asarray(params[recipe.source("weight")], np.float32)  # type: ignore[index]
+    if "weight_scales" not in dict(recipe.attributes):
+        return weight
+    scales = _weight_scales(recipe, weight.ndim)
+    return dequantize_array(quantize_array(weight, scales, np.int32(0), -128, 127), scales, np.int32(0))
+
+
 def _folded(recipe: Recipe, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
     """The recipe's weight and bias, with its batch-norm folded in if it has one."""
-    weight = np.asarray(params[recipe.source("weight")], np.float32)  # type: ignore[index]
+    weight = _weight(recipe, params)
     bias_name = recipe.source("bias")
     bias = None if bias_name is None else np.asarray(params[bias_name], np.float32)
     statistics = _batch_norm_sources(recipe, params)
@@ -214,6 +254,56 @@ def _batch_norm_offset(recipe, params):
     return batch_norm_affine(*_batch_norm_sources(recipe, params), float(recipe.attribute("epsilon")))[1]
 
 
+def _int8_weight(recipe, params):
+    weight = np.asarray(params[recipe.source("weight")], np.float32)  # type: ignore[index]
+    quantized = quantize_array(weight, _weight_scales(recipe, weight.ndim), np.int32(0), -128, 127)
+    if recipe.attribute("depthwise"):
+        return pack_int8_depthwise_weight(quantized)
+    return pack_int8_conv2d_weight(quantized, int(recipe.attribute("in_channels")), int(recipe.attribute("groups")))
+
+
+def _requantization(recipe: Recipe, params: Mapping[str, np.ndarray]) -> Requantization:
+    """The requantisation of an int8 convolution, a batch-norm after it
+    folded into its per-channel step and offset (`semantics.int8`)."""
+    weight = np.asarray(params[recipe.source("weight")], np.float32)  # type: ignore[index]
+    w_scale = np.broadcast_to(np.asarray(recipe.attribute("weight_scales"), np.float32), (len(weight),))
+    w_q = quantize_array(weight, _weight_scales(recipe, weight.ndim), np.int32(0), -128, 127)
+    bias_name = recipe.source("bias")
+    bias = None if bias_name is None else np.asarray(params[bias_name], np.float32)
+    statistics = _batch_norm_sources(recipe, params)
+    if statistics is not None:
+        factor, shift = batch_norm_affine(*statistics, float(recipe.attribute("epsilon")))
+        if not np.all(factor != 0):
+            raise ValueError(
+                f"batch-norm scale 0 in output channel {int(np.argmin(factor != 0))} cannot be folded into an "
+                "int8 convolution's requantisation"
+            )
+        w_scale = (w_scale * factor).astype(np.float32)
+        bias = (shift if bias is None else bias * factor + shift).astype(np.float32)
+    attributes = dict(recipe.attributes)
+    out_scale = attributes.get("out_scale")
+    return Requantization.of(
+        float(recipe.attribute("x_scale")), int(recipe.attribute("x_zero_point")), w_q, w_scale, bias,
+        out_scale=None if out_scale is None else float(out_scale),
+        out_zero_point=int(attributes.get("out_zero_point", 0)),
+    )
+
+
+def _padded(values: np.ndarray, dtype) -> np.ndarray:
+    """Per output channel `values`, zero past them to whole blocks of 16."""
+    padded = np.zeros(blocks(len(values), INT8_LANES) * INT8_LANES, dtype)
+    padded[: len(values)] = values
+    return padded
+
+
+def _int8_offset(recipe, params):
+    return _padded(_requantization(recipe, params).offset, np.int32)
+
+
+def _int8_scale(recipe, params):
+    return _padded(_requantization(recipe, params).scale, np.float32)
+
+
 TRANSFORMS = {
     "conv2d_weight": _conv2d_weight,
     "depthwise_weight": _depthwise_weight,
@@ -222,6 +312,9 @@ TRANSFORMS = {
     "folded_bias": _folded_bias,
     "batch_norm_factor": _batch_norm_factor,
     "batch_norm_offset": _batch_norm_offset,
+    "int8_weight": _int8_weight,
+    "int8_offset": _int8_offset,
+    "int8_scale": _int8_scale,
 }
 """Every recipe transform:
 
@@ -238,7 +331,20 @@ TRANSFORMS = {
 - `folded_bias` {[bias], scale, shift, mean, var} (epsilon): the bias of
   `folding.fold_batch_norm`;
 - `batch_norm_factor`, `batch_norm_offset` {scale, shift, mean, var}
-  (epsilon): the two halves of `folding.batch_norm_affine`.
+  (epsilon): the two halves of `folding.batch_norm_affine`;
+- any transform of a weight above, with the attribute `weight_scales` (one
+  per output channel, or one): of the weight quantised to symmetric int8
+  with those scales and dequantised, as a float32 layer computes on a QDQ
+  weight;
+- `int8_weight` {weight} (weight_scales, groups, in_channels, depthwise): the
+  weight quantised to int8 and packed by `packing.pack_int8_conv2d_weight`
+  for an input of `in_channels` stored channels, or
+  `packing.pack_int8_depthwise_weight`;
+- `int8_offset` (int32), `int8_scale` (float32) {weight, [bias], [scale,
+  shift, mean, var]} (weight_scales, x_scale, x_zero_point, [out_scale,
+  out_zero_point], [epsilon]): the two halves of an int8 convolution's
+  `semantics.int8.Requantization`, the batch-norm folded into the step
+  and the bias, zero past the output channels to whole blocks of 16.
 """
 
 

@@ -32,6 +32,11 @@ from tconv.ir.ops import BatchNormOp, Conv2dOp, ParamOp, shape_of
 from tconv.ir.schedule import NCHW, ScheduleError, conv_layouts, layout_block
 from tconv.kernels.fusion import KernelGroup
 from tconv.kernels.program import KernelProgram, Recipe, Tensor, TensorKind
+from tconv.kernels.qdq import QdqError, weight_qdq
+
+NHWC = "NHWC"
+"""The layout of a quantised activation (uint8, channels last and padded:
+`tconv.lowering.tvm.int8_conv`); its tensors have their stored shape."""
 
 
 def stored_shape(shape: Sequence[int], layout: str) -> tuple[int, ...]:
@@ -67,13 +72,18 @@ class ProgramBuilder:
         """The op whose kernel is being lowered: where a read that breaks a layout is reported."""
 
     def new_tensor(self, kind: TensorKind, shape: Sequence[int], name: str, **extra) -> int:
+        """A new tensor of the program (`extra`: `Tensor`'s other fields); its id."""
         tensor = Tensor(len(self.program.tensors), kind, tuple(int(d) for d in shape), name, **extra)
         self.program.tensors.append(tensor)
         return tensor.id
 
-    def new_activation(self, shape: Sequence[int], layout: str, name: str, writer: Operation) -> int:
-        """The activation `writer`'s kernel writes: NCHW `shape`, stored in `layout`."""
-        tensor = self.new_tensor("activation", stored_shape(shape, layout), name)
+    def new_activation(
+        self, shape: Sequence[int], layout: str, name: str, writer: Operation, dtype: str = "f32"
+    ) -> int:
+        """The activation `writer`'s kernel writes: NCHW `shape`, stored in
+        `layout` (NHWC: `shape` is the stored shape already)."""
+        stored = tuple(shape) if layout == NHWC else stored_shape(shape, layout)
+        tensor = self.new_tensor("activation", stored, name, dtype=dtype)
         if layout != NCHW:
             self.layouts[tensor] = layout
         self.writers[tensor] = writer
@@ -142,10 +152,10 @@ class ProgramBuilder:
         at = self.reader or writer
         raise self.error(located(at, message) if at is not None else f"error: {message}")
 
-    def derived(self, recipe: Recipe, shape: Sequence[int], name: str) -> int:
+    def derived(self, recipe: Recipe, shape: Sequence[int], name: str, dtype: str = "f32") -> int:
         """The tensor `recipe` computes at compile time (one per distinct recipe)."""
         if recipe not in self.derived_ids:
-            self.derived_ids[recipe] = self.new_tensor("derived", shape, name, recipe=recipe)
+            self.derived_ids[recipe] = self.new_tensor("derived", shape, name, recipe=recipe, dtype=dtype)
         return self.derived_ids[recipe]
 
     def param_name(self, value: SSAValue, op: Operation, role: str) -> str:
@@ -159,6 +169,19 @@ class ProgramBuilder:
             )
         return owner.param_name
 
+    def weight_source(self, value: SSAValue, op: Operation) -> tuple[str, dict]:
+        """The store entry behind weight `value` of `op`, and the recipe
+        attributes that say how a float32 kernel computes with it: none for a
+        `tconv.param`; its int8 scales for a QDQ weight (`qdq.weight_qdq`)."""
+        try:
+            quantized = weight_qdq(value)
+        except QdqError as err:
+            raise self.error(located(op, f"{self.backend}: {err}")) from None
+        if quantized is None:
+            return self.param_name(value, op, "weight"), {}
+        name, scales = quantized
+        return name, {"weight_scales": scales}
+
     def batch_norm_sources(self, bn: BatchNormOp) -> tuple[tuple[str, str], ...]:
         return tuple(
             (role, self.param_name(operand, bn, role))
@@ -170,14 +193,15 @@ class ProgramBuilder:
         """The packed (batch-norm-folded, where the group absorbed one) weight
         and the bias tensor (None: no bias) of a weighted anchor."""
         anchor = group.anchor
-        weight_name = self.param_name(weight, anchor, "weight")
+        weight_name, quantized = self.weight_source(weight, anchor)
+        attributes = {**attributes, **quantized}
         bias_name = None if bias is None else self.param_name(bias, anchor, "bias")
         bn_sources: tuple[tuple[str, str], ...] = ()
         if group.batch_norm is not None:
             bn_sources = self.batch_norm_sources(group.batch_norm)
             attributes = {**attributes, "epsilon": group.batch_norm.epsilon.value.data}
         recipe = Recipe(transform, (("weight", weight_name),) + bn_sources, tuple(sorted(attributes.items())))
-        folded = "+bn" if bn_sources else ""
+        folded = ("+qdq" if quantized else "") + ("+bn" if bn_sources else "")
         weight_id = self.derived(recipe, packed_shape, f"{weight_name}:packed_{label}{folded}")
         if bn_sources:
             bias_sources = ((("bias", bias_name),) if bias_name else ()) + bn_sources

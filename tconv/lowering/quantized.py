@@ -1,9 +1,10 @@
-"""What the backends say about quantized networks: no int8 kernels yet.
+"""What a backend without int8 kernels says about a quantized network.
 
 A network with `tconv.quantize` / `tconv.dequantize` ops (`tconv-quantize`,
-or an imported QDQ model) runs in the reference executor and the torch
-interpreter; both backends refuse it, at the first quantized op, before
-lowering anything.
+or an imported QDQ model) compiles with the TVM backend for the CPU
+(`tconv.lowering.tvm.int8_network`) and runs in the reference executor and
+the torch interpreter; the LLVM backend and TVM's cuda target refuse it, at
+the first quantized op, before lowering anything.
 """
 
 from __future__ import annotations
@@ -21,5 +22,6 @@ def refuse_quantized(function: func.FuncOp, backend: str, error: type[TconvError
         if isinstance(op, QUANT_OPS):
             raise error(located(op, (
                 f"{backend} backend: int8 kernels are not implemented in this backend yet ('{op.name}'); "
-                "run the quantised network with `tconv run` (--backend reference), or compile the f32 network"
+                "compile it with --backend tvm for the cpu, run it with `tconv run` (--backend reference), "
+                "or compile the f32 network"
             )))

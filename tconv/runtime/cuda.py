@@ -22,7 +22,7 @@ import numpy as np
 
 from tconv.errors import TconvError
 from tconv.runtime.driver import TensorInfo, check_inputs
-from tconv.runtime.plan import ALIGNMENT, Plan, read_plan
+from tconv.runtime.plan import ALIGNMENT, Plan, read_plan, require_f32
 
 
 def _needs(what: str) -> TconvError:
@@ -45,6 +45,7 @@ class TorchRuntime:
 
         directory = Path(artifact_dir)
         plan = read_plan(directory)
+        require_f32(plan, "cuda runtime")  # the regions below are float32 views
         self.plan = plan
         self.torch = torch
         self.device = torch.device(device)
@@ -118,6 +119,7 @@ class CudaRuntime(TorchRuntime):
         plan = read_plan(directory)
         if plan.target != "cuda":
             raise TconvError(f"error: {directory} is a {plan.target} artifact, not a cuda one")
+        require_f32(plan, "cuda runtime")
         try:
             import torch
             import tvm_ffi  # noqa: F401

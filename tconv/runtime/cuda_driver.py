@@ -53,7 +53,7 @@ import numpy as np
 
 from tconv.errors import TconvError
 from tconv.runtime.driver import TensorInfo, check_inputs
-from tconv.runtime.plan import PLAN_FILE, Plan, plan_fingerprint, read_plan
+from tconv.runtime.plan import PLAN_FILE, Plan, plan_fingerprint, read_plan, require_f32
 
 BUNDLE_FILE = "kernels.cuda.json"
 BUNDLE_FORMAT = "tconv-cuda-kernels"
@@ -453,6 +453,7 @@ class DriverRuntime:
                 f"error: {directory} is not an llvm cuda artifact (target {plan.target}, library {plan.library}; "
                 f"expected target cuda and library {BUNDLE_FILE})"
             )
+        require_f32(plan, "cuda runtime")
         bundle = read_bundle(directory / plan.library)
         bundle.check_plan(plan, plan_fingerprint((directory / PLAN_FILE).read_bytes()),
                           str(directory / plan.library))

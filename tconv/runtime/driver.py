@@ -324,6 +324,8 @@ class Runtime:
         for index, info in enumerate(infos):
             data = ctypes.c_void_p()
             self._check(function(self._live_handle(), index, ctypes.byref(data)))
+            # Inputs and outputs are f32 (the plan's rule); other arena tensors
+            # may be u8, i8 or i32, but are never viewed from here.
             pointer = ctypes.cast(data, ctypes.POINTER(ctypes.c_float))
             views.append(np.ctypeslib.as_array(pointer, shape=info.shape))
         return views

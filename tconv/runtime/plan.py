@@ -2,7 +2,8 @@
 
 An artifact is a directory of four files: `plan.txt`, the kernel library it
 names (a shared library, one exported `__tvm_ffi_<symbol>` per kernel), the
-parameter file it names (raw float32) and `MANIFEST`. The C runtime
+parameter file it names (raw bytes, native byte order: each parameter tensor
+in its dtype) and `MANIFEST`. The C runtime
 (`tconv/runtime/c`) reads the plan and runs it; this module writes it, and
 reads it back with the same rules.
 
@@ -28,7 +29,7 @@ decimal integers::
     library <file>                           the kernel library
     params <file> <bytes>                    the parameter file and its exact size
     arena <bytes>                            the activation arena's size
-    tensor <id> <name> f32 arena|param <offset> <ndim> <dim>...
+    tensor <id> <name> <dtype> arena|param <offset> <ndim> <dim>...
     input <tensor-id>                        the network's inputs, in order
     output <tensor-id>                       the network's outputs, in order
     call <symbol> <nargs> <tensor-id>...     the kernel calls, in order
@@ -43,13 +44,18 @@ decimal integers::
   and each kernel's launches), run by `tconv.runtime.cuda_driver` (the CUDA
   driver API); a `<file>` is a plain name inside the artifact directory (no `/`).
 - Tensor ids count up from 0 in the order of the `tensor` lines, and a tensor
-  is declared before it is named. A tensor's bytes (4 × the product of its
-  dims) start at `<offset>`, a multiple of 64 (TVM kernels assume 64-byte
-  aligned data), and lie inside the arena or the parameter file. `<name>` is
-  for diagnostics (no spaces, at most 255 bytes); 1 ≤ ndim ≤ 8, dims ≥ 1.
-- Inputs and outputs are distinct arena tensors. The runtime copies inputs in
-  before the first call and outputs out after the last, so nothing may
-  overwrite an input before its last reader or an output after its writer.
+  is declared before it is named. `<dtype>` is the element type: `f32`
+  (float32), `u8` (uint8), `i8` (int8) or `i32` (int32) (DTYPE_BYTES; the
+  keys of `tconv.kernels.program.DTYPES`); a kernel gets the tensor as a
+  DLTensor of that type. A tensor's bytes (the element size × the product
+  of its dims) start at `<offset>`, a multiple of 64 (TVM kernels assume
+  64-byte aligned data), and lie inside the arena or the parameter file.
+  `<name>` is for diagnostics (no spaces, at most 255 bytes); 1 ≤ ndim ≤ 8,
+  dims ≥ 1.
+- Inputs and outputs are distinct `f32` arena tensors. The runtime copies
+  inputs in before the first call and outputs out after the last, so nothing
+  may overwrite an input before its last reader or an output after its
+  writer.
 - A call passes its tensors, in order, to the kernel `__tvm_ffi_<symbol>` of
   the library; `<symbol>` is letters, digits and `_`; 1 ≤ nargs ≤ 64.
 - `end` makes a truncated plan an error.
@@ -89,6 +95,11 @@ MAX_SYMBOL = 200
 MAX_BYTES = 1 << 48
 MAX_TENSORS = 1 << 24
 TARGETS = ("cpu", "cuda")
+DTYPE_BYTES = {"f32": 4, "u8": 1, "i8": 1, "i32": 4}
+"""The size in bytes of an element of each tensor dtype, by its plan token
+(the same tokens as `tconv.kernels.program.DTYPES`, which this module does
+not import)."""
+_DTYPE_LIST = ", ".join(DTYPE_BYTES)
 
 _SYMBOL = re.compile(r"[A-Za-z0-9_]+")
 _ARCH = re.compile(r"sm_[0-9]+[a-z]?")
@@ -119,16 +130,18 @@ class _BrokenRule(ValueError):
 
 @dataclass(frozen=True)
 class Tensor:
-    """A float32 tensor at `offset` in the arena or the parameter file."""
+    """A tensor of `dtype` (a key of DTYPE_BYTES) at `offset` in the arena or
+    the parameter file."""
 
     name: str
     location: Literal["arena", "param"]
     offset: int
     shape: tuple[int, ...]
+    dtype: str = "f32"
 
     @property
     def nbytes(self) -> int:
-        return 4 * math.prod(self.shape)
+        return DTYPE_BYTES[self.dtype] * math.prod(self.shape)
 
 
 @dataclass(frozen=True)
@@ -184,6 +197,17 @@ class Plan:
             _check_call(self, call)
 
 
+def require_f32(plan: Plan, runtime: str) -> None:
+    """Raise a PlanError naming the first tensor of `plan` that is not `f32`:
+    `runtime` runs float32 kernels only."""
+    for id, tensor in enumerate(plan.tensors):
+        if tensor.dtype != "f32":
+            raise PlanError(
+                f"error: {runtime}: tensor {id} ({tensor.name}) is {tensor.dtype}; "
+                "int8 kernels run on the cpu only"
+            )
+
+
 def _check_target(target: str, arch: str) -> None:
     if target not in TARGETS:
         raise _BrokenRule(f"unknown target `{target}` (expected one of: {', '.join(TARGETS)})")
@@ -205,6 +229,10 @@ def _check_tensor(id: int, tensor: Tensor, arena_bytes: int, params_bytes: int) 
         raise _BrokenRule(f"tensor {id}: name `{tensor.name}` is empty or has spaces")
     if len(tensor.name.encode()) > MAX_NAME:
         raise _BrokenRule(f"tensor {id}: name is longer than {MAX_NAME} bytes")
+    if tensor.dtype not in DTYPE_BYTES:
+        raise _BrokenRule(
+            f"tensor {id}: dtype `{tensor.dtype}` is not supported (expected one of {_DTYPE_LIST})"
+        )
     if tensor.location not in ("arena", "param"):
         raise _BrokenRule(f"tensor {id}: expected `arena` or `param`, found `{tensor.location}`")
     if not 1 <= len(tensor.shape) <= MAX_NDIM:
@@ -237,6 +265,8 @@ def _check_port(plan: Plan, kind: str, id: int, ids: tuple[int, ...]) -> None:
         raise _BrokenRule(
             f"{kind} {id} ({tensor.name}) is a parameter; inputs and outputs live in the arena"
         )
+    if tensor.dtype != "f32":
+        raise _BrokenRule(f"{kind} {id} ({tensor.name}) is {tensor.dtype}; inputs and outputs are f32")
     if ids.count(id) > 1:
         raise _BrokenRule(f"tensor {id} ({tensor.name}) is an {kind} twice")
 
@@ -265,7 +295,7 @@ def format_plan(plan: Plan) -> str:
     for id, tensor in enumerate(plan.tensors):
         dims = " ".join(str(dim) for dim in tensor.shape)
         lines.append(
-            f"tensor {id} {tensor.name} f32 {tensor.location} {tensor.offset} "
+            f"tensor {id} {tensor.name} {tensor.dtype} {tensor.location} {tensor.offset} "
             f"{len(tensor.shape)} {dims}"
         )
     lines += [f"input {id}" for id in plan.inputs]
@@ -401,7 +431,7 @@ class _Reader:
             raise self.error("`library`, `params` and `arena` must come before the first tensor")
         if len(tokens) < 7:
             raise self.error(
-                "expected `tensor <id> <name> f32 arena|param <offset> <ndim> <dim>...`, "
+                "expected `tensor <id> <name> <dtype> arena|param <offset> <ndim> <dim>...`, "
                 f"found {len(tokens)} fields"
             )
         id = self.number(tokens, 1, "tensor id", MAX_TENSORS)
@@ -413,9 +443,11 @@ class _Reader:
             raise self.error(f"tensor id {id} is out of order: expected {len(self.tensors)}", 1)
         if len(tokens[2].encode()) > MAX_NAME:
             raise self.error(f"tensor name is longer than {MAX_NAME} bytes", 2)
-        if tokens[3] != "f32":
+        if tokens[3] not in DTYPE_BYTES:
             raise self.error(
-                f"tensor {id}: dtype `{tokens[3]}` is not supported (expected f32)", 3
+                f"tensor {id}: dtype `{tokens[3]}` is not supported "
+                f"(expected one of {_DTYPE_LIST})",
+                3,
             )
         if tokens[4] not in ("arena", "param"):
             raise self.error(f"tensor {id}: expected `arena` or `param`, found `{tokens[4]}`", 4)
@@ -433,7 +465,7 @@ class _Reader:
             if dims[-1] == 0:
                 raise self.error(f"tensor {id}: dim {axis} is 0", 7 + axis)
         shape = tuple(dims)
-        tensor = Tensor(tokens[2], tokens[4], offset, shape)  # type: ignore[arg-type]
+        tensor = Tensor(tokens[2], tokens[4], offset, shape, tokens[3])  # type: ignore[arg-type]
         try:
             _check_tensor(id, tensor, int(self.values["arena"][0]), int(self.values["params"][1]))
         except _BrokenRule as error:
@@ -449,6 +481,12 @@ class _Reader:
             raise self.error(
                 f"{kind} {id} ({self.tensors[id].name}) is a parameter; "
                 "inputs and outputs live in the arena",
+                1,
+            )
+        if self.tensors[id].dtype != "f32":
+            raise self.error(
+                f"{kind} {id} ({self.tensors[id].name}) is {self.tensors[id].dtype}; "
+                "inputs and outputs are f32",
                 1,
             )
         if id in ids:

@@ -38,6 +38,26 @@ import numpy as np
 
 ACTIVATIONS = (None, "relu", "relu6")
 INT32_LIMIT = 2**31
+QUANT_DTYPES = {(-128, 127): np.int8, (0, 255): np.uint8}
+"""The numpy type of each quantized element type, by its range."""
+
+
+def quantize_array(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, low: int, high: int) -> np.ndarray:
+    """ONNX's QuantizeLinear: saturate(round_half_even(x / scale) + zero_point),
+    the division in float32 (as ONNX Runtime), as an int8 or uint8 array."""
+    x = np.asarray(x, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = np.rint(np.divide(x, scale, dtype=np.float32))
+        # Clipped before the zero point is added, so no value leaves the
+        # range where float32 holds integers exactly.
+        rounded = np.clip(rounded, np.float32(low - 256), np.float32(high + 256))
+    values = rounded.astype(np.int32) + zero_point
+    return np.clip(values, low, high).astype(QUANT_DTYPES[(low, high)])
+
+
+def dequantize_array(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+    """ONNX's DequantizeLinear: (q - zero_point) · scale, in float32."""
+    return (q.astype(np.int32) - zero_point).astype(np.float32) * scale
 
 
 @dataclass(frozen=True)
@@ -78,9 +98,7 @@ class Requantization:
             )
         if out_scale is None:
             return Requantization(offset.astype(np.int32), step, activation)
-        low, high = (out_zero_point if activation else 0), 255
-        if activation == "relu6":
-            high = int(min(255, out_zero_point + np.rint(np.float32(6) / np.float32(out_scale))))
+        low, high = uint8_clamp(activation, out_scale, out_zero_point)
         return Requantization(offset.astype(np.int32), (step / np.float32(out_scale)).astype(np.float32),
                               activation, out_zero_point, low, high)
 
@@ -97,6 +115,15 @@ class Requantization:
                 value = np.minimum(value, np.float32(6))
             return value
         return np.clip(np.rint(value) + self.out_zero_point, self.low, self.high).astype(np.uint8)
+
+
+def uint8_clamp(activation: str | None, out_scale: float, out_zero_point: int) -> tuple[int, int]:
+    """The levels a uint8 output is clamped to: the whole range, relu's from
+    the zero point up, relu6's also at most the level of 6.0."""
+    low, high = (out_zero_point if activation else 0), 255
+    if activation == "relu6":
+        high = int(min(255, out_zero_point + np.rint(np.float32(6) / np.float32(out_scale))))
+    return low, high
 
 
 def int8_accumulator_bound(in_channels: int, kernel: Sequence[int]) -> int:

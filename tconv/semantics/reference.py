@@ -46,6 +46,7 @@ from tconv.ir.ops import (
 )
 from tconv.ir.params import bind_params
 from tconv.ir.shapes import format_shape, window_output
+from tconv.semantics.int8 import dequantize_array, quantize_array
 
 Forward = Callable[..., np.ndarray]
 """`forward(op, *operands) -> result`: the op's result from its operand arrays.
@@ -304,10 +305,6 @@ def channel_shuffle(op: ChannelShuffleOp, x: np.ndarray) -> np.ndarray:
 # Quantization ---------------------------------------------------------------
 
 
-QUANT_DTYPES = {(-128, 127): np.int8, (0, 255): np.uint8}
-"""The numpy type of each quantized element type, by its range."""
-
-
 def quant_params(op: QuantizeOp | DequantizeOp, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """The op's scale (float32) and zero point (int32), shaped to broadcast
     over a rank-`rank` tensor: scalars, or vectors along the op's axis."""
@@ -318,24 +315,6 @@ def quant_params(op: QuantizeOp | DequantizeOp, rank: int) -> tuple[np.ndarray, 
         return scale.reshape(()), zero_point.reshape(())
     shape = tuple(-1 if d == axis else 1 for d in range(rank))
     return scale.reshape(shape), zero_point.reshape(shape)
-
-
-def quantize_array(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, low: int, high: int) -> np.ndarray:
-    """ONNX's QuantizeLinear: saturate(round_half_even(x / scale) + zero_point),
-    the division in float32 (as ONNX Runtime), as an int8 or uint8 array."""
-    x = np.asarray(x, np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        rounded = np.rint(np.divide(x, scale, dtype=np.float32))
-        # Clipped before the zero point is added, so no value leaves the
-        # range where float32 holds integers exactly.
-        rounded = np.clip(rounded, np.float32(low - 256), np.float32(high + 256))
-    values = rounded.astype(np.int32) + zero_point
-    return np.clip(values, low, high).astype(QUANT_DTYPES[(low, high)])
-
-
-def dequantize_array(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
-    """ONNX's DequantizeLinear: (q - zero_point) · scale, in float32."""
-    return (q.astype(np.int32) - zero_point).astype(np.float32) * scale
 
 
 @forward(QuantizeOp)

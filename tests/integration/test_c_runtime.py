@@ -304,6 +304,18 @@ def whole_plan(change):
     return lambda text: (change(text), None)
 
 
+def retype_tensor(id: int, dtype: str, error_at: str):
+    """A mutation: tensor `id` becomes of `dtype`; the error names the line starting with `error_at`."""
+
+    def mutate(text: str) -> tuple[str, int]:
+        lines = text.split("\n")
+        number = line_of(text, f"tensor {id} ")
+        lines[number - 1] = lines[number - 1].replace(" f32 ", f" {dtype} ")
+        return "\n".join(lines), line_of(text, error_at)
+
+    return mutate
+
+
 def cut_inside(prefix: str, keep: int):
     """A mutation: the plan ends `keep` characters into the line starting with `prefix`."""
     return lambda text: (text[: text.index(prefix) + keep], line_of(text, prefix))
@@ -321,7 +333,7 @@ PLAN_MUTATIONS = {
         )),
         "a plan needs at least one input, output and call",
     ),
-    "cut mid-line": (cut_inside("tensor 1 ", 22), "expected `tensor <id> <name> f32"),
+    "cut mid-line": (cut_inside("tensor 1 ", 22), "expected `tensor <id> <name> <dtype>"),
     "version": (replace_line("tconv-plan", "tconv-plan 2"), "plan version 2 is not supported"),
     "header later": (
         insert_before("tconv-plan", "library x.so"),
@@ -359,7 +371,13 @@ PLAN_MUTATIONS = {
     ),
     "dtype": (
         replace_line("tensor 1 ", f"tensor 1 z {TENSOR_1.replace('f32', 'f16')}"),
-        "tensor 1: dtype `f16` is not supported",
+        "tensor 1: dtype `f16` is not supported (expected one of f32, u8, i8, i32)",
+    ),
+    "u8 input": (
+        retype_tensor(0, "u8", error_at="input 0"), "input 0 (x) is u8; inputs and outputs are f32"
+    ),
+    "i32 output": (
+        retype_tensor(3, "i32", error_at="output 3"), "output 3 (r) is i32; inputs and outputs are f32"
     ),
     "zero dim": (
         replace_line("tensor 1 ", f"tensor 1 z f32 arena 0 2 {ROWS} 0"), "tensor 1: dim 1 is 0"
@@ -659,6 +677,50 @@ def fake_sequence(fake_kernels, directory, kernel: str, values) -> Path:
     params[:, 0] = values
     write_artifact(directory, plan, params.tobytes(), fake_kernels)
     return directory
+
+
+def test_kernels_get_each_tensors_dtype(fake_kernels, tmp_path):
+    """u8, i8 and i32 tensors reach a kernel as DLTensors of their dtype, at
+    1 or 4 bytes an element: a u8 parameter of 64 elements fits the last 64
+    bytes of the parameter file, where an f32 one would not."""
+    signed = np.array([-128, -1, 0, 1, 2, 3, 4, 127], np.int8)
+    unsigned = (np.arange(64) + 192).astype(np.uint8)
+    params = np.zeros(128, np.uint8)
+    params[:8] = signed.view(np.uint8)
+    params[64:] = unsigned
+    plan = Plan(
+        library="kernels.so",
+        params="params.bin",
+        params_bytes=params.nbytes,
+        arena_bytes=192,
+        tensors=(
+            Tensor("x", "arena", 0, (1,)),
+            Tensor("s", "param", 0, (8,), "i8"),
+            Tensor("q", "param", 64, (64,), "u8"),
+            Tensor("acc", "arena", 64, (4,), "i32"),
+            Tensor("report", "arena", 128, (8,)),
+        ),
+        inputs=(0,),
+        outputs=(4,),
+        calls=(Call("dtypes", (1, 2, 3, 0, 4)),),
+    )
+    directory = tmp_path / "dtypes"
+    write_artifact(directory, plan, params.tobytes(), fake_kernels)
+    assert read_plan(directory) == plan
+    with Runtime(directory, threads=1) as runtime:
+        (report,) = runtime.run(np.array([1.5], np.float32))
+    # kDLInt = 0, kDLUInt = 1, kDLFloat = 2; code * 100 + bits.
+    assert report[0::2].tolist() == [8, 108, 32, 232]
+    assert report[[1, 3, 7]].tolist() == [8, 64 * 192 + 63 * 64 // 2, 1.5]
+
+    plan_path = directory / "plan.txt"
+    plan_path.write_text(plan_path.read_text().replace("tensor 2 q u8", "tensor 2 q f32"))
+    line = line_of(plan_path.read_text(), "tensor 2 ")
+    message = rf"plan\.txt:{line}:\d+: error: tensor 2: bytes \[64, 320\) lie outside the parameters \(128 bytes\)"
+    with pytest.raises(TconvError, match=message):
+        Runtime(directory, verify=False)
+    with pytest.raises(PlanError, match=message):
+        read_plan(directory)
 
 
 def test_workspaces_of_every_kernel_are_kept_from_run_to_run(fake_kernels, tmp_path):

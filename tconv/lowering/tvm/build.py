@@ -43,9 +43,11 @@ from tconv.ir.ops import (
     ConcatOp,
     Conv2dOp,
     DenseOp,
+    DequantizeOp,
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
+    QuantizeOp,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
@@ -60,12 +62,23 @@ from tconv.kernels.algorithm import GSPC, WINOGRAD, conv_shape, default_algorith
 from tconv.kernels.blocking import ConvBlocking
 from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.kernels.packing import blocks
-from tconv.kernels.program import KernelCall, KernelProgram, Recipe
-from tconv.kernels.program_builder import ProgramBuilder
+from tconv.kernels.program import DTYPES, KernelCall, KernelProgram, Recipe
+from tconv.kernels.program_builder import NHWC, ProgramBuilder
+from tconv.kernels.qdq import QdqError, Uint8, activation_qdq, is_weight_quantization
 from tconv.kernels.templates import UnsupportedSchedule, gpu_tile, template_blocking
 from tconv.kernels.winograd import MatmulTile, RegisterTile
 from tconv.lowering.quantized import refuse_quantized
-from tconv.lowering.tvm import ops, schedule_cpu, schedule_gpu, schedule_winograd, schedule_winograd_cpu, winograd_ops
+from tconv.lowering.tvm import (
+    int8_conv,
+    ops,
+    quantize_ops,
+    schedule_cpu,
+    schedule_gpu,
+    schedule_winograd,
+    schedule_winograd_cpu,
+    winograd_ops,
+)
+from tconv.lowering.tvm.int8_network import Int8Layer, Int8Plan, plan_int8
 from tconv.lowering.tvm.ops import Epilogue
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
 from tconv.semantics.reference import single_function
@@ -95,6 +108,8 @@ class KernelSpec:
     """The register tile of a direct convolution on a GPU (`schedule_gpu.conv_tile`)."""
     gpu_schedule: Callable[[tvm.tirx.PrimFunc], tvm.tirx.PrimFunc] | None = None
     """Schedules the PrimFunc on a GPU, where `schedule_gpu`'s default does not (Winograd's kernels)."""
+    dtype: str = "f32"
+    """The element type of its result (`program.DTYPES`)."""
 
 
 def _ints(attr) -> tuple[int, ...]:
@@ -115,8 +130,9 @@ class _Lowering(ProgramBuilder):
     error = LoweringError
     honours_layouts = True
 
-    def __init__(self, target: Target, winograd: bool | None = None) -> None:
+    def __init__(self, target: Target, winograd: bool | None = None, int8: Int8Plan | None = None) -> None:
         super().__init__()
+        self.int8 = int8 or Int8Plan()
         self.target = target
         self.gpu = is_gpu(target)
         self.winograd = winograd
@@ -131,6 +147,12 @@ class _Lowering(ProgramBuilder):
         activations they write."""
         self.reader = group.anchor
         names = tuple(op.name.removeprefix("tconv.") for op in group.ops)
+        if isinstance(group.anchor, (QuantizeOp, DequantizeOp)):
+            self.lower_quantization(group.anchor)
+            return
+        if group.anchor in self.int8.layers:
+            self.lower_int8(self.int8.layers[group.anchor], names)
+            return
         tile = self.winograd_tile(group.anchor) if isinstance(group.anchor, Conv2dOp) else None
         if tile is not None:
             output = self.lower_winograd(group, tile, names)
@@ -140,19 +162,22 @@ class _Lowering(ProgramBuilder):
         self.value_ids[group.result] = output
 
     def append_call(self, spec: KernelSpec, shape: Sequence[int], names: tuple[str, ...]) -> int:
-        """Append the call of `spec`'s kernel on a new activation of `shape`; its id."""
-        output = self.new_activation(shape, spec.layout, f"%{len(self.program.calls)}", self.reader)
-        input_shapes = tuple(self.program.tensors[i].shape for i in spec.args)
-        key = (spec.kind, input_shapes, spec.key, spec.layout)
+        """Append the call of `spec`'s kernel on a new activation of `shape`
+        (NCHW, or as stored for an NHWC layout); its id."""
+        output = self.new_activation(shape, spec.layout, f"%{len(self.program.calls)}", self.reader, spec.dtype)
+        inputs = tuple((self.program.tensors[i].shape, self.program.tensors[i].dtype) for i in spec.args)
+        key = (spec.kind, inputs, spec.key, spec.layout, spec.dtype)
         if key not in self.functions:
             symbol = f"k{len(self.functions)}_{spec.kind}"
-            self.functions[key] = (symbol, self.primfunc(spec, input_shapes, symbol))
+            self.functions[key] = (symbol, self.primfunc(spec, inputs, symbol))
         symbol = self.functions[key][0]
         self.program.calls.append(KernelCall(symbol, (*spec.args, output), names))
         return output
 
-    def primfunc(self, spec: KernelSpec, input_shapes, symbol: str) -> tvm.tirx.PrimFunc:
-        placeholders = [te.placeholder(shape, "float32", name=f"arg{i}") for i, shape in enumerate(input_shapes)]
+    def primfunc(self, spec: KernelSpec, inputs, symbol: str) -> tvm.tirx.PrimFunc:
+        placeholders = [
+            te.placeholder(shape, str(DTYPES[dtype]), name=f"arg{i}") for i, (shape, dtype) in enumerate(inputs)
+        ]
         result = spec.compute(placeholders)
         function = te.create_prim_func([*placeholders, result])
         if not self.gpu:
@@ -162,6 +187,93 @@ class _Lowering(ProgramBuilder):
         else:
             function = schedule_gpu.schedule_gpu(function, spec.gpu_tile)
         return function.with_attr("global_symbol", symbol)
+
+    # Quantised networks ----------------------------------------------------------
+
+    def lower_quantization(self, op: QuantizeOp | DequantizeOp) -> None:
+        """A QDQ op's kernel, where one is needed (`int8_network`): a quantize
+        whose integers an int8 layer reads writes them NHWC uint8 (unless that
+        layer's producer wrote them); a dequantize a float32 op reads computes
+        its pair from the float32 value. A weight's pair is computed at
+        compile time (`program.Recipe`'s `weight_scales`)."""
+        if is_weight_quantization(op):
+            return
+        if isinstance(op, QuantizeOp):
+            if op in self.int8.stored and op.output not in self.value_ids:
+                levels = self.levels(op)
+                channels = self.int8.stored[op]
+                n, _, h, w = shape_of(op.input)
+                spec = KernelSpec(
+                    "quantize", [self.value(op.input, NCHW, "its input")],
+                    lambda t: quantize_ops.quantize_nhwc(t[0], levels, channels),
+                    quantize_ops.schedule_quantize_nhwc, (levels, channels), NHWC, dtype="u8",
+                )
+                self.value_ids[op.output] = self.append_call(spec, (n, h, w, channels), ("quantize",))
+            return
+        if self.int8.reads_integers(op.output):
+            return
+        pair = activation_qdq(op.output)
+        if pair is None:
+            raise LoweringError(located(op, (
+                "tvm backend: this dequantize reads integers no kernel writes (a network input must be float32, "
+                "quantised inside the network)"
+            )))
+        quantize, dequantize = (self.levels(o) for o in pair)
+        unit = self.unit
+        spec = KernelSpec(
+            "fake_quantize", [self.value(pair[0].input)],
+            lambda t: quantize_ops.fake_quantize(t[0], quantize, dequantize),
+            lambda function: schedule_cpu.schedule_elementwise(function, unit), (quantize, dequantize),
+        )
+        self.value_ids[op.output] = self.append_call(spec, shape_of(op.output), ("quantize", "dequantize"))
+
+    @staticmethod
+    def levels(op: QuantizeOp | DequantizeOp) -> Uint8:
+        try:
+            return Uint8.of(op)
+        except QdqError as err:
+            raise LoweringError(located(op, f"tvm backend: {err}")) from None
+
+    def lower_int8(self, layer: Int8Layer, names: tuple[str, ...]) -> None:
+        """Append the call of `layer`'s int8 convolution (`int8_conv`), its
+        weight and requantisation derived from the store at compile time."""
+        group, op = layer.group, layer.conv
+        conv = layer.kernel(self.int8.stored[layer.quantize])
+        weight_attributes = (("weight_scales", layer.weight_scales),)
+        packed = int8_conv.placeholders(conv)[1].shape
+        weight = self.derived(
+            Recipe("int8_weight", (("weight", layer.weight),), weight_attributes + (
+                ("groups", conv.groups), ("in_channels", conv.channels), ("depthwise", int(conv.depthwise)))),
+            tuple(int(d) for d in packed), f"{layer.weight}:int8_{'x'.join(str(int(d)) for d in packed)}", "i8",
+        )
+        sources = (("weight", layer.weight),)
+        if op.bias is not None:
+            sources += (("bias", self.param_name(op.bias, op, "bias")),)
+        attributes = weight_attributes + (("x_scale", layer.levels.scale), ("x_zero_point", layer.levels.zero_point))
+        if group.batch_norm is not None:
+            sources += self.batch_norm_sources(group.batch_norm)
+            attributes += (("epsilon", group.batch_norm.epsilon.value.data),)
+        if layer.output is not None:
+            out = self.levels(layer.output)
+            attributes += (("out_scale", out.scale), ("out_zero_point", out.zero_point))
+        o16 = (conv.out_channels_stored,)
+        offset = self.derived(Recipe("int8_offset", sources, attributes), o16, f"{layer.weight}:int8_offset", "i32")
+        scale = self.derived(Recipe("int8_scale", sources, attributes), o16, f"{layer.weight}:int8_scale")
+        args = [self.value(layer.quantize.output, NHWC, "its input"), weight, offset, scale]
+        if conv.residual:
+            args.append(self.value(group.residual, NCHW, "the residual of its fused add"))
+        vnni = self.unit.int8_dot
+        spec = KernelSpec(
+            "int8_conv2d", args, lambda t: int8_conv.int8_conv2d(conv, *t),
+            lambda function: int8_conv.schedule_int8_conv2d(function, conv, vnni), (conv, vnni),
+            NCHW if layer.output is None else NHWC, dtype="f32" if layer.output is None else "u8",
+        )
+        if layer.output is None:
+            self.value_ids[group.result] = self.append_call(spec, shape_of(group.result), names)
+        else:
+            p, q = conv.output_size
+            shape = (conv.batch, p, q, conv.out_channels_stored)
+            self.value_ids[layer.output.output] = self.append_call(spec, shape, (*names, "quantize"))
 
     def spec(self, group: KernelGroup) -> KernelSpec:
         """What `group` computes, on which tensors, scheduled how."""
@@ -592,10 +704,12 @@ def lower_kernels(
     `_Lowering.conv_algorithm`)."""
     target = make_target(target, arch)
     function = single_function(module)
-    refuse_quantized(function, "tvm", LoweringError)
-    lowering = _Lowering(target, winograd)
+    groups = list(kernel_groups(function))
+    if is_gpu(target):
+        refuse_quantized(function, "tvm cuda", LoweringError)
+    lowering = _Lowering(target, winograd, plan_int8(function, groups))
     lowering.bind_inputs(function)
-    for group in kernel_groups(function):
+    for group in groups:
         lowering.lower(group)
     lowering.bind_outputs(function)
     kernels = tvm.IRModule({symbol: f for symbol, f in lowering.functions.values()})
@@ -634,7 +748,8 @@ class TvmNetwork:
         self.device = tvm.cpu()
         self.kernels = {symbol: self.runtime[symbol] for symbol in self.program.symbols}
         self.tensors: dict[int, tvm.runtime.Tensor] = {
-            t.id: tvm.runtime.empty(t.shape, "float32", self.device) for t in self.program.of_kind("activation")
+            t.id: tvm.runtime.empty(t.shape, str(DTYPES[t.dtype]), self.device)
+            for t in self.program.of_kind("activation")
         }
 
     def load_params(self, params: Mapping[str, np.ndarray]) -> None:

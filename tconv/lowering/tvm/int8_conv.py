@@ -7,7 +7,9 @@ matter); the weight is packed by `packing.pack_int8_conv2d_weight`
 (`O16/16 x C4/4G x KH x KW x 16 x 4`, the blocks of 16 output channels
 numbered across the groups); the output is NHWC with O16 channels
 (the output channels rounded up to 16): uint8 where it is quantised again,
-so that the next int8 convolution reads it as it is, else float32.
+so that the next int8 convolution reads it as it is, else float32 — or,
+for a network's float32 consumers, NCHW float32 (`nchw`, with a residual
+added before the activation where a fused add brings one).
 
 Grouped convolutions read each group's channels of the same NHWC input, and
 need a group's input channels to be a multiple of 4 and its output channels
@@ -36,7 +38,7 @@ from functools import cache
 from tvm import te, tirx
 
 from tconv.ir.shapes import ShapeError, window_output
-from tconv.kernels.blocking import int8_column_tile
+from tconv.kernels.blocking import int8_block_tile, int8_column_tile
 from tconv.kernels.packing import INT8_DEPTH, INT8_LANES, blocks
 from tconv.semantics.int8 import INT32_LIMIT, int8_accumulator_bound
 
@@ -117,8 +119,23 @@ class Int8Conv:
     """The uint8 output's clamp (`semantics.int8.Requantization`)."""
     column_tile: int | None = None
     """Output columns of a register tile; None: `blocking.int8_column_tile`."""
+    block_tile: int | None = None
+    """Blocks of 16 output channels of a register tile; None: `blocking.int8_block_tile`."""
+    nchw: bool = False
+    """A float32 output stored NCHW (N x O x P x Q; O a multiple of 16), not NHWC."""
+    residual: bool = False
+    """An NCHW float32 residual added before the activation (with `nchw`)."""
 
     def __post_init__(self):
+        if (self.nchw or self.residual) and self.out_zero_point is not None:
+            raise ShapeError("int8 conv2d: an NCHW output or a residual needs a float32 output")
+        if self.residual and not self.nchw:
+            raise ShapeError("int8 conv2d: a residual is read NCHW, with an NCHW output")
+        if self.nchw and self.out_channels % INT8_LANES:
+            raise ShapeError(
+                f"int8 conv2d: an NCHW output needs output channels in whole blocks of {INT8_LANES}, "
+                f"got {self.out_channels}"
+            )
         if self.channels % INT8_DEPTH:
             raise ShapeError(f"int8 conv2d: stored input channels {self.channels} are not a multiple of {INT8_DEPTH}")
         if not 0 <= self.zero_point <= 255:
@@ -168,6 +185,12 @@ class Int8Conv:
         return self.column_tile or int8_column_tile(self.output_size[1])
 
     @property
+    def blocks_per_tile(self) -> int:
+        if self.depthwise:
+            return 1
+        return self.block_tile or int8_block_tile(self.group_blocks, self.tile)
+
+    @property
     def output_dtype(self) -> str:
         return F32 if self.out_zero_point is None else U8
 
@@ -187,16 +210,20 @@ def placeholders(conv: Int8Conv) -> list[te.Tensor]:
         weight_shape = (o16 // INT8_LANES, kh, kw, INT8_LANES)
     else:
         weight_shape = (o16 // INT8_LANES, conv.channels // conv.groups // INT8_DEPTH, kh, kw, INT8_LANES, INT8_DEPTH)
-    return [
+    tensors = [
         te.placeholder((conv.batch, conv.height, conv.width, conv.channels), U8, name="data"),
         te.placeholder(weight_shape, I8, name="weight"),
         te.placeholder((o16,), I32, name="offset"),
         te.placeholder((o16,), F32, name="scale"),
     ]
+    if conv.residual:
+        tensors.append(te.placeholder((conv.batch, conv.out_channels, *conv.output_size), F32, name="residual"))
+    return tensors
 
 
-def int8_conv2d(conv: Int8Conv, data, weight, offset, scale) -> te.Tensor:
-    """The `output` tensor (N x P x Q x O16) of `conv` (module docstring)."""
+def int8_conv2d(conv: Int8Conv, data, weight, offset, scale, residual=None) -> te.Tensor:
+    """The `output` tensor (N x P x Q x O16, or N x O x P x Q with `nchw`)
+    of `conv` (module docstring)."""
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel, conv.strides, conv.dilations
     top, left, bottom, right = conv.padding
     p, q = conv.output_size
@@ -246,6 +273,8 @@ def int8_conv2d(conv: Int8Conv, data, weight, offset, scale) -> te.Tensor:
 
     def requantize(b, y, x, o):
         value = (acc[b, o // INT8_LANES, y, x, o % INT8_LANES] + offset[o]).astype(F32) * scale[o]
+        if residual is not None:
+            value = value + residual[b, o, y, x]
         if conv.out_zero_point is None:
             if conv.activation is not None:
                 value = tirx.max(value, tirx.const(0.0, F32))
@@ -255,6 +284,9 @@ def int8_conv2d(conv: Int8Conv, data, weight, offset, scale) -> te.Tensor:
         level = tirx.nearbyint(value) + tirx.const(conv.out_zero_point, F32)
         return tirx.max(tirx.min(level, tirx.const(conv.high, F32)), tirx.const(conv.low, F32)).astype(U8)
 
+    if conv.nchw:
+        return te.compute((conv.batch, conv.out_channels, p, q), lambda b, o, y, x: requantize(b, y, x, o),
+                          name="output")
     return te.compute((conv.batch, p, q, conv.out_channels_stored), requantize, name="output")
 
 
@@ -265,11 +297,16 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
 
     from tconv.lowering.tvm.schedule_cpu import relayout_output
 
-    sch = relayout_output(
-        s_tir.Schedule(function), lambda b, y, x, o: (b, y, o // INT8_LANES, x, o % INT8_LANES)
+    tile_order = (
+        (lambda b, o, y, x: (b, y, o // INT8_LANES, x, o % INT8_LANES)) if conv.nchw
+        else (lambda b, y, x, o: (b, y, o // INT8_LANES, x, o % INT8_LANES))
     )
+    sch = relayout_output(s_tir.Schedule(function), tile_order)
     b, y, block, x, oi = sch.get_loops(sch.get_sblock("output"))
     xo, xi = sch.split(x, [None, conv.tile])
+    if conv.blocks_per_tile > 1:
+        block, inner_block = sch.split(block, [None, conv.blocks_per_tile])
+        sch.reorder(xo, inner_block)
     sch.parallel(sch.fuse(b, y, block))
     accumulate = sch.get_sblock("conv")
     sch.set_scope(accumulate, 0, "local")  # one tile, kept in registers by LLVM
@@ -280,13 +317,14 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
         sch.vectorize(channel)  # before the init is split off: a block without its init cannot be
         init = sch.decompose_reduction(accumulate, ry)
     else:
-        column, channel, rc, ry, rx, rci = sch.get_loops(accumulate)[-6:]
+        tile_block, _, column, channel, rc, ry, rx, rci = sch.get_loops(accumulate)[-8:]
         if vnni:
-            sch.reorder(rc, ry, rx, column, channel, rci)
+            sch.reorder(rc, ry, rx, tile_block, column, channel, rci)
         else:
-            sch.reorder(rc, ry, rx, rci, column, channel)
+            sch.reorder(rc, ry, rx, rci, tile_block, column, channel)
             sch.unroll(rci)
             sch.vectorize(channel)
+        sch.unroll(tile_block)
         init = sch.decompose_reduction(accumulate, rc)
         if vnni:
             _register_vnni_dot()

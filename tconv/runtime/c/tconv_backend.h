@@ -20,7 +20,9 @@
 #include <stdint.h>
 
 enum {
-    kDLCPU = 1,
+    kDLCPU = 1, /* DLDeviceType */
+    kDLInt = 0, /* DLDataTypeCode */
+    kDLUInt = 1,
     kDLFloat = 2,
     kTVMFFINone = 0,
     kTVMFFIDLTensorPtr = 7,

@@ -29,10 +29,26 @@
 #define SYMBOL_PREFIX "__tvm_ffi_"
 #define FINGERPRINT_SYMBOL "tconv_plan_fingerprint"
 
+/* The element types of the plan's `<dtype>` token (plan.DTYPE_BYTES in Python). */
+typedef struct {
+    const char *token;
+    DLDataType dl;
+} element_type;
+
+static const element_type element_types[] = {
+    {"f32", {kDLFloat, 32, 1}},
+    {"u8", {kDLUInt, 8, 1}},
+    {"i8", {kDLInt, 8, 1}},
+    {"i32", {kDLInt, 32, 1}},
+};
+#define NUM_ELEMENT_TYPES (sizeof element_types / sizeof element_types[0])
+#define DTYPE_LIST "f32, u8, i8, i32"
+
 typedef struct {
     char *name;
     int line;
     int in_params;
+    const element_type *type;
     uint64_t offset;
     uint64_t bytes;
     int32_t ndim;
@@ -385,10 +401,10 @@ static int parse_arena(parser *p)
     return status;
 }
 
-/* tensor <id> <name> f32 arena|param <offset> <ndim> <dim>... */
+/* tensor <id> <name> <dtype> arena|param <offset> <ndim> <dim>... */
 static int parse_tensor(parser *p)
 {
-    static const char usage[] = "tensor <id> <name> f32 arena|param <offset> <ndim> <dim>...";
+    static const char usage[] = "tensor <id> <name> <dtype> arena|param <offset> <ndim> <dim>...";
     tconv_runtime *rt = p->runtime;
     tensor t = {.line = p->line};
     uint64_t id, ndim, region;
@@ -408,8 +424,14 @@ static int parse_tensor(parser *p)
                              (unsigned long long)id, rt->num_tensors);
     if (strlen(p->token[2]) > MAX_NAME)
         return plan_error_at(p, 2, "tensor name is longer than %d bytes", MAX_NAME);
-    if (strcmp(p->token[3], "f32") != 0)
-        return plan_error_at(p, 3, "tensor %llu: dtype `%s` is not supported (expected f32)",
+    for (size_t i = 0; i < NUM_ELEMENT_TYPES && t.type == NULL; i++) {
+        if (strcmp(p->token[3], element_types[i].token) == 0)
+            t.type = &element_types[i];
+    }
+    if (t.type == NULL)
+        return plan_error_at(p, 3,
+                             "tensor %llu: dtype `%s` is not supported (expected one of "
+                             DTYPE_LIST ")",
                              (unsigned long long)id, p->token[3]);
     if (strcmp(p->token[4], "arena") == 0) {
         region = rt->arena_bytes;
@@ -430,7 +452,7 @@ static int parse_tensor(parser *p)
                              (unsigned long long)id, (unsigned long long)ndim,
                              (unsigned long long)ndim, p->num_tokens - 7);
     t.ndim = (int32_t)ndim;
-    t.bytes = sizeof(float);
+    t.bytes = t.type->dl.bits / 8u;
     for (int32_t i = 0; i < t.ndim; i++) {
         uint64_t dim;
         if ((status = parse_number(p, 7 + i, "tensor dim", MAX_BYTES, &dim)) != TCONV_OK)
@@ -478,6 +500,9 @@ static int parse_port(parser *p, const char *keyword, size_t **ids, size_t *coun
         return plan_error_at(p, 1,
                              "%s %zu (%s) is a parameter; inputs and outputs live in the arena",
                              keyword, id, rt->tensors[id].name);
+    if (strcmp(rt->tensors[id].type->token, "f32") != 0)
+        return plan_error_at(p, 1, "%s %zu (%s) is %s; inputs and outputs are f32", keyword, id,
+                             rt->tensors[id].name, rt->tensors[id].type->token);
     for (size_t i = 0; i < *count; i++) {
         if ((*ids)[i] == id)
             return plan_error_at(p, 1, "tensor %zu (%s) is already an %s", id,
@@ -863,7 +888,7 @@ static int bind_tensors(tconv_runtime *rt)
             .data = base + t->offset,
             .device = {kDLCPU, 0},
             .ndim = t->ndim,
-            .dtype = {kDLFloat, 32, 1},
+            .dtype = t->type->dl,
             .shape = t->shape,
         };
     }

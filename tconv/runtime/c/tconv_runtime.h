@@ -7,8 +7,8 @@
  *   <library>   the kernels: a shared library built by TVM
  *               (`tvm.compile(...).export_library`), exporting one function
  *               `__tvm_ffi_<symbol>` per kernel, called through the tvm-ffi C ABI
- *   <params>    the parameters: raw float32 (native byte order), the bytes
- *               the plan names at the offsets it names
+ *   <params>    the parameters: raw bytes (native byte order), each tensor
+ *               the plan names in its dtype at the offset it names
  *
  * tconv_open reads the plan, reads the parameters into one buffer, loads the
  * library and resolves every kernel the plan calls, and allocates one arena
@@ -33,7 +33,7 @@
  *   library <file>                        the kernel library
  *   params <file> <bytes>                 the parameter file and its exact size
  *   arena <bytes>                         the arena size
- *   tensor <id> <name> f32 arena|param <offset> <ndim> <dim>...
+ *   tensor <id> <name> <dtype> arena|param <offset> <ndim> <dim>...
  *   input <tensor-id>                     the network's inputs, in order
  *   output <tensor-id>                    the network's outputs, in order
  *   call <symbol> <nargs> <tensor-id>...  the kernel calls, in order
@@ -43,14 +43,16 @@
  *   each, before the first tensor;
  *   a <file> is a plain name inside the artifact directory (no '/').
  * - Tensor ids count up from 0 in the order of the `tensor` lines, and a
- *   tensor is declared before it is named. A tensor's bytes (4 * the product
- *   of its dims) start at <offset>, a multiple of TCONV_ALIGNMENT (TVM kernels
- *   assume aligned data), and lie inside the arena or the parameters. <name>
- *   is for diagnostics (at most 255 bytes); 1 <= ndim <= TCONV_MAX_NDIM and
- *   every dim >= 1.
- * - Inputs and outputs are distinct arena tensors. Inputs are copied in before
- *   the first call and outputs out after the last, so nothing may overwrite an
- *   input before its last reader or an output after its writer.
+ *   tensor is declared before it is named. <dtype> is the element type, and
+ *   the DLPack dtype of the DLTensor a kernel gets: f32 (kDLFloat 32), u8
+ *   (kDLUInt 8), i8 (kDLInt 8) or i32 (kDLInt 32). A tensor's bytes (the
+ *   element size * the product of its dims) start at <offset>, a multiple of
+ *   TCONV_ALIGNMENT (TVM kernels assume aligned data), and lie inside the
+ *   arena or the parameters. <name> is for diagnostics (at most 255 bytes);
+ *   1 <= ndim <= TCONV_MAX_NDIM and every dim >= 1.
+ * - Inputs and outputs are distinct f32 arena tensors. Inputs are copied in
+ *   before the first call and outputs out after the last, so nothing may
+ *   overwrite an input before its last reader or an output after its writer.
  * - A call passes its tensors, in order, to `__tvm_ffi_<symbol>`; <symbol> is
  *   letters, digits and '_'; 1 <= nargs <= TCONV_MAX_ARGS.
  * - `end` makes a truncated plan an error.

@@ -15,6 +15,11 @@
  *
  * `__tvm_ffi_nested(report)`: a parallel loop whose tasks start parallel
  * loops of their own; report is f32[1] = {inner tasks run}.
+ *
+ * `__tvm_ffi_dtypes(a..., report)`: for each tensor a[k] but the last,
+ * report[2k] = its DLPack dtype code * 100 + bits and report[2k + 1] = the
+ * sum of its elements read as that dtype (f32, u8, i8 or i32; any other
+ * dtype, or lanes other than 1, fails the call); report is f32.
  */
 #define _POSIX_C_SOURCE 199309L /* nanosleep */
 #include <pthread.h>
@@ -196,4 +201,49 @@ int __tvm_ffi_pause(void *self, const TVMFFIAny *args, int32_t num_args, TVMFFIA
     float ms = ((const float *)((DLTensor *)args[0].v_ptr)->data)[0];
     struct timespec pause = {0, (long)(ms * 1e6f)};
     return nanosleep(&pause, NULL);
+}
+
+/* The sum of the elements of `t`, read as its dtype: f32, u8, i8 or i32,
+ * one lane. 0 with *ok = 0 for any other dtype. */
+static double element_sum(const DLTensor *t, int *ok)
+{
+    int code = t->dtype[0], bits = t->dtype[1], lanes = t->dtype[2] | t->dtype[3] << 8;
+    int64_t count = 1;
+    double sum = 0;
+    *ok = lanes == 1 && ((code == 2 && bits == 32) || (code == 1 && bits == 8) ||
+                         (code == 0 && (bits == 8 || bits == 32)));
+    for (int32_t i = 0; i < t->ndim; i++)
+        count *= t->shape[i];
+    for (int64_t i = 0; i < count && *ok; i++) {
+        if (code == 2)
+            sum += ((const float *)t->data)[i];
+        else if (code == 1)
+            sum += ((const uint8_t *)t->data)[i];
+        else if (bits == 8)
+            sum += ((const int8_t *)t->data)[i];
+        else
+            sum += ((const int32_t *)t->data)[i];
+    }
+    return sum;
+}
+
+int __tvm_ffi_dtypes(void *self, const TVMFFIAny *args, int32_t num_args, TVMFFIAny *result)
+{
+    (void)self;
+    (void)result;
+    if (num_args < 2)
+        return -1;
+    float *report = ((DLTensor *)args[num_args - 1].v_ptr)->data;
+    for (int32_t k = 0; k < num_args - 1; k++) {
+        const DLTensor *t = args[k].v_ptr;
+        int ok;
+        double sum = element_sum(t, &ok);
+        if (!ok) {
+            fail("unexpected dtype");
+            return -1;
+        }
+        report[2 * k] = (float)(t->dtype[0] * 100 + t->dtype[1]);
+        report[2 * k + 1] = (float)sum;
+    }
+    return 0;
 }

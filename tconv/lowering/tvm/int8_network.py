@@ -1,0 +1,183 @@
+"""Which convolutions of a quantised network run as int8 kernels, and how
+their uint8 activations are stored: the TVM lowering's QDQ matching.
+
+A convolution runs as one int8 kernel (`int8_conv`) when it reads a QDQ
+activation and a QDQ weight (`tconv.kernels.qdq`) and its shape fits the
+kernel (`Int8Conv`'s rules). The kernel absorbs what the float32 one would
+(batch-norm folded into the requantisation, the residual of an add, the
+activation) and, where the chain's result is read only by a per-tensor
+`tconv.quantize` whose integers only int8 kernels read, that quantize too:
+its output is then uint8 (NHWC, the output channels padded to 16), the next
+layers' input as it is. Otherwise its output is NCHW float32, which needs
+the output channels in whole blocks of 16 (else the layer stays float32).
+
+Every other `tconv.quantize` whose integers an int8 kernel reads becomes a
+kernel writing them NHWC uint8, the channels padded to a multiple of 4, or
+of 16 where a depthwise layer reads them; a grouped layer needs them
+unpadded. A layer whose input is stored otherwise stays float32 (computing
+its QDQ pairs as they are). The choices depend on each other (a layer that
+stays float32 reads float32 values, so its producer cannot skip them), so
+`plan_int8` drops layers until the rest agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xdsl.dialects import func
+from xdsl.ir import SSAValue
+
+from tconv.ir.ops import Conv2dOp, DequantizeOp, ParamOp, QuantizeOp, shape_of
+from tconv.ir.schedule import ScheduleError, parse_schedule
+from tconv.ir.shapes import ShapeError
+from tconv.kernels.fusion import KernelGroup
+from tconv.kernels.packing import INT8_DEPTH, INT8_LANES, blocks
+from tconv.kernels.qdq import QdqError, Uint8, activation_qdq, weight_qdq
+from tconv.lowering.tvm.int8_conv import Int8Conv
+from tconv.semantics.int8 import uint8_clamp
+
+
+@dataclass
+class Int8Layer:
+    """A convolution's kernel group that runs as an int8 kernel."""
+
+    group: KernelGroup
+    quantize: QuantizeOp
+    """The quantize whose integers it reads."""
+    levels: Uint8
+    """Its input's levels (of the dequantize it reads)."""
+    weight: str
+    weight_scales: tuple[float, ...]
+    output: QuantizeOp | None = None
+    """The quantize of its result it absorbs (a uint8 output), or None (NCHW float32)."""
+
+    @property
+    def conv(self) -> Conv2dOp:
+        return self.group.anchor  # type: ignore[return-value]
+
+    def kernel(self, channels: int) -> Int8Conv:
+        """Its kernel's shape, for an input of `channels` stored channels."""
+        activation = self.group.activation_name
+        if self.output is None:
+            return self._kernel(channels, activation=activation, nchw=True, residual=self.group.residual is not None)
+        out = Uint8.of(self.output)
+        low, high = uint8_clamp(activation, out.scale, out.zero_point)
+        return self._kernel(channels, out_zero_point=out.zero_point, low=low, high=high)
+
+    def _kernel(self, channels: int, **output) -> Int8Conv:
+        op = self.conv
+        batch, _, height, width = shape_of(op.input)
+        out_channels, _, kh, kw = shape_of(op.weight)
+        ints = lambda attr: tuple(int(v) for v in attr.get_values())  # noqa: E731
+        return Int8Conv(
+            batch=batch, height=height, width=width, channels=channels, out_channels=out_channels,
+            kernel=(kh, kw), groups=op.groups.value.data, strides=ints(op.strides), padding=ints(op.padding),
+            dilations=ints(op.dilations), zero_point=self.levels.zero_point, **output,
+        )
+
+    def default_channels(self) -> int:
+        """The stored channels a quantize kernel gives its input: C16 for a
+        depthwise layer, else C4 (a grouped layer's C itself)."""
+        channels = shape_of(self.conv.input)[1]
+        groups, out_channels = self.conv.groups.value.data, shape_of(self.conv.weight)[0]
+        lanes = INT8_LANES if groups > 1 and groups == out_channels else INT8_DEPTH
+        return blocks(channels, lanes) * lanes
+
+    def fits(self, channels: int) -> bool:
+        """Whether its kernel reads an input of `channels` stored channels
+        (with either kind of output); a grouped layer's unpadded."""
+        try:
+            kernel = self._kernel(channels, out_zero_point=0)
+        except ShapeError:
+            return False
+        grouped = kernel.groups > 1 and not kernel.depthwise
+        return channels == shape_of(self.conv.input)[1] if grouped else True
+
+    def writes_float(self) -> bool:
+        """Whether its float32 output fits the kernel (NCHW: output channels in blocks of 16)."""
+        return shape_of(self.conv.weight)[0] % INT8_LANES == 0
+
+
+@dataclass
+class Int8Plan:
+    """The int8 layers of one network, by convolution, and the stored
+    channels of every uint8 tensor, by the quantize that writes it."""
+
+    layers: dict[Conv2dOp, Int8Layer] = field(default_factory=dict)
+    stored: dict[QuantizeOp, int] = field(default_factory=dict)
+
+    def reads_integers(self, value: SSAValue) -> bool:
+        """Whether every reader of `value` (a dequantize's result) is an int8
+        layer reading it as its input, so that the float32 value is never computed."""
+        return all(
+            isinstance(use.operation, Conv2dOp) and use.index == 0 and use.operation in self.layers
+            for use in value.uses
+        )
+
+
+def _candidate(group: KernelGroup) -> Int8Layer | None:
+    """The int8 layer of `group`, where its ops and shapes alone allow one."""
+    op = group.anchor
+    if not isinstance(op, Conv2dOp):
+        return None
+    try:
+        if op.schedule is not None and parse_schedule(op.schedule).layouts.packed:
+            return None  # its neighbours expect float32 channel blocks
+        pair = activation_qdq(op.input)
+        weight = weight_qdq(op.weight)
+        if pair is None or weight is None:
+            return None
+        quantize, dequantize = pair
+        Uint8.of(quantize)
+        layer = Int8Layer(group, quantize, Uint8.of(dequantize), *weight)
+    except (QdqError, ScheduleError):
+        return None  # the float32 lowering reports what it cannot take
+    operands = [op.bias] if op.bias is not None else []
+    if group.batch_norm is not None:
+        operands += list(group.batch_norm.operands[1:])
+    if not all(isinstance(v.owner, ParamOp) for v in operands):
+        return None
+    return layer if layer.fits(layer.default_channels()) else None
+
+
+def _absorbed_quantize(
+    layer: Int8Layer, plan: Int8Plan, readers: dict[QuantizeOp, list[Int8Layer]]
+) -> QuantizeOp | None:
+    """The quantize `layer`'s kernel can absorb (module docstring), or None."""
+    result = layer.group.result
+    if layer.group.residual is not None or not result.has_one_use():
+        return None
+    quantize = result.get_user_of_unique_use()
+    if not isinstance(quantize, QuantizeOp) or quantize not in readers:
+        return None
+    try:
+        Uint8.of(quantize)
+    except QdqError:
+        return None
+    uses = list(quantize.output.uses)
+    if not all(isinstance(u.operation, DequantizeOp) and plan.reads_integers(u.operation.output) for u in uses):
+        return None
+    return quantize
+
+
+def plan_int8(function: func.FuncOp, groups: list[KernelGroup]) -> Int8Plan:
+    """The int8 layers of `function`, whose kernels are `groups` (module docstring)."""
+    plan = Int8Plan({layer.conv: layer for layer in map(_candidate, groups) if layer is not None})
+    while True:
+        readers: dict[QuantizeOp, list[Int8Layer]] = {}
+        for layer in plan.layers.values():
+            readers.setdefault(layer.quantize, []).append(layer)
+        for layer in plan.layers.values():
+            layer.output = _absorbed_quantize(layer, plan, readers)
+        plan.stored = {quantize: max(layer.default_channels() for layer in rs) for quantize, rs in readers.items()}
+        for layer in plan.layers.values():
+            if layer.output is not None:
+                plan.stored[layer.output] = layer.kernel(plan.stored[layer.quantize]).out_channels_stored
+        dropped = [
+            conv for conv, layer in plan.layers.items()
+            if not layer.fits(plan.stored[layer.quantize]) or (layer.output is None and not layer.writes_float())
+        ]
+        if not dropped:
+            return plan
+        for conv in dropped:
+            del plan.layers[conv]

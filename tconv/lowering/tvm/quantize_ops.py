@@ -1,0 +1,54 @@
+"""The quantisation kernels of a quantised network's activations, with
+ONNX's QuantizeLinear / DequantizeLinear semantics (`semantics.int8`):
+
+- `quantize_nhwc`: NCHW float32 → the uint8 levels an int8 convolution
+  reads, NHWC with the channels padded (the padding holds the zero point);
+- `fake_quantize`: float32 → float32, a `quantize → dequantize` pair that
+  a float32 layer reads, computed as it is (any layout: it is elementwise).
+
+Both divide by the scale in float32 and round half to even (`nearbyint`),
+then saturate, as the reference executor does, so they agree to the bit.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, te, tirx
+
+from tconv.kernels.qdq import Uint8
+
+
+def _level(value, levels: Uint8):
+    """saturate(round_half_even(value / scale) + zero_point), as float32."""
+    level = tirx.nearbyint(value / tirx.const(levels.scale, "float32")) + tirx.const(levels.zero_point, "float32")
+    return tirx.max(tirx.min(level, tirx.const(255.0, "float32")), tirx.const(0.0, "float32"))
+
+
+def quantize_nhwc(x: te.Tensor, levels: Uint8, channels: int) -> te.Tensor:
+    """The uint8 levels of NCHW `x`, N x H x W x `channels` (≥ C)."""
+    n, c, h, w = (int(d) for d in x.shape)
+
+    def level(b, y, col, ch):
+        inside = _level(x[b, tirx.min(ch, c - 1), y, col], levels).astype("uint8")
+        return tirx.Select(ch < c, inside, tirx.const(levels.zero_point, "uint8"))
+
+    return te.compute((n, h, w, channels), level, name="quantize")
+
+
+def fake_quantize(x: te.Tensor, quantize: Uint8, dequantize: Uint8) -> te.Tensor:
+    """`x` quantised to `quantize`'s levels and read back with `dequantize`'s."""
+
+    def value(*index):
+        level = _level(x[index], quantize) - tirx.const(dequantize.zero_point, "float32")
+        return level * tirx.const(dequantize.scale, "float32")
+
+    return te.compute(x.shape, value, name="output")  # scheduled by schedule_cpu.schedule_elementwise
+
+
+def schedule_quantize_nhwc(function: tirx.PrimFunc) -> tirx.PrimFunc:
+    """Parallel over (image, row); each pixel's channels in a row."""
+    sch = s_tir.Schedule(function)
+    b, y, _, ch = sch.get_loops(sch.get_sblock("quantize"))
+    sch.parallel(sch.fuse(b, y))
+    sch.unroll(ch)
+    return sch.mod["main"]
+
