@@ -470,30 +470,52 @@ def runs_groups_in_parallel(groups: int) -> bool:
 
 
 INT8_MAX_COLUMNS = 14
-"""Most output columns of one int8 register tile (one int32 accumulator
-vector each); 16 or more ran slower (docs/benchmarks.md, int8 convolutions)."""
-INT8_LATENCY_COLUMNS = 12
-"""Columns (independent `vpdpbusd` chains) a tile needs to hide the
-instruction's latency: a tile of fewer runs proportionally slower."""
+"""Most output columns of one int8 register tile; a row of 16 or more ran
+slower (docs/benchmarks.md, int8 convolutions)."""
+INT8_ACCUMULATORS = 16
+"""Accumulator vectors (independent `vpdpbusd` chains) of one int8 register
+tile, rows × columns × blocks of 16 output channels: fewer hide less of the
+instruction's latency, more spill (AVX-512 has 32 vector registers).
+Measured on 3×3 layers at 2 threads: 64ch 32² ran at 1,338 GOP/s with 2
+rows × 8 columns, 1,184 with 1 × 12; 512ch 4² at 1,246 with 4 × 4, 564
+with 1 × 4 × 2 blocks."""
 
 
-def int8_column_tile(out_width: int) -> int:
-    """The int8 kernel's column tile for an output `out_width` columns wide:
-    the best of padded-column waste × latency hiding, the wider on ties."""
+@dataclass(frozen=True)
+class Int8Tile:
+    """An int8 register tile: `rows` × `columns` output positions × `blocks`
+    blocks of 16 output channels, one accumulator vector each."""
 
-    def score(tile: int) -> tuple[float, int]:
-        used = out_width / (-(-out_width // tile) * tile)
-        return used * min(1.0, tile / INT8_LATENCY_COLUMNS), tile
-
-    return max(range(1, min(out_width, INT8_MAX_COLUMNS) + 1), key=score)
+    rows: int
+    columns: int
+    blocks: int
 
 
-def int8_block_tile(group_blocks: int, column_tile: int) -> int:
-    """Blocks of 16 output channels one int8 register tile computes, for a
-    tile of `column_tile` columns and `group_blocks` blocks per group: the
-    fewest that give INT8_LATENCY_COLUMNS accumulators, at most
-    INT8_MAX_COLUMNS of them (narrow images, whose rows fill no tile), and a
-    divisor of the group's blocks (a tile lies in one group)."""
-    fitting = [d for d in range(1, group_blocks + 1) if group_blocks % d == 0 and d * column_tile <= INT8_MAX_COLUMNS]
-    enough = [d for d in fitting if d * column_tile >= INT8_LATENCY_COLUMNS]
-    return min(enough) if enough else max(fitting, default=1)
+def int8_register_tile(out_height: int, out_width: int, group_blocks: int, columns: int | None = None) -> Int8Tile:
+    """The int8 kernel's register tile for an output of `out_height` ×
+    `out_width` with `group_blocks` blocks of 16 channels per group (a tile
+    lies in one group; `columns`: given, else chosen): the most of
+    INT8_ACCUMULATORS used, times the share of computed columns that are
+    real (a row padded to whole tiles computes waste); on ties wider tiles,
+    then more rows rather than blocks (a weight vector loaded once serves
+    all of a tile's rows and columns). Rows and blocks divide the height
+    and the group's blocks, and a tile has no more blocks than positions (a
+    tile of one column and 16 blocks would load each weight vector for one
+    product)."""
+    widths = [columns] if columns else range(1, min(out_width, INT8_MAX_COLUMNS) + 1)
+
+    def score(tile: Int8Tile) -> tuple[float, int, int]:
+        used = out_width / (-(-out_width // tile.columns) * tile.columns)
+        filled = tile.rows * tile.columns * tile.blocks / INT8_ACCUMULATORS
+        return used * filled, tile.columns, tile.rows
+
+    return max(
+        (
+            Int8Tile(r, t, d)
+            for t in widths
+            for r in range(1, out_height + 1) if out_height % r == 0
+            for d in range(1, min(group_blocks, r * t) + 1)
+            if group_blocks % d == 0 and r * t * d <= INT8_ACCUMULATORS
+        ),
+        key=score,
+    )

@@ -211,13 +211,18 @@ def test_a_bias_beyond_int32_steps_is_refused():
             Requantization.of(1e-3, 0, w_q, np.full(2, 1e-3, np.float32), np.asarray(bias, np.float32))
 
 
-def test_the_column_tile():
-    """Up to 14 columns, none padded where a tile of 12 to 14 fits the row,
-    and never a narrow tile where a wide one wastes little."""
-    from tconv.kernels.blocking import INT8_MAX_COLUMNS, int8_column_tile
+def test_the_register_tile():
+    """16 accumulators where the shape allows, no padded columns where a
+    tile fits the row, rows before blocks; rows and blocks divide the
+    height and a group's blocks."""
+    from tconv.kernels.blocking import INT8_ACCUMULATORS, INT8_MAX_COLUMNS, Int8Tile, int8_register_tile
 
-    assert [int8_column_tile(q) for q in (7, 14, 28, 56, 112)] == [7, 14, 14, 14, 14]
-    assert int8_column_tile(32) == 12  # three tiles (36 columns) rather than four tiles of 8
-    for width in range(1, 300):
-        tile = int8_column_tile(width)
-        assert 1 <= tile <= min(width, INT8_MAX_COLUMNS)
+    assert int8_register_tile(32, 32, 4) == Int8Tile(2, 8, 1)
+    assert int8_register_tile(4, 4, 32) == Int8Tile(4, 4, 1)  # ResNet's last stage: all rows in one tile
+    assert int8_register_tile(7, 7, 32) == Int8Tile(1, 7, 2)  # 7 rows: blocks fill the tile
+    assert int8_register_tile(3, 5, 1, columns=3).columns == 3
+    for height, width, blocks in [(h, w, b) for h in (1, 5, 6, 17) for w in range(1, 60, 7) for b in (1, 3, 8)]:
+        tile = int8_register_tile(height, width, blocks)
+        assert 1 <= tile.columns <= min(width, INT8_MAX_COLUMNS)
+        assert height % tile.rows == 0 and blocks % tile.blocks == 0
+        assert tile.rows * tile.columns * tile.blocks <= INT8_ACCUMULATORS

@@ -13,7 +13,7 @@ added before the activation where a fused add brings one).
 
 Grouped convolutions read each group's channels of the same NHWC input, and
 need a group's input channels to be a multiple of 4 and its output channels
-of 16 (ResNeXt's are; depthwise ones are not: they have no int8 kernel yet).
+of 16 (ResNeXt's are); depthwise ones have a loop nest of their own.
 
 Stages: `pad` (the input padded with its zero point: a zero after the
 offset), `conv` (N x O16/16 x P x Qp x 16 int32: Σ x_q · w_q, Qp the width
@@ -21,10 +21,12 @@ rounded up to whole column tiles) and `output` (the requantisation: the
 per-channel int32 offset, one float multiply, then the activation or the
 uint8 clamp).
 
-Schedule. Parallel over (batch, row, block of 16 output channels; a block
-lies in one group) → column tile → [for input channels in fours, tap row, tap column: for each column of
-the tile, one dot-product instruction adds 4 input channels × 16 output
-channels into the column's accumulator vector] → the tile's epilogue. With
+Schedule. A register tile is rows × columns × blocks of 16 output channels
+(`blocking.int8_register_tile`: 16 accumulator vectors; its blocks lie in
+one group). Parallel over (batch, tile rows, tile blocks) → column tile →
+[for input channels in fours, tap row, tap column: for each row, block and
+column of the tile, one dot-product instruction adds 4 input channels × 16
+output channels into its accumulator vector] → the tile's epilogue. With
 AVX-512 VNNI (`vpdpbusd`: `VectorUnit.int8_dot`) the inner 16 × 4 block is
 that instruction (the tensor intrinsic `VNNI_DOT`); without it the
 same loops, vectorised over the 16 channels by LLVM.
@@ -38,7 +40,7 @@ from functools import cache
 from tvm import te, tirx
 
 from tconv.ir.shapes import ShapeError, window_output
-from tconv.kernels.blocking import int8_block_tile, int8_column_tile
+from tconv.kernels.blocking import INT8_MAX_COLUMNS, Int8Tile, int8_register_tile
 from tconv.kernels.packing import INT8_DEPTH, INT8_LANES, blocks
 from tconv.semantics.int8 import INT32_LIMIT, int8_accumulator_bound
 
@@ -118,15 +120,16 @@ class Int8Conv:
     high: int = 255
     """The uint8 output's clamp (`semantics.int8.Requantization`)."""
     column_tile: int | None = None
-    """Output columns of a register tile; None: `blocking.int8_column_tile`."""
-    block_tile: int | None = None
-    """Blocks of 16 output channels of a register tile; None: `blocking.int8_block_tile`."""
+    """Output columns of a register tile (at most `blocking.INT8_MAX_COLUMNS`);
+    None: `blocking.int8_register_tile`'s, as the tile's rows and blocks are."""
     nchw: bool = False
     """A float32 output stored NCHW (N x O x P x Q; O a multiple of 16), not NHWC."""
     residual: bool = False
     """An NCHW float32 residual added before the activation (with `nchw`)."""
 
     def __post_init__(self):
+        if not 1 <= (self.column_tile or 1) <= INT8_MAX_COLUMNS:
+            raise ShapeError(f"int8 conv2d: a column tile of {self.column_tile}; 1 to {INT8_MAX_COLUMNS} columns")
         if (self.nchw or self.residual) and self.out_zero_point is not None:
             raise ShapeError("int8 conv2d: an NCHW output or a residual needs a float32 output")
         if self.residual and not self.nchw:
@@ -181,14 +184,16 @@ class Int8Conv:
         return window_output(self.height, kh, sh, top + bottom, dh), window_output(self.width, kw, sw, left + right, dw)
 
     @property
-    def tile(self) -> int:
-        return self.column_tile or int8_column_tile(self.output_size[1])
+    def register_tile(self) -> Int8Tile:
+        """Rows × columns × blocks of one register tile (one row and block: depthwise)."""
+        if self.depthwise:
+            return Int8Tile(1, self.column_tile or int8_register_tile(1, self.output_size[1], 1).columns, 1)
+        return int8_register_tile(*self.output_size, self.group_blocks, self.column_tile)
 
     @property
-    def blocks_per_tile(self) -> int:
-        if self.depthwise:
-            return 1
-        return self.block_tile or int8_block_tile(self.group_blocks, self.tile)
+    def tile(self) -> int:
+        """Columns of a register tile."""
+        return self.register_tile.columns
 
     @property
     def output_dtype(self) -> str:
@@ -304,9 +309,10 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
     sch = relayout_output(s_tir.Schedule(function), tile_order)
     b, y, block, x, oi = sch.get_loops(sch.get_sblock("output"))
     xo, xi = sch.split(x, [None, conv.tile])
-    if conv.blocks_per_tile > 1:
-        block, inner_block = sch.split(block, [None, conv.blocks_per_tile])
-        sch.reorder(xo, inner_block)
+    tile = conv.register_tile
+    y, inner_row = sch.split(y, [None, tile.rows])
+    block, inner_block = sch.split(block, [None, tile.blocks])
+    sch.reorder(y, block, xo, inner_row, inner_block)
     sch.parallel(sch.fuse(b, y, block))
     accumulate = sch.get_sblock("conv")
     sch.set_scope(accumulate, 0, "local")  # one tile, kept in registers by LLVM
@@ -317,14 +323,15 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
         sch.vectorize(channel)  # before the init is split off: a block without its init cannot be
         init = sch.decompose_reduction(accumulate, ry)
     else:
-        tile_block, _, column, channel, rc, ry, rx, rci = sch.get_loops(accumulate)[-8:]
+        tile_block, row, column, channel, rc, ry, rx, rci = sch.get_loops(accumulate)[-8:]
         if vnni:
-            sch.reorder(rc, ry, rx, tile_block, column, channel, rci)
+            sch.reorder(rc, ry, rx, row, tile_block, column, channel, rci)
         else:
-            sch.reorder(rc, ry, rx, rci, tile_block, column, channel)
+            sch.reorder(rc, ry, rx, rci, row, tile_block, column, channel)
             sch.unroll(rci)
             sch.vectorize(channel)
         sch.unroll(tile_block)
+        sch.unroll(row)
         init = sch.decompose_reduction(accumulate, rc)
         if vnni:
             _register_vnni_dot()
@@ -332,8 +339,14 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(column)
     sch.unroll(rx)
-    sch.unroll(xi)
-    sch.vectorize(oi)
+    if conv.nchw:
+        # A channel's columns are contiguous in NCHW: stored as one vector each.
+        sch.reorder(oi, xi)
+        sch.unroll(oi)
+        sch.vectorize(xi)
+    else:
+        sch.unroll(xi)
+        sch.vectorize(oi)
     pad = sch.get_sblock("pad")
     pad_loops = sch.get_loops(pad)
     sch.parallel(sch.fuse(*pad_loops[:2]))
