@@ -195,3 +195,41 @@ def test_a_trained_network_keeps_its_accuracy_in_int8_kernels():
     assert np.mean(int8 == qdq) >= 0.99
     assert np.mean(f32 == y_val) > 0.85
     assert np.mean(int8 == y_val) >= np.mean(f32 == y_val) - 0.01
+
+
+def residual_network():
+    """Two residual blocks, the second with a projection shortcut, float32."""
+    b = NetworkBuilder("residual", (1, 3, 8, 8))
+    x = b.relu(b.batch_norm(b.conv2d(b.input, 16, 3, name="stem"), name="stem_bn"))
+    y = b.relu(b.batch_norm(b.conv2d(x, 16, 3, name="a1"), name="a1_bn"))
+    x = b.relu(b.add(b.batch_norm(b.conv2d(y, 16, 3, name="a2"), name="a2_bn"), x))
+    y = b.relu(b.batch_norm(b.conv2d(x, 32, 3, stride=2, name="b1"), name="b1_bn"))
+    shortcut = b.batch_norm(b.conv2d(x, 32, 1, stride=2, name="proj"), name="proj_bn")
+    x = b.relu(b.add(b.batch_norm(b.conv2d(y, 32, 3, name="b2"), name="b2_bn"), shortcut))
+    return b.finish(b.dense(b.flatten(b.global_avg_pool(x)), 10, name="fc"))
+
+
+def test_a_residual_block_with_quantized_residuals_runs_in_uint8():
+    """With `residuals=quantized` the first block's add reads the block
+    input's integers: its second convolution reads them as its residual and
+    writes the next block's uint8 input: no quantize kernel but the
+    network input's.
+    The projection block's shortcut is float32 (no layer reads it), so its add
+    is too. Both forms compute the reference's result on their QDQ form."""
+    module = residual_network()
+    params = init_params(module, seed=3)
+    x = np.random.default_rng(3).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
+    kinds = {}
+    for residuals in ("quantized", "float"):
+        quantised = module.clone()
+        with using_store(ParamStore(arrays=dict(params))):
+            QuantizePass(samples=16, residuals=residuals).apply(Context(), quantised)
+        net = TvmNetwork(quantised)
+        net.load_params(params)
+        kinds[residuals] = [(call.symbol.split("_", 1)[1], call.ops) for call in net.program.calls]
+        (actual,) = net.run(x)
+        (reference,) = run(quantised, params, x)
+        assert np.abs(actual - reference).max() <= 0.02 * np.abs(reference).max(), residuals
+    assert [kind for kind, _ in kinds["quantized"]].count("quantize") == 1
+    assert ("int8_conv2d", ("conv2d", "batch_norm", "add", "relu", "quantize")) in kinds["quantized"]
+    assert [kind for kind, _ in kinds["float"]].count("quantize") == 3  # and the stem's and a2's float32 outputs

@@ -94,3 +94,19 @@ def test_scales_and_zero_points():
     assert activation_qparams(2.0, 5.1, "uint8") == (pytest.approx(0.02), 0)
     assert activation_qparams(-2.54, 1.0, "int8") == (pytest.approx(0.02), 0)
     assert activation_qparams(0.0, 0.0, "uint8") == (1.0, 0)
+
+
+def test_a_residual_add_reads_the_dequantized_value_it_shares_with_a_layer():
+    from tconv.ir.ops import AddOp
+
+    b = NetworkBuilder("block", (1, 1, 8, 8))
+    x = b.relu(b.conv2d(b.input, 8, 3, name="conv1"))
+    y = b.relu(b.add(b.conv2d(x, 8, 3, name="conv2"), x))
+    module = b.finish(b.dense(b.flatten(y), 10, name="fc"))
+    params = init_params(module)
+    for residuals, reads_dequantized in (("quantized", True), ("float", False)):
+        add = next(op for op in quantised(module, params, samples=4, residuals=residuals).walk() if isinstance(op, AddOp))
+        assert isinstance(add.rhs.owner, DequantizeOp) == reads_dequantized, residuals
+        assert not isinstance(add.lhs.owner, DequantizeOp)  # the chain's own value
+    with pytest.raises(Exception, match="residuals must be quantized or float, got 'int8'"):
+        QuantizePass(residuals="int8")

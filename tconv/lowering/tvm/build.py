@@ -260,7 +260,9 @@ class _Lowering(ProgramBuilder):
         offset = self.derived(Recipe("int8_offset", sources, attributes), o16, f"{layer.weight}:int8_offset", "i32")
         scale = self.derived(Recipe("int8_scale", sources, attributes), o16, f"{layer.weight}:int8_scale")
         args = [self.value(layer.quantize.output, NHWC, "its input"), weight, offset, scale]
-        if conv.residual:
+        if layer.residual is not None:
+            args.append(self.value(layer.residual.output, NHWC, "the residual of its fused add"))
+        elif conv.residual:
             args.append(self.value(group.residual, NCHW, "the residual of its fused add"))
         vnni = self.unit.int8_dot
         spec = KernelSpec(

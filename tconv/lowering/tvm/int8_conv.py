@@ -125,15 +125,23 @@ class Int8Conv:
     nchw: bool = False
     """A float32 output stored NCHW (N x O x P x Q; O a multiple of 16), not NHWC."""
     residual: bool = False
-    """An NCHW float32 residual added before the activation (with `nchw`)."""
+    """A residual added before the activation: NCHW float32 (with `nchw`), or
+    uint8 where `residual_levels` are given."""
+    residual_levels: tuple[float, int] | None = None
+    """(factor, zero point) of a uint8 residual stored as this kernel stores a
+    uint8 output (N x P x Q x O16): `(r - zero point) · factor` is added, in
+    the output's units (for a uint8 output, its levels: factor is the
+    residual's scale over the output's)."""
 
     def __post_init__(self):
         if not 1 <= (self.column_tile or 1) <= INT8_MAX_COLUMNS:
             raise ShapeError(f"int8 conv2d: a column tile of {self.column_tile}; 1 to {INT8_MAX_COLUMNS} columns")
-        if (self.nchw or self.residual) and self.out_zero_point is not None:
-            raise ShapeError("int8 conv2d: an NCHW output or a residual needs a float32 output")
-        if self.residual and not self.nchw:
-            raise ShapeError("int8 conv2d: a residual is read NCHW, with an NCHW output")
+        if self.nchw and self.out_zero_point is not None:
+            raise ShapeError("int8 conv2d: an NCHW output is float32")
+        if self.residual_levels is not None and not self.residual:
+            raise ShapeError("int8 conv2d: residual levels without a residual")
+        if self.residual and self.residual_levels is None and not self.nchw:
+            raise ShapeError("int8 conv2d: a float32 residual is read NCHW, with an NCHW output")
         if self.nchw and self.out_channels % INT8_LANES:
             raise ShapeError(
                 f"int8 conv2d: an NCHW output needs output channels in whole blocks of {INT8_LANES}, "
@@ -221,7 +229,9 @@ def placeholders(conv: Int8Conv) -> list[te.Tensor]:
         te.placeholder((o16,), I32, name="offset"),
         te.placeholder((o16,), F32, name="scale"),
     ]
-    if conv.residual:
+    if conv.residual_levels is not None:
+        tensors.append(te.placeholder((conv.batch, *conv.output_size, o16), U8, name="residual"))
+    elif conv.residual:
         tensors.append(te.placeholder((conv.batch, conv.out_channels, *conv.output_size), F32, name="residual"))
     return tensors
 
@@ -278,7 +288,11 @@ def int8_conv2d(conv: Int8Conv, data, weight, offset, scale, residual=None) -> t
 
     def requantize(b, y, x, o):
         value = (acc[b, o // INT8_LANES, y, x, o % INT8_LANES] + offset[o]).astype(F32) * scale[o]
-        if residual is not None:
+        if conv.residual_levels is not None:
+            factor, zero_point = conv.residual_levels
+            level = residual[b, y, x, o].astype(F32) - tirx.const(zero_point, F32)
+            value = value + level * tirx.const(factor, F32)
+        elif residual is not None:
             value = value + residual[b, o, y, x]
         if conv.out_zero_point is None:
             if conv.activation is not None:

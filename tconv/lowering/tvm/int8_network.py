@@ -10,6 +10,11 @@ activation) and, where the chain's result is read only by a per-tensor
 its output is then uint8 (NHWC, the output channels padded to 16), the next
 layers' input as it is. Otherwise its output is NCHW float32, which needs
 the output channels in whole blocks of 16 (else the layer stays float32).
+A residual that is a QDQ activation is read as its uint8 integers where
+they are stored as the kernel's own output would be (NHWC, O16), else as
+NCHW float32 (which only a float32 output can add). So a residual block
+whose add reads the dequantized block input (`tconv-quantize`'s
+`residuals=quantized`) runs in uint8 from end to end.
 
 Every other `tconv.quantize` whose integers an int8 kernel reads becomes a
 kernel writing them NHWC uint8, the channels padded to a multiple of 4, or
@@ -24,8 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from xdsl.dialects import func
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from tconv.ir.ops import Conv2dOp, DequantizeOp, ParamOp, QuantizeOp, shape_of
 from tconv.ir.schedule import ScheduleError, parse_schedule
@@ -50,19 +56,34 @@ class Int8Layer:
     weight_scales: tuple[float, ...]
     output: QuantizeOp | None = None
     """The quantize of its result it absorbs (a uint8 output), or None (NCHW float32)."""
+    residual: QuantizeOp | None = None
+    """The quantize whose integers it reads as its fused add's residual, or
+    None (a float32 residual, or none)."""
+    residual_levels: Uint8 | None = None
 
     @property
     def conv(self) -> Conv2dOp:
         return self.group.anchor  # type: ignore[return-value]
 
+    @property
+    def out_stored(self) -> int:
+        """O16: the channels of its NHWC uint8 output (and of a uint8 residual)."""
+        return blocks(shape_of(self.conv.weight)[0], INT8_LANES) * INT8_LANES
+
     def kernel(self, channels: int) -> Int8Conv:
         """Its kernel's shape, for an input of `channels` stored channels."""
         activation = self.group.activation_name
+        residual = dict(residual=self.group.residual is not None)
         if self.output is None:
-            return self._kernel(channels, activation=activation, nchw=True, residual=self.group.residual is not None)
+            if self.residual_levels is not None:
+                residual["residual_levels"] = (self.residual_levels.scale, self.residual_levels.zero_point)
+            return self._kernel(channels, activation=activation, nchw=True, **residual)
         out = Uint8.of(self.output)
+        if self.residual_levels is not None:
+            factor = float(np.float32(self.residual_levels.scale) / np.float32(out.scale))
+            residual["residual_levels"] = (factor, self.residual_levels.zero_point)
         low, high = uint8_clamp(activation, out.scale, out.zero_point)
-        return self._kernel(channels, out_zero_point=out.zero_point, low=low, high=high)
+        return self._kernel(channels, out_zero_point=out.zero_point, low=low, high=high, **residual)
 
     def _kernel(self, channels: int, **output) -> Int8Conv:
         op = self.conv
@@ -105,14 +126,14 @@ class Int8Plan:
 
     layers: dict[Conv2dOp, Int8Layer] = field(default_factory=dict)
     stored: dict[QuantizeOp, int] = field(default_factory=dict)
+    integer_reads: set[tuple[Operation, int]] = field(default_factory=set)
+    """(op, operand index) of every read an int8 kernel makes of a
+    dequantize's integers: an int8 layer's input, the residual of its add."""
 
     def reads_integers(self, value: SSAValue) -> bool:
         """Whether every reader of `value` (a dequantize's result) is an int8
-        layer reading it as its input, so that the float32 value is never computed."""
-        return all(
-            isinstance(use.operation, Conv2dOp) and use.index == 0 and use.operation in self.layers
-            for use in value.uses
-        )
+        kernel reading its integers, so that the float32 value is never computed."""
+        return all((use.operation, use.index) in self.integer_reads for use in value.uses)
 
 
 def _candidate(group: KernelGroup) -> Int8Layer | None:
@@ -140,15 +161,30 @@ def _candidate(group: KernelGroup) -> Int8Layer | None:
     return layer if layer.fits(layer.default_channels()) else None
 
 
-def _absorbed_quantize(
-    layer: Int8Layer, plan: Int8Plan, readers: dict[QuantizeOp, list[Int8Layer]]
-) -> QuantizeOp | None:
+def _residual_read(layer: Int8Layer) -> tuple[QuantizeOp, Uint8, int] | None:
+    """The quantize, levels and add operand of a residual that is a per-tensor
+    QDQ activation (which the kernel may read as integers), or None."""
+    add, residual = layer.group.add, layer.group.residual
+    if add is None or add.lhs == add.rhs:
+        return None
+    pair = activation_qdq(residual)
+    if pair is None:
+        return None
+    try:
+        Uint8.of(pair[0])
+        levels = Uint8.of(pair[1])
+    except QdqError:
+        return None
+    return pair[0], levels, 0 if add.lhs == residual else 1
+
+
+def _absorbed_quantize(layer: Int8Layer, plan: Int8Plan) -> QuantizeOp | None:
     """The quantize `layer`'s kernel can absorb (module docstring), or None."""
     result = layer.group.result
-    if layer.group.residual is not None or not result.has_one_use():
-        return None
+    if (layer.group.residual is not None and layer.residual is None) or not result.has_one_use():
+        return None  # a float32 residual is read NCHW, by a float32 output only
     quantize = result.get_user_of_unique_use()
-    if not isinstance(quantize, QuantizeOp) or quantize not in readers:
+    if not isinstance(quantize, QuantizeOp) or quantize not in plan.stored:
         return None
     try:
         Uint8.of(quantize)
@@ -164,18 +200,31 @@ def plan_int8(function: func.FuncOp, groups: list[KernelGroup]) -> Int8Plan:
     """The int8 layers of `function`, whose kernels are `groups` (module docstring)."""
     plan = Int8Plan({layer.conv: layer for layer in map(_candidate, groups) if layer is not None})
     while True:
-        readers: dict[QuantizeOp, list[Int8Layer]] = {}
-        for layer in plan.layers.values():
-            readers.setdefault(layer.quantize, []).append(layer)
-        for layer in plan.layers.values():
-            layer.output = _absorbed_quantize(layer, plan, readers)
-        plan.stored = {quantize: max(layer.default_channels() for layer in rs) for quantize, rs in readers.items()}
-        for layer in plan.layers.values():
+        layers = list(plan.layers.values())
+        needs: dict[QuantizeOp, list[int]] = {}
+        for layer in layers:
+            needs.setdefault(layer.quantize, []).append(layer.default_channels())
+            residual = _residual_read(layer)
+            if residual is not None:
+                needs.setdefault(residual[0], []).append(layer.out_stored)
+        plan.stored = {quantize: max(channels) for quantize, channels in needs.items()}
+        plan.integer_reads = {(layer.conv, 0) for layer in layers}
+        for layer in layers:
+            residual = _residual_read(layer)
+            layer.residual = layer.residual_levels = None
+            if residual is not None and plan.stored[residual[0]] == layer.out_stored:
+                layer.residual, layer.residual_levels, index = residual
+                plan.integer_reads.add((layer.group.add, index))
+        for layer in layers:
+            layer.output = _absorbed_quantize(layer, plan)
+        for layer in layers:
             if layer.output is not None:
-                plan.stored[layer.output] = layer.kernel(plan.stored[layer.quantize]).out_channels_stored
+                plan.stored[layer.output] = layer.out_stored
         dropped = [
-            conv for conv, layer in plan.layers.items()
-            if not layer.fits(plan.stored[layer.quantize]) or (layer.output is None and not layer.writes_float())
+            layer.conv for layer in layers
+            if not layer.fits(plan.stored[layer.quantize])
+            or (layer.output is None and not layer.writes_float())
+            or (layer.residual is not None and plan.stored[layer.residual] != layer.out_stored)
         ]
         if not dropped:
             return plan

@@ -20,8 +20,12 @@ QDQ (what `onnxruntime.quantization.quantize_static` writes, and what
 Calibration runs the f32 network with the reference executor on `samples`
 inputs of `data` (`digits`, an .npz or a folder of class subfolders, as
 `tconv train --data` reads them: `tconv.train.data`), fitted to the network's
-input. A value read by several layers gets one QDQ pair, shared; its other
-users (a residual add) keep reading the f32 value. Biases stay f32.
+input. A value read by several layers gets one QDQ pair, shared. A
+residual add that reads such a value reads its dequantized value too
+(`residuals=quantized`, as `quantize_static` quantises an Add's inputs), so
+that a residual block computes on the integers its layers read, and the
+TVM lowering keeps it in int8 kernels; with `residuals=float` it reads the
+f32 value. Biases stay f32.
 
 Scales and zero points are attributes of the QDQ ops, not parameter-store
 entries (docs/ARCHITECTURE.md says why): the pass reads the store (weights,
@@ -46,13 +50,14 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
 from tconv.errors import TconvError
-from tconv.ir.ops import DequantizeOp, QuantizeOp, shape_of
+from tconv.ir.ops import AddOp, DequantizeOp, QuantizeOp, shape_of
 from tconv.passes.classical.fold_bn import select_layers
 from tconv.passes.nas.store import active_store
 
 GRANULARITIES = ("per-channel", "per-tensor")
 CALIBRATIONS = ("minmax", "percentile")
 ACTIVATION_TYPES = ("uint8", "int8")
+RESIDUALS = ("quantized", "float")
 PERCENTILE_VALUES = 1 << 20
 """Most values of one tensor the percentile calibration keeps (a seeded sample of them)."""
 
@@ -187,6 +192,8 @@ class QuantizePass(ModulePass):
     """How many calibration inputs (at least 1)."""
     layers: str = ""
     """Comma-separated layer names and patterns; empty: every convolution and dense layer."""
+    residuals: str = "quantized"
+    """`quantized`: an add reading a quantised layer's input reads its dequantized value; `float`: the f32 value."""
 
     def fail(self, message: str) -> PassFailedException:
         return PassFailedException(f"{self.name}: {message}")
@@ -198,6 +205,7 @@ class QuantizePass(ModulePass):
             ("activations", self.activations, GRANULARITIES[1:]),
             ("activation-type", self.activation_type, ACTIVATION_TYPES),
             ("calibration", self.calibration, CALIBRATIONS),
+            ("residuals", self.residuals, RESIDUALS),
         ):
             if value not in allowed:
                 raise self.fail(f"{option} must be {' or '.join(allowed)}, got '{value}'")
@@ -243,6 +251,11 @@ class QuantizePass(ModulePass):
                     scales, zero_points = weight_qparams(weight_values[weight], per_channel)
                     dequantized[weight] = qdq(weight, scales, zero_points, 0 if per_channel else None, "i8")
                 conv.operands[1] = dequantized[weight]
+        if self.residuals == "quantized":
+            for source in dict.fromkeys(inputs):
+                for use in list(source.uses):
+                    if isinstance(use.operation, AddOp):
+                        use.operation.operands[use.index] = dequantized[source]
         skipped = [layer.name for layer in layers if layer not in todo]
         if skipped:
             print(f"remark: {self.name}: left {', '.join(skipped)} alone: already quantised", file=sys.stderr)
