@@ -1,10 +1,12 @@
 // tconv-quantize puts a quantize → dequantize pair on the input (uint8, per
 // tensor, calibrated on digits) and on the weight (int8, symmetric, per output
 // channel along axis 0) of every convolution and dense layer. A value read by
-// two layers gets one pair; its other users keep the f32 value.
+// two layers gets one pair; a residual add reading it reads the pair's
+// dequantized value too (residuals=quantized), or the f32 value (float).
 
 // RUN: tconv-opt %s -p 'tconv-quantize{samples=16}' | filecheck %s
 // RUN: tconv-opt %s -p 'tconv-quantize{weights=per-tensor activation-type=int8 calibration=percentile percentile=99.9 samples=8}' | filecheck %s --check-prefix=TENSOR
+// RUN: tconv-opt %s -p 'tconv-quantize{samples=8 residuals=float}' | filecheck %s --check-prefix=FLOAT
 // RUN: tconv-opt %s -p 'tconv-quantize{samples=8}' | not tconv-opt - -p 'tconv-quantize{samples=8}' 2>&1 | filecheck %s --check-prefix=TWICE
 // RUN: not tconv-opt %s -p 'tconv-quantize{weights=per-row}' 2>&1 | filecheck %s --check-prefix=OPTION
 // RUN: not tconv-opt %s -p 'tconv-quantize{calibration=percentile percentile=20}' 2>&1 | filecheck %s --check-prefix=PERCENTILE
@@ -28,7 +30,7 @@
 // CHECK-NEXT:   %w3_q = tconv.quantize %w3
 // CHECK-NEXT:   %w3_dq = tconv.dequantize %w3_q
 // CHECK-NEXT:   %y3 = tconv.conv2d %r_dq, %w3_dq
-// CHECK-NEXT:   %s = tconv.add %y2, %r : tensor<1x4x8x8xf32>
+// CHECK-NEXT:   %s = tconv.add %y2, %r_dq : tensor<1x4x8x8xf32>
 // CHECK:        %f_q = tconv.quantize %f
 // CHECK-NEXT:   %f_dq = tconv.dequantize %f_q
 // CHECK-NEXT:   %fw = tconv.param "fc.weight"
@@ -37,6 +39,8 @@
 
 // TENSOR:       %x_q = tconv.quantize %x scale [{{[0-9.e+-]+}}] zero_point [0] : (tensor<1x1x8x8xf32>) -> tensor<1x1x8x8xi8>
 // TENSOR:       %w_q = tconv.quantize %w scale [{{[0-9.e+-]+}}] zero_point [0] : (tensor<4x1x3x3xf32>) -> tensor<4x1x3x3xi8>
+
+// FLOAT:        %s = tconv.add %y2, %r : tensor<1x4x8x8xf32>
 
 // TWICE:      error: tconv-quantize: no unquantised convolution or dense layer in the module
 
