@@ -212,10 +212,10 @@ def residual_network():
 def test_a_residual_block_with_quantized_residuals_runs_in_uint8():
     """With `residuals=quantized` the first block's add reads the block
     input's integers: its second convolution reads them as its residual and
-    writes the next block's uint8 input: no quantize kernel but the
-    network input's.
-    The projection block's shortcut is float32 (no layer reads it), so its add
-    is too. Both forms compute the reference's result on their QDQ form."""
+    writes the next block's uint8 input; the projection block's shortcut
+    gets a QDQ pair of its own, so the projection writes uint8 too: no
+    quantize kernel but the network input's. Both forms compute the
+    reference's result on their QDQ form."""
     module = residual_network()
     params = init_params(module, seed=3)
     x = np.random.default_rng(3).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
@@ -232,4 +232,5 @@ def test_a_residual_block_with_quantized_residuals_runs_in_uint8():
         assert np.abs(actual - reference).max() <= 0.02 * np.abs(reference).max(), residuals
     assert [kind for kind, _ in kinds["quantized"]].count("quantize") == 1
     assert ("int8_conv2d", ("conv2d", "batch_norm", "add", "relu", "quantize")) in kinds["quantized"]
+    assert ("int8_conv2d", ("conv2d", "batch_norm", "quantize")) in kinds["quantized"]  # the projection
     assert [kind for kind, _ in kinds["float"]].count("quantize") == 3  # and the stem's and a2's float32 outputs

@@ -108,5 +108,14 @@ def test_a_residual_add_reads_the_dequantized_value_it_shares_with_a_layer():
         add = next(op for op in quantised(module, params, samples=4, residuals=residuals).walk() if isinstance(op, AddOp))
         assert isinstance(add.rhs.owner, DequantizeOp) == reads_dequantized, residuals
         assert not isinstance(add.lhs.owner, DequantizeOp)  # the chain's own value
+    # A projection block: the add reads no layer's input; its later operand (the shortcut) gets a pair.
+    b = NetworkBuilder("projection", (1, 1, 8, 8))
+    x = b.relu(b.conv2d(b.input, 8, 3, name="conv1"))
+    main = b.conv2d(x, 16, 3, stride=2, name="conv2")
+    shortcut = b.conv2d(x, 16, 1, stride=2, name="proj")
+    module = b.finish(b.dense(b.flatten(b.relu(b.add(main, shortcut))), 10, name="fc"))
+    add = next(op for op in quantised(module, init_params(module), samples=4).walk() if isinstance(op, AddOp))
+    assert not isinstance(add.lhs.owner, DequantizeOp)
+    assert isinstance(add.rhs.owner, DequantizeOp) and add.rhs.owner.input.owner.input.owner.name == "tconv.conv2d"
     with pytest.raises(Exception, match="residuals must be quantized or float, got 'int8'"):
         QuantizePass(residuals="int8")

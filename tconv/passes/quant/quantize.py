@@ -20,12 +20,13 @@ QDQ (what `onnxruntime.quantization.quantize_static` writes, and what
 Calibration runs the f32 network with the reference executor on `samples`
 inputs of `data` (`digits`, an .npz or a folder of class subfolders, as
 `tconv train --data` reads them: `tconv.train.data`), fitted to the network's
-input. A value read by several layers gets one QDQ pair, shared. A
-residual add that reads such a value reads its dequantized value too
-(`residuals=quantized`, as `quantize_static` quantises an Add's inputs), so
-that a residual block computes on the integers its layers read, and the
-TVM lowering keeps it in int8 kernels; with `residuals=float` it reads the
-f32 value. Biases stay f32.
+input. A value read by several layers gets one QDQ pair, shared. With
+`residuals=quantized` (as `quantize_static` quantises an Add's inputs) a
+residual add that reads such a value reads its dequantized value, and an
+add that reads none (a projection block's) reads its residual through a
+QDQ pair of its own, calibrated as the layers' inputs are: so a residual
+block computes on integers, and the TVM lowering keeps it in int8 kernels.
+With `residuals=float` adds read f32 values. Biases stay f32.
 
 Scales and zero points are attributes of the QDQ ops, not parameter-store
 entries (docs/ARCHITECTURE.md says why): the pass reads the store (weights,
@@ -227,10 +228,12 @@ class QuantizePass(ModulePass):
             raise self.fail(f"no unquantised convolution or dense layer {what}")
         inputs = [layer.op.input for layer in todo if not isinstance(layer.op.input.owner, DequantizeOp)]
         weights = [layer.op.weight for layer in todo if not isinstance(layer.op.weight.owner, DequantizeOp)]
+        shortcuts = _shortcuts(op, set(inputs)) if self.residuals == "quantized" else {}
+        calibrated = list(dict.fromkeys(inputs + list(shortcuts.values())))
         try:
             data = calibration_inputs(op, self.data, self.samples)
             params = store.values_for(op)
-            ranges = observed_ranges(op, params, data, list(dict.fromkeys(inputs)), self.calibration, float(self.percentile))
+            ranges = observed_ranges(op, params, data, calibrated, self.calibration, float(self.percentile))
             weight_values = _weight_values(op, params, data[:1], weights)
         except TconvError as err:
             raise self.fail(f"calibration: {err}") from err
@@ -256,9 +259,29 @@ class QuantizePass(ModulePass):
                 for use in list(source.uses):
                     if isinstance(use.operation, AddOp):
                         use.operation.operands[use.index] = dequantized[source]
+            for add, shortcut in shortcuts.items():
+                scale, zero_point = activation_qparams(*ranges[shortcut], self.activation_type)
+                add.operands[list(add.operands).index(shortcut)] = qdq(shortcut, [scale], [zero_point], None, element)
         skipped = [layer.name for layer in layers if layer not in todo]
         if skipped:
             print(f"remark: {self.name}: left {', '.join(skipped)} alone: already quantised", file=sys.stderr)
+
+
+def _shortcuts(module: ModuleOp, layer_inputs: set[SSAValue]) -> dict[AddOp, SSAValue]:
+    """The residual of each add that reads no layer's input (a projection
+    block's): the operand defined later, a computed value. (The kernel
+    grouping, `kernels.fusion`, lets the chain that comes first absorb the
+    add; the other operand is its residual.)"""
+    block = _function(module).body.block
+    position = {o: index for index, o in enumerate(block.ops)}
+    shortcuts = {}
+    for add in block.ops:
+        if not isinstance(add, AddOp) or any(v in layer_inputs for v in add.operands) or add.lhs == add.rhs:
+            continue
+        later = max(add.operands, key=lambda v: position.get(v.owner, -1))
+        if later.owner in position:
+            shortcuts[add] = later
+    return shortcuts
 
 
 def _weight_values(module: ModuleOp, params, one_input: np.ndarray, weights: list[SSAValue]) -> dict[SSAValue, np.ndarray]:
