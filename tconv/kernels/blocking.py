@@ -473,12 +473,14 @@ INT8_MAX_COLUMNS = 14
 """Most output columns of one int8 register tile; a row of 16 or more ran
 slower (docs/benchmarks.md, int8 convolutions)."""
 INT8_ACCUMULATORS = 16
-"""Accumulator vectors (independent `vpdpbusd` chains) of one int8 register
-tile, rows × columns × blocks of 16 output channels: fewer hide less of the
-instruction's latency, more spill (AVX-512 has 32 vector registers).
-Measured on 3×3 layers at 2 threads: 64ch 32² ran at 1,338 GOP/s with 2
-rows × 8 columns, 1,184 with 1 × 12; 512ch 4² at 1,246 with 4 × 4, 564
-with 1 × 4 × 2 blocks."""
+"""Most accumulator vectors of one int8 register tile, rows × columns ×
+blocks of 16 output channels (more spill: AVX-512 has 32 vector registers)."""
+INT8_LATENCY_ACCUMULATORS = 12
+"""Accumulators (independent `vpdpbusd` chains) a tile needs to hide the
+instruction's latency. Measured on 3×3 layers at 2 threads: 64ch 32² ran at
+1,338 GOP/s with 2 rows × 8 columns, 1,184 with 1 × 12; 512ch 4² at 1,246
+with 4 × 4, 564 with 1 × 4 × 2 blocks; 256ch 14² at 1,181 with 2 × 2 × 4,
+1,346–1,544 with 14 accumulators of 7 or 14 columns."""
 
 
 @dataclass(frozen=True)
@@ -494,9 +496,9 @@ class Int8Tile:
 def int8_register_tile(out_height: int, out_width: int, group_blocks: int, columns: int | None = None) -> Int8Tile:
     """The int8 kernel's register tile for an output of `out_height` ×
     `out_width` with `group_blocks` blocks of 16 channels per group (a tile
-    lies in one group; `columns`: given, else chosen): the most of
-    INT8_ACCUMULATORS used, times the share of computed columns that are
-    real (a row padded to whole tiles computes waste); on ties wider tiles,
+    lies in one group; `columns`: given, else chosen): enough accumulators
+    (INT8_LATENCY_ACCUMULATORS, at most INT8_ACCUMULATORS), times the share
+    of computed columns that are real (a row padded to whole tiles computes waste); on ties wider tiles,
     then more rows rather than blocks (a weight vector loaded once serves
     all of a tile's rows and columns). Rows and blocks divide the height
     and the group's blocks, and a tile has no more blocks than positions (a
@@ -506,7 +508,7 @@ def int8_register_tile(out_height: int, out_width: int, group_blocks: int, colum
 
     def score(tile: Int8Tile) -> tuple[float, int, int]:
         used = out_width / (-(-out_width // tile.columns) * tile.columns)
-        filled = tile.rows * tile.columns * tile.blocks / INT8_ACCUMULATORS
+        filled = min(1.0, tile.rows * tile.columns * tile.blocks / INT8_LATENCY_ACCUMULATORS)
         return used * filled, tile.columns, tile.rows
 
     return max(

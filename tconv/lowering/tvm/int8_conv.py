@@ -16,7 +16,8 @@ need a group's input channels to be a multiple of 4 and its output channels
 of 16 (ResNeXt's are); depthwise ones have a loop nest of their own.
 
 Stages: `pad` (the input padded with its zero point: a zero after the
-offset), `conv` (N x O16/16 x P x Qp x 16 int32: Σ x_q · w_q, Qp the width
+offset; a copy, except in depthwise kernels, which read few taps of each
+input byte and check the bounds instead), `conv` (N x O16/16 x P x Qp x 16 int32: Σ x_q · w_q, Qp the width
 rounded up to whole column tiles) and `output` (the requantisation: the
 per-channel int32 offset, one float multiply, then the activation or the
 uint8 clamp).
@@ -362,6 +363,10 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
         sch.unroll(xi)
         sch.vectorize(oi)
     pad = sch.get_sblock("pad")
+    if conv.depthwise:
+        # Each input byte is read by few taps: a bounds check per tap costs less than a padded copy.
+        sch.compute_inline(pad)
+        return sch.mod["main"]
     pad_loops = sch.get_loops(pad)
     sch.parallel(sch.fuse(*pad_loops[:2]))
     sch.vectorize(pad_loops[-1])
