@@ -105,7 +105,8 @@ def test_a_residual_add_reads_the_dequantized_value_it_shares_with_a_layer():
     module = b.finish(b.dense(b.flatten(y), 10, name="fc"))
     params = init_params(module)
     for residuals, reads_dequantized in (("quantized", True), ("float", False)):
-        add = next(op for op in quantised(module, params, samples=4, residuals=residuals).walk() if isinstance(op, AddOp))
+        result = quantised(module, params, samples=4, residuals=residuals)
+        add = next(op for op in result.walk() if isinstance(op, AddOp))
         assert isinstance(add.rhs.owner, DequantizeOp) == reads_dequantized, residuals
         assert not isinstance(add.lhs.owner, DequantizeOp)  # the chain's own value
     # A projection block: the add reads no layer's input; its later operand (the shortcut) gets a pair.
