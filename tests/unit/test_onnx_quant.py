@@ -144,3 +144,19 @@ def test_unsupported_quantization_is_named():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     with pytest.raises(OnnxImportError, match="zero_point holds int16 values; tconv quantizes to int8 or uint8"):
         import_model(model)
+
+
+def test_a_quantize_static_model_compiles_to_int8_kernels_that_compute_onnxruntimes_result(qdq_model, digits):
+    """Imported, ONNX Runtime's QDQ model compiles with the TVM backend: both
+    convolutions run as int8 kernels, and the network computes what ONNX
+    Runtime's own integer kernels compute (its optimiser on: QLinearConv)."""
+    from tconv.lowering.tvm.build import TvmNetwork
+
+    module, params = import_model(qdq_model, batch=1)
+    network = TvmNetwork(module)
+    network.load_params(params)
+    assert sum(call.symbol.endswith("int8_conv2d") for call in network.program.calls) == 2
+    optimised = onnxruntime.InferenceSession(qdq_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in digits.x_val[:16]:
+        expected = optimised.run(None, {"x": x[None]})[0]
+        np.testing.assert_allclose(network.run(x[None])[0], expected, rtol=1e-5, atol=1e-6)
