@@ -125,6 +125,20 @@ def _accuracy_check(args: argparse.Namespace, module, provenance: dict, network:
     )
 
 
+def _refuse_quantized(module) -> None:
+    """A located error at a quantised network's first QDQ op: the rewrites,
+    capacity metrics and fine-tuning work on float32 networks."""
+    from tconv.ir.loader import located
+    from tconv.ir.ops import QUANT_OPS
+
+    quantized = next((op for op in module.walk() if isinstance(op, QUANT_OPS)), None)
+    if quantized is not None:
+        raise TconvError(located(quantized, (
+            f"tconv optimize: the network is quantised ('{quantized.name}'); optimize the float32 network, "
+            "then quantise the answer (tconv-quantize)"
+        )))
+
+
 def _check_output(output: Path) -> None:
     if output.exists() and not (output.is_dir() and ((output / REPORT_FILE).exists() or not any(output.iterdir()))):
         raise TconvError(f"error: {output} exists and is not a tconv optimize output; not replacing it")
@@ -180,6 +194,7 @@ def execute(args: argparse.Namespace) -> None:
     if args.threads:
         os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM starts its thread pool
     module, params, provenance, name = _load(args)
+    _refuse_quantized(module)
     accuracy = _accuracy_check(args, module, provenance, name)
 
     # Imported on use: TVM loads only when something is measured.

@@ -1,8 +1,8 @@
 """A quantised network compiles with the TVM backend for the CPU (its int8
 kernels) into an artifact that `tconv run` runs, with the reference
-executor's result; the LLVM backend, TVM's cuda target and export to
-upstream MLIR refuse it at its first quantized op, with its position,
-before lowering anything."""
+executor's result; the LLVM backend, TVM's cuda target, export to
+upstream MLIR and `tconv optimize` refuse it at its first quantized op,
+with its position, before doing anything."""
 
 from __future__ import annotations
 
@@ -95,3 +95,12 @@ def test_export_mlir_refuses_quantized_ops_with_their_position(capsys, network):
         tconv(capsys, "export-mlir", network, "-o", network.parent / "out.mlir"),
         "net.mlir:2:3: error: export-mlir: no upstream MLIR form for 'tconv.quantize' yet",
     )
+
+
+def test_optimize_refuses_a_quantised_network_with_its_position(capsys, network):
+    assert_user_error(
+        tconv(capsys, "optimize", network, "--budget", "5", "-o", network.parent / "opt"),
+        "net.mlir:2:3: error: tconv optimize: the network is quantised ('tconv.quantize'); "
+        "optimize the float32 network, then quantise the answer (tconv-quantize)",
+    )
+    assert not (network.parent / "opt").exists()
