@@ -16,7 +16,10 @@ For each zoo network (random weights, random batch-norm statistics):
   float32 network: `quant_pre_process` (which folds batch-norm), then
   `quantize_static` in QDQ form with the same options and calibration
   inputs; ORT fuses the QDQ pairs into its int8 kernels;
-- ORT f32: the float32 export.
+- ORT f32: the float32 export;
+- tconv on ORT's model: ORT int8's QDQ model itself, imported (`tconv
+  import`) and compiled by the TVM backend (its adds are QDQ'd as ORT's
+  QLinearAdd: `int8_add` kernels).
 
 All four run in alternating rounds (`interleaved_medians`); the table
 gives milliseconds and tconv int8's ratio to each (above 1: tconv int8 is
@@ -136,6 +139,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
 
+    import onnx
+
+    from tconv.frontends.onnx import import_model
     from tconv.frontends.onnx.exporter import export_model
     from tconv.frontends.zoo import build, datasets
     from tconv.lowering.tvm.artifact import compile_artifact
@@ -146,7 +152,8 @@ def main() -> None:
     from tconv.semantics.reference import run
 
     print(f"{'network':24} {'int8 ms':>8} {'f32 ms':>8} {'ORT int8':>8} {'ORT f32':>8} "
-          f"{'/ORT int8':>9} {'/f32':>6} {'/ORT f32':>8} {'int8 calls':>10} {'err':>7} {'ORT err':>7} {'vs QDQ':>7}")
+          f"{'/ORT int8':>9} {'/f32':>6} {'/ORT f32':>8} {'int8 calls':>10} {'err':>7} {'ORT err':>7} {'vs QDQ':>7} "
+          f"{'ORT model ms':>12} {'/ORT int8':>9} {'vs ORT':>7}")
     for name in args.networks:
         dataset = args.dataset if args.dataset in datasets(name) else None
         module = build(name, dataset)
@@ -161,11 +168,17 @@ def main() -> None:
         (int8_out,), (f32_out,) = (runtime.run(x) for runtime in runtimes)
         model = export_model(module, params).SerializeToString()
         calibration = calibration_inputs(module, "digits", args.samples)
-        ort_int8 = OrtSession(ort_quantised(model, calibration, Path(scratch.name)), x, args.threads)
+        ort_model = ort_quantised(model, calibration, Path(scratch.name))
+        ort_int8 = OrtSession(ort_model, x, args.threads)
         ort_f32 = OrtSession(model, x, args.threads)
+        imported, imported_params = import_model(onnx.load_from_string(ort_model), batch=1)
+        runtimes.append(Runtime(compile_artifact(imported, imported_params, f"{scratch.name}/ort").directory,
+                                threads=args.threads))
+        (imported_out,) = runtimes[2].run(x)
         (qdq_out,) = run(quantised, params, x)
-        int8_s, f32_s, ort_int8_s, ort_f32_s = interleaved_medians(
-            [lambda: runtimes[0].run(x), lambda: runtimes[1].run(x), ort_int8, ort_f32], args.rounds, args.repeat
+        int8_s, f32_s, ort_int8_s, ort_f32_s, imported_s = interleaved_medians(
+            [lambda: runtimes[0].run(x), lambda: runtimes[1].run(x), ort_int8, ort_f32, lambda: runtimes[2].run(x)],
+            args.rounds, args.repeat,
         )
         for runtime in runtimes:
             runtime.close()
@@ -176,7 +189,9 @@ def main() -> None:
         print(f"{label:24} {int8_s * 1e3:8.2f} {f32_s * 1e3:8.2f} {ort_int8_s * 1e3:8.2f} {ort_f32_s * 1e3:8.2f} "
               f"{ort_int8_s / int8_s:9.2f} {f32_s / int8_s:6.2f} {ort_f32_s / int8_s:8.2f} "
               f"{kernels:>4}/{len(program.calls):<5} {relative(int8_out, f32_out):7.1e} "
-              f"{relative(ort_int8.output, ort_f32.output):7.1e} {relative(int8_out, qdq_out):7.1e}", flush=True)
+              f"{relative(ort_int8.output, ort_f32.output):7.1e} {relative(int8_out, qdq_out):7.1e} "
+              f"{imported_s * 1e3:12.2f} {ort_int8_s / imported_s:9.2f} {relative(imported_out, ort_int8.output):7.1e}",
+              flush=True)
         if args.profile:
             from tvm_network import profile
 

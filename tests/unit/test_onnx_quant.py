@@ -160,3 +160,60 @@ def test_a_quantize_static_model_compiles_to_int8_kernels_that_compute_onnxrunti
     for x in digits.x_val[:16]:
         expected = optimised.run(None, {"x": x[None]})[0]
         np.testing.assert_allclose(network.run(x[None])[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_quantize_static_residual_add_runs_as_a_uint8_kernel(tmp_path, digits):
+    """ONNX Runtime quantises a residual Add's inputs and output (its
+    QLinearAdd): imported, the add is one uint8 kernel (`int8_add`) between
+    int8 convolutions that write uint8, and the network computes ONNX
+    Runtime's result."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from tconv.lowering.tvm.build import TvmNetwork
+
+    rng = np.random.default_rng(1)
+    weights = {
+        "c1.weight": rng.standard_normal((16, 1, 3, 3)).astype(np.float32) * 0.5,
+        "c2.weight": rng.standard_normal((16, 16, 3, 3)).astype(np.float32) * 0.1,
+        "c3.weight": rng.standard_normal((16, 16, 3, 3)).astype(np.float32) * 0.1,
+        "fc.weight": rng.standard_normal((10, 16)).astype(np.float32) * 0.3,
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "c1.weight"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "c2.weight"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "r1"], ["s"]),
+        helper.make_node("Relu", ["s"], ["r2"]),
+        helper.make_node("Conv", ["r2", "c3.weight"], ["c3"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c3"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc.weight"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "float.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": digits.x_train[i : i + 1]} for i in range(16)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    qdq = onnx.load(tmp_path / "qdq.onnx")
+    module, params = import_model(qdq, batch=1)
+    network = TvmNetwork(module)
+    network.load_params(params)
+    kinds = [call.symbol.split("_", 1)[1] for call in network.program.calls]
+    assert kinds.count("int8_add") == 1 and kinds.count("int8_conv2d") == 3
+    optimised = onnxruntime.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in digits.x_val[:16]:
+        expected = optimised.run(None, {"x": x[None]})[0]
+        np.testing.assert_allclose(network.run(x[None])[0], expected, rtol=1e-5, atol=1e-6)

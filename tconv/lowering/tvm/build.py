@@ -78,7 +78,7 @@ from tconv.lowering.tvm import (
     schedule_winograd_cpu,
     winograd_ops,
 )
-from tconv.lowering.tvm.int8_network import Int8Layer, Int8Plan, plan_int8
+from tconv.lowering.tvm.int8_network import Int8Add, Int8Layer, Int8Plan, plan_int8
 from tconv.lowering.tvm.ops import Epilogue
 from tconv.lowering.tvm.target import VectorUnit, is_gpu, make_target, vector_unit
 from tconv.semantics.reference import single_function
@@ -152,6 +152,9 @@ class _Lowering(ProgramBuilder):
             return
         if group.anchor in self.int8.layers:
             self.lower_int8(self.int8.layers[group.anchor], names)
+            return
+        if group.anchor in self.int8.adds:
+            self.lower_int8_add(self.int8.adds[group.anchor], names)
             return
         tile = self.winograd_tile(group.anchor) if isinstance(group.anchor, Conv2dOp) else None
         if tile is not None:
@@ -276,6 +279,19 @@ class _Lowering(ProgramBuilder):
             p, q = conv.output_size
             shape = (conv.batch, p, q, conv.out_channels_stored)
             self.value_ids[layer.output.output] = self.append_call(spec, shape, (*names, "quantize"))
+
+    def lower_int8_add(self, add: Int8Add, names: tuple[str, ...]) -> None:
+        """Append the call of `add`'s uint8 kernel (`quantize_ops.int8_add`)."""
+        levels, activation, out = add.levels, add.group.activation_name, self.levels(add.output)
+        unit = self.unit
+        spec = KernelSpec(
+            "int8_add", [self.value(q.output, NHWC, f"operand {i}") for i, q in enumerate(add.inputs)],
+            lambda t: quantize_ops.int8_add(t[0], t[1], levels, activation, out),
+            lambda function: schedule_cpu.schedule_elementwise(function, unit), (levels, activation, out),
+            NHWC, dtype="u8",
+        )
+        shape = self.program.tensors[spec.args[0]].shape
+        self.value_ids[add.output.output] = self.append_call(spec, shape, (*names, "quantize"))
 
     def spec(self, group: KernelGroup) -> KernelSpec:
         """What `group` computes, on which tensors, scheduled how."""

@@ -14,7 +14,10 @@ A residual that is a QDQ activation is read as its uint8 integers where
 they are stored as the kernel's own output would be (NHWC, O16), else as
 NCHW float32 (which only a float32 output can add). So a residual block
 whose add reads the dequantized block input (`tconv-quantize`'s
-`residuals=quantized`) runs in uint8 from end to end.
+`residuals=quantized`) runs in uint8 from end to end. In ONNX Runtime's QDQ
+form a residual add reads two QDQ activations and is quantised again (its
+QLinearAdd): such an add is a uint8 kernel of its own (`Int8Add`), and the
+convolution before it writes uint8.
 
 Every other `tconv.quantize` whose integers an int8 kernel reads becomes a
 kernel writing them NHWC uint8, the channels padded to a multiple of 4, or
@@ -33,7 +36,7 @@ import numpy as np
 from xdsl.dialects import func
 from xdsl.ir import Operation, SSAValue
 
-from tconv.ir.ops import Conv2dOp, DequantizeOp, ParamOp, QuantizeOp, shape_of
+from tconv.ir.ops import AddOp, Conv2dOp, DequantizeOp, ParamOp, QuantizeOp, shape_of
 from tconv.ir.schedule import ScheduleError, parse_schedule
 from tconv.ir.shapes import ShapeError
 from tconv.kernels.fusion import KernelGroup
@@ -119,16 +122,35 @@ class Int8Layer:
         return shape_of(self.conv.weight)[0] % INT8_LANES == 0
 
 
+@dataclass(frozen=True)
+class Int8Add:
+    """An add (and its activation) of two QDQ activations, quantised again
+    (ONNX Runtime's QDQ form of a residual add: its QLinearAdd): a uint8
+    kernel over the NHWC integers, O16 channels (`quantize_ops.int8_add`)."""
+
+    group: KernelGroup
+    inputs: tuple[QuantizeOp, QuantizeOp]
+    levels: tuple[Uint8, Uint8]
+    """The levels its two operands are read with (their dequantizes')."""
+    output: QuantizeOp
+
+    @property
+    def stored(self) -> int:
+        return blocks(shape_of(self.group.anchor.lhs)[1], INT8_LANES) * INT8_LANES
+
+
 @dataclass
 class Int8Plan:
-    """The int8 layers of one network, by convolution, and the stored
-    channels of every uint8 tensor, by the quantize that writes it."""
+    """The int8 layers and adds of one network, by their anchor op, and the
+    stored channels of every uint8 tensor, by the quantize that writes it."""
 
     layers: dict[Conv2dOp, Int8Layer] = field(default_factory=dict)
+    adds: dict[AddOp, Int8Add] = field(default_factory=dict)
     stored: dict[QuantizeOp, int] = field(default_factory=dict)
     integer_reads: set[tuple[Operation, int]] = field(default_factory=set)
     """(op, operand index) of every read an int8 kernel makes of a
-    dequantize's integers: an int8 layer's input, the residual of its add."""
+    dequantize's integers: an int8 layer's input, the residual of its add,
+    an int8 add's operands."""
 
     def reads_integers(self, value: SSAValue) -> bool:
         """Whether every reader of `value` (a dequantize's result) is an int8
@@ -196,19 +218,46 @@ def _absorbed_quantize(layer: Int8Layer, plan: Int8Plan) -> QuantizeOp | None:
     return quantize
 
 
+def _add_candidate(group: KernelGroup) -> Int8Add | None:
+    """The int8 add of `group`: an add of two per-tensor QDQ activations of
+    images whose result (after its activation) only a per-tensor quantize reads."""
+    add, result = group.anchor, group.result
+    if not isinstance(add, AddOp) or add.lhs == add.rhs or len(shape_of(add.lhs)) != 4 or not result.has_one_use():
+        return None
+    pairs = [activation_qdq(operand) for operand in (add.lhs, add.rhs)]
+    output = result.get_user_of_unique_use()
+    if None in pairs or not isinstance(output, QuantizeOp):
+        return None
+    try:
+        for quantize, _ in pairs:
+            Uint8.of(quantize)
+        Uint8.of(output)
+        levels = (Uint8.of(pairs[0][1]), Uint8.of(pairs[1][1]))
+    except QdqError:
+        return None
+    return Int8Add(group, (pairs[0][0], pairs[1][0]), levels, output)
+
+
 def plan_int8(function: func.FuncOp, groups: list[KernelGroup]) -> Int8Plan:
     """The int8 layers of `function`, whose kernels are `groups` (module docstring)."""
-    plan = Int8Plan({layer.conv: layer for layer in map(_candidate, groups) if layer is not None})
+    plan = Int8Plan(
+        {layer.conv: layer for layer in map(_candidate, groups) if layer is not None},
+        {add.group.anchor: add for add in map(_add_candidate, groups) if add is not None},
+    )
     while True:
-        layers = list(plan.layers.values())
+        layers, adds = list(plan.layers.values()), list(plan.adds.values())
         needs: dict[QuantizeOp, list[int]] = {}
         for layer in layers:
             needs.setdefault(layer.quantize, []).append(layer.default_channels())
             residual = _residual_read(layer)
             if residual is not None:
                 needs.setdefault(residual[0], []).append(layer.out_stored)
+        for add in adds:
+            for quantize in add.inputs:
+                needs.setdefault(quantize, []).append(add.stored)
         plan.stored = {quantize: max(channels) for quantize, channels in needs.items()}
         plan.integer_reads = {(layer.conv, 0) for layer in layers}
+        plan.integer_reads |= {(add.group.anchor, index) for add in adds for index in (0, 1)}
         for layer in layers:
             residual = _residual_read(layer)
             layer.residual = layer.residual_levels = None
@@ -220,13 +269,23 @@ def plan_int8(function: func.FuncOp, groups: list[KernelGroup]) -> Int8Plan:
         for layer in layers:
             if layer.output is not None:
                 plan.stored[layer.output] = layer.out_stored
+        for add in adds:
+            plan.stored[add.output] = add.stored
         dropped = [
             layer.conv for layer in layers
             if not layer.fits(plan.stored[layer.quantize])
             or (layer.output is None and not layer.writes_float())
             or (layer.residual is not None and plan.stored[layer.residual] != layer.out_stored)
         ]
+        # An add writes integers only: every reader of its quantize must read them.
+        dropped += [
+            add.group.anchor for add in adds
+            if any(plan.stored[quantize] != add.stored for quantize in add.inputs)
+            or not all(isinstance(u.operation, DequantizeOp) and plan.reads_integers(u.operation.output)
+                       for u in add.output.output.uses)
+        ]
         if not dropped:
             return plan
-        for conv in dropped:
-            del plan.layers[conv]
+        for op in dropped:
+            plan.layers.pop(op, None)
+            plan.adds.pop(op, None)

@@ -4,7 +4,9 @@ ONNX's QuantizeLinear / DequantizeLinear semantics (`semantics.int8`):
 - `quantize_nhwc`: NCHW float32 → the uint8 levels an int8 convolution
   reads, NHWC with the channels padded (the padding holds the zero point);
 - `fake_quantize`: float32 → float32, a `quantize → dequantize` pair that
-  a float32 layer reads, computed as it is (any layout: it is elementwise).
+  a float32 layer reads, computed as it is (any layout: it is elementwise);
+- `int8_add`: two uint8 NHWC operands dequantized, added, an activation,
+  quantised again (ONNX's QLinearAdd, as its QDQ form computes it).
 
 Both divide by the scale in float32 and round half to even (`nearbyint`),
 then saturate, as the reference executor does, so they agree to the bit.
@@ -42,6 +44,24 @@ def fake_quantize(x: te.Tensor, quantize: Uint8, dequantize: Uint8) -> te.Tensor
         return level * tirx.const(dequantize.scale, "float32")
 
     return te.compute(x.shape, value, name="output")  # scheduled by schedule_cpu.schedule_elementwise
+
+
+def int8_add(a: te.Tensor, b: te.Tensor, levels: tuple[Uint8, Uint8], activation: str | None,
+             out: Uint8) -> te.Tensor:
+    """(a - za)·sa + (b - zb)·sb in float32, `activation`, quantised to `out`'s levels."""
+
+    def value(*index):
+        total = sum(
+            (x[index].astype("float32") - tirx.const(lv.zero_point, "float32")) * tirx.const(lv.scale, "float32")
+            for x, lv in zip((a, b), levels)
+        )
+        if activation is not None:
+            total = tirx.max(total, tirx.const(0.0, "float32"))
+        if activation == "relu6":
+            total = tirx.min(total, tirx.const(6.0, "float32"))
+        return _level(total, out).astype("uint8")
+
+    return te.compute(a.shape, value, name="output")  # scheduled by schedule_cpu.schedule_elementwise
 
 
 def schedule_quantize_nhwc(function: tirx.PrimFunc) -> tirx.PrimFunc:
