@@ -88,7 +88,7 @@ def network(case, out_levels=None):
     return module, params, ((levels - case["zero_point"]) * x_scale).astype(np.float32)
 
 
-@settings(max_examples=14, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=layers())
 def test_a_quantised_layer_computes_its_qdq_form(case):
     module, params, x = network(case)
