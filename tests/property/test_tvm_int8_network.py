@@ -234,3 +234,27 @@ def test_a_residual_block_with_quantized_residuals_runs_in_uint8():
     assert ("int8_conv2d", ("conv2d", "batch_norm", "add", "relu", "quantize")) in kinds["quantized"]
     assert ("int8_conv2d", ("conv2d", "batch_norm", "quantize")) in kinds["quantized"]  # the projection
     assert [kind for kind, _ in kinds["float"]].count("quantize") == 3  # and the stem's and a2's float32 outputs
+
+
+def test_a_float32_reader_of_a_kernels_integers_reads_them_back():
+    """conv1's quantised result is read by an int8 layer and by a float32
+    pooling: conv1 still writes uint8, and the pooling reads the levels back
+    through a `dequantize` kernel (one level apart from the reference at most)."""
+    b = NetworkBuilder("two_readers", (1, 3, 8, 8))
+    x = b.qdq(b.input, [0.03], [128])
+    y = b.qdq(b.relu(b.conv2d(x, 16, 3, name="conv1", weight_scales=[0.01] * 16)), [0.02], [0])
+    z = b.conv2d(y, 16, 3, name="conv2", weight_scales=[0.01] * 16)
+    module = b.finish(b.global_avg_pool(y), z)
+    rng = np.random.default_rng(4)
+    params = {
+        "conv1.weight": (rng.integers(-127, 128, (16, 3, 3, 3)) * 0.01).astype(np.float32),
+        "conv2.weight": (rng.integers(-127, 128, (16, 16, 3, 3)) * 0.01).astype(np.float32),
+    }
+    net = TvmNetwork(module)
+    net.load_params(params)
+    calls = [(call.symbol.split("_", 1)[1], call.ops) for call in net.program.calls]
+    assert ("int8_conv2d", ("conv2d", "relu", "quantize")) in calls and ("dequantize", ("dequantize",)) in calls
+    image = rng.normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
+    (pooled, actual), (pooled_reference, reference) = net.run(image), run(module, params, image)
+    assert np.abs(pooled - pooled_reference).max() <= 0.02 * 1.001
+    assert np.abs(actual - reference).max() <= 0.02 * np.abs(reference).max()

@@ -197,8 +197,9 @@ class _Lowering(ProgramBuilder):
         """A QDQ op's kernel, where one is needed (`int8_network`): a quantize
         whose integers an int8 layer reads writes them NHWC uint8 (unless that
         layer's producer wrote them); a dequantize a float32 op reads computes
-        its pair from the float32 value. A weight's pair is computed at
-        compile time (`program.Recipe`'s `weight_scales`)."""
+        its pair from the float32 value, or where a kernel wrote only the
+        integers, reads them back. A weight's pair is computed at compile
+        time (`program.Recipe`'s `weight_scales`)."""
         if is_weight_quantization(op):
             return
         if isinstance(op, QuantizeOp):
@@ -221,6 +222,16 @@ class _Lowering(ProgramBuilder):
                 "tvm backend: this dequantize reads integers no kernel writes (a network input must be float32, "
                 "quantised inside the network)"
             )))
+        if pair[0].input not in self.value_ids:
+            # A kernel wrote the integers and no float32 value: read them back.
+            levels, channels = self.levels(op), shape_of(op.output)[1]
+            spec = KernelSpec(
+                "dequantize", [self.value(pair[0].output, NHWC, "its input")],
+                lambda t: quantize_ops.dequantize_nchw(t[0], levels, channels),
+                quantize_ops.schedule_dequantize_nchw, (levels, channels),
+            )
+            self.value_ids[op.output] = self.append_call(spec, shape_of(op.output), ("dequantize",))
+            return
         quantize, dequantize = (self.levels(o) for o in pair)
         unit = self.unit
         spec = KernelSpec(

@@ -6,9 +6,10 @@ activation and a QDQ weight (`tconv.kernels.qdq`) and its shape fits the
 kernel (`Int8Conv`'s rules). The kernel absorbs what the float32 one would
 (batch-norm folded into the requantisation, the residual of an add, the
 activation) and, where the chain's result is read only by a per-tensor
-`tconv.quantize` whose integers only int8 kernels read, that quantize too:
+`tconv.quantize` whose integers an int8 kernel reads, that quantize too:
 its output is then uint8 (NHWC, the output channels padded to 16), the next
-layers' input as it is. Otherwise its output is NCHW float32, which needs
+layers' input as it is (a float32 reader of the integers gets them
+through a `dequantize` kernel). Otherwise its output is NCHW float32, which needs
 the output channels in whole blocks of 16 (else the layer stays float32).
 A residual that is a QDQ activation is read as its uint8 integers where
 they are stored as the kernel's own output would be (NHWC, O16), else as
@@ -212,9 +213,8 @@ def _absorbed_quantize(layer: Int8Layer, plan: Int8Plan) -> QuantizeOp | None:
         Uint8.of(quantize)
     except QdqError:
         return None
-    uses = list(quantize.output.uses)
-    if not all(isinstance(u.operation, DequantizeOp) and plan.reads_integers(u.operation.output) for u in uses):
-        return None
+    if not all(isinstance(u.operation, DequantizeOp) for u in quantize.output.uses):
+        return None  # the integers themselves are a result of the network
     return quantize
 
 
@@ -277,12 +277,10 @@ def plan_int8(function: func.FuncOp, groups: list[KernelGroup]) -> Int8Plan:
             or (layer.output is None and not layer.writes_float())
             or (layer.residual is not None and plan.stored[layer.residual] != layer.out_stored)
         ]
-        # An add writes integers only: every reader of its quantize must read them.
         dropped += [
             add.group.anchor for add in adds
             if any(plan.stored[quantize] != add.stored for quantize in add.inputs)
-            or not all(isinstance(u.operation, DequantizeOp) and plan.reads_integers(u.operation.output)
-                       for u in add.output.output.uses)
+            or not all(isinstance(u.operation, DequantizeOp) for u in add.output.output.uses)
         ]
         if not dropped:
             return plan

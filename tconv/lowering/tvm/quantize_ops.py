@@ -5,6 +5,8 @@ ONNX's QuantizeLinear / DequantizeLinear semantics (`semantics.int8`):
   reads, NHWC with the channels padded (the padding holds the zero point);
 - `fake_quantize`: float32 → float32, a `quantize → dequantize` pair that
   a float32 layer reads, computed as it is (any layout: it is elementwise);
+- `dequantize_nchw`: uint8 NHWC levels a kernel wrote → NCHW float32, for
+  a float32 reader of them;
 - `int8_add`: two uint8 NHWC operands dequantized, added, an activation,
   quantised again (ONNX's QLinearAdd, as its QDQ form computes it).
 
@@ -46,6 +48,17 @@ def fake_quantize(x: te.Tensor, quantize: Uint8, dequantize: Uint8) -> te.Tensor
     return te.compute(x.shape, value, name="output")  # scheduled by schedule_cpu.schedule_elementwise
 
 
+def dequantize_nchw(q: te.Tensor, levels: Uint8, channels: int) -> te.Tensor:
+    """(q - zero_point) · scale of NHWC `q`, NCHW, its first `channels` channels."""
+    n, h, w, _ = (int(d) for d in q.shape)
+
+    def value(b, c, y, x):
+        level = q[b, y, x, c].astype("float32") - tirx.const(levels.zero_point, "float32")
+        return level * tirx.const(levels.scale, "float32")
+
+    return te.compute((n, channels, h, w), value, name="dequantize")
+
+
 def int8_add(a: te.Tensor, b: te.Tensor, levels: tuple[Uint8, Uint8], activation: str | None,
              out: Uint8) -> te.Tensor:
     """(a - za)·sa + (b - zb)·sb in float32, `activation`, quantised to `out`'s levels."""
@@ -70,5 +83,14 @@ def schedule_quantize_nhwc(function: tirx.PrimFunc) -> tirx.PrimFunc:
     b, y, _, ch = sch.get_loops(sch.get_sblock("quantize"))
     sch.parallel(sch.fuse(b, y))
     sch.unroll(ch)
+    return sch.mod["main"]
+
+
+def schedule_dequantize_nchw(function: tirx.PrimFunc) -> tirx.PrimFunc:
+    """Parallel over (image, channel); each channel's rows in a row."""
+    sch = s_tir.Schedule(function)
+    b, c, _, x = sch.get_loops(sch.get_sblock("dequantize"))
+    sch.parallel(sch.fuse(b, c))
+    sch.vectorize(x)
     return sch.mod["main"]
 
