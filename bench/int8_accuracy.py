@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from int8_network import OrtSession, ort_quantised  # noqa: E402
+from int8_network import ort_quantised  # noqa: E402
 
 
 def main() -> None:
@@ -48,6 +48,7 @@ def main() -> None:
     from tconv.lowering.tvm.build import TvmNetwork
     from tconv.passes.nas.store import ParamStore, using_store
     from tconv.passes.quant.quantize import QuantizePass, calibration_inputs
+    from tconv.search.timing import OrtRunner
     from tconv.semantics.reference import run, single_function
     from tconv.train.data import load_dataset
 
@@ -76,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tconv-bench-") as scratch:
         model = export_model(module, params).SerializeToString()
         int8_model = ort_quantised(model, calibration_inputs(module, args.data, args.samples), Path(scratch))
-    session = OrtSession(int8_model, data.x_val[:1], 1)
+    session = OrtRunner.of_model(int8_model, data.x_val[:1], 1)
     name = session.session.get_inputs()[0].name
     predictions["ORT int8"] = classify(lambda x: session.session.run(None, {name: x})[0])
 

@@ -67,31 +67,6 @@ def tconv_quantised(module, params, samples):
     return quantised
 
 
-class OrtSession:
-    """An ONNX Runtime session of a serialized model, its input bound and output pre-allocated."""
-
-    def __init__(self, model_bytes: bytes, x: np.ndarray, threads: int) -> None:
-        import onnxruntime as ort
-
-        from tconv.search.timing import aligned
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        name = self.session.get_inputs()[0].name
-        (result,) = self.session.run(None, {name: x})
-        self.output = aligned(result.shape)
-        self.binding = self.session.io_binding()
-        self.binding.bind_cpu_input(name, x)
-        self.binding.bind_output(
-            self.session.get_outputs()[0].name, "cpu", 0, np.float32, self.output.shape, self.output.ctypes.data
-        )
-
-    def __call__(self) -> None:
-        self.session.run_with_iobinding(self.binding)
-
-
 def ort_quantised(model_bytes: bytes, calibration: np.ndarray, scratch: Path) -> bytes:
     """ONNX Runtime's static QDQ quantisation of the model (its pre-processing first)."""
     from onnxruntime.quantization import (
@@ -148,7 +123,7 @@ def main() -> None:
     from tconv.lowering.tvm.build import TvmNetwork, lower_kernels
     from tconv.passes.quant.quantize import calibration_inputs
     from tconv.runtime.driver import Runtime
-    from tconv.search.timing import interleaved_medians
+    from tconv.search.timing import OrtRunner, interleaved_medians
     from tconv.semantics.reference import run
 
     print(f"{'network':24} {'int8 ms':>8} {'f32 ms':>8} {'ORT int8':>8} {'ORT f32':>8} "
@@ -169,8 +144,8 @@ def main() -> None:
         model = export_model(module, params).SerializeToString()
         calibration = calibration_inputs(module, "digits", args.samples)
         ort_model = ort_quantised(model, calibration, Path(scratch.name))
-        ort_int8 = OrtSession(ort_model, x, args.threads)
-        ort_f32 = OrtSession(model, x, args.threads)
+        ort_int8 = OrtRunner.of_model(ort_model, x, args.threads)
+        ort_f32 = OrtRunner.of_model(model, x, args.threads)
         imported, imported_params = import_model(onnx.load_from_string(ort_model), batch=1)
         runtimes.append(Runtime(compile_artifact(imported, imported_params, f"{scratch.name}/ort").directory,
                                 threads=args.threads))

@@ -190,15 +190,20 @@ def _weight_scales(recipe: Recipe, rank: int) -> np.ndarray:
     return scales.reshape((-1,) + (1,) * (rank - 1)) if len(scales) > 1 else scales.reshape(())
 
 
+def _int8(recipe: Recipe, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The recipe's weight quantised to symmetric int8 with its `weight_scales`."""
+    weight = np.asarray(params[recipe.source("weight")], np.float32)  # type: ignore[index]
+    return quantize_array(weight, _weight_scales(recipe, weight.ndim), np.int32(0), -128, 127)
+
+
 def _weight(recipe: Recipe, params: Mapping[str, np.ndarray]) -> np.ndarray:
     """The recipe's weight as a float32 layer computes with it: the store
     entry, or where the recipe has `weight_scales` the entry quantised to
     symmetric int8 and dequantised (a QDQ weight computed in float32)."""
-    weight = np.asarray(params[recipe.source("weight")], np.float32)  # type: ignore[index]
     if "weight_scales" not in dict(recipe.attributes):
-        return weight
-    scales = _weight_scales(recipe, weight.ndim)
-    return dequantize_array(quantize_array(weight, scales, np.int32(0), -128, 127), scales, np.int32(0))
+        return np.asarray(params[recipe.source("weight")], np.float32)  # type: ignore[index]
+    w_q = _int8(recipe, params)
+    return dequantize_array(w_q, _weight_scales(recipe, w_q.ndim), np.int32(0))
 
 
 def _folded(recipe: Recipe, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -255,8 +260,7 @@ def _batch_norm_offset(recipe, params):
 
 
 def _int8_weight(recipe, params):
-    weight = np.asarray(params[recipe.source("weight")], np.float32)  # type: ignore[index]
-    quantized = quantize_array(weight, _weight_scales(recipe, weight.ndim), np.int32(0), -128, 127)
+    quantized = _int8(recipe, params)
     if recipe.attribute("depthwise"):
         return pack_int8_depthwise_weight(quantized)
     return pack_int8_conv2d_weight(quantized, int(recipe.attribute("in_channels")), int(recipe.attribute("groups")))
@@ -265,9 +269,8 @@ def _int8_weight(recipe, params):
 def _requantization(recipe: Recipe, params: Mapping[str, np.ndarray]) -> Requantization:
     """The requantisation of an int8 convolution, a batch-norm after it
     folded into its per-channel step and offset (`semantics.int8`)."""
-    weight = np.asarray(params[recipe.source("weight")], np.float32)  # type: ignore[index]
-    w_scale = np.broadcast_to(np.asarray(recipe.attribute("weight_scales"), np.float32), (len(weight),))
-    w_q = quantize_array(weight, _weight_scales(recipe, weight.ndim), np.int32(0), -128, 127)
+    w_q = _int8(recipe, params)
+    w_scale = np.broadcast_to(np.asarray(recipe.attribute("weight_scales"), np.float32), (len(w_q),))
     bias_name = recipe.source("bias")
     bias = None if bias_name is None else np.asarray(params[bias_name], np.float32)
     statistics = _batch_norm_sources(recipe, params)

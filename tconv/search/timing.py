@@ -31,16 +31,24 @@ class OrtRunner:
     Needs `onnxruntime` (a test dependency of tconv)."""
 
     def __init__(self, module: ModuleOp, params: Mapping[str, np.ndarray], x: np.ndarray, threads: int) -> None:
-        import onnxruntime as ort
-
         from tconv.frontends.onnx.exporter import export_model
+
+        self._open(export_model(module, params).SerializeToString(), x, threads)
+
+    @classmethod
+    def of_model(cls, model: bytes, x: np.ndarray, threads: int) -> OrtRunner:
+        """The runner of a serialized ONNX model rather than of a tconv network."""
+        runner = cls.__new__(cls)
+        runner._open(model, x, threads)
+        return runner
+
+    def _open(self, model: bytes, x: np.ndarray, threads: int) -> None:
+        import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            export_model(module, params).SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         name = self.session.get_inputs()[0].name
         (result,) = self.session.run(None, {name: x})
         self.output = aligned(result.shape)

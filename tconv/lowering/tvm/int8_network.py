@@ -246,10 +246,11 @@ def plan_int8(function: func.FuncOp, groups: list[KernelGroup]) -> Int8Plan:
     )
     while True:
         layers, adds = list(plan.layers.values()), list(plan.adds.values())
+        residuals = {layer.conv: _residual_read(layer) for layer in layers}
         needs: dict[QuantizeOp, list[int]] = {}
         for layer in layers:
             needs.setdefault(layer.quantize, []).append(layer.default_channels())
-            residual = _residual_read(layer)
+            residual = residuals[layer.conv]
             if residual is not None:
                 needs.setdefault(residual[0], []).append(layer.out_stored)
         for add in adds:
@@ -259,7 +260,7 @@ def plan_int8(function: func.FuncOp, groups: list[KernelGroup]) -> Int8Plan:
         plan.integer_reads = {(layer.conv, 0) for layer in layers}
         plan.integer_reads |= {(add.group.anchor, index) for add in adds for index in (0, 1)}
         for layer in layers:
-            residual = _residual_read(layer)
+            residual = residuals[layer.conv]
             layer.residual = layer.residual_levels = None
             if residual is not None and plan.stored[residual[0]] == layer.out_stored:
                 layer.residual, layer.residual_levels, index = residual
