@@ -263,11 +263,11 @@ class Search:
 
         best = original
         uniform: list[Candidate] = []
+        applicable = 0
         for rewrite in self.options.rewrites:
-            if self.deadline.passed(self.reserve):
-                break
             layers = eligible_layers(self.module, rewrite)
-            if layers:
+            applicable += bool(layers)
+            if layers and not self.deadline.passed(self.reserve):
                 candidate = self.evaluate(f"{rewrite.label} everywhere", dict.fromkeys(layers, rewrite))
                 if candidate is not None:
                     uniform.append(candidate)
@@ -285,6 +285,8 @@ class Search:
             if self.deadline.passed(self.reserve):
                 break
             best = self.infiltrate(best, illegal)
+        if best is original:
+            self.notes.append(self.why_original(uniform, applicable))
         self.tune(best)
         best = self.confirm(original, best)
         search_seconds = self.deadline.elapsed
@@ -309,6 +311,32 @@ class Search:
             measurements=self.latencies.measurements,
             model_rank_correlation=self.rank_correlation(),
             notes=self.notes,
+        )
+
+    def why_original(self, uniform: list[Candidate], applicable: int) -> str:
+        """Why no rewrite replaced the original: the report says it rather
+        than leaving a user to guess between budget, speed and capacity."""
+        original = self.original
+        unmeasured = applicable - len(uniform)
+        ran_out = (
+            f"; the {self.options.budget_s:g} s budget ran out before {unmeasured} of {applicable} rewrites were "
+            "measured (a larger --budget searches further)" if unmeasured else ""
+        )
+        if applicable == 0:
+            return "no rewrite applies to this network's convolutions: the answer is the original"
+        faster = [c for c in uniform if c.conv_seconds < original.conv_seconds]
+        if not faster:
+            return f"no measured rewrite was estimated faster than the original{ran_out}: the answer is the original"
+        unchecked = [c for c in faster if c.comparison is None]
+        if unchecked:
+            return (
+                f"the {self.options.budget_s:g} s budget ran out before the capacity of {len(unchecked)} faster "
+                f"rewrite(s) was checked (a larger --budget searches further): the answer is the original"
+            )
+        ratios = ", ".join(f"{c.label} {c.comparison.ratio:.3g}" for c in faster if c.comparison is not None)
+        return (
+            f"every faster rewrite lost capacity (ratio to the original, --min-capacity {self.options.min_capacity:g}: "
+            f"{ratios}){ran_out}: the answer is the original"
         )
 
     # Mixing ------------------------------------------------------------------

@@ -203,12 +203,15 @@ def test_nothing_is_legal_at_an_unreachable_min_capacity(tmp_path):
     result = s.run()
     assert result.best is result.original
     assert all(not c.accepted for c in result.candidates if c.comparison is not None)
+    assert any("every faster rewrite lost capacity" in note and "--min-capacity 2" in note for note in result.notes)
 
 
 def test_a_tiny_budget_still_answers(tmp_path):
     s, _ = search(tmp_path, OptimizeOptions(**{**OPTIONS.__dict__, "budget_s": 1e-3}))
     result = s.run()
     assert result.best is result.original
+    # The report says why: the budget, not the rewrites.
+    assert any("budget ran out" in note and "larger --budget" in note for note in result.notes), result.notes
 
 
 def test_tuning_uses_the_cost_model_and_finds_better_knobs(searched):
