@@ -30,6 +30,7 @@ from tconv.errors import TconvError
 from tconv.ir.params import is_trained
 from tconv.passes.analyses.capacity import DEFAULT_METRIC, METRICS
 from tconv.search.progress import done as end_progress
+from tconv.search.quantize_move import DEFAULT_CALIBRATION_SAMPLES
 
 REPORT_FILE = "report.json"
 
@@ -79,6 +80,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           help="fine-tuning's augmentation, as in tconv train (default: none)")
     accuracy.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                           help="where to fine-tune (default: auto)")
+    accuracy.add_argument("--quantize", action="store_true",
+                          help="also try the answer in int8 (tconv-quantize: per-channel int8 weights, uint8 "
+                          "activations, calibrated on training inputs of --data), compiled with the int8 kernels; it "
+                          "becomes the answer where it runs faster and keeps the accuracy (cpu target)")
+    accuracy.add_argument("--calibration-samples", type=positive_int, default=DEFAULT_CALIBRATION_SAMPLES,
+                          metavar="N", help=f"with --quantize: training inputs the int8 ranges are calibrated on "
+                          f"(default: {DEFAULT_CALIBRATION_SAMPLES})")
     accuracy.add_argument("--distill", action="store_true",
                           help="distil the original into each finalist (soft targets and attention transfer, with "
                           "tconv distill's defaults) instead of fine-tuning on the labels alone")
@@ -134,8 +142,8 @@ def _refuse_quantized(module) -> None:
     quantized = next((op for op in module.walk() if isinstance(op, QUANT_OPS)), None)
     if quantized is not None:
         raise TconvError(located(quantized, (
-            f"tconv optimize: the network is quantised ('{quantized.name}'); optimize the float32 network, "
-            "then quantise the answer (tconv-quantize)"
+            f"tconv optimize: the network is quantised ('{quantized.name}'); optimize the float32 network "
+            "(with --data and --quantize to try its answer in int8)"
         )))
 
 
@@ -183,6 +191,10 @@ def execute(args: argparse.Namespace) -> None:
         raise UsageError(f"--prune must be a ratio between 0 and 1, got {args.prune}")
     if not args.min_capacity >= 0:
         raise UsageError(f"--min-capacity must be at least 0, got {args.min_capacity}")
+    if args.quantize and args.data is None:
+        raise UsageError("--quantize needs --data: the int8 network is kept only where its measured accuracy is")
+    if args.quantize and args.target != "cpu":
+        raise UsageError(f"--quantize: int8 kernels run on the cpu target only, not {args.target}")
     output = Path(args.output)
     _check_output(output)
     from tconv.search.tuning import TuningDatabase, default_database_path
@@ -205,6 +217,7 @@ def execute(args: argparse.Namespace) -> None:
     from tconv.search.latency import LayerLatencies
     from tconv.search.network_timer import NetworkTimer
     from tconv.search.optimize import OptimizeOptions, Search, stderr_progress
+    from tconv.search.quantize_move import QuantizeMove
     from tconv.search.space import conv_layers
     from tconv.search.tuning import default_threads
 
@@ -216,7 +229,7 @@ def execute(args: argparse.Namespace) -> None:
     options = OptimizeOptions(
         budget_s=args.budget, min_capacity=args.min_capacity, metric=args.metric,
         seeds=tuple(range(args.seeds)), threads=threads, measure_networks=local, strict=not args.accept_within_noise,
-        accuracy=accuracy,
+        accuracy=accuracy, quantize=QuantizeMove(args.calibration_samples) if args.quantize else None,
     )
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -245,16 +258,18 @@ def execute(args: argparse.Namespace) -> None:
             "min_capacity": args.min_capacity, "strict_capacity": not args.accept_within_noise, "threads": threads,
             "ort_original_ms": None if timer is None or timer.ort_seconds is None else timer.ort_seconds * 1e3,
         }
-        context["weights"] = _answer_weights(best, result.original, provenance, accuracy)
+        context["weights"] = _answer_weights(best, result.original, provenance, accuracy, options.quantize)
         if accuracy is not None:
             context["accuracy_data"] = accuracy.data.description
             context["max_accuracy_drop"] = accuracy.max_drop
+        if options.quantize is not None:
+            context["int8"] = options.quantize.describe()
         report = reports.build_report(result, rows, context, study)
         write_network(staging / "optimized.mlir", best.realised.module, best.realised.params,
-                      _answer_provenance(best, result.original, provenance, accuracy))
-        # A fine-tuned answer's weights are not those its timed artifact was compiled with.
-        if timer is not None and best.label in timer.artifacts and best.fine_tune_epochs is None:
-            shutil.move(timer.artifacts[best.label], staging / "artifact")
+                      _answer_provenance(best, result.original, provenance, accuracy, options.quantize))
+        # The timed artifact ships only if built from the answer's weights (fine-tuning changes them).
+        if timer is not None and timer.artifact_of(best) is not None:
+            shutil.move(timer.artifact_of(best), staging / "artifact")
         elif cuda:  # the LLVM backend's cuda artifact, as the GPU measured it
             compile_network(best.realised.module, best.realised.params, staging / "artifact", backend="llvm",
                             target="cuda", arch=measurer.arch)
@@ -289,8 +304,11 @@ def execute(args: argparse.Namespace) -> None:
              "Pass --data (and a trained original) to fine-tune it and check its accuracy.")
 
 
-def _answer_weights(best, original, provenance: dict, accuracy) -> str:
+def _answer_weights(best, original, provenance: dict, accuracy, move) -> str:
     """One phrase: what the answer's weights are."""
+    if best.quantized_from is not None:
+        float_weights = _answer_weights(best.quantized_from, original, provenance, accuracy, move)
+        return f"{float_weights}, quantised to {move.describe()}"
     if best is original:
         return "the original's" + (" (trained)" if is_trained(provenance) else " (not trained)")
     if best.fine_tune_epochs is not None:
@@ -301,7 +319,11 @@ def _answer_weights(best, original, provenance: dict, accuracy) -> str:
     return "initialised, like the original's (not trained)"
 
 
-def _answer_provenance(best, original, provenance: dict, accuracy) -> dict:
+def _answer_provenance(best, original, provenance: dict, accuracy, move) -> dict:
+    if best.quantized_from is not None:
+        float_provenance = _answer_provenance(best.quantized_from, original, provenance, accuracy, move)
+        return {**float_provenance, "val_accuracy": best.accuracy, "quantized": "int8",
+                "calibration_samples": move.samples}
     if best is original:
         return provenance
     if best.fine_tune_epochs is not None:

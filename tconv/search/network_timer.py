@@ -14,40 +14,78 @@ stays None and the report leaves them out).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tconv.compile import compile_network
 from tconv.ir.ops import shape_of
 from tconv.search.optimize import Candidate
+from tconv.search.space import Realised
 from tconv.search.timing import OrtRunner, interleaved_medians
 from tconv.search.tuning import TuningDatabase
 from tconv.semantics.reference import single_function
 
+if TYPE_CHECKING:
+    from tconv.train.data import Dataset
 
-class NetworkTimer:
+
+class Builds:
+    """Each candidate's latest artifact under `scratch`, built again only
+    when the candidate changed (fine-tuning gives it new weights)."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self._built: dict[str, tuple[Realised, Path]] = {}
+        self._builds = 0
+
+    def build(self, candidate: Candidate, directory: Path) -> None:
+        raise NotImplementedError
+
+    def artifact_of(self, candidate: Candidate) -> Path | None:
+        """The artifact built from `candidate` as it is now (None: not built,
+        or built before its module or weights changed)."""
+        built = self._built.get(candidate.label)
+        if built is None:
+            return None
+        realised, directory = built
+        now = candidate.realised
+        return directory if realised.module is now.module and realised.params is now.params else None
+
+    def compile(self, candidate: Candidate) -> Path:
+        directory = self.artifact_of(candidate)
+        if directory is None:
+            self._builds += 1
+            directory = self.scratch / f"net{self._builds}"
+            self.build(candidate, directory)
+            self._built[candidate.label] = (candidate.realised, directory)
+        return directory
+
+
+class NetworkTimer(Builds):
     def __init__(self, database: TuningDatabase, threads: int, scratch: Path, rounds: int = 5, runs: int = 10,
                  with_ort: bool = True) -> None:
+        super().__init__(scratch)
         self.database = database
         self.threads = threads
-        self.scratch = scratch
         self.rounds = rounds
         self.runs = runs
         self.with_ort = with_ort and importlib.util.find_spec("onnxruntime") is not None
-        self.artifacts: dict[str, Path] = {}
-        """The artifact directory of each candidate timed, by label (the latest build)."""
         self.ort_seconds: float | None = None
         """ONNX Runtime on the first network of the latest call."""
-        self._builds = 0
 
-    def compile(self, candidate: Candidate) -> Path:
-        self._builds += 1
-        directory = self.scratch / f"net{self._builds}"
+    def build(self, candidate: Candidate, directory: Path) -> None:
         compile_network(candidate.realised.module, candidate.realised.params, directory, database=self.database,
                         threads=self.threads)
-        self.artifacts[candidate.label] = directory
-        return directory
+
+    def accuracy(self, candidate: Candidate, data: Dataset) -> float:
+        """The share of `data`'s validation inputs its artifact classifies right."""
+        from tconv.runtime.driver import Runtime
+
+        with Runtime(self.compile(candidate), threads=self.threads) as runtime:
+            return classified_share(runtime.run, runtime.arena_inputs()[0].shape[0], data)
 
     def __call__(self, candidates: list[Candidate]) -> list[float]:
         from tconv.runtime.driver import Runtime
@@ -71,7 +109,22 @@ class NetworkTimer:
         return seconds
 
 
-class CudaNetworkTimer:
+def classified_share(run: Callable[[np.ndarray], list[np.ndarray]], batch: int, data: Dataset) -> float:
+    """The share of `data`'s validation inputs whose largest output is their
+    label; `run(x)` gives the outputs of `batch` inputs (the last batch is
+    padded with zeros, and the padding's outputs ignored)."""
+    x, labels = data.x_val, data.y_val
+    right = 0
+    for start in range(0, len(labels), batch):
+        chunk = x[start : start + batch]
+        padded = np.zeros((batch, *x.shape[1:]), np.float32)
+        padded[: len(chunk)] = chunk
+        scores = run(padded)[0].reshape(batch, -1)[: len(chunk)]
+        right += int(np.sum(scores.argmax(axis=1) == labels[start : start + batch]))
+    return right / len(labels)
+
+
+class CudaNetworkTimer(Builds):
     """Whole networks on a GPU: each compiled as an LLVM-backend cuda artifact
     for `arch` (the GPU kernels take no schedules, so no tuning is applied)
     and run by `cuda_driver.DriverRuntime` on `device_for(module)` (for a
@@ -81,25 +134,18 @@ class CudaNetworkTimer:
     Same interface as `NetworkTimer`."""
 
     def __init__(self, scratch: Path, arch: str, device_for, rounds: int = 5, runs: int = 10) -> None:
-        self.scratch = scratch
+        super().__init__(scratch)
         self.arch = arch
         self.device_for = device_for
         self.rounds = rounds
         self.runs = runs
         self.with_ort = False
-        self.artifacts: dict[str, Path] = {}
-        """The artifact directory of each candidate timed, by label (the latest build)."""
         self.ort_seconds: float | None = None
         """Always None: ONNX Runtime is not run beside a GPU."""
-        self._builds = 0
 
-    def compile(self, candidate: Candidate) -> Path:
-        self._builds += 1
-        directory = self.scratch / f"net{self._builds}"
+    def build(self, candidate: Candidate, directory: Path) -> None:
         compile_network(candidate.realised.module, candidate.realised.params, directory, backend="llvm",
                         target="cuda", arch=self.arch)
-        self.artifacts[candidate.label] = directory
-        return directory
 
     def __call__(self, candidates: list[Candidate]) -> list[float]:
         from tconv.runtime.cuda_driver import DriverRuntime

@@ -37,6 +37,11 @@ The search trades architecture for speed where capacity allows. Its moves:
    inherited from the trained original and evaluated on the validation
    split; the answer is the fastest within the allowed accuracy drop, the
    original if none is (see `tconv.search.accuracy`).
+7. **int8** (with `OptimizeOptions.quantize` as well, `--quantize`). The
+   answer quantised (`tconv-quantize`, calibrated on training inputs),
+   compiled with the int8 kernels and timed beside it; it becomes the
+   answer where it is faster and the compiled int8 network's validation
+   accuracy is within the allowed drop (see `tconv.search.quantize_move`).
 
 Between any two measurements the search checks its deadline: at any budget
 the answer is the best legal network found so far (at worst the original).
@@ -48,7 +53,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
@@ -72,6 +77,8 @@ from tconv.search.tuning import Workload
 
 if TYPE_CHECKING:  # the accuracy check imports torch: only where it is asked for
     from tconv.search.accuracy import AccuracyCheck
+    from tconv.search.quantize_move import QuantizeMove
+    from tconv.train.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class OptimizeOptions:
     accuracy: AccuracyCheck | None = None
     """Fine-tune the finalists and require their validation accuracy (None:
     the answer is not trained, and its accuracy is not known)."""
+    quantize: QuantizeMove | None = None
+    """Also try the answer in int8 (needs `accuracy` and timed networks)."""
 
 
 @dataclass
@@ -122,6 +131,8 @@ class Candidate:
     accuracy_before: float | None = None
     """A finalist's validation accuracy with its inherited weights, before fine-tuning."""
     fine_tune_epochs: int | None = None
+    quantized_from: Candidate | None = None
+    """The float32 network this one is the int8 form of (the `quantize` move)."""
 
 
 @dataclass
@@ -166,6 +177,16 @@ class Deadline:
         return self.left <= reserve
 
 
+class NetworkTiming(Protocol):
+    """Compiles candidates and runs them on the target (`network_timer.NetworkTimer`)."""
+
+    def __call__(self, candidates: list[Candidate]) -> list[float]:
+        """Seconds per run of each, timed side by side."""
+
+    def accuracy(self, candidate: Candidate, data: Dataset) -> float:
+        """Validation accuracy of the artifact last timed for `candidate` (the int8 move only)."""
+
+
 Progress = Callable[[str, float, float], None]
 """progress(message, elapsed seconds, budget seconds)."""
 
@@ -185,7 +206,7 @@ class Search:
         latencies: LayerLatencies,
         options: OptimizeOptions,
         progress: Progress | None = None,
-        network_timer: Callable[[list[Candidate]], list[float]] | None = None,
+        network_timer: NetworkTiming | None = None,
         provenance: Mapping[str, object] | None = None,
     ) -> None:
         self.module = module
@@ -294,6 +315,8 @@ class Search:
         if self.options.accuracy is not None:
             best = self.check_accuracy(original, best)
             fine_tune_seconds = self.deadline.elapsed - search_seconds
+            if self.options.quantize is not None:
+                best = self.quantize(original, best)
         if self.progress:
             end_progress()
         for key, error in self.latencies.failures.items():
@@ -551,6 +574,51 @@ class Search:
                 f"{original.accuracy:.2%} after fine-tuning: the answer is the original"
             )
         return original
+
+    # int8 --------------------------------------------------------------------
+
+    def quantize(self, original: Candidate, best: Candidate) -> Candidate:
+        """`best` in int8 where that is faster, measured whole, and its compiled
+        kernels' validation accuracy is within the allowed drop of the original's."""
+        from tconv.search.quantize_move import quantized
+
+        check, move = self.options.accuracy, self.options.quantize
+        assert check is not None and move is not None and original.accuracy is not None
+        if not (self.network_timer and self.options.measure_networks):
+            self.notes.append("int8 was not tried: it is timed and evaluated as a compiled network on this machine")
+            return best
+        self.say(f"quantising {best.label} to int8")
+        try:
+            realised = quantized(best.realised, move, check.data.x_train)
+        except TconvError as err:
+            self.notes.append(f"int8 was not tried: {err}")
+            return best
+        # Quantising changes no layer's shape: the capacity (at initialisation) is the float32 network's.
+        candidate = Candidate(f"{best.label}, int8", dict(best.assignment), realised, best.conv_seconds,
+                              best.capacity, best.comparison, accepted=True, quantized_from=best)
+        self.candidates.append(candidate)
+        self.say("compiling and timing it beside the float32 answer")
+        # The original again (and the answer): one side-by-side run, one ONNX Runtime baseline.
+        timed = [original, candidate] if best is original else [original, best, candidate]
+        for network, seconds in zip(timed, self.network_timer(timed), strict=True):
+            network.measured_seconds = seconds
+        self.say("validation accuracy of the int8 network")
+        candidate.accuracy = self.network_timer.accuracy(candidate, check.data)
+        floor = original.accuracy - check.max_drop
+        assert candidate.measured_seconds is not None and best.measured_seconds is not None
+        if candidate.accuracy < floor:
+            self.notes.append(
+                f"int8 lost more than {check.max_drop:.1%} of validation accuracy ({candidate.accuracy:.2%} against "
+                f"the original's {original.accuracy:.2%}): the answer stays float32"
+            )
+            return best
+        if candidate.measured_seconds >= best.measured_seconds:
+            self.notes.append(
+                f"int8 measured {candidate.measured_seconds * 1e3:.2f} ms, not faster than float32's "
+                f"{best.measured_seconds * 1e3:.2f} ms: the answer stays float32"
+            )
+            return best
+        return candidate
 
 
 def _short(workload: Workload) -> str:

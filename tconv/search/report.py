@@ -105,9 +105,12 @@ def _network(candidate: Candidate, result: SearchResult) -> dict:
         "label": candidate.label,
         "rewrites": {layer: rewrite.label for layer, rewrite in candidate.assignment.items()},
         "parameters": summary.parameters,
+        "parameter_bytes": summary.parameter_bytes,
         "flops": summary.flops,
         "conv_ms": candidate.conv_seconds * 1e3,
-        "estimated_ms": result.estimate(candidate) * 1e3,
+        # Layer estimates are of float32 kernels: an int8 network is only measured.
+        "estimated_ms": None if candidate.quantized_from else result.estimate(candidate) * 1e3,
+        "int8_of": None if candidate.quantized_from is None else candidate.quantized_from.label,
         "measured_ms": None if candidate.measured_seconds is None else candidate.measured_seconds * 1e3,
         "capacity": None if capacity is None else {
             "metric": capacity.metric, "median": capacity.median, "low": capacity.low, "high": capacity.high,
@@ -213,6 +216,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| validation accuracy (%) | {100 * a:.2f} | {100 * b:.2f} | "
                      f"{100 * (b - a):+.2f} points (allowed: -{100 * report['max_accuracy_drop']:.2f}) |")
     lines.append(row("parameters", original["parameters"], best["parameters"], ",d"))
+    lines.append(row("weights stored (KB)", original["parameter_bytes"] / 1e3, best["parameter_bytes"] / 1e3, ",.1f"))
     lines.append(row("MFLOPs", original["flops"] / 1e6, best["flops"] / 1e6, ".1f"))
     ratio = best["capacity_ratio"]
     lines.append(
@@ -232,6 +236,7 @@ def markdown(report: dict) -> str:
                 f"{100 * candidate['accuracy_before_fine_tuning']:.2f} | {candidate['fine_tune_epochs']} | "
                 f"{100 * candidate['accuracy']:.2f} |"
             )
+    lines += _int8_markdown(report)
     lines += ["", "## Layers", "",
               "| layer | rewrite | schedule | ms before | ms after | Fisher before | Fisher after |",
               "|---|---|---|---|---|---|---|"]
@@ -246,7 +251,7 @@ def markdown(report: dict) -> str:
         ratio = candidate["capacity_ratio"]
         capacity = "-" if ratio is None else f"{ratio:.4f} ± {candidate['capacity_noise']:.4f}"
         lines.append(
-            f"| {candidate['label']} | {candidate['estimated_ms']:.2f} | {_ms(candidate['measured_ms'])} | "
+            f"| {candidate['label']} | {_ms(candidate['estimated_ms'])} | {_ms(candidate['measured_ms'])} | "
             f"{candidate['flops'] / 1e6:.1f} | {capacity} | {candidate['verdict']} |"
         )
     if report.get("pruning"):
@@ -257,6 +262,25 @@ def markdown(report: dict) -> str:
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _int8_markdown(report: dict) -> list[str]:
+    """The int8 move: the float32 answer and its int8 form side by side."""
+    tried = [c for c in report["candidates"] if c["int8_of"] is not None]
+    if not tried:
+        return []
+    int8 = tried[-1]
+    source = next(c for c in report["candidates"] if c["label"] == int8["int8_of"])
+    lines = ["", "## int8", "", f"{report['int8']}: the float32 answer and its int8 form compiled and timed side by "
+             "side; the int8 accuracy is that of its compiled kernels on the validation split.", "",
+             "| | network | measured ms | weights stored (KB) | validation accuracy (%) |", "|---|---|---|---|---|"]
+    for kind, network in (("float32", source), ("int8", int8)):
+        accuracy = "-" if network["accuracy"] is None else f"{100 * network['accuracy']:.2f}"
+        lines.append(f"| {kind} | {network['label']} | {_ms(network['measured_ms'])} | "
+                     f"{network['parameter_bytes'] / 1e3:,.1f} | {accuracy} |")
+    taken = report["optimized"]["label"] == int8["label"]
+    lines += ["", "The answer is the int8 network." if taken else "The answer stays float32 (see the notes)."]
+    return lines
 
 
 def _pruning_markdown(pruning: dict) -> list[str]:
@@ -322,8 +346,8 @@ def pareto_plot(report: dict) -> ParetoPlot:
     """The points of every candidate whose capacity was measured, its front and the answer."""
     points = []
     for c in report["candidates"]:
-        if c["verdict"] != "original" and c["capacity_ratio"] is None:
-            continue  # never checked (slower than a legal one): no capacity to plot
+        if c["verdict"] != "original" and c["capacity_ratio"] is None or c["int8_of"] is not None:
+            continue  # never checked (slower than a legal one), or an int8 form: no capacity of its own
         measured = c["measured_ms"] is not None
         points.append(ParetoPoint(
             c["label"], c["measured_ms"] if measured else c["estimated_ms"], measured,
@@ -381,9 +405,11 @@ def _fine_tuned(report: dict) -> list[dict]:
 
 
 def accuracy_png(report: dict, path: Path) -> None:
-    """Measured latency against validation accuracy: the original and every
-    fine-tuned finalist (numbered fastest first, as `report.md` lists them;
-    the answer starred), the allowed drop as a line."""
+    """Measured latency against validation accuracy, with each network's
+    stored weights as its marker's area: the original, every fine-tuned
+    finalist (numbered fastest first, as `report.md` lists them), the int8
+    form of the answer where it was tried; the answer outlined in gold, the
+    allowed drop as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -392,13 +418,21 @@ def accuracy_png(report: dict, path: Path) -> None:
 
     original, answer = report["original"], report["optimized"]
     tuned = [c for c in _fine_tuned(report) if c["measured_ms"] is not None]
+    int8 = [c for c in report["candidates"] if c["int8_of"] is not None and c["accuracy"] is not None]
+
+    def area(network: dict) -> float:  # the original's weights: 60 square points
+        return max(8.0, 60.0 * network["parameter_bytes"] / max(original["parameter_bytes"], 1))
+
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
-    axes.scatter([original["measured_ms"]], [100 * original["accuracy"]], c="black", label="original", s=36)
+    groups = (("original", [original], "black", "o"), ("fine-tuned finalists", tuned, "tab:blue", "o"),
+              ("int8", int8, "tab:purple", "D"))
+    for label, networks, colour, marker in groups:
+        for number, network in enumerate(networks):
+            chosen = network["label"] == answer["label"]
+            axes.scatter([network["measured_ms"]], [100 * network["accuracy"]], c=colour, marker=marker,
+                         s=area(network), edgecolors="gold" if chosen else colour, linewidths=2.5 if chosen else 1,
+                         label=label if number == 0 else None, zorder=3 if chosen else 2)
     for number, candidate in enumerate(tuned, 1):
-        chosen = candidate["label"] == answer["label"]
-        axes.scatter([candidate["measured_ms"]], [100 * candidate["accuracy"]], c="tab:blue",
-                     marker="*" if chosen else "o", s=120 if chosen else 28,
-                     label="the answer" if chosen else ("fine-tuned finalists" if number == 1 else None))
         axes.annotate(f"{number}", (candidate["measured_ms"], 100 * candidate["accuracy"]),
                       textcoords="offset points", xytext=(5, 4), fontsize=8)
     axes.axhline(100 * (original["accuracy"] - report["max_accuracy_drop"]), c="grey", lw=0.8, ls="--",
@@ -406,9 +440,9 @@ def accuracy_png(report: dict, path: Path) -> None:
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(ScalarFormatter())
     axes.xaxis.set_minor_formatter(ScalarFormatter())
-    axes.set_xlabel("measured latency (ms, log scale)")
+    axes.set_xlabel("measured latency (ms, log scale); marker area: stored weights")
     axes.set_ylabel("validation accuracy (%)")
-    axes.set_title(f"{report['network']}: finalists (numbered as in report.md) against the original", fontsize=10)
+    axes.set_title(f"{report['network']}: the answer (gold edge) against the original and the finalists", fontsize=10)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, format="png")

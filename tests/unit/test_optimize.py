@@ -409,16 +409,34 @@ def trained_small(tmp_path_factory):
     return module, trained.params, data
 
 
-def accuracy_search(tmp_path, trained_small, max_drop: float, distill=None):
+class FakeTimer:
+    """Networks take their estimate (an int8 one `int8_speedup` times less);
+    accuracy is the reference executor's, on the QDQ semantics for int8."""
+
+    def __init__(self, int8_speedup: float = 2.0) -> None:
+        self.int8_speedup = int8_speedup
+
+    def __call__(self, candidates):
+        return [c.conv_seconds / (self.int8_speedup if c.quantized_from else 1) for c in candidates]
+
+    def accuracy(self, candidate, data) -> float:
+        from tconv.search.network_timer import classified_share
+
+        realised = candidate.realised
+        return classified_share(lambda x: run(realised.module, realised.params, x), 1, data)
+
+
+def accuracy_search(tmp_path, trained_small, max_drop: float, distill=None, quantize=None, timer=None):
     from tconv.search.accuracy import AccuracyCheck
 
     module, params, data = trained_small
     # Two epochs each, the budget only a bound: a busy machine must not starve the fine-tuning.
     check = AccuracyCheck(data, max_drop, train_budget_s=120, max_epochs=2, device="cpu", distill=distill)
-    options = OptimizeOptions(**{**OPTIONS.__dict__, "measure_networks": True, "accuracy": check})
+    options = OptimizeOptions(**{**OPTIONS.__dict__, "measure_networks": True, "accuracy": check,
+                                 "quantize": quantize})
     latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), FakeDevice())
-    timer = lambda candidates: [c.conv_seconds for c in candidates]  # noqa: E731
-    return Search(module, params, latencies, options, network_timer=timer, provenance={"weights": "trained"}).run()
+    return Search(module, params, latencies, options, network_timer=timer or FakeTimer(),
+                  provenance={"weights": "trained"}).run()
 
 
 def test_with_data_the_answer_is_fine_tuned_and_within_the_accuracy_drop(tmp_path, trained_small):
@@ -459,3 +477,45 @@ def test_with_data_and_distillation_the_finalists_learn_from_the_original(tmp_pa
     assert all(o.points for o in objectives)
     assert result.best.fine_tune_epochs >= 1
 
+
+
+def test_with_quantize_the_answer_is_its_int8_form_when_faster_and_accurate(tmp_path, trained_small):
+    from tconv.ir.ops import QuantizeOp
+    from tconv.search.quantize_move import QuantizeMove
+
+    result = accuracy_search(tmp_path, trained_small, max_drop=0.5, quantize=QuantizeMove(samples=32))
+    best = result.best
+    source = best.quantized_from
+    assert source is not None and source.fine_tune_epochs >= 1 and source is not result.original
+    assert best.realised.params is source.realised.params  # the int8 form keeps the fine-tuned weights
+    assert sum(isinstance(op, QuantizeOp) for op in best.realised.module.walk()) > 0
+    assert not any(isinstance(op, QuantizeOp) for op in source.realised.module.walk())
+    # Its accuracy is measured (the QDQ network's, not the float32 one's) and within the drop.
+    assert best.accuracy >= result.original.accuracy - 0.5
+    assert best.measured_seconds < source.measured_seconds
+    report = build_report(result, [], {"network": "small", "target": "fake", "budget_seconds": 120,
+                                       "min_capacity": 1.0, "max_accuracy_drop": 0.5, "weights": "fine-tuned",
+                                       "accuracy_data": "digits", "int8": QuantizeMove(32).describe()})
+    optimized = report["optimized"]
+    source_row = next(c for c in report["candidates"] if c["label"] == source.label)
+    assert optimized["int8_of"] == source.label and optimized["estimated_ms"] is None
+    assert optimized["capacity_ratio"] == source_row["capacity_ratio"] is not None
+    float_bytes = source_row["parameter_bytes"]
+    assert optimized["parameter_bytes"] < float_bytes / 3  # int8 weights; biases and batch-norm stay f32
+    text = markdown(report)
+    assert "## int8" in text and "The answer is the int8 network." in text
+
+
+def test_with_quantize_an_int8_form_that_loses_accuracy_or_is_slower_is_not_taken(tmp_path, trained_small):
+    from tconv.search.quantize_move import QuantizeMove
+
+    class Inaccurate(FakeTimer):
+        def accuracy(self, candidate, data) -> float:
+            return 0.0 if candidate.quantized_from else super().accuracy(candidate, data)
+
+    result = accuracy_search(tmp_path / "a", trained_small, 0.5, quantize=QuantizeMove(16), timer=Inaccurate())
+    assert result.best.quantized_from is None and result.best.fine_tune_epochs >= 1
+    assert any("int8 lost more than" in note for note in result.notes), result.notes
+    result = accuracy_search(tmp_path / "s", trained_small, 0.5, quantize=QuantizeMove(16), timer=FakeTimer(0.5))
+    assert result.best.quantized_from is None
+    assert any("not faster than float32" in note for note in result.notes), result.notes

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import assert_user_error, tconv
+from support import assert_usage_error, assert_user_error, tconv
 
 import numpy as np
 
@@ -101,6 +101,14 @@ def test_optimize_refuses_a_quantised_network_with_its_position(capsys, network)
     assert_user_error(
         tconv(capsys, "optimize", network, "--budget", "5", "-o", network.parent / "opt"),
         "net.mlir:2:3: error: tconv optimize: the network is quantised ('tconv.quantize'); "
-        "optimize the float32 network, then quantise the answer (tconv-quantize)",
+        "optimize the float32 network (with --data and --quantize",
     )
     assert not (network.parent / "opt").exists()
+
+
+def test_optimize_quantize_needs_data_and_the_cpu_target(capsys, tmp_path):
+    out = ["-o", tmp_path / "opt"]
+    assert_usage_error(tconv(capsys, "optimize", "resnet20", "--quantize", *out), "--quantize needs --data")
+    on_gpu = ["--quantize", "--data", "digits", "--target", "cuda"]
+    assert_usage_error(tconv(capsys, "optimize", "resnet20", *on_gpu, *out), "int8 kernels run on the cpu target only")
+    assert not (tmp_path / "opt").exists()

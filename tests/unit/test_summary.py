@@ -105,3 +105,13 @@ def test_format_summary_is_an_aligned_table_with_totals():
     assert "largest 0.00 MB (block.c1, 2x12x5x5)" in text
     assert "batch 2" in text
     assert FLOPS_CONVENTION in " ".join(text.split())
+
+
+def test_a_weight_read_through_quantize_is_stored_as_one_byte_per_entry():
+    b = NetworkBuilder("q", (1, 3, 4, 4))
+    x = b.conv2d(b.input, 4, 3, padding=0, bias=True, weight_scales=[0.1] * 4, name="c")
+    module = b.finish(b.dense(b.flatten(x), 7, name="head"))
+    summary = summarize(module)
+    # int8 conv weight 4x3x3x3; f32 conv bias 4, dense weight 7x16 and bias 7.
+    assert summary.parameters == 108 + 4 + 112 + 7
+    assert summary.parameter_bytes == 108 + 4 * (4 + 112 + 7)

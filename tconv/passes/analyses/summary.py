@@ -14,6 +14,9 @@ program order. Counting conventions, chosen to match what papers report:
   window element for the pools (KH·KW for `max_pool2d` and `avg_pool2d`, H·W
   for `global_avg_pool`). Data movement (`flatten`, `concat`,
   `slice`, `slice_channels`, `channel_shuffle`) costs 0.
+- **parameter bytes**: what the parameters take as the network stores them:
+  4 per f32 entry, 1 per entry of a weight read through `tconv.quantize`
+  (int8 in the compiled artifact and in a QDQ ONNX export).
 - **activation bytes**: the op's result tensor as f32 (4 bytes per element).
 
 All counts are for the batch the IR declares.
@@ -38,6 +41,7 @@ from tconv.ir.ops import (
     GlobalAvgPoolOp,
     MaxPool2dOp,
     ParamOp,
+    QuantizeOp,
     Relu6Op,
     ReluOp,
     TconvOp,
@@ -73,6 +77,7 @@ class LayerSummary:
     parameters: int
     macs: int
     flops: int
+    parameter_bytes: int = 0
 
     @property
     def activation_bytes(self) -> int:
@@ -92,6 +97,10 @@ class NetworkSummary:
     @property
     def parameters(self) -> int:
         return sum(layer.parameters for layer in self.layers)
+
+    @property
+    def parameter_bytes(self) -> int:
+        return sum(layer.parameter_bytes for layer in self.layers)
 
     @property
     def macs(self) -> int:
@@ -164,6 +173,8 @@ def summarize(module: ModuleOp) -> NetworkSummary:
         if not isinstance(op, TconvOp):
             continue
         parameters = 0
+        # A weight read through a quantize is stored as its 8-bit levels.
+        width = 1 if isinstance(op, QuantizeOp) else BYTES_PER_ELEMENT
         for param in _param_operands(op):
             # A shared parameter belongs to its first user, so the total counts it once.
             if param in statistics or param in counted:
@@ -177,6 +188,7 @@ def summarize(module: ModuleOp) -> NetworkSummary:
                 kind=op.short_name(),
                 output_shape=shape_of(op.results[0]),
                 parameters=parameters,
+                parameter_bytes=parameters * width,
                 macs=macs,
                 flops=flops,
             )
@@ -246,7 +258,7 @@ def format_summary(summary: NetworkSummary) -> str:
         line(total),
         "",
         f"parameters   {summary.parameters:,} learnable "
-        f"({_megabytes(summary.parameters * BYTES_PER_ELEMENT)} as f32)"
+        f"({_megabytes(summary.parameter_bytes)} stored)"
         f" + {summary.statistics:,} batch-norm statistics",
         f"MACs         {summary.macs / 1e9:,.3f} GMAC (conv2d and dense multiply-accumulates)",
         f"FLOPs        {summary.flops / 1e9:,.3f} GFLOP",

@@ -218,6 +218,15 @@ class QuantizePass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         store = active_store()
         store.check(op)
+        try:
+            inputs = calibration_inputs(op, self.data, self.samples)
+        except TconvError as err:
+            raise self.fail(f"calibration: {err}") from err
+        self.quantize(op, store.values_for(op), inputs)
+
+    def quantize(self, op: ModuleOp, params, examples: np.ndarray) -> None:
+        """Quantise `op` in place, calibrated on `examples` (inputs fitted to its input;
+        `data` and `samples` are not read): for callers that hold their data."""
         layers = [layer for layer in select_layers(op, self.layers, self.name)]
         todo = [
             layer for layer in layers
@@ -231,10 +240,8 @@ class QuantizePass(ModulePass):
         shortcuts = _shortcuts(op, set(inputs)) if self.residuals == "quantized" else {}
         calibrated = list(dict.fromkeys(inputs + list(shortcuts.values())))
         try:
-            data = calibration_inputs(op, self.data, self.samples)
-            params = store.values_for(op)
-            ranges = observed_ranges(op, params, data, calibrated, self.calibration, float(self.percentile))
-            weight_values = _weight_values(op, params, data[:1], weights)
+            ranges = observed_ranges(op, params, examples, calibrated, self.calibration, float(self.percentile))
+            weight_values = _weight_values(op, params, examples[:1], weights)
         except TconvError as err:
             raise self.fail(f"calibration: {err}") from err
         element = "ui8" if self.activation_type == "uint8" else "i8"
