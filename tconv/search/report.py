@@ -69,7 +69,9 @@ def _fisher_by_layer(module: ModuleOp, params: Mapping[str, np.ndarray], layers:
 
 
 def layer_rows(result: SearchResult, latencies: LayerLatencies, layers: list[str]) -> list[LayerRow]:
-    before, after = result.original, result.best
+    """Per original layer; an int8 answer's rows are its float32 source's
+    (its rewrites and schedules; int8 layers are timed whole, not per layer)."""
+    before, after = result.original, result.best.quantized_from or result.best
     fisher_before = _fisher_by_layer(before.realised.module, before.realised.params, layers)
     fisher_after = (
         fisher_before if after is before

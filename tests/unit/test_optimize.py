@@ -504,6 +504,12 @@ def test_with_quantize_the_answer_is_its_int8_form_when_faster_and_accurate(tmp_
     assert optimized["parameter_bytes"] < float_bytes / 3  # int8 weights; biases and batch-norm stay f32
     text = markdown(report)
     assert "## int8" in text and "The answer is the int8 network." in text
+    # Per-layer rows describe its float32 source (Fisher potential is not defined through QDQ ops).
+    latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), FakeDevice())
+    rows = layer_rows(result, latencies, conv_layers(result.original.realised.module))
+    assert [row.rewrite for row in rows] == [
+        source.assignment[row.layer].label if row.layer in source.assignment else "-" for row in rows
+    ]
 
 
 def test_with_quantize_an_int8_form_that_loses_accuracy_or_is_slower_is_not_taken(tmp_path, trained_small):
