@@ -287,6 +287,9 @@ class ParamOp(IRDLOperation):
 class Conv2dOp(TconvOp):
     """2-D convolution over NCHW with groups, strides, dilations and
     (top, left, bottom, right) zero padding; optional per-output-channel bias.
+    `nonzeros` (optional) declares that no output channel has more nonzero
+    weights than that (`tconv-sparsify` sets it; the TVM backend can then run
+    a sparse kernel); it changes nothing the op computes.
     `schedule` is the (optional) schedule the backends honour (`tconv.ir.schedule`)."""
 
     name = "tconv.conv2d"
@@ -295,6 +298,7 @@ class Conv2dOp(TconvOp):
         Keyword("padding", "ints"),
         Keyword("dilations", "ints"),
         Keyword("groups", "int"),
+        Keyword("nonzeros", "opt_int"),
         Keyword("schedule", "attr"),
     )
 
@@ -305,6 +309,7 @@ class Conv2dOp(TconvOp):
     padding = prop_def(DenseArrayBase[I64])
     dilations = prop_def(DenseArrayBase[I64])
     groups = prop_def(IntegerAttr[I64])
+    nonzeros = opt_prop_def(IntegerAttr[I64])
     schedule = opt_prop_def(DictionaryAttr)
     output = result_def(TensorType)
     traits = traits_def(Pure())
@@ -319,6 +324,7 @@ class Conv2dOp(TconvOp):
         padding: int | Sequence[int] = 0,
         dilations: int | Sequence[int] = 1,
         groups: int = 1,
+        nonzeros: int | None = None,
         schedule: DictionaryAttr | None = None,
     ) -> None:
         properties: dict[str, Attribute] = {
@@ -327,12 +333,26 @@ class Conv2dOp(TconvOp):
             "dilations": ints_attr(_pair(dilations)),
             "groups": int_attr(groups),
         }
+        if nonzeros is not None:
+            properties["nonzeros"] = int_attr(nonzeros)
         if schedule is not None:
             properties["schedule"] = schedule
         self._init_op([input, weight, bias], properties)
 
+    @property
+    def weight_nonzeros(self) -> int | None:
+        """The most nonzero weights any output channel has, where declared."""
+        return None if self.nonzeros is None else self.nonzeros.value.data
+
     def verify_(self) -> None:
         super().verify_()
+        if self.nonzeros is not None:
+            taps = int(np.prod(shape_of(self.weight)[1:]))
+            if not 1 <= self.weight_nonzeros <= taps:
+                raise VerifyException(
+                    f"conv2d: nonzeros must lie in [1, {taps}] (the weights of one output channel), "
+                    f"got {self.weight_nonzeros}"
+                )
         if self.schedule is not None:
             # The algorithms' rules are the kernels' (imported here: the kernels build on the IR).
             from tconv.kernels.algorithm import check_algorithm, conv_shape
@@ -340,7 +360,7 @@ class Conv2dOp(TconvOp):
             try:
                 schedule = parse_schedule(self.schedule)
                 schedule.layouts.check_channels(shape_of(self.input)[1], shape_of(self.output)[1])
-                check_algorithm(schedule, conv_shape(self))
+                check_algorithm(schedule, conv_shape(self), self.weight_nonzeros)
             except ScheduleError as err:
                 raise VerifyException(f"conv2d: {err}") from None
 

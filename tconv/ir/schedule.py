@@ -34,7 +34,9 @@ vocabulary of loop transformations:
   3×3 convolutions of stride 1, dilation 1 and padding 1 on every side,
   in three kernels of their own: no loop entries, NCHW activations) or
   `"gspc"` (the direct nest with a run of output columns in the vector
-  lanes, `vectorize = "ow.1"` where it says; NCHW activations). No entry:
+  lanes, `vectorize = "ow.1"` where it says; NCHW activations) or
+  `"sparse"` (only the nonzero weights, for a convolution that declares
+  `nonzeros`: a kernel of its own, no loop entries, NCHW activations). No entry:
   the backend's default for the convolution and target
   (`tconv.kernels.algorithm.default_algorithm`). A backend that lacks an
   algorithm refuses it with a located error; it never runs another.
@@ -59,8 +61,8 @@ REDUCTION_LOOPS = frozenset({"ic", "kh", "kw"})
 
 KEYS = ("tile", "order", "vectorize", "unroll", "parallel", "layout", "algorithm")
 
-DIRECT, WINOGRAD, GSPC = "direct", "winograd", "gspc"
-ALGORITHMS = (DIRECT, WINOGRAD, GSPC)
+DIRECT, WINOGRAD, GSPC, SPARSE = "direct", "winograd", "gspc", "sparse"
+ALGORITHMS = (DIRECT, WINOGRAD, GSPC, SPARSE)
 """The values of a schedule's `algorithm` entry."""
 
 NCHW = "NCHW"
@@ -287,18 +289,18 @@ def _algorithm(value, schedule: ConvSchedule) -> str:
         names = ", ".join(f'"{name}"' for name in ALGORITHMS)
         raise ScheduleError(f"schedule: `algorithm` must be one of {names}, got {shown}")
     algorithm = value.data
-    if algorithm in (WINOGRAD, GSPC) and schedule.layouts.packed:
+    if algorithm in (WINOGRAD, GSPC, SPARSE) and schedule.layouts.packed:
         raise ScheduleError(
             f"schedule: algorithm {algorithm} reads and writes NCHW activations, the layout asks for "
             f"{schedule.layouts.input} / {schedule.layouts.output}"
         )
-    if algorithm == WINOGRAD and schedule.transforms_loops:
+    if algorithm in (WINOGRAD, SPARSE) and schedule.transforms_loops:
         entries = [key for key, set_ in (
             ("tile", schedule.tiles), ("order", schedule.order), ("vectorize", schedule.vectorize),
             ("unroll", schedule.unroll), ("parallel", schedule.parallel),
         ) if set_]
         raise ScheduleError(
-            f"schedule: algorithm winograd runs kernels of its own and takes no loop entries, "
+            f"schedule: algorithm {algorithm} runs kernels of its own and takes no loop entries, "
             f"this schedule sets {', '.join(entries)}"
         )
     if algorithm == GSPC and schedule.vectorize not in (None, "ow.1"):

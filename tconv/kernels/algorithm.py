@@ -13,7 +13,10 @@ this module gives for the convolution's shape and the target:
   output columns in the vector lanes (`blocking.conv2d_blocking`,
   `blocking.depthwise_blocking`), else `direct` (a 1×1 convolution may run
   the direct template's pointwise kernel, `blocking.runs_pointwise`);
-- on a GPU, `direct`.
+- on a GPU, `direct`;
+- `sparse` (`tconv.lowering.tvm.sparse_conv`) only for a convolution that
+  declares `nonzeros` (`tconv-sparsify`), on a CPU, where its density is at
+  most `SPARSE_DENSITY` (`sparse_pays`), before any of the above.
 
 Only a convolution without a schedule gets Winograd by default: a loop
 schedule is the direct template's, or GSPC's. The TVM lowering asks
@@ -28,14 +31,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tconv.ir.ops import Conv2dOp, shape_of
-from tconv.ir.schedule import ALGORITHMS, DIRECT, GSPC, WINOGRAD, ConvSchedule, ScheduleError
+from tconv.ir.schedule import ALGORITHMS, DIRECT, GSPC, SPARSE, WINOGRAD, ConvSchedule, ScheduleError
 from tconv.ir.shapes import window_output
 from tconv.kernels import blocking, winograd
 from tconv.kernels.target import VectorUnit
 
 __all__ = [
-    "ALGORITHMS", "DIRECT", "GSPC", "WINOGRAD", "ConvShape", "check_algorithm", "conv_shape", "default_algorithm",
-    "winograd_tile",
+    "ALGORITHMS", "DIRECT", "GSPC", "SPARSE", "WINOGRAD", "ConvShape", "check_algorithm", "conv_shape",
+    "default_algorithm", "sparse_pays", "winograd_tile",
 ]
 
 
@@ -99,10 +102,15 @@ def _pairs(values: Sequence[int]) -> str:
     return "x".join(map(str, values))
 
 
-def check_algorithm(schedule: ConvSchedule, shape: ConvShape) -> None:
+def check_algorithm(schedule: ConvSchedule, shape: ConvShape, nonzeros: int | None = None) -> None:
     """A ScheduleError where the schedule's algorithm cannot compute a
-    convolution of `shape` on any target (the verifier's check; what a
-    backend lacks it says itself)."""
+    convolution of `shape` (declaring `nonzeros`) on any target (the
+    verifier's check; what a backend lacks it says itself)."""
+    if schedule.algorithm == SPARSE and nonzeros is None:
+        raise ScheduleError(
+            "schedule: algorithm sparse runs on the nonzero weights a convolution declares (nonzeros, set by "
+            "tconv-sparsify); this one declares none"
+        )
     if schedule.algorithm == WINOGRAD and not shape.winograd_applies:
         raise ScheduleError(
             f"schedule: algorithm winograd computes 3x3 convolutions of stride 1, dilation 1 and padding 1 on "
@@ -157,6 +165,19 @@ def default_algorithm(shape: ConvShape, unit: VectorUnit | None) -> str:
     if unit is None:
         return DIRECT
     return GSPC if default_blocking(shape, unit).vector == "ow" else DIRECT
+
+
+SPARSE_DENSITY = 0.1
+"""The densest convolution that runs sparse without a schedule asking: on
+the CPUs measured (docs/benchmarks.md, "Weight sparsity") the sparse kernel
+beat the dense one on ResNet's 3×3 layers below 10–20% density, the
+crossover depending on the layer; a schedule's `algorithm` overrides it."""
+
+
+def sparse_pays(shape: ConvShape, nonzeros: int | None) -> bool:
+    """Whether a convolution of `shape` declaring `nonzeros` runs sparse by
+    default on a CPU (a GPU has no sparse kernel)."""
+    return nonzeros is not None and nonzeros <= SPARSE_DENSITY * shape.in_group * shape.kernel[0] * shape.kernel[1]
 
 
 def default_blocking(shape: ConvShape, unit: VectorUnit, algorithm: str | None = None) -> blocking.ConvBlocking:

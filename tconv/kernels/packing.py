@@ -122,3 +122,35 @@ def pack_int8_depthwise_weight(weight: np.ndarray) -> np.ndarray:
     padded = np.zeros((blocks(channels, INT8_LANES) * INT8_LANES, kh, kw), np.int8)
     padded[:channels] = weight[:, 0]
     return np.ascontiguousarray(padded.reshape(-1, INT8_LANES, kh, kw).transpose(0, 2, 3, 1))
+
+
+def pack_sparse_conv2d_weight(
+    weight: np.ndarray, groups: int, nonzeros: int, padded_size: tuple[int, int], dilations: tuple[int, int],
+    pattern: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """OIHW weight → the sparse kernel's (values O x nonzeros float32,
+    offsets O x nonzeros int32): output channel o's weights at the nonzero
+    entries of `pattern` (default: the weight itself), in (channel, row,
+    column) order, each with the offset of its tap in the flattened padded
+    input (Hp x Wp = `padded_size`, its channel counted across groups);
+    rows padded with value 0 at offset 0. A channel with more than
+    `nonzeros` nonzero entries is an error."""
+    out_channels, group_channels, kh, kw = weight.shape
+    pattern = weight if pattern is None else pattern
+    hp, wp = padded_size
+    dh, dw = dilations
+    counts = np.count_nonzero(pattern.reshape(out_channels, -1), axis=1)
+    if counts.max(initial=0) > nonzeros:
+        worst = int(np.argmax(counts))
+        raise ValueError(f"output channel {worst} has {counts[worst]} nonzero weights, more than the {nonzeros} "
+                         "its convolution declares (nonzeros)")
+    c, y, x = np.meshgrid(np.arange(group_channels), np.arange(kh), np.arange(kw), indexing="ij")
+    tap = (c * hp * wp + y * dh * wp + x * dw).reshape(-1)
+    out_group = out_channels // groups
+    values = np.zeros((out_channels, nonzeros), np.float32)
+    offsets = np.zeros((out_channels, nonzeros), np.int32)
+    for o in range(out_channels):
+        (entries,) = np.nonzero(pattern[o].reshape(-1))
+        values[o, : len(entries)] = weight[o].reshape(-1)[entries]
+        offsets[o, : len(entries)] = tap[entries] + (o // out_group) * group_channels * hp * wp
+    return values, offsets

@@ -54,6 +54,7 @@ from tconv.kernels.packing import (
     pack_depthwise_weight,
     pack_int8_conv2d_weight,
     pack_int8_depthwise_weight,
+    pack_sparse_conv2d_weight,
 )
 from tconv.kernels.winograd import transform_weight
 from tconv.semantics.int8 import Requantization, dequantize_array, quantize_array
@@ -307,6 +308,25 @@ def _int8_scale(recipe, params):
     return _padded(_requantization(recipe, params).scale, np.float32)
 
 
+def _sparse(recipe, params) -> tuple[np.ndarray, np.ndarray]:
+    """The sparse kernel's values and offsets: the entries that are nonzero
+    in the weight (before a batch-norm is folded in, so both halves agree)."""
+    weight, _ = _folded(recipe, params)
+    padded, dilations = recipe.attribute("padded"), recipe.attribute("dilations")
+    return pack_sparse_conv2d_weight(
+        weight, int(recipe.attribute("groups")), int(recipe.attribute("nonzeros")), tuple(padded), tuple(dilations),
+        pattern=_weight(recipe, params),
+    )
+
+
+def _sparse_values(recipe, params):
+    return _sparse(recipe, params)[0]
+
+
+def _sparse_offsets(recipe, params):
+    return _sparse(recipe, params)[1]
+
+
 TRANSFORMS = {
     "conv2d_weight": _conv2d_weight,
     "depthwise_weight": _depthwise_weight,
@@ -318,6 +338,8 @@ TRANSFORMS = {
     "int8_weight": _int8_weight,
     "int8_offset": _int8_offset,
     "int8_scale": _int8_scale,
+    "sparse_values": _sparse_values,
+    "sparse_offsets": _sparse_offsets,
 }
 """Every recipe transform:
 
@@ -347,7 +369,12 @@ TRANSFORMS = {
   shift, mean, var]} (weight_scales, x_scale, x_zero_point, [out_scale,
   out_zero_point], [epsilon]): the two halves of an int8 convolution's
   `semantics.int8.Requantization`, the batch-norm folded into the step
-  and the bias, zero past the output channels to whole blocks of 16.
+  and the bias, zero past the output channels to whole blocks of 16;
+- `sparse_values` (float32), `sparse_offsets` (int32) {weight, [scale,
+  shift, mean, var]} (groups, nonzeros, padded, dilations, [epsilon]): the
+  two halves of `packing.pack_sparse_conv2d_weight`, the nonzero entries
+  of the weight (as stored, or dequantized) with the batch-norm folded
+  into the values.
 """
 
 

@@ -35,4 +35,5 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "tconv-prune-channels": _loader("nas.prune_channels", "PruneChannelsPass"),
     "tconv-blockswap": _loader("nas.blockswap", "BlockSwapPass"),
     "tconv-quantize": _loader("quant.quantize", "QuantizePass"),
+    "tconv-sparsify": _loader("sparse.sparsify", "SparsifyPass"),
 }

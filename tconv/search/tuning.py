@@ -80,13 +80,13 @@ from tconv.ir.ops import Conv2dOp
 from tconv.ir.schedule import ConvSchedule, parse_schedule
 from tconv.kernels import blocking as kernel_blocking
 from tconv.kernels.algorithm import (
-    ALGORITHMS,
     DIRECT,
     GSPC,
     WINOGRAD,
     ConvShape,
     conv_shape,
     default_algorithm,
+    sparse_pays,
     winograd_tile,
 )
 from tconv.kernels.algorithm import default_blocking as algorithm_default_blocking
@@ -97,6 +97,10 @@ from tconv.passes.classical.pack import layout_fits
 from tconv.search.progress import bar
 from tconv.search.progress import done as end_progress
 from tconv.search.progress import show as show_progress
+
+TUNED_ALGORITHMS = (DIRECT, WINOGRAD, GSPC)
+"""The algorithms knobs name: a workload has no weights, so the sparse
+kernel (sized by the weights' nonzeros) is not measured by shape."""
 
 UNSCHEDULED_ALGORITHM = "unscheduled"
 """`Knobs.algorithm` of no schedule at all: the backend's own default."""
@@ -136,7 +140,7 @@ class Knobs:
     rows_first: bool = False
 
     def __post_init__(self) -> None:
-        if self.algorithm not in (*ALGORITHMS, UNSCHEDULED_ALGORITHM):
+        if self.algorithm not in (*TUNED_ALGORITHMS, UNSCHEDULED_ALGORITHM):
             raise ValueError(f"knobs: unknown algorithm {self.algorithm!r}")
 
     @property
@@ -185,10 +189,10 @@ class Knobs:
                 for index, (name, default) in enumerate(zip(LEGACY_NAMES, LEGACY_DEFAULTS))
             ])
         algorithm = record["algorithm"]
-        if algorithm not in (*ALGORITHMS, UNSCHEDULED_ALGORITHM):
+        if algorithm not in (*TUNED_ALGORITHMS, UNSCHEDULED_ALGORITHM):
             raise RecordError(
                 f"unknown algorithm {json.dumps(algorithm)} (expected one of "
-                f"{', '.join((*ALGORITHMS, UNSCHEDULED_ALGORITHM))})", "algorithm",
+                f"{', '.join((*TUNED_ALGORITHMS, UNSCHEDULED_ALGORITHM))})", "algorithm",
             )
         if algorithm not in (DIRECT, GSPC):  # no other knob: the record's tile fields say nothing
             for name in ("block", "width_tile"):
@@ -499,8 +503,10 @@ def tunable_workloads(module: ModuleOp, schedules: Schedules) -> list[Workload]:
 def tunable_convs(module: ModuleOp) -> list[Conv2dOp]:
     """Convolutions the templates tune: those without a loop schedule or an
     algorithm of their own (a `layout` alone, from `tconv-pack`, leaves the
-    loops open)."""
+    loops open), and not sparse enough to run the sparse kernel by default."""
     def open_(op: Conv2dOp) -> bool:
+        if sparse_pays(conv_shape(op), op.weight_nonzeros):
+            return False
         if op.schedule is None:
             return True
         schedule = parse_schedule(op.schedule)

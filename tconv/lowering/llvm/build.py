@@ -15,7 +15,7 @@ library of an artifact, which the C runtime runs like the TVM backend's.
 
 A convolution's schedule that this backend cannot honour is refused with a
 `LoweringError` located at the op, naming the schedule entry; so is an
-`algorithm` it has no kernel for (Winograd, GSPC: it runs direct loop nests).
+`algorithm` it has no kernel for (Winograd, GSPC, sparse: it runs direct loop nests).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from tconv.ir.ops import (
     SliceOp,
     shape_of,
 )
-from tconv.ir.schedule import GSPC, WINOGRAD, parse_schedule
+from tconv.ir.schedule import GSPC, SPARSE, WINOGRAD, parse_schedule
 from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.kernels.packing import blocks
 from tconv.kernels.program import KernelCall, KernelProgram, Recipe
@@ -178,8 +178,8 @@ class _Lowering(ProgramBuilder):
         groups = op.groups.value.data
         out_group = out_channels // groups
         conv_schedule = parse_schedule(op.schedule) if op.schedule is not None else None
-        if conv_schedule is not None and conv_schedule.algorithm in (WINOGRAD, GSPC):
-            kernel = "Winograd" if conv_schedule.algorithm == WINOGRAD else "GSPC"
+        if conv_schedule is not None and conv_schedule.algorithm in (WINOGRAD, GSPC, SPARSE):
+            kernel = {WINOGRAD: "Winograd", GSPC: "GSPC", SPARSE: "sparse"}[conv_schedule.algorithm]
             raise LoweringError(located(op, (
                 f"llvm backend: has no {kernel} kernel (algorithm {conv_schedule.algorithm}); compile with "
                 '--backend tvm, or ask for algorithm "direct"'

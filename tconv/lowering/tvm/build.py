@@ -58,7 +58,7 @@ from tconv.ir.params import bind_params
 from tconv.ir.schedule import NCHW, ActivationLayouts, ConvSchedule, ScheduleError, parse_schedule
 from tconv.kernels import blocking as kernel_blocking
 from tconv.kernels import winograd
-from tconv.kernels.algorithm import GSPC, WINOGRAD, conv_shape, default_algorithm, winograd_tile
+from tconv.kernels.algorithm import GSPC, SPARSE, WINOGRAD, conv_shape, default_algorithm, sparse_pays, winograd_tile
 from tconv.kernels.blocking import ConvBlocking
 from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.kernels.packing import blocks
@@ -76,6 +76,7 @@ from tconv.lowering.tvm import (
     schedule_gpu,
     schedule_winograd,
     schedule_winograd_cpu,
+    sparse_conv,
     winograd_ops,
 )
 from tconv.lowering.tvm.int8_network import Int8Add, Int8Layer, Int8Plan, plan_int8
@@ -531,6 +532,8 @@ class _Lowering(ProgramBuilder):
         if schedule is not None and schedule.algorithm is not None:
             return schedule.algorithm
         shape = conv_shape(op)
+        if schedule is None and not self.gpu and sparse_pays(shape, op.weight_nonzeros):
+            return SPARSE
         if self.winograd is True and winograd_tile(shape, self.unit, default=False) is not None:
             return WINOGRAD
         if schedule is not None or self.winograd is not None:
@@ -627,6 +630,8 @@ class _Lowering(ProgramBuilder):
     def conv2d(self, group: KernelGroup) -> KernelSpec:
         op = group.anchor
         assert isinstance(op, Conv2dOp)
+        if self.conv_algorithm(op, parse_schedule(op.schedule) if op.schedule is not None else None) == SPARSE:
+            return self.sparse_conv2d(group)
         out_channels, group_channels, kh, kw = shape_of(op.weight)
         _, _, out_height, out_width = shape_of(op.output)
         strides, padding, dilations = _ints(op.strides), _ints(op.padding), _ints(op.dilations)
@@ -682,6 +687,39 @@ class _Lowering(ProgramBuilder):
         key = (strides, padding, dilations, groups, out_channels, blocking, has_bias, has_residual, activation)
         gpu_tile = (blocking.block, blocking.width_tile) if self.gpu and kind == "conv2d" else (1, 1)
         return KernelSpec(kind, [input_id, weight_id, *epilogue_args], compute, schedule, key, layouts.output, gpu_tile)
+
+    def sparse_conv2d(self, group: KernelGroup) -> KernelSpec:
+        """The sparse kernel of a convolution declaring `nonzeros`
+        (`sparse_conv`): its nonzero weights and their input offsets packed at
+        compile time, batch-norm folded into the values."""
+        op = group.anchor
+        if self.gpu:
+            raise LoweringError(located(op, (
+                "tvm backend: cuda has no sparse convolution kernel (algorithm sparse); ask for algorithm \"direct\""
+            )))
+        out_channels, _, kh, kw = shape_of(op.weight)
+        n, channels, height, width = shape_of(op.input)
+        conv = sparse_conv.SparseConv(
+            n, channels, (height, width), out_channels, (kh, kw), _ints(op.strides), _ints(op.padding),
+            _ints(op.dilations), op.weight_nonzeros,
+        )
+        attributes = {"groups": op.groups.value.data, "nonzeros": conv.nonzeros, "padded": conv.padded_size,
+                      "dilations": conv.dilations}
+        shape = (out_channels, conv.nonzeros)
+        values_id, bias_id = self.weight_and_bias(
+            group, op.weight, op.bias, "sparse_values", attributes, shape, f"{out_channels}x{conv.nonzeros}"
+        )
+        weight_name, quantized = self.weight_source(op.weight, op)
+        offsets = Recipe("sparse_offsets", (("weight", weight_name),), tuple(sorted({**attributes, **quantized}.items())))
+        offsets_id = self.derived(offsets, shape, f"{weight_name}:sparse_offsets", "i32")
+        epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id)
+        activation, unit = group.activation_name, self.unit
+        return KernelSpec(
+            "sparse_conv2d", [self.value(op.input, NCHW, "its input"), values_id, offsets_id, *epilogue_args],
+            lambda t: sparse_conv.sparse_conv2d(conv, *t[:3], _epilogue(t[3:], has_bias, has_residual, activation)),
+            lambda function: sparse_conv.schedule_sparse_conv2d(function, conv, unit),
+            (conv, has_bias, has_residual, activation),
+        )
 
     def dense(self, group: KernelGroup) -> KernelSpec:
         op = group.anchor

@@ -69,7 +69,7 @@ def _stage(sch: Schedule, name: str):
         return None
 
 
-def _schedule_pad(sch: Schedule) -> None:
+def schedule_pad(sch: Schedule) -> None:
     """The padding copy, if the kernel has one: parallel over batch and
     channels (channel blocks, each a vector, for a packed input)."""
     pad = _stage(sch, "pad")
@@ -227,7 +227,7 @@ def schedule_conv2d(
         sch.unroll(rx)
     sch.decompose_reduction(conv, rc)
     _store_tile(sch, packed_output, parts[:-1] if packed_output else (), qi, oi)
-    _schedule_pad(sch)
+    schedule_pad(sch)
     return sch.mod["main"]
 
 

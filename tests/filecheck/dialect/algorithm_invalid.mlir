@@ -14,7 +14,7 @@ func.func @winograd_does_not_apply(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x4x4xf3
 
 func.func @unknown_algorithm(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> {
   %w = tconv.param "w" init kaiming_normal : tensor<8x8x3x3xf32>
-  // CHECK: {{.*}}algorithm_invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: `algorithm` must be one of "direct", "winograd", "gspc", got 'fft'
+  // CHECK: {{.*}}algorithm_invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: `algorithm` must be one of "direct", "winograd", "gspc", "sparse", got 'fft'
   %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {algorithm = "fft"} : (tensor<1x8x8x8xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x8x8xf32>
   func.return %y : tensor<1x8x8x8xf32>
 }

@@ -431,3 +431,21 @@ func.func @parameter_limit(%x: tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32> {
   %b = tconv.param "b" init zeros : tensor<1xf32>
   func.return %x : tensor<1x8x4x4xf32>
 }
+
+// -----
+
+func.func @conv_nonzeros_range(%x: tensor<1x4x6x6xf32>) -> tensor<1x8x6x6xf32> {
+  %w = tconv.param "w" init kaiming_normal : tensor<8x4x3x3xf32>
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: nonzeros must lie in [1, 36] (the weights of one output channel), got 37
+  %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 nonzeros 37 : (tensor<1x4x6x6xf32>, tensor<8x4x3x3xf32>) -> tensor<1x8x6x6xf32>
+  func.return %y : tensor<1x8x6x6xf32>
+}
+
+// -----
+
+func.func @conv_sparse_without_nonzeros(%x: tensor<1x4x6x6xf32>) -> tensor<1x8x6x6xf32> {
+  %w = tconv.param "w" init kaiming_normal : tensor<8x4x3x3xf32>
+  // CHECK: {{.*}}invalid.mlir:[[# @LINE + 1]]:3: error: conv2d: schedule: algorithm sparse runs on the nonzero weights a convolution declares (nonzeros, set by tconv-sparsify); this one declares none
+  %y = tconv.conv2d %x, %w strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 schedule {algorithm = "sparse"} : (tensor<1x4x6x6xf32>, tensor<8x4x3x3xf32>) -> tensor<1x8x6x6xf32>
+  func.return %y : tensor<1x8x6x6xf32>
+}

@@ -17,7 +17,7 @@ func.func @convolutions(%x: tensor<1x8x16x16xf32>) -> tensor<1x8x8x17xf32> {
   %bb = tconv.param "biased.bias" init zeros : tensor<8xf32>
   %biased = tconv.conv2d %plain, %bw, %bb strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 : (tensor<1x8x16x16xf32>, tensor<8x8x3x3xf32>, tensor<8xf32>) -> tensor<1x8x16x16xf32>
   %gw = tconv.param "grouped.weight" init kaiming_normal : tensor<8x2x3x3xf32>
-  %grouped = tconv.conv2d %biased, %gw strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 4 : (tensor<1x8x16x16xf32>, tensor<8x2x3x3xf32>) -> tensor<1x8x16x16xf32>
+  %grouped = tconv.conv2d %biased, %gw strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 4 nonzeros 5 : (tensor<1x8x16x16xf32>, tensor<8x2x3x3xf32>) -> tensor<1x8x16x16xf32>
   %dw = tconv.param "dilated.weight" init kaiming_normal : tensor<8x8x3x3xf32>
   %dilated = tconv.conv2d %grouped, %dw strides [1, 1] padding [2, 2, 2, 2] dilations [2, 2] groups 1 : (tensor<1x8x16x16xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x16x16xf32>
   %aw = tconv.param "asymmetric.weight" init kaiming_normal : tensor<8x8x3x1xf32>
@@ -34,7 +34,7 @@ func.func @convolutions(%x: tensor<1x8x16x16xf32>) -> tensor<1x8x8x17xf32> {
 // CHECK-NEXT:   %bb = tconv.param "biased.bias" init zeros : tensor<8xf32>
 // CHECK-NEXT:   %biased = tconv.conv2d %plain, %bw, %bb strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 1 : (tensor<1x8x16x16xf32>, tensor<8x8x3x3xf32>, tensor<8xf32>) -> tensor<1x8x16x16xf32>
 // CHECK-NEXT:   %gw = tconv.param "grouped.weight" init kaiming_normal : tensor<8x2x3x3xf32>
-// CHECK-NEXT:   %grouped = tconv.conv2d %biased, %gw strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 4 : (tensor<1x8x16x16xf32>, tensor<8x2x3x3xf32>) -> tensor<1x8x16x16xf32>
+// CHECK-NEXT:   %grouped = tconv.conv2d %biased, %gw strides [1, 1] padding [1, 1, 1, 1] dilations [1, 1] groups 4 nonzeros 5 : (tensor<1x8x16x16xf32>, tensor<8x2x3x3xf32>) -> tensor<1x8x16x16xf32>
 // CHECK-NEXT:   %dw = tconv.param "dilated.weight" init kaiming_normal : tensor<8x8x3x3xf32>
 // CHECK-NEXT:   %dilated = tconv.conv2d %grouped, %dw strides [1, 1] padding [2, 2, 2, 2] dilations [2, 2] groups 1 : (tensor<1x8x16x16xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x16x16xf32>
 // CHECK-NEXT:   %aw = tconv.param "asymmetric.weight" init kaiming_normal : tensor<8x8x3x1xf32>

@@ -1,0 +1,124 @@
+"""The sparse convolution kernel: a convolution whose weights are mostly
+zero (`tconv-sparsify`) computed from its nonzero weights only, the direct
+sparse convolution of Park et al. 2017 ("Faster CNNs with direct sparse
+convolutions").
+
+Layout. The weight is two arrays of `nonzeros` entries per output channel
+(ELLPACK: `packing.pack_sparse_conv2d_weight`): the values (float32,
+batch-norm folded) and, for each, the offset of its tap in the flattened
+padded input (int32: `channel · Hp · Wp + kh · dh · Wp + kw · dw`, the
+channel counted across groups). A channel with fewer nonzero weights pads
+its row with value 0 at offset 0. Output position (y, x) of channel o is
+Σ_j values[o, j] · padded[offsets[o, j] + y · sh · Wp + x · sw]: one
+gather per weight, then a run of consecutive (stride 1) or strided input
+columns, so a row of outputs is a vector multiply-add per nonzero weight.
+
+Stages: `pad` (the input padded, where it has padding), `conv` (N x O x P x
+Q) and `output` (the epilogue: bias, residual, activation).
+
+Schedule. Parallel over (batch, output channel); per output row, the
+columns in tiles of whole vectors accumulate in registers over the
+channel's nonzero weights (the weight and its offset loaded once per
+tile), then go through the epilogue. The work is proportional to the
+nonzeros; what it gives up against the dense kernel is the register
+blocking over output channels (each weight is used by one channel only)
+and the contiguous weight stream, so it wins only at high sparsity
+(docs/benchmarks.md has the density where it does on the machines measured).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import te, tirx
+
+from tconv.ir.shapes import window_output
+from tconv.kernels.target import VectorUnit
+from tconv.lowering.tvm.ops import Epilogue, pad_input
+from tconv.lowering.tvm.schedule_cpu import schedule_pad
+
+F32, I32 = "float32", "int32"
+
+SPARSE_ROWS = 4
+"""Output rows a weight is applied to once loaded (the register tile's height)."""
+
+
+@dataclass(frozen=True)
+class SparseConv:
+    """The geometry of one sparse convolution."""
+
+    batch: int
+    channels: int
+    in_size: tuple[int, int]
+    out_channels: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilations: tuple[int, int]
+    nonzeros: int
+    """Entries per output channel (the most nonzero weights any channel has)."""
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        (h, w), (top, left, bottom, right) = self.in_size, self.padding
+        return h + top + bottom, w + left + right
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return tuple(
+            window_output(size, k, s, before + after, d)
+            for size, k, s, before, after, d in zip(
+                self.in_size, self.kernel, self.strides, self.padding[:2], self.padding[2:], self.dilations,
+                strict=True,
+            )
+        )
+
+
+def sparse_conv2d(
+    conv: SparseConv, data: te.Tensor, values: te.Tensor, offsets: te.Tensor, epilogue: Epilogue = Epilogue()
+) -> te.Tensor:
+    """N x O x P x Q float32 (see the module docstring)."""
+    hp, wp = conv.padded_size
+    plane = hp * wp
+    pad = pad_input(data, conv.padding)
+    p, q = conv.output_size
+    sh, sw = conv.strides
+    j = te.reduce_axis((0, conv.nonzeros), name="j")
+
+    def tap(n, o, y, x):
+        # The offset's channel, row and column: loop-invariant in y and x, so computed once per weight.
+        offset = offsets[o, j]
+        return pad[n, offset // plane, offset % plane // wp + y * sh, offset % wp + x * sw]
+
+    acc = te.compute(
+        (conv.batch, conv.out_channels, p, q),
+        lambda n, o, y, x: te.sum(values[o, j] * tap(n, o, y, x), axis=j),
+        name="conv",
+    )
+    return te.compute(
+        acc.shape, lambda n, o, y, x: epilogue.apply(acc[n, o, y, x], (n, o, y, x), o), name="output"
+    )
+
+
+def schedule_sparse_conv2d(function, conv: SparseConv, unit: VectorUnit):
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(function)
+    schedule_pad(sch)
+    p, q = conv.output_size
+    width = min(q, 2 * unit.lanes)
+    rows = max(r for r in range(1, SPARSE_ROWS + 1) if p % r == 0)
+    acc = sch.get_sblock("conv")
+    n, o, y, x, j = sch.get_loops(acc)
+    yo, yi = sch.split(y, [None, rows])
+    xo, xi = sch.split(x, [None, width])
+    sch.reorder(yo, xo, j, yi, xi)
+    sch.parallel(sch.fuse(n, o))
+    sch.set_scope(acc, 0, "local")
+    sch.reverse_compute_at(sch.get_sblock("output"), xo)
+    sch.vectorize(sch.get_loops(sch.get_sblock("output"))[-1])
+    sch.unroll(yi)
+    sch.vectorize(xi)
+    init = sch.decompose_reduction(acc, j)
+    sch.vectorize(sch.get_loops(init)[-1])
+    return sch.mod["main"]

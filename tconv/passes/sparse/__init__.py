@@ -1,0 +1,1 @@
+"""Weight sparsity passes (`tconv-sparsify`)."""
