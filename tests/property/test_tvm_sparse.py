@@ -119,3 +119,27 @@ def test_weights_denser_than_declared_are_refused_with_the_channel():
     dense = init_params(module)  # the declaration stays, the weights are dense again
     with pytest.raises(TconvError, match="output channel 0 has 36 nonzero weights, more than the 2"):
         run_tvm(module, dense, np.zeros((1, 4, 5, 5), np.float32))
+
+
+def test_the_llvm_backend_and_cuda_refuse_the_sparse_kernel_at_the_op():
+    from tconv.lowering.llvm.build import lower_program
+
+    b = NetworkBuilder("asks", (1, 8, 6, 6))
+    module = b.finish(b.conv2d(b.input, 8, 3, name="conv"))
+    sparsified(module, 0.05)
+    _conv(module).properties["schedule"] = DictionaryAttr({"algorithm": StringAttr("sparse")})
+    with pytest.raises(TconvError, match="llvm backend: has no sparse kernel"):
+        lower_program(module)
+    with pytest.raises(TconvError, match="tvm backend: cuda has no sparse convolution kernel"):
+        lower_kernels(module, "cuda")
+
+
+def test_folding_batch_norm_keeps_the_declaration():
+    from tconv.passes.classical.fold_bn import FoldBatchNormPass
+
+    b = NetworkBuilder("folds", (1, 8, 6, 6))
+    module = b.finish(b.relu(b.batch_norm(b.conv2d(b.input, 8, 3, name="conv"), name="bn")))
+    store = ParamStore(arrays=sparsified(module, 0.05))
+    with using_store(store):
+        FoldBatchNormPass().apply(Context(), module)
+    assert _conv(module).weight_nonzeros == 4 and kernels(module) == ["sparse_conv2d"]

@@ -126,6 +126,7 @@ def fold(layer: Conv2dOp | DenseOp, bn: BatchNormOp, maker: ParamMaker) -> Conv2
             padding=tuple(layer.padding.get_values()),
             dilations=tuple(layer.dilations.get_values()),
             groups=layer.groups.value.data,
+            nonzeros=layer.weight_nonzeros,  # folding scales each output channel: its zeros stay zeros
             schedule=layer.schedule,
         )
     else:
