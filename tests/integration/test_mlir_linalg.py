@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import relative_error, trained_like_params
-from xdsl.dialects import arith, tensor
+from xdsl.dialects import arith, math, tensor
 from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, f32
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.interpreter import Interpreter, InterpreterFunctions, ReturnedValues, impl, impl_terminator, register_impls
@@ -38,7 +38,8 @@ from tconv.frontends.mlir import from_linalg, linalg_text, make_linalg_context, 
 from tconv.frontends.mlir.forms import PARAM_ATTR
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import module_text, verify_module
-from tconv.ir.ops import shape_of
+from tconv.ir.ops import QUANT_OPS, shape_of
+from tconv.ir.syntax import floats_attr
 from tconv.ir.params import param_ops
 from tconv.semantics import reference
 
@@ -86,6 +87,28 @@ def test_zoo_network_round_trips_through_linalg(name, dataset):
     """The module that comes back prints exactly as the original (parameter
     names, initialisers and SSA names included), so it computes the same."""
     module, back = round_trip(name, dataset)
+    assert module_text(back) == module_text(module)
+
+
+def test_a_quantised_network_round_trips_through_linalg():
+    """`tconv-quantize`'s QDQ pairs (uint8 activations, per-channel int8
+    weights, a residual's shared pair) come back as they were."""
+    from xdsl.context import Context
+
+    from tconv.ir.params import init_params
+    from tconv.passes.nas.store import ParamStore, using_store
+    from tconv.passes.quant.quantize import QuantizePass
+
+    module = zoo.build("resnet18", "cifar10", batch=1)
+    params = init_params(module)
+    with using_store(ParamStore(arrays=dict(params))):
+        QuantizePass(samples=4).apply(Context(), module)
+    back = from_linalg(parse_linalg(linalg_text(to_linalg(module)), "resnet18_int8.mlir"))
+    # Scales come back as the shortest decimals of the same f32 values.
+    qdq = [[op for op in m.walk() if isinstance(op, QUANT_OPS)] for m in (module, back)]
+    assert [np.float32(op.scales).tolist() for op in qdq[0]] == [np.float32(op.scales).tolist() for op in qdq[1]]
+    for op in (*qdq[0], *qdq[1]):
+        op.properties["scale"] = floats_attr([0.0])
     assert module_text(back) == module_text(module)
 
 
@@ -165,6 +188,27 @@ class LayoutFunctions(InterpreterFunctions):
     def run_concat(self, interpreter, op, args):
         return (to_shaped(np.concatenate([to_array(a) for a in args], axis=op.dim.value.data)),)
 
+    @impl(math.RoundEvenOp)
+    def run_roundeven(self, interpreter, op, args):
+        return (float(np.rint(np.float32(args[0]))),)
+
+    @impl(arith.FPToSIOp)
+    def run_fptosi(self, interpreter, op, args):
+        return (int(args[0]),)
+
+    # The interpreter holds an i8 as a signed byte; uint8 values are the same bytes.
+    @impl(arith.FPToUIOp)
+    def run_fptoui(self, interpreter, op, args):
+        return (int(np.uint8(int(args[0])).view(np.int8)),)
+
+    @impl(arith.SIToFPOp)
+    def run_sitofp(self, interpreter, op, args):
+        return (float(args[0]),)
+
+    @impl(arith.UIToFPOp)
+    def run_uitofp(self, interpreter, op, args):
+        return (float(args[0] % 256),)
+
     @impl(linalg.BroadcastOp)
     def run_broadcast(self, interpreter, op, args):
         added = np.expand_dims(to_array(args[0]), tuple(op.dimensions.get_values()))
@@ -236,6 +280,10 @@ SEMANTICS_CASES = {
     "channel_shuffle": lambda b: b.channel_shuffle(b.input, 2),
     "slice-rows-columns": lambda b: b.concat([b.slice(b.input, 2, 0, 4), b.slice(b.slice(b.input, 2, 2, 5), 3, 0, 7)], axis=2),
     "slice-features": lambda b: b.slice(b.flatten(b.input), 1, 3, 20),
+    "quantize-dequantize": lambda b: b.conv2d(
+        b.qdq(b.input, [0.02], [131]), 6, 3, bias=True, weight_scales=[0.004, 0.006, 0.01, 0.003, 0.005, 0.02],
+        name="conv"),
+    "quantize-int8-per-tensor": lambda b: b.qdq(b.relu(b.input), [0.01], [0], element_type="i8"),
 }
 
 

@@ -17,14 +17,13 @@ from tconv.frontends.mlir.forms import linear_form
 from tconv.frontends.mlir.importer import shortest_f32
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import TconvError, load_module, module_text
-from tconv.ir.ops import QUANT_OPS, TCONV_OPS, Conv2dOp, ParamOp
+from tconv.ir.ops import TCONV_OPS, Conv2dOp, ParamOp
 from tconv.ir.params import init_params, load_store, save_store, store_path_for
 
 
 from support import assert_user_error, tconv
 def test_every_tconv_op_has_an_upstream_form():
-    # Quantized ops have none yet: export refuses them (test_quant.py).
-    assert set(EXPORTERS) == set(TCONV_OPS) - {ParamOp} - set(QUANT_OPS)
+    assert set(EXPORTERS) == set(TCONV_OPS) - {ParamOp}
 
 
 def test_linear_form_reads_any_spelling_of_an_affine_map():

@@ -13,7 +13,7 @@ from support import assert_usage_error, assert_user_error, tconv
 
 import numpy as np
 
-from tconv.ir.loader import load_module
+from tconv.ir.loader import load_module, module_text
 from tconv.ir.params import init_params, load_store, save_store, store_path_for
 from tconv.semantics.reference import run
 
@@ -90,11 +90,16 @@ def test_tvm_compiles_and_runs_a_quantised_network(capsys, tmp_path, text):
     assert (" u8 " in plan and " i8 " in plan and " i32 " in plan) == (text == INT8)
 
 
-def test_export_mlir_refuses_quantized_ops_with_their_position(capsys, network):
-    assert_user_error(
-        tconv(capsys, "export-mlir", network, "-o", network.parent / "out.mlir"),
-        "net.mlir:2:3: error: export-mlir: no upstream MLIR form for 'tconv.quantize' yet",
-    )
+def test_export_mlir_writes_quantized_ops_that_import_back(capsys, network):
+    out = network.parent / "out.mlir"
+    status, _, err = tconv(capsys, "export-mlir", network, "-o", out)
+    assert status == 0, err
+    text = out.read_text()
+    assert "tconv." not in text.replace("tconv.param", "").replace("tconv.init", "")
+    assert "arith.fptoui" in text and "arith.uitofp" in text and "tensor<1x2x6x6xi8>" in text
+    status, _, err = tconv(capsys, "import-mlir", out, "-o", network.parent / "back.mlir")
+    assert status == 0, err
+    assert module_text(load_module(network.parent / "back.mlir")) == module_text(load_module(network))
 
 
 def test_optimize_refuses_a_quantised_network_with_its_position(capsys, network):

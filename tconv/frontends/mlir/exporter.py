@@ -17,14 +17,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from xdsl.dialects import arith, func, tensor
-from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, DictionaryAttr, ModuleOp, StringAttr, i64
+from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, DictionaryAttr, ModuleOp, StringAttr, TensorType, f32, i8, i64
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from tconv.frontends.mlir import forms
-from tconv.ir.loader import TconvError, located
 from tconv.ir.ops import (
-    QUANT_OPS,
+    QUANT_TYPES,
     AddOp,
     AvgPool2dOp,
     BatchNormOp,
@@ -32,10 +31,12 @@ from tconv.ir.ops import (
     ConcatOp,
     Conv2dOp,
     DenseOp,
+    DequantizeOp,
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
     ParamOp,
+    QuantizeOp,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
@@ -339,6 +340,46 @@ def export_channel_shuffle(e: LinalgEmitter, op: ChannelShuffleOp) -> SSAValue:
     return e.collapsed(shuffled, forms.GROUPED_ACTIVATION, shape)
 
 
+def _element_type(op: QuantizeOp | DequantizeOp) -> str:
+    quantized = op.quantized_type if isinstance(op, QuantizeOp) else op.input.type.element_type
+    return next(name for name, (typ, _, _) in QUANT_TYPES.items() if typ == quantized)
+
+
+def quantization(e: LinalgEmitter, op: QuantizeOp | DequantizeOp, body, element: Attribute) -> SSAValue:
+    """One linalg.generic over the input, with the scale and zero point
+    constants of its body (per tensor) or two constant vectors indexed by
+    the axis (per channel), into a tensor of `element`."""
+    shape = shape_of(op.output)
+    rank, axis = len(shape), op.channel_axis
+    if axis is None:
+        region = body(op.scales[0], float(op.zero_points[0]), _element_type(op))
+        inputs, maps = [e[op.input]], forms.elementwise_maps(rank, 1)
+    else:
+        region = body(None, None, _element_type(op))
+        vectors = [
+            e.add(arith.ConstantOp(forms.dense_f32(values, (shape[axis],))))
+            for values in (op.scales, [float(z) for z in op.zero_points])
+        ]
+        inputs, maps = [e[op.input], *vectors], forms.per_channel_vector_maps(rank, axis)
+    result_type = TensorType(element, shape)
+    out = e.add(tensor.EmptyOp([], result_type))
+    return e.add(linalg.GenericOp(
+        inputs, [out], region, maps, forms.iterator_types(forms.all_parallel(rank)), [result_type]
+    ))
+
+
+@exports(QuantizeOp)
+def export_quantize(e: LinalgEmitter, op: QuantizeOp) -> SSAValue:
+    """f32 → integers in i8 storage (`forms.quantize_body`)."""
+    return quantization(e, op, forms.quantize_body, i8)
+
+
+@exports(DequantizeOp)
+def export_dequantize(e: LinalgEmitter, op: DequantizeOp) -> SSAValue:
+    """Integers in i8 storage → f32 (`forms.dequantize_body`)."""
+    return quantization(e, op, forms.dequantize_body, f32)
+
+
 def _param_attrs(op: ParamOp) -> DictionaryAttr:
     return DictionaryAttr({forms.PARAM_ATTR: StringAttr(op.param_name), forms.INIT_ATTR: op.init})
 
@@ -363,8 +404,6 @@ def to_linalg(module: ModuleOp) -> ModuleOp:
             block.add_op(func.ReturnOp(*(values[v] for v in op.arguments)))
             break
         export = EXPORTERS.get(type(op))
-        if export is None and type(op) in QUANT_OPS:
-            raise TconvError(located(op, f"export-mlir: no upstream MLIR form for '{op.name}' yet (int8 is not exported)"))
         if export is None:
             raise NotImplementedError(f"no upstream MLIR form for {op.name}")
         result = export(emitter, op)

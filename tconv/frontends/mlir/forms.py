@@ -35,6 +35,7 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     TensorType,
     f32,
+    i8,
     i64,
 )
 from xdsl.dialects.linalg import ops as linalg
@@ -271,6 +272,67 @@ def batch_norm_body(epsilon: float) -> Region:
     scaled = arith.MulfOp(normalised.result, scale)
     result = arith.AddfOp(scaled.result, shift)
     block.add_ops([eps, shifted_var, deviation, centred, normalised, scaled, result, linalg.YieldOp(result.result)])
+    return Region(block)
+
+
+QUANTIZED_RANGES = {"i8": (-128.0, 127.0), "ui8": (0.0, 255.0)}
+"""The saturation range of each quantized element type. Upstream `arith`
+computes on signless integers, so both are stored as `i8`: a uint8 tensor's
+bytes are its values, and the conversions say how to read them (`fptoui`,
+`uitofp` for uint8; `fptosi`, `sitofp` for int8)."""
+
+
+def per_channel_vector_maps(rank: int, axis: int) -> list[AffineMapAttr]:
+    """x by the identity, a scale and a zero-point vector by dimension `axis`, out by the identity."""
+    vector = AffineMapAttr(AffineMap(rank, 0, (AffineExpr.dimension(axis),)))
+    return [identity(rank), vector, vector, identity(rank)]
+
+
+def quantize_body(scale: float | None, zero_point: float | None, element_type: str) -> Region:
+    """ONNX's QuantizeLinear: clamp(roundeven(x / scale) + zero_point) converted
+    to `element_type`'s integers (stored i8), over (x, out), or per channel
+    (scale and zero point None) over (x, scale, zero_point, out)."""
+    per_channel = scale is None
+    block = Block(arg_types=[f32, f32, f32, i8] if per_channel else [f32, i8])
+    ops: list = []
+    if per_channel:
+        scale_value, zero_value = block.args[1], block.args[2]
+    else:
+        constants = [arith.ConstantOp(f32_attr(scale)), arith.ConstantOp(f32_attr(zero_point))]
+        ops += constants
+        scale_value, zero_value = (c.result for c in constants)
+    low, high = (arith.ConstantOp(f32_attr(v)) for v in QUANTIZED_RANGES[element_type])
+    scaled = arith.DivfOp(block.args[0], scale_value)
+    rounded = math_dialect.RoundEvenOp(scaled.result)
+    shifted = arith.AddfOp(rounded.result, zero_value)
+    lower = arith.MaximumfOp(shifted.result, low.result)
+    clamped = arith.MinimumfOp(lower.result, high.result)
+    convert = arith.FPToSIOp if element_type == "i8" else arith.FPToUIOp
+    converted = convert(clamped.result, i8)
+    ops += [low, high, scaled, rounded, shifted, lower, clamped, converted, linalg.YieldOp(converted.result)]
+    block.add_ops(ops)
+    return Region(block)
+
+
+def dequantize_body(scale: float | None, zero_point: float | None, element_type: str) -> Region:
+    """ONNX's DequantizeLinear: (q - zero_point) · scale, q read as
+    `element_type`'s integers from its i8 storage, over (q, out), or per
+    channel (scale and zero point None) over (q, scale, zero_point, out)."""
+    per_channel = scale is None
+    block = Block(arg_types=[i8, f32, f32, f32] if per_channel else [i8, f32])
+    ops: list = []
+    if per_channel:
+        scale_value, zero_value = block.args[1], block.args[2]
+    else:
+        constants = [arith.ConstantOp(f32_attr(scale)), arith.ConstantOp(f32_attr(zero_point))]
+        ops += constants
+        scale_value, zero_value = (c.result for c in constants)
+    convert = arith.SIToFPOp if element_type == "i8" else arith.UIToFPOp
+    value = convert(block.args[0], f32)
+    centred = arith.SubfOp(value.result, zero_value)
+    result = arith.MulfOp(centred.result, scale_value)
+    ops += [value, centred, result, linalg.YieldOp(result.result)]
+    block.add_ops(ops)
     return Region(block)
 
 

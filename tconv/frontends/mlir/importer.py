@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects import arith, func, tensor
-from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, FloatAttr, ModuleOp, StringAttr, TensorType, f32
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, FloatAttr, ModuleOp, StringAttr, TensorType, f32, i8
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.dialects.linalg.abstract_ops import ConvOperation, PoolingOperation
 from xdsl.ir import Attribute, Block, BlockArgument, Operation, Region, SSAValue
@@ -43,6 +43,7 @@ from tconv.frontends.mlir import forms
 from tconv.frontends.mlir.errors import located
 from tconv.ir.loader import verify_module
 from tconv.ir.ops import (
+    QUANT_TYPES,
     AddOp,
     AvgPool2dOp,
     BatchNormOp,
@@ -50,14 +51,17 @@ from tconv.ir.ops import (
     ConcatOp,
     Conv2dOp,
     DenseOp,
+    DequantizeOp,
     FlattenOp,
     GlobalAvgPoolOp,
     MaxPool2dOp,
     ParamOp,
+    QuantizeOp,
     Relu6Op,
     ReluOp,
     SliceChannelsOp,
     SliceOp,
+    quant_range,
     shape_of,
 )
 from tconv.ir.shapes import Shape, ShapeError, format_shape
@@ -580,7 +584,7 @@ class GenericForm:
     name: str
     inputs: int
     iterators: Callable[[int], tuple[str, ...]]
-    body: Callable[[Expression], Region]
+    body: Callable[[Expression], Region | None]
     read: Callable[[LinalgImporter, linalg.GenericOp], None]
 
 
@@ -687,6 +691,104 @@ def average_pool(op: linalg.GenericOp, sums: WindowSum, divisor: np.ndarray) -> 
     )
 
 
+QUANTIZE_CONVERSIONS = {"arith.fptosi": "i8", "arith.fptoui": "ui8"}
+DEQUANTIZE_CONVERSIONS = {"arith.sitofp": "i8", "arith.uitofp": "ui8"}
+
+
+def _subtree(tree: Expression, name: str) -> Expression | None:
+    """The first node of `tree` (depth first) computed by op `name`."""
+    if tree[0] == name:
+        return tree
+    if tree[0] in ("arg", "const"):
+        return None
+    return next((found for operand in tree[1:] if (found := _subtree(operand, name)) is not None), None)
+
+
+def _constant_operand(node: Expression | None) -> float | None:
+    """The constant operand of a binary node (None: the node reads no constant)."""
+    if node is None:
+        return None
+    return next((operand[1] for operand in node[1:] if operand[0] == "const"), None)
+
+
+def quantization_parameters(tree: Expression) -> tuple[str, float | None, float | None] | None:
+    """(element type, scale, zero point) of a quantize or dequantize body
+    (scale and zero point None where they are block arguments: per channel);
+    None for any other body."""
+    if tree[0] in QUANTIZE_CONVERSIONS:
+        element = QUANTIZE_CONVERSIONS[tree[0]]
+        scale, zero_point = _constant_operand(_subtree(tree, "arith.divf")), _constant_operand(_subtree(tree, "arith.addf"))
+        return element, scale, zero_point
+    conversion = next((name for name in DEQUANTIZE_CONVERSIONS if _subtree(tree, name) is not None), None)
+    if tree[0] == "arith.mulf" and conversion is not None:
+        return DEQUANTIZE_CONVERSIONS[conversion], _constant_operand(tree), _constant_operand(_subtree(tree, "arith.subf"))
+    return None
+
+
+def _quantization_body(body: Callable[..., Region], per_channel: bool) -> Callable[[Expression], Region | None]:
+    """The body a quantize or dequantize form of `tree`'s element type and constants would have."""
+    def build(tree: Expression) -> Region | None:
+        parameters = quantization_parameters(tree)
+        if parameters is None:
+            return None
+        element, scale, zero_point = parameters
+        if per_channel:
+            return body(None, None, element)
+        return None if scale is None or zero_point is None else body(scale, zero_point, element)
+
+    return build
+
+
+def _read_quantization(build: Callable[..., Operation]) -> Callable[[LinalgImporter, linalg.GenericOp], None]:
+    """A quantize or dequantize: per tensor (its constants in the body) or per
+    channel (two constant vectors indexed by one dimension, the axis)."""
+    def read(im: LinalgImporter, op: linalg.GenericOp) -> None:
+        element, scale, zero_point = quantization_parameters(body_expression(op.body))
+        rank = len(shape_of(op.res[0]))
+        if len(op.inputs) == 1:
+            if not same_maps(op, forms.elementwise_maps(rank, 1)):
+                raise located(op, "linalg.generic: a quantization must index its input by the identity")
+            axis, scales, zero_points = None, [scale], [zero_point]
+        else:
+            vector = forms.linear_form(op.indexing_maps.data[1].data)
+            axis = vector[0][0].index(1) if vector and len(vector) == 1 and 1 in vector[0][0] else None
+            if axis is None or not same_maps(op, forms.per_channel_vector_maps(rank, axis)):
+                raise located(op, "linalg.generic: a per-channel quantization must index its input by the identity "
+                              "and its scales and zero points by one dimension, the axis")
+            scales, zero_points = (_vector(im, value, op, role, shape_of(op.res[0])[axis])
+                                   for value, role in ((op.inputs[1], "scales"), (op.inputs[2], "zero points")))
+        if any(z != round(z) for z in zero_points):
+            raise located(op, f"linalg.generic: zero points must be whole numbers, got {zero_points}")
+        x = im.tensor(op.inputs[0], op, "the input")
+        zero_points = [int(z) for z in zero_points]
+        scales = [shortest_f32(s) for s in scales]  # the f32 the body computes with, written as briefly as it reads
+        im.add(op, lambda: build(x, scales, zero_points, axis, element), op.res[0])
+
+    return read
+
+
+def _vector(im: LinalgImporter, value: SSAValue, op: Operation, role: str, length: int) -> list[float]:
+    entry = im.entry(value, op)
+    if isinstance(entry, Splat) and entry.shape == (length,):
+        return [entry.value] * length
+    if isinstance(entry, Constant) and entry.array.shape == (length,):
+        return [float(v) for v in entry.array]
+    raise located(op, f"linalg.generic: the {role} of a per-channel quantization must be an f32 constant "
+                  f"of {length} values")
+
+
+def _quantize(x, scales, zero_points, axis, element):
+    return QuantizeOp(x, scale=scales, zero_point=zero_points, axis=axis, element_type=element)
+
+
+def _dequantize(x, scales, zero_points, axis, element):
+    op = DequantizeOp(x, scale=scales, zero_point=zero_points, axis=axis)
+    if quant_range(x.type.element_type) != quant_range(QUANT_TYPES[element][0]):
+        raise ShapeError(f"dequantize reads its integers as {element}, but they were quantized as "
+                         f"{x.type.element_type}")
+    return op
+
+
 GENERIC_FORMS: tuple[GenericForm, ...] = (
     GenericForm("relu", 1, forms.all_parallel, lambda _: forms.relu_body(), _read_elementwise(ReluOp)),
     GenericForm("relu6", 1, forms.all_parallel, lambda _: forms.relu6_body(), _read_elementwise(Relu6Op)),
@@ -699,6 +801,14 @@ GENERIC_FORMS: tuple[GenericForm, ...] = (
     GenericForm("window sum", 2, lambda rank: forms.WINDOW_SUM_ITERATORS, lambda _: forms.sum_body(3), _read_window_sum),
     GenericForm("spatial sum", 1, lambda rank: forms.SPATIAL_SUM_ITERATORS, lambda _: forms.sum_body(2), _read_spatial_sum),
     GenericForm("division", 2, forms.all_parallel, lambda _: forms.divide_body(), _read_division),
+    GenericForm("quantize", 1, forms.all_parallel, _quantization_body(forms.quantize_body, False),
+                _read_quantization(_quantize)),
+    GenericForm("per-channel quantize", 3, forms.all_parallel, _quantization_body(forms.quantize_body, True),
+                _read_quantization(_quantize)),
+    GenericForm("dequantize", 1, forms.all_parallel, _quantization_body(forms.dequantize_body, False),
+                _read_quantization(_dequantize)),
+    GenericForm("per-channel dequantize", 3, forms.all_parallel, _quantization_body(forms.dequantize_body, True),
+                _read_quantization(_dequantize)),
 )
 
 
@@ -711,7 +821,8 @@ def import_generic(im: LinalgImporter, op: linalg.GenericOp) -> None:
             if (
                 len(op.inputs) == form.inputs
                 and iterators == form.iterators(len(iterators))
-                and body_expression(form.body(tree)) == tree
+                and (body := form.body(tree)) is not None
+                and body_expression(body) == tree
             ):
                 form.read(im, op)
                 return
@@ -864,12 +975,13 @@ def import_return(im: LinalgImporter, op: func.ReturnOp) -> None:
 
 
 def check_static_f32(function: func.FuncOp) -> None:
-    """Every tensor is static and f32, as in a tconv network."""
+    """Every tensor is static and f32, as in a tconv network (or i8, the
+    storage of quantized integers, inside the network)."""
 
     def check(typ: Attribute, op: Operation) -> None:
         if isinstance(typ, TensorType):
-            if typ.element_type != f32:
-                raise located(op, f"{op.name}: tconv networks compute f32 tensors, got {typ}")
+            if typ.element_type != f32 and not (typ.element_type == i8 and op is not function):
+                raise located(op, f"{op.name}: tconv networks compute f32 tensors (i8 where quantized), got {typ}")
             if any(d < 0 for d in typ.get_shape()):
                 raise located(op, f"{op.name}: dynamic shapes are not supported, got {typ}")
 
