@@ -521,3 +521,16 @@ def int8_register_tile(out_height: int, out_width: int, group_blocks: int, colum
         ),
         key=score,
     )
+
+
+def sparse_column_tile(out_width: int, unit: VectorUnit) -> tuple[int, int]:
+    """(columns a register tile of the sparse kernel holds, the output width
+    it computes): a row that fits one vector is one tile; a wider one is
+    computed to whole vectors (its last columns discarded) in tiles of two
+    vectors where they divide it, else one. A tile that does not divide the
+    width would leave LLVM a masked, scalarised loop."""
+    lanes = unit.lanes
+    if out_width <= lanes:
+        return out_width, out_width
+    width = -(-out_width // lanes) * lanes
+    return (2 * lanes if width % (2 * lanes) == 0 else lanes), width

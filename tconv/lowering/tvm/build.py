@@ -699,9 +699,10 @@ class _Lowering(ProgramBuilder):
             )))
         out_channels, _, kh, kw = shape_of(op.weight)
         n, channels, height, width = shape_of(op.input)
+        columns = kernel_blocking.sparse_column_tile(shape_of(op.output)[3], self.unit)
         conv = sparse_conv.SparseConv(
             n, channels, (height, width), out_channels, (kh, kw), _ints(op.strides), _ints(op.padding),
-            _ints(op.dilations), op.weight_nonzeros,
+            _ints(op.dilations), op.weight_nonzeros, columns,
         )
         attributes = {"groups": op.groups.value.data, "nonzeros": conv.nonzeros, "padded": conv.padded_size,
                       "dilations": conv.dilations}
@@ -713,11 +714,11 @@ class _Lowering(ProgramBuilder):
         offsets = Recipe("sparse_offsets", (("weight", weight_name),), tuple(sorted({**attributes, **quantized}.items())))
         offsets_id = self.derived(offsets, shape, f"{weight_name}:sparse_offsets", "i32")
         epilogue_args, has_bias, has_residual = self._epilogue_args(group, bias_id)
-        activation, unit = group.activation_name, self.unit
+        activation = group.activation_name
         return KernelSpec(
             "sparse_conv2d", [self.value(op.input, NCHW, "its input"), values_id, offsets_id, *epilogue_args],
             lambda t: sparse_conv.sparse_conv2d(conv, *t[:3], _epilogue(t[3:], has_bias, has_residual, activation)),
-            lambda function: sparse_conv.schedule_sparse_conv2d(function, conv, unit),
+            lambda function: sparse_conv.schedule_sparse_conv2d(function, conv),
             (conv, has_bias, has_residual, activation),
         )
 

@@ -13,7 +13,9 @@ its row with value 0 at offset 0. Output position (y, x) of channel o is
 gather per weight, then a run of consecutive (stride 1) or strided input
 columns, so a row of outputs is a vector multiply-add per nonzero weight.
 
-Stages: `pad` (the input padded, where it has padding), `conv` (N x O x P x
+Stages: `pad` (the input padded, where it has padding; for a column
+stride s, its columns dealt into s phases, `ops.pad_phases`, so that a
+tap's run of output columns is contiguous), `conv` (N x O x P x
 Q) and `output` (the epilogue: bias, residual, activation).
 
 Schedule. Parallel over (batch, output channel); per output row, the
@@ -33,8 +35,7 @@ from dataclasses import dataclass
 from tvm import te, tirx
 
 from tconv.ir.shapes import window_output
-from tconv.kernels.target import VectorUnit
-from tconv.lowering.tvm.ops import Epilogue, pad_input
+from tconv.lowering.tvm.ops import Epilogue, pad_input, pad_phases
 from tconv.lowering.tvm.schedule_cpu import schedule_pad
 
 F32, I32 = "float32", "int32"
@@ -57,11 +58,21 @@ class SparseConv:
     dilations: tuple[int, int]
     nonzeros: int
     """Entries per output channel (the most nonzero weights any channel has)."""
+    columns: tuple[int, int] | None = None
+    """(register tile columns, output width computed): `blocking.sparse_column_tile`;
+    None: the whole row, as it is."""
+
+    @property
+    def column_tile(self) -> tuple[int, int]:
+        q = self.output_size[1]
+        return self.columns or (q, q)
 
     @property
     def padded_size(self) -> tuple[int, int]:
+        """The padded input, wide enough for the columns computed past the output's."""
         (h, w), (top, left, bottom, right) = self.in_size, self.padding
-        return h + top + bottom, w + left + right
+        reach = (self.column_tile[1] - 1) * self.strides[1] + (self.kernel[1] - 1) * self.dilations[1] + 1
+        return h + top + bottom, max(w + left + right, reach)
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -80,33 +91,41 @@ def sparse_conv2d(
     """N x O x P x Q float32 (see the module docstring)."""
     hp, wp = conv.padded_size
     plane = hp * wp
-    pad = pad_input(data, conv.padding)
     p, q = conv.output_size
+    _, computed = conv.column_tile
     sh, sw = conv.strides
     j = te.reduce_axis((0, conv.nonzeros), name="j")
+    # A strided convolution reads its columns from phases of the padded input,
+    # so that a tap's run of output columns is contiguous (a vector load, not a gather).
+    pad = pad_phases(data, conv.padding, sw, 0, wp) if sw > 1 else pad_input(data, conv.padding, min_width=wp)
 
     def tap(n, o, y, x):
         # The offset's channel, row and column: loop-invariant in y and x, so computed once per weight.
         offset = offsets[o, j]
-        return pad[n, offset // plane, offset % plane // wp + y * sh, offset % wp + x * sw]
+        channel, row, column = offset // plane, offset % plane // wp + y * sh, offset % wp
+        if sw > 1:
+            return pad[n, channel, row, column % sw, column // sw + x]
+        return pad[n, channel, row, column + x]
 
     acc = te.compute(
-        (conv.batch, conv.out_channels, p, q),
+        (conv.batch, conv.out_channels, p, computed),
         lambda n, o, y, x: te.sum(values[o, j] * tap(n, o, y, x), axis=j),
         name="conv",
     )
     return te.compute(
-        acc.shape, lambda n, o, y, x: epilogue.apply(acc[n, o, y, x], (n, o, y, x), o), name="output"
+        (conv.batch, conv.out_channels, p, q),
+        lambda n, o, y, x: epilogue.apply(acc[n, o, y, x], (n, o, y, x), o),
+        name="output",
     )
 
 
-def schedule_sparse_conv2d(function, conv: SparseConv, unit: VectorUnit):
+def schedule_sparse_conv2d(function, conv: SparseConv):
     from tvm import s_tir
 
     sch = s_tir.Schedule(function)
     schedule_pad(sch)
-    p, q = conv.output_size
-    width = min(q, 2 * unit.lanes)
+    p, _ = conv.output_size
+    width, _ = conv.column_tile
     rows = max(r for r in range(1, SPARSE_ROWS + 1) if p % r == 0)
     acc = sch.get_sblock("conv")
     n, o, y, x, j = sch.get_loops(acc)
