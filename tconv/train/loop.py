@@ -242,6 +242,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self.network.hold_zeros()
             loss_sum += loss.item() * len(mine)
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(mine)

@@ -7,6 +7,9 @@ variance of batch-norm, which are buffers: in training mode batch-norm
 normalises by the minibatch's statistics and updates them (momentum 0.1,
 PyTorch's rule), in evaluation mode it uses them, as the compiled network
 does. `arrays()` gives every entry back as float32 numpy, for the store.
+A convolution that declares `nonzeros` (`tconv-sparsify`) keeps its zero
+weights at zero through training (`hold_zeros`, after every step), so the
+trained network still fits its declaration and its sparse kernel.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from torch import nn
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
-from tconv.ir.ops import BatchNormOp, ParamOp
+from tconv.ir.ops import BatchNormOp, Conv2dOp, ParamOp
 from tconv.ir.params import bind_params
 from tconv.semantics.reference import single_function
 from tconv.semantics.torch_executor import TORCH, interpret
@@ -36,6 +39,15 @@ def running_statistics(module: ModuleOp) -> set[str]:
         if isinstance(op, BatchNormOp)
         for operand in (op.mean, op.var)
         if isinstance(operand.owner, ParamOp)
+    }
+
+
+def sparse_weights(module: ModuleOp) -> set[str]:
+    """The weights of convolutions that declare `nonzeros`: their zeros are held."""
+    return {
+        op.weight.owner.param_name
+        for op in module.walk()
+        if isinstance(op, Conv2dOp) and op.weight_nonzeros is not None and isinstance(op.weight.owner, ParamOp)
     }
 
 
@@ -60,6 +72,16 @@ class TrainableNetwork(nn.Module):
                 self.register_parameter(self._attributes[name], nn.Parameter(tensor))
         self.rules = {**TORCH, BatchNormOp: self._batch_norm}
         self.batch_norm_momentum = BATCH_NORM_MOMENTUM
+        self._masks = {}
+        for index, name in enumerate(sorted(sparse_weights(module))):
+            self._masks[name] = f"mask{index}"
+            self.register_buffer(f"mask{index}", torch.from_numpy(np.asarray(bound[name]) != 0), persistent=False)
+
+    @torch.no_grad()
+    def hold_zeros(self) -> None:
+        """Set back to zero the weights a sparse convolution had at zero."""
+        for name, mask in self._masks.items():
+            self.value(name).mul_(getattr(self, mask))
 
     def value(self, name: str) -> torch.Tensor:
         """The tensor of the IR parameter `name`."""

@@ -83,3 +83,22 @@ def test_bad_options_are_refused(options, message):
 def test_an_unknown_layer_is_refused():
     with pytest.raises(PassFailedException, match="unknown layer 'c'"):
         sparsify(two_layers(), layers="c")
+
+
+def test_training_holds_the_zeros_of_a_sparse_convolution():
+    from tconv.train.data import load_dataset
+    from tconv.train.engine import train_network
+    from tconv.train.loop import TrainConfig
+
+    b = NetworkBuilder("digits", (1, 1, 8, 8))
+    x = b.relu(b.conv2d(b.input, 8, 3, name="a"))
+    x = b.relu(b.conv2d(x, 8, 3, name="b"))
+    module = b.finish(b.dense(b.flatten(b.global_avg_pool(x)), 10, name="fc"))
+    _, store = sparsify(module, density=0.3, layers="b")
+    trained = train_network(module, store.arrays, load_dataset("digits", (1, 1, 8, 8), 10),
+                            TrainConfig(epochs=1, lr=0.1), None, "cpu", progress=False, log=False)
+    before, after = store.arrays["b.weight"], trained.params["b.weight"]
+    np.testing.assert_array_equal(after[before == 0], 0)  # held at zero
+    assert not np.array_equal(after[before != 0], before[before != 0])  # the rest trained
+    assert (after != 0).reshape(8, -1).sum(axis=1).max() <= nonzeros(module)["b.weight"]
+    assert (trained.params["a.weight"] != store.arrays["a.weight"]).all()  # a dense layer trains as before
