@@ -37,7 +37,12 @@ The search trades architecture for speed where capacity allows. Its moves:
    inherited from the trained original and evaluated on the validation
    split; the answer is the fastest within the allowed accuracy drop, the
    original if none is (see `tconv.search.accuracy`).
-7. **int8** (with `OptimizeOptions.quantize` as well, `--quantize`). The
+7. **Sparsity** (with `OptimizeOptions.sparsify` as well, `--sparsify`).
+   The answer pruned to a density (`tconv-sparsify`), fine-tuned with its
+   zeros held, compiled (sparse kernels) and timed beside it; it becomes
+   the answer where it is faster and its compiled accuracy is within the
+   allowed drop (see `tconv.search.sparsify_move`).
+8. **int8** (with `OptimizeOptions.quantize` as well, `--quantize`). The
    answer quantised (`tconv-quantize`, calibrated on training inputs),
    compiled with the int8 kernels and timed beside it; it becomes the
    answer where it is faster and the compiled int8 network's validation
@@ -106,6 +111,8 @@ class OptimizeOptions:
     accuracy: AccuracyCheck | None = None
     """Fine-tune the finalists and require their validation accuracy (None:
     the answer is not trained, and its accuracy is not known)."""
+    sparsify: float | None = None
+    """Also try the answer pruned to this density (needs `accuracy` and timed networks)."""
     quantize: QuantizeMove | None = None
     """Also try the answer in int8 (needs `accuracy` and timed networks)."""
 
@@ -131,8 +138,10 @@ class Candidate:
     accuracy_before: float | None = None
     """A finalist's validation accuracy with its inherited weights, before fine-tuning."""
     fine_tune_epochs: int | None = None
-    quantized_from: Candidate | None = None
-    """The float32 network this one is the int8 form of (the `quantize` move)."""
+    move: str | None = None
+    """How this network compresses `source`: "sparse" or "int8" (None: a network of the search)."""
+    source: Candidate | None = None
+    """The network `move` compressed."""
 
 
 @dataclass
@@ -315,6 +324,8 @@ class Search:
         if self.options.accuracy is not None:
             best = self.check_accuracy(original, best)
             fine_tune_seconds = self.deadline.elapsed - search_seconds
+            if self.options.sparsify is not None:
+                best = self.sparsify(original, best)
             if self.options.quantize is not None:
                 best = self.quantize(original, best)
         if self.progress:
@@ -575,7 +586,31 @@ class Search:
             )
         return original
 
-    # int8 --------------------------------------------------------------------
+    # Compression moves ----------------------------------------------------------
+
+    def sparsify(self, original: Candidate, best: Candidate) -> Candidate:
+        """`best` pruned to `OptimizeOptions.sparsify` and fine-tuned with its
+        zeros held, where that is faster and keeps the accuracy."""
+        from tconv.search.accuracy import fine_tune
+        from tconv.search.sparsify_move import FINE_TUNE_SHARE, sparsified
+
+        check, density = self.options.accuracy, self.options.sparsify
+        assert check is not None and density is not None
+        self.say(f"pruning {best.label} to {density:.0%} density")
+        try:
+            realised = sparsified(best.realised, density, self.provenance)
+        except TconvError as err:
+            self.notes.append(f"sparsity was not tried: {err}")
+            return best
+        self.say(f"fine-tuning it with its zeros held ({FINE_TUNE_SHARE * check.train_budget_s:.0f} s)")
+        trained = fine_tune(realised.module, realised.params, check, FINE_TUNE_SHARE * check.train_budget_s,
+                            (self.module, self.params))
+        realised.params = trained.params
+        candidate = Candidate(f"{best.label}, sparse {density:.0%}", dict(best.assignment), realised,
+                              best.conv_seconds, best.capacity, best.comparison, accepted=True,
+                              accuracy_before=trained.accuracy_before, fine_tune_epochs=trained.epochs,
+                              move="sparse", source=best)
+        return self.compressed(original, best, candidate, f"sparse at {density:.0%}")
 
     def quantize(self, original: Candidate, best: Candidate) -> Candidate:
         """`best` in int8 where that is faster, measured whole, and its compiled
@@ -583,10 +618,7 @@ class Search:
         from tconv.search.quantize_move import quantized
 
         check, move = self.options.accuracy, self.options.quantize
-        assert check is not None and move is not None and original.accuracy is not None
-        if not (self.network_timer and self.options.measure_networks):
-            self.notes.append("int8 was not tried: it is timed and evaluated as a compiled network on this machine")
-            return best
+        assert check is not None and move is not None
         self.say(f"quantising {best.label} to int8")
         try:
             realised = quantized(best.realised, move, check.data.x_train)
@@ -595,27 +627,38 @@ class Search:
             return best
         # Quantising changes no layer's shape: the capacity (at initialisation) is the float32 network's.
         candidate = Candidate(f"{best.label}, int8", dict(best.assignment), realised, best.conv_seconds,
-                              best.capacity, best.comparison, accepted=True, quantized_from=best)
+                              best.capacity, best.comparison, accepted=True, move="int8", source=best)
+        return self.compressed(original, best, candidate, "int8")
+
+    def compressed(self, original: Candidate, best: Candidate, candidate: Candidate, what: str) -> Candidate:
+        """`candidate` (a compressed form of `best`) compiled, timed beside
+        `best` and the original, and evaluated as compiled: the answer where it
+        is faster and within the allowed accuracy drop, else `best` (with a note)."""
+        check = self.options.accuracy
+        assert check is not None and original.accuracy is not None
+        if not (self.network_timer and self.options.measure_networks):
+            self.notes.append(f"{what} was not tried: it is timed and evaluated as a compiled network on this machine")
+            return best
         self.candidates.append(candidate)
-        self.say("compiling and timing it beside the float32 answer")
+        self.say(f"compiling and timing the {what} network beside {best.label}")
         # The original again (and the answer): one side-by-side run, one ONNX Runtime baseline.
         timed = [original, candidate] if best is original else [original, best, candidate]
         for network, seconds in zip(timed, self.network_timer(timed), strict=True):
             network.measured_seconds = seconds
-        self.say("validation accuracy of the int8 network")
+        self.say(f"validation accuracy of the {what} network")
         candidate.accuracy = self.network_timer.accuracy(candidate, check.data)
         floor = original.accuracy - check.max_drop
         assert candidate.measured_seconds is not None and best.measured_seconds is not None
         if candidate.accuracy < floor:
             self.notes.append(
-                f"int8 lost more than {check.max_drop:.1%} of validation accuracy ({candidate.accuracy:.2%} against "
-                f"the original's {original.accuracy:.2%}): the answer stays float32"
+                f"{what} lost more than {check.max_drop:.1%} of validation accuracy ({candidate.accuracy:.2%} "
+                f"against the original's {original.accuracy:.2%}): the answer stays {best.label}"
             )
             return best
         if candidate.measured_seconds >= best.measured_seconds:
             self.notes.append(
-                f"int8 measured {candidate.measured_seconds * 1e3:.2f} ms, not faster than float32's "
-                f"{best.measured_seconds * 1e3:.2f} ms: the answer stays float32"
+                f"{what} measured {candidate.measured_seconds * 1e3:.3g} ms, not faster than "
+                f"{best.measured_seconds * 1e3:.3g} ms: the answer stays {best.label}"
             )
             return best
         return candidate

@@ -71,7 +71,9 @@ def _fisher_by_layer(module: ModuleOp, params: Mapping[str, np.ndarray], layers:
 def layer_rows(result: SearchResult, latencies: LayerLatencies, layers: list[str]) -> list[LayerRow]:
     """Per original layer; an int8 answer's rows are its float32 source's
     (its rewrites and schedules; int8 layers are timed whole, not per layer)."""
-    before, after = result.original, result.best.quantized_from or result.best
+    before, after = result.original, result.best
+    if after.move == "int8":
+        after = after.source
     fisher_before = _fisher_by_layer(before.realised.module, before.realised.params, layers)
     fisher_after = (
         fisher_before if after is before
@@ -110,9 +112,10 @@ def _network(candidate: Candidate, result: SearchResult) -> dict:
         "parameter_bytes": summary.parameter_bytes,
         "flops": summary.flops,
         "conv_ms": candidate.conv_seconds * 1e3,
-        # Layer estimates are of float32 kernels: an int8 network is only measured.
-        "estimated_ms": None if candidate.quantized_from else result.estimate(candidate) * 1e3,
-        "int8_of": None if candidate.quantized_from is None else candidate.quantized_from.label,
+        # Layer estimates are of dense float32 kernels: a compressed network is only measured.
+        "estimated_ms": None if candidate.move else result.estimate(candidate) * 1e3,
+        "move": candidate.move,
+        "source": None if candidate.source is None else candidate.source.label,
         "measured_ms": None if candidate.measured_seconds is None else candidate.measured_seconds * 1e3,
         "capacity": None if capacity is None else {
             "metric": capacity.metric, "median": capacity.median, "low": capacity.low, "high": capacity.high,
@@ -181,7 +184,7 @@ def build_report(
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else f"{value:.3g}" if value < 0.1 else f"{value:.2f}"
 
 
 def markdown(report: dict) -> str:
@@ -238,7 +241,7 @@ def markdown(report: dict) -> str:
                 f"{100 * candidate['accuracy_before_fine_tuning']:.2f} | {candidate['fine_tune_epochs']} | "
                 f"{100 * candidate['accuracy']:.2f} |"
             )
-    lines += _int8_markdown(report)
+    lines += _moves_markdown(report)
     lines += ["", "## Layers", "",
               "| layer | rewrite | schedule | ms before | ms after | Fisher before | Fisher after |",
               "|---|---|---|---|---|---|---|"]
@@ -266,22 +269,33 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _int8_markdown(report: dict) -> list[str]:
-    """The int8 move: the float32 answer and its int8 form side by side."""
-    tried = [c for c in report["candidates"] if c["int8_of"] is not None]
-    if not tried:
+def _moves_markdown(report: dict) -> list[str]:
+    """The compression moves: each network they made beside the one it compresses."""
+    moved = [c for c in report["candidates"] if c.get("move") is not None]
+    if not moved:
         return []
-    int8 = tried[-1]
-    source = next(c for c in report["candidates"] if c["label"] == int8["int8_of"])
-    lines = ["", "## int8", "", f"{report['int8']}: the float32 answer and its int8 form compiled and timed side by "
-             "side; the int8 accuracy is that of its compiled kernels on the validation split.", "",
-             "| | network | measured ms | weights stored (KB) | validation accuracy (%) |", "|---|---|---|---|---|"]
-    for kind, network in (("float32", source), ("int8", int8)):
+    by_label = {c["label"]: c for c in report["candidates"]}
+    lines = ["", "## Compression", "", "Each network compressed beside the one it compresses, compiled and timed "
+             "side by side; accuracy of the compiled network on the validation split. "
+             + (f"int8: {report['int8']}. " if report.get("int8") else ""), "",
+             "| move | network | measured ms | weights stored (KB) | epochs | validation accuracy (%) |",
+             "|---|---|---|---|---|---|"]
+
+    def row(move: str, network: dict) -> str:
         accuracy = "-" if network["accuracy"] is None else f"{100 * network['accuracy']:.2f}"
-        lines.append(f"| {kind} | {network['label']} | {_ms(network['measured_ms'])} | "
-                     f"{network['parameter_bytes'] / 1e3:,.1f} | {accuracy} |")
-    taken = report["optimized"]["label"] == int8["label"]
-    lines += ["", "The answer is the int8 network." if taken else "The answer stays float32 (see the notes)."]
+        epochs = "-" if move != "sparse" or network["fine_tune_epochs"] is None else network["fine_tune_epochs"]
+        return (f"| {move} | {network['label']} | {_ms(network['measured_ms'])} | "
+                f"{network['parameter_bytes'] / 1e3:,.1f} | {epochs} | {accuracy} |")
+
+    shown: set[str] = set()
+    for network in moved:
+        if network["source"] not in shown:
+            lines.append(row("(before)", by_label[network["source"]]))
+        lines.append(row(network["move"], network))
+        shown.add(network["label"])
+    answer = report["optimized"]
+    lines += ["", f"The answer is the {answer['move']} network." if answer["move"] else
+              "The answer is uncompressed (see the notes)."]
     return lines
 
 
@@ -348,8 +362,8 @@ def pareto_plot(report: dict) -> ParetoPlot:
     """The points of every candidate whose capacity was measured, its front and the answer."""
     points = []
     for c in report["candidates"]:
-        if c["verdict"] != "original" and c["capacity_ratio"] is None or c["int8_of"] is not None:
-            continue  # never checked (slower than a legal one), or an int8 form: no capacity of its own
+        if c["verdict"] != "original" and c["capacity_ratio"] is None or c.get("move") is not None:
+            continue  # never checked (slower than a legal one), or compressed: no capacity of its own
         measured = c["measured_ms"] is not None
         points.append(ParetoPoint(
             c["label"], c["measured_ms"] if measured else c["estimated_ms"], measured,
@@ -402,7 +416,7 @@ def pareto_png(report: dict, path: Path) -> None:
 
 def _fine_tuned(report: dict) -> list[dict]:
     """The fine-tuned finalists in the order they were tuned: fastest measured first."""
-    tuned = [c for c in report["candidates"] if c["fine_tune_epochs"] is not None]
+    tuned = [c for c in report["candidates"] if c["fine_tune_epochs"] is not None and c.get("move") is None]
     return sorted(tuned, key=lambda c: math.inf if c["measured_ms"] is None else c["measured_ms"])
 
 
@@ -420,14 +434,15 @@ def accuracy_png(report: dict, path: Path) -> None:
 
     original, answer = report["original"], report["optimized"]
     tuned = [c for c in _fine_tuned(report) if c["measured_ms"] is not None]
-    int8 = [c for c in report["candidates"] if c["int8_of"] is not None and c["accuracy"] is not None]
+    moved = [c for c in report["candidates"] if c.get("move") is not None and c["accuracy"] is not None]
 
     def area(network: dict) -> float:  # the original's weights: 60 square points
         return max(8.0, 60.0 * network["parameter_bytes"] / max(original["parameter_bytes"], 1))
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
     groups = (("original", [original], "black", "o"), ("fine-tuned finalists", tuned, "tab:blue", "o"),
-              ("int8", int8, "tab:purple", "D"))
+              ("sparse", [c for c in moved if c["move"] == "sparse"], "tab:green", "s"),
+              ("int8", [c for c in moved if c["move"] == "int8"], "tab:purple", "D"))
     for label, networks, colour, marker in groups:
         for number, network in enumerate(networks):
             chosen = network["label"] == answer["label"]

@@ -1,7 +1,7 @@
 """A user's trained PyTorch model through tconv: exported to ONNX, `tconv
-import`, `tconv optimize --data --quantize`, `tconv export`; ONNX Runtime
-running the exported answer (float32 or int8 QDQ) measures the accuracy the
-report states."""
+import`, `tconv optimize --data --sparsify --quantize`, `tconv export`;
+ONNX Runtime running the exported answer (float32, sparse or int8 QDQ)
+measures the accuracy the report states."""
 
 import io
 import json
@@ -64,13 +64,16 @@ def test_a_trained_pytorch_model_optimized_has_the_accuracy_its_report_states(ca
     # Any drop allowed: what is tested is that the answer's stated accuracy is the one it has
     # (whether a tiny network keeps its accuracy after seconds of fine-tuning is not).
     status, _, err = tconv(capsys, "optimize", tmp_path / "net.mlir", "--data", "digits", "--max-accuracy-drop", "100",
-                             "--budget", "90", "--train-budget", "5", "--seeds", "2", "--quantize",
-                             "--calibration-samples", "32", "-o", tmp_path / "opt")
+                             "--budget", "90", "--train-budget", "5", "--seeds", "2", "--sparsify", "0.1",
+                             "--quantize", "--calibration-samples", "32", "-o", tmp_path / "opt")
     assert status == 0, err
     report = json.loads((tmp_path / "opt" / "report.json").read_text())
-    # int8 was tried on the float32 answer, timed and evaluated as compiled.
-    (int8,) = [c for c in report["candidates"] if c["int8_of"] is not None]
-    assert int8["measured_ms"] > 0 and 0 <= int8["accuracy"] <= 1
+    # Sparsity, then int8, were tried on the answer: each timed and evaluated as compiled.
+    (sparse,) = [c for c in report["candidates"] if c["move"] == "sparse"]
+    (int8,) = [c for c in report["candidates"] if c["move"] == "int8"]
+    for moved in (sparse, int8):
+        assert moved["measured_ms"] > 0 and 0 <= moved["accuracy"] <= 1
+    assert sparse["fine_tune_epochs"] >= 1
     assert int8["parameter_bytes"] < report["original"]["parameter_bytes"] / 2
     # The original's accuracy in the report is the PyTorch model's, measured by tconv on the same split.
     assert report["original"]["accuracy"] == pytest.approx(original_accuracy, abs=1 / len(data.y_val))
@@ -79,8 +82,10 @@ def test_a_trained_pytorch_model_optimized_has_the_accuracy_its_report_states(ca
         # Which network wins is a measurement (a busy machine may leave the budget short): the
         # report must then say why, and the original keeps its own accuracy.
         assert report["notes"] and best["accuracy"] == report["original"]["accuracy"]
-    elif best["int8_of"] is not None:
+    elif best["move"] == "int8":
         assert load_provenance(tmp_path / "opt" / "optimized.npz")["quantized"] == "int8"
+    elif best["move"] == "sparse":
+        assert load_provenance(tmp_path / "opt" / "optimized.npz")["sparsity"]["density"] == 0.1
     else:
         assert best["fine_tune_epochs"] >= 1, report["notes"]
 

@@ -214,7 +214,7 @@ ERROR_CASES = {
     ),
     "f16": (
         function("  func.return %x : tensor<1x4xf16>", "%x: tensor<1x4xf16>", "tensor<1x4xf16>"),
-        "func.func: tconv networks compute f32 tensors, got tensor<1x4xf16>",
+        "func.func: tconv networks compute f32 tensors (i8 where quantized), got tensor<1x4xf16>",
     ),
     "init-not-a-string": (
         function(f"  func.return %x : {X}", f'%x: {X}, %w: tensor<4xf32> {{tconv.param = "w", tconv.init = 1 : i64}}'),

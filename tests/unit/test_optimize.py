@@ -410,14 +410,17 @@ def trained_small(tmp_path_factory):
 
 
 class FakeTimer:
-    """Networks take their estimate (an int8 one `int8_speedup` times less);
+    """Networks take their estimate (`int8_speedup` times less per compression move);
     accuracy is the reference executor's, on the QDQ semantics for int8."""
 
     def __init__(self, int8_speedup: float = 2.0) -> None:
         self.int8_speedup = int8_speedup
 
     def __call__(self, candidates):
-        return [c.conv_seconds / (self.int8_speedup if c.quantized_from else 1) for c in candidates]
+        def moves(c) -> int:  # each compression move makes a network this much faster
+            return 0 if c.move is None else 1 + moves(c.source)
+
+        return [c.conv_seconds / self.int8_speedup ** moves(c) for c in candidates]
 
     def accuracy(self, candidate, data) -> float:
         from tconv.search.network_timer import classified_share
@@ -426,14 +429,15 @@ class FakeTimer:
         return classified_share(lambda x: run(realised.module, realised.params, x), 1, data)
 
 
-def accuracy_search(tmp_path, trained_small, max_drop: float, distill=None, quantize=None, timer=None):
+def accuracy_search(tmp_path, trained_small, max_drop: float, distill=None, quantize=None, timer=None,
+                    sparsify=None):
     from tconv.search.accuracy import AccuracyCheck
 
     module, params, data = trained_small
     # Two epochs each, the budget only a bound: a busy machine must not starve the fine-tuning.
     check = AccuracyCheck(data, max_drop, train_budget_s=120, max_epochs=2, device="cpu", distill=distill)
     options = OptimizeOptions(**{**OPTIONS.__dict__, "measure_networks": True, "accuracy": check,
-                                 "quantize": quantize})
+                                 "quantize": quantize, "sparsify": sparsify})
     latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), FakeDevice())
     return Search(module, params, latencies, options, network_timer=timer or FakeTimer(),
                   provenance={"weights": "trained"}).run()
@@ -485,8 +489,8 @@ def test_with_quantize_the_answer_is_its_int8_form_when_faster_and_accurate(tmp_
 
     result = accuracy_search(tmp_path, trained_small, max_drop=0.5, quantize=QuantizeMove(samples=32))
     best = result.best
-    source = best.quantized_from
-    assert source is not None and source.fine_tune_epochs >= 1 and source is not result.original
+    source = best.source
+    assert best.move == "int8" and source.fine_tune_epochs >= 1 and source is not result.original
     assert best.realised.params is source.realised.params  # the int8 form keeps the fine-tuned weights
     assert sum(isinstance(op, QuantizeOp) for op in best.realised.module.walk()) > 0
     assert not any(isinstance(op, QuantizeOp) for op in source.realised.module.walk())
@@ -498,12 +502,12 @@ def test_with_quantize_the_answer_is_its_int8_form_when_faster_and_accurate(tmp_
                                        "accuracy_data": "digits", "int8": QuantizeMove(32).describe()})
     optimized = report["optimized"]
     source_row = next(c for c in report["candidates"] if c["label"] == source.label)
-    assert optimized["int8_of"] == source.label and optimized["estimated_ms"] is None
+    assert optimized["move"] == "int8" and optimized["source"] == source.label and optimized["estimated_ms"] is None
     assert optimized["capacity_ratio"] == source_row["capacity_ratio"] is not None
     float_bytes = source_row["parameter_bytes"]
     assert optimized["parameter_bytes"] < float_bytes / 3  # int8 weights; biases and batch-norm stay f32
     text = markdown(report)
-    assert "## int8" in text and "The answer is the int8 network." in text
+    assert "## Compression" in text and "The answer is the int8 network." in text
     # Per-layer rows describe its float32 source (Fisher potential is not defined through QDQ ops).
     latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), FakeDevice())
     rows = layer_rows(result, latencies, conv_layers(result.original.realised.module))
@@ -517,11 +521,34 @@ def test_with_quantize_an_int8_form_that_loses_accuracy_or_is_slower_is_not_take
 
     class Inaccurate(FakeTimer):
         def accuracy(self, candidate, data) -> float:
-            return 0.0 if candidate.quantized_from else super().accuracy(candidate, data)
+            return 0.0 if candidate.move else super().accuracy(candidate, data)
 
     result = accuracy_search(tmp_path / "a", trained_small, 0.5, quantize=QuantizeMove(16), timer=Inaccurate())
-    assert result.best.quantized_from is None and result.best.fine_tune_epochs >= 1
+    assert result.best.move is None and result.best.fine_tune_epochs >= 1
     assert any("int8 lost more than" in note for note in result.notes), result.notes
     result = accuracy_search(tmp_path / "s", trained_small, 0.5, quantize=QuantizeMove(16), timer=FakeTimer(0.5))
-    assert result.best.quantized_from is None
-    assert any("not faster than float32" in note for note in result.notes), result.notes
+    assert result.best.move is None
+    assert any("int8 measured" in note and "not faster than" in note for note in result.notes), result.notes
+
+
+def test_with_sparsify_the_answer_is_pruned_fine_tuned_with_zeros_held_then_quantised(tmp_path, trained_small):
+    from tconv.search.quantize_move import QuantizeMove
+
+    result = accuracy_search(tmp_path, trained_small, max_drop=0.5, sparsify=0.3, quantize=QuantizeMove(16))
+    best = result.best
+    # Both moves were taken (each measured faster, and the small network keeps its accuracy):
+    # int8 of the sparse network of the fine-tuned finalist.
+    assert best.move == "int8" and best.source.move == "sparse", result.notes
+    sparse = best.source
+    assert sparse.fine_tune_epochs >= 1 and sparse.accuracy >= result.original.accuracy - 0.5
+    for op in sparse.realised.module.walk():
+        if isinstance(op, Conv2dOp):
+            weight = sparse.realised.params[op.weight.owner.param_name]
+            rows = (weight != 0).reshape(len(weight), -1).sum(axis=1)
+            assert op.weight_nonzeros == math.ceil(0.3 * weight[0].size) and rows.max() <= op.weight_nonzeros
+    report = build_report(result, [], {"network": "small", "target": "fake", "budget_seconds": 120,
+                                       "min_capacity": 1.0, "max_accuracy_drop": 0.5, "weights": "fine-tuned",
+                                       "accuracy_data": "digits"})
+    text = markdown(report)
+    assert "| sparse | " in text and "| int8 | " in text
+    assert [c["label"] for c in report["candidates"] if c["move"]] == [sparse.label, best.label]

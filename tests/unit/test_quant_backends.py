@@ -116,4 +116,7 @@ def test_optimize_quantize_needs_data_and_the_cpu_target(capsys, tmp_path):
     assert_usage_error(tconv(capsys, "optimize", "resnet20", "--quantize", *out), "--quantize needs --data")
     on_gpu = ["--quantize", "--data", "digits", "--target", "cuda"]
     assert_usage_error(tconv(capsys, "optimize", "resnet20", *on_gpu, *out), "int8 kernels run on the cpu target only")
+    assert_usage_error(tconv(capsys, "optimize", "resnet20", "--sparsify", "0.1", *out), "--sparsify needs --data")
+    assert_usage_error(tconv(capsys, "optimize", "resnet20", "--sparsify", "1.5", "--data", "digits", *out),
+                       "--sparsify must be a density between 0 and 1, got 1.5")
     assert not (tmp_path / "opt").exists()

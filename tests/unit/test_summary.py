@@ -4,6 +4,7 @@ from tconv.frontends import zoo
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.loader import parse_module
 from tconv.ir.params import parameter_count
+from tconv.ir.syntax import int_attr
 from tconv.passes.analyses.summary import FLOPS_CONVENTION, format_summary, summarize
 
 
@@ -115,3 +116,14 @@ def test_a_weight_read_through_quantize_is_stored_as_one_byte_per_entry():
     # int8 conv weight 4x3x3x3; f32 conv bias 4, dense weight 7x16 and bias 7.
     assert summary.parameters == 108 + 4 + 112 + 7
     assert summary.parameter_bytes == 108 + 4 * (4 + 112 + 7)
+
+
+def test_a_sparse_convolution_stores_its_kept_weights_and_offsets():
+    b = NetworkBuilder("s", (1, 8, 4, 4))
+    module = b.finish(b.conv2d(b.input, 16, 3, bias=True, name="c"))
+    conv = next(op for op in module.walk() if op.name == "tconv.conv2d")
+    conv.properties["nonzeros"] = int_attr(7)
+    # 16 channels x 7 kept weights x (f32 value + int32 offset), the f32 bias as it is.
+    assert summarize(module).parameter_bytes == 16 * 7 * 8 + 16 * 4
+    conv.properties["nonzeros"] = int_attr(72)  # dense: the sparse form would be larger
+    assert summarize(module).parameter_bytes == (16 * 72 + 16) * 4

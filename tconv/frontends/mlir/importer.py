@@ -717,11 +717,12 @@ def quantization_parameters(tree: Expression) -> tuple[str, float | None, float 
     None for any other body."""
     if tree[0] in QUANTIZE_CONVERSIONS:
         element = QUANTIZE_CONVERSIONS[tree[0]]
-        scale, zero_point = _constant_operand(_subtree(tree, "arith.divf")), _constant_operand(_subtree(tree, "arith.addf"))
-        return element, scale, zero_point
+        scale = _constant_operand(_subtree(tree, "arith.divf"))
+        return element, scale, _constant_operand(_subtree(tree, "arith.addf"))
     conversion = next((name for name in DEQUANTIZE_CONVERSIONS if _subtree(tree, name) is not None), None)
     if tree[0] == "arith.mulf" and conversion is not None:
-        return DEQUANTIZE_CONVERSIONS[conversion], _constant_operand(tree), _constant_operand(_subtree(tree, "arith.subf"))
+        zero_point = _constant_operand(_subtree(tree, "arith.subf"))
+        return DEQUANTIZE_CONVERSIONS[conversion], _constant_operand(tree), zero_point
     return None
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import te, tirx
+from tvm import te
 
 from tconv.ir.shapes import window_output
 from tconv.lowering.tvm.ops import Epilogue, pad_input, pad_phases

@@ -16,7 +16,9 @@ program order. Counting conventions, chosen to match what papers report:
   `slice`, `slice_channels`, `channel_shuffle`) costs 0.
 - **parameter bytes**: what the parameters take as the network stores them:
   4 per f32 entry, 1 per entry of a weight read through `tconv.quantize`
-  (int8 in the compiled artifact and in a QDQ ONNX export).
+  (int8 in the compiled artifact and in a QDQ ONNX export), and for a
+  convolution that declares `nonzeros` its sparse form where smaller: 8 per
+  kept entry (an f32 value and an int32 offset) in every output channel.
 - **activation bytes**: the op's result tensor as f32 (4 bytes per element).
 
 All counts are for the batch the IR declares.
@@ -147,6 +149,17 @@ def _statistics(module: ModuleOp) -> set[ParamOp]:
     }
 
 
+def _stored_bytes(op: TconvOp, param: ParamOp) -> int:
+    """The bytes `param` takes as `op`, its first reader, makes it stored (module docstring)."""
+    shape = shape_of(param.result)
+    if isinstance(op, QuantizeOp):  # a weight stored as its 8-bit levels
+        return prod(shape)
+    dense = prod(shape) * BYTES_PER_ELEMENT
+    if isinstance(op, Conv2dOp) and op.weight_nonzeros is not None and param is op.weight.owner:
+        return min(dense, shape[0] * op.weight_nonzeros * 8)
+    return dense
+
+
 def _param_operands(op: Operation) -> list[ParamOp]:
     return [o.owner for o in op.operands if isinstance(o.owner, ParamOp)]
 
@@ -172,15 +185,14 @@ def summarize(module: ModuleOp) -> NetworkSummary:
     for op in module.walk():
         if not isinstance(op, TconvOp):
             continue
-        parameters = 0
-        # A weight read through a quantize is stored as its 8-bit levels.
-        width = 1 if isinstance(op, QuantizeOp) else BYTES_PER_ELEMENT
+        parameters = parameter_bytes = 0
         for param in _param_operands(op):
             # A shared parameter belongs to its first user, so the total counts it once.
             if param in statistics or param in counted:
                 continue
             counted.add(param)
             parameters += prod(shape_of(param.result))
+            parameter_bytes += _stored_bytes(op, param)
         macs, flops = _work(op)
         layers.append(
             LayerSummary(
@@ -188,7 +200,7 @@ def summarize(module: ModuleOp) -> NetworkSummary:
                 kind=op.short_name(),
                 output_shape=shape_of(op.results[0]),
                 parameters=parameters,
-                parameter_bytes=parameters * width,
+                parameter_bytes=parameter_bytes,
                 macs=macs,
                 flops=flops,
             )
