@@ -15,13 +15,15 @@ columns, so a row of outputs is a vector multiply-add per nonzero weight.
 
 Stages: `pad` (the input padded, where it has padding; for a column
 stride s, its columns dealt into s phases, `ops.pad_phases`, so that a
-tap's run of output columns is contiguous), `conv` (N x O x P x
-Q) and `output` (the epilogue: bias, residual, activation).
+tap's run of output columns is contiguous), `conv` (N x O x P x Q',
+Q' the output width rounded up to whole column tiles,
+`blocking.sparse_column_tile`) and `output` (the epilogue: bias,
+residual, activation, for the Q real columns).
 
-Schedule. Parallel over (batch, output channel); per output row, the
-columns in tiles of whole vectors accumulate in registers over the
-channel's nonzero weights (the weight and its offset loaded once per
-tile), then go through the epilogue. The work is proportional to the
+Schedule. Parallel over (batch, output channel); a register tile of up to
+`SPARSE_ROWS` output rows by a column tile accumulates over the channel's
+nonzero weights (each weight and its offset loaded once per tile, applied
+to every row of it), then goes through the epilogue. The work is proportional to the
 nonzeros; what it gives up against the dense kernel is the register
 blocking over output channels (each weight is used by one channel only)
 and the contiguous weight stream, so it wins only at high sparsity
@@ -120,6 +122,7 @@ def sparse_conv2d(
 
 
 def schedule_sparse_conv2d(function, conv: SparseConv):
+    """The schedule of the module docstring, on the PrimFunc of `sparse_conv2d`."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(function)
