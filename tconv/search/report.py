@@ -420,12 +420,22 @@ def _fine_tuned(report: dict) -> list[dict]:
     return sorted(tuned, key=lambda c: math.inf if c["measured_ms"] is None else c["measured_ms"])
 
 
+def accuracy_front(networks: list[dict]) -> list[dict]:
+    """The networks no other one beats on both measured latency and
+    validation accuracy, fastest first."""
+    front: list[dict] = []
+    for network in sorted(networks, key=lambda n: (n["measured_ms"], -n["accuracy"])):
+        if not front or network["accuracy"] > front[-1]["accuracy"]:
+            front.append(network)
+    return front
+
+
 def accuracy_png(report: dict, path: Path) -> None:
     """Measured latency against validation accuracy, with each network's
     stored weights as its marker's area: the original, every fine-tuned
-    finalist (numbered fastest first, as `report.md` lists them), the int8
-    form of the answer where it was tried; the answer outlined in gold, the
-    allowed drop as a line."""
+    finalist (numbered fastest first, as `report.md` lists them), the
+    compressed networks (sparse, int8) where they were tried; their Pareto
+    front dashed, the answer outlined in gold, the allowed drop as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -452,6 +462,10 @@ def accuracy_png(report: dict, path: Path) -> None:
     for number, candidate in enumerate(tuned, 1):
         axes.annotate(f"{number}", (candidate["measured_ms"], 100 * candidate["accuracy"]),
                       textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front = accuracy_front([original, *tuned, *moved])
+    if len(front) > 1:
+        axes.plot([c["measured_ms"] for c in front], [100 * c["accuracy"] for c in front], c="grey", lw=1, ls="--",
+                  label="Pareto front")
     axes.axhline(100 * (original["accuracy"] - report["max_accuracy_drop"]), c="grey", lw=0.8, ls="--",
                  label="allowed drop")
     axes.set_xscale("log")

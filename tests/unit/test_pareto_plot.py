@@ -54,3 +54,14 @@ def test_png_is_written(report, tmp_path):
     pytest.importorskip("matplotlib")
     pareto_png(report, tmp_path / "pareto.png")
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_accuracy_front_keeps_networks_nothing_beats_on_both_axes():
+    from tconv.search.report import accuracy_front
+
+    def net(label, ms, accuracy):
+        return {"label": label, "measured_ms": ms, "accuracy": accuracy}
+
+    networks = [net("original", 3.6, 0.986), net("rewrite", 0.5, 0.969), net("slower, worse", 0.9, 0.96),
+                net("int8", 0.9, 0.986), net("sparse", 0.4, 0.95), net("tie, slower", 1.0, 0.986)]
+    assert [n["label"] for n in accuracy_front(networks)] == ["sparse", "rewrite", "int8"]
