@@ -288,19 +288,23 @@ def per_channel_vector_maps(rank: int, axis: int) -> list[AffineMapAttr]:
     return [identity(rank), vector, vector, identity(rank)]
 
 
+def _quantization_block(source, result, scale: float | None, zero_point: float | None):
+    """A quantize or dequantize body's block over (x: `source`, out: `result`),
+    with the scale and zero point as constants, or per channel (None) as
+    block arguments between: (block, the constants' ops, scale, zero point)."""
+    if scale is None or zero_point is None:
+        block = Block(arg_types=[source, f32, f32, result])
+        return block, [], block.args[1], block.args[2]
+    block = Block(arg_types=[source, result])
+    constants = [arith.ConstantOp(f32_attr(scale)), arith.ConstantOp(f32_attr(zero_point))]
+    return block, constants, constants[0].result, constants[1].result
+
+
 def quantize_body(scale: float | None, zero_point: float | None, element_type: str) -> Region:
     """ONNX's QuantizeLinear: clamp(roundeven(x / scale) + zero_point) converted
     to `element_type`'s integers (stored i8), over (x, out), or per channel
     (scale and zero point None) over (x, scale, zero_point, out)."""
-    per_channel = scale is None
-    block = Block(arg_types=[f32, f32, f32, i8] if per_channel else [f32, i8])
-    ops: list = []
-    if per_channel:
-        scale_value, zero_value = block.args[1], block.args[2]
-    else:
-        constants = [arith.ConstantOp(f32_attr(scale)), arith.ConstantOp(f32_attr(zero_point))]
-        ops += constants
-        scale_value, zero_value = (c.result for c in constants)
+    block, ops, scale_value, zero_value = _quantization_block(f32, i8, scale, zero_point)
     low, high = (arith.ConstantOp(f32_attr(v)) for v in QUANTIZED_RANGES[element_type])
     scaled = arith.DivfOp(block.args[0], scale_value)
     rounded = math_dialect.RoundEvenOp(scaled.result)
@@ -318,15 +322,7 @@ def dequantize_body(scale: float | None, zero_point: float | None, element_type:
     """ONNX's DequantizeLinear: (q - zero_point) · scale, q read as
     `element_type`'s integers from its i8 storage, over (q, out), or per
     channel (scale and zero point None) over (q, scale, zero_point, out)."""
-    per_channel = scale is None
-    block = Block(arg_types=[i8, f32, f32, f32] if per_channel else [i8, f32])
-    ops: list = []
-    if per_channel:
-        scale_value, zero_value = block.args[1], block.args[2]
-    else:
-        constants = [arith.ConstantOp(f32_attr(scale)), arith.ConstantOp(f32_attr(zero_point))]
-        ops += constants
-        scale_value, zero_value = (c.result for c in constants)
+    block, ops, scale_value, zero_value = _quantization_block(i8, f32, scale, zero_point)
     convert = arith.SIToFPOp if element_type == "i8" else arith.UIToFPOp
     value = convert(block.args[0], f32)
     centred = arith.SubfOp(value.result, zero_value)
