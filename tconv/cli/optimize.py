@@ -82,8 +82,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           help="where to fine-tune (default: auto)")
     accuracy.add_argument("--sparsify", type=float, metavar="DENSITY",
                           help="also try the answer with its weights pruned to DENSITY (0 < DENSITY < 1; "
-                          "tconv-sparsify per layer), fine-tuned with its zeros held for half of --train-budget more, on the sparse "
-                          "kernels; it becomes the answer where it runs faster and keeps the accuracy (cpu target)")
+                          "tconv-sparsify per layer), fine-tuned with its zeros held for half of --train-budget "
+                          "more, on the sparse kernels; it becomes the answer where it runs faster and keeps the "
+                          "accuracy (cpu target)")
     accuracy.add_argument("--quantize", action="store_true",
                           help="also try the answer in int8 (tconv-quantize: per-channel int8 weights, uint8 "
                           "activations, calibrated on training inputs of --data), compiled with the int8 kernels; it "
