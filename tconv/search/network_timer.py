@@ -23,7 +23,6 @@ import numpy as np
 from tconv.compile import compile_network
 from tconv.ir.ops import shape_of
 from tconv.search.optimize import Candidate
-from tconv.search.space import Realised
 from tconv.search.timing import OrtRunner, interleaved_medians
 from tconv.search.tuning import TuningDatabase
 from tconv.semantics.reference import single_function
@@ -34,25 +33,36 @@ if TYPE_CHECKING:
 
 class Builds:
     """Each candidate's latest artifact under `scratch`, built again only
-    when the candidate changed (fine-tuning gives it new weights)."""
+    when the candidate changed (fine-tuning gives it new weights) or what
+    its kernels are chosen from did (`schedules_version`)."""
 
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
-        self._built: dict[str, tuple[Realised, Path]] = {}
+        self._built: dict[str, tuple[tuple[object, object, object], Path]] = {}
+        """By label: (its module, its weights, the schedules' version) when built, and the artifact."""
         self._builds = 0
 
     def build(self, candidate: Candidate, directory: Path) -> None:
         raise NotImplementedError
 
+    def schedules_version(self) -> object:
+        """What the schedules a build chooses depend on (None: nothing that changes)."""
+        return None
+
     def artifact_of(self, candidate: Candidate) -> Path | None:
         """The artifact built from `candidate` as it is now (None: not built,
-        or built before its module or weights changed)."""
+        or built before its module, its weights or the schedules changed)."""
         built = self._built.get(candidate.label)
         if built is None:
             return None
-        realised, directory = built
+        (module, params, version), directory = built
         now = candidate.realised
-        return directory if realised.module is now.module and realised.params is now.params else None
+        # Identity, not equality: fine-tuning assigns new weights (a new dict) to the same candidate.
+        unchanged = module is now.module and params is now.params and version == self.schedules_version()
+        return directory if unchanged else None
+
+    def _state(self, candidate: Candidate) -> tuple[object, object, object]:
+        return candidate.realised.module, candidate.realised.params, self.schedules_version()
 
     def compile(self, candidate: Candidate) -> Path:
         directory = self.artifact_of(candidate)
@@ -60,7 +70,7 @@ class Builds:
             self._builds += 1
             directory = self.scratch / f"net{self._builds}"
             self.build(candidate, directory)
-            self._built[candidate.label] = (candidate.realised, directory)
+            self._built[candidate.label] = (self._state(candidate), directory)
         return directory
 
 
@@ -79,6 +89,10 @@ class NetworkTimer(Builds):
     def build(self, candidate: Candidate, directory: Path) -> None:
         compile_network(candidate.realised.module, candidate.realised.params, directory, database=self.database,
                         threads=self.threads)
+
+    def schedules_version(self) -> object:
+        # The tuning database's best schedules: tuning between two timings changes them.
+        return self.database.version
 
     def accuracy(self, candidate: Candidate, data: Dataset) -> float:
         """The share of `data`'s validation inputs its artifact classifies right."""

@@ -589,6 +589,11 @@ class TuningDatabase:
             if round_id == latest.id:
                 latest.seconds[knobs] = min(seconds, latest.seconds.get(knobs, seconds))
 
+    @property
+    def version(self) -> int:
+        """How many measurements it holds: the schedules it chooses can change only when this does."""
+        return self._count
+
     def measured(self, workload: Workload, target: str) -> dict[Knobs, float]:
         """Seconds by knobs measured for `workload` on
         `target`, the fastest measurement of each."""

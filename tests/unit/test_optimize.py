@@ -20,7 +20,7 @@ from tconv.ir.params import init_params
 from tconv.passes.analyses.summary import summarize
 from tconv.passes.select import layer_name
 from tconv.search.latency import LayerLatencies
-from tconv.search.optimize import OptimizeOptions, Search
+from tconv.search.optimize import Candidate, OptimizeOptions, Search
 from tconv.search.pruning import (
     PrunableLayer,
     candidate_counts,
@@ -31,7 +31,7 @@ from tconv.search.pruning import (
 )
 from tconv.search.report import build_report, layer_rows, markdown
 from tconv.search.space import DEFAULT_REWRITES, Rewrite, apply_assignment, conv_layers, eligible_layers, origin_of
-from tconv.search.tuning import CONFIRM, CONFIRM_PASSES, TuningDatabase, Workload, candidates
+from tconv.search.tuning import CONFIRM, CONFIRM_PASSES, TuningDatabase, Workload, candidates, workload_of
 from tconv.semantics.reference import run
 
 
@@ -552,3 +552,23 @@ def test_with_sparsify_the_answer_is_pruned_fine_tuned_with_zeros_held_then_quan
     text = markdown(report)
     assert "| sparse | " in text and "| int8 | " in text
     assert [c["label"] for c in report["candidates"] if c["move"]] == [sparse.label, best.label]
+
+
+def test_the_network_timer_builds_again_only_what_changed(tmp_path, monkeypatch):
+    from tconv.search import network_timer
+    from tconv.search.network_timer import NetworkTimer
+    from tconv.search.space import Realised
+
+    built = []
+    monkeypatch.setattr(network_timer, "compile_network", lambda module, params, directory, **_: built.append(directory))
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    timer = NetworkTimer(database, 1, tmp_path)
+    module = small_resnet()
+    candidate = Candidate("net", {}, Realised(module, init_params(module), {}), 1.0)
+    first = timer.compile(candidate)
+    assert timer.compile(candidate) == first and timer.artifact_of(candidate) == first and len(built) == 1
+    candidate.realised.params = dict(candidate.realised.params)  # fine-tuned: new weights
+    assert timer.artifact_of(candidate) is None and timer.compile(candidate) != first and len(built) == 2
+    workload = workload_of(next(op for op in module.walk() if isinstance(op, Conv2dOp)))
+    database.add(workload, "fake", candidates(workload)[0], 1e-3)  # tuning measured: schedules may change
+    assert timer.artifact_of(candidate) is None and len({timer.compile(candidate), *built}) == 3
