@@ -431,6 +431,11 @@ class FakeTimer:
 
 def accuracy_search(tmp_path, trained_small, max_drop: float, distill=None, quantize=None, timer=None,
                     sparsify=None):
+    return accuracy_searcher(tmp_path, trained_small, max_drop, distill, quantize, timer, sparsify).run()
+
+
+def accuracy_searcher(tmp_path, trained_small, max_drop: float, distill=None, quantize=None, timer=None,
+                      sparsify=None) -> Search:
     from tconv.search.accuracy import AccuracyCheck
 
     module, params, data = trained_small
@@ -440,7 +445,7 @@ def accuracy_search(tmp_path, trained_small, max_drop: float, distill=None, quan
                                  "quantize": quantize, "sparsify": sparsify})
     latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), FakeDevice())
     return Search(module, params, latencies, options, network_timer=timer or FakeTimer(),
-                  provenance={"weights": "trained"}).run()
+                  provenance={"weights": "trained"})
 
 
 def test_with_data_the_answer_is_fine_tuned_and_within_the_accuracy_drop(tmp_path, trained_small):
@@ -483,75 +488,78 @@ def test_with_data_and_distillation_the_finalists_learn_from_the_original(tmp_pa
 
 
 
-def test_with_quantize_the_answer_is_its_int8_form_when_faster_and_accurate(tmp_path, trained_small):
-    from tconv.ir.ops import QuantizeOp
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory, trained_small):
+    """One search with both compression moves: (the search, its result)."""
     from tconv.search.quantize_move import QuantizeMove
 
-    result = accuracy_search(tmp_path, trained_small, max_drop=0.5, quantize=QuantizeMove(samples=32))
-    best = result.best
-    source = best.source
-    assert best.move == "int8" and source.fine_tune_epochs >= 1 and source is not result.original
-    assert best.realised.params is source.realised.params  # the int8 form keeps the fine-tuned weights
-    assert sum(isinstance(op, QuantizeOp) for op in best.realised.module.walk()) > 0
-    assert not any(isinstance(op, QuantizeOp) for op in source.realised.module.walk())
-    # Its accuracy is measured (the QDQ network's, not the float32 one's) and within the drop.
-    assert best.accuracy >= result.original.accuracy - 0.5
-    assert best.measured_seconds < source.measured_seconds
-    report = build_report(result, [], {"network": "small", "target": "fake", "budget_seconds": 120,
-                                       "min_capacity": 1.0, "max_accuracy_drop": 0.5, "weights": "fine-tuned",
-                                       "accuracy_data": "digits", "int8": QuantizeMove(32).describe()})
-    optimized = report["optimized"]
-    source_row = next(c for c in report["candidates"] if c["label"] == source.label)
-    assert optimized["move"] == "int8" and optimized["source"] == source.label and optimized["estimated_ms"] is None
-    assert optimized["capacity_ratio"] == source_row["capacity_ratio"] is not None
-    float_bytes = source_row["parameter_bytes"]
-    assert optimized["parameter_bytes"] < float_bytes / 3  # int8 weights; biases and batch-norm stay f32
-    text = markdown(report)
-    assert "## Compression" in text and "The answer is the int8 network." in text
-    # Per-layer rows describe its float32 source (Fisher potential is not defined through QDQ ops).
-    latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), FakeDevice())
-    rows = layer_rows(result, latencies, conv_layers(result.original.realised.module))
-    assert [row.rewrite for row in rows] == [
-        source.assignment[row.layer].label if row.layer in source.assignment else "-" for row in rows
-    ]
+    search = accuracy_searcher(tmp_path_factory.mktemp("moves"), trained_small, max_drop=0.5, sparsify=0.3,
+                               quantize=QuantizeMove(16))
+    return search, search.run()
 
 
-def test_with_quantize_an_int8_form_that_loses_accuracy_or_is_slower_is_not_taken(tmp_path, trained_small):
-    from tconv.search.quantize_move import QuantizeMove
-
-    class Inaccurate(FakeTimer):
-        def accuracy(self, candidate, data) -> float:
-            return 0.0 if candidate.move else super().accuracy(candidate, data)
-
-    result = accuracy_search(tmp_path / "a", trained_small, 0.5, quantize=QuantizeMove(16), timer=Inaccurate())
-    assert result.best.move is None and result.best.fine_tune_epochs >= 1
-    assert any("int8 lost more than" in note for note in result.notes), result.notes
-    result = accuracy_search(tmp_path / "s", trained_small, 0.5, quantize=QuantizeMove(16), timer=FakeTimer(0.5))
-    assert result.best.move is None
-    assert any("int8 measured" in note and "not faster than" in note for note in result.notes), result.notes
-
-
-def test_with_sparsify_the_answer_is_pruned_fine_tuned_with_zeros_held_then_quantised(tmp_path, trained_small):
-    from tconv.search.quantize_move import QuantizeMove
-
-    result = accuracy_search(tmp_path, trained_small, max_drop=0.5, sparsify=0.3, quantize=QuantizeMove(16))
+def test_with_sparsify_and_quantize_the_answer_is_pruned_fine_tuned_then_quantised(compressed):
+    search, result = compressed
     best = result.best
     # Both moves were taken (each measured faster, and the small network keeps its accuracy):
     # int8 of the sparse network of the fine-tuned finalist.
     assert best.move == "int8" and best.source.move == "sparse", result.notes
-    sparse = best.source
+    sparse, tuned = best.source, best.source.source
+    assert tuned.move is None and tuned.fine_tune_epochs >= 1 and tuned is not result.original
     assert sparse.fine_tune_epochs >= 1 and sparse.accuracy >= result.original.accuracy - 0.5
     for op in sparse.realised.module.walk():
         if isinstance(op, Conv2dOp):
             weight = sparse.realised.params[op.weight.owner.param_name]
             rows = (weight != 0).reshape(len(weight), -1).sum(axis=1)
             assert op.weight_nonzeros == math.ceil(0.3 * weight[0].size) and rows.max() <= op.weight_nonzeros
+    # The int8 form keeps the sparse network's weights and adds QDQ pairs; its accuracy is its own.
+    from tconv.ir.ops import QuantizeOp
+
+    assert best.realised.params is sparse.realised.params
+    assert any(isinstance(op, QuantizeOp) for op in best.realised.module.walk())
+    assert best.accuracy >= result.original.accuracy - 0.5 and best.measured_seconds < sparse.measured_seconds
+
+
+def test_the_report_shows_each_compression_beside_its_source(tmp_path, compressed):
+    from tconv.search.quantize_move import QuantizeMove
+
+    search, result = compressed
+    best, sparse = result.best, result.best.source
     report = build_report(result, [], {"network": "small", "target": "fake", "budget_seconds": 120,
                                        "min_capacity": 1.0, "max_accuracy_drop": 0.5, "weights": "fine-tuned",
-                                       "accuracy_data": "digits"})
-    text = markdown(report)
-    assert "| sparse | " in text and "| int8 | " in text
+                                       "accuracy_data": "digits", "int8": QuantizeMove(16).describe()})
+    optimized = report["optimized"]
+    assert optimized["move"] == "int8" and optimized["source"] == sparse.label and optimized["estimated_ms"] is None
+    sparse_row = next(c for c in report["candidates"] if c["label"] == sparse.label)
+    assert optimized["capacity_ratio"] == sparse_row["capacity_ratio"] is not None
+    assert optimized["parameter_bytes"] < sparse_row["parameter_bytes"] / 2  # int8 weights; biases stay f32
     assert [c["label"] for c in report["candidates"] if c["move"]] == [sparse.label, best.label]
+    text = markdown(report)
+    assert "## Compression" in text and "| sparse | " in text and "| int8 | " in text
+    assert "The answer is the int8 network." in text
+    # Per-layer rows describe the network int8 quantised (Fisher potential is not defined through QDQ ops).
+    latencies = LayerLatencies(TuningDatabase(tmp_path / "db.jsonl"), FakeDevice())
+    rows = layer_rows(result, latencies, conv_layers(result.original.realised.module))
+    assert [row.rewrite for row in rows] == [
+        sparse.assignment[row.layer].label if row.layer in sparse.assignment else "-" for row in rows
+    ]
+
+
+def test_a_compressed_form_that_loses_accuracy_or_is_slower_is_not_taken(compressed):
+    search, result = compressed
+    search.candidates = list(search.candidates)  # the fixture's result stays as it was
+    tuned = result.best.source.source
+
+    class Inaccurate(FakeTimer):
+        def accuracy(self, candidate, data) -> float:
+            return 0.0 if candidate.move else super().accuracy(candidate, data)
+
+    search.network_timer = Inaccurate()
+    assert search.quantize(result.original, tuned) is tuned
+    assert "int8 lost more than" in search.notes[-1], search.notes
+    search.network_timer = FakeTimer(0.5)  # compressed networks twice as slow
+    assert search.quantize(result.original, tuned) is tuned
+    assert "int8 measured" in search.notes[-1] and "not faster than" in search.notes[-1], search.notes
 
 
 def test_the_network_timer_builds_again_only_what_changed(tmp_path, monkeypatch):
