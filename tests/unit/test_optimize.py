@@ -568,7 +568,8 @@ def test_the_network_timer_builds_again_only_what_changed(tmp_path, monkeypatch)
     from tconv.search.space import Realised
 
     built = []
-    monkeypatch.setattr(network_timer, "compile_network", lambda module, params, directory, **_: built.append(directory))
+    monkeypatch.setattr(network_timer, "compile_network",
+                        lambda module, params, directory, **_: built.append(directory))
     database = TuningDatabase(tmp_path / "db.jsonl")
     timer = NetworkTimer(database, 1, tmp_path)
     module = small_resnet()
