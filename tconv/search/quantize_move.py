@@ -18,7 +18,7 @@ import numpy as np
 from xdsl.utils.exceptions import PassFailedException
 
 from tconv.errors import TconvError
-from tconv.passes.quant.quantize import CALIBRATIONS, QuantizePass
+from tconv.passes.quant.quantize import QuantizePass
 from tconv.search.space import Realised
 
 DEFAULT_CALIBRATION_SAMPLES = 128
@@ -32,10 +32,13 @@ class QuantizeMove:
     """`minmax` or `percentile` (`tconv-quantize`'s option)."""
 
     def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise TconvError(f"error: calibration needs at least 1 input, got {self.samples}")
-        if self.calibration not in CALIBRATIONS:
-            raise TconvError(f"error: calibration must be {' or '.join(CALIBRATIONS)}, got '{self.calibration}'")
+        try:  # the pass's own checks of its options
+            self.quantize_pass()
+        except PassFailedException as err:
+            raise TconvError(f"error: {err}") from None
+
+    def quantize_pass(self) -> QuantizePass:
+        return QuantizePass(calibration=self.calibration, samples=self.samples)
 
     def describe(self) -> str:
         return f"int8 (per-channel weights, uint8 activations, {self.calibration} ranges of {self.samples} inputs)"
@@ -46,7 +49,7 @@ def quantized(realised: Realised, move: QuantizeMove, x_train: np.ndarray) -> Re
     weights are its own (the scales and zero points are IR attributes)."""
     module = realised.module.clone()
     try:
-        QuantizePass(calibration=move.calibration).quantize(module, realised.params, x_train[: move.samples])
+        move.quantize_pass().quantize(module, realised.params, x_train[: move.samples])
     except PassFailedException as err:
         raise TconvError(str(err)) from None
     return Realised(module, realised.params, dict(realised.applied))

@@ -362,7 +362,7 @@ def pareto_plot(report: dict) -> ParetoPlot:
     """The points of every candidate whose capacity was measured, its front and the answer."""
     points = []
     for c in report["candidates"]:
-        if c["verdict"] != "original" and c["capacity_ratio"] is None or c.get("move") is not None:
+        if (c["verdict"] != "original" and c["capacity_ratio"] is None) or c.get("move") is not None:
             continue  # never checked (slower than a legal one), or compressed: no capacity of its own
         measured = c["measured_ms"] is not None
         points.append(ParetoPoint(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 from xdsl.context import Context
 from xdsl.utils.exceptions import PassFailedException
 
@@ -39,5 +38,4 @@ def sparsified(realised: Realised, density: float, provenance: Mapping[str, obje
             SparsifyPass(density=density).apply(Context(), module)
     except PassFailedException as err:
         raise TconvError(str(err)) from None
-    params = {name: np.asarray(value, np.float32) for name, value in store.arrays.items()}
-    return Realised(module, params, dict(realised.applied))
+    return Realised(module, store.arrays, dict(realised.applied))

@@ -43,6 +43,7 @@ from tvm import te, tirx
 from tconv.ir.shapes import ShapeError, window_output
 from tconv.kernels.blocking import INT8_MAX_COLUMNS, Int8Tile, int8_register_tile
 from tconv.kernels.packing import INT8_DEPTH, INT8_LANES, blocks
+from tconv.lowering.tvm.ops import activate
 from tconv.semantics.int8 import INT32_LIMIT, int8_accumulator_bound
 
 U8, I8, I32, F32 = "uint8", "int8", "int32", "float32"
@@ -296,11 +297,7 @@ def int8_conv2d(conv: Int8Conv, data, weight, offset, scale, residual=None) -> t
         elif residual is not None:
             value = value + residual[b, o, y, x]
         if conv.out_zero_point is None:
-            if conv.activation is not None:
-                value = tirx.max(value, tirx.const(0.0, F32))
-            if conv.activation == "relu6":
-                value = tirx.min(value, tirx.const(6.0, F32))
-            return value
+            return activate(value, conv.activation)
         level = tirx.nearbyint(value) + tirx.const(conv.out_zero_point, F32)
         return tirx.max(tirx.min(level, tirx.const(conv.high, F32)), tirx.const(conv.low, F32)).astype(U8)
 

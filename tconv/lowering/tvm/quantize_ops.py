@@ -19,6 +19,7 @@ from __future__ import annotations
 from tvm import s_tir, te, tirx
 
 from tconv.kernels.qdq import Uint8
+from tconv.lowering.tvm.ops import activate
 
 
 def _level(value, levels: Uint8):
@@ -68,11 +69,7 @@ def int8_add(a: te.Tensor, b: te.Tensor, levels: tuple[Uint8, Uint8], activation
             (x[index].astype("float32") - tirx.const(lv.zero_point, "float32")) * tirx.const(lv.scale, "float32")
             for x, lv in zip((a, b), levels)
         )
-        if activation is not None:
-            total = tirx.max(total, tirx.const(0.0, "float32"))
-        if activation == "relu6":
-            total = tirx.min(total, tirx.const(6.0, "float32"))
-        return _level(total, out).astype("uint8")
+        return _level(activate(total, activation), out).astype("uint8")
 
     return te.compute(a.shape, value, name="output")  # scheduled by schedule_cpu.schedule_elementwise
 
