@@ -783,11 +783,10 @@ def _quantize(x, scales, zero_points, axis, element):
 
 
 def _dequantize(x, scales, zero_points, axis, element):
-    op = DequantizeOp(x, scale=scales, zero_point=zero_points, axis=axis)
     if quant_range(x.type.element_type) != quant_range(QUANT_TYPES[element][0]):
         raise ShapeError(f"dequantize reads its integers as {element}, but they were quantized as "
                          f"{x.type.element_type}")
-    return op
+    return DequantizeOp(x, scale=scales, zero_point=zero_points, axis=axis)
 
 
 GENERIC_FORMS: tuple[GenericForm, ...] = (
