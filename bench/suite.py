@@ -155,13 +155,14 @@ def sgemm_peak(threads: int, size: int = 4096, runs: int = 5) -> float:
 
 
 class TconvRunner:
-    """A compiled artifact on the C runtime, run zero-copy."""
+    """A compiled artifact on the C runtime (`tconv compile`'s pipeline, its
+    layouts chosen as by default), run zero-copy."""
 
     def __init__(self, module, params, x, scratch: str):
-        from tconv.lowering.tvm.artifact import compile_artifact
+        from tconv.compile import compile_network
         from tconv.runtime.driver import Runtime
 
-        report = compile_artifact(module, params, Path(scratch) / "artifact")
+        report = compile_network(module, params, Path(scratch) / "artifact").report
         self.runtime = Runtime(report.directory)
         (self.input,) = self.runtime.arena_inputs()
         self.input[...] = x

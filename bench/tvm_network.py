@@ -6,8 +6,9 @@ measurement, not a test).
 
 tconv runs twice: as a compiled artifact on the C runtime (`tconv compile`
 then `Runtime.run`: what a deployment runs, input and output copies
-included), and through `TvmNetwork` (the kernels called one by one from
-Python through the TVM runtime, as `run_tvm` does). ONNX Runtime runs the
+included; `--layout` as `tconv compile`'s, default auto), and through
+`TvmNetwork` (the kernels called one by one from Python through the TVM
+runtime, as `run_tvm` does, activations NCHW). ONNX Runtime runs the
 ONNX export of the same IR and parameter values (`tconv export`; batch-norm
 kept as BatchNormalization, which ORT folds), with intra-op threads =
 --threads and its output pre-allocated and 64-byte aligned. All three are
@@ -57,14 +58,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10, help="runs per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--layout", choices=("auto", "nchw"), default="auto")
     args = parser.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
 
     import tempfile
 
+    from tconv.compile import compile_network
     from tconv.frontends.zoo import build, datasets
     from tconv.ir.params import init_params
-    from tconv.lowering.tvm.artifact import compile_artifact
     from tconv.lowering.tvm.build import TvmNetwork
     from tconv.runtime.driver import Runtime
 
@@ -86,7 +88,7 @@ def main() -> None:
         network.load_params(params)
         (tconv_out,) = network.run(x)
         scratch = tempfile.TemporaryDirectory(prefix="tconv-bench-")
-        report = compile_artifact(module, params, f"{scratch.name}/net")
+        report = compile_network(module, params, f"{scratch.name}/net", layout=args.layout).report
         runtime = Runtime(report.directory, threads=args.threads)
         (artifact_out,) = runtime.run(x)
         ort = OrtRunner(module, params, x, args.threads)

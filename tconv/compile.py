@@ -24,6 +24,7 @@ from tconv.errors import TconvError
 from tconv.runtime.plan import TARGETS
 
 BACKENDS = ("tvm", "llvm")
+LAYOUTS = ("auto", "nchw")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class CompiledNetwork:
     """The backend's `ArtifactReport` (`report.format()` describes the artifact)."""
     tuned: int
     """Convolutions that got a schedule from the tuning database."""
+    packed: int = 0
+    """Convolutions that read or write activations in channel blocks by `plan_layouts`."""
 
 
 def compile_network(
@@ -45,17 +48,22 @@ def compile_network(
     database=None,
     threads: int | None = None,
     batch: int | None = None,
+    layout: str = "auto",
 ) -> CompiledNetwork:
     """Compile `module` with `params` into the artifact directory `output`.
 
     `database` (a `TuningDatabase`, or None for the backend's own schedules)
     is read for `target`: this CPU on `threads` threads (default: the CPUs
     available), or the cuda `arch`. `batch` re-batches the network first, as
-    `tconv-set-batch` does."""
+    `tconv-set-batch` does. `layout` "auto" stores activations in channel
+    blocks where the kernels gain (`plan_layouts`; TVM on a CPU, a network
+    without layouts of its own), "nchw" leaves them NCHW."""
     if backend not in BACKENDS:
         raise TconvError(f"error: unknown compile backend '{backend}' (expected one of: {', '.join(BACKENDS)})")
     if target not in TARGETS:
         raise TconvError(f"error: unknown target '{target}' (expected one of: {', '.join(TARGETS)})")
+    if layout not in LAYOUTS:
+        raise TconvError(f"error: unknown layout '{layout}' (expected one of: {', '.join(LAYOUTS)})")
     module = module.clone() if batch is None else rebatched(module, batch)
     if backend == "llvm":
         from tconv.lowering.llvm.artifact import compile_artifact as compile_llvm_artifact
@@ -71,7 +79,50 @@ def compile_network(
 
         schedules = CudaSchedules(arch) if target == "cuda" else CpuSchedules(threads or default_threads())
         tuned = apply_tuning(module, database, threads, schedules)
-    return CompiledNetwork(compile_artifact(module, params, output, target=target, arch=arch), tuned)
+    packed = 0
+    if layout == "auto" and target == "cpu":
+        from tconv.search.tuning import cpu_unit
+
+        packed = plan_layouts(module, cpu_unit())
+    return CompiledNetwork(compile_artifact(module, params, output, target=target, arch=arch), tuned, packed)
+
+
+def plan_layouts(module: ModuleOp, unit) -> int:
+    """Store `module`'s activations in channel blocks of one vector of the
+    CPU's `unit` (NCHW[lanes]c, `tconv-pack`) between the convolutions that
+    run the direct or depthwise templates: the convolutions that by default
+    (or by their schedule) run another algorithm, whose kernels read NCHW,
+    get that algorithm written into their schedule first, so that packing
+    leaves them alone; a depthwise convolution is packed whatever its
+    default, as in blocks it runs on its vector of channels without the
+    transposes that make GSPC its default in NCHW (MobileNetV2 on this
+    machine: docs/benchmarks.md, "Activations in channel blocks"). A network
+    that already has layouts, or quantised ops, keeps its own. The packed
+    convolutions' count."""
+    from xdsl.utils.exceptions import PassFailedException
+
+    from tconv.ir.ops import QUANT_OPS, Conv2dOp
+    from tconv.ir.schedule import DIRECT, GSPC, SPARSE, ConvSchedule, conv_layouts
+    from tconv.kernels.algorithm import conv_shape, default_algorithm, sparse_pays
+    from tconv.passes.classical.pack import pack_module
+
+    ops = list(module.walk())
+    convs = [op for op in ops if isinstance(op, Conv2dOp)]
+    if any(isinstance(op, QUANT_OPS) for op in ops) or any(conv_layouts(c.schedule).packed for c in convs):
+        return 0
+    for conv in convs:
+        if conv.schedule is not None:
+            continue
+        shape = conv_shape(conv)
+        algorithm = SPARSE if sparse_pays(shape, conv.weight_nonzeros) else default_algorithm(shape, unit)
+        if algorithm == DIRECT or (algorithm == GSPC and shape.depthwise):
+            continue
+        conv.properties["schedule"] = ConvSchedule(algorithm=algorithm).to_attr()
+    try:
+        pack_module(module, unit.lanes)
+    except PassFailedException:  # no convolution can be packed
+        return 0
+    return sum(1 for conv in convs if conv_layouts(conv.schedule).packed)
 
 
 def rebatched(module: ModuleOp, batch: int) -> ModuleOp:

@@ -33,7 +33,7 @@ import argparse
 import re
 
 from tconv.cli.command import Command, UsageError, note, positive_int
-from tconv.compile import BACKENDS, TARGETS, compile_network
+from tconv.compile import BACKENDS, LAYOUTS, TARGETS, compile_network
 from tconv.ir.loader import load_module
 from tconv.ir.params import bind_params, load_store, store_path_for
 
@@ -68,6 +68,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="compile for batch size N (default: the IR's); an artifact runs only at the batch it was compiled for",
     )
     parser.add_argument(
+        "--layout", default="auto", choices=LAYOUTS,
+        help="tvm on cpu: where activations are stored in channel blocks of one vector (NCHW[16]c with "
+        "AVX-512) between the convolutions that gain; auto (default) decides, nchw never does. A network "
+        "whose convolutions carry layouts (tconv-pack) keeps its own",
+    )
+    parser.add_argument(
         "-o", "--output", required=True, metavar="DIR",
         help="the artifact directory to write (an existing artifact there is replaced)",
     )
@@ -97,10 +103,12 @@ def execute(args: argparse.Namespace) -> None:
             database = TuningDatabase(path)
     compiled = compile_network(
         module, params, args.output, backend=args.backend, target=args.target, arch=args.arch,
-        database=database, batch=args.batch,
+        database=database, batch=args.batch, layout=args.layout,
     )
     if compiled.tuned:
         note(f"applied tuned schedules to {compiled.tuned} convolution(s) from {database.path}")
+    if compiled.packed:
+        note(f"{compiled.packed} convolution(s) read or write activations in channel blocks (--layout nchw: none)")
     print(compiled.report.format())
 
 

@@ -101,6 +101,49 @@ def test_depthwise_conv2d(channels, kernel, stride, dilation, size, batch, kind,
     assert_matches_reference(module, random_params(module, seed), seed)
 
 
+@FEW
+@given(
+    block=st.sampled_from([4, 8, 16]),
+    blocks=st.integers(1, 3),
+    kernel=st.sampled_from([3, 5]),
+    stride=st.integers(1, 2),
+    dilation=st.integers(1, 2),
+    padding=st.sampled_from([None, 0, (0, 1, 2, 1)]),
+    size=st.integers(5, 17),
+    batch=st.integers(1, 2),
+    kind=st.sampled_from(["none", "relu6", "bn_relu6", "bn_add_relu6"]),
+    seed=st.integers(0, 2**16),
+)
+def test_depthwise_conv2d_in_channel_blocks(block, blocks, kernel, stride, dilation, padding, size, batch, kind, seed):
+    """MobileNet's inverted residual under `tconv-pack`: the depthwise
+    convolution reads the expansion's NCHW[b]c and writes its own for the
+    projection (padded row by row, or not at all without padding)."""
+    from xdsl.passes import PassPipeline
+
+    from tconv.ir.loader import make_context
+    from tconv.ir.schedule import conv_layouts
+    from tconv.passes.registry import PASSES
+
+    channels = block * blocks
+    size = max(size, dilation * (kernel - 1) + 1)
+    b = NetworkBuilder("inverted_residual", (batch, 3, size, size))
+    x = b.relu6(b.conv2d(b.input, channels, 1, name="expand"))
+    if padding is None:
+        padding = dilation * (kernel // 2)
+    y = b.conv2d(x, channels, kernel, stride=stride, dilation=dilation, padding=padding, groups=channels, name="dw")
+    if stride != 1 or padding != dilation * (kernel // 2):
+        kind = "relu6"  # a residual needs the input's shape
+    y = epilogue(b, y, kind)
+    module = b.finish(b.conv2d(y, 5, 1, name="project"))
+    PassPipeline.parse_spec(dict(PASSES), f"tconv-pack{{block={block}}}").apply(make_context(), module)
+    (depthwise,) = [op for op in module.walk() if isinstance(op, Conv2dOp) and op.groups.value.data > 1]
+    # A residual from the network's input (NCHW) keeps the fused output NCHW.
+    packed = f"NCHW{block}c"
+    layouts = conv_layouts(depthwise.schedule)
+    assert (layouts.input, layouts.output) == (packed, "NCHW" if "add" in kind else packed)
+    assert_matches_reference(module, random_params(module, seed), seed)
+
+
 def scheduled(module: ModuleOp, schedule: ConvSchedule) -> ModuleOp:
     """`module` with `schedule` on its (one) convolution."""
     (conv,) = [op for op in module.walk() if isinstance(op, Conv2dOp)]

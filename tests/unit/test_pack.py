@@ -136,7 +136,8 @@ def test_pass_skips_what_it_cannot_pack_and_refuses_named_layers(capsys):
     x = b.conv2d(x, 16, 3, padding=1, groups=2, name="grouped")
     module = b.finish(b.conv2d(x, 16, 3, padding=1, name="last"))
     apply(module, "tconv-pack")
-    assert "remark: tconv-pack: left grouped in NCHW: it is grouped (groups 2)" in capsys.readouterr().err
+    assert "remark: tconv-pack: left grouped in NCHW: it is grouped (groups 2); packed layouts are for ungrouped " \
+        "and depthwise convolutions" in capsys.readouterr().err
     assert layouts(module)["stem"] == ("NCHW", "NCHW")  # a grouped convolution reads its result
     with pytest.raises(PassFailedException, match="cannot pack grouped: it is grouped"):
         apply(module, "tconv-pack{layers=grouped}")
@@ -161,6 +162,54 @@ def test_pass_respects_a_schedule_channel_block():
     check_against_reference(module)
     _, program = lower_kernels(module)
     assert any("conv4.weight:packed_1xOBxCBxKHxKWx8x16" in t.name for t in program.tensors)
+
+
+def inverted_residuals(channels: int = 24):
+    """Two MobileNetV2 blocks: 1×1 expansion, 3×3 depthwise (stride 2, then
+    1), 1×1 projection, the second with its residual; then a 1×1 head and
+    pooling."""
+    b = NetworkBuilder("mobile", (1, 8, 10, 10))
+    x = b.relu6(b.batch_norm(b.conv2d(b.input, channels, 1, name="expand1"), name="bn_e1"))
+    x = b.relu6(b.batch_norm(b.conv2d(x, channels, 3, stride=2, padding=1, groups=channels, name="dw1"), name="bn_d1"))
+    x = b.batch_norm(b.conv2d(x, 16, 1, name="project1"), name="bn_p1")
+    y = b.relu6(b.conv2d(x, 2 * channels, 1, name="expand2"))
+    y = b.relu6(b.conv2d(y, 2 * channels, 3, padding=1, groups=2 * channels, name="dw2"))
+    y = b.add(b.batch_norm(b.conv2d(y, 16, 1, name="project2"), name="bn_p2"), x)
+    return b.finish(b.avg_pool2d(b.relu6(b.conv2d(y, 32, 1, name="head")), 5))
+
+
+def test_depthwise_convolutions_read_and_write_channel_blocks():
+    module = apply(inverted_residuals(), "tconv-pack")
+    assert layouts(module) == {
+        "expand1": ("NCHW", "NCHW8c"),
+        "dw1": ("NCHW8c", "NCHW8c"),
+        "project1": ("NCHW8c", "NCHW8c"),  # read by expand2 and, as its residual, by project2's kernel
+        "expand2": ("NCHW8c", "NCHW8c"),
+        "dw2": ("NCHW8c", "NCHW8c"),
+        "project2": ("NCHW8c", "NCHW8c"),
+        "head": ("NCHW8c", "NCHW"),  # pooling reads NCHW
+    }
+    check_against_reference(module)
+    _, program = lower_kernels(module)
+    # The depthwise kernels take their channel vector from the layout.
+    assert any("dw1.weight:packed_CBxKHxKWx8" in t.name for t in program.tensors)
+
+
+def test_depthwise_convolutions_a_block_does_not_divide_stay_nchw(capsys):
+    # 24 and 48 channels: blocks of 16 fit dw2 (48) but not dw1 (24).
+    module = apply(inverted_residuals(), "tconv-pack{block=16}")
+    assert "left dw1 in NCHW: its 24 channels are not divisible by 16" in capsys.readouterr().err
+    found = layouts(module)
+    assert found["dw2"] == ("NCHW16c", "NCHW16c") and found["dw1"] == ("NCHW", "NCHW")
+    check_against_reference(module)
+
+
+def test_a_depthwise_schedule_with_another_vector_is_not_packed(capsys):
+    module = apply(inverted_residuals(), "tconv-tile{loop=g factors=4 layers=dw2},tconv-pack")
+    assert "left dw2 in NCHW: its schedule's vector of channels (tile g = [4]) is not the block 8" in \
+        capsys.readouterr().err
+    assert layouts(module)["expand2"] == ("NCHW8c", "NCHW")
+    check_against_reference(module)
 
 
 # Values -------------------------------------------------------------------------------
@@ -300,8 +349,23 @@ def test_grouped_convolution_with_a_packed_layout_is_refused():
     module = b.finish(b.conv2d(b.input, 16, 3, padding=1, groups=2, name="grouped"))
     conv = next(op for op in module.walk() if isinstance(op, Conv2dOp))
     conv.properties["schedule"] = ConvSchedule(layout=ActivationLayouts("NCHW", "NCHW8c")).to_attr()
-    with pytest.raises(TconvError, match="packed layouts are honoured for ungrouped convolutions only"):
+    with pytest.raises(TconvError, match="packed layouts are honoured for ungrouped and depthwise convolutions only"):
         lower_kernels(module)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ('{layout = {input = "NCHW8c", output = "NCHW4c"}}', "reads and writes channel blocks of one size"),
+        ('{tile = {g = [4]}, layout = {input = "NCHW8c", output = "NCHW8c"}}', "a depthwise vector of 8 channels"),
+    ],
+)
+def test_depthwise_layouts_it_cannot_honour_are_located(layout, message):
+    b = NetworkBuilder("net", (1, 16, 8, 8))
+    module = b.finish(b.conv2d(b.input, 16, 3, padding=1, groups=16, name="dw"))
+    text = module_text(module).replace("groups 16 :", f"groups 16 schedule {layout} :")
+    with pytest.raises(TconvError, match=rf"net.mlir:\d+:\d+: error: tvm backend: .*{message}"):
+        lower_text(text)
 
 
 def test_llvm_backend_refuses_packed_layouts():

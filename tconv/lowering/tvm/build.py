@@ -462,19 +462,24 @@ class _Lowering(ProgramBuilder):
     ) -> tuple[str, ConvBlocking]:
         """`conv2d_variant` for a convolution with an activation in channel
         blocks: the direct template or the pointwise kernel, the channel block
-        the output's block (where the output is packed). Located errors
+        the output's block (where the output is packed); a depthwise
+        convolution's vector of channels is the layout's block. Located errors
         for what these kernels cannot do."""
         groups = op.groups.value.data
-        if groups != 1:
+        in_channels = shape_of(op.input)[1]
+        depthwise = groups == in_channels == shape_of(op.output)[1]
+        if groups != 1 and not depthwise:
             raise LoweringError(located(op, (
-                "tvm backend: packed layouts are honoured for ungrouped convolutions only, "
+                "tvm backend: packed layouts are honoured for ungrouped and depthwise convolutions only, "
                 f"this one has groups {groups}"
             )))
         try:
-            layouts.check_channels(shape_of(op.input)[1], out_channels)
+            layouts.check_channels(in_channels, shape_of(op.output)[1])
         except ScheduleError as err:
             raise LoweringError(located(op, f"tvm backend: {err}")) from None
         out_height, out_width = out_size
+        if depthwise:
+            return "depthwise_conv2d", self.packed_depthwise(op, schedule, layouts, in_channels, out_width)
         block = layouts.output_block
         tile = schedule.factor("oc") if schedule is not None else None
         if block is not None and tile is not None and (tile % block or out_channels % tile):
@@ -499,6 +504,29 @@ class _Lowering(ProgramBuilder):
                 "template (a vector of output channels), not GSPC"
             )))
         return "conv2d", blocking
+
+    def packed_depthwise(
+        self, op: Conv2dOp, schedule, layouts: ActivationLayouts, channels: int, out_width: int,
+    ) -> ConvBlocking:
+        """The blocking of a depthwise convolution with an activation in
+        channel blocks: a vector of the layout's block of channels (both
+        activations packed alike), the schedule's other knobs honoured."""
+        sizes = {block for block in (layouts.input_block, layouts.output_block) if block is not None}
+        if len(sizes) != 1:
+            raise LoweringError(located(op, (
+                f"tvm backend: a depthwise convolution reads and writes channel blocks of one size, this "
+                f"schedule asks for {layouts.input} / {layouts.output}"
+            )))
+        (block,) = sizes
+        blocking = replace(kernel_blocking.depthwise_channel_blocking(channels, out_width, self.unit), block=block)
+        blocking = self.honour(op, schedule, channels, 1, blocking, depthwise=True)
+        if blocking.vector != "oc" or blocking.block != block:
+            raise LoweringError(located(op, (
+                f"tvm backend: cannot honour this schedule: an activation in blocks of {block} needs a depthwise "
+                f"vector of {block} channels (tile g = [{block}]), not "
+                + ("GSPC" if blocking.vector != "oc" else f"a block of {blocking.block}")
+            )))
+        return blocking
 
     @staticmethod
     def honour(op: Conv2dOp, schedule, groups: int, out_group: int, blocking: ConvBlocking,
@@ -668,7 +696,7 @@ class _Lowering(ProgramBuilder):
         def compute(t: list[te.Tensor]) -> te.Tensor:
             epilogue = _epilogue(t[2:], has_bias, has_residual, activation)
             if kind == "depthwise_conv2d":
-                return ops.depthwise_conv2d(t[0], t[1], strides, padding, dilations, blocking, epilogue)
+                return ops.depthwise_conv2d(t[0], t[1], strides, padding, dilations, blocking, epilogue, output_block)
             if kind == "pointwise_conv2d":
                 return ops.pointwise_conv2d(t[0], t[1], out_channels, blocking, epilogue, output_block)
             return ops.conv2d(
@@ -677,7 +705,7 @@ class _Lowering(ProgramBuilder):
 
         def schedule(function: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
             if kind == "depthwise_conv2d":
-                return schedule_cpu.schedule_depthwise_conv2d(function, blocking)
+                return schedule_cpu.schedule_depthwise_conv2d(function, blocking, packed_output=packed_output)
             if kind == "pointwise_conv2d":
                 return schedule_cpu.schedule_pointwise_conv2d(
                     function, groups, blocking, packed_output=packed_output

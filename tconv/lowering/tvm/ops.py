@@ -394,6 +394,7 @@ def depthwise_conv2d(
     dilations: Sequence[int],
     blocking: ConvBlocking,
     epilogue: Epilogue = Epilogue(),
+    output_block: int | None = None,
 ) -> te.Tensor:
     """Depthwise convolution (groups = input channels = output channels) of
     data NxCxHxW with a weight packed by `packing.pack_depthwise_weight` for
@@ -405,14 +406,26 @@ def depthwise_conv2d(
     so that a tap of `block` channels is one vector load whatever the stride;
     `conv` accumulates N x CB x P x Qp x block; `output` stores NCHW.
     Vectorised over columns (`blocking.vector` "ow", `block` 1), `pad` is
-    the input in column phases (`pad_phases`) and `conv` is N x C x Pp x Qp."""
-    n, channels, height, width = _dims(data)
+    the input in column phases (`pad_phases`) and `conv` is N x C x Pp x Qp.
+
+    Activations in channel blocks (NCHW[b]c, b the vector `block`): an input
+    so stored is padded in space only (no transpose; the `pad` stage is
+    absent where there is no padding), and `output_block` stores the
+    accumulator's blocks as they are, N x C/b x P x Q x b, the residual read
+    in that layout."""
+    n, channels, height, width, in_block = activation_dims(data)
     channel_blocks, kh, kw, block = _dims(weight)
     if channel_blocks * block < channels or block != blocking.block:
         raise ShapeError(
             f"depthwise conv2d: weight {'x'.join(map(str, _dims(weight)))} is not packed "
             f"for {channels} channels in blocks of {blocking.block}"
         )
+    for role, layout_block in (("an input", in_block), ("an output", output_block)):
+        if layout_block is not None and (layout_block != block or blocking.vector != "oc" or channels % block):
+            raise ShapeError(
+                f"depthwise conv2d: {role} in blocks of {layout_block} needs a vector of as many channels, "
+                f"dividing the {channels} channels; got block {block} ({blocking.vector})"
+            )
     (sh, sw), (dh, dw) = strides, dilations
     top, left, bottom, right = padding
     p = window_output(height, kh, sh, top + bottom, dh)
@@ -447,7 +460,10 @@ def depthwise_conv2d(
         inside = tirx.all(c < channels, y >= top, y < top + height, x >= left, x < left + width)
         return tirx.if_then_else(inside, data[b, tirx.min(c, channels - 1), y - top, x - left], _zero())
 
-    padded = te.compute((n, channel_blocks, height + top + bottom, padded_width, block), pad, name="pad")
+    if in_block is not None:
+        padded = pad_packed_input(data, padding, padded_width)
+    else:
+        padded = te.compute((n, channel_blocks, height + top + bottom, padded_width, block), pad, name="pad")
     acc = te.compute(
         (n, channel_blocks, p, qp, block),
         lambda b, cb, y, x, ci: te.sum(
@@ -455,6 +471,8 @@ def depthwise_conv2d(
         ),
         name="conv",
     )
+    if output_block is not None:
+        return _packed_store(lambda b, cb, y, x, ci: acc[b, cb, y, x, ci], channels, p, q, n, block, block, epilogue)
     return te.compute(
         (n, channels, p, q),
         lambda b, c, y, x: epilogue.apply(acc[b, c // block, y, x, c % block], (b, c, y, x), c),

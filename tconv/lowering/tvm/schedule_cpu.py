@@ -270,25 +270,44 @@ def schedule_pointwise_conv2d(
     return sch.mod["main"]
 
 
-def schedule_depthwise_conv2d(function: PrimFunc, blocking: ConvBlocking) -> PrimFunc:
+def schedule_depthwise_conv2d(
+    function: PrimFunc, blocking: ConvBlocking, *, packed_output: bool = False,
+) -> PrimFunc:
     """Depthwise convolution vectorised over `block` channels (see
     `ops.depthwise_conv2d`): parallel(batch·channel-block·row) → column tile →
     [init; unrolled taps × unrolled tile columns × vector of channels] →
-    epilogue, stored as vectors along the width. The padded, channel-blocked
-    copy of the input runs first, parallel over batch and channel blocks.
+    epilogue, stored as vectors along the width (with `packed_output`, each
+    column's channels one vector). The padded, channel-blocked copy of an
+    NCHW input runs first, parallel over batch and channel blocks; an input
+    already in channel blocks is padded per output row, the rows its taps
+    read.
     A blocking that vectorises columns gets the GSPC schedule instead."""
     if blocking.vector == "ow":
         return _gspc().schedule_depthwise_columns(function, blocking)
     sch = Schedule(function)
     output = sch.get_sblock("output")
     conv = sch.get_sblock("conv")
-    n, c, p, q = sch.get_loops(output)
-    cb, ci = sch.split(c, [None, blocking.block])
+    if packed_output:
+        n, cb, p, q, ci = sch.get_loops(output)
+    else:
+        n, c, p, q = sch.get_loops(output)
+        cb, ci = sch.split(c, [None, blocking.block])
     qo, qi = sch.split(q, [None, blocking.width_tile])
-    sch.reorder(n, cb, p, qo, ci, qi)
+    sch.reorder(n, cb, p, qo, *((qi, ci) if packed_output else (ci, qi)))
     sch.set_scope(conv, 0, "local")
     sch.compute_at(conv, qo, preserve_unit_loops=True)
-    sch.parallel(sch.fuse(n, cb, p))
+    rows = sch.fuse(n, cb, p)
+    sch.parallel(rows)
+    pad = _stage(sch, "pad")
+    if pad is not None and len(sch.get(pad).reads[0].region) == 5:
+        # An input in channel blocks is padded row by row into a buffer that
+        # stays in L1 (the taps' rows, re-copied by the next output row):
+        # a whole padded copy is one more pass over memory, and the
+        # network's largest depthwise layers ran twice as fast without it
+        # (docs/benchmarks.md, MobileNetV2 in channel blocks).
+        sch.compute_at(pad, rows, preserve_unit_loops=True)
+        sch.vectorize(sch.get_loops(pad)[-1])
+        pad = None
     column, channel, ry, rx = sch.get_loops(conv)[-4:]
     sch.reorder(ry, rx, column, channel)
     sch.unroll(ry)
@@ -297,13 +316,9 @@ def schedule_depthwise_conv2d(function: PrimFunc, blocking: ConvBlocking) -> Pri
     sch.unroll(column)
     sch.vectorize(channel)
     sch.decompose_reduction(conv, ry)
-    sch.unroll(ci)
-    sch.vectorize(qi)
-
-    pad = sch.get_sblock("pad")
-    pn, pcb, _, _, pci = sch.get_loops(pad)
-    sch.parallel(sch.fuse(pn, pcb))
-    sch.vectorize(pci)
+    _store_tile(sch, packed_output, (), qi, ci)
+    if pad is not None:
+        schedule_pad(sch)
     return sch.mod["main"]
 
 

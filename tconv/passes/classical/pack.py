@@ -12,11 +12,14 @@ channels of a block from one cache line. The pass decides the layouts so
 that conversions cancel:
 
 - a *packed* convolution is a selected (`layers`, see `tconv.passes.select`)
-  ungrouped one whose schedule, if any, vectorises a block of output
-  channels. It may read a packed input if `block` divides its input
-  channels, and write a packed output if `block` divides its output
-  channels (and its schedule's channel block, if it sets one, is a multiple
-  of `block` that divides them);
+  ungrouped or depthwise one whose schedule, if any, vectorises a block of
+  output channels and names no algorithm but `direct`. An ungrouped one may read a packed input if `block`
+  divides its input channels, and write a packed output if `block` divides
+  its output channels (and its schedule's channel block, if it sets one, is
+  a multiple of `block` that divides them). A depthwise one may do both if
+  `block` divides its channels (and its schedule's vector of channels, if it
+  sets one, is `block`): its vector is a block of channels, so it reads and
+  writes them as they are stored, where NCHW costs it a transpose each way;
 - the result of a packed convolution's kernel (after the batch-norm, residual
   add and activation fused into it, by the fusion marks of `tconv-fuse` or
   the lowering's default fusion) stays NCHW[b]c when every reader is a packed
@@ -24,8 +27,10 @@ that conversions cancel:
   kernel that itself writes NCHW[b]c (a fused residual is read in the
   output's layout);
 - every other tensor is NCHW: the network's inputs and results, and what
-  pooling, dense layers, concatenation, grouped convolutions or unfused ops
-  read. The conversion then happens inside the boundary convolution's kernel.
+  pooling, dense layers, concatenation, grouped (not depthwise)
+  convolutions, convolutions run by another algorithm than the direct
+  template or unfused ops read. The conversion then happens inside the
+  boundary convolution's kernel.
 
 The pass writes `layout = {input = ..., output = ...}` into the schedule of
 every packed convolution with a packed input or output, and removes the
@@ -49,7 +54,7 @@ from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
 from tconv.ir.ops import Conv2dOp, shape_of
-from tconv.ir.schedule import ActivationLayouts, ConvSchedule, packed_layout, parse_schedule
+from tconv.ir.schedule import DIRECT, ActivationLayouts, ConvSchedule, packed_layout, parse_schedule
 from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.passes.select import select_convs
 
@@ -73,14 +78,28 @@ class Packing:
 def packing(conv: Conv2dOp, block: int) -> Packing:
     """Whether `conv` may read and write activations in blocks of `block`."""
     groups = conv.groups.value.data
-    if groups != 1:
-        reason = f"it is grouped (groups {groups}); packed layouts are for ungrouped convolutions"
+    in_channels, out_channels = shape_of(conv.input)[1], shape_of(conv.output)[1]
+    depthwise = groups == in_channels == out_channels
+    if groups != 1 and not depthwise:
+        reason = f"it is grouped (groups {groups}); packed layouts are for ungrouped and depthwise convolutions"
         return Packing(reason, reason)
     schedule = parse_schedule(conv.schedule) if conv.schedule is not None else ConvSchedule()
     if schedule.vectorize == "ow.1" or "oh" in schedule.tiles:
         reason = "its schedule vectorises output columns (GSPC), not a block of channels"
         return Packing(reason, reason)
-    in_channels, out_channels = shape_of(conv.input)[1], shape_of(conv.output)[1]
+    if schedule.algorithm not in (None, DIRECT):
+        reason = f"its schedule runs it as {schedule.algorithm}, whose kernels read and write NCHW"
+        return Packing(reason, reason)
+    if depthwise:
+        # Its vector is a block of channels read and written as they are stored.
+        vector = schedule.factor("g")
+        if in_channels % block:
+            reason = f"its {in_channels} channels are not divisible by {block}"
+        elif vector is not None and vector != block:
+            reason = f"its schedule's vector of channels (tile g = [{vector}]) is not the block {block}"
+        else:
+            reason = None
+        return Packing(reason, reason)
     read = None if in_channels % block == 0 else f"its {in_channels} input channels are not divisible by {block}"
     write = None if out_channels % block == 0 else f"its {out_channels} output channels are not divisible by {block}"
     channel_block = schedule.factor("oc")
@@ -165,42 +184,54 @@ class PackPass(ModulePass):
             raise self.fail(f"block must be at least 1, got {self.block}")
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        selected = select_convs(op, self.layers, self.name)
-        if self.layers and not selected:
-            raise self.fail(f"no convolution matches layers='{self.layers}'")
-        # Every refusal comes before the first rewrite: a failing pass leaves the module as it was.
-        packings: dict[Conv2dOp, Packing] = {}
-        skipped: dict[str, list[str]] = {}
-        for choice in selected:
-            found = packing(choice.conv, self.block)
-            if found.reason is None:
-                packings[choice.conv] = found
-            elif choice.explicit:
-                raise self.fail(f"cannot pack {choice.name}: {found.reason}")
-            else:
-                skipped.setdefault(found.reason, []).append(choice.name)
-        if not packings:
-            reasons = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in skipped.items())
-            raise self.fail(f"block {self.block} fits no convolution ({reasons or 'there are none'})")
-        for function in op.walk():
-            if isinstance(function, func.FuncOp) and not function.is_declaration:
-                self._choose_layouts(function, packings)
+        skipped = pack_module(op, self.block, self.layers, self.fail)
         for reason, names in skipped.items():
             print(f"remark: {self.name}: left {', '.join(names)} in NCHW: {reason}", file=sys.stderr)
 
-    def _choose_layouts(self, function: func.FuncOp, packings: dict[Conv2dOp, Packing]) -> None:
-        groups = list(kernel_groups(function))
-        packed = packed_outputs(groups, packings)
-        producer = {group.result: group for group in groups}
-        for group in groups:
-            conv = group.anchor
-            if not isinstance(conv, Conv2dOp):
-                continue
-            layout = None
-            if conv in packings:
-                reads = producer.get(conv.input) in packed
-                layout = ActivationLayouts(
-                    packed_layout(self.block if reads else None), packed_layout(self.block if group in packed else None)
-                )
-                layout = layout if layout.packed else None
-            _set_layout(conv, layout)
+
+def pack_module(module: ModuleOp, block: int, layers: str = "", fail=None) -> dict[str, list[str]]:
+    """Choose the layouts of `module`'s selected convolutions in blocks of
+    `block` (the pass without its remarks); the convolutions left NCHW,
+    by reason. A layer named without wildcards that cannot be packed, or a
+    block that fits none, is `fail(message)` (raised): a failing call leaves
+    the module as it was."""
+    fail = fail or (lambda message: PassFailedException(f"{PackPass.name}: {message}"))
+    selected = select_convs(module, layers, PackPass.name)
+    if layers and not selected:
+        raise fail(f"no convolution matches layers='{layers}'")
+    # Every refusal comes before the first rewrite.
+    packings: dict[Conv2dOp, Packing] = {}
+    skipped: dict[str, list[str]] = {}
+    for choice in selected:
+        found = packing(choice.conv, block)
+        if found.reason is None:
+            packings[choice.conv] = found
+        elif choice.explicit:
+            raise fail(f"cannot pack {choice.name}: {found.reason}")
+        else:
+            skipped.setdefault(found.reason, []).append(choice.name)
+    if not packings:
+        reasons = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in skipped.items())
+        raise fail(f"block {block} fits no convolution ({reasons or 'there are none'})")
+    for function in module.walk():
+        if isinstance(function, func.FuncOp) and not function.is_declaration:
+            _choose_layouts(function, packings, block)
+    return skipped
+
+
+def _choose_layouts(function: func.FuncOp, packings: dict[Conv2dOp, Packing], block: int) -> None:
+    groups = list(kernel_groups(function))
+    packed = packed_outputs(groups, packings)
+    producer = {group.result: group for group in groups}
+    for group in groups:
+        conv = group.anchor
+        if not isinstance(conv, Conv2dOp):
+            continue
+        layout = None
+        if conv in packings:
+            reads = producer.get(conv.input) in packed
+            layout = ActivationLayouts(
+                packed_layout(block if reads else None), packed_layout(block if group in packed else None)
+            )
+            layout = layout if layout.packed else None
+        _set_layout(conv, layout)

@@ -42,7 +42,7 @@ func.func @net(%x: tensor<1x8x8x8xf32>) -> tensor<1x16x4x4xf32> {
 }
 
 // The network's input is NCHW: conv1 converts in its kernel, after its batch-norm and relu.
-// CHECK:      remark: tconv-pack: left conv4 in NCHW: it is grouped (groups 2); packed layouts are for ungrouped convolutions
+// CHECK:      remark: tconv-pack: left conv4 in NCHW: it is grouped (groups 2); packed layouts are for ungrouped and depthwise convolutions
 // CHECK:      %c1 = tconv.conv2d %x, %w1 {{.*}} groups 1 schedule {layout = {input = "NCHW", output = "NCHW8c"}} :
 // conv1 → conv2 cancels; the residual %r1 is read packed by conv2's kernel (bn2, add, relu fused), which writes NCHW8c.
 // CHECK:      %c2 = tconv.conv2d %r1, %w2 {{.*}} groups 1 schedule {layout = {input = "NCHW8c", output = "NCHW8c"}} :
@@ -71,6 +71,6 @@ func.func @net(%x: tensor<1x8x8x8xf32>) -> tensor<1x16x4x4xf32> {
 // LAYERS-NOT: layout
 
 // NOTHING:    error: tconv-pack: block 3 fits no convolution (conv1: its 8 input channels are not divisible by 3, and its 16 output channels are not divisible by 3;
-// GROUPED:    error: tconv-pack: cannot pack conv4: it is grouped (groups 2); packed layouts are for ungrouped convolutions
+// GROUPED:    error: tconv-pack: cannot pack conv4: it is grouped (groups 2); packed layouts are for ungrouped and depthwise convolutions
 // UNKNOWN:    error: tconv-pack: unknown layer 'conv9' (the convolutions are: conv1, conv2, conv3, conv4)
 // BLOCK:      error: tconv-pack: block must be at least 1, got 0

@@ -1,0 +1,124 @@
+"""`tconv compile`'s choice of activation layouts (`compile.plan_layouts`,
+`--layout auto|nchw`): which convolutions it packs, which it leaves NCHW
+for their algorithm, what it leaves alone, and that the artifact computes
+what the reference executor does."""
+
+import numpy as np
+import pytest
+from support import assert_usage_error, relative_error, tconv, trained_like_params
+
+from tconv.cli.files import write_network
+from tconv.compile import compile_network, plan_layouts
+from tconv.errors import TconvError
+from tconv.ir.builder import NetworkBuilder
+from tconv.ir.ops import Conv2dOp
+from tconv.ir.schedule import WINOGRAD, ConvSchedule, conv_layouts, parse_schedule
+from tconv.kernels.algorithm import conv_shape, default_algorithm
+from tconv.kernels.target import VectorUnit
+from tconv.runtime.driver import Runtime
+from tconv.semantics.reference import run
+
+AVX512 = VectorUnit(16, 32)
+AVX2 = VectorUnit(8, 16)
+
+
+def mobile_and_dense():
+    """A stem, an inverted residual (1×1 expansion, depthwise, 1×1
+    projection with its residual), then a dense 3×3 layer that runs as
+    Winograd by default, and pooling."""
+    b = NetworkBuilder("mixed", (1, 3, 32, 32))
+    x = b.relu(b.batch_norm(b.conv2d(b.input, 32, 3, padding=1, name="stem"), name="stem_bn"))
+    y = b.relu6(b.batch_norm(b.conv2d(x, 64, 1, name="expand"), name="expand_bn"))
+    y = b.relu6(b.batch_norm(b.conv2d(y, 64, 3, padding=1, groups=64, name="dw"), name="dw_bn"))
+    x = b.add(b.batch_norm(b.conv2d(y, 32, 1, name="project"), name="project_bn"), x)
+    x = b.relu(b.conv2d(x, 64, 3, padding=1, name="dense3x3"))
+    return b.finish(b.flatten(b.global_avg_pool(x)))
+
+
+def convs(module) -> dict[str, Conv2dOp]:
+    return {op.weight.owner.param_name.removesuffix(".weight"): op for op in module.walk() if isinstance(op, Conv2dOp)}
+
+
+def layouts(module) -> dict[str, tuple[str, str]]:
+    return {name: (conv_layouts(op.schedule).input, conv_layouts(op.schedule).output)
+            for name, op in convs(module).items()}
+
+
+@pytest.mark.parametrize(("unit", "block"), [(AVX512, 16), (AVX2, 8)])
+def test_direct_and_depthwise_convolutions_are_packed_in_one_vector(unit, block):
+    module = mobile_and_dense()
+    assert default_algorithm(conv_shape(convs(module)["dense3x3"]), unit) == WINOGRAD
+    assert plan_layouts(module, unit) == 3
+    packed = f"NCHW{block}c"
+    assert layouts(module) == {
+        # Its result is also the residual of project's kernel, which writes NCHW for the Winograd layer.
+        "stem": ("NCHW", "NCHW"),
+        "expand": ("NCHW", packed),
+        "dw": (packed, packed),
+        "project": (packed, "NCHW"),  # the Winograd layer reads NCHW
+        "dense3x3": ("NCHW", "NCHW"),
+    }
+    # The Winograd layer keeps its algorithm, written down so that packing leaves it alone.
+    assert parse_schedule(convs(module)["dense3x3"].schedule) == ConvSchedule(algorithm=WINOGRAD)
+
+
+def test_networks_with_layouts_or_quantised_ops_keep_their_own():
+    from xdsl.passes import PassPipeline
+
+    from tconv.ir.loader import make_context, module_text
+    from tconv.passes.registry import PASSES
+
+    module = mobile_and_dense()
+    PassPipeline.parse_spec(dict(PASSES), "tconv-pack{block=4}").apply(make_context(), module)
+    text = module_text(module)
+    assert plan_layouts(module, AVX512) == 0
+    assert module_text(module) == text
+
+    quantised = mobile_and_dense()
+    params = trained_like_params(quantised)
+    examples = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    from tconv.passes.quant.quantize import QuantizePass
+
+    QuantizePass().quantize(quantised, params, examples)
+    text = module_text(quantised)
+    assert plan_layouts(quantised, AVX512) == 0
+    assert module_text(quantised) == text
+
+
+def test_nothing_to_pack_leaves_every_activation_nchw():
+    b = NetworkBuilder("odd", (1, 3, 9, 9))
+    module = b.finish(b.conv2d(b.input, 5, 3, padding=1, name="conv"))  # 5 channels: no block divides them
+    assert plan_layouts(module, AVX512) == 0
+    assert layouts(module) == {"conv": ("NCHW", "NCHW")}
+
+
+@pytest.mark.parametrize("layout", ["auto", "nchw"])
+def test_the_compiled_network_computes_what_the_reference_does(tmp_path, layout):
+    module = mobile_and_dense()
+    params = trained_like_params(module)
+    compiled = compile_network(module, params, tmp_path / "net", layout=layout)
+    assert compiled.packed == (3 if layout == "auto" else 0)
+    assert layouts(module)["dw"] == ("NCHW", "NCHW")  # the caller's module is left as it was
+    image = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with Runtime(tmp_path / "net", threads=2) as runtime:
+        (actual,) = runtime.run(image)
+    (expected,) = run(module, params, image)
+    assert relative_error(actual, expected) < 1e-5
+
+
+def test_an_unknown_layout_is_refused():
+    with pytest.raises(TconvError, match="unknown layout 'nhwc' .*auto, nchw"):
+        compile_network(mobile_and_dense(), {}, "unused", layout="nhwc")
+
+
+def test_tconv_compile_says_how_many_convolutions_it_packed(tmp_path, capsys):
+    module = mobile_and_dense()
+    write_network(tmp_path / "net.mlir", module, trained_like_params(module))
+    status, out, err = tconv(capsys, "compile", tmp_path / "net.mlir", "--no-tuning", "-o", tmp_path / "auto")
+    assert status == 0, err
+    assert "3 convolution(s) read or write activations in channel blocks" in err
+    status, out, err = tconv(capsys, "compile", tmp_path / "net.mlir", "--no-tuning", "--layout", "nchw",
+                             "-o", tmp_path / "nchw")
+    assert status == 0 and "channel blocks" not in err
+    assert_usage_error(tconv(capsys, "compile", tmp_path / "net.mlir", "--layout", "nhwc", "-o", tmp_path / "x"),
+                       "--layout")
