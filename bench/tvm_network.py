@@ -2,7 +2,7 @@
 beside ONNX Runtime on the same network and weights, batch 1 (a
 measurement, not a test).
 
-    TVM_NUM_THREADS=2 .venv/bin/python bench/tvm_network.py resnet34 [mobilenet_v2 ...] [--threads 2]
+    TVM_NUM_THREADS=2 .venv/bin/python bench/tvm_network.py resnet34 [mobilenet_v2 ...] [--threads 2] [--batch 8]
 
 tconv runs twice: as a compiled artifact on the C runtime (`tconv compile`
 then `Runtime.run`: what a deployment runs, input and output copies
@@ -59,12 +59,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--layout", choices=("auto", "nchw"), default="auto")
+    parser.add_argument("--batch", type=int, default=None, help="re-batch the networks (default: the zoo's, 1)")
     args = parser.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
 
     import tempfile
 
-    from tconv.compile import compile_network
+    from tconv.compile import compile_network, rebatched
     from tconv.frontends.zoo import build, datasets
     from tconv.ir.params import init_params
     from tconv.lowering.tvm.build import TvmNetwork
@@ -75,6 +76,8 @@ def main() -> None:
     for name in args.networks:
         dataset = args.dataset if args.dataset in datasets(name) else None
         module = build(name, dataset)
+        if args.batch is not None:
+            module = rebatched(module, args.batch)
         params = init_params(module)
         # Random batch-norm statistics, so that folding them is exercised.
         rng = np.random.default_rng(0)

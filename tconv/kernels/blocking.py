@@ -205,6 +205,7 @@ assumes stays cached from one pass over a tensor to the next."""
 
 def runs_rows_first(
     in_shape: tuple[int, int, int], out_channels: int, out_height: int, kernel: tuple[int, int], block: int,
+    *, packed_input: bool = False,
 ) -> bool:
     """Whether the direct template of an ungrouped convolution (input
     C × H × W) should run its output rows before its channel blocks. Channel
@@ -215,11 +216,19 @@ def runs_rows_first(
     keeps channel blocks first. So 64 channels at 56² (an 800 KB input,
     147 KB of weights) run faster and steadier rows first, and 256 channels
     at 14² (2.4 MB of weights) slower rows first (docs/benchmarks.md,
-    Measurements behind the schedules)."""
+    Measurements behind the schedules).
+
+    A `packed_input` (channel blocks, written by a convolution that ran
+    its rows first too: `tconv compile`'s layouts) counts twice channel
+    blocks first: every thread then reads the whole input, half of it from
+    the core that wrote it, where rows first each reads the rows it wrote.
+    Chains of 1×1 layers in blocks of 16 ran 1.1–1.4× faster rows first
+    (docs/benchmarks.md, "1×1 layers as they run in a network")."""
     input_bytes = 4 * in_shape[0] * in_shape[1] * in_shape[2]
     weight_bytes = 4 * out_channels * in_shape[0] * kernel[0] * kernel[1]
     blocks = -(-out_channels // block)
-    channels_first = weight_bytes + input_bytes * (1 if input_bytes <= L2_BYTES else blocks)
+    reads = 2 if packed_input else 1
+    channels_first = weight_bytes + reads * input_bytes * (1 if input_bytes <= L2_BYTES else blocks)
     rows_first = input_bytes + weight_bytes * (1 if weight_bytes <= L2_BYTES else out_height)
     return rows_first < channels_first
 
@@ -227,7 +236,7 @@ def runs_rows_first(
 def conv2d_blocking(
     groups: int, out_group: int, out_width: int, unit: VectorUnit,
     *, out_height: int | None = None, kernel: tuple[int, int] = (3, 3), layout_block: int | None = None,
-    in_shape: tuple[int, int, int] | None = None, columns: bool | None = None,
+    in_shape: tuple[int, int, int] | None = None, columns: bool | None = None, packed_input: bool = False,
 ) -> ConvBlocking:
     """The blocking of a convolution with `groups` groups of `out_group`
     output channels, `out_height` × `out_width` outputs (square where the
@@ -235,16 +244,24 @@ def conv2d_blocking(
     `vectorizes_columns` (`gspc_blocking`), else the direct
     template's (`channel_blocking`, for an output stored in blocks of
     `layout_block` where given), with rows first where `runs_rows_first`
-    for an ungrouped one whose `in_shape` (C, H, W) is given. `columns`
-    True or False asks for GSPC or the direct template whatever the models
-    say (an `algorithm` of the schedule)."""
+    for an ungrouped one whose `in_shape` (C, H, W) is given (`packed_input`:
+    stored in channel blocks). A 1×1 kernel has no taps to address, so its
+    tile gets the pointwise kernel's registers (`pointwise_blocking`): in
+    blocks of 16, 32 channels × 14 columns ran 1×1 chains at 14² 5–10%
+    faster than × 7. `columns` True or False asks for GSPC or the direct
+    template whatever the models say (an `algorithm` of the schedule)."""
     if columns is None:
         columns = layout_block is None and vectorizes_columns(groups, out_group, unit)
     if columns:
         return gspc_blocking(out_group, out_height or out_width, out_width, kernel, unit)
-    blocking = channel_blocking(groups, out_group, out_width, unit, layout_block)
+    if tuple(kernel) == (1, 1):
+        blocking = pointwise_blocking(groups, out_group, out_width, unit, layout_block)
+    else:
+        blocking = channel_blocking(groups, out_group, out_width, unit, layout_block)
     if groups == 1 and in_shape is not None:
-        rows_first = runs_rows_first(in_shape, out_group, out_height or out_width, kernel, blocking.block)
+        rows_first = runs_rows_first(
+            in_shape, out_group, out_height or out_width, kernel, blocking.block, packed_input=packed_input
+        )
         blocking = replace(blocking, rows_first=rows_first)
     return blocking
 

@@ -495,7 +495,7 @@ class _Lowering(ProgramBuilder):
             return "pointwise_conv2d", kernel_blocking.pointwise_blocking(1, out_channels, positions, self.unit, block)
         blocking = kernel_blocking.conv2d_blocking(
             1, out_channels, out_width, self.unit, out_height=out_height, kernel=tuple(kernel), layout_block=block,
-            in_shape=tuple(shape_of(op.input)[1:]),
+            in_shape=tuple(shape_of(op.input)[1:]), packed_input=layouts.input_block is not None,
         )
         blocking = self.honour(op, schedule, 1, out_channels, blocking)
         if blocking.vector != "oc":
