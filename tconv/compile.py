@@ -96,13 +96,16 @@ def plan_layouts(module: ModuleOp, unit) -> int:
     leaves them alone; a depthwise convolution is packed whatever its
     default, as in blocks it runs on its vector of channels without the
     transposes that make GSPC its default in NCHW (MobileNetV2 on this
-    machine: docs/benchmarks.md, "Activations in channel blocks"). A network
-    that already has layouts, or quantised ops, keeps its own. The packed
-    convolutions' count."""
+    machine: docs/benchmarks.md, "Activations in channel blocks"). A
+    convolution whose schedule sets loop knobs (the tuning database's, or
+    the network's own) stays NCHW: `tconv tune` measures NCHW kernels, and
+    ResNet-18's tuned knobs ran 6% slower packed. A network that already
+    has layouts, or quantised ops, keeps its own. The packed convolutions'
+    count."""
     from xdsl.utils.exceptions import PassFailedException
 
     from tconv.ir.ops import QUANT_OPS, Conv2dOp
-    from tconv.ir.schedule import DIRECT, GSPC, SPARSE, ConvSchedule, conv_layouts
+    from tconv.ir.schedule import DIRECT, GSPC, SPARSE, ConvSchedule, conv_layouts, parse_schedule
     from tconv.kernels.algorithm import conv_shape, default_algorithm, sparse_pays
     from tconv.passes.classical.pack import pack_module
 
@@ -110,6 +113,8 @@ def plan_layouts(module: ModuleOp, unit) -> int:
     convs = [op for op in ops if isinstance(op, Conv2dOp)]
     if any(isinstance(op, QUANT_OPS) for op in ops) or any(conv_layouts(c.schedule).packed for c in convs):
         return 0
+    reason = "its schedule's loop knobs were chosen for NCHW kernels"
+    keep = {c: reason for c in convs if c.schedule is not None and parse_schedule(c.schedule).transforms_loops}
     for conv in convs:
         if conv.schedule is not None:
             continue
@@ -119,7 +124,7 @@ def plan_layouts(module: ModuleOp, unit) -> int:
             continue
         conv.properties["schedule"] = ConvSchedule(algorithm=algorithm).to_attr()
     try:
-        pack_module(module, unit.lanes)
+        pack_module(module, unit.lanes, keep=keep)
     except PassFailedException:  # no convolution can be packed
         return 0
     return sum(1 for conv in convs if conv_layouts(conv.schedule).packed)

@@ -70,8 +70,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layout", default="auto", choices=LAYOUTS,
         help="tvm on cpu: where activations are stored in channel blocks of one vector (NCHW[16]c with "
-        "AVX-512) between the convolutions that gain; auto (default) decides, nchw never does. A network "
-        "whose convolutions carry layouts (tconv-pack) keeps its own",
+        "AVX-512) between the convolutions that gain; auto (default) decides, nchw never does. Tuned "
+        "convolutions stay NCHW (their knobs were measured so), and a network whose convolutions carry "
+        "layouts (tconv-pack) keeps its own",
     )
     parser.add_argument(
         "-o", "--output", required=True, metavar="DIR",

@@ -122,3 +122,14 @@ def test_tconv_compile_says_how_many_convolutions_it_packed(tmp_path, capsys):
     assert status == 0 and "channel blocks" not in err
     assert_usage_error(tconv(capsys, "compile", tmp_path / "net.mlir", "--layout", "nhwc", "-o", tmp_path / "x"),
                        "--layout")
+
+
+def test_convolutions_with_loop_knobs_stay_nchw():
+    """Tuned knobs were measured on NCHW kernels: such a convolution, and
+    so its neighbours' tensors, stay NCHW; the others are still packed."""
+    module = mobile_and_dense()
+    convs(module)["project"].properties["schedule"] = ConvSchedule(tiles={"oc": (16,), "ow": (8,)}).to_attr()
+    assert plan_layouts(module, AVX512) == 2
+    found = layouts(module)
+    assert found["project"] == ("NCHW", "NCHW")
+    assert found["expand"] == ("NCHW", "NCHW16c") and found["dw"] == ("NCHW16c", "NCHW")

@@ -44,6 +44,7 @@ layer named without wildcards that cannot be packed, fails the pass.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from xdsl.context import Context
@@ -189,12 +190,16 @@ class PackPass(ModulePass):
             print(f"remark: {self.name}: left {', '.join(names)} in NCHW: {reason}", file=sys.stderr)
 
 
-def pack_module(module: ModuleOp, block: int, layers: str = "", fail=None) -> dict[str, list[str]]:
+def pack_module(
+    module: ModuleOp, block: int, layers: str = "", fail=None, keep: Mapping[Conv2dOp, str] | None = None,
+) -> dict[str, list[str]]:
     """Choose the layouts of `module`'s selected convolutions in blocks of
     `block` (the pass without its remarks); the convolutions left NCHW,
-    by reason. A layer named without wildcards that cannot be packed, or a
+    by reason. `keep`: convolutions to leave NCHW whatever they could do,
+    with the reason. A layer named without wildcards that cannot be packed, or a
     block that fits none, is `fail(message)` (raised): a failing call leaves
     the module as it was."""
+    keep = keep or {}
     fail = fail or (lambda message: PassFailedException(f"{PackPass.name}: {message}"))
     selected = select_convs(module, layers, PackPass.name)
     if layers and not selected:
@@ -204,6 +209,8 @@ def pack_module(module: ModuleOp, block: int, layers: str = "", fail=None) -> di
     skipped: dict[str, list[str]] = {}
     for choice in selected:
         found = packing(choice.conv, block)
+        if choice.conv in keep:
+            found = Packing(keep[choice.conv], keep[choice.conv])
         if found.reason is None:
             packings[choice.conv] = found
         elif choice.explicit:
