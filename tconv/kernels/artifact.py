@@ -4,7 +4,10 @@
 and derived ones: packed, batch-norm-folded weights and biases) in one
 parameter blob, each in its tensor's dtype and 64-byte aligned, and places
 the network's inputs and every activation in one arena with the
-liveness-based planner of `tconv.runtime.memory_plan`. `write_program_artifact` writes the plan, the
+liveness-based planner of `tconv.runtime.memory_plan`, a concatenation's
+parts as views of its result where they can be (`kernels.concat_views`:
+the concatenation then copies nothing and its call is dropped).
+`write_program_artifact` writes the plan, the
 blob and the kernel library a backend provides with
 `tconv.runtime.plan.write_artifact` (atomically: a failure leaves no partial
 artifact).
@@ -35,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from tconv.ir.loader import TconvError
+from tconv.kernels.concat_views import concat_views
 from tconv.kernels.program import DTYPES, KernelProgram
 from tconv.runtime import plan as plan_format
 from tconv.runtime.memory_plan import ALIGNMENT, align_up, buffers_for_steps, plan_arena
@@ -102,22 +106,31 @@ def plan_program(
         data = np.ascontiguousarray(arrays[index], DTYPES[tensors[index].dtype]).tobytes()
         blob[offset : offset + len(data)] = data
 
-    # Arena: inputs and activations, placed by liveness over the call order.
-    arena_ids = [t.id for t in tensors if t.kind in ("input", "activation")]
+    # Arena: inputs and activations, placed by liveness over the call order;
+    # a concatenation's parts are views of its result, placed with it.
+    views = concat_views(program)
+    calls = [call for index, call in enumerate(program.calls) if index not in views.dropped]
+    arena_ids = [t.id for t in tensors if t.kind in ("input", "activation") and t.id not in views.base]
     slot = {tensor_id: i for i, tensor_id in enumerate(arena_ids)}
-    steps = [[slot[a] for a in call.args if a in slot] for call in program.calls]
+
+    def slot_of(tensor_id: int) -> int | None:
+        base = views.resolve(tensor_id)[0]
+        return slot.get(base)
+
+    steps = [[slot_of(a) for a in call.args if slot_of(a) is not None] for call in calls]
     buffers = buffers_for_steps(
         [tensors[i].nbytes for i in arena_ids],
         steps,
         inputs=[slot[t.id] for t in program.inputs],
-        outputs=[slot[i] for i in program.outputs],
+        outputs=[slot_of(i) for i in program.outputs],
     )
     arena = plan_arena(buffers, ALIGNMENT)
 
     plan_tensors = []
     for tensor in tensors:
-        if tensor.id in slot:
-            location, offset = "arena", arena.offsets[slot[tensor.id]]
+        if slot_of(tensor.id) is not None:
+            base, within = views.resolve(tensor.id)
+            location, offset = "arena", arena.offsets[slot[base]] + within
         else:
             location, offset = "param", param_offsets[tensor.id]
         plan_tensors.append(
@@ -131,7 +144,7 @@ def plan_program(
         tensors=tuple(plan_tensors),
         inputs=tuple(t.id for t in program.inputs),
         outputs=tuple(program.outputs),
-        calls=tuple(plan_format.Call(c.symbol, c.args) for c in program.calls),
+        calls=tuple(plan_format.Call(c.symbol, c.args) for c in calls),
         target=target,
         arch=arch,
     )
@@ -195,5 +208,5 @@ def write_program_artifact(
         activation_bytes=activation_bytes,
         params_bytes=plan.params_bytes,
         calls=len(plan.calls),
-        kernels=len(program.symbols),
+        kernels=len({call.symbol for call in plan.calls}),
     )
