@@ -108,8 +108,12 @@ def execute(args: argparse.Namespace) -> None:
     )
     if compiled.tuned:
         note(f"applied tuned schedules to {compiled.tuned} convolution(s) from {database.path}")
-    if compiled.packed:
-        note(f"{compiled.packed} convolution(s) read or write activations in channel blocks (--layout nchw: none)")
+    layouts = compiled.layouts
+    if layouts is not None and layouts.packed:
+        note(f"{layouts.packed} convolution(s) read or write activations in channel blocks (--layout nchw: none)")
+    if layouts is not None and layouts.kept_tuned:
+        note(f"{layouts.kept_tuned} tuned convolution(s) stay NCHW (their knobs were measured on NCHW kernels); "
+             "--no-tuning stores them in channel blocks, which may run faster")
     print(compiled.report.format())
 
 

@@ -8,7 +8,7 @@ import pytest
 from support import assert_usage_error, relative_error, tconv, trained_like_params
 
 from tconv.cli.files import write_network
-from tconv.compile import compile_network, plan_layouts
+from tconv.compile import LayoutPlan, compile_network, plan_layouts
 from tconv.errors import TconvError
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.ops import Conv2dOp
@@ -48,7 +48,7 @@ def layouts(module) -> dict[str, tuple[str, str]]:
 def test_direct_and_depthwise_convolutions_are_packed_in_one_vector(unit, block):
     module = mobile_and_dense()
     assert default_algorithm(conv_shape(convs(module)["dense3x3"]), unit) == WINOGRAD
-    assert plan_layouts(module, unit) == 3
+    assert plan_layouts(module, unit) == LayoutPlan(packed=3)
     packed = f"NCHW{block}c"
     assert layouts(module) == {
         # Its result is also the residual of project's kernel, which writes NCHW for the Winograd layer.
@@ -71,7 +71,7 @@ def test_networks_with_layouts_or_quantised_ops_keep_their_own():
     module = mobile_and_dense()
     PassPipeline.parse_spec(dict(PASSES), "tconv-pack{block=4}").apply(make_context(), module)
     text = module_text(module)
-    assert plan_layouts(module, AVX512) == 0
+    assert plan_layouts(module, AVX512) == LayoutPlan()
     assert module_text(module) == text
 
     quantised = mobile_and_dense()
@@ -81,14 +81,14 @@ def test_networks_with_layouts_or_quantised_ops_keep_their_own():
 
     QuantizePass().quantize(quantised, params, examples)
     text = module_text(quantised)
-    assert plan_layouts(quantised, AVX512) == 0
+    assert plan_layouts(quantised, AVX512) == LayoutPlan()
     assert module_text(quantised) == text
 
 
 def test_nothing_to_pack_leaves_every_activation_nchw():
     b = NetworkBuilder("odd", (1, 3, 9, 9))
     module = b.finish(b.conv2d(b.input, 5, 3, padding=1, name="conv"))  # 5 channels: no block divides them
-    assert plan_layouts(module, AVX512) == 0
+    assert plan_layouts(module, AVX512) == LayoutPlan()
     assert layouts(module) == {"conv": ("NCHW", "NCHW")}
 
 
@@ -97,7 +97,7 @@ def test_the_compiled_network_computes_what_the_reference_does(tmp_path, layout)
     module = mobile_and_dense()
     params = trained_like_params(module)
     compiled = compile_network(module, params, tmp_path / "net", layout=layout)
-    assert compiled.packed == (3 if layout == "auto" else 0)
+    assert compiled.layouts == (LayoutPlan(packed=3) if layout == "auto" else None)
     assert layouts(module)["dw"] == ("NCHW", "NCHW")  # the caller's module is left as it was
     image = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
     with Runtime(tmp_path / "net", threads=2) as runtime:
@@ -124,12 +124,26 @@ def test_tconv_compile_says_how_many_convolutions_it_packed(tmp_path, capsys):
                        "--layout")
 
 
+def test_tconv_compile_says_when_tuned_knobs_keep_convolutions_nchw(tmp_path, capsys):
+    from tconv.search.tuning import Knobs, TuningDatabase, default_threads, target_key, workload_of
+
+    module = mobile_and_dense()
+    write_network(tmp_path / "net.mlir", module, trained_like_params(module))
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    knobs = Knobs(channels=16, columns=8)
+    database.add(workload_of(convs(module)["project"]), target_key(default_threads()), knobs, 1e-3)
+    status, out, err = tconv(capsys, "compile", tmp_path / "net.mlir", "--tuning", tmp_path / "db.jsonl",
+                             "-o", tmp_path / "art")
+    assert status == 0, err
+    assert "1 tuned convolution(s) stay NCHW" in err and "2 convolution(s) read or write" in err
+
+
 def test_convolutions_with_loop_knobs_stay_nchw():
     """Tuned knobs were measured on NCHW kernels: such a convolution, and
     so its neighbours' tensors, stay NCHW; the others are still packed."""
     module = mobile_and_dense()
     convs(module)["project"].properties["schedule"] = ConvSchedule(tiles={"oc": (16,), "ow": (8,)}).to_attr()
-    assert plan_layouts(module, AVX512) == 2
+    assert plan_layouts(module, AVX512) == LayoutPlan(packed=2, kept_tuned=1)
     found = layouts(module)
     assert found["project"] == ("NCHW", "NCHW")
     assert found["expand"] == ("NCHW", "NCHW16c") and found["dw"] == ("NCHW16c", "NCHW")
