@@ -224,6 +224,21 @@ def test_conv2d_with_wide_blocks_and_tails():
     assert_matches_reference(module, random_params(module, 3))
 
 
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_a_channel_block_of_three_vectors_is_vectorised_in_powers_of_two(kernel):
+    """A block of 48 channels (3 AVX-512 vectors, 6 AVX2 ones) is vectorised
+    as unrolled vectors of 16, not one <48 x float> (which LLVM rebuilt by
+    shuffles through the stack at every step, 40x slower), and computes
+    the same values."""
+    b = NetworkBuilder("wide", (1, 24, 9, 9))
+    x = b.conv2d(b.input, 96, kernel, padding=kernel // 2, name="conv")
+    module = scheduled(b.finish(epilogue(b, x, "bn_relu")), ConvSchedule(tiles={"oc": (48,), "ow": (3,)}))
+    assert_matches_reference(module, random_params(module, 4))
+    kernels, _ = lower_kernels(module)
+    text = kernels.script()
+    assert "T.vectorized(16)" in text and "T.vectorized(48)" not in text
+
+
 def test_pointwise_conv2d_with_a_position_tail():
     """The pointwise kernel over 7² = 49 flattened positions, batch 2, 40
     output channels: the models choose it for AVX2 and AVX-512 alike, in

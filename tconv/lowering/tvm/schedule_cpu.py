@@ -154,6 +154,21 @@ def _reductions(sch: Schedule, conv, spatial: int) -> tuple[list, list]:
     return loops[-(spatial + count):-count], loops[-count:]
 
 
+def vectorize_channels(sch: Schedule, loop) -> None:
+    """Vectorise the accumulator's channel `loop`; one whose extent is not a
+    power of two is split into unrolled vectors of the largest power of two
+    dividing it. A <48 x float> accumulator (a tuner's block of 3 AVX-512
+    vectors) was reassembled from the stack by shuffles at every step and
+    ran 256 channels at 14² at 7 GFLOP/s, against 250 for 32 or 64
+    (docs/benchmarks.md, Measurements behind the schedules)."""
+    extent = sch.get(loop).extent.value
+    width = extent & -extent
+    if width != extent and width >= 4:
+        parts, loop = sch.split(loop, [None, width])
+        sch.unroll(parts)
+    sch.vectorize(loop)
+
+
 def _store_tile(sch: Schedule, packed_output: bool, channel_parts, column, channel) -> None:
     """The epilogue's store of a register tile. Packed, the tile as it is:
     each column's channels of a layout block one vector store (the other
@@ -219,7 +234,7 @@ def schedule_conv2d(
         rc, ry, rx = reductions
         sch.reorder(rc, ry, rx, column, channel)
     sch.unroll(column)
-    sch.vectorize(channel)
+    vectorize_channels(sch, channel)
     kh, kw = sch.get(ry).extent.value, sch.get(rx).extent.value
     if kh * kw <= MAX_UNROLLED_TAPS:
         sch.unroll(ry)
@@ -264,7 +279,7 @@ def schedule_pointwise_conv2d(
     (column, channel), reductions = _reductions(sch, conv, 2)
     sch.reorder(*reductions, column, channel)
     sch.unroll(column)
-    sch.vectorize(channel)
+    vectorize_channels(sch, channel)
     sch.decompose_reduction(conv, reductions[0])
     _store_tile(sch, packed_output, parts[:-1] if packed_output else (), fi, oi)
     return sch.mod["main"]
