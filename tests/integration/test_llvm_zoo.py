@@ -1,9 +1,11 @@
 """Zoo networks compiled whole by the LLVM backend into artifacts and run by
 the C runtime, against the reference executor on random inputs and
 trained-like parameters (so that batch-norm folding is exercised): every
-network of the zoo for every dataset it is built for (all but four marked
-slow: `-m "not slow"` runs those four in under a minute); and the program's
-shape against the TVM backend's."""
+network of the zoo built for CIFAR-10 here, the ImageNet ones in
+test_llvm_zoo_imagenet.py (two files, so that `--dist loadfile` can run
+them on two workers); all but four marked slow (`-m "not slow"` runs those
+four in under a minute); and the program's shape against the TVM
+backend's."""
 
 import numpy as np
 import pytest
@@ -19,16 +21,23 @@ FAST = {("resnet18", "cifar10"), ("resnext29_2x64d", "cifar10"), ("mobilenet_v2"
 """Residual, grouped, depthwise and concatenating networks: the fast set (under a minute)."""
 
 
-@pytest.mark.parametrize(
-    ("name", "dataset"),
-    [
+def zoo_cases(imagenet: bool) -> list:
+    """Every zoo network and dataset, ImageNet's or the others, the fast set unmarked."""
+    return [
         pytest.param(name, dataset, id=f"{name}-{dataset}",
                      marks=[] if (name, dataset) in FAST else [pytest.mark.slow])
         for name in zoo.network_names()
         for dataset in zoo.datasets(name)
-    ],
-)
+        if (dataset == "imagenet") == imagenet
+    ]
+
+
+@pytest.mark.parametrize(("name", "dataset"), zoo_cases(imagenet=False))
 def test_zoo_network_artifact_matches_reference(name, dataset, tmp_path):
+    check_zoo_artifact(name, dataset, tmp_path)
+
+
+def check_zoo_artifact(name: str, dataset: str, tmp_path) -> None:
     module = zoo.build(name, dataset)
     params = trained_like_params(module)
     report = compile_artifact(module, params, tmp_path / name)
