@@ -117,7 +117,7 @@ def plan_program(
         base = views.resolve(tensor_id)[0]
         return slot.get(base)
 
-    steps = [[slot_of(a) for a in call.args if slot_of(a) is not None] for call in calls]
+    steps = [[i for i in map(slot_of, call.args) if i is not None] for call in calls]
     buffers = buffers_for_steps(
         [tensors[i].nbytes for i in arena_ids],
         steps,

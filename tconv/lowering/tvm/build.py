@@ -467,7 +467,7 @@ class _Lowering(ProgramBuilder):
         for what these kernels cannot do."""
         groups = op.groups.value.data
         in_channels = shape_of(op.input)[1]
-        depthwise = groups == in_channels == shape_of(op.output)[1]
+        depthwise = conv_shape(op).depthwise
         if groups != 1 and not depthwise:
             raise LoweringError(located(op, (
                 "tvm backend: packed layouts are honoured for ungrouped and depthwise convolutions only, "

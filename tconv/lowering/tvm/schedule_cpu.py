@@ -314,7 +314,8 @@ def schedule_depthwise_conv2d(
     rows = sch.fuse(n, cb, p)
     sch.parallel(rows)
     pad = _stage(sch, "pad")
-    if pad is not None and len(sch.get(pad).reads[0].region) == 5:
+    padded_by_row = pad is not None and len(sch.get(pad).reads[0].region) == 5
+    if padded_by_row:
         # An input in channel blocks is padded row by row into a buffer that
         # stays in L1 (the taps' rows, re-copied by the next output row):
         # a whole padded copy is one more pass over memory, and the
@@ -322,7 +323,6 @@ def schedule_depthwise_conv2d(
         # (docs/benchmarks.md, MobileNetV2 in channel blocks).
         sch.compute_at(pad, rows, preserve_unit_loops=True)
         sch.vectorize(sch.get_loops(pad)[-1])
-        pad = None
     column, channel, ry, rx = sch.get_loops(conv)[-4:]
     sch.reorder(ry, rx, column, channel)
     sch.unroll(ry)
@@ -332,7 +332,7 @@ def schedule_depthwise_conv2d(
     sch.vectorize(channel)
     sch.decompose_reduction(conv, ry)
     _store_tile(sch, packed_output, (), qi, ci)
-    if pad is not None:
+    if not padded_by_row:
         schedule_pad(sch)
     return sch.mod["main"]
 

@@ -13,10 +13,11 @@ that conversions cancel:
 
 - a *packed* convolution is a selected (`layers`, see `tconv.passes.select`)
   ungrouped or depthwise one whose schedule, if any, vectorises a block of
-  output channels and names no algorithm but `direct`. An ungrouped one may read a packed input if `block`
-  divides its input channels, and write a packed output if `block` divides
-  its output channels (and its schedule's channel block, if it sets one, is
-  a multiple of `block` that divides them). A depthwise one may do both if
+  output channels and names no algorithm but `direct`. An ungrouped one may
+  read a packed input if `block` divides its input channels, and write a
+  packed output if `block` divides its output channels (and its schedule's
+  channel block, if it sets one, is a multiple of `block` that divides
+  them). A depthwise one may do both if
   `block` divides its channels (and its schedule's vector of channels, if it
   sets one, is `block`): its vector is a block of channels, so it reads and
   writes them as they are stored, where NCHW costs it a transpose each way;
@@ -56,6 +57,7 @@ from xdsl.utils.exceptions import PassFailedException
 
 from tconv.ir.ops import Conv2dOp, shape_of
 from tconv.ir.schedule import DIRECT, ActivationLayouts, ConvSchedule, packed_layout, parse_schedule
+from tconv.kernels.algorithm import conv_shape
 from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.passes.select import select_convs
 
@@ -80,7 +82,7 @@ def packing(conv: Conv2dOp, block: int) -> Packing:
     """Whether `conv` may read and write activations in blocks of `block`."""
     groups = conv.groups.value.data
     in_channels, out_channels = shape_of(conv.input)[1], shape_of(conv.output)[1]
-    depthwise = groups == in_channels == out_channels
+    depthwise = conv_shape(conv).depthwise
     if groups != 1 and not depthwise:
         reason = f"it is grouped (groups {groups}); packed layouts are for ungrouped and depthwise convolutions"
         return Packing(reason, reason)
@@ -208,9 +210,8 @@ def pack_module(
     packings: dict[Conv2dOp, Packing] = {}
     skipped: dict[str, list[str]] = {}
     for choice in selected:
-        found = packing(choice.conv, block)
-        if choice.conv in keep:
-            found = Packing(keep[choice.conv], keep[choice.conv])
+        kept = keep.get(choice.conv)
+        found = packing(choice.conv, block) if kept is None else Packing(kept, kept)
         if found.reason is None:
             packings[choice.conv] = found
         elif choice.explicit:
