@@ -303,14 +303,18 @@ def conv_network(channels, size, out_channels, kernel, stride, groups):
     )
 
 
-def apply_database(module, database, threads: int, tune_s: float) -> None:
-    """Tune `module`'s workloads for `tune_s` seconds (if any), then give its
-    convolutions their best recorded schedules."""
-    from tconv.search.tuning import apply_tuning, tune
+def apply_database(module, database, threads: int, tune_s: float, layout: str) -> None:
+    """Tune `module`'s workloads for `tune_s` seconds (if any) in the
+    activation `layout` `tconv compile --layout` gives them ("nchw" for a
+    lone convolution, whose input and output are the network's), then give
+    its convolutions their best recorded schedules and those layouts."""
+    from tconv.compile import schedule_network
+    from tconv.search.tuning import CpuSchedules, cpu_unit, tune
 
     if tune_s > 0:
-        tune(module, database, tune_s, threads)
-    apply_tuning(module, database, threads)
+        tune(module, database, tune_s, threads,
+             schedules=CpuSchedules(threads, cpu_unit().lanes if layout == "auto" else 0))
+    schedule_network(module, database, threads=threads, layout=layout)
 
 
 def runs_for(runner) -> int:
@@ -406,7 +410,7 @@ def main() -> int:
             if args.only and name not in args.only:
                 continue
             module = conv_network(*shape)
-            apply_database(module, database, threads, args.tune)
+            apply_database(module, database, threads, args.tune, "nchw")
             rows += measure(name, module, init_params(module), TorchConvRunner, args.threads, peaks, args.rounds,
                             not args.no_tvm, args.torch_compile)
     if not args.kernels:
@@ -414,7 +418,7 @@ def main() -> int:
             if args.only and name not in args.only:
                 continue
             module = build(network, dataset)
-            apply_database(module, database, threads, args.tune)
+            apply_database(module, database, threads, args.tune, "auto")
             rows += measure(name, module, init_params(module), TorchNetworkRunner, args.threads, peaks, args.rounds,
                             not args.no_tvm, args.torch_compile)
     report = "\n".join([*lines, HEADER, *(row.markdown() for row in rows)]) + "\n"

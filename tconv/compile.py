@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
@@ -44,7 +44,10 @@ class LayoutPlan:
     packed: int = 0
     """Convolutions that read or write activations in channel blocks."""
     kept_tuned: int = 0
-    """Convolutions left NCHW only because their schedule sets loop knobs."""
+    """Convolutions left NCHW only because their schedule sets loop knobs for NCHW."""
+    nchw_tuned: int = 0
+    """Convolutions the tuning database has knobs for only as measured in
+    NCHW (`tconv tune --layout nchw`): they run their defaults in blocks."""
 
 
 def compile_network(
@@ -82,19 +85,62 @@ def compile_network(
     # Imported on use: TVM loads only when something is compiled.
     from tconv.lowering.tvm.artifact import compile_artifact
 
-    tuned = 0
-    if database is not None:
-        from tconv.search.cuda_tuning import CudaSchedules
-        from tconv.search.tuning import CpuSchedules, apply_tuning, default_threads
+    tuned, layouts = schedule_network(module, database, target=target, arch=arch, threads=threads, layout=layout)
+    return CompiledNetwork(compile_artifact(module, params, output, target=target, arch=arch), tuned, layouts)
 
-        schedules = CudaSchedules(arch) if target == "cuda" else CpuSchedules(threads or default_threads())
-        tuned = apply_tuning(module, database, threads, schedules)
-    layouts = None
-    if layout == "auto" and target == "cpu":
+
+def schedule_network(
+    module: ModuleOp, database, *, target: str = "cpu", arch: str = "sm_90", threads: int | None = None,
+    layout: str = "auto",
+) -> tuple[int, LayoutPlan | None]:
+    """Give `module`'s convolutions the TVM backend's schedules in place, as
+    `compile_network` does (and `tconv tune --write`): the knobs
+    `database` (None: none) chose for `target`, then, with `layout` "auto"
+    on a CPU, channel blocks where the kernels gain (`plan_layouts`). With
+    "auto", the database's knobs are those measured in the layouts the
+    convolutions get (`tuning.CpuSchedules.layout`: `tconv tune --layout
+    auto`'s), so tuned convolutions are packed too. How many
+    convolutions got knobs, and what `plan_layouts` did (None: it did not
+    run: "nchw", cuda, or a network that keeps its own layouts,
+    `keeps_own_layouts`)."""
+    unit = None
+    if layout == "auto" and target == "cpu" and not keeps_own_layouts(module):
         from tconv.search.tuning import cpu_unit
 
-        layouts = plan_layouts(module, cpu_unit())
-    return CompiledNetwork(compile_artifact(module, params, output, target=target, arch=arch), tuned, layouts)
+        unit = cpu_unit()
+    tuned = nchw_tuned = 0
+    if database is not None:
+        from tconv.search.cuda_tuning import CudaSchedules
+        from tconv.search.tuning import CpuSchedules, apply_tuning, default_threads, tunable_convs, workload_of
+
+        if target == "cuda":
+            schedules = CudaSchedules(arch)
+        else:
+            threads = threads or default_threads()
+            schedules = CpuSchedules(threads, unit.lanes if unit is not None else 0)
+        if unit is not None:
+            nchw = CpuSchedules(threads)
+            nchw_tuned = sum(
+                1 for w in map(workload_of, tunable_convs(module))
+                if database.chosen(w, schedules) is None and database.chosen(w, nchw) is not None
+            )
+        tuned = apply_tuning(module, database, threads, schedules)
+    if unit is None:
+        return tuned, None
+    return tuned, replace(plan_layouts(module, unit), nchw_tuned=nchw_tuned)
+
+
+def keeps_own_layouts(module: ModuleOp) -> bool:
+    """Whether `module` keeps the layouts it has: it stores activations in
+    channel blocks already (`tconv-pack` run by its author), or has
+    quantised ops (their kernels read NCHW)."""
+    from tconv.ir.ops import QUANT_OPS, Conv2dOp
+    from tconv.ir.schedule import conv_layouts
+
+    return any(
+        isinstance(op, QUANT_OPS) or (isinstance(op, Conv2dOp) and conv_layouts(op.schedule).packed)
+        for op in module.walk()
+    )
 
 
 def plan_layouts(module: ModuleOp, unit) -> LayoutPlan:
@@ -107,25 +153,26 @@ def plan_layouts(module: ModuleOp, unit) -> LayoutPlan:
     default, as in blocks it runs on its vector of channels without the
     transposes that make GSPC its default in NCHW (MobileNetV2 on this
     machine: docs/benchmarks.md, "Activations in channel blocks"). A
-    convolution whose schedule sets loop knobs (the tuning database's, or
-    the network's own) stays NCHW: `tconv tune` measures NCHW kernels, and
-    ResNet-18's tuned knobs ran 6% slower packed (MobileNetV2's, tuned,
-    4.8 ms in NCHW against 3.5 untuned in blocks: `LayoutPlan.kept_tuned`
-    counts what tuning held back). A network that already has layouts, or
-    quantised ops, keeps its own."""
+    convolution whose schedule asks for blocks (knobs that `apply_tuning`
+    chose among those measured in blocks) is packed with its knobs; one
+    whose schedule sets loop knobs for NCHW (the network's own, or a
+    database's measured only in NCHW) stays NCHW: ResNet-18's NCHW-tuned
+    knobs ran 6% slower packed (`LayoutPlan.kept_tuned` counts what such
+    knobs held back). The caller leaves alone a network that
+    `keeps_own_layouts`: this plan replaces every layout it finds."""
     from xdsl.utils.exceptions import PassFailedException
 
-    from tconv.ir.ops import QUANT_OPS, Conv2dOp
+    from tconv.ir.ops import Conv2dOp
     from tconv.ir.schedule import DIRECT, GSPC, SPARSE, ConvSchedule, conv_layouts, parse_schedule
     from tconv.kernels.algorithm import conv_shape, default_algorithm, sparse_pays
     from tconv.passes.classical.pack import pack_module, packing
 
-    ops = list(module.walk())
-    convs = [op for op in ops if isinstance(op, Conv2dOp)]
-    if any(isinstance(op, QUANT_OPS) for op in ops) or any(conv_layouts(c.schedule).packed for c in convs):
-        return LayoutPlan()
+    convs = [op for op in module.walk() if isinstance(op, Conv2dOp)]
     reason = "its schedule's loop knobs were chosen for NCHW kernels"
-    keep = {c: reason for c in convs if c.schedule is not None and parse_schedule(c.schedule).transforms_loops}
+    keep = {
+        c: reason for c in convs if c.schedule is not None
+        and parse_schedule(c.schedule).transforms_loops and not conv_layouts(c.schedule).packed
+    }
     kept_tuned = sum(1 for conv in keep if packing(conv, unit.lanes).reason is None)
     for conv in convs:
         if conv.schedule is not None:

@@ -70,9 +70,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layout", default="auto", choices=LAYOUTS,
         help="tvm on cpu: where activations are stored in channel blocks of one vector (NCHW[16]c with "
-        "AVX-512) between the convolutions that gain; auto (default) decides, nchw never does. Tuned "
-        "convolutions stay NCHW (their knobs were measured so), and a network whose convolutions carry "
-        "layouts (tconv-pack) keeps its own",
+        "AVX-512) between the convolutions that gain; auto (default) decides, nchw never does. With auto the "
+        "tuning database's knobs are chosen among those measured in channel blocks too (tconv tune --layout "
+        "auto); a network whose convolutions carry layouts (tconv-pack) keeps its own",
     )
     parser.add_argument(
         "-o", "--output", required=True, metavar="DIR",
@@ -112,8 +112,11 @@ def execute(args: argparse.Namespace) -> None:
     if layouts is not None and layouts.packed:
         note(f"{layouts.packed} convolution(s) read or write activations in channel blocks (--layout nchw: none)")
     if layouts is not None and layouts.kept_tuned:
-        note(f"{layouts.kept_tuned} tuned convolution(s) stay NCHW (their knobs were measured on NCHW kernels); "
-             "--no-tuning stores them in channel blocks, which may run faster")
+        note(f"{layouts.kept_tuned} convolution(s) stay NCHW: their schedules set loop knobs for NCHW kernels")
+    if layouts is not None and layouts.nchw_tuned:
+        note(f"{layouts.nchw_tuned} convolution(s) have tuned knobs for NCHW kernels only (tconv tune --layout "
+             "nchw) and run their defaults in channel blocks: `tconv tune` measures them in blocks; "
+             "--layout nchw applies the NCHW knobs")
     print(compiled.report.format())
 
 

@@ -175,7 +175,9 @@ def _measurer(target: str, threads: int):
     from tconv.search.latency import LocalMeasurer
 
     if target == "cpu":
-        return LocalMeasurer(threads)
+        from tconv.search.tuning import cpu_unit
+
+        return LocalMeasurer(threads, cpu_unit().lanes)  # in channel blocks, as the answer is compiled
     if target == "cuda":
         from tconv.search.cuda_measure import CudaMeasurer
 

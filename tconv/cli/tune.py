@@ -22,6 +22,7 @@ import re
 import sys
 
 from tconv.cli.command import Command, UsageError, positive_int
+from tconv.compile import LAYOUTS
 from tconv.ir.loader import load_module, module_text, write_text_atomic
 
 
@@ -51,7 +52,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(needs TVM, not a GPU; a GPU machine with nvcc then tunes with --kernels DIR, without TVM)",
     )
     parser.add_argument(
-        "--write", metavar="OUT.mlir", help="also write the IR with the best schedules applied"
+        "--layout", default="auto", choices=LAYOUTS,
+        help="cpu: the activation layouts to measure in, as `tconv compile --layout` will store them: auto "
+        "(default) measures convolutions that can be packed in channel blocks of one vector (and Winograd in "
+        "NCHW), nchw measures NCHW kernels only",
+    )
+    parser.add_argument(
+        "--write", metavar="OUT.mlir",
+        help="also write the IR with the best schedules applied (and, with --layout auto, the layouts)",
     )
 
 
@@ -68,10 +76,12 @@ def execute(args: argparse.Namespace) -> None:
         os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM starts its thread pool
     module = load_module(args.file)
     # Imported on use: TVM loads only when something is measured.
+    from tconv.compile import keeps_own_layouts, schedule_network
     from tconv.search.tuning import (
         CpuSchedules,
         TuningDatabase,
         apply_tuning,
+        cpu_unit,
         default_database_path,
         default_threads,
         format_reports,
@@ -95,7 +105,8 @@ def execute(args: argparse.Namespace) -> None:
                     print(f"compiled {built} prepared kernel(s) in {args.kernels}", file=sys.stderr)
             reports = tune(module, database, args.budget, None, measure_fn=measurer.measure, schedules=schedules)
     else:
-        schedules = CpuSchedules(default_threads())
+        packs = args.layout == "auto" and not keeps_own_layouts(module)
+        schedules = CpuSchedules(default_threads(), cpu_unit().lanes if packs else 0)
         reports = tune(module, database, args.budget, None, schedules=schedules)
     if not reports:
         depthwise = " (on cuda, depthwise ones have no knobs)" if args.target == "cuda" else ""
@@ -104,7 +115,10 @@ def execute(args: argparse.Namespace) -> None:
     print(format_reports(reports), end="")
     print(f"database: {database.path} ({schedules.target})")
     if args.write:
-        applied = apply_tuning(module, database, None, schedules)
+        if args.target == "cuda":
+            applied = apply_tuning(module, database, None, schedules)
+        else:
+            applied, _ = schedule_network(module, database, layout=args.layout)
         write_text_atomic(args.write, module_text(module))
         print(f"wrote {args.write} ({applied} convolutions scheduled)")
 

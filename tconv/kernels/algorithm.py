@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tconv.ir.ops import Conv2dOp, shape_of
-from tconv.ir.schedule import ALGORITHMS, DIRECT, GSPC, SPARSE, WINOGRAD, ConvSchedule, ScheduleError
+from tconv.ir.schedule import ALGORITHMS, DIRECT, GSPC, SPARSE, WINOGRAD, ActivationLayouts, ConvSchedule, ScheduleError
 from tconv.ir.shapes import window_output
 from tconv.kernels import blocking, winograd
 from tconv.kernels.target import VectorUnit
@@ -180,10 +180,24 @@ def sparse_pays(shape: ConvShape, nonzeros: int | None) -> bool:
     return nonzeros is not None and nonzeros <= SPARSE_DENSITY * shape.in_group * shape.kernel[0] * shape.kernel[1]
 
 
-def default_blocking(shape: ConvShape, unit: VectorUnit, algorithm: str | None = None) -> blocking.ConvBlocking:
+def default_blocking(
+    shape: ConvShape, unit: VectorUnit, algorithm: str | None = None, layouts: ActivationLayouts | None = None,
+) -> blocking.ConvBlocking:
     """The blocking a CPU gives a direct or GSPC convolution of `shape`
-    without a loop schedule (NCHW activations): `algorithm`'s, or (None)
-    the one the models choose."""
+    without a loop schedule: `algorithm`'s, or (None) the one the models
+    choose. With an activation in channel blocks (`layouts`, ungrouped or
+    depthwise), the direct template's: a depthwise one's vector is the
+    layout's block, an ungrouped one's channel block a multiple of its
+    output's block (where a 1×1 convolution on a small image runs the
+    pointwise kernel instead, `blocking.runs_pointwise` says so)."""
+    if layouts is not None and layouts.packed:
+        if shape.depthwise:
+            block = layouts.input_block or layouts.output_block
+            return replace(blocking.depthwise_channel_blocking(shape.out_channels, shape.out_width, unit), block=block)
+        return blocking.conv2d_blocking(
+            1, shape.out_channels, shape.out_width, unit, out_height=shape.out_height, kernel=shape.kernel,
+            layout_block=layouts.output_block, in_shape=shape.input[1:], packed_input=layouts.input_block is not None,
+        )
     columns = None if algorithm is None else algorithm == GSPC
     if shape.depthwise:
         return blocking.depthwise_blocking(

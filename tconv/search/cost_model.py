@@ -56,7 +56,7 @@ from tconv.search.tuning import Knobs, TuningDatabase, Workload
 Sample = tuple[Workload, Knobs, float]
 """One measurement: a workload, the knobs it ran with, its seconds."""
 
-MAX_KNOBS = 6
+MAX_KNOBS = 7
 """Knob slots in the feature vector (`tuning.Knobs.slots`)."""
 
 MISSING_KNOB = -1.0

@@ -50,13 +50,17 @@ class Measurer(Protocol):
 
 @dataclass
 class LocalMeasurer:
-    """This machine's CPU, with the threads kernels are compiled for."""
+    """This machine's CPU, with the threads kernels are compiled for;
+    `layout`: measuring convolutions with their activations in channel
+    blocks of `layout` where they can be (`tuning.CpuSchedules.layout`), as
+    `tconv compile --layout auto` runs them."""
 
     threads: int
+    layout: int = 0
 
     @property
     def target_key(self) -> str:
-        return target_key(self.threads)
+        return target_key(self.threads, self.layout)
 
     def measure(self, workload: Workload, knobs: Knobs) -> float:
         from tconv.search.tuning import measure
@@ -98,10 +102,11 @@ class LayerLatencies:
 
     def candidates(self, workload: Workload) -> list[Knobs]:
         """The knobs worth measuring for `workload`, the default first:
-        `tuning.candidates`; where the target is not `tunable`, only
-        `UNSCHEDULED` (its kernels take no schedule, and no CPU template's
-        default is built for it, so this needs no TVM)."""
-        return candidates(workload) if self.tunable else [UNSCHEDULED]
+        `tuning.candidates` (in the measurer's `layout`, where it has one);
+        where the target is not `tunable`, only `UNSCHEDULED` (its kernels
+        take no schedule, and no CPU template's default is built for it, so
+        this needs no TVM)."""
+        return candidates(workload, getattr(self.measurer, "layout", 0)) if self.tunable else [UNSCHEDULED]
 
     def _measure(self, workload: Workload, knobs: Knobs) -> float:
         seconds = self.measurer.measure(workload, knobs)

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tconv.errors import TconvError
-from tconv.search.tuning import KERNELS, Knobs, Workload, conv_network, runs_per_repeat
+from tconv.search.tuning import KERNELS, Knobs, Workload, conv_network, measured_calls, runs_per_repeat
 
 if TYPE_CHECKING:
     from tvm.target import Target
@@ -286,7 +286,8 @@ class RpcMeasurer:
                 host, port, match_key = tracker.request(self.rpc.key, self.timeout_s)
             failure = None
             try:
-                seconds = self._time_remotely(host, port, match_key, library, program, arrays)
+                measured = measured_calls(list(range(len(program.calls))), knobs, workload)
+                seconds = self._time_remotely(host, port, match_key, library, program, arrays, measured)
             except Exception as err:  # tvm.error.RPCError and the like, raised by the device
                 failure = _last_line(err)
         # Raised here, not in the handler: the error would keep the session's frame, and so the session, alive.
@@ -298,12 +299,12 @@ class RpcMeasurer:
         self.servers_used[(host, port)] += 1
         return seconds
 
-    def _time_remotely(self, host, port, match_key, library, program, arrays) -> float:
-        """One session: upload, load and time the kernels (one, or a
-        Winograd convolution's three, run once in order so that each reads
-        what the one before wrote, then each timed: the sum of their fastest
-        rounds). Every remote object lives in this frame, so the session
-        closes when it returns."""
+    def _time_remotely(self, host, port, match_key, library, program, arrays, measured: list[int]) -> float:
+        """One session: upload, load and run the kernels once in order (so
+        that each reads what the one before wrote), then time those of the
+        calls `measured` (the convolution's one, or a Winograd convolution's
+        three): the sum of their fastest rounds. Every remote object lives in
+        this frame, so the session closes when it returns."""
         import tvm
         from tvm import rpc
 
@@ -324,7 +325,7 @@ class RpcMeasurer:
         for symbol, args in calls:
             kernels[symbol](*args)
         seconds = 0.0
-        for symbol, args in calls:
+        for symbol, args in (calls[index] for index in measured):
             probe = kernels.time_evaluator(symbol, device, number=1, repeat=1)
             number = runs_per_repeat(probe(*args).mean)
             timer = kernels.time_evaluator(symbol, device, number=number, repeat=self.repeat)

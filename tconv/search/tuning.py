@@ -77,7 +77,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp
-from tconv.ir.schedule import ConvSchedule, parse_schedule
+from tconv.ir.schedule import NCHW, ActivationLayouts, ConvSchedule, packed_layout, parse_schedule
 from tconv.kernels import blocking as kernel_blocking
 from tconv.kernels.algorithm import (
     DIRECT,
@@ -138,10 +138,13 @@ class Knobs:
     rows: int = 1
     unroll_kw: bool = True
     rows_first: bool = False
+    layout: int = 0
 
     def __post_init__(self) -> None:
         if self.algorithm not in (*TUNED_ALGORITHMS, UNSCHEDULED_ALGORITHM):
             raise ValueError(f"knobs: unknown algorithm {self.algorithm!r}")
+        if self.layout and self.algorithm in (WINOGRAD, GSPC):
+            raise ValueError(f"knobs: {self.algorithm} reads and writes NCHW, not channel blocks of {self.layout}")
 
     @property
     def tiled(self) -> bool:
@@ -176,6 +179,8 @@ class Knobs:
             fields["unroll_kw"] = 0
         if self.rows_first:
             fields["rows_first"] = 1
+        if self.layout:
+            fields["layout"] = self.layout
         return fields
 
     @classmethod
@@ -194,14 +199,18 @@ class Knobs:
                 f"unknown algorithm {json.dumps(algorithm)} (expected one of "
                 f"{', '.join((*TUNED_ALGORITHMS, UNSCHEDULED_ALGORITHM))})", "algorithm",
             )
+        layout = _knob(record, "layout", 0, low=0)
+        if layout and algorithm in (WINOGRAD, GSPC):
+            raise RecordError(f"'layout' is a knob of the direct template and of no schedule: {algorithm}'s must be 0",
+                              "layout")
         if algorithm not in (DIRECT, GSPC):  # no other knob: the record's tile fields say nothing
             for name in ("block", "width_tile"):
                 _knob(record, name, None, low=0)
-            return UNSCHEDULED if algorithm == UNSCHEDULED_ALGORITHM else WINOGRAD_KNOBS
+            return replace(UNSCHEDULED, layout=layout) if algorithm == UNSCHEDULED_ALGORITHM else WINOGRAD_KNOBS
         knobs = cls(
             str(algorithm), _knob(record, "block", None), _knob(record, "width_tile", None),
             _knob(record, "rows", 1), bool(_knob(record, "unroll_kw", 1, low=0, high=1)),
-            bool(_knob(record, "rows_first", 0, low=0, high=1)),
+            bool(_knob(record, "rows_first", 0, low=0, high=1)), layout,
         )
         if algorithm == DIRECT and knobs.rows != 1:
             raise RecordError("'rows' is a knob of gspc: the direct template's must be 1", "rows")
@@ -228,23 +237,25 @@ class Knobs:
         return cls(GSPC if columns else DIRECT, block, width_tile, rows, bool(unroll_kw), bool(rows_first))
 
     def slots(self) -> tuple[int, ...]:
-        """The knobs as six integers, for models: channels, columns, rows,
+        """The knobs as seven integers, for models: channels, columns, rows,
         the algorithm (0 direct or none, 1 GSPC, 2 Winograd), unroll_kw,
-        rows_first."""
+        rows_first, layout."""
         code = {GSPC: 1, WINOGRAD: 2}.get(self.algorithm, 0)
-        return (self.channels, self.columns, self.rows, code, int(self.unroll_kw), int(self.rows_first))
+        return (self.channels, self.columns, self.rows, code, int(self.unroll_kw), int(self.rows_first), self.layout)
 
     def describe(self) -> str:
         """In short: channels x columns for the direct template, "gspc"
         channels x rows x columns for GSPC, "winograd", "unscheduled"; "kw
         rolled" where the kernel-column loop is, "rows first" where the
-        parallel loops take rows first."""
+        parallel loops take rows first; the layout where it is not NCHW
+        ("NCHW16c")."""
+        layout = f" NCHW{self.layout}c" if self.layout else ""
         if not self.tiled:
-            return self.algorithm
+            return self.algorithm + layout
         text = f"gspc {self.channels}x{self.rows}x{self.columns}" if self.algorithm == GSPC else (
             f"{self.channels}x{self.columns}"
         )
-        return text + ("" if self.unroll_kw else " kw rolled") + (" rows first" if self.rows_first else "")
+        return text + ("" if self.unroll_kw else " kw rolled") + (" rows first" if self.rows_first else "") + layout
 
 
 MAX_KNOB = 2**16
@@ -336,37 +347,65 @@ an odd number: the round keeps their median."""
 def schedule_of(workload: Workload, knobs: Knobs) -> ConvSchedule | None:
     """The IR schedule that runs `workload` with `knobs` on a CPU: the
     template's full form for direct and GSPC knobs, `{algorithm =
-    "winograd"}`, or None for UNSCHEDULED."""
-    if knobs.algorithm == UNSCHEDULED_ALGORITHM:
-        return None
+    "winograd"}`, or None for UNSCHEDULED; with the activation layouts of
+    knobs for channel blocks (`tuned_layouts`)."""
     if knobs.algorithm == WINOGRAD:
         return ConvSchedule(algorithm=WINOGRAD)
-    return template_schedule(knobs.blocking(), workload.groups, workload.depthwise)
+    layouts = tuned_layouts(workload, knobs.layout) if knobs.layout else None
+    if knobs.algorithm == UNSCHEDULED_ALGORITHM:
+        return None if layouts is None else ConvSchedule(layout=layouts)
+    return replace(template_schedule(knobs.blocking(), workload.groups, workload.depthwise), layout=layouts)
 
 
 def knobs_of_schedule(workload: Workload, schedule: ConvSchedule | None) -> Knobs:
     """The CPU knobs a schedule asks for (the inverse of `schedule_of`; a
     loop schedule's open knobs at the backend's defaults)."""
+    layout = 0
+    if schedule is not None and schedule.layouts.packed:
+        layout = schedule.layouts.input_block or schedule.layouts.output_block
     if schedule is None or (schedule.algorithm is None and not schedule.transforms_loops):
-        return UNSCHEDULED
+        return replace(UNSCHEDULED, layout=layout)
     if schedule.algorithm == WINOGRAD:
         return WINOGRAD_KNOBS
-    default = default_blocking(workload, schedule.algorithm)
-    return Knobs.of_blocking(template_blocking(
+    default = default_blocking(workload, schedule.algorithm, layout)
+    return replace(Knobs.of_blocking(template_blocking(
         schedule, workload.groups, workload.out_group, default, workload.depthwise
-    ))
+    )), layout=layout)
 
 
-def unscheduled_differs(workload: Workload) -> bool:
+def tuned_layouts(workload: Workload, block: int) -> ActivationLayouts | None:
+    """The activation layouts knobs for channel blocks of `block` are
+    measured in (and applied with): an ungrouped convolution reads its
+    input in blocks where `block` divides its channels and writes its output
+    so where `block` divides its channels; a depthwise one both, where
+    `block` divides its channels. None where neither side can be packed (a
+    grouped convolution, channels no block divides). `tconv-pack` decides a
+    network's layouts from its neighbours as well: knobs measured packed on
+    both sides run a convolution that reads, say, a pooling's NCHW output."""
+    channels, out_channels = workload.input[1], workload.out_channels
+    if workload.depthwise:
+        sides = (channels % block == 0,) * 2
+    elif workload.groups == 1:
+        sides = (channels % block == 0, out_channels % block == 0)
+    else:
+        return None
+    if not any(sides):
+        return None
+    return ActivationLayouts(*(packed_layout(block if side else None) for side in sides))
+
+
+def unscheduled_differs(workload: Workload, layout_block: int | None = None) -> bool:
     """Whether the backend runs `workload` without a schedule in a way no
     schedule can ask for: a pointwise convolution on an image small enough
     that it tiles the flattened positions (`blocking.runs_pointwise`; a
     schedule tiles rows), faster than any row tiling on 256 channels at
-    14×14 (docs/benchmarks.md, Measurements behind the schedules). (Winograd,
-    the other default of its own, a schedule asks for: `WINOGRAD_KNOBS`.)"""
+    14×14 (docs/benchmarks.md, Measurements behind the schedules);
+    `layout_block`: its output stored in channel blocks of that size.
+    (Winograd, the other default of its own, a schedule asks for:
+    `WINOGRAD_KNOBS`.)"""
     return not workload.depthwise and kernel_blocking.runs_pointwise(
         workload.kernel, workload.strides, workload.padding, workload.groups, workload.out_group,
-        workload.out_height, workload.out_width, cpu_unit(),
+        workload.out_height, workload.out_width, cpu_unit(), layout_block,
     )
 
 
@@ -423,10 +462,14 @@ depthwise tile on the stack), so that the records of the old kernels stop
 counting rather than rank the new ones."""
 
 
-def target_key(threads: int) -> str:
+def target_key(threads: int, layout: int = 0) -> str:
+    """The database's key of this CPU on `threads` threads; `layout`: tuned
+    for activations in channel blocks of `layout` (`CpuSchedules.layout`),
+    a target of its own, as its knobs compete among themselves."""
     from tconv.lowering.tvm.target import host_cpu
 
-    return f"llvm -mcpu={host_cpu()} threads={threads} kernels={KERNELS}"
+    blocks = f" layout=NCHW{layout}c" if layout else ""
+    return f"llvm -mcpu={host_cpu()} threads={threads} kernels={KERNELS}{blocks}"
 
 
 class Schedules(Protocol):
@@ -460,37 +503,57 @@ class Schedules(Protocol):
 class CpuSchedules:
     """What tuning for this CPU on `threads` threads measures: the TVM CPU
     templates' knobs of every workload (`candidates`), as IR schedules
-    (`schedule_of`), recorded under `target_key`. `tconv.search.cuda_tuning`
-    has the same for the TVM backend's CUDA kernels."""
+    (`schedule_of`), recorded under `target_key`. With `layout` (a channel
+    block: `tconv compile --layout auto`'s vector), the knobs of the
+    activations in blocks where a workload can be packed, and Winograd,
+    under a target of their own: a round of NCHW knobs would otherwise put
+    the knobs for blocks out of the running, and the other way round.
+    `tconv.search.cuda_tuning` has the same for the TVM backend's CUDA
+    kernels."""
 
     threads: int
+    layout: int = 0
 
     @property
     def target(self) -> str:
-        return target_key(self.threads)
+        return target_key(self.threads, self.layout)
 
     def tunes(self, workload: Workload) -> bool:
         return True
 
     def candidates(self, workload: Workload) -> list[Knobs]:
-        return candidates(workload)
+        return candidates(workload, self.layout)
 
     def schedule(self, workload: Workload, knobs: Knobs) -> ConvSchedule | None:
         return schedule_of(workload, knobs)
 
     def runs(self, workload: Workload, knobs: Knobs) -> bool:
+        if knobs.layout and (knobs.layout != self.layout or tuned_layouts(workload, knobs.layout) is None):
+            return False
         if knobs.algorithm == UNSCHEDULED_ALGORITHM:
             return True
         if knobs.algorithm == WINOGRAD:
             return runs_winograd_kernels(workload)
+        schedule = schedule_of(workload, knobs)
         try:
             template_blocking(
-                schedule_of(workload, knobs), workload.groups, workload.out_group, default_blocking(workload),
+                schedule, workload.groups, workload.out_group, default_blocking(workload, layout=knobs.layout),
                 workload.depthwise,
             )
         except ValueError:  # an UnsupportedSchedule, or knobs no blocking has
             return False
-        return True
+        return not knobs.layout or fits_layouts(workload, knobs)
+
+
+def fits_layouts(workload: Workload, knobs: Knobs) -> bool:
+    """Whether direct knobs for channel blocks keep their `tuned_layouts`:
+    a depthwise vector of the block, an ungrouped channel block a multiple
+    of a packed output's block that divides its channels."""
+    layouts = tuned_layouts(workload, knobs.layout)
+    if workload.depthwise:
+        return knobs.channels == knobs.layout
+    block = layouts.output_block
+    return block is None or (knobs.channels % block == 0 and workload.out_channels % knobs.channels == 0)
 
 
 def tunable_workloads(module: ModuleOp, schedules: Schedules) -> list[Workload]:
@@ -682,10 +745,12 @@ def cpu_unit():
     return vector_unit(cpu_target())
 
 
-def default_blocking(workload: Workload, algorithm: str | None = None) -> ConvBlocking:
+def default_blocking(workload: Workload, algorithm: str | None = None, layout: int = 0) -> ConvBlocking:
     """The blocking the backend gives `workload` without a loop schedule
-    (where it runs direct or GSPC; `algorithm`: where it is asked for one)."""
-    return algorithm_default_blocking(workload, cpu_unit(), algorithm)
+    (where it runs direct or GSPC; `algorithm`: where it is asked for one;
+    `layout`: with its activations in channel blocks, `tuned_layouts`)."""
+    layouts = tuned_layouts(workload, layout) if layout else None
+    return algorithm_default_blocking(workload, cpu_unit(), algorithm, layouts)
 
 
 def runs_winograd_kernels(workload: Workload) -> bool:
@@ -694,7 +759,7 @@ def runs_winograd_kernels(workload: Workload) -> bool:
     return isinstance(winograd_tile(workload, cpu_unit(), default=False), RegisterTile)
 
 
-def candidates(workload: Workload) -> list[Knobs]:
+def candidates(workload: Workload, layout: int = 0) -> list[Knobs]:
     """The templates' knobs for `workload` (full, see `Knobs`), the backend's
     default first, then best-first by the templates' issue-rate models.
 
@@ -704,24 +769,36 @@ def candidates(workload: Workload) -> list[Knobs]:
     `blocking.gspc_candidates`. Kernels 5 or more columns wide also
     try each with the kernel-column loop rolled; ungrouped convolutions try
     each direct tiling with both orders of the parallel loops, the backend's
-    (`blocking.runs_rows_first`) first."""
+    (`blocking.runs_rows_first`) first.
+
+    `layout`: where `tuned_layouts` packs the workload in channel blocks of
+    `layout`, the knobs of the direct template with its activations so
+    (a depthwise one's vector the block, an ungrouped one's channel block a
+    multiple of its output's block that divides its channels) and Winograd
+    (NCHW), as `tconv compile --layout auto` runs them; else the NCHW knobs."""
     from tconv.lowering.tvm.target import cpu_target, vector_unit
 
+    layouts = tuned_layouts(workload, layout) if layout else None
+    if layouts is None:
+        layout = 0
     unit = vector_unit(cpu_target())
     lanes = unit.lanes
     out_group, out_height, out_width = workload.out_group, workload.out_height, workload.out_width
+    out_block = layouts.output_block if layouts is not None else None
     if workload.depthwise:
-        blocks = {min(lanes, workload.out_channels)}
+        blocks = {layout or min(lanes, workload.out_channels)}
     elif workload.groups == 1:
         blocks = {lanes * k for k in range(1, 5) if lanes * (k - 1) < out_group}
+        if out_block is not None:
+            blocks = {b for b in blocks if b % out_block == 0 and out_group % b == 0}
     else:
         blocks = {b for b in range(1, min(out_group, 4 * lanes) + 1) if out_group % b == 0}
     space = [ConvBlocking(b, t) for b in sorted(blocks) for t in range(1, min(out_width, 16) + 1)]
-    if workload.groups > 1:
+    if workload.groups > 1 and not layout:
         space += kernel_blocking.gspc_candidates(out_group, out_height, out_width, unit)
     if workload.kernel[1] >= 5:
         space += [replace(b, unroll_kw=False) for b in space]
-    default = default_blocking(workload)
+    default = default_blocking(workload, layout=layout)
     if workload.groups == 1 and not workload.depthwise:
         space = [replace(b, rows_first=default.rows_first) for b in space]
         space += [replace(b, rows_first=not default.rows_first) for b in space]
@@ -738,30 +815,55 @@ def candidates(workload: Workload) -> list[Knobs]:
     ranked = sorted(space, key=lambda b: (
         -round(model(b), 3), -b.block * b.rows * b.width_tile, not b.unroll_kw, b.rows_first != default.rows_first,
     ))
-    first = Knobs.of_blocking(default)
+    first = replace(Knobs.of_blocking(default), layout=layout)
     winograd = [WINOGRAD_KNOBS] if runs_winograd_kernels(workload) else []
-    unscheduled = [UNSCHEDULED] if unscheduled_differs(workload) else []
+    unscheduled = [replace(UNSCHEDULED, layout=layout)] if unscheduled_differs(workload, out_block) else []
     return [first, *winograd, *unscheduled] + [
-        k for k in dict.fromkeys(Knobs.of_blocking(b) for b in ranked) if k != first
+        k for k in dict.fromkeys(replace(Knobs.of_blocking(b), layout=layout) for b in ranked) if k != first
     ]
 
 
 def conv_network(workload: Workload, knobs: Knobs, schedules: Schedules | None = None) -> ModuleOp:
-    """The network `measure` times: the workload's convolution alone, with
+    """The network `measure` times: the workload's convolution, with
     `knobs` as its schedule (also what remote measurement builds); the
-    schedule of `schedules` (default: the CPU templates')."""
+    schedule of `schedules` (default: the CPU templates'). Knobs for channel
+    blocks need a packed input and a packed reader: a depthwise 1×1
+    convolution before the convolution writes its input in blocks, one
+    after it reads its output so (`measured_calls` leaves them out)."""
     from tconv.ir.builder import NetworkBuilder
 
-    b = NetworkBuilder("tune", workload.input)
-    module = b.finish(b.conv2d(
-        b.input, workload.out_channels, workload.kernel, stride=workload.strides, padding=workload.padding,
-        dilation=workload.dilations, groups=workload.groups, name="conv",
-    ))
     schedule = schedules.schedule(workload, knobs) if schedules else schedule_of(workload, knobs)
+    layouts = schedule.layouts if schedule is not None else ActivationLayouts()
+    channels, out_channels = workload.input[1], workload.out_channels
+    b = NetworkBuilder("tune", workload.input)
+    x = b.input
+    if layouts.input_block:
+        x = b.conv2d(x, channels, 1, groups=channels, name="enter")
+    y = b.conv2d(
+        x, out_channels, workload.kernel, stride=workload.strides, padding=workload.padding,
+        dilation=workload.dilations, groups=workload.groups, name="conv",
+    )
+    if layouts.output_block:
+        y = b.conv2d(y, out_channels, 1, groups=out_channels, name="leave")
+    module = b.finish(y)
+    convs = [op for op in module.walk() if isinstance(op, Conv2dOp)]  # in program order
+    if layouts.input_block:
+        enter = convs.pop(0)
+        enter.properties["schedule"] = ConvSchedule(layout=ActivationLayouts(NCHW, layouts.input)).to_attr()
+    if layouts.output_block:
+        leave = convs.pop()
+        leave.properties["schedule"] = ConvSchedule(layout=ActivationLayouts(layouts.output, NCHW)).to_attr()
     if schedule is not None:
-        (conv,) = [op for op in module.walk() if isinstance(op, Conv2dOp)]
-        conv.properties["schedule"] = schedule.to_attr()
+        convs[0].properties["schedule"] = schedule.to_attr()
     return module
+
+
+def measured_calls(calls: list, knobs: Knobs, workload: Workload) -> list:
+    """The calls of `conv_network`'s program that run the workload's
+    convolution (one, or a Winograd convolution's three), without those
+    that pack its input and read its output."""
+    layouts = tuned_layouts(workload, knobs.layout) if knobs.layout else ActivationLayouts()
+    return calls[1 if layouts.input_block else 0:len(calls) - (1 if layouts.output_block else 0)]
 
 
 def runs_per_repeat(once_s: float) -> int:
@@ -785,7 +887,7 @@ def _timed_kernels(workload: Workload, knobs: Knobs):
     calls = [(call.symbol, [network.tensors[i] for i in call.args]) for call in network.program.calls]
     for symbol, args in calls:
         network.kernels[symbol](*args)
-    return network.runtime, calls
+    return network.runtime, measured_calls(calls, knobs, workload)
 
 
 def measure(workload: Workload, knobs: Knobs, repeat: int = 5) -> float:
@@ -984,7 +1086,9 @@ def apply_tuning(
 ) -> int:
     """Give every tunable convolution with a record in `database` the knobs
     `TuningDatabase.chosen` picks, as its schedule; how many convolutions
-    got one. `schedules` as in `tune`."""
+    got one. `schedules` as in `tune`: knobs for channel blocks (of
+    `CpuSchedules.layout`) come with their `tuned_layouts`, a request that
+    `tconv-pack` (`compile.plan_layouts`) settles with the neighbours."""
     schedules = schedules or CpuSchedules(threads or default_threads())
     applied = 0
     for conv in tunable_convs(module):
@@ -1002,7 +1106,7 @@ def apply_tuning(
                 continue
             if layout is not None and schedule.algorithm is not None:
                 continue  # Winograd reads and writes NCHW: the packed layout stays, with the template's default
-            conv.properties["schedule"] = replace(schedule, layout=layout).to_attr()
+            conv.properties["schedule"] = replace(schedule, layout=layout or schedule.layout).to_attr()
             if layout is not None and not layout_fits(conv, layout):
                 conv.properties["schedule"] = previous
                 continue
@@ -1016,13 +1120,12 @@ def describe_knobs(knobs: Knobs) -> str:
 
 
 def format_reports(reports: list[TuningReport]) -> str:
-    lines = [f"{'workload':64} {'GFLOP/s default':>15} {'GFLOP/s tuned':>13} {'speedup':>7} {'knobs':>14} {'tried':>5}"]
+    lines = [f"{'workload':64} {'GFLOP/s default':>15} {'GFLOP/s tuned':>13} {'speedup':>7} {'knobs':>24} {'tried':>5}"]
     for r in reports:
         default = f"{r.workload.flops / r.default / 1e9:15.1f}" if r.default else f"{'-':>15}"
         speedup = f"{r.default / r.best:7.2f}" if r.default else f"{'-':>7}"
         knobs = describe_knobs(r.knobs)
-        lines.append(
-            f"{r.workload.key:64} {default} {r.workload.flops / r.best / 1e9:13.1f} {speedup} {knobs:>14} {r.measured:5d}"
-        )
+        tuned = r.workload.flops / r.best / 1e9
+        lines.append(f"{r.workload.key:64} {default} {tuned:13.1f} {speedup} {knobs:>24} {r.measured:5d}")
     return "\n".join(lines) + "\n"
 

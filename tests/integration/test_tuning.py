@@ -307,9 +307,12 @@ GOOD = {"workload": "w", "target": "t", "algorithm": "direct", "block": 8, "widt
         (('{"workload": "w", "target": "t", "algorithm": "gspc", "block": 8, "width_tile": 2, "rows_first": 1, '
           '"seconds": 1}'),
          r":1:84: error: not a tuning record: 'rows_first' is a knob of the direct template"),
+        ('{"workload": "w", "target": "t", "algorithm": "winograd", "block": 0, "width_tile": 0, "layout": 8, '
+         '"seconds": 1}',
+         r":1:88: error: not a tuning record: 'layout' is a knob of the direct template and of no schedule"),
     ],
     ids=["infinity", "huge", "zero", "algorithm", "workload-type", "nan-seconds", "huge-seconds", "no-seconds", "not-an-object",
-         "syntax", "direct-rows", "gspc-rows-first"],
+         "syntax", "direct-rows", "gspc-rows-first", "winograd-layout"],
 )
 def test_a_bad_record_is_an_error_at_its_line_and_field(tmp_path, line: str, message: str):
     """Also on the last line: only a line that is not JSON there is an interrupted write."""

@@ -198,7 +198,7 @@ def run_case(directory: Path, data: bytes, monkeypatch: pytest.MonkeyPatch) -> s
     monkeypatch.setattr(tconv.lowering.tvm.artifact, "compile_artifact", lower_only)
     stderr = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
-        status = tconv_main(["compile", str(directory / "net.mlir"), "-o", str(output)])
+        status = tconv_main(["compile", str(directory / "net.mlir"), "--layout", "nchw", "-o", str(output)])
     check_outcome(directory, database, status, stderr.getvalue())
     shutil.rmtree(output, ignore_errors=True)
     compiled = stderr.getvalue()

@@ -62,13 +62,15 @@ def test_features_are_finite_and_fixed_length_whatever_the_knobs():
     grouped = conv(128, 28, 128, groups=8)
     for workload in [*WORKLOADS, conv(32, 112, 32, groups=32), conv(3, 224, 64, kernel=7, stride=2)]:
         for knobs in [UNSCHEDULED, WINOGRAD_KNOBS, direct(16, 5), direct(16, 5, unroll_kw=False),
-                      Knobs("gspc", 8, 4, rows=2, unroll_kw=False), direct(8, 4, rows_first=True)]:
+                      Knobs("gspc", 8, 4, rows=2, unroll_kw=False), direct(8, 4, rows_first=True),
+                      direct(16, 4, layout=16)]:
             features = workload_features(workload, knobs, LANES)
             assert features.shape == (len(FEATURE_NAMES),) and np.isfinite(features).all()
     first, last = FEATURE_NAMES.index("log2(1 + knob 0)"), FEATURE_NAMES.index(f"log2(1 + knob {MAX_KNOBS - 1})")
     assert list(workload_features(WORKLOADS[0], direct(16, 5), LANES)[first:last + 1]) == [
-        math.log2(1 + k) for k in (16, 5, 1, 0, 1, 0)
+        math.log2(1 + k) for k in (16, 5, 1, 0, 1, 0, 0)
     ]
+    assert workload_features(WORKLOADS[0], direct(16, 5, layout=16), LANES)[last] == math.log2(17)  # the layout
     assert MISSING_KNOB not in workload_features(WORKLOADS[0], WINOGRAD_KNOBS, LANES)[first:last + 1]
     assert workload_features(WORKLOADS[0], WINOGRAD_KNOBS, LANES)[first + 3] == math.log2(3)  # the algorithm
     depthwise = FEATURE_NAMES.index("depthwise")

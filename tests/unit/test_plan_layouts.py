@@ -8,7 +8,7 @@ import pytest
 from support import assert_usage_error, relative_error, tconv, trained_like_params
 
 from tconv.cli.files import write_network
-from tconv.compile import LayoutPlan, compile_network, plan_layouts
+from tconv.compile import LayoutPlan, compile_network, keeps_own_layouts, plan_layouts, schedule_network
 from tconv.errors import TconvError
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.ops import Conv2dOp
@@ -69,9 +69,10 @@ def test_networks_with_layouts_or_quantised_ops_keep_their_own():
     from tconv.passes.registry import PASSES
 
     module = mobile_and_dense()
+    assert not keeps_own_layouts(module)
     PassPipeline.parse_spec(dict(PASSES), "tconv-pack{block=4}").apply(make_context(), module)
     text = module_text(module)
-    assert plan_layouts(module, AVX512) == LayoutPlan()
+    assert keeps_own_layouts(module) and schedule_network(module, None) == (0, None)
     assert module_text(module) == text
 
     quantised = mobile_and_dense()
@@ -81,7 +82,7 @@ def test_networks_with_layouts_or_quantised_ops_keep_their_own():
 
     QuantizePass().quantize(quantised, params, examples)
     text = module_text(quantised)
-    assert plan_layouts(quantised, AVX512) == LayoutPlan()
+    assert keeps_own_layouts(quantised) and schedule_network(quantised, None) == (0, None)
     assert module_text(quantised) == text
 
 
@@ -124,7 +125,7 @@ def test_tconv_compile_says_how_many_convolutions_it_packed(tmp_path, capsys):
                        "--layout")
 
 
-def test_tconv_compile_says_when_tuned_knobs_keep_convolutions_nchw(tmp_path, capsys):
+def test_tconv_compile_says_when_tuned_knobs_are_for_nchw_only(tmp_path, capsys):
     from tconv.search.tuning import Knobs, TuningDatabase, default_threads, target_key, workload_of
 
     module = mobile_and_dense()
@@ -135,7 +136,11 @@ def test_tconv_compile_says_when_tuned_knobs_keep_convolutions_nchw(tmp_path, ca
     status, out, err = tconv(capsys, "compile", tmp_path / "net.mlir", "--tuning", tmp_path / "db.jsonl",
                              "-o", tmp_path / "art")
     assert status == 0, err
-    assert "1 tuned convolution(s) stay NCHW" in err and "2 convolution(s) read or write" in err
+    assert "1 convolution(s) have tuned knobs for NCHW kernels only" in err and "3 convolution(s) read or write" in err
+    assert "applied tuned" not in err
+    status, out, err = tconv(capsys, "compile", tmp_path / "net.mlir", "--tuning", tmp_path / "db.jsonl",
+                             "--layout", "nchw", "-o", tmp_path / "nchw")
+    assert status == 0 and "applied tuned schedules to 1 convolution(s)" in err and "NCHW kernels only" not in err
 
 
 def test_convolutions_with_loop_knobs_stay_nchw():
@@ -147,3 +152,66 @@ def test_convolutions_with_loop_knobs_stay_nchw():
     found = layouts(module)
     assert found["project"] == ("NCHW", "NCHW")
     assert found["expand"] == ("NCHW", "NCHW16c") and found["dw"] == ("NCHW16c", "NCHW")
+
+
+def test_convolutions_tuned_in_blocks_are_packed_with_their_knobs(tmp_path):
+    """With `--layout auto` the database's knobs are those measured in
+    channel blocks (`tconv tune --layout auto`'s target): a convolution
+    whose fastest are for blocks is packed with them (also in place of its
+    default Winograd), one whose fastest is Winograd runs it in NCHW, one
+    with knobs for NCHW only runs its defaults in blocks (and is counted);
+    the network computes what the reference executor does. `--layout nchw`
+    applies the NCHW knobs."""
+    from tconv.search.tuning import (
+        WINOGRAD_KNOBS,
+        TuningDatabase,
+        cpu_unit,
+        default_threads,
+        direct,
+        target_key,
+        workload_of,
+    )
+
+    lanes = cpu_unit().lanes
+    module = mobile_and_dense()
+    named = convs(module)
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    nchw, blocks = target_key(default_threads()), target_key(default_threads(), lanes)
+    database.add(workload_of(named["expand"]), blocks, direct(2 * lanes, 4, layout=lanes), 1e-4)
+    database.add(workload_of(named["project"]), nchw, direct(lanes, 8), 1e-4)
+    dense = workload_of(named["dense3x3"])
+    database.add(dense, blocks, direct(2 * lanes, 4, layout=lanes), 1e-4)
+    database.add(dense, blocks, WINOGRAD_KNOBS, 2e-4)
+    params = trained_like_params(module)
+    compiled = compile_network(module, params, tmp_path / "net", database=database)
+    assert compiled.tuned == 2 and compiled.layouts == LayoutPlan(packed=5, nchw_tuned=1)
+
+    scheduled = module.clone()
+    assert schedule_network(scheduled, database) == (2, LayoutPlan(packed=5, nchw_tuned=1))
+    packed = f"NCHW{lanes}c"
+    # Untuned, dense3x3 ran Winograd in NCHW, and so stem and project wrote NCHW for it.
+    assert layouts(scheduled) == {
+        "stem": ("NCHW", packed),
+        "expand": (packed, packed),
+        "dw": (packed, packed),
+        "project": (packed, packed),  # its defaults in blocks
+        "dense3x3": (packed, "NCHW"),  # the pooling reads NCHW
+    }
+    found = {name: parse_schedule(op.schedule) for name, op in convs(scheduled).items() if op.schedule is not None}
+    assert (found["expand"].factor("oc"), found["expand"].factor("ow")) == (2 * lanes, 4)
+    assert found["project"].factor("oc") is None
+    assert found["dense3x3"].algorithm is None and found["dense3x3"].factor("oc") == 2 * lanes  # not Winograd
+    winograd = module.clone()
+    database.add(dense, blocks, WINOGRAD_KNOBS, 0.5e-4)
+    schedule_network(winograd, database)
+    assert parse_schedule(convs(winograd)["dense3x3"].schedule) == ConvSchedule(algorithm=WINOGRAD)
+
+    image = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with Runtime(tmp_path / "net", threads=2) as runtime:
+        (actual,) = runtime.run(image)
+    (expected,) = run(module, params, image)
+    assert relative_error(actual, expected) < 1e-5
+
+    nchw_module = module.clone()
+    assert schedule_network(nchw_module, database, layout="nchw") == (1, None)
+    assert [name for name, op in convs(nchw_module).items() if op.schedule is not None] == ["project"]

@@ -58,7 +58,16 @@ from tconv.ir.params import bind_params
 from tconv.ir.schedule import NCHW, ActivationLayouts, ConvSchedule, ScheduleError, parse_schedule
 from tconv.kernels import blocking as kernel_blocking
 from tconv.kernels import winograd
-from tconv.kernels.algorithm import GSPC, SPARSE, WINOGRAD, conv_shape, default_algorithm, sparse_pays, winograd_tile
+from tconv.kernels.algorithm import (
+    GSPC,
+    SPARSE,
+    WINOGRAD,
+    conv_shape,
+    default_algorithm,
+    default_blocking,
+    sparse_pays,
+    winograd_tile,
+)
 from tconv.kernels.blocking import ConvBlocking
 from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.kernels.packing import blocks
@@ -493,11 +502,8 @@ class _Lowering(ProgramBuilder):
         ):
             positions = out_height * out_width
             return "pointwise_conv2d", kernel_blocking.pointwise_blocking(1, out_channels, positions, self.unit, block)
-        blocking = kernel_blocking.conv2d_blocking(
-            1, out_channels, out_width, self.unit, out_height=out_height, kernel=tuple(kernel), layout_block=block,
-            in_shape=tuple(shape_of(op.input)[1:]), packed_input=layouts.input_block is not None,
-        )
-        blocking = self.honour(op, schedule, 1, out_channels, blocking)
+        default = default_blocking(conv_shape(op), self.unit, layouts=layouts)
+        blocking = self.honour(op, schedule, 1, out_channels, default)
         if blocking.vector != "oc":
             raise LoweringError(located(op, (
                 "tvm backend: cannot honour this schedule: an activation in channel blocks needs the direct "
@@ -518,7 +524,7 @@ class _Lowering(ProgramBuilder):
                 f"schedule asks for {layouts.input} / {layouts.output}"
             )))
         (block,) = sizes
-        blocking = replace(kernel_blocking.depthwise_channel_blocking(channels, out_width, self.unit), block=block)
+        blocking = default_blocking(conv_shape(op), self.unit, layouts=layouts)
         blocking = self.honour(op, schedule, channels, 1, blocking, depthwise=True)
         if blocking.vector != "oc" or blocking.block != block:
             raise LoweringError(located(op, (
