@@ -36,13 +36,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
-    from tconv.compile import compile_network
+    from tconv.compile import activation_block, compile_network
     from tconv.frontends.zoo import build
     from tconv.ir.ops import shape_of
     from tconv.ir.params import init_params
     from tconv.runtime.driver import Runtime
     from tconv.search.timing import OrtRunner, interleaved_medians
-    from tconv.search.tuning import CpuSchedules, TuningDatabase, cpu_unit, tune
+    from tconv.search.tuning import CpuSchedules, TuningDatabase, tune
     from tconv.semantics.reference import single_function
 
     scratch = Path(tempfile.mkdtemp(prefix="tconv-bench-"))
@@ -54,9 +54,9 @@ def main() -> None:
         params = init_params(module)
         x = np.random.default_rng(0).standard_normal(shape_of(single_function(module).body.block.args[0]),
                                                      dtype=np.float32)
-        for layout in (0, cpu_unit().lanes):
+        for layout in ("nchw", "auto"):
             tune(module, database, args.budget, args.threads, progress=None,
-                 schedules=CpuSchedules(args.threads, layout))
+                 schedules=CpuSchedules(args.threads, activation_block(module, layout)))
         runtimes = []
         for label, options in (("untuned", dict(layout="auto")), ("nchw", dict(layout="nchw", database=database)),
                                ("blocks", dict(layout="auto", database=database))):

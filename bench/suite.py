@@ -308,12 +308,11 @@ def apply_database(module, database, threads: int, tune_s: float, layout: str) -
     activation `layout` `tconv compile --layout` gives them ("nchw" for a
     lone convolution, whose input and output are the network's), then give
     its convolutions their best recorded schedules and those layouts."""
-    from tconv.compile import schedule_network
-    from tconv.search.tuning import CpuSchedules, cpu_unit, tune
+    from tconv.compile import activation_block, schedule_network
+    from tconv.search.tuning import CpuSchedules, tune
 
     if tune_s > 0:
-        tune(module, database, tune_s, threads,
-             schedules=CpuSchedules(threads, cpu_unit().lanes if layout == "auto" else 0))
+        tune(module, database, tune_s, threads, schedules=CpuSchedules(threads, activation_block(module, layout)))
     schedule_network(module, database, threads=threads, layout=layout)
 
 

@@ -103,11 +103,7 @@ def schedule_network(
     convolutions got knobs, and what `plan_layouts` did (None: it did not
     run: "nchw", cuda, or a network that keeps its own layouts,
     `keeps_own_layouts`)."""
-    unit = None
-    if layout == "auto" and target == "cpu" and not keeps_own_layouts(module):
-        from tconv.search.tuning import cpu_unit
-
-        unit = cpu_unit()
+    block = activation_block(module, layout, target)
     tuned = nchw_tuned = 0
     if database is not None:
         from tconv.search.cuda_tuning import CudaSchedules
@@ -117,17 +113,31 @@ def schedule_network(
             schedules = CudaSchedules(arch)
         else:
             threads = threads or default_threads()
-            schedules = CpuSchedules(threads, unit.lanes if unit is not None else 0)
-        if unit is not None:
+            schedules = CpuSchedules(threads, block)
+        if block:
             nchw = CpuSchedules(threads)
             nchw_tuned = sum(
                 1 for w in map(workload_of, tunable_convs(module))
                 if database.chosen(w, schedules) is None and database.chosen(w, nchw) is not None
             )
         tuned = apply_tuning(module, database, threads, schedules)
-    if unit is None:
+    if not block:
         return tuned, None
-    return tuned, replace(plan_layouts(module, unit), nchw_tuned=nchw_tuned)
+    from tconv.search.tuning import cpu_unit
+
+    return tuned, replace(plan_layouts(module, cpu_unit()), nchw_tuned=nchw_tuned)
+
+
+def activation_block(module: ModuleOp, layout: str = "auto", target: str = "cpu") -> int:
+    """The channel block `--layout` `layout` stores `module`'s activations
+    in where the kernels gain, and so the layout `tconv tune` measures them
+    in: one vector of this CPU for "auto" on a CPU; 0 (NCHW) for "nchw",
+    for cuda, and for a network that `keeps_own_layouts`."""
+    if layout != "auto" or target != "cpu" or keeps_own_layouts(module):
+        return 0
+    from tconv.search.tuning import cpu_unit
+
+    return cpu_unit().lanes
 
 
 def keeps_own_layouts(module: ModuleOp) -> bool:

@@ -76,12 +76,11 @@ def execute(args: argparse.Namespace) -> None:
         os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM starts its thread pool
     module = load_module(args.file)
     # Imported on use: TVM loads only when something is measured.
-    from tconv.compile import keeps_own_layouts, schedule_network
+    from tconv.compile import activation_block, schedule_network
     from tconv.search.tuning import (
         CpuSchedules,
         TuningDatabase,
         apply_tuning,
-        cpu_unit,
         default_database_path,
         default_threads,
         format_reports,
@@ -105,8 +104,7 @@ def execute(args: argparse.Namespace) -> None:
                     print(f"compiled {built} prepared kernel(s) in {args.kernels}", file=sys.stderr)
             reports = tune(module, database, args.budget, None, measure_fn=measurer.measure, schedules=schedules)
     else:
-        packs = args.layout == "auto" and not keeps_own_layouts(module)
-        schedules = CpuSchedules(default_threads(), cpu_unit().lanes if packs else 0)
+        schedules = CpuSchedules(default_threads(), activation_block(module, args.layout))
         reports = tune(module, database, args.budget, None, schedules=schedules)
     if not reports:
         depthwise = " (on cuda, depthwise ones have no knobs)" if args.target == "cuda" else ""

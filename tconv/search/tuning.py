@@ -93,7 +93,7 @@ from tconv.kernels.algorithm import default_blocking as algorithm_default_blocki
 from tconv.kernels.blocking import ConvBlocking
 from tconv.kernels.templates import template_blocking, template_schedule
 from tconv.kernels.winograd import RegisterTile
-from tconv.passes.classical.pack import layout_fits
+from tconv.passes.classical.pack import layout_fits, shape_packing
 from tconv.search.progress import bar
 from tconv.search.progress import done as end_progress
 from tconv.search.progress import show as show_progress
@@ -375,23 +375,17 @@ def knobs_of_schedule(workload: Workload, schedule: ConvSchedule | None) -> Knob
 
 def tuned_layouts(workload: Workload, block: int) -> ActivationLayouts | None:
     """The activation layouts knobs for channel blocks of `block` are
-    measured in (and applied with): an ungrouped convolution reads its
-    input in blocks where `block` divides its channels and writes its output
-    so where `block` divides its channels; a depthwise one both, where
-    `block` divides its channels. None where neither side can be packed (a
-    grouped convolution, channels no block divides). `tconv-pack` decides a
-    network's layouts from its neighbours as well: knobs measured packed on
-    both sides run a convolution that reads, say, a pooling's NCHW output."""
-    channels, out_channels = workload.input[1], workload.out_channels
-    if workload.depthwise:
-        sides = (channels % block == 0,) * 2
-    elif workload.groups == 1:
-        sides = (channels % block == 0, out_channels % block == 0)
-    else:
+    measured in (and applied with): each side that `tconv-pack` may store
+    in blocks (`shape_packing`: an ungrouped convolution's input and output
+    where `block` divides their channels, a depthwise one's both). None
+    where neither can be (a grouped convolution, channels no block
+    divides). `tconv-pack` decides a network's layouts from its neighbours
+    as well: knobs measured packed on both sides may run a convolution that
+    reads, say, a pooling's NCHW output."""
+    packing = shape_packing(workload, ConvSchedule(), block)
+    if packing.reason is not None:
         return None
-    if not any(sides):
-        return None
-    return ActivationLayouts(*(packed_layout(block if side else None) for side in sides))
+    return ActivationLayouts(*(packed_layout(None if why else block) for why in (packing.read, packing.write)))
 
 
 def unscheduled_differs(workload: Workload, layout_block: int | None = None) -> bool:
@@ -546,14 +540,14 @@ class CpuSchedules:
 
 
 def fits_layouts(workload: Workload, knobs: Knobs) -> bool:
-    """Whether direct knobs for channel blocks keep their `tuned_layouts`:
-    a depthwise vector of the block, an ungrouped channel block a multiple
-    of a packed output's block that divides its channels."""
+    """Whether knobs for channel blocks keep their `tuned_layouts`
+    (`shape_packing`: a depthwise vector of the block, an ungrouped channel
+    block a multiple of a packed output's block that divides its channels)."""
     layouts = tuned_layouts(workload, knobs.layout)
-    if workload.depthwise:
-        return knobs.channels == knobs.layout
-    block = layouts.output_block
-    return block is None or (knobs.channels % block == 0 and workload.out_channels % knobs.channels == 0)
+    packing = shape_packing(workload, replace(schedule_of(workload, knobs), layout=None), knobs.layout)
+    return (layouts.input_block is None or packing.read is None) and (
+        layouts.output_block is None or packing.write is None
+    )
 
 
 def tunable_workloads(module: ModuleOp, schedules: Schedules) -> list[Workload]:
@@ -789,8 +783,6 @@ def candidates(workload: Workload, layout: int = 0) -> list[Knobs]:
         blocks = {layout or min(lanes, workload.out_channels)}
     elif workload.groups == 1:
         blocks = {lanes * k for k in range(1, 5) if lanes * (k - 1) < out_group}
-        if out_block is not None:
-            blocks = {b for b in blocks if b % out_block == 0 and out_group % b == 0}
     else:
         blocks = {b for b in range(1, min(out_group, 4 * lanes) + 1) if out_group % b == 0}
     space = [ConvBlocking(b, t) for b in sorted(blocks) for t in range(1, min(out_width, 16) + 1)]
@@ -818,8 +810,9 @@ def candidates(workload: Workload, layout: int = 0) -> list[Knobs]:
     first = replace(Knobs.of_blocking(default), layout=layout)
     winograd = [WINOGRAD_KNOBS] if runs_winograd_kernels(workload) else []
     unscheduled = [replace(UNSCHEDULED, layout=layout)] if unscheduled_differs(workload, out_block) else []
+    ranked_knobs = dict.fromkeys(replace(Knobs.of_blocking(b), layout=layout) for b in ranked)
     return [first, *winograd, *unscheduled] + [
-        k for k in dict.fromkeys(replace(Knobs.of_blocking(b), layout=layout) for b in ranked) if k != first
+        k for k in ranked_knobs if k != first and (not layout or fits_layouts(workload, k))
     ]
 
 

@@ -55,9 +55,9 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
-from tconv.ir.ops import Conv2dOp, shape_of
+from tconv.ir.ops import Conv2dOp
 from tconv.ir.schedule import DIRECT, ActivationLayouts, ConvSchedule, packed_layout, parse_schedule
-from tconv.kernels.algorithm import conv_shape
+from tconv.kernels.algorithm import ConvShape, conv_shape
 from tconv.kernels.fusion import KernelGroup, kernel_groups
 from tconv.passes.select import select_convs
 
@@ -80,20 +80,25 @@ class Packing:
 
 def packing(conv: Conv2dOp, block: int) -> Packing:
     """Whether `conv` may read and write activations in blocks of `block`."""
-    groups = conv.groups.value.data
-    in_channels, out_channels = shape_of(conv.input)[1], shape_of(conv.output)[1]
-    depthwise = conv_shape(conv).depthwise
-    if groups != 1 and not depthwise:
+    schedule = parse_schedule(conv.schedule) if conv.schedule is not None else ConvSchedule()
+    return shape_packing(conv_shape(conv), schedule, block)
+
+
+def shape_packing(shape: ConvShape, schedule: ConvSchedule, block: int) -> Packing:
+    """Whether a convolution of `shape` with `schedule` may read and write
+    activations in blocks of `block` (`packing`; the tuner asks it of the
+    knobs it measures in blocks)."""
+    groups, in_channels, out_channels = shape.groups, shape.input[1], shape.out_channels
+    if groups != 1 and not shape.depthwise:
         reason = f"it is grouped (groups {groups}); packed layouts are for ungrouped and depthwise convolutions"
         return Packing(reason, reason)
-    schedule = parse_schedule(conv.schedule) if conv.schedule is not None else ConvSchedule()
     if schedule.vectorize == "ow.1" or "oh" in schedule.tiles:
         reason = "its schedule vectorises output columns (GSPC), not a block of channels"
         return Packing(reason, reason)
     if schedule.algorithm not in (None, DIRECT):
         reason = f"its schedule runs it as {schedule.algorithm}, whose kernels read and write NCHW"
         return Packing(reason, reason)
-    if depthwise:
+    if shape.depthwise:
         # Its vector is a block of channels read and written as they are stored.
         vector = schedule.factor("g")
         if in_channels % block:
