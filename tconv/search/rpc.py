@@ -52,7 +52,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tconv.errors import TconvError
-from tconv.search.tuning import KERNELS, Knobs, Workload, conv_network, measured_calls, runs_per_repeat
+from tconv.search.tuning import (
+    KERNELS,
+    Knobs,
+    Workload,
+    conv_network,
+    measured_calls,
+    measurement_params,
+    runs_per_repeat,
+)
 
 if TYPE_CHECKING:
     from tvm.target import Target
@@ -263,7 +271,7 @@ class RpcMeasurer:
     def build(self, workload: Workload, knobs: Knobs, directory: Path):
         """The kernel of `workload` with `knobs`, compiled for the target and
         exported to `directory`/kernels.so; its program and parameter store."""
-        from tconv.ir.params import bind_params, init_params
+        from tconv.ir.params import bind_params
         from tconv.lowering.tvm.build import build_kernels
 
         module = conv_network(workload, knobs)
@@ -275,7 +283,7 @@ class RpcMeasurer:
             executable.export_library(str(library), fcompile=tvm_cc.cross_compiler(self.cc))
         else:
             executable.export_library(str(library))
-        return library, program, program.materialize(bind_params(module, init_params(module)))
+        return library, program, program.materialize(bind_params(module, measurement_params(module)))
 
     def measure(self, workload: Workload, knobs: Knobs) -> float:
         """Median seconds of one run of the workload's kernel with `knobs`, on a

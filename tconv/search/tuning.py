@@ -78,10 +78,12 @@ from xdsl.dialects.builtin import ModuleOp
 from tconv.errors import TconvError
 from tconv.ir.ops import Conv2dOp
 from tconv.ir.schedule import NCHW, ActivationLayouts, ConvSchedule, packed_layout, parse_schedule
+from tconv.ir.syntax import int_attr
 from tconv.kernels import blocking as kernel_blocking
 from tconv.kernels.algorithm import (
     DIRECT,
     GSPC,
+    SPARSE,
     WINOGRAD,
     ConvShape,
     conv_shape,
@@ -98,9 +100,12 @@ from tconv.search.progress import bar
 from tconv.search.progress import done as end_progress
 from tconv.search.progress import show as show_progress
 
-TUNED_ALGORITHMS = (DIRECT, WINOGRAD, GSPC)
-"""The algorithms knobs name: a workload has no weights, so the sparse
-kernel (sized by the weights' nonzeros) is not measured by shape."""
+TUNED_ALGORITHMS = (DIRECT, WINOGRAD, GSPC, SPARSE)
+"""The algorithms knobs name; the sparse kernel only for a workload that
+declares its nonzero weights (`Workload.nonzeros`, `tconv-sparsify`)."""
+
+NCHW_ALGORITHMS = (WINOGRAD, GSPC, SPARSE)
+"""Algorithms whose kernels read and write NCHW activations only."""
 
 UNSCHEDULED_ALGORITHM = "unscheduled"
 """`Knobs.algorithm` of no schedule at all: the backend's own default."""
@@ -143,7 +148,7 @@ class Knobs:
     def __post_init__(self) -> None:
         if self.algorithm not in (*TUNED_ALGORITHMS, UNSCHEDULED_ALGORITHM):
             raise ValueError(f"knobs: unknown algorithm {self.algorithm!r}")
-        if self.layout and self.algorithm in (WINOGRAD, GSPC):
+        if self.layout and self.algorithm in NCHW_ALGORITHMS:
             raise ValueError(f"knobs: {self.algorithm} reads and writes NCHW, not channel blocks of {self.layout}")
 
     @property
@@ -200,13 +205,15 @@ class Knobs:
                 f"{', '.join((*TUNED_ALGORITHMS, UNSCHEDULED_ALGORITHM))})", "algorithm",
             )
         layout = _knob(record, "layout", 0, low=0)
-        if layout and algorithm in (WINOGRAD, GSPC):
+        if layout and algorithm in NCHW_ALGORITHMS:
             raise RecordError(f"'layout' is a knob of the direct template and of no schedule: {algorithm}'s must be 0",
                               "layout")
         if algorithm not in (DIRECT, GSPC):  # no other knob: the record's tile fields say nothing
             for name in ("block", "width_tile"):
                 _knob(record, name, None, low=0)
-            return replace(UNSCHEDULED, layout=layout) if algorithm == UNSCHEDULED_ALGORITHM else WINOGRAD_KNOBS
+            if algorithm == UNSCHEDULED_ALGORITHM:
+                return replace(UNSCHEDULED, layout=layout)
+            return SPARSE_KNOBS if algorithm == SPARSE else WINOGRAD_KNOBS
         knobs = cls(
             str(algorithm), _knob(record, "block", None), _knob(record, "width_tile", None),
             _knob(record, "rows", 1), bool(_knob(record, "unroll_kw", 1, low=0, high=1)),
@@ -238,9 +245,9 @@ class Knobs:
 
     def slots(self) -> tuple[int, ...]:
         """The knobs as seven integers, for models: channels, columns, rows,
-        the algorithm (0 direct or none, 1 GSPC, 2 Winograd), unroll_kw,
-        rows_first, layout."""
-        code = {GSPC: 1, WINOGRAD: 2}.get(self.algorithm, 0)
+        the algorithm (0 direct or none, 1 GSPC, 2 Winograd, 3 sparse),
+        unroll_kw, rows_first, layout."""
+        code = {GSPC: 1, WINOGRAD: 2, SPARSE: 3}.get(self.algorithm, 0)
         return (self.channels, self.columns, self.rows, code, int(self.unroll_kw), int(self.rows_first), self.layout)
 
     def describe(self) -> str:
@@ -325,6 +332,9 @@ one no schedule can ask for (`unscheduled_differs`)."""
 WINOGRAD_KNOBS = Knobs(WINOGRAD, 0, 0)
 """Winograd's kernels, which take no other knob: the schedule `{algorithm = "winograd"}`."""
 
+SPARSE_KNOBS = Knobs(SPARSE, 0, 0)
+"""The sparse kernel, which takes no other knob: the schedule `{algorithm = "sparse"}`."""
+
 
 def direct(channels: int, columns: int, **knobs) -> Knobs:
     """Direct-template knobs of a `channels` × `columns` tile."""
@@ -349,8 +359,8 @@ def schedule_of(workload: Workload, knobs: Knobs) -> ConvSchedule | None:
     template's full form for direct and GSPC knobs, `{algorithm =
     "winograd"}`, or None for UNSCHEDULED; with the activation layouts of
     knobs for channel blocks (`tuned_layouts`)."""
-    if knobs.algorithm == WINOGRAD:
-        return ConvSchedule(algorithm=WINOGRAD)
+    if knobs.algorithm in (WINOGRAD, SPARSE):
+        return ConvSchedule(algorithm=knobs.algorithm)
     layouts = tuned_layouts(workload, knobs.layout) if knobs.layout else None
     if knobs.algorithm == UNSCHEDULED_ALGORITHM:
         return None if layouts is None else ConvSchedule(layout=layouts)
@@ -365,8 +375,8 @@ def knobs_of_schedule(workload: Workload, schedule: ConvSchedule | None) -> Knob
         layout = schedule.layouts.input_block or schedule.layouts.output_block
     if schedule is None or (schedule.algorithm is None and not schedule.transforms_loops):
         return replace(UNSCHEDULED, layout=layout)
-    if schedule.algorithm == WINOGRAD:
-        return WINOGRAD_KNOBS
+    if schedule.algorithm in (WINOGRAD, SPARSE):
+        return WINOGRAD_KNOBS if schedule.algorithm == WINOGRAD else SPARSE_KNOBS
     default = default_blocking(workload, schedule.algorithm, layout)
     return replace(Knobs.of_blocking(template_blocking(
         schedule, workload.groups, workload.out_group, default, workload.depthwise
@@ -421,15 +431,19 @@ def default_database_path() -> Path:
 @dataclass(frozen=True)
 class Workload(ConvShape):
     """What a convolution kernel computes, as far as its speed goes: its
-    shape, named by `key` in the tuning database."""
+    shape and, for pruned weights, the `nonzeros` it declares (the sparse
+    kernel's size; None: dense), named by `key` in the tuning database."""
+
+    nonzeros: int | None = None
 
     @property
     def key(self) -> str:
         n, c, h, w = self.input
+        sparse = "" if self.nonzeros is None else f" nz{self.nonzeros}"
         return (
             f"conv2d n{n} c{c} h{h} w{w} o{self.out_channels} k{self.kernel[0]}x{self.kernel[1]} "
             f"s{'x'.join(map(str, self.strides))} p{','.join(map(str, self.padding))} "
-            f"d{'x'.join(map(str, self.dilations))} g{self.groups}"
+            f"d{'x'.join(map(str, self.dilations))} g{self.groups}{sparse}"
         )
 
     @property
@@ -439,7 +453,7 @@ class Workload(ConvShape):
 
 
 def workload_of(conv: Conv2dOp) -> Workload:
-    return Workload(**vars(conv_shape(conv)))
+    return Workload(**vars(conv_shape(conv)), nonzeros=conv.weight_nonzeros)
 
 
 def default_threads() -> int:
@@ -528,6 +542,8 @@ class CpuSchedules:
             return True
         if knobs.algorithm == WINOGRAD:
             return runs_winograd_kernels(workload)
+        if knobs.algorithm == SPARSE:
+            return workload.nonzeros is not None
         schedule = schedule_of(workload, knobs)
         try:
             template_blocking(
@@ -560,10 +576,8 @@ def tunable_workloads(module: ModuleOp, schedules: Schedules) -> list[Workload]:
 def tunable_convs(module: ModuleOp) -> list[Conv2dOp]:
     """Convolutions the templates tune: those without a loop schedule or an
     algorithm of their own (a `layout` alone, from `tconv-pack`, leaves the
-    loops open), and not sparse enough to run the sparse kernel by default."""
+    loops open)."""
     def open_(op: Conv2dOp) -> bool:
-        if sparse_pays(conv_shape(op), op.weight_nonzeros):
-            return False
         if op.schedule is None:
             return True
         schedule = parse_schedule(op.schedule)
@@ -769,7 +783,10 @@ def candidates(workload: Workload, layout: int = 0) -> list[Knobs]:
     `layout`, the knobs of the direct template with its activations so
     (a depthwise one's vector the block, an ungrouped one's channel block a
     multiple of its output's block that divides its channels) and Winograd
-    (NCHW), as `tconv compile --layout auto` runs them; else the NCHW knobs."""
+    (NCHW), as `tconv compile --layout auto` runs them; else the NCHW knobs.
+    A workload that declares `nonzeros` also measures the sparse kernel:
+    first where the backend runs it by default (`algorithm.sparse_pays`),
+    else second: measured against the dense kernels, not assumed."""
     from tconv.lowering.tvm.target import cpu_target, vector_unit
 
     layouts = tuned_layouts(workload, layout) if layout else None
@@ -808,11 +825,15 @@ def candidates(workload: Workload, layout: int = 0) -> list[Knobs]:
         -round(model(b), 3), -b.block * b.rows * b.width_tile, not b.unroll_kw, b.rows_first != default.rows_first,
     ))
     first = replace(Knobs.of_blocking(default), layout=layout)
+    if workload.nonzeros is not None:  # the sparse kernel, first where it is the backend's default
+        first, sparse = (SPARSE_KNOBS, [first]) if sparse_pays(workload, workload.nonzeros) else (first, [SPARSE_KNOBS])
+    else:
+        sparse = []
     winograd = [WINOGRAD_KNOBS] if runs_winograd_kernels(workload) else []
     unscheduled = [replace(UNSCHEDULED, layout=layout)] if unscheduled_differs(workload, out_block) else []
     ranked_knobs = dict.fromkeys(replace(Knobs.of_blocking(b), layout=layout) for b in ranked)
-    return [first, *winograd, *unscheduled] + [
-        k for k in ranked_knobs if k != first and (not layout or fits_layouts(workload, k))
+    return [first, *sparse, *winograd, *unscheduled] + [
+        k for k in ranked_knobs if k not in (first, *sparse) and (not layout or fits_layouts(workload, k))
     ]
 
 
@@ -848,7 +869,29 @@ def conv_network(workload: Workload, knobs: Knobs, schedules: Schedules | None =
         leave.properties["schedule"] = ConvSchedule(layout=ActivationLayouts(layouts.output, NCHW)).to_attr()
     if schedule is not None:
         convs[0].properties["schedule"] = schedule.to_attr()
+    if workload.nonzeros is not None:
+        convs[0].properties["nonzeros"] = int_attr(workload.nonzeros)
     return module
+
+
+def measurement_params(module: ModuleOp) -> dict[str, np.ndarray]:
+    """Parameters to time `conv_network`'s kernels with: random, and a
+    convolution that declares `nonzeros` keeps that many weights, at random
+    places, in each output channel (as `tconv-sparsify` leaves them: the
+    sparse kernel is sized by them, the dense kernels run on them alike)."""
+    from tconv.ir.params import init_params
+
+    params = init_params(module)
+    rng = np.random.default_rng(0)
+    for conv in module.walk():
+        if isinstance(conv, Conv2dOp) and conv.weight_nonzeros is not None:
+            name = conv.weight.owner.param_name
+            rows = params[name].reshape(len(params[name]), -1)
+            kept = np.argsort(rng.random(rows.shape), axis=1)[:, :conv.weight_nonzeros]
+            mask = np.zeros(rows.shape, bool)
+            np.put_along_axis(mask, kept, True, axis=1)
+            params[name] = np.where(mask, rows, np.float32(0)).reshape(params[name].shape)
+    return params
 
 
 def measured_calls(calls: list, knobs: Knobs, workload: Workload) -> list:
@@ -870,12 +913,11 @@ def _timed_kernels(workload: Workload, knobs: Knobs):
     three), built and run once (page faults, the thread pool's start): (the
     TVM module, [(symbol, arguments)] in call order). Kept for the next few
     calls: a round re-times the same CONFIRM kernels."""
-    from tconv.ir.params import init_params
     from tconv.lowering.tvm.build import TvmNetwork
 
     module = conv_network(workload, knobs)
     network = TvmNetwork(module)
-    network.load_params(init_params(module))
+    network.load_params(measurement_params(module))
     network.run(np.random.default_rng(0).standard_normal(workload.input, dtype=np.float32))
     calls = [(call.symbol, [network.tensors[i] for i in call.args]) for call in network.program.calls]
     for symbol, args in calls:
