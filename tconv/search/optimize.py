@@ -606,11 +606,32 @@ class Search:
         trained = fine_tune(realised.module, realised.params, check, FINE_TUNE_SHARE * check.train_budget_s,
                             (self.module, self.params))
         realised.params = trained.params
+        self.measure_sparse_kernels(realised.module)
         candidate = Candidate(f"{best.label}, sparse {density:.0%}", dict(best.assignment), realised,
                               best.conv_seconds, best.capacity, best.comparison, accepted=True,
                               accuracy_before=trained.accuracy_before, fine_tune_epochs=trained.epochs,
                               move="sparse", source=best)
         return self.compressed(original, best, candidate, f"sparse at {density:.0%}")
+
+    def measure_sparse_kernels(self, module) -> None:
+        """Measure each pruned layer's sparse kernel and its dense default
+        (the first two candidates of a workload that declares nonzeros),
+        where the database has no record of it yet: the pruned network is
+        then compiled with the faster of the two per layer rather than by
+        the density threshold alone."""
+        if not self.latencies.tunable:
+            return
+        for workload in self.latencies.unknown_workloads(module):
+            if workload.nonzeros is None:
+                continue
+            self.say(f"measuring the sparse and dense kernels of {_short(workload)}")
+            for knobs in self.latencies.candidates(workload)[:2]:
+                if self.deadline.passed(self.reserve):
+                    return
+                try:
+                    self.latencies.measure(workload, knobs)
+                except TconvError as err:
+                    self.failed_schedules.append(f"{knobs.describe()} of {workload.key}: {err}")
 
     def quantize(self, original: Candidate, best: Candidate) -> Candidate:
         """`best` in int8 where that is faster, measured whole, and its compiled

@@ -31,7 +31,7 @@ from tconv.search.pruning import (
 )
 from tconv.search.report import build_report, layer_rows, markdown
 from tconv.search.space import DEFAULT_REWRITES, Rewrite, apply_assignment, conv_layers, eligible_layers, origin_of
-from tconv.search.tuning import CONFIRM, CONFIRM_PASSES, TuningDatabase, Workload, candidates, workload_of
+from tconv.search.tuning import CONFIRM, CONFIRM_PASSES, SPARSE_KNOBS, TuningDatabase, Workload, candidates, workload_of
 from tconv.semantics.reference import run
 
 
@@ -512,6 +512,9 @@ def test_with_sparsify_and_quantize_the_answer_is_pruned_fine_tuned_then_quantis
             weight = sparse.realised.params[op.weight.owner.param_name]
             rows = (weight != 0).reshape(len(weight), -1).sum(axis=1)
             assert op.weight_nonzeros == math.ceil(0.3 * weight[0].size) and rows.max() <= op.weight_nonzeros
+            # Each pruned layer's sparse kernel was measured against its dense default.
+            measured = search.latencies.database.measured(workload_of(op), search.latencies.target)
+            assert SPARSE_KNOBS in measured and len(measured) >= 2
     # The int8 form keeps the sparse network's weights and adds QDQ pairs; its accuracy is its own.
     from tconv.ir.ops import QuantizeOp
 
