@@ -1,7 +1,8 @@
 """1×1 convolutions as they run inside a network: a chain of them, beside
 ONNX Runtime on the same chain (a measurement, not a test).
 
-    TVM_NUM_THREADS=2 .venv/bin/python bench/pointwise_chain.py [--threads 2] [--layout auto] [--shapes NAME ...]
+    TVM_NUM_THREADS=2 .venv/bin/python bench/pointwise_chain.py [--threads 2] [--layout auto] [--tune SECONDS]
+        [--shapes NAME ...]
 
 A single convolution measures its layout conversions as much as its
 kernel: ONNX Runtime reorders NCHW to its channel blocks and back around
@@ -12,8 +13,11 @@ C' → C, at one spatial size: tconv compiles it as `tconv compile` does
 (`--layout`, default auto: channel blocks between the convolutions), ONNX
 Runtime runs its export (its NCHWc kernels between the ends); both are
 timed in alternating rounds (`interleaved_medians`) and the chain's time
-is divided among its convolutions. The ratio is ONNX Runtime's time over
-tconv's: above 1, tconv is faster.
+is divided among its convolutions. `--tune SECONDS`: each chain's two
+workloads are also tuned that long in the layout `--layout` gives them
+(a new database in a temporary directory), and the chain compiled with
+the knobs found runs beside the untuned one. The ratio is ONNX Runtime's time over tconv's: above 1, tconv is
+faster.
 """
 
 from __future__ import annotations
@@ -57,28 +61,46 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10, help="runs per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES))
+    parser.add_argument("--tune", type=float, default=0.0, metavar="SECONDS", help="tune each chain first")
     args = parser.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
-    from tconv.compile import compile_network
+    from tconv.compile import activation_block, compile_network
     from tconv.ir.params import init_params
     from tconv.runtime.driver import Runtime
     from tconv.search.timing import OrtRunner, interleaved_medians
+    from tconv.search.tuning import CpuSchedules, TuningDatabase, tune
 
-    print(f"{'1×1 chain':26} {'tconv GFLOP/s':>13} {'ORT GFLOP/s':>11} {'ratio':>6} {'rel diff':>8}")
+    tuned = args.tune > 0
+    print(f"{'1×1 chain':26} {'tconv GFLOP/s':>13} {'tuned GFLOP/s' if tuned else '':>13} {'ORT GFLOP/s':>11} "
+          f"{'ratio':>6} {'tuned ratio' if tuned else '':>11} {'rel diff':>8}")
     for name in args.shapes:
         channels, other, size = SHAPES[name]
         module = chain(channels, other, size, args.depth)
         params = init_params(module)
         x = np.random.default_rng(0).standard_normal((1, channels, size, size)).astype(np.float32)
         with tempfile.TemporaryDirectory(prefix="tconv-bench-") as scratch:
-            compile_network(module, params, f"{scratch}/net", layout=args.layout)
-            with Runtime(f"{scratch}/net", threads=args.threads) as runtime:
-                (ours,) = runtime.run(x)
-                ort = OrtRunner(module, params, x, args.threads)
-                tconv_s, ort_s = interleaved_medians([lambda: runtime.run(x), ort], args.rounds, args.repeat)
+            compile_network(module, params, f"{scratch}/net", layout=args.layout, threads=args.threads)
+            directories = [f"{scratch}/net"]
+            if tuned:
+                database = TuningDatabase(f"{scratch}/tuning.jsonl")
+                schedules = CpuSchedules(args.threads, activation_block(module, args.layout))
+                tune(module, database, args.tune, args.threads, progress=None, schedules=schedules)
+                compile_network(module, params, f"{scratch}/tuned", layout=args.layout, database=database,
+                                threads=args.threads)
+                directories.append(f"{scratch}/tuned")
+            runtimes = [Runtime(directory, threads=args.threads) for directory in directories]
+            outputs = [runtime.run(x)[0] for runtime in runtimes]
+            ort = OrtRunner(module, params, x, args.threads)
+            *tconv_s, ort_s = interleaved_medians(
+                [*(lambda r=r: r.run(x) for r in runtimes), ort], args.rounds, args.repeat
+            )
+            for runtime in runtimes:
+                runtime.close()
         work = args.depth * 2 * channels * other * size * size
-        diff = np.linalg.norm(ours - ort.output) / np.linalg.norm(ort.output)
-        print(f"{name:26} {work / tconv_s / 1e9:13.1f} {work / ort_s / 1e9:11.1f} {ort_s / tconv_s:6.2f} {diff:8.1e}",
+        diff = max(np.linalg.norm(out - ort.output) / np.linalg.norm(ort.output) for out in outputs)
+        gflops = [f"{work / s / 1e9:13.1f}" for s in tconv_s] + [f"{'':>13}"] * (2 - len(tconv_s))
+        ratios = [f"{ort_s / s:6.2f}" for s in tconv_s[:1]] + [f"{ort_s / s:11.2f}" for s in tconv_s[1:]]
+        print(f"{name:26} {gflops[0]} {gflops[1]} {work / ort_s / 1e9:11.1f} {' '.join(ratios)} {diff:8.1e}",
               flush=True)
 
 
