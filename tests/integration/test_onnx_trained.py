@@ -64,7 +64,7 @@ def test_a_trained_pytorch_model_optimized_has_the_accuracy_its_report_states(ca
     # Any drop allowed: what is tested is that the answer's stated accuracy is the one it has
     # (whether a tiny network keeps its accuracy after seconds of fine-tuning is not).
     status, _, err = tconv(capsys, "optimize", tmp_path / "net.mlir", "--data", "digits", "--max-accuracy-drop", "100",
-                             "--budget", "90", "--train-budget", "5", "--seeds", "2", "--sparsify", "0.1",
+                             "--budget", "50", "--train-budget", "5", "--seeds", "2", "--sparsify", "0.1",
                              "--quantize", "--calibration-samples", "32", "-o", tmp_path / "opt")
     assert status == 0, err
     report = json.loads((tmp_path / "opt" / "report.json").read_text())

@@ -24,7 +24,7 @@ from tconv.semantics.reference import run
 @pytest.fixture(scope="module")
 def optimized(tmp_path_factory):
     """As a user would: `tconv train small.mlir --data digits -o trained.npz`, then
-    `tconv optimize trained.mlir --data digits --max-accuracy-drop 5 --budget 60
+    `tconv optimize trained.mlir --data digits --max-accuracy-drop 5 --budget 40
     -o out`: (status, stdout, stderr, out dir, the trained input file)."""
     root = tmp_path_factory.mktemp("optimize")
     module = small_resnet()
@@ -37,7 +37,7 @@ def optimized(tmp_path_factory):
         status = main(["train", str(root / "small.mlir"), "--data", "digits", "--epochs", "2", "--lr", "0.1",
                        "-o", str(root / "trained.npz")])
         assert status == 0, stderr.getvalue()
-        status = main(["optimize", str(root / "trained.mlir"), "--budget", "60", "--seeds", "2", "--data", "digits",
+        status = main(["optimize", str(root / "trained.mlir"), "--budget", "40", "--seeds", "2", "--data", "digits",
                        "--max-accuracy-drop", "5", "--train-budget", "120", "--train-epochs", "2", "-o", str(out)])
     yield status, stdout.getvalue(), stderr.getvalue(), out, root / "trained.mlir"
     environment.undo()
@@ -66,7 +66,7 @@ def test_report_is_consistent(optimized):
     assert [row["layer"] for row in report["layers"]] == [
         "conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2"
     ]
-    assert report["search_seconds"] <= 60 * 1.1
+    assert report["search_seconds"] <= 40 * 1.1
     assert report["candidates"][0]["label"] == "original"
     assert "## Layers" in (out / "report.md").read_text()
 
