@@ -64,6 +64,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.errors import TconvError
+from tconv.ir.ops import Conv2dOp
 from tconv.passes.analyses.capacity import DEFAULT_METRIC, DEFAULT_SEEDS, SeededCapacity, measure_seeds
 from tconv.passes.analyses.legality import Comparison
 from tconv.search.latency import LayerLatencies
@@ -78,7 +79,7 @@ from tconv.search.space import (
     eligible_layers,
     origin_of,
 )
-from tconv.search.tuning import Workload
+from tconv.search.tuning import Workload, workload_of
 
 if TYPE_CHECKING:  # the accuracy check imports torch: only where it is asked for
     from tconv.search.accuracy import AccuracyCheck
@@ -615,17 +616,21 @@ class Search:
 
     def measure_sparse_kernels(self, module) -> None:
         """Measure each pruned layer's sparse kernel and its dense default
-        (the first two candidates of a workload that declares nonzeros),
-        where the database has no record of it yet: the pruned network is
-        then compiled with the faster of the two per layer rather than by
-        the density threshold alone."""
+        (the first two candidates of a workload that declares nonzeros)
+        where the database has no record of them (the dense knobs of the
+        unpruned layer count, `tuning.dense_twin`): the pruned network is
+        then compiled with the faster per layer rather than by the density
+        threshold alone."""
         if not self.latencies.tunable:
             return
-        for workload in self.latencies.unknown_workloads(module):
-            if workload.nonzeros is None:
-                continue
-            self.say(f"measuring the sparse and dense kernels of {_short(workload)}")
-            for knobs in self.latencies.candidates(workload)[:2]:
+        convs = [op for op in module.walk() if isinstance(op, Conv2dOp)]
+        workloads = {w.key: w for w in map(workload_of, convs) if w.nonzeros is not None}
+        for workload in workloads.values():
+            measured = self.latencies.database.measured(workload, self.latencies.target)
+            missing = [k for k in self.latencies.candidates(workload)[:2] if k not in measured]
+            if missing:
+                self.say(f"measuring the sparse and dense kernels of {_short(workload)}")
+            for knobs in missing:
                 if self.deadline.passed(self.reserve):
                     return
                 try:

@@ -452,6 +452,12 @@ class Workload(ConvShape):
         return 2 * n * self.out_channels * self.out_height * self.out_width * (c // self.groups) * self.kernel[0] * self.kernel[1]
 
 
+def dense_twin(workload: Workload) -> Workload | None:
+    """The unpruned workload of one that declares `nonzeros` (None for a
+    dense one): its dense kernels are the pruned one's, as fast on zeros."""
+    return None if workload.nonzeros is None else replace(workload, nonzeros=None)
+
+
 def workload_of(conv: Conv2dOp) -> Workload:
     return Workload(**vars(conv_shape(conv)), nonzeros=conv.weight_nonzeros)
 
@@ -666,16 +672,30 @@ class TuningDatabase:
         return self._count
 
     def measured(self, workload: Workload, target: str) -> dict[Knobs, float]:
-        """Seconds by knobs measured for `workload` on
-        `target`, the fastest measurement of each."""
-        return self.records.get((workload.key, target), {})
+        """Seconds by knobs measured for `workload` on `target`, the fastest
+        measurement of each; for pruned weights (`Workload.nonzeros`) also
+        the dense knobs of the unpruned workload (`dense_twin`), which run
+        the same kernels, where the pruned one has no record of them."""
+        twin = dense_twin(workload)
+        own = self.records.get((workload.key, target), {})
+        return {**self.records.get((twin.key, target), {}), **own} if twin else own
 
     def _running(self, workload: Workload, target: str) -> tuple[dict[Knobs, float], dict[Knobs, float]]:
         """The knobs in the running (those of the latest round at its times,
         and knobs measured after it at their own; without a round, all at
-        their fastest) and those out of it."""
-        key = (workload.key, target)
-        measured = self.measured(workload, target)
+        their fastest) and those out of it; a pruned workload's own ahead of
+        its `dense_twin`'s."""
+        twin = dense_twin(workload)
+        running, out = self._running_of(workload.key, target)
+        if twin is None:
+            return running, out
+        twin_running, twin_out = self._running_of(twin.key, target)
+        running = {**{k: s for k, s in twin_running.items() if k not in out}, **running}
+        return running, {**{k: s for k, s in twin_out.items() if k not in running}, **out}
+
+    def _running_of(self, workload_key: str, target: str) -> tuple[dict[Knobs, float], dict[Knobs, float]]:
+        key = (workload_key, target)
+        measured = self.records.get(key, {})
         latest = self.rounds.get(key)
         if latest is None:
             return dict(measured), {}

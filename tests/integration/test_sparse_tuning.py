@@ -139,3 +139,26 @@ def test_compile_runs_the_kernel_measured_faster_for_each_layer(tmp_path):
         (got,) = runtime.run(x)
     (want,) = run(module, params, x)
     assert relative_error(got, want) < 1e-5
+
+
+def test_a_pruned_workload_shares_the_dense_records_of_its_unpruned_twin(tmp_path):
+    """Dense kernels run as fast on zeros: a pruned layer's dense knobs are
+    the unpruned layer's records, and tuning it measures only what those
+    lack (the sparse kernel first); its own records rank ahead."""
+    database = TuningDatabase(tmp_path / "db.jsonl")
+    schedules = CpuSchedules(2)
+    pruned, twin = workload(K // 2), workload(None)
+    dense_default = candidates(pruned)[0]
+    database.add(twin, schedules.target, dense_default, 2e-4)
+    assert database.measured(pruned, schedules.target) == {dense_default: 2e-4}
+    assert database.chosen(pruned, schedules) == (dense_default, 2e-4)
+    database.add(pruned, schedules.target, SPARSE_KNOBS, 1e-4)
+    assert database.chosen(pruned, schedules) == (SPARSE_KNOBS, 1e-4)
+    assert database.measured(twin, schedules.target) == {dense_default: 2e-4}  # the twin keeps its own
+
+    module, _ = pruned_network()
+    tune(module, database, 1e9, 2, progress=None, measure_fn=lambda workload, knobs: 3e-4, schedules=schedules)
+    lines = [json.loads(line) for line in (tmp_path / "db.jsonl").read_text().splitlines()]
+    pruned_default = [r for r in lines if r["workload"] == pruned.key and Knobs.from_record(r) == dense_default]
+    # Known from the twin: measured again only side by side with the sparse kernel, never alone.
+    assert pruned_default and all("round" in r for r in pruned_default)
