@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tvm_network import module_input_shape
 
 
 def main() -> None:
@@ -38,12 +42,10 @@ def main() -> None:
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
     from tconv.compile import activation_block, compile_network
     from tconv.frontends.zoo import build
-    from tconv.ir.ops import shape_of
     from tconv.ir.params import init_params
     from tconv.runtime.driver import Runtime
     from tconv.search.timing import OrtRunner, interleaved_medians
     from tconv.search.tuning import CpuSchedules, TuningDatabase, tune
-    from tconv.semantics.reference import single_function
 
     scratch = Path(tempfile.mkdtemp(prefix="tconv-bench-"))
     database = TuningDatabase(args.db or scratch / "tuning.jsonl")
@@ -52,8 +54,7 @@ def main() -> None:
     for name in args.networks:
         module = build(name)
         params = init_params(module)
-        x = np.random.default_rng(0).standard_normal(shape_of(single_function(module).body.block.args[0]),
-                                                     dtype=np.float32)
+        x = np.random.default_rng(0).standard_normal(module_input_shape(module), dtype=np.float32)
         for layout in ("nchw", "auto"):
             tune(module, database, args.budget, args.threads, progress=None,
                  schedules=CpuSchedules(args.threads, activation_block(module, layout)))

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tvm_network import module_input_shape
 
 
 def main() -> None:
@@ -41,14 +45,13 @@ def main() -> None:
 
     from tconv.compile import activation_block, compile_network
     from tconv.frontends.zoo import build
-    from tconv.ir.ops import Conv2dOp, shape_of
+    from tconv.ir.ops import Conv2dOp
     from tconv.ir.params import init_params
     from tconv.passes.nas.store import ParamStore, using_store
     from tconv.passes.sparse.sparsify import SparsifyPass
     from tconv.runtime.driver import Runtime
     from tconv.search.timing import OrtRunner, interleaved_medians
     from tconv.search.tuning import CpuSchedules, TuningDatabase, tune
-    from tconv.semantics.reference import single_function
 
     scratch = Path(tempfile.mkdtemp(prefix="tconv-bench-"))
     database = TuningDatabase(scratch / "tuning.jsonl")
@@ -57,8 +60,7 @@ def main() -> None:
     for name in args.networks:
         dense = build(name)
         dense_params = init_params(dense)
-        x = np.random.default_rng(0).standard_normal(shape_of(single_function(dense).body.block.args[0]),
-                                                     dtype=np.float32)
+        x = np.random.default_rng(0).standard_normal(module_input_shape(dense), dtype=np.float32)
         schedules = CpuSchedules(args.threads, activation_block(dense))
         tune(dense, database, args.budget, args.threads, progress=None, schedules=schedules)
         compile_network(dense, dense_params, scratch / f"{name}-dense", database=database, threads=args.threads)

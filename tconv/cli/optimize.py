@@ -171,13 +171,11 @@ def _check_creatable(path: Path, what: str) -> None:
         raise TconvError(f"{path}: error: {what}: {ancestor} is not writable")
 
 
-def _measurer(target: str, threads: int):
+def _measurer(target: str, threads: int, block: int):
     from tconv.search.latency import LocalMeasurer
 
     if target == "cpu":
-        from tconv.search.tuning import cpu_unit
-
-        return LocalMeasurer(threads, cpu_unit().lanes)  # in channel blocks, as the answer is compiled
+        return LocalMeasurer(threads, block)  # in the layout the answer is compiled in
     if target == "cuda":
         from tconv.search.cuda_measure import CudaMeasurer
 
@@ -222,7 +220,7 @@ def execute(args: argparse.Namespace) -> None:
 
     # Imported on use: TVM loads only when something is measured.
     from tconv.cli.files import write_network
-    from tconv.compile import compile_network
+    from tconv.compile import activation_block, compile_network
     from tconv.frontends.onnx.exporter import BATCH_NAME, export_model
     from tconv.search import report as reports
     from tconv.search.latency import LayerLatencies
@@ -233,7 +231,7 @@ def execute(args: argparse.Namespace) -> None:
     from tconv.search.tuning import default_threads
 
     threads = default_threads()
-    measurer = _measurer(args.target, threads)
+    measurer = _measurer(args.target, threads, activation_block(module, target=args.target))
     latencies = LayerLatencies(database, measurer)
     cuda = args.target == "cuda"
     local = args.target == "cpu" or cuda  # whole networks are timed on this machine

@@ -95,7 +95,7 @@ from tconv.kernels.algorithm import default_blocking as algorithm_default_blocki
 from tconv.kernels.blocking import ConvBlocking
 from tconv.kernels.templates import template_blocking, template_schedule
 from tconv.kernels.winograd import RegisterTile
-from tconv.passes.classical.pack import layout_fits, shape_packing
+from tconv.passes.classical.pack import layout_fits, shape_layout_fits, shape_packing
 from tconv.search.progress import bar
 from tconv.search.progress import done as end_progress
 from tconv.search.progress import show as show_progress
@@ -211,9 +211,7 @@ class Knobs:
         if algorithm not in (DIRECT, GSPC):  # no other knob: the record's tile fields say nothing
             for name in ("block", "width_tile"):
                 _knob(record, name, None, low=0)
-            if algorithm == UNSCHEDULED_ALGORITHM:
-                return replace(UNSCHEDULED, layout=layout)
-            return SPARSE_KNOBS if algorithm == SPARSE else WINOGRAD_KNOBS
+            return replace(UNSCHEDULED, layout=layout) if algorithm == UNSCHEDULED_ALGORITHM else FIXED_KNOBS[algorithm]
         knobs = cls(
             str(algorithm), _knob(record, "block", None), _knob(record, "width_tile", None),
             _knob(record, "rows", 1), bool(_knob(record, "unroll_kw", 1, low=0, high=1)),
@@ -335,6 +333,10 @@ WINOGRAD_KNOBS = Knobs(WINOGRAD, 0, 0)
 SPARSE_KNOBS = Knobs(SPARSE, 0, 0)
 """The sparse kernel, which takes no other knob: the schedule `{algorithm = "sparse"}`."""
 
+FIXED_KNOBS = {WINOGRAD: WINOGRAD_KNOBS, SPARSE: SPARSE_KNOBS}
+"""The knobs of each algorithm whose kernels take no knob: the schedule
+names the algorithm alone."""
+
 
 def direct(channels: int, columns: int, **knobs) -> Knobs:
     """Direct-template knobs of a `channels` × `columns` tile."""
@@ -359,7 +361,7 @@ def schedule_of(workload: Workload, knobs: Knobs) -> ConvSchedule | None:
     template's full form for direct and GSPC knobs, `{algorithm =
     "winograd"}`, or None for UNSCHEDULED; with the activation layouts of
     knobs for channel blocks (`tuned_layouts`)."""
-    if knobs.algorithm in (WINOGRAD, SPARSE):
+    if knobs.algorithm in FIXED_KNOBS:
         return ConvSchedule(algorithm=knobs.algorithm)
     layouts = tuned_layouts(workload, knobs.layout) if knobs.layout else None
     if knobs.algorithm == UNSCHEDULED_ALGORITHM:
@@ -375,8 +377,8 @@ def knobs_of_schedule(workload: Workload, schedule: ConvSchedule | None) -> Knob
         layout = schedule.layouts.input_block or schedule.layouts.output_block
     if schedule is None or (schedule.algorithm is None and not schedule.transforms_loops):
         return replace(UNSCHEDULED, layout=layout)
-    if schedule.algorithm in (WINOGRAD, SPARSE):
-        return WINOGRAD_KNOBS if schedule.algorithm == WINOGRAD else SPARSE_KNOBS
+    if schedule.algorithm in FIXED_KNOBS:
+        return FIXED_KNOBS[schedule.algorithm]
     default = default_blocking(workload, schedule.algorithm, layout)
     return replace(Knobs.of_blocking(template_blocking(
         schedule, workload.groups, workload.out_group, default, workload.depthwise
@@ -563,13 +565,10 @@ class CpuSchedules:
 
 def fits_layouts(workload: Workload, knobs: Knobs) -> bool:
     """Whether knobs for channel blocks keep their `tuned_layouts`
-    (`shape_packing`: a depthwise vector of the block, an ungrouped channel
-    block a multiple of a packed output's block that divides its channels)."""
-    layouts = tuned_layouts(workload, knobs.layout)
-    packing = shape_packing(workload, replace(schedule_of(workload, knobs), layout=None), knobs.layout)
-    return (layouts.input_block is None or packing.read is None) and (
-        layouts.output_block is None or packing.write is None
-    )
+    (`pack.shape_layout_fits`: a depthwise vector of the block, an
+    ungrouped channel block a multiple of a packed output's block that
+    divides its channels)."""
+    return shape_layout_fits(workload, schedule_of(workload, knobs), tuned_layouts(workload, knobs.layout))
 
 
 def tunable_workloads(module: ModuleOp, schedules: Schedules) -> list[Workload]:

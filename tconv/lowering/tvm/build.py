@@ -488,7 +488,7 @@ class _Lowering(ProgramBuilder):
             raise LoweringError(located(op, f"tvm backend: {err}")) from None
         out_height, out_width = out_size
         if depthwise:
-            return "depthwise_conv2d", self.packed_depthwise(op, schedule, layouts, in_channels, out_width)
+            return "depthwise_conv2d", self.packed_depthwise(op, schedule, layouts, in_channels)
         block = layouts.output_block
         tile = schedule.factor("oc") if schedule is not None else None
         if block is not None and tile is not None and (tile % block or out_channels % tile):
@@ -511,9 +511,7 @@ class _Lowering(ProgramBuilder):
             )))
         return "conv2d", blocking
 
-    def packed_depthwise(
-        self, op: Conv2dOp, schedule, layouts: ActivationLayouts, channels: int, out_width: int,
-    ) -> ConvBlocking:
+    def packed_depthwise(self, op: Conv2dOp, schedule, layouts: ActivationLayouts, channels: int) -> ConvBlocking:
         """The blocking of a depthwise convolution with an activation in
         channel blocks: a vector of the layout's block of channels (both
         activations packed alike), the schedule's other knobs honoured."""

@@ -123,8 +123,15 @@ def layout_fits(conv: Conv2dOp, layouts: ActivationLayouts) -> bool:
     """Whether `conv`, with the schedule it has now, can read and write the
     blocks `layouts` asks for (a tuner that changes its schedule keeps the
     layout only where this holds)."""
+    schedule = parse_schedule(conv.schedule) if conv.schedule is not None else ConvSchedule()
+    return shape_layout_fits(conv_shape(conv), schedule, layouts)
+
+
+def shape_layout_fits(shape: ConvShape, schedule: ConvSchedule, layouts: ActivationLayouts) -> bool:
+    """`layout_fits` for a convolution of `shape` with `schedule` (the
+    tuner asks it of the knobs it measures in blocks)."""
     for block, role in ((layouts.input_block, "read"), (layouts.output_block, "write")):
-        if block is not None and getattr(packing(conv, block), role) is not None:
+        if block is not None and getattr(shape_packing(shape, schedule, block), role) is not None:
             return False
     return True
 
