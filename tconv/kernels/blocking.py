@@ -112,12 +112,26 @@ def accumulator_budget(unit: VectorUnit) -> int:
     return unit.registers - 6
 
 
+def native_width(channels: int, lanes: int) -> int:
+    """The narrowest vector of a power-of-two width (up to `lanes`) that holds
+    `channels`: a vector of another width is split by the code generator into
+    narrower ones (12 lanes into 8 + 4), whose extra loads and FMAs cost more
+    than the padded lanes do (48→12 channels 3×3 at 32² ran 32 GFLOP/s in
+    blocks of 12, 126 in blocks of 16: docs/benchmarks.md, "Measurements
+    behind the schedules")."""
+    width = 1
+    while width < min(channels, lanes):
+        width *= 2
+    return width
+
+
 def _channel_blocks(groups: int, out_group: int, lanes: int) -> list[int]:
     """The output-channel blocks a group of `out_group` channels allows: whole
     vectors (zero-padded past the channels with one group; dividing the group
-    with several, so that no block straddles two), else the group itself."""
+    with several, so that no block straddles two), else the group itself
+    (with one group, padded to its `native_width`)."""
     if out_group <= lanes:
-        return [out_group]
+        return [native_width(out_group, lanes) if groups == 1 else out_group]
     vectors = [b for b in (lanes, 2 * lanes) if groups == 1 or out_group % b == 0]
     if vectors:
         return vectors

@@ -239,6 +239,24 @@ def test_a_channel_block_of_three_vectors_is_vectorised_in_powers_of_two(kernel)
     assert "T.vectorized(16)" in text and "T.vectorized(48)" not in text
 
 
+@pytest.mark.parametrize(("out_channels", "lanes"), [(12, 16), (3, 4), (6, 8)])
+def test_a_channel_block_narrower_than_a_vector_is_padded_to_a_native_width(out_channels, lanes):
+    """12 output channels run in one vector of 16 (4 zero-padded channels),
+    not a <12 x float> the code generator splits into 8 + 4; 3 in 4 and 6
+    in 8, on any host that has those lanes. The padded lanes are not stored."""
+    from tconv.kernels.blocking import conv2d_blocking
+    from tconv.kernels.target import host_vector_unit
+
+    b = NetworkBuilder("narrow", (1, 20, 10, 11))
+    x = b.conv2d(b.input, out_channels, 3, padding=1, name="conv")
+    module = b.finish(epilogue(b, x, "bn_add_relu"))
+    assert_matches_reference(module, random_params(module, 5))
+    unit = host_vector_unit()
+    if conv2d_blocking(1, out_channels, 11, unit).vector == "oc" and lanes <= unit.lanes:
+        kernels, _ = lower_kernels(module)
+        assert f"T.vectorized({lanes})" in kernels.script()
+
+
 def test_pointwise_conv2d_with_a_position_tail():
     """The pointwise kernel over 7² = 49 flattened positions, batch 2, 40
     output channels: the models choose it for AVX2 and AVX-512 alike, in

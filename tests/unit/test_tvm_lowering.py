@@ -13,6 +13,7 @@ from tconv.kernels.blocking import (
     accumulator_budget,
     conv2d_blocking,
     depthwise_blocking,
+    native_width,
     pointwise_blocking,
     runs_rows_first,
     skews_planes,
@@ -188,6 +189,17 @@ def test_conv2d_blocking_prefers_full_tiles():
     """7 columns: one vector of channels by all 7 columns, not 4 + 4 with a padded column."""
     assert conv2d_blocking(1, 512, 7, AVX2) == ConvBlocking(8, 7)
     assert conv2d_blocking(1, 64, 56, AVX2) == ConvBlocking(16, 4)
+
+
+def test_one_group_narrower_than_a_vector_is_blocked_in_a_power_of_two_width():
+    """Fewer output channels than lanes: a block of the narrowest native
+    vector that holds them (DenseNet's 12 in 16 on AVX-512), never 12 or 6
+    lanes; a grouped convolution keeps blocks that divide its groups."""
+    assert conv2d_blocking(1, 12, 32, AVX512).block == 16
+    assert conv2d_blocking(1, 8, 32, AVX512).block == 8
+    assert conv2d_blocking(1, 6, 32, AVX2).block == 8
+    assert conv2d_blocking(1, 3, 32, AVX512).block == 4
+    assert [native_width(c, 16) for c in (1, 2, 3, 5, 9, 16, 40)] == [1, 2, 4, 8, 16, 16, 16]
 
 
 def test_depthwise_blocking_vectorises_columns_unless_the_image_is_narrow():
