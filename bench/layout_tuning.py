@@ -2,7 +2,8 @@
 networks compiled three ways, beside ONNX Runtime (a measurement, not a
 test).
 
-    TVM_NUM_THREADS=2 .venv/bin/python bench/layout_tuning.py mobilenet_v2 resnet18 [--budget 120] [--db PATH]
+    TVM_NUM_THREADS=2 .venv/bin/python bench/layout_tuning.py mobilenet_v2 resnet18 [--budget 120] [--db PATH] \
+        [--batch 8]
 
 For each network, `tune` spends `--budget` seconds in each layout (NCHW
 kernels as `tconv tune --layout nchw`, channel blocks as `--layout auto`)
@@ -13,7 +14,8 @@ NCHW knobs (`--layout nchw`) and with the knobs for blocks (`--layout
 auto`, the default); the three artifacts and ONNX Runtime run in
 alternating rounds (`interleaved_medians`), their outputs compared. The
 ratios are each artifact's time over ONNX Runtime's: below 1, tconv is
-faster.
+faster. `--batch B` re-batches each network first (`tconv-set-batch`): its
+workloads, and so its records, are the batch's own (tuned per batch).
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ def main() -> None:
     parser.add_argument("--db", help="the tuning database (default: a new one)")
     parser.add_argument("--repeat", type=int, default=10, help="runs per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=None, help="re-batch the networks (default: the zoo's, 1)")
     args = parser.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
-    from tconv.compile import activation_block, compile_network
+    from tconv.compile import activation_block, compile_network, rebatched
     from tconv.frontends.zoo import build
     from tconv.ir.params import init_params
     from tconv.runtime.driver import Runtime
@@ -53,6 +56,8 @@ def main() -> None:
           f"{'ratios to ORT':>20} {'rel diff':>8}")
     for name in args.networks:
         module = build(name)
+        if args.batch is not None:
+            module = rebatched(module, args.batch)
         params = init_params(module)
         x = np.random.default_rng(0).standard_normal(module_input_shape(module), dtype=np.float32)
         for layout in ("nchw", "auto"):

@@ -4,10 +4,15 @@ beside ONNX Runtime's, slowest ratio first (a measurement, not a test).
     TVM_NUM_THREADS=2 .venv/bin/python bench/zoo_convs.py [densenet_bc100 wrn40_2 ...] [--threads 2]
 
 Finds the layers where the backend's own choice (no tuning database: the
-algorithm and blocking `tconv.kernels.algorithm` gives) falls behind: each
-workload is a one-convolution network compiled for this CPU (activations
-NCHW, as `bench/tvm_conv.py` compiles them) and its kernel called
-directly, timed in alternating rounds with the same Conv in ONNX Runtime
+algorithm and blocking `tconv.kernels.algorithm` gives) falls behind. Each
+workload runs as `tconv compile` runs it (`--layout auto`; `--layout nchw`
+for NCHW kernels throughout): a convolution whose default is the direct
+template, or depthwise, in channel blocks of one vector where
+`tuning.tuned_layouts` packs it (its default knobs between the depthwise
+1×1 convolutions that write its input in blocks and read its output,
+`tuning.conv_network`, those two not timed), the others (Winograd, GSPC)
+NCHW. Its kernels (three for Winograd) are called directly and timed in
+alternating rounds with the same Conv in ONNX Runtime
 (`interleaved_medians`). "share" is the layer's time times its count in
 the networks that have it, over the sum for all rows: where fixing a row
 pays most.
@@ -23,7 +28,8 @@ import numpy as np
 
 
 def zoo_workloads(names):
-    """{workload: count} over the networks `names` (each on its first data set)."""
+    """How often each convolution workload occurs in the networks `names`
+    (each on its first data set), and the first network that has it."""
     from tconv.frontends.zoo import build, datasets
     from tconv.ir.ops import Conv2dOp
     from tconv.search.tuning import workload_of
@@ -40,32 +46,47 @@ def zoo_workloads(names):
     return counts, origin
 
 
-def one_conv(workload):
-    from tconv.ir.builder import NetworkBuilder
+def compiled_knobs(workload, layout: bool):
+    """The knobs `tconv compile` runs `workload` by without a tuning
+    database, and a word for them."""
+    from tconv.kernels import algorithm
+    from tconv.search import tuning
 
-    b = NetworkBuilder("conv", workload.input)
-    x = b.conv2d(
-        b.input, workload.out_channels, workload.kernel, stride=workload.strides, padding=workload.padding,
-        dilation=workload.dilations, groups=workload.groups, name="conv",
-    )
-    return b.finish(x)
+    unit = tuning.cpu_unit()
+    chosen = algorithm.default_algorithm(workload, unit)
+    if chosen == algorithm.WINOGRAD:
+        return tuning.WINOGRAD_KNOBS, chosen
+    packs = layout and (chosen == algorithm.DIRECT or workload.depthwise)
+    knobs = tuning.candidates(workload, unit.lanes if packs else 0)[0]
+    return knobs, ("direct " if knobs.algorithm == algorithm.DIRECT else "") + knobs.describe()
 
 
-def runners(workload, threads):
-    from tconv.ir.params import init_params
+def runners(workload, knobs, threads):
+    """The workload's kernels with `knobs`, and the same Conv in ONNX Runtime."""
     from tconv.lowering.tvm.build import TvmNetwork
+    from tconv.search import tuning
     from tconv.search.timing import OrtRunner
 
-    module = one_conv(workload)
-    params = init_params(module)
+    module = tuning.conv_network(workload, knobs)
+    params = tuning.measurement_params(module)
     network = TvmNetwork(module)
     network.load_params(params)
     x = np.random.default_rng(0).standard_normal(workload.input).astype(np.float32)
-    network.run(x)
-    (call,) = network.program.calls
-    kernel = network.kernels[call.symbol]
-    args = [network.tensors[i] for i in call.args]
-    return (lambda: kernel(*args)), OrtRunner(module, params, x, threads)
+    (out,) = network.run(x)
+    calls = [
+        (network.kernels[call.symbol], [network.tensors[i] for i in call.args])
+        for call in tuning.measured_calls(network.program.calls, knobs, workload)
+    ]
+
+    def run() -> None:
+        for kernel, args in calls:
+            kernel(*args)
+
+    ort = OrtRunner(module, params, x, threads)
+    ort()
+    error = np.linalg.norm(out - ort.output) / np.linalg.norm(ort.output)
+    assert error < 1e-4, f"{workload.key}: tconv and ONNX Runtime differ by {error:.1e}"
+    return run, ort
 
 
 def flops(workload) -> int:
@@ -82,23 +103,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("TVM_NUM_THREADS", "2")))
     parser.add_argument("--repeat", type=int, default=10, help="calls per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--layout", choices=("auto", "nchw"), default="auto", help="as `tconv compile --layout`")
     args = parser.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
-    from tconv.kernels import algorithm
-    from tconv.kernels.target import host_vector_unit
     from tconv.search.timing import interleaved_medians
 
-    unit = host_vector_unit()
     counts, origin = zoo_workloads(args.networks or network_names())
     rows = []
     for index, (workload, count) in enumerate(counts.items()):
-        tconv_kernel, ort = runners(workload, args.threads)
-        tconv_s, ort_s = interleaved_medians([tconv_kernel, ort], args.rounds, args.repeat)
-        chosen = algorithm.default_algorithm(workload, unit)
-        if chosen != algorithm.WINOGRAD:
-            chosen += f" {algorithm.default_blocking(workload, unit)}"
+        knobs, chosen = compiled_knobs(workload, args.layout == "auto")
+        tconv_run, ort = runners(workload, knobs, args.threads)
+        tconv_s, ort_s = interleaved_medians([tconv_run, ort], args.rounds, args.repeat)
         rows.append((ort_s / tconv_s, workload, count, tconv_s, ort_s, chosen))
-        print(f"  {index + 1}/{len(counts)} {workload.key}: {ort_s / tconv_s:.2f}", flush=True)
+        print(f"  {index + 1}/{len(counts)} {workload.key}: {ort_s / tconv_s:.2f} {chosen}", flush=True)
     total = sum(count * tconv_s for _, _, count, tconv_s, _, _ in rows)
     print("\n| convolution | network | count | tconv GFLOP/s | ORT GFLOP/s | tconv vs ORT | share | default |")
     print("|---|---|---:|---:|---:|---:|---:|---|")

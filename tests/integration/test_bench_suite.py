@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tconv.search.tuning import TuningDatabase, target_key, workload_of, tunable_convs
+from tconv.search.tuning import TuningDatabase, target_key, tunable_convs, workload_of
 
 SUITE = Path(__file__).parents[2] / "bench" / "suite.py"
 
@@ -85,3 +85,30 @@ def test_the_fma_loop_computes_its_chains_and_measures_a_rate():
     assert loop(1, 0.5, 1.0) == ACCUMULATORS * 1.5 and loop(2, 0.5, 1.0) == ACCUMULATORS * 1.75
     assert flops_per_iteration in (2 * 4 * ACCUMULATORS, 2 * 8 * ACCUMULATORS, 2 * 16 * ACCUMULATORS)
     assert fma_peak(1, seconds=0.002, rounds=1, pause_s=0.0) > 0
+
+
+def test_the_zoo_survey_runs_each_convolution_as_compiled_and_checks_it_against_onnx_runtime():
+    """bench/zoo_convs.py's pieces on WRN-40-2: every convolution counted
+    once per occurrence; a direct layer measured in channel blocks (between
+    its packing convolutions, not timed), a Winograd one in NCHW, each run
+    and compared with ONNX Runtime's output (`runners` refuses a mismatch)."""
+    sys.path.insert(0, str(SUITE.parent))
+    import zoo_convs
+
+    from tconv.frontends.zoo import build
+    from tconv.ir.ops import Conv2dOp
+    from tconv.kernels.algorithm import WINOGRAD
+    from tconv.search.tuning import WINOGRAD_KNOBS, cpu_unit
+
+    counts, origin = zoo_convs.zoo_workloads(["wrn40_2"])
+    assert sum(counts.values()) == sum(isinstance(op, Conv2dOp) for op in build("wrn40_2").walk())
+    assert set(origin.values()) == {"wrn40_2"}
+    direct = next(w for w in counts if w.kernel == (1, 1) and w.input[1] % cpu_unit().lanes == 0)
+    knobs, chosen = zoo_convs.compiled_knobs(direct, layout=True)
+    assert knobs.layout == cpu_unit().lanes and chosen.startswith("direct")
+    winograd = next(w for w in counts if zoo_convs.compiled_knobs(w, layout=True)[0] == WINOGRAD_KNOBS)
+    assert zoo_convs.compiled_knobs(winograd, layout=True)[1] == WINOGRAD
+    for workload in (direct, winograd):
+        run, ort = zoo_convs.runners(workload, zoo_convs.compiled_knobs(workload, layout=True)[0], threads=1)
+        run()
+        ort()
