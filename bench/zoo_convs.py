@@ -48,17 +48,18 @@ def zoo_workloads(names):
 
 def compiled_knobs(workload, layout: bool):
     """The knobs `tconv compile` runs `workload` by without a tuning
-    database, and a word for them."""
-    from tconv.kernels import algorithm
+    database (`compile.unpacked_algorithm` decides which run NCHW), and a
+    word for them."""
+    from tconv.compile import unpacked_algorithm
+    from tconv.ir.schedule import DIRECT
     from tconv.search import tuning
 
     unit = tuning.cpu_unit()
-    chosen = algorithm.default_algorithm(workload, unit)
-    if chosen == algorithm.WINOGRAD:
-        return tuning.WINOGRAD_KNOBS, chosen
-    packs = layout and (chosen == algorithm.DIRECT or workload.depthwise)
-    knobs = tuning.candidates(workload, unit.lanes if packs else 0)[0]
-    return knobs, ("direct " if knobs.algorithm == algorithm.DIRECT else "") + knobs.describe()
+    unpacked = unpacked_algorithm(workload, workload.nonzeros, unit)
+    if unpacked in tuning.FIXED_KNOBS:
+        return tuning.FIXED_KNOBS[unpacked], unpacked
+    knobs = tuning.candidates(workload, unit.lanes if layout and unpacked is None else 0)[0]
+    return knobs, ("direct " if knobs.algorithm == DIRECT else "") + knobs.describe()
 
 
 def runners(workload, knobs, threads):
@@ -89,12 +90,6 @@ def runners(workload, knobs, threads):
     return run, ort
 
 
-def flops(workload) -> int:
-    n = workload.input[0]
-    kh, kw = workload.kernel
-    return 2 * n * workload.out_channels * workload.in_group * kh * kw * workload.out_height * workload.out_width
-
-
 def main() -> None:
     from tconv.frontends.zoo import network_names
 
@@ -120,7 +115,7 @@ def main() -> None:
     print("\n| convolution | network | count | tconv GFLOP/s | ORT GFLOP/s | tconv vs ORT | share | default |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for ratio, workload, count, tconv_s, ort_s, chosen in sorted(rows, key=lambda row: row[0]):
-        work = flops(workload)
+        work = workload.flops
         print(
             f"| {workload.key} | {origin[workload]} | {count} | {work / tconv_s / 1e9:.1f} | "
             f"{work / ort_s / 1e9:.1f} | {ratio:.2f} | {100 * count * tconv_s / total:.1f}% | {chosen} |"

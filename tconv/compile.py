@@ -153,6 +153,18 @@ def keeps_own_layouts(module: ModuleOp) -> bool:
     )
 
 
+def unpacked_algorithm(shape, nonzeros: int | None, unit) -> str | None:
+    """The algorithm that keeps a convolution of `shape` (declaring
+    `nonzeros`) without a schedule in NCHW under `plan_layouts` (Winograd,
+    GSPC for an ungrouped one, sparse: their kernels read NCHW), or None
+    where it runs the direct or depthwise template in channel blocks."""
+    from tconv.ir.schedule import DIRECT, GSPC, SPARSE
+    from tconv.kernels.algorithm import default_algorithm, sparse_pays
+
+    algorithm = SPARSE if sparse_pays(shape, nonzeros) else default_algorithm(shape, unit)
+    return None if algorithm == DIRECT or (algorithm == GSPC and shape.depthwise) else algorithm
+
+
 def plan_layouts(module: ModuleOp, unit) -> LayoutPlan:
     """Store `module`'s activations in channel blocks of one vector of the
     CPU's `unit` (NCHW[lanes]c, `tconv-pack`) between the convolutions that
@@ -173,8 +185,8 @@ def plan_layouts(module: ModuleOp, unit) -> LayoutPlan:
     from xdsl.utils.exceptions import PassFailedException
 
     from tconv.ir.ops import Conv2dOp
-    from tconv.ir.schedule import DIRECT, GSPC, SPARSE, ConvSchedule, conv_layouts, parse_schedule
-    from tconv.kernels.algorithm import conv_shape, default_algorithm, sparse_pays
+    from tconv.ir.schedule import ConvSchedule, conv_layouts, parse_schedule
+    from tconv.kernels.algorithm import conv_shape
     from tconv.passes.classical.pack import pack_module, packing
 
     convs = [op for op in module.walk() if isinstance(op, Conv2dOp)]
@@ -187,11 +199,9 @@ def plan_layouts(module: ModuleOp, unit) -> LayoutPlan:
     for conv in convs:
         if conv.schedule is not None:
             continue
-        shape = conv_shape(conv)
-        algorithm = SPARSE if sparse_pays(shape, conv.weight_nonzeros) else default_algorithm(shape, unit)
-        if algorithm == DIRECT or (algorithm == GSPC and shape.depthwise):
-            continue
-        conv.properties["schedule"] = ConvSchedule(algorithm=algorithm).to_attr()
+        algorithm = unpacked_algorithm(conv_shape(conv), conv.weight_nonzeros, unit)
+        if algorithm is not None:
+            conv.properties["schedule"] = ConvSchedule(algorithm=algorithm).to_attr()
     try:
         pack_module(module, unit.lanes, keep=keep)
     except PassFailedException:  # no convolution can be packed

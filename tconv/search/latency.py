@@ -169,12 +169,12 @@ class LayerLatencies:
     def conv_seconds(self, module: ModuleOp) -> float:
         return sum(row.seconds for row in self.convs(module))
 
+    @staticmethod
+    def workloads(module: ModuleOp) -> list[Workload]:
+        """The distinct workloads of `module`'s convolutions, in program order."""
+        found = {w.key: w for w in (workload_of(op) for op in module.walk() if isinstance(op, Conv2dOp))}
+        return list(found.values())
+
     def unknown_workloads(self, module: ModuleOp) -> list[Workload]:
         """The distinct workloads of `module` with no measurement yet."""
-        found: dict[str, Workload] = {}
-        for op in module.walk():
-            if isinstance(op, Conv2dOp):
-                workload = workload_of(op)
-                if not self.known(workload) and workload.key not in self.failures:
-                    found.setdefault(workload.key, workload)
-        return list(found.values())
+        return [w for w in self.workloads(module) if not self.known(w) and w.key not in self.failures]

@@ -64,7 +64,6 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from tconv.errors import TconvError
-from tconv.ir.ops import Conv2dOp
 from tconv.passes.analyses.capacity import DEFAULT_METRIC, DEFAULT_SEEDS, SeededCapacity, measure_seeds
 from tconv.passes.analyses.legality import Comparison
 from tconv.search.latency import LayerLatencies
@@ -79,7 +78,7 @@ from tconv.search.space import (
     eligible_layers,
     origin_of,
 )
-from tconv.search.tuning import Workload, workload_of
+from tconv.search.tuning import Workload
 
 if TYPE_CHECKING:  # the accuracy check imports torch: only where it is asked for
     from tconv.search.accuracy import AccuracyCheck
@@ -623,9 +622,7 @@ class Search:
         threshold alone."""
         if not self.latencies.tunable:
             return
-        convs = [op for op in module.walk() if isinstance(op, Conv2dOp)]
-        workloads = {w.key: w for w in map(workload_of, convs) if w.nonzeros is not None}
-        for workload in workloads.values():
+        for workload in (w for w in self.latencies.workloads(module) if w.nonzeros is not None):
             measured = self.latencies.database.measured(workload, self.latencies.target)
             missing = [k for k in self.latencies.candidates(workload)[:2] if k not in measured]
             if missing:
