@@ -226,6 +226,25 @@ def test_packed_network_matches_reference(block):
     assert len(program.inputs[0].shape) == 4
 
 
+def test_a_packed_pointwise_layer_takes_three_vectors_of_channels_where_they_divide_it():
+    """Three vectors of output channels (24 on AVX2, 48 on AVX-512) in
+    blocks of one vector: the default tile holds all three (fewer loads per
+    FMA than one or two vectors by more columns), and computes the same
+    values; 12² keeps every column tile whole."""
+    from tconv.kernels.target import host_vector_unit
+
+    lanes = host_vector_unit().lanes
+    b = NetworkBuilder("three", (1, 16, 12, 12))
+    x = b.relu6(b.batch_norm(b.conv2d(b.input, 3 * lanes, 1, name="expand"), name="bn_e"))
+    y = b.batch_norm(b.conv2d(x, 16, 1, name="project"), name="bn_p")
+    module = apply(b.finish(b.avg_pool2d(y, 2)), f"tconv-pack{{block={lanes}}}")
+    assert layouts(module)["expand"] == ("NCHW", f"NCHW{lanes}c")
+    check_against_reference(module)
+    _, program = lower_kernels(module)
+    (weight,) = [t.name for t in program.tensors if t.name.startswith("expand.weight:packed")]
+    assert f"KWx{3 * lanes}" in weight, weight
+
+
 def test_packed_and_unpacked_networks_compute_the_same():
     params = trained_like_params(odd_network())
     image = np.random.default_rng(3).standard_normal((2, 16, 9, 11)).astype(np.float32)

@@ -14,6 +14,7 @@ from tconv.kernels.blocking import (
     conv2d_blocking,
     depthwise_blocking,
     native_width,
+    packed_channel_blocks,
     pointwise_blocking,
     runs_rows_first,
     skews_planes,
@@ -200,6 +201,20 @@ def test_one_group_narrower_than_a_vector_is_blocked_in_a_power_of_two_width():
     assert conv2d_blocking(1, 6, 32, AVX2).block == 8
     assert conv2d_blocking(1, 3, 32, AVX512).block == 4
     assert [native_width(c, 16) for c in (1, 2, 3, 5, 9, 16, 40)] == [1, 2, 4, 8, 16, 16, 16]
+
+
+def test_channel_blocks_stored_in_vectors_may_span_three_vectors():
+    """Output stored in blocks of 8 on AVX2: MobileNetV2's 1×1 layers take
+    24 channels by 4 columns where 24 divides their channels (144→24 at 56²
+    ran 2.4× faster than 8 × 12), and keep one or two vectors where it does
+    not; without a layout the channels would be padded, and stay in one or
+    two vectors."""
+    for out_channels, width in [(24, 56), (96, 112), (144, 56), (192, 28)]:
+        assert conv2d_blocking(1, out_channels, width, AVX2, kernel=(1, 1), layout_block=8).block == 24
+    assert conv2d_blocking(1, 32, 28, AVX2, kernel=(1, 1), layout_block=8).block in (8, 16)
+    assert conv2d_blocking(1, 24, 56, AVX2, kernel=(1, 1)).block in (8, 16)
+    assert packed_channel_blocks(48, 8, 8) == [8, 16, 24]
+    assert packed_channel_blocks(48, 16, 16) == [16, 48]
 
 
 def test_depthwise_blocking_vectorises_columns_unless_the_image_is_narrow():
