@@ -43,7 +43,8 @@ class ConvBlocking:
     over columns).
     `width_tile`: output columns accumulated together; the accumulation runs
     over the output width rounded up to a multiple (the extra columns read
-    zero padding and are never stored).
+    zero padding, or the last column where the convolution has no padding,
+    and are never stored).
     `vector`: the loop of the register tile held in vector lanes, one of
     VECTOR_LOOPS: "oc", the `block` channels (one broadcast input value times
     a vector of weights), or "ow", the `width_tile` columns (a vector of

@@ -245,6 +245,27 @@ def test_a_packed_pointwise_layer_takes_three_vectors_of_channels_where_they_div
     assert f"KWx{3 * lanes}" in weight, weight
 
 
+@pytest.mark.parametrize(
+    ("kernel", "stride", "pack"), [(1, 1, True), (1, 2, True), (3, 1, True), (1, 1, False), (3, 2, False)]
+)
+def test_an_unpadded_convolution_reads_its_tiles_tail_in_place(kernel, stride, pack):
+    """No padding, and a column tile that does not divide the output width:
+    the tile's extra columns read the input's last column and are dropped,
+    where the kernel used to copy the whole input a tile wider first (half
+    the time of MobileNetV2's 192→32 1×1 layer). Same values, no copy."""
+    b = NetworkBuilder("tail", (1, 16, 9, 13))
+    x = b.relu(b.conv2d(b.input, 16, 3, padding=1, name="stem"))
+    x = b.relu(b.batch_norm(b.conv2d(x, 16, kernel, stride=stride, padding=0, name="conv"), name="bn"))
+    module = b.finish(b.conv2d(x, 8, 3, padding=1, name="head"))
+    pipeline = "tconv-tile{loop=oc factors=8 layers=conv},tconv-tile{loop=ow factors=5 layers=conv}"
+    module = apply(module, pipeline + (",tconv-pack" if pack else ""))
+    assert layouts(module)["conv"] == (("NCHW8c",) * 2 if pack else ("NCHW",) * 2)
+    check_against_reference(module)
+    kernels, program = lower_kernels(module)
+    (call,) = [c for c in program.calls if any(program.tensors[i].name.startswith("conv.weight") for i in c.args)]
+    assert 'T.sblock("pad")' not in kernels[call.symbol].script()
+
+
 def test_packed_and_unpacked_networks_compute_the_same():
     params = trained_like_params(odd_network())
     image = np.random.default_rng(3).standard_normal((2, 16, 9, 11)).astype(np.float32)
