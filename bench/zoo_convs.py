@@ -63,7 +63,13 @@ def compiled_knobs(workload, layout: bool):
 
 
 def runners(workload, knobs, threads):
-    """The workload's kernels with `knobs`, and the same Conv in ONNX Runtime."""
+    """The workload's kernels with `knobs`, and the same Conv alone in ONNX
+    Runtime. Both first run the measurement network (with the packing
+    convolutions where `knobs` has a layout) and their outputs are compared;
+    ONNX Runtime is then timed on a network of the one Conv, as tconv's
+    timed calls leave the packing convolutions out (timed with them, ONNX
+    Runtime's depthwise layers had looked 2-5x slower than in its own
+    networks)."""
     from tconv.lowering.tvm.build import TvmNetwork
     from tconv.search import tuning
     from tconv.search.timing import OrtRunner
@@ -83,11 +89,12 @@ def runners(workload, knobs, threads):
         for kernel, args in calls:
             kernel(*args)
 
-    ort = OrtRunner(module, params, x, threads)
-    ort()
-    error = np.linalg.norm(out - ort.output) / np.linalg.norm(ort.output)
+    check = OrtRunner(module, params, x, threads)
+    check()
+    error = np.linalg.norm(out - check.output) / np.linalg.norm(check.output)
     assert error < 1e-4, f"{workload.key}: tconv and ONNX Runtime differ by {error:.1e}"
-    return run, ort
+    alone = tuning.conv_network(workload, tuning.UNSCHEDULED)
+    return run, OrtRunner(alone, tuning.measurement_params(alone), x, threads)
 
 
 def main() -> None:

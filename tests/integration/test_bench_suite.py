@@ -91,7 +91,8 @@ def test_the_zoo_survey_runs_each_convolution_as_compiled_and_checks_it_against_
     """bench/zoo_convs.py's pieces on WRN-40-2: every convolution counted
     once per occurrence; a direct layer measured in channel blocks (between
     its packing convolutions, not timed), a Winograd one in NCHW, each run
-    and compared with ONNX Runtime's output (`runners` refuses a mismatch)."""
+    and compared with ONNX Runtime's output (`runners` refuses a mismatch),
+    then ONNX Runtime ready to time the Conv alone."""
     sys.path.insert(0, str(SUITE.parent))
     import zoo_convs
 
@@ -112,3 +113,4 @@ def test_the_zoo_survey_runs_each_convolution_as_compiled_and_checks_it_against_
         run, ort = zoo_convs.runners(workload, zoo_convs.compiled_knobs(workload, layout=True)[0], threads=1)
         run()
         ort()
+        assert ort.output.shape == (1, workload.out_channels, workload.out_height, workload.out_width)
