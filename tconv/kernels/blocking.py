@@ -165,8 +165,8 @@ def packed_channel_blocks(out_channels: int, layout_block: int, lanes: int) -> l
     blocks, no tail), else the layout block itself. Three vectors by four
     columns load fewer values per FMA than two by six or one by twelve, which
     the issue model scores alike: 144→24 channels 1×1 at 56² in blocks of 8
-    ran 68 GFLOP/s as 8×12 and 163 as 24×4 (docs/benchmarks.md, Measurements
-    behind the schedules). Without a layout the channels are padded to the
+    ran 87 GFLOP/s as 8×12 and 169 as 24×4 on AVX2 (docs/benchmarks.md,
+    Measurements behind the schedules). Without a layout the channels are padded to the
     block, so three vectors would waste lanes on most channel counts."""
     blocks = [*_channel_blocks(1, out_channels, lanes), 3 * lanes]
     fits = [b for b in blocks if b % layout_block == 0 and out_channels % b == 0]

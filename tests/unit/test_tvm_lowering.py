@@ -206,7 +206,7 @@ def test_one_group_narrower_than_a_vector_is_blocked_in_a_power_of_two_width():
 def test_channel_blocks_stored_in_vectors_may_span_three_vectors():
     """Output stored in blocks of 8 on AVX2: MobileNetV2's 1×1 layers take
     24 channels by 4 columns where 24 divides their channels (144→24 at 56²
-    ran 2.4× faster than 8 × 12), and keep one or two vectors where it does
+    ran 2× faster than 8 × 12), and keep one or two vectors where it does
     not; without a layout the channels would be padded, and stay in one or
     two vectors."""
     for out_channels, width in [(24, 56), (96, 112), (144, 56), (192, 28)]:
