@@ -68,7 +68,7 @@ def runners(workload, knobs, threads):
     convolutions where `knobs` has a layout) and their outputs are compared;
     ONNX Runtime is then timed on a network of the one Conv, as tconv's
     timed calls leave the packing convolutions out (timed with them, ONNX
-    Runtime's depthwise layers had looked 2-5x slower than in its own
+    Runtime's depthwise layers had looked 4-6x slower than in its own
     networks)."""
     from tconv.lowering.tvm.build import TvmNetwork
     from tconv.search import tuning
