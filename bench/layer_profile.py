@@ -1,0 +1,204 @@
+"""Where a network's time goes, layer by layer, in tconv and in ONNX Runtime,
+each measured inside its own running network (a measurement, not a test).
+
+    .venv/bin/python bench/layer_profile.py mobilenet_v1 --dataset imagenet
+    .venv/bin/python bench/layer_profile.py net.mlir --threads 2 --rounds 15
+
+A kernel timed alone can run 2-3x faster or slower than in its network, on
+these shared machines (docs/benchmarks.md, "Four networks on AMD Zen 3");
+this compares each layer as the two run it for real. tconv: the compiled
+artifact on the C runtime (`Runtime.profile`, one call at a time). ONNX
+Runtime: the ONNX export with its own profiler on (`enable_profiling`), as
+optimised as a user gets it (NCHWc, fused convolutions). Rounds alternate
+between the two; each call's time is its fastest over all runs (both sides
+the same way), so the columns add up to less than a run takes.
+
+Convolutions are matched in execution order, each pair checked by the
+element count of its output; where the two orders differ (a network with
+branches) the pairs stop at the first mismatch and only the totals by kind
+are printed for the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CONV_OPS = ("Conv", "FusedConv")
+"""ONNX Runtime's convolution kernels (NCHWc's fused ones included)."""
+
+
+@dataclass
+class Layer:
+    name: str
+    kind: str
+    elements: int
+    seconds: float
+
+
+def conv_kinds(module) -> dict[str, str]:
+    """Each convolution's kind by the layer name the runtime's profile gives
+    it (its weight's name): 1×1, k×k, depthwise or grouped."""
+    from tconv.ir.ops import Conv2dOp
+    from tconv.search.tuning import workload_of
+
+    kinds = {}
+    for op in module.walk():
+        if isinstance(op, Conv2dOp) and hasattr(op.weight.owner, "param_name"):
+            workload = workload_of(op)
+            name = op.weight.owner.param_name.removesuffix(".weight")
+            if workload.groups > 1:
+                kind = "depthwise" if workload.groups == workload.input[1] else "grouped"
+            else:
+                kind = "x".join(map(str, workload.kernel))
+            kinds[name] = f"conv {kind}"
+    return kinds
+
+
+def tconv_layers(runtime, kinds: dict[str, str], runs: int) -> list[list[Layer]]:
+    """`runs` single-run profiles of the artifact, each its calls in plan order."""
+    profiles = []
+    for _ in range(runs):
+        calls = runtime.profile(1)
+        profiles.append([
+            Layer(c.layer, kinds.get(c.layer, c.symbol.split("_", 1)[-1]), int(np.prod(c.shape)), c.seconds)
+            for c in calls
+        ])
+    return profiles
+
+
+def ort_layers(events: list[dict]) -> list[list[Layer]]:
+    """ONNX Runtime's profile events, split into runs, each its node kernels
+    in execution order."""
+    runs: list[list[Layer]] = []
+    current: list[Layer] | None = None
+    seen: set[str] = set()
+    for event in sorted(events, key=lambda e: e.get("ts", 0)):
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        args = event["args"]
+        if current is None or args.get("node_index") in seen:
+            current, seen = [], set()
+            runs.append(current)
+        seen.add(args.get("node_index"))
+        shapes = [list(s.values())[0] for s in args.get("output_type_shape", [])]
+        elements = int(np.prod(shapes[0])) if shapes else 0
+        op = args.get("op_name", "?")
+        current.append(Layer(event["name"][: -len("_kernel_time")], "conv" if op in CONV_OPS else op, elements,
+                             event["dur"] / 1e6))
+    return runs
+
+
+def fastest(profiles: list[list[Layer]]) -> list[Layer]:
+    """Each call's fastest time over the runs that have the most common call list."""
+    shape = collections.Counter(tuple(layer.name for layer in run) for run in profiles).most_common(1)[0][0]
+    same = [run for run in profiles if tuple(layer.name for layer in run) == shape]
+    best = np.min([[layer.seconds for layer in run] for run in same], axis=0)
+    return [Layer(layer.name, layer.kind, layer.elements, float(s)) for layer, s in zip(same[0], best)]
+
+
+def profile(module, params, threads: int, rounds: int, runs: int, scratch: str):
+    import onnxruntime as ort
+
+    from tconv.compile import compile_network
+    from tconv.frontends.onnx.exporter import export_model
+    from tconv.runtime.driver import Runtime
+
+    x = np.random.default_rng(0).standard_normal(
+        [int(d) for d in module_input_shape(module)]).astype(np.float32)
+    report = compile_network(module, params, Path(scratch) / "artifact").report
+    runtime = Runtime(report.directory, threads=threads)
+    (arena_input,) = runtime.arena_inputs()
+    arena_input[...] = x
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_profiling, options.profile_file_prefix = True, str(Path(scratch) / "ort")
+    session = ort.InferenceSession(export_model(module, params).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x}
+    ours = []
+    for _ in range(rounds):
+        time.sleep(0.2)
+        runtime.profile(3)  # warm up after the pause
+        ours += tconv_layers(runtime, conv_kinds(module), runs)
+        time.sleep(0.2)
+        for _ in range(3 + runs):
+            session.run(None, feed)
+    theirs = ort_layers(json.loads(Path(session.end_profiling()).read_text()))
+    runtime.close()
+    return fastest(ours), fastest(theirs)
+
+
+def module_input_shape(module):
+    from xdsl.dialects import func
+
+    from tconv.ir.ops import shape_of
+
+    (function,) = [op for op in module.ops if isinstance(op, func.FuncOp)]
+    return shape_of(function.body.block.args[0])
+
+
+def report(ours: list[Layer], theirs: list[Layer]) -> str:
+    lines = [f"tconv {sum(x.seconds for x in ours) * 1e3:.3f} ms in {len(ours)} calls, "
+             f"ONNX Runtime {sum(x.seconds for x in theirs) * 1e3:.3f} ms in {len(theirs)} kernels "
+             "(sums of each call's fastest)", "", "By kind, ms:"]
+    for side, layers in (("tconv", ours), ("ONNX Runtime", theirs)):
+        totals = collections.Counter()
+        counts = collections.Counter()
+        for layer in layers:
+            totals[layer.kind] += layer.seconds * 1e3
+            counts[layer.kind] += 1
+        lines.append(f"  {side}: " + ", ".join(f"{k} {v:.3f} ({counts[k]})" for k, v in totals.most_common()))
+    lines += ["", "| # | layer | kind | output elements | tconv ms | ONNX Runtime ms | tconv vs ORT |",
+              "|---|---|---|---|---|---|---|"]
+    our_convs = [layer for layer in ours if layer.kind.startswith("conv")]
+    their_convs = [layer for layer in theirs if layer.kind == "conv"]
+    for index, (a, b) in enumerate(zip(our_convs, their_convs)):
+        if a.elements != b.elements:
+            lines.append(f"\nconvolution {index}: outputs differ in size ({a.elements} against {b.elements}): "
+                         "the execution orders part here, the rest is left unmatched")
+            break
+        lines.append(f"| {index} | {a.name} | {a.kind[5:]} | {a.elements} | {a.seconds * 1e3:.3f} | "
+                     f"{b.seconds * 1e3:.3f} | {b.seconds / a.seconds:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("network", help="a zoo network's name, or a tconv IR file (its store beside it)")
+    parser.add_argument("--dataset", help="zoo networks: cifar10 or imagenet (default: the network's first)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=10, help="profiled runs per round and side")
+    args = parser.parse_args()
+    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
+    from tconv.ir.params import init_params
+
+    if args.network.endswith(".mlir"):
+        from tconv.ir.loader import load_module
+        from tconv.ir.params import load_store, store_path_for
+
+        module = load_module(args.network)
+        params = load_store(store_path_for(args.network))
+    else:
+        from tconv.frontends.zoo import build
+
+        module = build(args.network, args.dataset)
+        params = init_params(module)
+    with tempfile.TemporaryDirectory() as scratch:
+        ours, theirs = profile(module, params, args.threads, args.rounds, args.runs, scratch)
+    print(report(ours, theirs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
