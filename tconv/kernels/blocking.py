@@ -303,6 +303,7 @@ def skews_planes(height: int, width: int, padding) -> bool:
 
 def pointwise_blocking(
     groups: int, out_group: int, positions: int, unit: VectorUnit, layout_block: int | None = None,
+    in_group: int | None = None,
 ) -> ConvBlocking:
     """The blocking of the pointwise kernel (`tconv.lowering.tvm.ops.pointwise_conv2d`, over
     `positions` flattened positions): `channel_blocking`'s, with two more
@@ -310,10 +311,21 @@ def pointwise_blocking(
     where the direct template also keeps taps and rows) and an FMA chain a
     cycle longer (a broadcast load feeds each step; with just enough
     accumulators for the FMA latency it falls behind). On 256 channels at
-    14², 16×6 runs faster than 16×4 (the latency bound exactly) and 16×7
-    spills (docs/benchmarks.md, Measurements behind the schedules)."""
+    14², timed alone, 16×6 ran faster than 16×4 (the latency bound exactly)
+    and 16×7 spills (docs/benchmarks.md, Measurements behind the schedules).
+
+    Where the convolution reduces (`in_group`, the input channels of a
+    group where known, at least `out_group`) the tile need only cover the
+    FMA latency, and a tile that divides the positions wins: on AVX2 (AMD
+    Zen 3, in the network) 512→512, 1024→256 and 384→64 at 14² ran 15–30%
+    faster as 16 × 4 than as 16 × 6 (its tail neither the clamp nor the
+    addressing: both were tried), while the expansion 256→1024 ran 10%
+    faster as 16 × 6 (docs/benchmarks.md, "1×1 layers that reduce").
+    AVX-512's tiles for the zoo's layers come out the same either way."""
+    reduces = in_group is not None and in_group >= out_group
     return channel_blocking(
-        groups, out_group, positions, unit, layout_block, budget=accumulator_budget(unit) + 2, latency=FMA_LATENCY + 1
+        groups, out_group, positions, unit, layout_block, budget=accumulator_budget(unit) + 2,
+        latency=FMA_LATENCY + (0 if reduces else 1),
     )
 
 

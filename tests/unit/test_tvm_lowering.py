@@ -238,6 +238,19 @@ def test_the_pointwise_kernel_keeps_more_accumulators_than_the_fma_latency_needs
     assert pointwise_blocking(1, 512, 49, AVX2) == ConvBlocking(16, 5)
 
 
+def test_a_pointwise_convolution_that_reduces_needs_accumulators_for_the_fma_latency_only():
+    """At least as many inputs as outputs: 512→512 and 1024→256 at 14² take 16 × 4
+    positions (no tail), three vectors where they divide the channels (576→96);
+    an expansion (256→1024) keeps 16 × 6, 7² keeps 16 × 5, and AVX-512 its
+    32 × 14 either way."""
+    assert pointwise_blocking(1, 512, 196, AVX2, 8, in_group=512) == ConvBlocking(16, 4)
+    assert pointwise_blocking(1, 256, 196, AVX2, 8, in_group=1024) == ConvBlocking(16, 4)
+    assert pointwise_blocking(1, 96, 196, AVX2, 8, in_group=576) == ConvBlocking(24, 4)
+    assert pointwise_blocking(1, 1024, 196, AVX2, 8, in_group=256) == ConvBlocking(16, 6)
+    assert pointwise_blocking(1, 1024, 49, AVX2, 8, in_group=1024) == ConvBlocking(16, 5)
+    assert pointwise_blocking(1, 512, 196, AVX512, 16, in_group=512) == ConvBlocking(32, 14)
+
+
 def test_rows_run_first_where_the_input_outgrows_l2_and_the_weights_do_not():
     """64 channels at 56² (800 KB in, 147 KB of weights) and the stride-2
     64→128 layer after it: rows first. 128 channels at 28² (400 KB in),

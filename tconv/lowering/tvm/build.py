@@ -424,7 +424,9 @@ class _Lowering(ProgramBuilder):
             kernel, strides, padding, groups, out_group, out_height, out_width, self.unit
         ):
             positions = out_height * out_width
-            return "pointwise_conv2d", kernel_blocking.pointwise_blocking(groups, out_group, positions, self.unit)
+            return "pointwise_conv2d", kernel_blocking.pointwise_blocking(
+                groups, out_group, positions, self.unit, in_group=group_channels
+            )
         blocking = kernel_blocking.conv2d_blocking(
             groups, out_group, out_width, self.unit, **shape, in_shape=(groups * group_channels, *in_size),
             columns=columns,
@@ -501,7 +503,9 @@ class _Lowering(ProgramBuilder):
             kernel, strides, padding, 1, out_channels, out_height, out_width, self.unit, block
         ):
             positions = out_height * out_width
-            return "pointwise_conv2d", kernel_blocking.pointwise_blocking(1, out_channels, positions, self.unit, block)
+            return "pointwise_conv2d", kernel_blocking.pointwise_blocking(
+                1, out_channels, positions, self.unit, block, in_group=in_channels
+            )
         default = default_blocking(conv_shape(op), self.unit, layouts=layouts)
         blocking = self.honour(op, schedule, 1, out_channels, default)
         if blocking.vector != "oc":
