@@ -267,16 +267,17 @@ def conv2d_blocking(
     `layout_block` where given), with rows first where `runs_rows_first`
     for an ungrouped one whose `in_shape` (C, H, W) is given (`packed_input`:
     stored in channel blocks). A 1×1 kernel has no taps to address, so its
-    tile gets the pointwise kernel's registers (`pointwise_blocking`): in
-    blocks of 16, 32 channels × 14 columns ran 1×1 chains at 14² 5–10%
-    faster than × 7. `columns` True or False asks for GSPC or the direct
+    tile gets the pointwise kernel's registers (`pointwise_blocking`, told
+    the input channels where `in_shape` gives them): in blocks of 16, 32
+    channels × 14 columns ran 1×1 chains at 14² 5–10% faster than × 7. `columns` True or False asks for GSPC or the direct
     template whatever the models say (an `algorithm` of the schedule)."""
     if columns is None:
         columns = layout_block is None and vectorizes_columns(groups, out_group, unit)
     if columns:
         return gspc_blocking(out_group, out_height or out_width, out_width, kernel, unit)
     if tuple(kernel) == (1, 1):
-        blocking = pointwise_blocking(groups, out_group, out_width, unit, layout_block)
+        in_group = None if in_shape is None else in_shape[0] // groups
+        blocking = pointwise_blocking(groups, out_group, out_width, unit, layout_block, in_group)
     else:
         blocking = channel_blocking(groups, out_group, out_width, unit, layout_block)
     if groups == 1 and in_shape is not None:
@@ -320,8 +321,11 @@ def pointwise_blocking(
     Zen 3, in the network) 512→512, 1024→256 and 384→64 at 14² ran 15–30%
     faster as 16 × 4 than as 16 × 6 (its tail neither the clamp nor the
     addressing: both were tried), while the expansion 256→1024 ran 10%
-    faster as 16 × 6 (docs/benchmarks.md, "1×1 layers that reduce").
-    AVX-512's tiles for the zoo's layers come out the same either way."""
+    faster as 16 × 6. The same holds for a 1×1 whose rows the direct
+    template tiles (`conv2d_blocking`): ResNet-50's 256→64 at 56², 512→128
+    at 28² and stride-2 projections ran 7–16% faster as 16 × 4
+    (docs/benchmarks.md, "1×1 layers that reduce"). AVX-512's tiles for
+    the zoo's layers come out the same either way."""
     reduces = in_group is not None and in_group >= out_group
     return channel_blocking(
         groups, out_group, positions, unit, layout_block, budget=accumulator_budget(unit) + 2,

@@ -249,6 +249,10 @@ def test_a_pointwise_convolution_that_reduces_needs_accumulators_for_the_fma_lat
     assert pointwise_blocking(1, 1024, 196, AVX2, 8, in_group=256) == ConvBlocking(16, 6)
     assert pointwise_blocking(1, 1024, 49, AVX2, 8, in_group=1024) == ConvBlocking(16, 5)
     assert pointwise_blocking(1, 512, 196, AVX512, 16, in_group=512) == ConvBlocking(32, 14)
+    # A 1×1 whose rows the direct template tiles, told its input channels, likewise.
+    reducing = conv2d_blocking(1, 64, 56, AVX2, out_height=56, kernel=(1, 1), layout_block=8, in_shape=(256, 56, 56))
+    expanding = conv2d_blocking(1, 256, 56, AVX2, out_height=56, kernel=(1, 1), layout_block=8, in_shape=(64, 56, 56))
+    assert (reducing.block, reducing.width_tile, expanding.block, expanding.width_tile) == (16, 4, 16, 6)
 
 
 def test_rows_run_first_where_the_input_outgrows_l2_and_the_weights_do_not():
