@@ -48,8 +48,9 @@ def zoo_workloads(names):
 
 def compiled_knobs(workload, layout: bool):
     """The knobs `tconv compile` runs `workload` by without a tuning
-    database (`compile.unpacked_algorithm` decides which run NCHW), and a
-    word for them."""
+    database (`compile.unpacked_algorithm` decides which run NCHW; a 1×1
+    on a small image runs unscheduled, the pointwise kernel), and a word
+    for them."""
     from tconv.compile import unpacked_algorithm
     from tconv.ir.schedule import DIRECT
     from tconv.search import tuning
@@ -58,7 +59,12 @@ def compiled_knobs(workload, layout: bool):
     unpacked = unpacked_algorithm(workload, workload.nonzeros, unit)
     if unpacked in tuning.FIXED_KNOBS:
         return tuning.FIXED_KNOBS[unpacked], unpacked
-    knobs = tuning.candidates(workload, unit.lanes if layout and unpacked is None else 0)[0]
+    candidates = tuning.candidates(workload, unit.lanes if layout and unpacked is None else 0)
+    # Where the backend's own choice is a kernel no schedule asks for (a 1×1
+    # tiling the flattened positions), the candidates list it as
+    # unscheduled: that is what the compiled network runs.
+    unscheduled = [k for k in candidates if k.algorithm == tuning.UNSCHEDULED_ALGORITHM]
+    knobs = (unscheduled or candidates)[0]
     return knobs, ("direct " if knobs.algorithm == DIRECT else "") + knobs.describe()
 
 

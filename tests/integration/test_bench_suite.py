@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tconv.search.tuning import TuningDatabase, target_key, tunable_convs, workload_of
@@ -90,7 +91,8 @@ def test_the_fma_loop_computes_its_chains_and_measures_a_rate():
 def test_the_zoo_survey_runs_each_convolution_as_compiled_and_checks_it_against_onnx_runtime():
     """bench/zoo_convs.py's pieces on WRN-40-2: every convolution counted
     once per occurrence; a direct layer measured in channel blocks (between
-    its packing convolutions, not timed), a Winograd one in NCHW, each run
+    its packing convolutions, not timed), a Winograd one in NCHW, a 1×1 on
+    a small image unscheduled (the pointwise kernel, as compiled), each run
     and compared with ONNX Runtime's output (`runners` refuses a mismatch),
     then ONNX Runtime ready to time the Conv alone."""
     sys.path.insert(0, str(SUITE.parent))
@@ -99,7 +101,7 @@ def test_the_zoo_survey_runs_each_convolution_as_compiled_and_checks_it_against_
     from tconv.frontends.zoo import build
     from tconv.ir.ops import Conv2dOp
     from tconv.kernels.algorithm import WINOGRAD
-    from tconv.search.tuning import WINOGRAD_KNOBS, cpu_unit
+    from tconv.search.tuning import UNSCHEDULED, WINOGRAD_KNOBS, cpu_unit
 
     counts, origin = zoo_convs.zoo_workloads(["wrn40_2"])
     assert sum(counts.values()) == sum(isinstance(op, Conv2dOp) for op in build("wrn40_2").walk())
@@ -109,7 +111,12 @@ def test_the_zoo_survey_runs_each_convolution_as_compiled_and_checks_it_against_
     assert knobs.layout == cpu_unit().lanes and chosen.startswith("direct")
     winograd = next(w for w in counts if zoo_convs.compiled_knobs(w, layout=True)[0] == WINOGRAD_KNOBS)
     assert zoo_convs.compiled_knobs(winograd, layout=True)[1] == WINOGRAD
-    for workload in (direct, winograd):
+    # A 1×1 on a small image runs the pointwise kernel, which no schedule asks for.
+    pointwise = next(w for w in zoo_convs.zoo_workloads(["mobilenet_v1"])[0] if w.key.startswith(
+        "conv2d n1 c512 h14 w14 o512 k1x1"))
+    knobs, chosen = zoo_convs.compiled_knobs(pointwise, layout=True)
+    assert knobs == replace(UNSCHEDULED, layout=cpu_unit().lanes) and chosen.startswith("unscheduled")
+    for workload in (direct, winograd, pointwise):
         run, ort = zoo_convs.runners(workload, zoo_convs.compiled_knobs(workload, layout=True)[0], threads=1)
         run()
         ort()
