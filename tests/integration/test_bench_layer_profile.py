@@ -15,7 +15,7 @@ from tconv.ir.params import init_params, save_store
 SCRIPT = Path(__file__).parents[2] / "bench" / "layer_profile.py"
 sys.path.insert(0, str(SCRIPT.parent))
 
-from layer_profile import Layer, fastest, ort_layers  # noqa: E402
+from layer_profile import Layer, fastest, ort_layers, pair_convolutions  # noqa: E402
 
 
 def test_each_convolution_is_paired_with_onnxruntimes_in_execution_order(tmp_path):
@@ -56,3 +56,14 @@ def test_onnxruntimes_profile_splits_into_runs_and_keeps_each_nodes_fastest():
     best = fastest(runs)
     assert [layer.seconds for layer in best] == [20e-6, 5e-6] and best[0].elements == 128
     assert fastest([[Layer("a", "k", 1, 2.0)], [Layer("a", "k", 1, 1.0)], [Layer("b", "k", 1, 0.5)]])[0].seconds == 1.0
+
+
+def test_convolutions_pair_by_output_size_across_a_blocks_branch_order():
+    """tconv runs a projection shortcut after the block's first convolution,
+    ONNX Runtime before it: each still finds its own; one without a match
+    stays unpaired."""
+    ours = [Layer("conv1", "conv 1x1", 64, 1.0), Layer("shortcut", "conv 1x1", 256, 1.0),
+            Layer("conv2", "conv 3x3", 64, 1.0), Layer("odd", "conv 1x1", 7, 1.0)]
+    theirs = [Layer("s", "conv", 256, 1.0), Layer("c1", "conv", 64, 1.0), Layer("c2", "conv", 64, 1.0)]
+    pairs = [(a.name, b.name if b else None) for a, b in pair_convolutions(ours, theirs)]
+    assert pairs == [("conv1", "c1"), ("shortcut", "s"), ("conv2", "c2"), ("odd", None)]
