@@ -68,16 +68,24 @@ def conv_layers(module) -> dict[str, tuple[str, int]]:
 
 def tconv_layers(runtime, convs: dict[str, tuple[str, int]], runs: int) -> list[list[Layer]]:
     """`runs` single-run profiles of the artifact, each its calls in plan
-    order, a convolution's consecutive calls (Winograd's transforms) as one."""
+    order, a convolution's calls as one layer: Winograd's input transform
+    (written to a tensor of its own, so named after none) joins the
+    convolution after it, its product and output transform (named after
+    the convolution) the one before."""
     profiles = []
     for _ in range(runs):
         layers: list[Layer] = []
+        carried = 0.0
         for call in runtime.profile(1):
+            if call.symbol.endswith("winograd_input"):
+                carried += call.seconds
+                continue
             if call.layer in convs and layers and layers[-1].name == call.layer:
                 layers[-1].seconds += call.seconds
                 continue
             kind, elements = convs.get(call.layer, (call.symbol.split("_", 1)[-1], int(np.prod(call.shape))))
-            layers.append(Layer(call.layer, kind, elements, call.seconds))
+            layers.append(Layer(call.layer, kind, elements, call.seconds + carried))
+            carried = 0.0
         profiles.append(layers)
     return profiles
 
