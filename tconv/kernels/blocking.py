@@ -269,8 +269,9 @@ def conv2d_blocking(
     stored in channel blocks). A 1×1 kernel has no taps to address, so its
     tile gets the pointwise kernel's registers (`pointwise_blocking`, told
     the input channels where `in_shape` gives them): in blocks of 16, 32
-    channels × 14 columns ran 1×1 chains at 14² 5–10% faster than × 7. `columns` True or False asks for GSPC or the direct
-    template whatever the models say (an `algorithm` of the schedule)."""
+    channels × 14 columns ran 1×1 chains at 14² 5–10% faster than × 7.
+    `columns` True or False asks for GSPC or the direct template whatever
+    the models say (an `algorithm` of the schedule)."""
     if columns is None:
         columns = layout_block is None and vectorizes_columns(groups, out_group, unit)
     if columns:
