@@ -2,6 +2,8 @@
 `layout` entry, the pass's decisions, the TVM lowering's kernels against the
 reference executor, and the diagnostics of layouts that cannot be honoured."""
 
+import re
+
 import numpy as np
 import pytest
 from support import relative_error, trained_like_params
@@ -264,6 +266,24 @@ def test_an_unpadded_convolution_reads_its_tiles_tail_in_place(kernel, stride, p
     kernels, program = lower_kernels(module)
     (call,) = [c for c in program.calls if any(program.tensors[i].name.startswith("conv.weight") for i in c.args)]
     assert 'T.sblock("pad")' not in kernels[call.symbol].script()
+
+
+def test_a_packed_input_is_read_a_channel_at_a_time_around_the_unrolled_taps():
+    """An input in channel blocks: the block's channels loop outside the
+    unrolled taps, as an NCHW input's channels do. Inside them, LLVM unrolled
+    the channels as well (8 × 9 taps × the tile in one body) and spilled
+    accumulators on AVX2. Same values either way."""
+    b = NetworkBuilder("blocks", (1, 16, 9, 13))
+    x = b.relu(b.conv2d(b.input, 16, 3, padding=1, name="stem"))
+    x = b.relu(b.conv2d(x, 16, 3, padding=1, name="conv"))
+    module = apply(b.finish(b.conv2d(x, 8, 3, padding=1, name="head")), "tconv-pack")
+    assert layouts(module)["conv"] == ("NCHW8c", "NCHW8c")
+    check_against_reference(module)
+    kernels, program = lower_kernels(module)
+    (call,) = [c for c in program.calls if any(program.tensors[i].name.startswith("conv.weight") for i in c.args)]
+    lines = kernels[call.symbol].script().splitlines()
+    taps = next(index for index, line in enumerate(lines) if "T.unroll(3)" in line)
+    assert any(re.search(r"T\.grid\(\d+, 8\)|in range\(8\)", line) for line in lines[:taps])
 
 
 def test_packed_and_unpacked_networks_compute_the_same():

@@ -200,7 +200,7 @@ def schedule_conv2d(
     (`schedule_gspc`). With `packed_output` (`output` N x O/block x P x Q x
     block) the epilogue stores the tile's columns as vectors of channels;
     with an input in channel blocks, the input channels are two loops:
-    for block, tap row, tap column, channel in block (two at a time)."""
+    for block, channel in block, tap row, tap column."""
     if blocking.vector == "ow":
         return _gspc().schedule_conv2d_columns(function, groups, blocking)
     if packed_output:
@@ -224,12 +224,11 @@ def schedule_conv2d(
     (column, channel), reductions = _reductions(sch, conv, 2)
     if len(reductions) == 4:  # input in channel blocks
         rc, rci, ry, rx = reductions
-        sch.reorder(rc, ry, rx, rci, column, channel)
-        if sch.get(rci).extent.value % 2 == 0:
-            # Two channels of a block per iteration: half the loop overhead inside the
-            # unrolled taps, a few percent on ResNet's 3×3 layers (docs/benchmarks.md,
-            # Measurements behind the schedules).
-            sch.unroll(sch.split(rci, [None, 2])[1])
+        # A block's channels outside the unrolled taps, as an NCHW input's
+        # channels are: inside them, LLVM unrolled the channels too (72 taps ×
+        # the tile in one body) and spilled accumulators on AVX2, 20% slower
+        # (docs/benchmarks.md, Measurements behind the schedules).
+        sch.reorder(rc, rci, ry, rx, column, channel)
     else:
         rc, ry, rx = reductions
         sch.reorder(rc, ry, rx, column, channel)
