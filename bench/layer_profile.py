@@ -8,7 +8,7 @@ A kernel timed alone can run 2-3x faster or slower than in its network, on
 these shared machines (docs/benchmarks.md, "Four networks on AMD Zen 3");
 this compares each layer as the two run it for real. tconv: the compiled
 artifact on the C runtime (`Runtime.profile`, one call at a time). ONNX
-Runtime: the ONNX export with its own profiler on (`enable_profiling`), as
+Runtime: the ONNX export (`OrtRunner`) with its own profiler on, as
 optimised as a user gets it (NCHWc, fused convolutions). Rounds alternate
 between the two; each call's time is its fastest over all runs (both sides
 the same way), so the columns add up to less than a run takes.
@@ -59,7 +59,7 @@ def conv_layers(module) -> dict[str, tuple[str, int]]:
             workload = workload_of(op)
             name = op.weight.owner.param_name.removesuffix(".weight")
             if workload.groups > 1:
-                kind = "depthwise" if workload.groups == workload.input[1] else "grouped"
+                kind = "depthwise" if workload.depthwise else "grouped"
             else:
                 kind = "x".join(map(str, workload.kernel))
             layers[name] = (f"conv {kind}", int(np.prod(shape_of(op.output))))
@@ -121,24 +121,15 @@ def fastest(profiles: list[list[Layer]]) -> list[Layer]:
 
 
 def profile(module, params, threads: int, rounds: int, runs: int, scratch: str):
-    import onnxruntime as ort
-
     from tconv.compile import compile_network
-    from tconv.frontends.onnx.exporter import export_model
     from tconv.runtime.driver import Runtime
+    from tconv.search.timing import OrtRunner
 
-    x = np.random.default_rng(0).standard_normal(
-        [int(d) for d in module_input_shape(module)]).astype(np.float32)
     report = compile_network(module, params, Path(scratch) / "artifact").report
     runtime = Runtime(report.directory, threads=threads)
-    (arena_input,) = runtime.arena_inputs()
-    arena_input[...] = x
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.enable_profiling, options.profile_file_prefix = True, str(Path(scratch) / "ort")
-    session = ort.InferenceSession(export_model(module, params).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x}
+    (x,) = runtime.arena_inputs()
+    x[...] = np.random.default_rng(0).standard_normal(x.shape)
+    onnxruntime = OrtRunner(module, params, x.copy(), threads, profile_prefix=str(Path(scratch) / "ort"))
     convs = conv_layers(module)
     ours = []
     for _ in range(rounds):
@@ -147,19 +138,10 @@ def profile(module, params, threads: int, rounds: int, runs: int, scratch: str):
         ours += tconv_layers(runtime, convs, runs)
         time.sleep(0.2)
         for _ in range(3 + runs):
-            session.run(None, feed)
-    theirs = ort_layers(json.loads(Path(session.end_profiling()).read_text()))
+            onnxruntime()
+    theirs = ort_layers(json.loads(Path(onnxruntime.session.end_profiling()).read_text()))
     runtime.close()
     return fastest(ours), fastest(theirs)
-
-
-def module_input_shape(module):
-    from xdsl.dialects import func
-
-    from tconv.ir.ops import shape_of
-
-    (function,) = [op for op in module.ops if isinstance(op, func.FuncOp)]
-    return shape_of(function.body.block.args[0])
 
 
 PAIRING_WINDOW = 4

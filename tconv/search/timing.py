@@ -28,12 +28,17 @@ def aligned(shape: Sequence[int], alignment: int = 64) -> np.ndarray:
 class OrtRunner:
     """An ONNX Runtime session of the network with its input bound and its
     output pre-allocated (64-byte aligned); calling it runs the network once.
-    Needs `onnxruntime` (a test dependency of tconv)."""
+    With `profile_prefix`, ONNX Runtime's profiler records every node's time
+    into a file of that prefix (`session.end_profiling()` writes it). Needs
+    `onnxruntime` (a test dependency of tconv)."""
 
-    def __init__(self, module: ModuleOp, params: Mapping[str, np.ndarray], x: np.ndarray, threads: int) -> None:
+    def __init__(
+        self, module: ModuleOp, params: Mapping[str, np.ndarray], x: np.ndarray, threads: int,
+        profile_prefix: str | None = None,
+    ) -> None:
         from tconv.frontends.onnx.exporter import export_model
 
-        self._open(export_model(module, params).SerializeToString(), x, threads)
+        self._open(export_model(module, params).SerializeToString(), x, threads, profile_prefix)
 
     @classmethod
     def of_model(cls, model: bytes, x: np.ndarray, threads: int) -> OrtRunner:
@@ -42,12 +47,14 @@ class OrtRunner:
         runner._open(model, x, threads)
         return runner
 
-    def _open(self, model: bytes, x: np.ndarray, threads: int) -> None:
+    def _open(self, model: bytes, x: np.ndarray, threads: int, profile_prefix: str | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if profile_prefix is not None:
+            options.enable_profiling, options.profile_file_prefix = True, profile_prefix
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         name = self.session.get_inputs()[0].name
         (result,) = self.session.run(None, {name: x})

@@ -37,6 +37,13 @@ def layouts(module) -> dict[str, tuple[str, str]]:
     return result
 
 
+def kernel_script(module, layer: str) -> str:
+    """The TVM script of the one kernel that computes convolution `layer`."""
+    kernels, program = lower_kernels(module)
+    (call,) = [c for c in program.calls if any(program.tensors[i].name.startswith(f"{layer}.weight") for i in c.args)]
+    return kernels[call.symbol].script()
+
+
 def odd_network():
     """Batch 2, 16 and 24 channels, an odd image, a strided convolution, a
     residual block, a strided 1×1 projection and a pointwise convolution."""
@@ -263,9 +270,7 @@ def test_an_unpadded_convolution_reads_its_tiles_tail_in_place(kernel, stride, p
     module = apply(module, pipeline + (",tconv-pack" if pack else ""))
     assert layouts(module)["conv"] == (("NCHW8c",) * 2 if pack else ("NCHW",) * 2)
     check_against_reference(module)
-    kernels, program = lower_kernels(module)
-    (call,) = [c for c in program.calls if any(program.tensors[i].name.startswith("conv.weight") for i in c.args)]
-    assert 'T.sblock("pad")' not in kernels[call.symbol].script()
+    assert 'T.sblock("pad")' not in kernel_script(module, "conv")
 
 
 def test_a_packed_input_is_read_a_channel_at_a_time_around_the_unrolled_taps():
@@ -279,9 +284,7 @@ def test_a_packed_input_is_read_a_channel_at_a_time_around_the_unrolled_taps():
     module = apply(b.finish(b.conv2d(x, 8, 3, padding=1, name="head")), "tconv-pack")
     assert layouts(module)["conv"] == ("NCHW8c", "NCHW8c")
     check_against_reference(module)
-    kernels, program = lower_kernels(module)
-    (call,) = [c for c in program.calls if any(program.tensors[i].name.startswith("conv.weight") for i in c.args)]
-    lines = kernels[call.symbol].script().splitlines()
+    lines = kernel_script(module, "conv").splitlines()
     taps = next(index for index, line in enumerate(lines) if "T.unroll(3)" in line)
     assert any(re.search(r"T\.grid\(\d+, 8\)|in range\(8\)", line) for line in lines[:taps])
 
