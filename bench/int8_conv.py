@@ -54,7 +54,7 @@ def quantized_operands(shape, seed=0):
     return x_q, w_q, w_scale, bias
 
 
-def tconv_int8(shape, threads):
+def tconv_int8(shape, threads, column_tile=None):
     import tvm
 
     from tconv.kernels.packing import pack_int8_conv2d_weight, pack_int8_depthwise_weight
@@ -66,11 +66,11 @@ def tconv_int8(shape, threads):
     x_q, w_q, w_scale, bias = quantized_operands(shape)
     requantization = Requantization.of(X_SCALE, X_ZERO, w_q, w_scale, bias, "relu", Y_SCALE, Y_ZERO)
     pad = kernel // 2
+    target = cpu_target(num_cores=threads)
     conv = Int8Conv(1, size, size, channels, out_channels, (kernel, kernel), groups, strides=(stride, stride),
                     padding=(pad,) * 4, zero_point=X_ZERO, out_zero_point=Y_ZERO, low=requantization.low,
-                    high=requantization.high)
-    target = cpu_target(num_cores=threads)
-    kernel_fn = build_int8_conv2d(conv, target, vector_unit(target).int8_dot)
+                    high=requantization.high, column_tile=column_tile, dot=vector_unit(target).int8_dot)
+    kernel_fn = build_int8_conv2d(conv, target)
     p, q = conv.output_size
     weight = pack_int8_depthwise_weight(w_q) if conv.depthwise else pack_int8_conv2d_weight(w_q, channels, groups)
     arrays = [tvm.runtime.tensor(a) for a in (

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from tconv.kernels.target import VectorUnit
+from tconv.kernels.target import VPMADDWD, VectorUnit
 
 VECTOR_LOOPS = ("oc", "ow")
 """What a convolution's register tile vectorises: a block of output channels
@@ -528,14 +528,22 @@ INT8_MAX_COLUMNS = 14
 """Most output columns of one int8 register tile; a row of 16 or more ran
 slower (docs/benchmarks.md, int8 convolutions)."""
 INT8_ACCUMULATORS = 16
-"""Most accumulator vectors of one int8 register tile, rows × columns ×
-blocks of 16 output channels (more spill: AVX-512 has 32 vector registers)."""
+"""Most accumulators of one int8 register tile, rows × columns × blocks of
+16 output channels (more spill: AVX-512 has 32 vector registers)."""
 INT8_LATENCY_ACCUMULATORS = 12
 """Accumulators (independent `vpdpbusd` chains) a tile needs to hide the
 instruction's latency. Measured on 3×3 layers at 2 threads: 64ch 32² ran at
 1,338 GOP/s with 2 rows × 8 columns, 1,184 with 1 × 12; 512ch 4² at 1,246
 with 4 × 4, 564 with 1 × 4 × 2 blocks; 256ch 14² at 1,181 with 2 × 2 × 4,
 1,346–1,544 with 14 accumulators of 7 or 14 columns."""
+
+
+PAIRS_ACCUMULATORS = 3
+PAIRS_LATENCY_ACCUMULATORS = 2
+"""The same for a `vpmaddwd` kernel (AVX2), whose accumulator of 16 output
+channels is 16 × 2 int32 partial sums, 4 of AVX2's 16 vector registers:
+at most 3 (12 registers, the widened weights and input beside them), and
+2 for latency (each partial sum's chain is a 1-cycle `vpaddd`)."""
 
 
 @dataclass(frozen=True)
@@ -548,22 +556,30 @@ class Int8Tile:
     blocks: int
 
 
-def int8_register_tile(out_height: int, out_width: int, group_blocks: int, columns: int | None = None) -> Int8Tile:
+def int8_register_tile(
+    out_height: int, out_width: int, group_blocks: int, columns: int | None = None, dot: str | None = None,
+) -> Int8Tile:
     """The int8 kernel's register tile for an output of `out_height` ×
     `out_width` with `group_blocks` blocks of 16 channels per group (a tile
-    lies in one group; `columns`: given, else chosen): enough accumulators
-    (INT8_LATENCY_ACCUMULATORS, at most INT8_ACCUMULATORS), times the share
+    lies in one group; `columns`: given, else chosen) whose dot products
+    are `dot`'s (`VectorUnit.int8_dot`): enough accumulators
+    (INT8_LATENCY_ACCUMULATORS, at most INT8_ACCUMULATORS; for `vpmaddwd`
+    the PAIRS_ ones), times the share
     of computed columns that are real (a row padded to whole tiles computes waste); on ties wider tiles,
     then more rows rather than blocks (a weight vector loaded once serves
     all of a tile's rows and columns). Rows and blocks divide the height
     and the group's blocks, and a tile has no more blocks than positions (a
     tile of one column and 16 blocks would load each weight vector for one
     product)."""
-    widths = [columns] if columns else range(1, min(out_width, INT8_MAX_COLUMNS) + 1)
+    most, latency = (
+        (PAIRS_ACCUMULATORS, PAIRS_LATENCY_ACCUMULATORS) if dot == VPMADDWD
+        else (INT8_ACCUMULATORS, INT8_LATENCY_ACCUMULATORS)
+    )
+    widths = [columns] if columns else range(1, min(out_width, INT8_MAX_COLUMNS, most) + 1)
 
     def score(tile: Int8Tile) -> tuple[float, int, int]:
         used = out_width / (-(-out_width // tile.columns) * tile.columns)
-        filled = min(1.0, tile.rows * tile.columns * tile.blocks / INT8_LATENCY_ACCUMULATORS)
+        filled = min(1.0, tile.rows * tile.columns * tile.blocks / latency)
         return used * filled, tile.columns, tile.rows
 
     return max(
@@ -572,7 +588,7 @@ def int8_register_tile(out_height: int, out_width: int, group_blocks: int, colum
             for t in widths
             for r in range(1, out_height + 1) if out_height % r == 0
             for d in range(1, min(group_blocks, r * t) + 1)
-            if group_blocks % d == 0 and r * t * d <= INT8_ACCUMULATORS
+            if group_blocks % d == 0 and r * t * d <= max(most, t)
         ),
         key=score,
     )

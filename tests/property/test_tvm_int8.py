@@ -3,7 +3,8 @@ against what it must compute (`tconv.semantics.int8`, bit for bit) and
 against the reference executor running the same convolution in QDQ form
 (within one quantisation step), on hypothesis-generated shapes: channels
 that fill no 4 or 16, odd images, strides, dilations, asymmetric padding,
-every zero point; with `vpdpbusd` where this CPU has it and without."""
+every zero point; with each dot-product instruction this CPU has
+(`vpmaddwd` on AVX2, `vpdpbusd` with AVX-512 VNNI) and with none."""
 
 import numpy as np
 import pytest
@@ -13,13 +14,16 @@ from hypothesis import strategies as st
 from tconv.ir.builder import NetworkBuilder
 from tconv.ir.shapes import ShapeError
 from tconv.kernels.packing import INT8_LANES, pack_int8_conv2d_weight, pack_int8_depthwise_weight
+from tconv.kernels.target import VPDPBUSD, VPMADDWD
 from tconv.lowering.tvm.int8_conv import Int8Conv, build_int8_conv2d
 from tconv.lowering.tvm.target import cpu_target, vector_unit
 from tconv.semantics.int8 import Requantization, int8_accumulator_bound, int8_conv2d_accumulate
 from tconv.semantics.reference import run
 
 TARGET = cpu_target()
-VNNI = [False, True] if vector_unit(TARGET).int8_dot else [False]
+DOTS = [None, *{VPMADDWD: [VPMADDWD], VPDPBUSD: [VPMADDWD, VPDPBUSD]}.get(vector_unit(TARGET).int8_dot, [])]
+"""The dot products this CPU runs: none, and `vpmaddwd` on any AVX2 CPU
+(those with AVX-512 VNNI included), and `vpdpbusd`."""
 
 
 @st.composite
@@ -69,7 +73,7 @@ def operands(case):
     return x_q, w_q, x_scale, w_scale, bias
 
 
-def run_kernel(case, vnni):
+def run_kernel(case, dot):
     """The kernel's output in NCHW over the real output channels."""
     x_q, w_q, *_ = operands(case)
     depthwise = case["groups"] == case["out_channels"] > 1
@@ -78,8 +82,8 @@ def run_kernel(case, vnni):
     requantization = requantization_of(case)
     shape = {k: v for k, v in case.items() if k not in ("seed", "channels", "out_scale", "out_zero_point")}
     conv = Int8Conv(channels=c4, out_zero_point=requantization.out_zero_point, low=requantization.low,
-                    high=requantization.high, **shape)
-    kernel = build_int8_conv2d(conv, TARGET, vnni)
+                    high=requantization.high, dot=dot, **shape)
+    kernel = build_int8_conv2d(conv, TARGET)
     o16 = conv.out_channels_stored
     data = np.zeros((case["batch"], case["height"], case["width"], c4), np.uint8)
     data[..., : case["channels"]] = x_q.transpose(0, 2, 3, 1)
@@ -111,11 +115,11 @@ def expected(case):
     return requantization_of(case).apply(acc, channel_axis=1)
 
 
-@pytest.mark.parametrize("vnni", VNNI, ids=lambda v: "vnni" if v else "plain")
+@pytest.mark.parametrize("dot", DOTS, ids=lambda d: d or "plain")
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=int8_cases())
-def test_the_kernel_computes_its_semantics_bit_for_bit(vnni, case):
-    np.testing.assert_array_equal(run_kernel(case, vnni), expected(case))
+def test_the_kernel_computes_its_semantics_bit_for_bit(dot, case):
+    np.testing.assert_array_equal(run_kernel(case, dot), expected(case))
 
 
 def qdq_network(case, x_scale, w_q, w_scale, bias):
@@ -147,7 +151,7 @@ def test_the_kernel_is_the_qdq_network_within_one_step(case):
     module, params = qdq_network(case, x_scale, w_q, w_scale, bias)
     x = (x_q.astype(np.float32) - case["zero_point"]) * x_scale
     (reference,) = run(module, params, x)
-    actual = run_kernel(case, VNNI[-1])
+    actual = run_kernel(case, DOTS[-1])
     if case["out_scale"] is None:
         # Float rounding, and the bias rounded to the accumulator's step (half a step).
         step = (x_scale * w_scale)[None, :, None, None]
@@ -226,3 +230,45 @@ def test_the_register_tile():
         assert 1 <= tile.columns <= min(width, INT8_MAX_COLUMNS)
         assert height % tile.rows == 0 and blocks % tile.blocks == 0
         assert tile.rows * tile.columns * tile.blocks <= INT8_ACCUMULATORS
+
+def test_the_register_tile_of_a_vpmaddwd_kernel():
+    """An AVX2 accumulator of 16 channels is 4 vector registers: at most 3
+    in a tile, and 2 are enough."""
+    from tconv.kernels.blocking import PAIRS_ACCUMULATORS, Int8Tile, int8_register_tile
+
+    assert int8_register_tile(14, 14, 16, dot=VPMADDWD) == Int8Tile(1, 2, 1)
+    assert int8_register_tile(7, 7, 32, dot=VPMADDWD) == Int8Tile(1, 2, 1)  # a padded column rather than 1 accumulator
+    assert int8_register_tile(3, 5, 1, columns=6, dot=VPMADDWD) == Int8Tile(1, 6, 1)  # a column tile asked for
+    for height, width, blocks in [(h, w, b) for h in (1, 5, 6, 17) for w in range(1, 60, 7) for b in (1, 3, 8)]:
+        tile = int8_register_tile(height, width, blocks, dot=VPMADDWD)
+        assert tile.rows * tile.columns * tile.blocks <= PAIRS_ACCUMULATORS
+
+
+def test_each_cpu_gets_the_dot_product_it_has():
+    from tconv.kernels.target import vector_unit_from_features
+
+    def unit(*features):
+        return vector_unit_from_features(lambda name: name in features).int8_dot
+
+    assert unit("avx512f", "avx2", "avx", "avx512vnni") == VPDPBUSD
+    assert unit("avx512f", "avx2", "avx") == VPMADDWD
+    assert unit("avx2", "avx") == VPMADDWD
+    assert unit("avx") is None and unit() is None
+    with pytest.raises(ShapeError, match="dot product 'vpdpwssd'"):
+        Int8Conv(1, 4, 4, 4, 16, (1, 1), dot="vpdpwssd")
+
+
+@pytest.mark.parametrize("dot", [d for d in DOTS if d], ids=str)
+def test_the_dot_product_is_the_instruction(dot):
+    """The kernel's products are the instruction's, not LLVM's choice (a
+    VPMADDWD kernel's accumulator holds two partial sums per channel)."""
+    from tvm import te
+
+    from tconv.lowering.tvm.int8_conv import int8_conv2d, placeholders, schedule_int8_conv2d
+
+    conv = Int8Conv(1, 5, 5, 8, 16, (3, 3), padding=(1, 1, 1, 1), dot=dot)
+    tensors = placeholders(conv)
+    script = schedule_int8_conv2d(te.create_prim_func([*tensors, int8_conv2d(conv, *tensors)]), conv).script()
+    intrinsic = {VPMADDWD: "llvm.x86.avx2.pmadd.wd", VPDPBUSD: "llvm.x86.avx512.vpdpbusd.512"}[dot]
+    assert intrinsic in script
+    assert ('"int16"' in script) == (dot == VPMADDWD)  # the input widened once, in the padded copy

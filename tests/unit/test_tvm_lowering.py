@@ -276,8 +276,9 @@ def test_inputs_with_planes_a_whole_number_of_l1_ways_apart_are_skewed():
 
 def test_targets():
     cpu = cpu_target("znver3", 2)
-    assert cpu.kind.name == "llvm" and vector_unit(cpu) == AVX2
-    assert vector_unit(cpu_target("skylake-avx512", 2)) == AVX512
+    assert cpu.kind.name == "llvm" and vector_unit(cpu) == VectorUnit(8, 16, int8_dot="vpmaddwd")
+    assert vector_unit(cpu_target("skylake-avx512", 2)) == VectorUnit(16, 32, int8_dot="vpmaddwd")
+    assert vector_unit(cpu_target("cascadelake", 2)) == VectorUnit(16, 32, int8_dot="vpdpbusd")
     cuda = cuda_target("sm_90")
     assert cuda.kind.name == "cuda" and cuda.host.kind.name == "cuda_host"
     assert make_target("cpu").kind.name == "llvm"

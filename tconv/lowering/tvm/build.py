@@ -262,7 +262,7 @@ class _Lowering(ProgramBuilder):
         """Append the call of `layer`'s int8 convolution (`int8_conv`), its
         weight and requantisation derived from the store at compile time."""
         group, op = layer.group, layer.conv
-        conv = layer.kernel(self.int8.stored[layer.quantize])
+        conv = replace(layer.kernel(self.int8.stored[layer.quantize]), dot=self.unit.int8_dot)
         weight_attributes = (("weight_scales", layer.weight_scales),)
         packed = int8_conv.placeholders(conv)[1].shape
         weight = self.derived(
@@ -288,10 +288,9 @@ class _Lowering(ProgramBuilder):
             args.append(self.value(layer.residual.output, NHWC, "the residual of its fused add"))
         elif conv.residual:
             args.append(self.value(group.residual, NCHW, "the residual of its fused add"))
-        vnni = self.unit.int8_dot
         spec = KernelSpec(
             "int8_conv2d", args, lambda t: int8_conv.int8_conv2d(conv, *t),
-            lambda function: int8_conv.schedule_int8_conv2d(function, conv, vnni), (conv, vnni),
+            lambda function: int8_conv.schedule_int8_conv2d(function, conv), (conv,),
             NCHW if layer.output is None else NHWC, dtype="f32" if layer.output is None else "u8",
         )
         if layer.output is None:

@@ -23,14 +23,22 @@ per-channel int32 offset, one float multiply, then the activation or the
 uint8 clamp).
 
 Schedule. A register tile is rows × columns × blocks of 16 output channels
-(`blocking.int8_register_tile`: 16 accumulator vectors; its blocks lie in
-one group). Parallel over (batch, tile rows, tile blocks) → column tile →
-[for input channels in fours, tap row, tap column: for each row, block and
-column of the tile, one dot-product instruction adds 4 input channels × 16
-output channels into its accumulator vector] → the tile's epilogue. With
-AVX-512 VNNI (`vpdpbusd`: `VectorUnit.int8_dot`) the inner 16 × 4 block is
-that instruction (the tensor intrinsic `VNNI_DOT`); without it the
-same loops, vectorised over the 16 channels by LLVM.
+(`blocking.int8_register_tile`; its blocks lie in one group). Parallel over
+(batch, tile rows, tile blocks) → column tile → [for input channels in
+fours, tap row, tap column: for each row, block and column of the tile,
+one dot product adds 4 input channels × 16 output channels into its
+accumulator] → the tile's epilogue. The dot product (`Int8Conv.dot`, the
+CPU's `VectorUnit.int8_dot`):
+
+- `vpdpbusd` (AVX-512 VNNI): one instruction, the tensor intrinsic
+  VNNI_DOT, into one vector of 16 int32;
+- `vpmaddwd` (AVX2): the input padded as int16 and each 4 × 16 weight block
+  widened to int16; four instructions (the tensor intrinsic PAIRS_DOT), each
+  multiplying 2 input channels by 4 output channels and adding the products
+  in pairs, into 16 × 2 int32 (`conv` has an axis of 2 partial sums, which
+  the epilogue adds). Exact: AVX2's `vpmaddubsw` would multiply uint8 by
+  int8 directly but saturates a pair's sum at int16;
+- None: the same loops, vectorised over the 16 channels by LLVM.
 """
 
 from __future__ import annotations
@@ -43,10 +51,11 @@ from tvm import te, tirx
 from tconv.ir.shapes import ShapeError, window_output
 from tconv.kernels.blocking import INT8_MAX_COLUMNS, Int8Tile, int8_register_tile
 from tconv.kernels.packing import INT8_DEPTH, INT8_LANES, blocks
+from tconv.kernels.target import INT8_DOTS, VPDPBUSD, VPMADDWD
 from tconv.lowering.tvm.ops import activate
 from tconv.semantics.int8 import INT32_LIMIT, int8_accumulator_bound
 
-U8, I8, I32, F32 = "uint8", "int8", "int32", "float32"
+U8, I8, I16, I32, F32 = "uint8", "int8", "int16", "int32", "float32"
 
 VNNI_DOT = "tconv_vnni_dot_16x4"
 """The tensor intrinsic of one `vpdpbusd`: 16 int32 lanes += 4 uint8 · (16 × 4) int8.
@@ -95,6 +104,59 @@ def _register_vnni_dot() -> None:
     TensorIntrin.register(VNNI_DOT, description, implementation)
 
 
+PAIRS_DOT = "tconv_pairs_dot_16x4"
+"""The tensor intrinsic of four `vpmaddwd`: 16 × 2 int32 partial sums += 4
+int16 · (16 × 4) int8 widened, channels 2h and 2h + 1 into partial sum h."""
+
+PARTIALS = 2
+"""Partial sums per output channel of a `vpmaddwd` kernel: the instruction
+adds the products of adjacent int16 lanes, here input channels 4c + 2h and
+4c + 2h + 1 of one output channel, into lane h of that channel."""
+
+
+@cache
+def _register_pairs_dot() -> None:
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def description(
+        a: T.Buffer((4,), "int16", offset_factor=1),
+        b: T.Buffer((16, 4), "int8", offset_factor=1),
+        c: T.Buffer((16, 2), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16, 0:2], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16, 0:2])
+            for i, h, k in T.grid(16, 2, 2):
+                with T.sblock("update"):
+                    vi, vh, vk = T.axis.remap("SSR", [i, h, k])
+                    c[vi, vh] = c[vi, vh] + T.cast(a[vh * 2 + vk], "int32") * T.cast(b[vi, vh * 2 + vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def implementation(
+        a: T.Buffer((4,), "int16", offset_factor=1),
+        b: T.Buffer((16, 4), "int8", offset_factor=1),
+        c: T.Buffer((16, 2), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16, 0:2], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16, 0:2])
+            # The 4 input channels in every 64-bit lane; a 16-byte quarter of
+            # the block is 4 output channels × those 4, widened to int16.
+            four = T.reinterpret(a.vload([0], "int16x4"), dtype="int64")
+            x = T.reinterpret(T.broadcast(four, 4), dtype="int16x16")
+            sums = T.decl_buffer((32,), "int32", data=c.data, scope="local", elem_offset=c.elem_offset)
+            for j in T.unroll(4):
+                sums[T.ramp(j * 8, 1, 8)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                    x, T.cast(b.vload([j * 4, 0], dtype="int8x16"), "int16x16"),
+                    dtype="int32x8",
+                ) + c.vload([j * 4, 0], dtype="int32x8")
+
+    TensorIntrin.register(PAIRS_DOT, description, implementation)
+
+
 @dataclass(frozen=True)
 class Int8Conv:
     """One int8 convolution's shape and quantisation (one group)."""
@@ -134,8 +196,13 @@ class Int8Conv:
     uint8 output (N x P x Q x O16): `(r - zero point) · factor` is added, in
     the output's units (for a uint8 output, its levels: factor is the
     residual's scale over the output's)."""
+    dot: str | None = None
+    """The instruction its dot products are built on (module docstring): a
+    `target.INT8_DOTS`, or None."""
 
     def __post_init__(self):
+        if self.dot is not None and self.dot not in INT8_DOTS:
+            raise ShapeError(f"int8 conv2d: dot product {self.dot!r}; one of {', '.join(INT8_DOTS)}, or none")
         if not 1 <= (self.column_tile or 1) <= INT8_MAX_COLUMNS:
             raise ShapeError(f"int8 conv2d: a column tile of {self.column_tile}; 1 to {INT8_MAX_COLUMNS} columns")
         if self.nchw and self.out_zero_point is not None:
@@ -198,7 +265,12 @@ class Int8Conv:
         """Rows × columns × blocks of one register tile (one row and block: depthwise)."""
         if self.depthwise:
             return Int8Tile(1, self.column_tile or int8_register_tile(1, self.output_size[1], 1).columns, 1)
-        return int8_register_tile(*self.output_size, self.group_blocks, self.column_tile)
+        return int8_register_tile(*self.output_size, self.group_blocks, self.column_tile, self.dot)
+
+    @property
+    def partials(self) -> int:
+        """Partial sums per output channel of the accumulator (`PARTIALS` for a `vpmaddwd` kernel)."""
+        return PARTIALS if self.dot == VPMADDWD and not self.depthwise else 1
 
     @property
     def tile(self) -> int:
@@ -247,11 +319,13 @@ def int8_conv2d(conv: Int8Conv, data, weight, offset, scale, residual=None) -> t
     qp = blocks(q, conv.tile) * conv.tile
     height = max(conv.height + top + bottom, (p - 1) * sh + (kh - 1) * dh + 1)
     width = max(conv.width + left + right, (qp - 1) * sw + (kw - 1) * dw + 1)
-    zero = tirx.const(conv.zero_point, U8)
+    # A vpmaddwd kernel multiplies int16: its input is widened once, in the padded copy.
+    padded_type = I16 if conv.partials > 1 else U8
+    zero = tirx.const(conv.zero_point, padded_type)
 
     def padded_value(b, y, x, c):
         inside = tirx.all(y >= top, y < top + conv.height, x >= left, x < left + conv.width)
-        return tirx.if_then_else(inside, data[b, y - top, x - left, c], zero)
+        return tirx.if_then_else(inside, data[b, y - top, x - left, c].astype(padded_type), zero)
 
     padded = te.compute((conv.batch, height, width, conv.channels), padded_value, name="pad")
     ry = te.reduce_axis((0, kh), name="ry")
@@ -273,23 +347,37 @@ def int8_conv2d(conv: Int8Conv, data, weight, offset, scale, residual=None) -> t
         # one group), so that the output reads its accumulator tile without divisions.
         group_channels = conv.channels // conv.groups
         rc = te.reduce_axis((0, group_channels // INT8_DEPTH), name="rc")
-        rci = te.reduce_axis((0, INT8_DEPTH), name="rci")
 
         def first_channel(ob):
             return 0 if conv.groups == 1 else ob // conv.group_blocks * group_channels
 
-        acc = te.compute(
-            (conv.batch, blocks16, p, qp, INT8_LANES),
-            lambda b, ob, y, x, oi: te.sum(
-                padded[b, y * sh + ry * dh, x * sw + rx * dw, first_channel(ob) + rc * INT8_DEPTH + rci].astype(I32)
-                * weight[ob, rc, ry, rx, oi, rci].astype(I32),
-                axis=[rc, ry, rx, rci],
-            ),
-            name="conv",
-        )
+        def product(b, ob, y, x, oi, channel):
+            return (padded[b, y * sh + ry * dh, x * sw + rx * dw, first_channel(ob) + rc * INT8_DEPTH + channel]
+                    .astype(I32) * weight[ob, rc, ry, rx, oi, channel].astype(I32))
+
+        if conv.partials > 1:
+            # Channels 4c + 2h + k (k = 0, 1) into partial sum h: the lanes of vpmaddwd.
+            rk = te.reduce_axis((0, INT8_DEPTH // PARTIALS), name="rk")
+            acc = te.compute(
+                (conv.batch, blocks16, p, qp, INT8_LANES, PARTIALS),
+                lambda b, ob, y, x, oi, h: te.sum(product(b, ob, y, x, oi, h * PARTIALS + rk), axis=[rc, ry, rx, rk]),
+                name="conv",
+            )
+        else:
+            rci = te.reduce_axis((0, INT8_DEPTH), name="rci")
+            acc = te.compute(
+                (conv.batch, blocks16, p, qp, INT8_LANES),
+                lambda b, ob, y, x, oi: te.sum(product(b, ob, y, x, oi, rci), axis=[rc, ry, rx, rci]),
+                name="conv",
+            )
+
+    def accumulated(b, ob, y, x, oi):
+        if conv.partials > 1:
+            return acc[b, ob, y, x, oi, 0] + acc[b, ob, y, x, oi, 1]
+        return acc[b, ob, y, x, oi]
 
     def requantize(b, y, x, o):
-        value = (acc[b, o // INT8_LANES, y, x, o % INT8_LANES] + offset[o]).astype(F32) * scale[o]
+        value = (accumulated(b, o // INT8_LANES, y, x, o % INT8_LANES) + offset[o]).astype(F32) * scale[o]
         if conv.residual_levels is not None:
             factor, zero_point = conv.residual_levels
             level = residual[b, y, x, o].astype(F32) - tirx.const(zero_point, F32)
@@ -307,9 +395,9 @@ def int8_conv2d(conv: Int8Conv, data, weight, offset, scale, residual=None) -> t
     return te.compute((conv.batch, p, q, conv.out_channels_stored), requantize, name="output")
 
 
-def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) -> tirx.PrimFunc:
-    """The schedule of the module docstring; `vnni` tensorizes the inner
-    16 × 4 block with `vpdpbusd`."""
+def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv) -> tirx.PrimFunc:
+    """The schedule of the module docstring: the inner 16 × 4 block
+    tensorized with `conv.dot`, where it names an instruction."""
     from tvm import s_tir
 
     from tconv.lowering.tvm.schedule_cpu import relayout_output
@@ -334,9 +422,18 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
         sch.reorder(ry, rx, column, channel)
         sch.vectorize(channel)  # before the init is split off: a block without its init cannot be
         init = sch.decompose_reduction(accumulate, ry)
+    elif conv.partials > 1:
+        tile_block, row, column, channel, half, rc, ry, rx, rk = sch.get_loops(accumulate)[-9:]
+        sch.reorder(rc, ry, rx, row, tile_block, column, channel, half, rk)
+        sch.unroll(tile_block)
+        sch.unroll(row)
+        init = sch.decompose_reduction(accumulate, rc)
+        _register_pairs_dot()
+        sch.tensorize(channel, PAIRS_DOT)
+        sch.fuse(*sch.get_loops(init)[-2:])  # the 16 × 2 partial sums: one vector to zero
     else:
         tile_block, row, column, channel, rc, ry, rx, rci = sch.get_loops(accumulate)[-8:]
-        if vnni:
+        if conv.dot == VPDPBUSD:
             sch.reorder(rc, ry, rx, row, tile_block, column, channel, rci)
         else:
             sch.reorder(rc, ry, rx, rci, row, tile_block, column, channel)
@@ -345,7 +442,7 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
         sch.unroll(tile_block)
         sch.unroll(row)
         init = sch.decompose_reduction(accumulate, rc)
-        if vnni:
+        if conv.dot == VPDPBUSD:
             _register_vnni_dot()
             sch.tensorize(channel, VNNI_DOT)
     sch.vectorize(sch.get_loops(init)[-1])
@@ -370,7 +467,7 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv, vnni: bool) ->
     return sch.mod["main"]
 
 
-def build_int8_conv2d(conv: Int8Conv, target, vnni: bool):
+def build_int8_conv2d(conv: Int8Conv, target):
     """The compiled kernel of `conv` for `target` (a tvm runtime function of
     data, weight, offset, scale, output)."""
     import tvm
@@ -378,6 +475,6 @@ def build_int8_conv2d(conv: Int8Conv, target, vnni: bool):
     tensors = placeholders(conv)
     output = int8_conv2d(conv, *tensors)
     function = te.create_prim_func([*tensors, output])
-    scheduled = schedule_int8_conv2d(function, conv, vnni)
+    scheduled = schedule_int8_conv2d(function, conv)
     return tvm.compile(tvm.IRModule({"main": scheduled.with_attr("global_symbol", "main")}), target=target)["main"]
 
