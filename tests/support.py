@@ -76,3 +76,15 @@ def small_resnet():
             y = b.batch_norm(b.conv2d(y, 32, 3, padding=1, name="conv2"), name="bn2")
             x = b.relu(b.add(y, x))
     return b.finish(b.dense(b.flatten(b.global_avg_pool(x)), 10, name="linear"))
+
+
+def onnxruntime_int8_is_exact() -> bool:
+    """Whether ONNX Runtime's integer convolutions (QLinearConv, its
+    optimiser on) sum exactly on this CPU: with VNNI (AVX-512 or AVX) they
+    do; on AVX2 alone its uint8 × int8 kernel adds pairs of products in
+    int16 (`vpmaddubsw`), which saturates (outputs up to 0.29 off on these
+    digits models, on a Zen 3)."""
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    return bool(features.get("avx512vnni") or features.get("avxvnni"))

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from support import onnxruntime_int8_is_exact
 from xdsl.context import Context
 
 from tconv.frontends.onnx import OnnxImportError, import_model
@@ -144,18 +145,6 @@ def test_unsupported_quantization_is_named():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     with pytest.raises(OnnxImportError, match="zero_point holds int16 values; tconv quantizes to int8 or uint8"):
         import_model(model)
-
-
-def onnxruntime_int8_is_exact() -> bool:
-    """Whether ONNX Runtime's integer convolutions (QLinearConv, its
-    optimiser on) sum exactly on this CPU: with VNNI (AVX-512 or AVX) they
-    do; on AVX2 alone its uint8 × int8 kernel adds pairs of products in
-    int16 (`vpmaddubsw`), which saturates (outputs up to 0.29 off on these
-    digits models, on a Zen 3)."""
-    import llvmlite.binding as llvm
-
-    features = llvm.get_host_cpu_features()
-    return bool(features.get("avx512vnni") or features.get("avxvnni"))
 
 
 def assert_computes_onnxruntimes_result(network, module, params, model, images):
