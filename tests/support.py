@@ -3,7 +3,10 @@ this folder on sys.path)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
 
 from tconv.cli.main import main
 from tconv.ir.builder import NetworkBuilder
@@ -88,3 +91,16 @@ def onnxruntime_int8_is_exact() -> bool:
 
     features = llvm.get_host_cpu_features()
     return bool(features.get("avx512vnni") or features.get("avxvnni"))
+
+
+ZOO_REPEATS = frozenset({("resnet34", "imagenet"), ("resnet50", "imagenet"), ("densenet121", "imagenet")})
+"""ImageNet networks of the zoo whose blocks their CIFAR-10 versions (and
+ResNet-18's ImageNet stem) already test whole: compiled whole they take
+7–35 s each, so the backends' zoo tests run them only with
+`TCONV_ZOO_ALL=1`, which keeps `make test` within its budget."""
+
+
+def skip_zoo_repeat(name: str, dataset: str, repeats: frozenset = ZOO_REPEATS) -> None:
+    """Skip a zoo test of (`name`, `dataset`) where it is one of `repeats`, unless `TCONV_ZOO_ALL` is set."""
+    if (name, dataset) in repeats and not os.environ.get("TCONV_ZOO_ALL"):
+        pytest.skip("its blocks are tested in other zoo networks; TCONV_ZOO_ALL=1 runs it")
