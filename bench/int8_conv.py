@@ -72,7 +72,8 @@ def tconv_int8(shape, threads, column_tile=None):
                     high=requantization.high, column_tile=column_tile, dot=vector_unit(target).int8_dot)
     kernel_fn = build_int8_conv2d(conv, target)
     p, q = conv.output_size
-    weight = pack_int8_depthwise_weight(w_q) if conv.depthwise else pack_int8_conv2d_weight(w_q, channels, groups)
+    weight = (pack_int8_depthwise_weight(w_q) if conv.depthwise
+              else pack_int8_conv2d_weight(w_q, channels, groups, pairs=conv.partials > 1))
     arrays = [tvm.runtime.tensor(a) for a in (
         np.ascontiguousarray(x_q.transpose(0, 2, 3, 1)), weight, requantization.offset, requantization.scale,
         np.empty((1, p, q, conv.out_channels_stored), np.uint8))]

@@ -89,7 +89,7 @@ INT8_DEPTH = 4
 """Input channels one int8 dot-product instruction sums per lane (`vpdpbusd`)."""
 
 
-def pack_int8_conv2d_weight(weight: np.ndarray, in_channels: int, groups: int = 1) -> np.ndarray:
+def pack_int8_conv2d_weight(weight: np.ndarray, in_channels: int, groups: int = 1, pairs: bool = False) -> np.ndarray:
     """An OIHW int8 weight in the int8 kernels' layout
     `O16/16 x C4/4G x KH x KW x 16 x 4`: element (ob, cb, y, x, i, j) is the
     weight of output channel ob·16 + i, input channel cb·4 + j of its group
@@ -97,7 +97,11 @@ def pack_int8_conv2d_weight(weight: np.ndarray, in_channels: int, groups: int = 
     C input channels. `in_channels` is C4, the input's channels as stored (a
     multiple of 4; with groups, C itself, each group's a multiple of 4, and
     each group's output channels a multiple of 16). One tap's 16 × 4 block
-    is what one `vpdpbusd` multiplies by 4 input channels."""
+    is what one `vpdpbusd` multiplies by 4 input channels. With `pairs`
+    (the `vpmaddwd` kernels) the block is ordered pair by pair,
+    `... x 2 x 16 x 2`: element (..., h, i, k) is input channel cb·4 + 2h + k
+    of output channel ob·16 + i, so that 8 output channels × one pair are
+    16 consecutive bytes."""
     out_channels, group_channels, kh, kw = weight.shape
     if in_channels % (INT8_DEPTH * groups) or in_channels < group_channels * groups:
         raise ValueError(f"int8 weight: {in_channels} stored input channels cannot hold {groups} groups of "
@@ -110,7 +114,10 @@ def pack_int8_conv2d_weight(weight: np.ndarray, in_channels: int, groups: int = 
     padded = np.zeros((o16, stored, kh, kw), np.int8)
     padded[:out_channels, :group_channels] = weight
     packed = padded.reshape(o16 // INT8_LANES, INT8_LANES, stored // INT8_DEPTH, INT8_DEPTH, kh, kw)
-    return np.ascontiguousarray(packed.transpose(0, 2, 4, 5, 1, 3))
+    packed = packed.transpose(0, 2, 4, 5, 1, 3)
+    if pairs:
+        packed = packed.reshape(*packed.shape[:5], 2, INT8_DEPTH // 2).transpose(0, 1, 2, 3, 5, 4, 6)
+    return np.ascontiguousarray(packed)
 
 
 def pack_int8_depthwise_weight(weight: np.ndarray) -> np.ndarray:

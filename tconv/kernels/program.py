@@ -264,7 +264,8 @@ def _int8_weight(recipe, params):
     quantized = _int8(recipe, params)
     if recipe.attribute("depthwise"):
         return pack_int8_depthwise_weight(quantized)
-    return pack_int8_conv2d_weight(quantized, int(recipe.attribute("in_channels")), int(recipe.attribute("groups")))
+    return pack_int8_conv2d_weight(quantized, int(recipe.attribute("in_channels")), int(recipe.attribute("groups")),
+                                   pairs=bool(recipe.attribute("pairs")))
 
 
 def _requantization(recipe: Recipe, params: Mapping[str, np.ndarray]) -> Requantization:
@@ -361,9 +362,10 @@ TRANSFORMS = {
   per output channel, or one): of the weight quantised to symmetric int8
   with those scales and dequantised, as a float32 layer computes on a QDQ
   weight;
-- `int8_weight` {weight} (weight_scales, groups, in_channels, depthwise): the
-  weight quantised to int8 and packed by `packing.pack_int8_conv2d_weight`
-  for an input of `in_channels` stored channels, or
+- `int8_weight` {weight} (weight_scales, groups, in_channels, depthwise,
+  pairs): the weight quantised to int8 and packed by
+  `packing.pack_int8_conv2d_weight` for an input of `in_channels` stored
+  channels (pair by pair with `pairs`, for `vpmaddwd` kernels), or
   `packing.pack_int8_depthwise_weight`;
 - `int8_offset` (int32), `int8_scale` (float32) {weight, [bias], [scale,
   shift, mean, var]} (weight_scales, x_scale, x_zero_point, [out_scale,

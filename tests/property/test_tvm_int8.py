@@ -96,7 +96,8 @@ def run_kernel(case, dot):
     out = np.empty((case["batch"], p, q, o16), np.dtype(conv.output_dtype))
     import tvm
 
-    packed = pack_int8_depthwise_weight(w_q) if depthwise else pack_int8_conv2d_weight(w_q, c4, case["groups"])
+    packed = (pack_int8_depthwise_weight(w_q) if depthwise
+              else pack_int8_conv2d_weight(w_q, c4, case["groups"], pairs=conv.partials > 1))
     arrays = [tvm.runtime.tensor(a) for a in (data, packed, offset, scale, out)]
     kernel(*arrays)
     return arrays[-1].numpy().transpose(0, 3, 1, 2)[:, : case["out_channels"]]
@@ -177,6 +178,11 @@ def test_the_weight_layout():
     assert packed[1, 0, 0, 0, 3, 2] == grouped[16 + 3, 2, 0, 0]
     with pytest.raises(ValueError, match="not a multiple of 16"):
         pack_int8_conv2d_weight(grouped[:24], 8, groups=2)
+    # Pair by pair (vpmaddwd): (..., h, i, k) is input channel 2h + k of output channel i.
+    pairs = pack_int8_conv2d_weight(w, 8, pairs=True)
+    assert pairs.shape == (1, 2, 3, 3, 2, INT8_LANES, 2)
+    assert pairs[0, 1, 2, 0, 0, 1, 0] == w[1, 4, 2, 0] and pairs[0, 0, 2, 0, 1, 1, 1] == w[1, 3, 2, 0]
+    np.testing.assert_array_equal(pairs[0, 0, 1, 2, :, 0, :].reshape(-1), w[0, :4, 1, 2])
 
 
 def test_groups_that_do_not_fit_the_blocks_are_refused():

@@ -267,7 +267,8 @@ class _Lowering(ProgramBuilder):
         packed = int8_conv.placeholders(conv)[1].shape
         weight = self.derived(
             Recipe("int8_weight", (("weight", layer.weight),), weight_attributes + (
-                ("groups", conv.groups), ("in_channels", conv.channels), ("depthwise", int(conv.depthwise)))),
+                ("groups", conv.groups), ("in_channels", conv.channels), ("depthwise", int(conv.depthwise)),
+                ("pairs", int(conv.partials > 1)))),
             tuple(int(d) for d in packed), f"{layer.weight}:int8_{'x'.join(str(int(d)) for d in packed)}", "i8",
         )
         sources = (("weight", layer.weight),)

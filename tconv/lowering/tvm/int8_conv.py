@@ -5,7 +5,7 @@ Layouts. Activations are NHWC uint8 with the channels padded to a multiple
 of 4 (C4; the padding channels meet zero weights, so their values do not
 matter); the weight is packed by `packing.pack_int8_conv2d_weight`
 (`O16/16 x C4/4G x KH x KW x 16 x 4`, the blocks of 16 output channels
-numbered across the groups); the output is NHWC with O16 channels
+numbered across the groups; `... x 2 x 16 x 2` for `vpmaddwd`); the output is NHWC with O16 channels
 (the output channels rounded up to 16): uint8 where it is quantised again,
 so that the next int8 convolution reads it as it is, else float32 — or,
 for a network's float32 consumers, NCHW float32 (`nchw`, with a residual
@@ -32,12 +32,13 @@ CPU's `VectorUnit.int8_dot`):
 
 - `vpdpbusd` (AVX-512 VNNI): one instruction, the tensor intrinsic
   VNNI_DOT, into one vector of 16 int32;
-- `vpmaddwd` (AVX2): the input padded as int16 and each 4 × 16 weight block
-  widened to int16; four instructions (the tensor intrinsic PAIRS_DOT), each
-  multiplying 2 input channels by 4 output channels and adding the products
-  in pairs, into 16 × 2 int32 (`conv` has an axis of 2 partial sums, which
-  the epilogue adds). Exact: AVX2's `vpmaddubsw` would multiply uint8 by
-  int8 directly but saturates a pair's sum at int16;
+- `vpmaddwd` (AVX2): the input padded as int16, the weight packed pair by
+  pair and widened to int16 as it is loaded; four instructions (the tensor
+  intrinsic PAIRS_DOT), each multiplying 2 input channels by 8 output
+  channels and adding the two products, into 2 × 16 int32 (`conv` has an
+  axis of 2 partial sums, which the epilogue adds). Exact: AVX2's
+  `vpmaddubsw` would multiply uint8 by int8 directly but saturates a
+  pair's sum at int16;
 - None: the same loops, vectorised over the 16 channels by LLVM.
 """
 
@@ -105,13 +106,14 @@ def _register_vnni_dot() -> None:
 
 
 PAIRS_DOT = "tconv_pairs_dot_16x4"
-"""The tensor intrinsic of four `vpmaddwd`: 16 × 2 int32 partial sums += 4
-int16 · (16 × 4) int8 widened, channels 2h and 2h + 1 into partial sum h."""
+"""The tensor intrinsic of four `vpmaddwd`: 2 × 16 int32 partial sums += 4
+int16 · (2 × 16 × 2) int8 widened, channels 2h and 2h + 1 into partial sum h."""
 
 PARTIALS = 2
 """Partial sums per output channel of a `vpmaddwd` kernel: the instruction
 adds the products of adjacent int16 lanes, here input channels 4c + 2h and
-4c + 2h + 1 of one output channel, into lane h of that channel."""
+4c + 2h + 1 of one output channel (the weight packed pair by pair,
+`packing.pack_int8_conv2d_weight`), into partial sum h."""
 
 
 @cache
@@ -122,37 +124,38 @@ def _register_pairs_dot() -> None:
     @T.prim_func(s_tir=True)
     def description(
         a: T.Buffer((4,), "int16", offset_factor=1),
-        b: T.Buffer((16, 4), "int8", offset_factor=1),
-        c: T.Buffer((16, 2), "int32", offset_factor=1, scope="local"),
+        b: T.Buffer((2, 16, 2), "int8", offset_factor=1),
+        c: T.Buffer((2, 16), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16, 0:2], a[0:4], b[0:16, 0:4])
-            T.writes(c[0:16, 0:2])
-            for i, h, k in T.grid(16, 2, 2):
+            T.reads(c[0:2, 0:16], a[0:4], b[0:2, 0:16, 0:2])
+            T.writes(c[0:2, 0:16])
+            for h, i, k in T.grid(2, 16, 2):
                 with T.sblock("update"):
-                    vi, vh, vk = T.axis.remap("SSR", [i, h, k])
-                    c[vi, vh] = c[vi, vh] + T.cast(a[vh * 2 + vk], "int32") * T.cast(b[vi, vh * 2 + vk], "int32")
+                    vh, vi, vk = T.axis.remap("SSR", [h, i, k])
+                    c[vh, vi] = c[vh, vi] + T.cast(a[vh * 2 + vk], "int32") * T.cast(b[vh, vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def implementation(
         a: T.Buffer((4,), "int16", offset_factor=1),
-        b: T.Buffer((16, 4), "int8", offset_factor=1),
-        c: T.Buffer((16, 2), "int32", offset_factor=1, scope="local"),
+        b: T.Buffer((2, 16, 2), "int8", offset_factor=1),
+        c: T.Buffer((2, 16), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16, 0:2], a[0:4], b[0:16, 0:4])
-            T.writes(c[0:16, 0:2])
-            # The 4 input channels in every 64-bit lane; a 16-byte quarter of
-            # the block is 4 output channels × those 4, widened to int16.
-            four = T.reinterpret(a.vload([0], "int16x4"), dtype="int64")
-            x = T.reinterpret(T.broadcast(four, 4), dtype="int16x16")
+            T.reads(c[0:2, 0:16], a[0:4], b[0:2, 0:16, 0:2])
+            T.writes(c[0:2, 0:16])
             sums = T.decl_buffer((32,), "int32", data=c.data, scope="local", elem_offset=c.elem_offset)
-            for j in T.unroll(4):
-                sums[T.ramp(j * 8, 1, 8)] = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                    x, T.cast(b.vload([j * 4, 0], dtype="int8x16"), "int16x16"),
-                    dtype="int32x8",
-                ) + c.vload([j * 4, 0], dtype="int32x8")
+            for h in T.unroll(2):
+                # Input channels 2h and 2h + 1 in every 32-bit lane; 16 bytes of
+                # the weight are 8 output channels × those 2, widened to int16.
+                pair = T.reinterpret(T.broadcast(T.reinterpret(a.vload([h * 2], "int16x2"), dtype="int32"), 8),
+                                     dtype="int16x16")
+                for q in T.unroll(2):
+                    sums[T.ramp(h * 16 + q * 8, 1, 8)] = T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                        pair, T.cast(b.vload([h, q * 8, 0], dtype="int8x16"), "int16x16"),
+                        dtype="int32x8",
+                    ) + c.vload([h, q * 8], dtype="int32x8")
 
     TensorIntrin.register(PAIRS_DOT, description, implementation)
 
@@ -293,10 +296,13 @@ def placeholders(conv: Int8Conv) -> list[te.Tensor]:
     channel the requantisation's offset (int32) and scale (float32)."""
     kh, kw = conv.kernel
     o16 = conv.out_channels_stored
+    in_blocks = conv.channels // conv.groups // INT8_DEPTH
     if conv.depthwise:
         weight_shape = (o16 // INT8_LANES, kh, kw, INT8_LANES)
+    elif conv.partials > 1:
+        weight_shape = (o16 // INT8_LANES, in_blocks, kh, kw, PARTIALS, INT8_LANES, INT8_DEPTH // PARTIALS)
     else:
-        weight_shape = (o16 // INT8_LANES, conv.channels // conv.groups // INT8_DEPTH, kh, kw, INT8_LANES, INT8_DEPTH)
+        weight_shape = (o16 // INT8_LANES, in_blocks, kh, kw, INT8_LANES, INT8_DEPTH)
     tensors = [
         te.placeholder((conv.batch, conv.height, conv.width, conv.channels), U8, name="data"),
         te.placeholder(weight_shape, I8, name="weight"),
@@ -351,29 +357,33 @@ def int8_conv2d(conv: Int8Conv, data, weight, offset, scale, residual=None) -> t
         def first_channel(ob):
             return 0 if conv.groups == 1 else ob // conv.group_blocks * group_channels
 
-        def product(b, ob, y, x, oi, channel):
+        def product(b, ob, y, x, channel, w):
             return (padded[b, y * sh + ry * dh, x * sw + rx * dw, first_channel(ob) + rc * INT8_DEPTH + channel]
-                    .astype(I32) * weight[ob, rc, ry, rx, oi, channel].astype(I32))
+                    .astype(I32) * w.astype(I32))
 
         if conv.partials > 1:
             # Channels 4c + 2h + k (k = 0, 1) into partial sum h: the lanes of vpmaddwd.
             rk = te.reduce_axis((0, INT8_DEPTH // PARTIALS), name="rk")
             acc = te.compute(
-                (conv.batch, blocks16, p, qp, INT8_LANES, PARTIALS),
-                lambda b, ob, y, x, oi, h: te.sum(product(b, ob, y, x, oi, h * PARTIALS + rk), axis=[rc, ry, rx, rk]),
+                (conv.batch, blocks16, p, qp, PARTIALS, INT8_LANES),
+                lambda b, ob, y, x, h, oi: te.sum(
+                    product(b, ob, y, x, h * PARTIALS + rk, weight[ob, rc, ry, rx, h, oi, rk]), axis=[rc, ry, rx, rk]
+                ),
                 name="conv",
             )
         else:
             rci = te.reduce_axis((0, INT8_DEPTH), name="rci")
             acc = te.compute(
                 (conv.batch, blocks16, p, qp, INT8_LANES),
-                lambda b, ob, y, x, oi: te.sum(product(b, ob, y, x, oi, rci), axis=[rc, ry, rx, rci]),
+                lambda b, ob, y, x, oi: te.sum(
+                    product(b, ob, y, x, rci, weight[ob, rc, ry, rx, oi, rci]), axis=[rc, ry, rx, rci]
+                ),
                 name="conv",
             )
 
     def accumulated(b, ob, y, x, oi):
         if conv.partials > 1:
-            return acc[b, ob, y, x, oi, 0] + acc[b, ob, y, x, oi, 1]
+            return acc[b, ob, y, x, 0, oi] + acc[b, ob, y, x, 1, oi]
         return acc[b, ob, y, x, oi]
 
     def requantize(b, y, x, o):
@@ -423,14 +433,14 @@ def schedule_int8_conv2d(function: tirx.PrimFunc, conv: Int8Conv) -> tirx.PrimFu
         sch.vectorize(channel)  # before the init is split off: a block without its init cannot be
         init = sch.decompose_reduction(accumulate, ry)
     elif conv.partials > 1:
-        tile_block, row, column, channel, half, rc, ry, rx, rk = sch.get_loops(accumulate)[-9:]
-        sch.reorder(rc, ry, rx, row, tile_block, column, channel, half, rk)
+        tile_block, row, column, half, channel, rc, ry, rx, rk = sch.get_loops(accumulate)[-9:]
+        sch.reorder(rc, ry, rx, row, tile_block, column, half, channel, rk)
         sch.unroll(tile_block)
         sch.unroll(row)
         init = sch.decompose_reduction(accumulate, rc)
         _register_pairs_dot()
-        sch.tensorize(channel, PAIRS_DOT)
-        sch.fuse(*sch.get_loops(init)[-2:])  # the 16 × 2 partial sums: one vector to zero
+        sch.tensorize(half, PAIRS_DOT)
+        sch.fuse(*sch.get_loops(init)[-2:])  # the 2 × 16 partial sums: one vector to zero
     else:
         tile_block, row, column, channel, rc, ry, rx, rci = sch.get_loops(accumulate)[-8:]
         if conv.dot == VPDPBUSD:
