@@ -265,7 +265,7 @@ def _int8_weight(recipe, params):
     if recipe.attribute("depthwise"):
         return pack_int8_depthwise_weight(quantized)
     return pack_int8_conv2d_weight(quantized, int(recipe.attribute("in_channels")), int(recipe.attribute("groups")),
-                                   pairs=bool(recipe.attribute("pairs")))
+                                   pairs=bool(dict(recipe.attributes).get("pairs", 0)))
 
 
 def _requantization(recipe: Recipe, params: Mapping[str, np.ndarray]) -> Requantization:
@@ -363,7 +363,7 @@ TRANSFORMS = {
   with those scales and dequantised, as a float32 layer computes on a QDQ
   weight;
 - `int8_weight` {weight} (weight_scales, groups, in_channels, depthwise,
-  pairs): the weight quantised to int8 and packed by
+  [pairs]): the weight quantised to int8 and packed by
   `packing.pack_int8_conv2d_weight` for an input of `in_channels` stored
   channels (pair by pair with `pairs`, for `vpmaddwd` kernels), or
   `packing.pack_int8_depthwise_weight`;
