@@ -541,7 +541,7 @@ with 4 × 4, 564 with 1 × 4 × 2 blocks; 256ch 14² at 1,181 with 2 × 2 × 4,
 PAIRS_ACCUMULATORS = 3
 PAIRS_LATENCY_ACCUMULATORS = 2
 """The same for a `vpmaddwd` kernel (AVX2), whose accumulator of 16 output
-channels is 16 × 2 int32 partial sums, 4 of AVX2's 16 vector registers:
+channels is 2 × 16 int32 partial sums, 4 of AVX2's 16 vector registers:
 at most 3 (12 registers, the widened weights and input beside them), and
 2 for latency (each partial sum's chain is a 1-cycle `vpaddd`)."""
 

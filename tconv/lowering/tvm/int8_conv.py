@@ -5,11 +5,12 @@ Layouts. Activations are NHWC uint8 with the channels padded to a multiple
 of 4 (C4; the padding channels meet zero weights, so their values do not
 matter); the weight is packed by `packing.pack_int8_conv2d_weight`
 (`O16/16 x C4/4G x KH x KW x 16 x 4`, the blocks of 16 output channels
-numbered across the groups; `... x 2 x 16 x 2` for `vpmaddwd`); the output is NHWC with O16 channels
-(the output channels rounded up to 16): uint8 where it is quantised again,
-so that the next int8 convolution reads it as it is, else float32 — or,
-for a network's float32 consumers, NCHW float32 (`nchw`, with a residual
-added before the activation where a fused add brings one).
+numbered across the groups; `... x 2 x 16 x 2` for `vpmaddwd`); the
+output is NHWC with O16 channels (the output channels rounded up to 16):
+uint8 where it is quantised again, so that the next int8 convolution
+reads it as it is, else float32 — or, for a network's float32 consumers,
+NCHW float32 (`nchw`, with a residual added before the activation where a
+fused add brings one).
 
 Grouped convolutions read each group's channels of the same NHWC input, and
 need a group's input channels to be a multiple of 4 and its output channels
